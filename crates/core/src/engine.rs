@@ -1,0 +1,1219 @@
+//! The engine: every call's life, from submission to one final event.
+//!
+//! ```text
+//!  submit ──► Queued ──(token fresh, quota + budget admit)──► Transmit ──► InFlight
+//!               ▲  │                                                        │
+//!               │  └─(wait > max_wait)──► Failed(QuotaWait)                  │
+//!               │                                                           ▼
+//!               └──(429 / 5xx / transport / 401 once: retry per policy)── response
+//!                                                     2xx ──► Completed    other ──► Failed
+//! ```
+//!
+//! Methods come in two kinds, as in quinn-proto: inputs are `handle_*` (and `submit`,
+//! `cancel`), outputs come from [`Engine::poll_output`]. **After every input, drain
+//! `poll_output` until it returns [`Output::Wait`].** `Wait(Some(t))` is always later than
+//! the latest `now` the engine was given; a spurious or early `handle_timeout` is a
+//! harmless no-op. Every submitted call ends in exactly one `Completed` or `Failed` event.
+//!
+//! ```
+//! use defender_core::engine::{Auth, Call, Config, Engine, Event, Output};
+//! use defender_core::policy::{Failure, Policy, Retry};
+//! use defender_core::hunting::HuntRequest;
+//! use defender_core::token::{ClientCredentials, Secret};
+//! use defender_core::{Endpoints, Limits, Surface};
+//! use std::time::{Duration, Instant};
+//!
+//! #[derive(Debug)]
+//! struct NoRetry;
+//! impl Policy for NoRetry {
+//!     fn max_wait(&self) -> Duration { Duration::from_secs(60) }
+//!     fn retry(&mut self, _: &Failure) -> Retry { Retry::Stop }
+//! }
+//!
+//! # #[allow(clippy::disallowed_methods)]
+//! let now = Instant::now();
+//! let config = Config::new(
+//!     Surface::DefenderXdr,
+//!     Auth::ClientCredentials(ClientCredentials::new("tenant", "app", Secret::new("secret"))),
+//! );
+//! let mut engine = Engine::new(config, Box::new(NoRetry), now).unwrap();
+//! let id = engine.submit(Call::Hunt(HuntRequest::new("DeviceProcessEvents | take 1")), now);
+//! // The first thing it asks for is a token.
+//! let Output::Transmit(t) = engine.poll_output() else { panic!() };
+//! assert!(t.request.uri().path().ends_with("/oauth2/v2.0/token"));
+//! let token = http::Response::new(br#"{"access_token":"x","expires_in":3599}"#.to_vec());
+//! engine.handle_response(t.id, token, now, std::time::UNIX_EPOCH);
+//! // Then the hunt itself.
+//! let Output::Transmit(t) = engine.poll_output() else { panic!() };
+//! assert_eq!(t.request.uri().path(), "/api/advancedhunting/run");
+//! let body = br#"{"Schema":[{"Name":"a","Type":"String"}],"Results":[{"a":"b"}]}"#.to_vec();
+//! engine.handle_response(t.id, http::Response::new(body), now, std::time::UNIX_EPOCH);
+//! let Output::Event(Event::Completed { id: done, .. }) = engine.poll_output() else { panic!() };
+//! assert_eq!(done, id);
+//! assert!(matches!(engine.poll_output(), Output::Wait(None)));
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::{ApiError, Error, TransportError, TransportErrorKind};
+use crate::hunting::{HuntRequest, HuntResponse, HuntResult};
+use crate::incidents::{
+    Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate, MAX_TOP,
+};
+use crate::limits::{format_duration, ApiGroup, Limits};
+use crate::policy::{Failure, FailureKind, Policy, Retry, Truncation};
+use crate::quota::{Quota, Ticket, WindowUsage};
+use crate::runtime::{Reservation, RunningTime};
+use crate::surface::{Endpoints, Surface};
+use crate::throttle::Throttle;
+use crate::token::{AccessToken, ClientCredentials};
+
+/// How the engine gets tokens.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Auth {
+    /// The engine runs the client-credentials exchange itself.
+    ClientCredentials(ClientCredentials),
+    /// The caller supplies tokens: on [`Event::NeedToken`], answer with
+    /// [`Engine::handle_token`].
+    External,
+}
+
+/// Everything the engine needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The API surface.
+    pub surface: Surface,
+    /// Where calls go.
+    pub endpoints: Endpoints,
+    /// How tokens are obtained.
+    pub auth: Auth,
+    /// The limits to enforce.
+    pub limits: Limits,
+    /// Added to every window to absorb network jitter (default 500 ms).
+    pub margin: Duration,
+    /// The running time reserved for a query before its first result is seen (later
+    /// reservations use the running mean of observed times).
+    pub runtime_estimate: Duration,
+    /// A `User-Agent` header value.
+    pub user_agent: String,
+}
+
+impl Config {
+    /// The documented endpoints (global cloud) and limits of `surface`.
+    pub fn new(surface: Surface, auth: Auth) -> Config {
+        Config {
+            surface,
+            endpoints: Endpoints::new(surface, crate::surface::Cloud::Global),
+            auth,
+            limits: surface.preset().limits(),
+            margin: Duration::from_millis(500),
+            runtime_estimate: Duration::from_secs(1),
+            user_agent: concat!("defender-rs/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// A call to make.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Call {
+    /// Run a hunting query.
+    Hunt(HuntRequest),
+    /// List one page of incidents.
+    ListIncidents(IncidentQuery),
+    /// Follow an `@odata.nextLink` (checked to point at the API's own host).
+    NextIncidents(String),
+    /// Get one incident.
+    GetIncident(IncidentId),
+    /// Update one incident.
+    UpdateIncident(IncidentId, IncidentUpdate),
+}
+
+impl Call {
+    /// The API group the call counts against.
+    pub fn group(&self) -> ApiGroup {
+        match self {
+            Call::Hunt(_) => ApiGroup::Hunting,
+            _ => ApiGroup::Incidents,
+        }
+    }
+}
+
+/// What a call produced.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Value {
+    /// A hunting result.
+    Hunt(HuntResult),
+    /// A page of incidents, and the call that fetches the next page, if there is one.
+    Incidents {
+        /// The page.
+        page: IncidentPage,
+        /// The next page's call.
+        next: Option<Call>,
+    },
+    /// One incident.
+    Incident(Box<Incident>),
+}
+
+/// A call's handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u64);
+
+/// A transmission's handle; answer it with `handle_response` or `handle_transport_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SendId(pub u64);
+
+/// A request for the transport to perform.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Answer with this id.
+    pub id: SendId,
+    /// The call it serves; `None` for a token request.
+    pub call: Option<CallId>,
+    /// The API group, `None` for a token request.
+    pub group: Option<ApiGroup>,
+    /// Which attempt of the call this is (1 for the first).
+    pub attempt: u32,
+    /// The request. Its `Authorization` header holds a secret: never log it.
+    pub request: http::Request<Vec<u8>>,
+    /// Give up on the request after this long and report a timeout.
+    pub timeout: Duration,
+}
+
+/// Something the caller should know.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// The call succeeded.
+    Completed {
+        /// The call.
+        id: CallId,
+        /// Its value.
+        value: Value,
+    },
+    /// The call failed for good.
+    Failed {
+        /// The call.
+        id: CallId,
+        /// Why.
+        error: Error,
+    },
+    /// The call waits for quota or a server-given retry time (for progress displays).
+    Waiting {
+        /// The call.
+        id: CallId,
+        /// The group.
+        group: ApiGroup,
+        /// Until when.
+        until: Instant,
+        /// Which limit, in words ("15 calls per 1m").
+        reason: String,
+    },
+    /// With [`Auth::External`]: fetch a token and give it to [`Engine::handle_token`].
+    NeedToken,
+}
+
+/// What the driver must do next.
+#[derive(Debug)]
+#[must_use]
+pub enum Output {
+    /// Perform this request.
+    Transmit(Transmit),
+    /// Hand this event to the caller.
+    Event(Event),
+    /// Nothing to do until this instant (then call `handle_timeout`), or until the next
+    /// input when `None`.
+    Wait(Option<Instant>),
+}
+
+/// Usage of one group's quota.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupUsage {
+    /// The group.
+    pub group: ApiGroup,
+    /// Every call window.
+    pub windows: Vec<WindowUsage>,
+    /// The server's retry time, if one lies ahead.
+    pub blocked_until: Option<Instant>,
+    /// Running time charged per runtime window (hunting), with the window.
+    pub runtime: Vec<(crate::limits::RuntimeLimit, Duration)>,
+    /// Running time reserved by queries in flight.
+    pub runtime_reserved: Duration,
+    /// Calls waiting or in flight.
+    pub active_calls: usize,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Queued,
+    /// Admitted; the transmit sits in the outbox, not yet handed to the transport.
+    Outbox(SendId),
+    InFlight(SendId),
+}
+
+#[derive(Debug)]
+struct CallState {
+    call: Call,
+    group: ApiGroup,
+    submitted: Instant,
+    /// When the call (re)entered the queue: `max_wait` counts from here.
+    queued_since: Instant,
+    attempts: u32,
+    not_before: Option<Instant>,
+    phase: Phase,
+    ticket: Option<Ticket>,
+    reservation: Option<Reservation>,
+    token_retried: bool,
+    sent_at: Option<Instant>,
+    announced_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+enum SendTarget {
+    Token,
+    Call(CallId),
+    /// A call cancelled while in flight: settle its accounting when the answer comes.
+    Orphan {
+        reservation: Option<Reservation>,
+        sent_at: Instant,
+    },
+}
+
+#[derive(Debug, Default)]
+struct TokenState {
+    current: Option<AccessToken>,
+    fetching: bool,
+    fetch_send: Option<SendId>,
+    not_before: Option<Instant>,
+    attempts: u32,
+}
+
+/// Tokens are not used in their last seconds: a call must reach the server in time.
+const TOKEN_USE_MARGIN: Duration = Duration::from_secs(30);
+
+/// The sans-IO engine. See the module docs for the loop it expects.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    policy: Box<dyn Policy>,
+    quotas: BTreeMap<ApiGroup, Quota>,
+    runtime: RunningTime,
+    runtime_mean: Option<Duration>,
+    token: TokenState,
+    calls: BTreeMap<CallId, CallState>,
+    sends: HashMap<SendId, SendTarget>,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    next_call: u64,
+    next_send: u64,
+    now: Instant,
+    dirty: bool,
+}
+
+impl Engine {
+    /// A new engine. Fails when an endpoint would send credentials over plain HTTP to a
+    /// host other than loopback.
+    pub fn new(config: Config, policy: Box<dyn Policy>, now: Instant) -> Result<Engine, Error> {
+        config.endpoints.check_secure()?;
+        let quotas = ApiGroup::ALL
+            .into_iter()
+            .map(|g| (g, Quota::new(&config.limits.group(g).calls, config.margin)))
+            .collect();
+        let runtime = RunningTime::new(&config.limits.hunting.runtime, config.margin);
+        Ok(Engine {
+            config,
+            policy,
+            quotas,
+            runtime,
+            runtime_mean: None,
+            token: TokenState::default(),
+            calls: BTreeMap::new(),
+            sends: HashMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            next_call: 0,
+            next_send: 0,
+            now,
+            dirty: false,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Submits a call; its end comes as one `Completed` or `Failed` event.
+    pub fn submit(&mut self, call: Call, now: Instant) -> CallId {
+        let now = self.advance(now);
+        self.next_call += 1;
+        let id = CallId(self.next_call);
+        let group = call.group();
+        self.calls.insert(
+            id,
+            CallState {
+                call,
+                group,
+                submitted: now,
+                queued_since: now,
+                attempts: 0,
+                not_before: None,
+                phase: Phase::Queued,
+                ticket: None,
+                reservation: None,
+                token_retried: false,
+                sent_at: None,
+                announced_until: None,
+            },
+        );
+        self.dirty = true;
+        id
+    }
+
+    /// Cancels a call. A call not yet handed to the transport gives back its quota; one in
+    /// flight has been sent and still counts. Ends with `Failed { error: Cancelled }`
+    /// unless the call had already ended.
+    pub fn cancel(&mut self, id: CallId, now: Instant) {
+        self.advance(now);
+        let Some(state) = self.calls.remove(&id) else {
+            return;
+        };
+        match state.phase {
+            Phase::Queued => {}
+            Phase::Outbox(send) => {
+                self.outbox.retain(|t| t.id != send);
+                self.sends.remove(&send);
+                self.give_back(&state);
+            }
+            Phase::InFlight(send) => {
+                self.sends.insert(
+                    send,
+                    SendTarget::Orphan {
+                        reservation: state.reservation,
+                        sent_at: state.sent_at.unwrap_or(self.now),
+                    },
+                );
+            }
+        }
+        self.events.push_back(Event::Failed {
+            id,
+            error: Error::Cancelled,
+        });
+        self.dirty = true;
+    }
+
+    /// A timer fired. Early or repeated calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        self.dirty = true;
+    }
+
+    /// With [`Auth::External`]: the token the caller fetched, or why it could not.
+    pub fn handle_token(&mut self, token: Result<AccessToken, Error>, now: Instant) {
+        self.advance(now);
+        self.token.fetching = false;
+        match token {
+            Ok(t) => {
+                self.token.current = Some(t);
+                self.token.attempts = 0;
+            }
+            Err(e) => self.token_failed(e, None),
+        }
+        self.dirty = true;
+    }
+
+    /// The transport's answer to a transmit. `wall_now` reads HTTP-date retry times.
+    pub fn handle_response(
+        &mut self,
+        id: SendId,
+        response: http::Response<Vec<u8>>,
+        now: Instant,
+        wall_now: SystemTime,
+    ) {
+        self.advance(now);
+        self.dirty = true;
+        let Some(target) = self.sends.remove(&id) else {
+            return;
+        };
+        let status = response.status().as_u16();
+        match target {
+            SendTarget::Token => self.token_response(status, response.body()),
+            SendTarget::Orphan {
+                reservation,
+                sent_at,
+            } => {
+                if let Some(r) = reservation {
+                    let actual = if response.status().is_success() {
+                        HuntResponse::from_slice(response.body())
+                            .ok()
+                            .and_then(|h| h.stats.and_then(|s| s.execution_duration()))
+                            .unwrap_or_else(|| self.now.saturating_duration_since(sent_at))
+                    } else {
+                        Duration::ZERO
+                    };
+                    self.runtime.complete(r, actual, self.now);
+                }
+            }
+            SendTarget::Call(call_id) => self.call_response(call_id, response, wall_now),
+        }
+    }
+
+    /// The transport could not complete a transmit.
+    pub fn handle_transport_error(&mut self, id: SendId, error: TransportError, now: Instant) {
+        self.advance(now);
+        self.dirty = true;
+        let Some(target) = self.sends.remove(&id) else {
+            return;
+        };
+        match target {
+            SendTarget::Token => {
+                self.token.fetching = false;
+                self.token.fetch_send = None;
+                self.token_failed(
+                    Error::Transport {
+                        attempts: self.token.attempts,
+                        error,
+                    },
+                    Some(FailureKind::Token),
+                );
+            }
+            SendTarget::Orphan {
+                reservation,
+                sent_at,
+            } => {
+                if let Some(r) = reservation {
+                    let ran = self.ran_for(error.kind, sent_at);
+                    self.runtime.complete(r, ran, self.now);
+                }
+            }
+            SendTarget::Call(call_id) => {
+                let Some(mut state) = self.calls.remove(&call_id) else {
+                    return;
+                };
+                if let Some(r) = state.reservation.take() {
+                    let ran = self.ran_for(error.kind, state.sent_at.unwrap_or(self.now));
+                    self.runtime.complete(r, ran, self.now);
+                }
+                state.ticket = None;
+                if error.kind == TransportErrorKind::BodyTooLarge {
+                    self.fail(
+                        call_id,
+                        Error::Transport {
+                            attempts: state.attempts,
+                            error,
+                        },
+                    );
+                    return;
+                }
+                let failure = Failure {
+                    group: state.group,
+                    attempt: state.attempts,
+                    kind: FailureKind::Transport(error.kind),
+                    server_wait: None,
+                    elapsed: self.now.saturating_duration_since(state.submitted),
+                };
+                let attempts = state.attempts;
+                self.retry_or_fail(call_id, state, failure, None, || Error::Transport {
+                    attempts,
+                    error,
+                });
+            }
+        }
+    }
+
+    /// What the driver must do next. Drain until `Wait`.
+    pub fn poll_output(&mut self) -> Output {
+        if self.dirty {
+            self.dirty = false;
+            self.drive();
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Output::Event(e);
+        }
+        if let Some(t) = self.outbox.pop_front() {
+            if let Some(call) = t.call.and_then(|c| self.calls.get_mut(&c)) {
+                call.phase = Phase::InFlight(t.id);
+            }
+            return Output::Transmit(t);
+        }
+        Output::Wait(
+            self.next_timer()
+                .map(|t| t.max(self.now + Duration::from_millis(1))),
+        )
+    }
+
+    /// Usage of every group's quota at `now`.
+    pub fn usage(&self, now: Instant) -> Vec<GroupUsage> {
+        let now = now.max(self.now);
+        self.quotas
+            .iter()
+            .map(|(group, q)| GroupUsage {
+                group: *group,
+                windows: q.usage(now),
+                blocked_until: q.blocked_until().filter(|b| *b > now),
+                runtime: if *group == ApiGroup::Hunting {
+                    self.runtime
+                        .limits()
+                        .iter()
+                        .map(|l| (*l, self.runtime.charged(l, now)))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                runtime_reserved: if *group == ApiGroup::Hunting {
+                    self.runtime.reserved()
+                } else {
+                    Duration::ZERO
+                },
+                active_calls: self.calls.values().filter(|c| c.group == *group).count(),
+            })
+            .collect()
+    }
+
+    /// Calls not yet ended.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Running time charged since the engine started.
+    pub fn running_time_spent(&self) -> Duration {
+        self.runtime.spent_total()
+    }
+
+    fn advance(&mut self, now: Instant) -> Instant {
+        if now > self.now {
+            self.now = now;
+        }
+        self.now
+    }
+
+    fn ran_for(&self, kind: TransportErrorKind, sent_at: Instant) -> Duration {
+        match kind {
+            // Never reached the server: nothing ran.
+            TransportErrorKind::Connect => Duration::ZERO,
+            _ => self.now.saturating_duration_since(sent_at),
+        }
+    }
+
+    fn give_back(&mut self, state: &CallState) {
+        if let Some(t) = state.ticket {
+            if let Some(q) = self.quotas.get_mut(&state.group) {
+                q.release(t);
+            }
+        }
+        if let Some(r) = state.reservation {
+            self.runtime.cancel(r);
+        }
+    }
+
+    fn fail(&mut self, id: CallId, error: Error) {
+        self.events.push_back(Event::Failed { id, error });
+    }
+
+    fn next_send_id(&mut self) -> SendId {
+        self.next_send += 1;
+        SendId(self.next_send)
+    }
+
+    fn usable_token(&self) -> Option<&AccessToken> {
+        self.token
+            .current
+            .as_ref()
+            .filter(|t| self.now + TOKEN_USE_MARGIN < t.expires_at)
+    }
+
+    fn drive(&mut self) {
+        let now = self.now;
+        // Deadlines of queued calls.
+        let expired: Vec<(CallId, Duration)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Queued))
+            .filter_map(|(id, c)| {
+                let d = self.policy.deadline(c.group)?;
+                (now >= c.submitted + d).then_some((*id, d))
+            })
+            .collect();
+        for (id, deadline) in expired {
+            self.calls.remove(&id);
+            self.fail(id, Error::DeadlineExceeded { deadline });
+        }
+
+        let any_queued = self
+            .calls
+            .values()
+            .any(|c| matches!(c.phase, Phase::Queued));
+        if !any_queued {
+            return;
+        }
+        // Tokens: fetch when none is usable, or ahead of expiry while calls are active.
+        let needs_fetch = match &self.token.current {
+            None => true,
+            Some(t) => !t.is_fresh(now),
+        };
+        if needs_fetch && !self.token.fetching && self.token.not_before.is_none_or(|t| t <= now) {
+            self.start_token_fetch();
+        }
+        let Some(token) = self.usable_token().map(|t| t.token.clone()) else {
+            return;
+        };
+
+        let mut blocked: Vec<ApiGroup> = Vec::new();
+        let ids: Vec<CallId> = self.calls.keys().copied().collect();
+        for id in ids {
+            let Some(state) = self.calls.get(&id) else {
+                continue;
+            };
+            if !matches!(state.phase, Phase::Queued) || blocked.contains(&state.group) {
+                continue;
+            }
+            if state.not_before.is_some_and(|t| t > now) {
+                // Backing off after a failure; a server-given time also blocks its group.
+                continue;
+            }
+            let group = state.group;
+            let quota = self
+                .quotas
+                .get_mut(&group)
+                .expect("a quota exists for every group"); // built from ApiGroup::ALL
+            let ticket = match quota.try_acquire(now) {
+                Ok(t) => t,
+                Err(denied) => {
+                    let reason = match denied.limit {
+                        Some(l) => l.to_string(),
+                        None => "the server's retry time".to_owned(),
+                    };
+                    if !self.wait_or_fail(id, denied.retry_at, reason) {
+                        blocked.push(group);
+                    }
+                    continue;
+                }
+            };
+            let mut reservation = None;
+            if group == ApiGroup::Hunting {
+                let estimate = self.runtime_mean.unwrap_or(self.config.runtime_estimate);
+                match self.runtime.try_reserve(now, estimate) {
+                    Ok(r) => reservation = Some(r),
+                    Err(denied) => {
+                        self.quotas.get_mut(&group).expect("exists").release(ticket); // as above
+                        let reason = match denied.limit {
+                            Some(l) => l.to_string(),
+                            None => "the running-time budget".to_owned(),
+                        };
+                        match denied.retry_at {
+                            Some(t) => {
+                                if !self.wait_or_fail(id, t, reason) {
+                                    blocked.push(group);
+                                }
+                            }
+                            // Held by queries in flight: their answers wake us.
+                            None => blocked.push(group),
+                        }
+                        continue;
+                    }
+                }
+            }
+            let request = match self.build_request(&self.calls[&id].call, token.expose()) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.quotas.get_mut(&group).expect("exists").release(ticket); // as above
+                    if let Some(r) = reservation {
+                        self.runtime.cancel(r);
+                    }
+                    self.calls.remove(&id);
+                    self.fail(id, e);
+                    continue;
+                }
+            };
+            let send = self.next_send_id();
+            let timeout = self.policy.request_timeout(group);
+            let state = self.calls.get_mut(&id).expect("present"); // looked up above, not removed since
+            state.attempts += 1;
+            state.phase = Phase::Outbox(send);
+            state.ticket = Some(ticket);
+            state.reservation = reservation;
+            state.sent_at = Some(now);
+            state.not_before = None;
+            state.announced_until = None;
+            let attempt = state.attempts;
+            self.sends.insert(send, SendTarget::Call(id));
+            self.outbox.push_back(Transmit {
+                id: send,
+                call: Some(id),
+                group: Some(group),
+                attempt,
+                request,
+                timeout,
+            });
+        }
+    }
+
+    /// The call must wait until `retry_at`: within `max_wait` it waits (true is returned
+    /// when it failed instead, so the group is not blocked by it).
+    fn wait_or_fail(&mut self, id: CallId, retry_at: Instant, reason: String) -> bool {
+        let now = self.now;
+        let max_wait = self.policy.max_wait();
+        let state = self.calls.get_mut(&id).expect("caller holds a live id"); // only called for queued calls
+        let total = retry_at.saturating_duration_since(state.queued_since);
+        if total > max_wait {
+            let group = state.group;
+            self.calls.remove(&id);
+            self.fail(
+                id,
+                Error::QuotaWait {
+                    group,
+                    retry_at,
+                    wait: retry_at.saturating_duration_since(now),
+                    max_wait,
+                    limit: reason,
+                },
+            );
+            return true;
+        }
+        state.not_before = Some(retry_at);
+        if state.announced_until != Some(retry_at) {
+            state.announced_until = Some(retry_at);
+            let group = state.group;
+            self.events.push_back(Event::Waiting {
+                id,
+                group,
+                until: retry_at,
+                reason,
+            });
+        }
+        false
+    }
+
+    fn start_token_fetch(&mut self) {
+        match &self.config.auth {
+            Auth::External => {
+                self.token.fetching = true;
+                self.events.push_back(Event::NeedToken);
+            }
+            Auth::ClientCredentials(creds) => {
+                let request = creds.token_request(
+                    &self.config.endpoints.login_base,
+                    &self.config.endpoints.scope,
+                );
+                let send = self.next_send_id();
+                self.token.fetching = true;
+                self.token.fetch_send = Some(send);
+                self.token.attempts += 1;
+                self.sends.insert(send, SendTarget::Token);
+                self.outbox.push_back(Transmit {
+                    id: send,
+                    call: None,
+                    group: None,
+                    attempt: self.token.attempts,
+                    request,
+                    timeout: Duration::from_secs(30),
+                });
+            }
+        }
+    }
+
+    fn token_response(&mut self, status: u16, body: &[u8]) {
+        self.token.fetching = false;
+        self.token.fetch_send = None;
+        match crate::token::parse_token_response(status, body, self.now) {
+            Ok(t) => {
+                self.token.current = Some(t);
+                self.token.attempts = 0;
+                self.token.not_before = None;
+            }
+            Err(e @ Error::Server { .. }) => self.token_failed(e, Some(FailureKind::Token)),
+            Err(e) => self.token_failed(e, None),
+        }
+    }
+
+    /// A token fetch failed: retry per policy when `retry` says it may, else fail every
+    /// queued call with the error (a later call starts a new fetch).
+    fn token_failed(&mut self, error: Error, retry: Option<FailureKind>) {
+        // A stale token still inside its lifetime remains usable meanwhile.
+        if let Some(kind) = retry {
+            let failure = Failure {
+                group: ApiGroup::Incidents,
+                attempt: self.token.attempts.max(1),
+                kind,
+                server_wait: None,
+                elapsed: Duration::ZERO,
+            };
+            if let Retry::After(d) = self.policy.retry(&failure) {
+                self.token.not_before = Some(self.now + d.max(Duration::from_millis(1)));
+                return;
+            }
+        }
+        self.token.attempts = 0;
+        self.token.not_before = None;
+        if self.usable_token().is_some() {
+            // Keep using the token we have; try for a new one a minute later, not at once.
+            self.token.not_before = Some(self.now + Duration::from_secs(60));
+            return;
+        }
+        let queued: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Queued))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in queued {
+            self.calls.remove(&id);
+            self.fail(id, error.clone());
+        }
+    }
+
+    fn build_request(&self, call: &Call, token: &str) -> Result<http::Request<Vec<u8>>, Error> {
+        let surface = self.config.surface;
+        let base = &self.config.endpoints.api_base;
+        let unsupported = |operation| Error::Unsupported { surface, operation };
+        let (method, uri, body) = match call {
+            Call::Hunt(req) => {
+                let mut req = req.clone();
+                if surface != Surface::Graph {
+                    req.timespan = None;
+                }
+                let body =
+                    serde_json::to_vec(&req).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+                (
+                    http::Method::POST,
+                    format!("{base}{}", surface.hunting_path()),
+                    Some(body),
+                )
+            }
+            Call::ListIncidents(q) => {
+                let path = surface
+                    .incidents_path()
+                    .ok_or_else(|| unsupported("incidents"))?;
+                let mut q = q.clone();
+                q.top = Some(q.top.unwrap_or(MAX_TOP).min(MAX_TOP));
+                (
+                    http::Method::GET,
+                    format!("{base}{}", q.path_and_query(path, surface)),
+                    None,
+                )
+            }
+            Call::NextIncidents(link) => {
+                surface
+                    .incidents_path()
+                    .ok_or_else(|| unsupported("incidents"))?;
+                if !same_origin(link, base) {
+                    return Err(Error::ForeignLink { url: link.clone() });
+                }
+                (http::Method::GET, link.clone(), None)
+            }
+            Call::GetIncident(id) => {
+                let path = surface
+                    .incidents_path()
+                    .ok_or_else(|| unsupported("incidents"))?;
+                (
+                    http::Method::GET,
+                    format!("{base}{path}/{}", id.check()?),
+                    None,
+                )
+            }
+            Call::UpdateIncident(id, update) => {
+                let path = surface
+                    .incidents_path()
+                    .ok_or_else(|| unsupported("incidents"))?;
+                if update.is_empty() {
+                    return Err(Error::InvalidRequest("the update changes nothing".into()));
+                }
+                let body = serde_json::to_vec(&update.to_json(surface))
+                    .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+                (
+                    http::Method::PATCH,
+                    format!("{base}{path}/{}", id.check()?),
+                    Some(body),
+                )
+            }
+        };
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, &self.config.user_agent);
+        if body.is_some() {
+            b = b.header(
+                http::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            );
+        }
+        b.body(body.unwrap_or_default())
+            .map_err(|_| Error::InvalidRequest(format!("`{uri}` is not a valid URL")))
+    }
+
+    fn call_response(
+        &mut self,
+        call_id: CallId,
+        response: http::Response<Vec<u8>>,
+        wall_now: SystemTime,
+    ) {
+        let Some(mut state) = self.calls.remove(&call_id) else {
+            return;
+        };
+        let status = response.status().as_u16();
+        let body = response.body();
+        let elapsed_call = self
+            .now
+            .saturating_duration_since(state.sent_at.unwrap_or(self.now));
+        state.ticket = None;
+
+        if response.status().is_success() {
+            self.policy.on_success();
+            let result = self.decode_success(&state, body, elapsed_call);
+            match result {
+                Ok(value) => self
+                    .events
+                    .push_back(Event::Completed { id: call_id, value }),
+                Err(e) => self.fail(call_id, e),
+            }
+            return;
+        }
+        // Not a success: the query did not run to a result; give back its reservation.
+        if let Some(r) = state.reservation.take() {
+            self.runtime.cancel(r);
+        }
+        let api_error = || {
+            ApiError::from_body(body).unwrap_or_else(|| ApiError {
+                code: status.to_string(),
+                message: String::from_utf8_lossy(body.get(..512).unwrap_or(body))
+                    .trim()
+                    .to_owned(),
+                target: None,
+            })
+        };
+        match status {
+            429 => {
+                let throttle = Throttle::parse(response.headers(), body, wall_now);
+                let group = state.group;
+                if let Some(limit) = throttle.limit {
+                    self.quotas
+                        .get_mut(&group)
+                        .expect("exists")
+                        .handle_learned_limit(limit); // every group has one
+                }
+                let server_wait = throttle.retry_after;
+                if let Some(w) = server_wait {
+                    if throttle.runtime_exhausted {
+                        self.runtime.handle_exhausted(self.now + w);
+                    } else {
+                        self.quotas
+                            .get_mut(&group)
+                            .expect("exists")
+                            .handle_retry_at(self.now + w); // as above
+                    }
+                }
+                let failure = Failure {
+                    group,
+                    attempt: state.attempts,
+                    kind: FailureKind::Throttled,
+                    server_wait,
+                    elapsed: self.now.saturating_duration_since(state.submitted),
+                };
+                let message = throttle.message();
+                self.retry_or_fail(call_id, state, failure, server_wait, || Error::Throttled {
+                    group,
+                    retry_after: server_wait,
+                    message,
+                });
+            }
+            401 if !state.token_retried => {
+                // The token may have been revoked or expired early: fetch a new one, once.
+                self.token.current = None;
+                state.token_retried = true;
+                state.phase = Phase::Queued;
+                state.queued_since = self.now;
+                self.calls.insert(call_id, state);
+            }
+            401 => self.fail(call_id, Error::Auth(api_error())),
+            403 => self.fail(call_id, Error::Forbidden(api_error())),
+            404 => self.fail(call_id, Error::NotFound(api_error())),
+            408 | 500..=599 => {
+                let failure = Failure {
+                    group: state.group,
+                    attempt: state.attempts,
+                    kind: FailureKind::Server(status),
+                    server_wait: crate::throttle::retry_after_from_headers(
+                        response.headers(),
+                        wall_now,
+                    ),
+                    elapsed: self.now.saturating_duration_since(state.submitted),
+                };
+                let attempts = state.attempts;
+                let error = api_error();
+                let wait = failure.server_wait;
+                self.retry_or_fail(call_id, state, failure, wait, || Error::Server {
+                    status,
+                    attempts,
+                    error,
+                });
+            }
+            _ => {
+                let error = api_error();
+                let lower = error.message.to_ascii_lowercase();
+                if status == 400 && lower.contains("allowed result size") {
+                    self.fail(call_id, Error::ResultTooLarge(error));
+                } else {
+                    self.fail(call_id, Error::Rejected { status, error });
+                }
+            }
+        }
+    }
+
+    fn decode_success(
+        &mut self,
+        state: &CallState,
+        body: &[u8],
+        elapsed: Duration,
+    ) -> Result<Value, Error> {
+        let decode_err = |what: &'static str, e: serde_json::Error| Error::Decode {
+            what,
+            len: body.len(),
+            message: e.to_string(),
+        };
+        match &state.call {
+            Call::Hunt(_) => {
+                let parsed = HuntResponse::from_slice(body);
+                let running = parsed
+                    .as_ref()
+                    .ok()
+                    .and_then(|h| h.stats.as_ref().and_then(|s| s.execution_duration()))
+                    .unwrap_or(elapsed);
+                if let Some(r) = state.reservation {
+                    self.runtime.complete(r, running, self.now);
+                }
+                self.runtime_mean = Some(match self.runtime_mean {
+                    None => running,
+                    Some(m) => (m * 7 + running) / 8,
+                });
+                let resp = parsed.map_err(|e| decode_err("hunting", e))?;
+                let result =
+                    HuntResult::from_response(resp, self.config.limits.hunting.rows, running);
+                if result.truncated && self.policy.truncation() == Truncation::Error {
+                    return Err(Error::Truncated {
+                        cap: result.row_cap.unwrap_or_default(),
+                    });
+                }
+                Ok(Value::Hunt(result))
+            }
+            Call::ListIncidents(_) | Call::NextIncidents(_) => {
+                let page: IncidentPage =
+                    serde_json::from_slice(body).map_err(|e| decode_err("incidents", e))?;
+                let next = self.next_page(&state.call, &page);
+                Ok(Value::Incidents { page, next })
+            }
+            Call::GetIncident(_) | Call::UpdateIncident(..) => {
+                let inc: Incident =
+                    serde_json::from_slice(body).map_err(|e| decode_err("incident", e))?;
+                Ok(Value::Incident(Box::new(inc)))
+            }
+        }
+    }
+
+    fn next_page(&self, call: &Call, page: &IncidentPage) -> Option<Call> {
+        if let Some(link) = &page.next_link {
+            return Some(Call::NextIncidents(link.clone()));
+        }
+        // Defender XDR documents no nextLink: a full page means there may be more.
+        match call {
+            Call::ListIncidents(q) if self.config.surface != Surface::Graph => {
+                let top = q.top.unwrap_or(MAX_TOP).clamp(1, MAX_TOP);
+                (page.value.len() as u32 >= top).then(|| {
+                    let mut next = q.clone();
+                    next.top = Some(top);
+                    next.skip = Some(q.skip.unwrap_or(0) + top);
+                    Call::ListIncidents(next)
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn retry_or_fail(
+        &mut self,
+        id: CallId,
+        mut state: CallState,
+        failure: Failure,
+        server_wait: Option<Duration>,
+        error: impl FnOnce() -> Error,
+    ) {
+        match self.policy.retry(&failure) {
+            Retry::After(backoff) => {
+                let wait = backoff.max(server_wait.unwrap_or_default());
+                let retry_at = self.now + wait;
+                state.phase = Phase::Queued;
+                state.queued_since = self.now;
+                state.not_before = Some(retry_at);
+                let max_wait = self.policy.max_wait();
+                if failure.kind == FailureKind::Throttled && wait > max_wait {
+                    self.fail(id, error());
+                    return;
+                }
+                if let Some(deadline) = self.policy.deadline(state.group) {
+                    if retry_at >= state.submitted + deadline {
+                        self.fail(id, error());
+                        return;
+                    }
+                }
+                if failure.kind == FailureKind::Throttled {
+                    let group = state.group;
+                    state.announced_until = Some(retry_at);
+                    self.events.push_back(Event::Waiting {
+                        id,
+                        group,
+                        until: retry_at,
+                        reason: format!("the server asked to wait {}", format_duration(wait)),
+                    });
+                }
+                self.calls.insert(id, state);
+            }
+            Retry::Stop => self.fail(id, error()),
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut offer = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
+        let mut any_queued = false;
+        for c in self.calls.values() {
+            if matches!(c.phase, Phase::Queued) {
+                any_queued = true;
+                if let Some(nb) = c.not_before {
+                    offer(nb);
+                }
+                if let Some(d) = self.policy.deadline(c.group) {
+                    offer(c.submitted + d);
+                }
+            }
+        }
+        if any_queued {
+            if let Some(nb) = self.token.not_before {
+                offer(nb);
+            }
+            if let Some(tok) = &self.token.current {
+                if !self.token.fetching {
+                    offer(tok.refresh_at());
+                }
+            }
+            for q in self.quotas.values() {
+                if let Some(b) = q.blocked_until() {
+                    offer(b);
+                }
+            }
+        }
+        t
+    }
+}
+
+fn same_origin(link: &str, base: &str) -> bool {
+    match (link.parse::<http::Uri>(), base.parse::<http::Uri>()) {
+        (Ok(l), Ok(b)) => {
+            l.scheme() == b.scheme() && l.authority() == b.authority() && l.authority().is_some()
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,228 @@
+//! Typed errors: each says what went wrong and carries what a caller acts on.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{format_duration, ApiGroup};
+
+/// The error envelope every surface uses: `{"error":{"code","message","target"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ApiError {
+    /// The server's code, such as `BadRequest`, `NotFound`, `429` or `TooManyRequests`.
+    #[serde(default)]
+    pub code: String,
+    /// The server's message, shown to the user as is.
+    #[serde(default)]
+    pub message: String,
+    /// The server's target (often a correlation id or the tenant id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    error: ApiError,
+}
+
+impl ApiError {
+    /// Reads the envelope from a response body; `None` when the body is not one.
+    pub fn from_body(body: &[u8]) -> Option<ApiError> {
+        serde_json::from_slice::<Envelope>(body)
+            .ok()
+            .map(|e| e.error)
+    }
+
+    /// The JSON envelope for this error.
+    pub fn to_body(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            error: &'a ApiError,
+        }
+        serde_json::to_vec(&Out { error: self }).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code.is_empty(), self.message.is_empty()) {
+            (false, false) => write!(f, "{}: {}", self.code, self.message),
+            (true, false) => f.write_str(&self.message),
+            (false, true) => f.write_str(&self.code),
+            (true, true) => f.write_str("no error details"),
+        }
+    }
+}
+
+/// A failure below HTTP, as a transport reports it to the engine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct TransportError {
+    /// What kind of failure.
+    pub kind: TransportErrorKind,
+    /// The transport's description, without secrets.
+    pub message: String,
+}
+
+impl TransportError {
+    /// A transport error of `kind`.
+    pub fn new(kind: TransportErrorKind, message: impl Into<String>) -> Self {
+        TransportError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The kinds of transport failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// The connection could not be made.
+    #[error("could not connect")]
+    Connect,
+    /// The request did not complete within its timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The connection was closed or reset before the response was complete.
+    #[error("connection closed")]
+    Closed,
+    /// The response body was larger than the configured limit (not retried).
+    #[error("response body too large")]
+    BodyTooLarge,
+    /// Anything else.
+    #[error("transport failure")]
+    Other,
+}
+
+/// Everything that can end a call without a value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The quota for this group is spent and waiting would exceed the policy's `max_wait`.
+    /// Nothing was sent.
+    #[error("the {group} quota is spent ({limit}); retry in {} (the policy allows waiting {})", format_duration(*wait), format_duration(*max_wait))]
+    QuotaWait {
+        /// The API group.
+        group: ApiGroup,
+        /// The earliest instant the call would be admitted.
+        retry_at: Instant,
+        /// How long that is from when the decision was made.
+        wait: Duration,
+        /// The policy's maximum wait.
+        max_wait: Duration,
+        /// The limit that binds, in words.
+        limit: String,
+    },
+    /// The server answered 429 and the policy would not wait for its retry time.
+    #[error("the server throttled the {group} call: {message}; retry in {}", retry_after.map(format_duration).unwrap_or_else(|| "a while".into()))]
+    Throttled {
+        /// The API group.
+        group: ApiGroup,
+        /// The server's wait, when it gave one.
+        retry_after: Option<Duration>,
+        /// The server's message.
+        message: String,
+    },
+    /// The credentials were refused (401, or the token endpoint's refusal).
+    #[error("authentication failed: {0}; check the tenant, client id and secret")]
+    Auth(ApiError),
+    /// The app lacks a permission for this call (403).
+    #[error("permission denied: {0}; grant the app the API permission this call needs")]
+    Forbidden(ApiError),
+    /// The incident (or other resource) does not exist (404).
+    #[error("not found: {0}")]
+    NotFound(ApiError),
+    /// The API rejected the request (400 and other 4xx): a KQL syntax error, a bad value.
+    #[error("the API rejected the request ({status}): {error}")]
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// The server's error.
+        error: ApiError,
+    },
+    /// The hunting result exceeded the service's result size (HTTP 400).
+    #[error("the result is too large: {0}; narrow the query or split its time range")]
+    ResultTooLarge(ApiError),
+    /// The result hit the row cap and the policy treats truncation as an error.
+    #[error("the result was truncated at the row cap of {cap} rows; split the time range")]
+    Truncated {
+        /// The cap.
+        cap: u64,
+    },
+    /// The server failed (5xx or 408) and retries were spent.
+    #[error("the server failed with {status} after {attempts} attempts: {error}")]
+    Server {
+        /// The last HTTP status.
+        status: u16,
+        /// Attempts made.
+        attempts: u32,
+        /// The server's error, when the body had one.
+        error: ApiError,
+    },
+    /// The network failed and retries were spent.
+    #[error("the network failed after {attempts} attempts: {error}")]
+    Transport {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        error: TransportError,
+    },
+    /// A response did not decode.
+    #[error("could not read the {what} response ({len} bytes): {message}")]
+    Decode {
+        /// What was being decoded.
+        what: &'static str,
+        /// The body's length.
+        len: usize,
+        /// The decoder's message.
+        message: String,
+    },
+    /// The call's deadline passed.
+    #[error("the call's deadline of {} passed", format_duration(*deadline))]
+    DeadlineExceeded {
+        /// The deadline, measured from submission.
+        deadline: Duration,
+    },
+    /// The surface has no such operation.
+    #[error("{surface} has no {operation} API")]
+    Unsupported {
+        /// The surface.
+        surface: crate::surface::Surface,
+        /// The operation.
+        operation: &'static str,
+    },
+    /// A URL that would send a token over plain HTTP to a non-loopback host.
+    #[error("refusing to send credentials to `{url}`: use https (plain http only for loopback)")]
+    InsecureUrl {
+        /// The URL.
+        url: String,
+    },
+    /// A next-page link pointed at another host than the API's.
+    #[error("the next-page link points at another host ({url}); not following it")]
+    ForeignLink {
+        /// The link.
+        url: String,
+    },
+    /// The call was cancelled by its caller.
+    #[error("the call was cancelled")]
+    Cancelled,
+    /// The request could not be built (a bad id or value).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+impl Error {
+    /// The HTTP status behind this error, where there is one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Throttled { .. } => Some(429),
+            Error::Auth(_) => Some(401),
+            Error::Forbidden(_) => Some(403),
+            Error::NotFound(_) => Some(404),
+            Error::Rejected { status, .. } | Error::Server { status, .. } => Some(*status),
+            Error::ResultTooLarge(_) => Some(400),
+            _ => None,
+        }
+    }
+}

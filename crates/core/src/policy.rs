@@ -1,0 +1,91 @@
+//! The decisions the engine asks for, as a trait: implement it to write your own policy.
+//!
+//! Ready-made policies (patient, fail-fast, full-jitter backoff with a retry budget) are
+//! in the `defender-policy` crate. A policy is consulted, never trusted to keep time: it
+//! receives what happened and returns a decision.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::TransportErrorKind;
+use crate::limits::ApiGroup;
+
+/// What failed, for [`Policy::retry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// The API group of the call.
+    pub group: ApiGroup,
+    /// Attempts made so far, including the one that failed (1 for the first).
+    pub attempt: u32,
+    /// What went wrong.
+    pub kind: FailureKind,
+    /// The wait the server asked for, if it asked.
+    pub server_wait: Option<Duration>,
+    /// Time since the call was submitted.
+    pub elapsed: Duration,
+}
+
+/// The kinds of retryable failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// HTTP 5xx or 408.
+    Server(u16),
+    /// HTTP 429.
+    Throttled,
+    /// The network failed.
+    Transport(TransportErrorKind),
+    /// The token endpoint failed (5xx or network).
+    Token,
+}
+
+/// A retry decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Retry after at least this long (the engine also honours the server's wait).
+    After(Duration),
+    /// Give up: the call fails with the error at hand.
+    Stop,
+}
+
+/// What to do with a result that came back at the row cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Truncation {
+    /// Hand it out flagged `truncated` (and warn).
+    #[default]
+    Flag,
+    /// Fail the call with [`crate::Error::Truncated`].
+    Error,
+}
+
+/// The decisions the engine delegates.
+pub trait Policy: Send + fmt::Debug {
+    /// How long a call may wait for quota (or for a server-given retry time) before it
+    /// fails at once with the retry time instead.
+    fn max_wait(&self) -> Duration;
+
+    /// Whether and when to retry a failed attempt.
+    fn retry(&mut self, failure: &Failure) -> Retry;
+
+    /// An attempt succeeded (refills a retry budget).
+    fn on_success(&mut self) {}
+
+    /// A call's deadline, measured from its submission; `None` for no deadline.
+    fn deadline(&self, _group: ApiGroup) -> Option<Duration> {
+        None
+    }
+
+    /// The timeout of one HTTP attempt.
+    fn request_timeout(&self, group: ApiGroup) -> Duration {
+        match group {
+            // Defender for Endpoint documents 200 s for one request; XDR "more than three minutes".
+            ApiGroup::Hunting => Duration::from_secs(240),
+            ApiGroup::Incidents => Duration::from_secs(60),
+        }
+    }
+
+    /// What to do with a result at the row cap.
+    fn truncation(&self) -> Truncation {
+        Truncation::Flag
+    }
+}
