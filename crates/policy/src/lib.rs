@@ -89,7 +89,7 @@ impl StandardPolicy {
     }
 
     /// Sets how long a call may wait for quota.
-    pub fn max_wait(mut self, d: Duration) -> StandardPolicy {
+    pub fn with_max_wait(mut self, d: Duration) -> StandardPolicy {
         self.max_wait = d;
         self
     }
@@ -108,19 +108,19 @@ impl StandardPolicy {
     }
 
     /// Sets a deadline for every call, from submission.
-    pub fn deadline(mut self, d: Option<Duration>) -> StandardPolicy {
+    pub fn with_deadline(mut self, d: Option<Duration>) -> StandardPolicy {
         self.deadline = d;
         self
     }
 
     /// Sets the timeout of one HTTP attempt (default: 240 s hunting, 60 s incidents).
-    pub fn request_timeout(mut self, d: Duration) -> StandardPolicy {
+    pub fn with_request_timeout(mut self, d: Duration) -> StandardPolicy {
         self.request_timeout = Some(d);
         self
     }
 
     /// Sets what to do with a result at the row cap.
-    pub fn truncation(mut self, t: Truncation) -> StandardPolicy {
+    pub fn with_truncation(mut self, t: Truncation) -> StandardPolicy {
         self.truncation = t;
         self
     }
@@ -310,7 +310,7 @@ mod tests {
         assert!(
             matches!(p.retry(&failure(1, FailureKind::Throttled, None)), Retry::After(d) if d >= Duration::from_secs(1))
         );
-        let mut late = StandardPolicy::standard().deadline(Some(Duration::from_secs(1)));
+        let mut late = StandardPolicy::standard().with_deadline(Some(Duration::from_secs(1)));
         let mut f = failure(1, FailureKind::Server(503), None);
         f.elapsed = Duration::from_secs(2);
         assert_eq!(late.retry(&f), Retry::Stop);
