@@ -277,6 +277,7 @@ enum SendTarget {
     Call(CallId),
     /// A call cancelled while in flight: settle its accounting when the answer comes.
     Orphan {
+        group: ApiGroup,
         reservation: Option<Reservation>,
         sent_at: Instant,
     },
@@ -392,6 +393,7 @@ impl Engine {
                 self.sends.insert(
                     send,
                     SendTarget::Orphan {
+                        group: state.group,
                         reservation: state.reservation,
                         sent_at: state.sent_at.unwrap_or(self.now),
                     },
@@ -442,9 +444,15 @@ impl Engine {
         match target {
             SendTarget::Token => self.token_response(status, response.body()),
             SendTarget::Orphan {
+                group,
                 reservation,
                 sent_at,
             } => {
+                // Nobody waits for the answer, but what it says about the quota counts.
+                if status == 429 {
+                    let throttle = Throttle::parse(response.headers(), response.body(), wall_now);
+                    self.apply_throttle(group, &throttle);
+                }
                 if let Some(r) = reservation {
                     let actual = if response.status().is_success() {
                         HuntResponse::from_slice(response.body())
@@ -483,6 +491,7 @@ impl Engine {
             SendTarget::Orphan {
                 reservation,
                 sent_at,
+                ..
             } => {
                 if let Some(r) = reservation {
                     let ran = self.ran_for(error.kind, sent_at);
@@ -990,23 +999,8 @@ impl Engine {
             429 => {
                 let throttle = Throttle::parse(response.headers(), body, wall_now);
                 let group = state.group;
-                if let Some(limit) = throttle.limit {
-                    self.quotas
-                        .get_mut(&group)
-                        .expect("exists")
-                        .handle_learned_limit(limit); // every group has one
-                }
+                self.apply_throttle(group, &throttle);
                 let server_wait = throttle.retry_after;
-                if let Some(w) = server_wait {
-                    if throttle.runtime_exhausted {
-                        self.runtime.handle_exhausted(self.now + w);
-                    } else {
-                        self.quotas
-                            .get_mut(&group)
-                            .expect("exists")
-                            .handle_retry_at(self.now + w); // as above
-                    }
-                }
                 let failure = Failure {
                     group,
                     attempt: state.attempts,
@@ -1060,6 +1054,25 @@ impl Engine {
                 } else {
                     self.fail(call_id, Error::Rejected { status, error });
                 }
+            }
+        }
+    }
+
+    /// What a 429 says about the limits: a learned window, a retry time for the group's
+    /// quota or for the running-time budget.
+    fn apply_throttle(&mut self, group: ApiGroup, throttle: &Throttle) {
+        let quota = self
+            .quotas
+            .get_mut(&group)
+            .expect("a quota exists for every group"); // built from ApiGroup::ALL
+        if let Some(limit) = throttle.limit {
+            quota.handle_learned_limit(limit);
+        }
+        if let Some(w) = throttle.retry_after {
+            if throttle.runtime_exhausted {
+                self.runtime.handle_exhausted(self.now + w);
+            } else {
+                quota.handle_retry_at(self.now + w);
             }
         }
     }
@@ -1176,8 +1189,15 @@ impl Engine {
     }
 
     fn next_timer(&self) -> Option<Instant> {
+        // Anything due at or before `now` was acted on by the last `drive`; offering it
+        // again would spin.
+        let now = self.now;
         let mut t: Option<Instant> = None;
-        let mut offer = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
+        let mut offer = |x: Instant| {
+            if x > now {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
         let mut any_queued = false;
         for c in self.calls.values() {
             if matches!(c.phase, Phase::Queued) {

@@ -229,6 +229,68 @@ impl Quota {
     }
 }
 
+/// Whose quota: Microsoft counts per application and tenant, and per API group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QuotaKey {
+    /// The tenant.
+    pub tenant: String,
+    /// The application (client) id.
+    pub app: String,
+    /// The API group.
+    pub group: crate::limits::ApiGroup,
+}
+
+impl QuotaKey {
+    /// The key of `app` in `tenant` for `group`.
+    pub fn new(tenant: &str, app: &str, group: crate::limits::ApiGroup) -> QuotaKey {
+        QuotaKey {
+            tenant: tenant.to_owned(),
+            app: app.to_owned(),
+            group,
+        }
+    }
+}
+
+/// A quota per [`QuotaKey`], made on first use from the limits given.
+#[derive(Debug, Clone, Default)]
+pub struct Quotas {
+    margin: Duration,
+    quotas: std::collections::HashMap<QuotaKey, Quota>,
+}
+
+impl Quotas {
+    /// An empty set whose quotas use `margin`.
+    pub fn new(margin: Duration) -> Quotas {
+        Quotas {
+            margin,
+            quotas: Default::default(),
+        }
+    }
+
+    /// The quota of `key`, made from `limits` if it does not exist yet.
+    pub fn get_or_insert(&mut self, key: &QuotaKey, limits: &[CallLimit]) -> &mut Quota {
+        let margin = self.margin;
+        self.quotas
+            .entry(key.clone())
+            .or_insert_with(|| Quota::new(limits, margin))
+    }
+
+    /// Admits a call of `key` at `now` when all its windows allow it.
+    pub fn try_acquire(
+        &mut self,
+        key: &QuotaKey,
+        limits: &[CallLimit],
+        now: Instant,
+    ) -> Result<Ticket, Denied> {
+        self.get_or_insert(key, limits).try_acquire(now)
+    }
+
+    /// The quota of `key`, if it was used.
+    pub fn get(&self, key: &QuotaKey) -> Option<&Quota> {
+        self.quotas.get(key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
