@@ -27,19 +27,27 @@ use std::time::{Duration, Instant};
 use crate::limits::CallLimit;
 
 /// The call quota of one (tenant, app, API group).
+///
+/// Instants are kept as nanoseconds since the first instant the quota saw, so the hot
+/// path compares and adds integers.
 #[derive(Debug, Clone)]
 pub struct Quota {
     windows: Vec<Window>,
     margin: Duration,
     blocked_until: Option<Instant>,
-    last_now: Option<Instant>,
+    base: Option<Instant>,
+    /// The latest `now` seen, in nanoseconds since `base`.
+    last: u64,
 }
 
 #[derive(Debug, Clone)]
 struct Window {
     limit: CallLimit,
-    /// Admitted instants still inside `per + margin`, oldest first.
-    log: VecDeque<Instant>,
+    /// `limit.per + margin`, in nanoseconds.
+    span: u64,
+    /// Admitted instants (nanoseconds since `base`), oldest first; entries older than
+    /// `span` are dropped on the next admission.
+    log: VecDeque<u64>,
 }
 
 /// Proof that a call was admitted; give it back with [`Quota::release`] if the call is
@@ -70,6 +78,37 @@ pub struct WindowUsage {
     pub next_free: Instant,
 }
 
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+impl Window {
+    fn new(limit: CallLimit, margin: Duration) -> Window {
+        Window {
+            limit,
+            span: nanos(limit.per).saturating_add(nanos(margin)),
+            log: VecDeque::new(),
+        }
+    }
+
+    /// Entries still inside the window at `now`: the index of the first live one.
+    fn first_live(&self, now: u64) -> usize {
+        match now.checked_sub(self.span) {
+            // An entry at `t` counts while `t + span > now`, i.e. `t > now - span`.
+            Some(cutoff) => self.log.partition_point(|&t| t <= cutoff),
+            None => 0,
+        }
+    }
+
+    /// When a call would next be admitted, given `first` live entries start there.
+    fn free_at(&self, first: usize) -> Option<u64> {
+        let live = self.log.len() - first;
+        let max = self.limit.max as usize;
+        // Admitted once the (live - max + 1)-th oldest live entry has left the window.
+        (live >= max).then(|| self.log[first + live - max].saturating_add(self.span))
+    }
+}
+
 impl Quota {
     /// A quota enforcing every window in `limits`, each widened by `margin`.
     pub fn new(limits: &[CallLimit], margin: Duration) -> Quota {
@@ -77,14 +116,12 @@ impl Quota {
             windows: limits
                 .iter()
                 .filter(|l| l.max > 0 && !l.per.is_zero())
-                .map(|&limit| Window {
-                    limit,
-                    log: VecDeque::new(),
-                })
+                .map(|&limit| Window::new(limit, margin))
                 .collect(),
             margin,
             blocked_until: None,
-            last_now: None,
+            base: None,
+            last: 0,
         }
     }
 
@@ -98,51 +135,55 @@ impl Quota {
         self.margin
     }
 
-    /// The server's retry time, while it lies ahead.
+    /// The server's retry time, if one was given and not yet passed.
     pub fn blocked_until(&self) -> Option<Instant> {
         self.blocked_until
     }
 
-    /// Time never goes backwards inside the quota: an earlier `now` is read as the latest.
-    fn clamp(&mut self, now: Instant) -> Instant {
-        let now = match self.last_now {
-            Some(last) if last > now => last,
-            _ => now,
-        };
-        self.last_now = Some(now);
-        now
+    /// Nanoseconds since the base for `now`; time never goes backwards inside the quota
+    /// (an earlier `now` is read as the latest).
+    fn offset(&self, now: Instant) -> u64 {
+        match self.base {
+            Some(base) => nanos(now.saturating_duration_since(base)).max(self.last),
+            None => 0,
+        }
+    }
+
+    fn instant(&self, offset: u64) -> Instant {
+        // `base` is set before any entry exists, so entries have a base to count from.
+        self.base
+            .map_or_else(|| unreachable_base(), |b| b + Duration::from_nanos(offset))
     }
 
     /// Checks without admitting.
     pub fn check(&self, now: Instant) -> Result<(), Denied> {
-        let now = self.last_now.map_or(now, |l| l.max(now));
-        let mut worst: Option<Denied> = None;
-        if let Some(until) = self.blocked_until {
-            if until > now {
-                worst = Some(Denied {
+        let at = self.offset(now);
+        let now = if self.base.is_some() { self.instant(at) } else { now };
+        self.check_at(now, at)
+    }
+
+    fn check_at(&self, now: Instant, at: u64) -> Result<(), Denied> {
+        let mut worst: Option<(u64, Option<CallLimit>)> = None;
+        for w in &self.windows {
+            if let Some(free) = w.free_at(w.first_live(at)) {
+                if worst.is_none_or(|(f, _)| free > f) {
+                    worst = Some((free, Some(w.limit)));
+                }
+            }
+        }
+        let mut denied = worst.map(|(free, limit)| Denied {
+            retry_at: self.instant(free),
+            limit,
+        });
+        if let Some(until) = self.blocked_until.filter(|u| *u > now) {
+            if denied.is_none_or(|d| until > d.retry_at) {
+                denied = Some(Denied {
                     retry_at: until,
                     limit: None,
                 });
             }
         }
-        for w in &self.windows {
-            let span = w.limit.per + self.margin;
-            // Entries whose window has passed no longer count.
-            let live = w.log.len() - w.log.partition_point(|&t| t + span <= now);
-            let max = w.limit.max as usize;
-            if live >= max {
-                // The call is admitted once the (live - max + 1)-th oldest live entry expires.
-                let expired = w.log.len() - live;
-                let retry_at = w.log[expired + live - max] + span;
-                if worst.is_none_or(|d| retry_at > d.retry_at) {
-                    worst = Some(Denied {
-                        retry_at,
-                        limit: Some(w.limit),
-                    });
-                }
-            }
-        }
-        match worst {
+        match denied {
             Some(d) => Err(d),
             None => Ok(()),
         }
@@ -150,19 +191,57 @@ impl Quota {
 
     /// Admits a call at `now` if every window allows it; otherwise says when to retry.
     pub fn try_acquire(&mut self, now: Instant) -> Result<Ticket, Denied> {
-        let now = self.clamp(now);
-        self.prune(now);
-        self.check(now)?;
+        let base = *self.base.get_or_insert(now);
+        let at = self.offset(now);
+        self.last = at;
+        // Drop what has left each window; then every entry is live and the check is O(1).
         for w in &mut self.windows {
-            w.log.push_back(now);
+            if let Some(cutoff) = at.checked_sub(w.span) {
+                while w.log.front().is_some_and(|&t| t <= cutoff) {
+                    w.log.pop_front();
+                }
+            }
         }
-        Ok(Ticket { at: now })
+        if let Some(b) = self.blocked_until {
+            if nanos(b.saturating_duration_since(base)) <= at {
+                self.blocked_until = None;
+            }
+        }
+        let mut worst: Option<(u64, CallLimit)> = None;
+        for w in &self.windows {
+            if let Some(free) = w.free_at(0) {
+                if worst.is_none_or(|(f, _)| free > f) {
+                    worst = Some((free, w.limit));
+                }
+            }
+        }
+        if let Some(until) = self.blocked_until {
+            let until_at = nanos(until.saturating_duration_since(base));
+            if worst.is_none_or(|(f, _)| until_at > f) {
+                return Err(Denied {
+                    retry_at: until,
+                    limit: None,
+                });
+            }
+        }
+        if let Some((free, limit)) = worst {
+            return Err(Denied {
+                retry_at: base + Duration::from_nanos(free),
+                limit: Some(limit),
+            });
+        }
+        for w in &mut self.windows {
+            w.log.push_back(at);
+        }
+        Ok(Ticket { at: base + Duration::from_nanos(at) })
     }
 
     /// Gives back a ticket whose call was never sent.
     pub fn release(&mut self, ticket: Ticket) {
+        let Some(base) = self.base else { return };
+        let at = nanos(ticket.at.saturating_duration_since(base));
         for w in &mut self.windows {
-            if let Some(pos) = w.log.iter().rposition(|&t| t == ticket.at) {
+            if let Some(pos) = w.log.iter().rposition(|&t| t == at) {
                 w.log.remove(pos);
             }
         }
@@ -184,49 +263,39 @@ impl Quota {
         match self.windows.iter_mut().find(|w| w.limit.per == limit.per) {
             Some(w) if w.limit.max > limit.max => w.limit.max = limit.max,
             Some(_) => {}
-            None => self.windows.push(Window {
-                limit,
-                log: VecDeque::new(),
-            }),
+            None => {
+                // The new window starts with what the longest existing one remembers
+                // that falls inside it, so it is exact from the start where it can be.
+                let mut w = Window::new(limit, self.margin);
+                if let Some(longest) = self.windows.iter().max_by_key(|w| w.span) {
+                    w.log = longest.log.clone();
+                }
+                self.windows.push(w);
+            }
         }
     }
 
     /// Usage of every window at `now`.
     pub fn usage(&self, now: Instant) -> Vec<WindowUsage> {
-        let now = self.last_now.map_or(now, |l| l.max(now));
+        let at = self.offset(now);
+        let now = self.base.map_or(now, |_| self.instant(at));
         self.windows
             .iter()
             .map(|w| {
-                let span = w.limit.per + self.margin;
-                let start = w.log.partition_point(|&t| t + span <= now);
-                let live = w.log.len() - start;
-                let max = w.limit.max as usize;
-                let next_free = if live >= max {
-                    w.log[start + live - max] + span
-                } else {
-                    now
-                };
+                let first = w.first_live(at);
                 WindowUsage {
                     limit: w.limit,
-                    used: live as u32,
-                    next_free,
+                    used: (w.log.len() - first) as u32,
+                    next_free: w.free_at(first).map_or(now, |f| self.instant(f)),
                 }
             })
             .collect()
     }
+}
 
-    fn prune(&mut self, now: Instant) {
-        let margin = self.margin;
-        for w in &mut self.windows {
-            let span = w.limit.per + margin;
-            while w.log.front().is_some_and(|&t| t + span <= now) {
-                w.log.pop_front();
-            }
-        }
-        if self.blocked_until.is_some_and(|b| b <= now) {
-            self.blocked_until = None;
-        }
-    }
+#[cold]
+fn unreachable_base() -> Instant {
+    unreachable!("a quota with entries has a base instant")
 }
 
 /// Whose quota: Microsoft counts per application and tenant, and per API group.
