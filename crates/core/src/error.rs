@@ -210,6 +210,9 @@ pub enum Error {
     /// The request could not be built (a bad id or value).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The client's driver has stopped (the runtime shut down or the client was dropped).
+    #[error("the client has shut down")]
+    Shutdown,
 }
 
 impl Error {

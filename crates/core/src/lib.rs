@@ -40,6 +40,7 @@ pub mod limits;
 pub mod policy;
 pub mod quota;
 pub mod runtime;
+pub mod settings;
 pub mod surface;
 pub mod throttle;
 pub mod timefmt;

@@ -152,13 +152,17 @@ impl Quota {
     fn instant(&self, offset: u64) -> Instant {
         // `base` is set before any entry exists, so entries have a base to count from.
         self.base
-            .map_or_else(|| unreachable_base(), |b| b + Duration::from_nanos(offset))
+            .map_or_else(unreachable_base, |b| b + Duration::from_nanos(offset))
     }
 
     /// Checks without admitting.
     pub fn check(&self, now: Instant) -> Result<(), Denied> {
         let at = self.offset(now);
-        let now = if self.base.is_some() { self.instant(at) } else { now };
+        let now = if self.base.is_some() {
+            self.instant(at)
+        } else {
+            now
+        };
         self.check_at(now, at)
     }
 
@@ -233,7 +237,9 @@ impl Quota {
         for w in &mut self.windows {
             w.log.push_back(at);
         }
-        Ok(Ticket { at: base + Duration::from_nanos(at) })
+        Ok(Ticket {
+            at: base + Duration::from_nanos(at),
+        })
     }
 
     /// Gives back a ticket whose call was never sent.

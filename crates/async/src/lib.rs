@@ -1,0 +1,429 @@
+//! # defender-async
+//!
+//! An async client for the Microsoft Defender APIs (Defender XDR, Defender for Endpoint,
+//! Microsoft Graph security), on reqwest and tokio, that never sends a call the server
+//! would refuse: every decision (quota, running-time budget, 429s, retries, tokens) is
+//! made by the sans-IO engine of `defender-core`; this crate only moves bytes and sleeps.
+//!
+//! One driver task owns the engine. `Client` is a cheap `Clone` handle: many tasks share
+//! one client and one quota, and a call's future dropped before its request went out
+//! gives its quota back.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use defender_async::Client;
+//! use defender_core::Surface;
+//!
+//! let client = Client::builder()
+//!     .surface(Surface::DefenderXdr)
+//!     .from_env()                     // AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET
+//!     .limits("xdr")?
+//!     .build()?;
+//! let result = client.hunt("DeviceProcessEvents | take 10").await?;
+//! println!("{} rows, truncated: {}", result.rows.len(), result.truncated);
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod driver;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::stream::{self, Stream};
+use tokio::sync::{mpsc, oneshot};
+
+pub use defender_core::engine::GroupUsage;
+use defender_core::engine::{Call, Value};
+use defender_core::hunting::{HuntRequest, HuntResult};
+use defender_core::incidents::{Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate};
+use defender_core::policy::Policy;
+use defender_core::settings::{BuildError, Settings};
+use defender_core::token::{AccessToken, Secret};
+pub use defender_core::Error;
+use defender_core::{Cloud, Limits, Surface};
+use defender_policy::StandardPolicy;
+
+use driver::Command;
+
+/// A source of bearer tokens other than the client secret (a managed identity, a
+/// certificate flow, a token broker). Return a token and its lifetime.
+#[async_trait]
+pub trait TokenProvider: Send + Sync + std::fmt::Debug {
+    /// Fetches a token for `scope`.
+    async fn token(&self, scope: &str) -> Result<(Secret, Duration), Error>;
+}
+
+/// Progress the client reports while calls wait (for progress displays).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// A call waits for quota or a server-given retry time.
+    Waiting {
+        /// The API group.
+        group: defender_core::ApiGroup,
+        /// For how long from now.
+        wait: Duration,
+        /// The limit, in words.
+        reason: String,
+    },
+}
+
+/// A shared handle to one client: one engine, one quota, one token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    commands: mpsc::UnboundedSender<Command>,
+    surface: Surface,
+    limits: Limits,
+    progress: tokio::sync::broadcast::Sender<Progress>,
+}
+
+impl Client {
+    /// A builder.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// The surface this client talks to.
+    pub fn surface(&self) -> Surface {
+        self.inner.surface
+    }
+
+    /// The limits this client enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Progress events (waits for quota) from now on.
+    pub fn progress(&self) -> tokio::sync::broadcast::Receiver<Progress> {
+        self.inner.progress.subscribe()
+    }
+
+    /// Runs a hunting query.
+    pub async fn hunt(&self, query: impl Into<String>) -> Result<HuntResult, Error> {
+        self.hunt_request(HuntRequest::new(query)).await
+    }
+
+    /// Runs a hunting query over a Graph `Timespan` (`P7D`, `start/end`); other surfaces
+    /// take the time range from the query itself and ignore it.
+    pub async fn hunt_with_timespan(
+        &self,
+        query: impl Into<String>,
+        timespan: &str,
+    ) -> Result<HuntResult, Error> {
+        self.hunt_request(HuntRequest::new(query).with_timespan(timespan))
+            .await
+    }
+
+    /// Runs a hunting request.
+    pub async fn hunt_request(&self, request: HuntRequest) -> Result<HuntResult, Error> {
+        match self.call(Call::Hunt(request)).await? {
+            Value::Hunt(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The incidents API.
+    pub fn incidents(&self) -> Incidents<'_> {
+        Incidents { client: self }
+    }
+
+    /// Usage of every group's quota now, and its next free slot.
+    pub async fn quota(&self) -> Result<Vec<GroupUsage>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Usage(tx))
+            .map_err(|_| Error::Shutdown)?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// Makes one call through the engine.
+    pub async fn call(&self, call: Call) -> Result<Value, Error> {
+        let (tx, rx) = oneshot::channel();
+        let key = driver::next_key();
+        self.inner
+            .commands
+            .send(Command::Submit {
+                key,
+                call,
+                reply: tx,
+            })
+            .map_err(|_| Error::Shutdown)?;
+        // If this future is dropped before the answer, the guard cancels the call.
+        let mut guard = CancelGuard {
+            key,
+            commands: &self.inner.commands,
+            armed: true,
+        };
+        let result = rx.await.map_err(|_| Error::Shutdown)?;
+        guard.armed = false;
+        result
+    }
+}
+
+struct CancelGuard<'a> {
+    key: u64,
+    commands: &'a mpsc::UnboundedSender<Command>,
+    armed: bool,
+}
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.commands.send(Command::Cancel(self.key));
+        }
+    }
+}
+
+fn unexpected(v: Value) -> Error {
+    Error::Decode {
+        what: "response",
+        len: 0,
+        message: format!("unexpected value for this call: {v:?}"),
+    }
+}
+
+/// The incidents API of a [`Client`].
+#[derive(Debug, Clone, Copy)]
+pub struct Incidents<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Incidents<'a> {
+    /// Every incident matching `query`, page after page, as a stream. An error ends the
+    /// stream after the incidents already fetched were yielded.
+    pub fn list(&self, query: IncidentQuery) -> impl Stream<Item = Result<Incident, Error>> + 'a {
+        let client = self.client.clone();
+        let pages = stream::unfold(Some(Call::ListIncidents(query)), move |next| {
+            let client = client.clone();
+            async move {
+                let call = next?;
+                match client.call(call).await {
+                    Ok(Value::Incidents { page, next }) => Some((Ok(page), next)),
+                    Ok(other) => Some((Err(unexpected(other)), None)),
+                    Err(e) => Some((Err(e), None)),
+                }
+            }
+        });
+        futures_util::StreamExt::flat_map(pages, |page: Result<IncidentPage, Error>| match page {
+            Ok(p) => stream::iter(p.value.into_iter().map(Ok).collect::<Vec<_>>()),
+            Err(e) => stream::iter(vec![Err(e)]),
+        })
+    }
+
+    /// One page, and the call for the next one (for callers that page themselves).
+    pub async fn page(&self, call: Call) -> Result<(IncidentPage, Option<Call>), Error> {
+        match self.client.call(call).await? {
+            Value::Incidents { page, next } => Ok((page, next)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One incident; [`Error::NotFound`] when it does not exist.
+    pub async fn get(&self, id: impl Into<IncidentId>) -> Result<Incident, Error> {
+        match self.client.call(Call::GetIncident(id.into())).await? {
+            Value::Incident(i) => Ok(*i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Updates one incident and returns it as the server now has it.
+    pub async fn update(
+        &self,
+        id: impl Into<IncidentId>,
+        update: IncidentUpdate,
+    ) -> Result<Incident, Error> {
+        match self
+            .client
+            .call(Call::UpdateIncident(id.into(), update))
+            .await?
+        {
+            Value::Incident(i) => Ok(*i),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Debug)]
+pub struct ClientBuilder {
+    settings: Settings,
+    policy: Option<Box<dyn Policy>>,
+    token_provider: Option<Arc<dyn TokenProvider>>,
+    http: Option<reqwest::Client>,
+    max_body_bytes: usize,
+}
+
+/// The default response body limit: the service's result size limit (124 MB) and some.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+
+impl ClientBuilder {
+    fn new() -> ClientBuilder {
+        ClientBuilder {
+            settings: Settings::new(Surface::DefenderXdr),
+            policy: None,
+            token_provider: None,
+            http: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+
+    /// The API surface (default Defender XDR).
+    pub fn surface(mut self, surface: Surface) -> Self {
+        self.settings.surface = surface;
+        self
+    }
+
+    /// The cloud (default global).
+    pub fn cloud(mut self, cloud: Cloud) -> Self {
+        self.settings.cloud = cloud;
+        self
+    }
+
+    /// The tenant id or domain.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.settings.tenant = Some(tenant.into());
+        self
+    }
+
+    /// The app's client id.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.settings.client_id = Some(id.into());
+        self
+    }
+
+    /// The client secret.
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.settings.secret = Some(Secret::new(secret));
+        self
+    }
+
+    /// Fills tenant, client id and secret from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
+    /// `AZURE_CLIENT_SECRET` where not set.
+    pub fn from_env(mut self) -> Self {
+        self.settings = self.settings.with_env(|k| std::env::var(k).ok());
+        self
+    }
+
+    /// Tokens from `provider` instead of the client secret.
+    pub fn token_provider(mut self, provider: Arc<dyn TokenProvider>) -> Self {
+        self.settings.external_tokens = true;
+        self.token_provider = Some(provider);
+        self
+    }
+
+    /// Limits from a preset name or spec (`xdr`, `2021,hunting.calls=45/1m`).
+    pub fn limits(mut self, spec: &str) -> Result<Self, BuildError> {
+        self.settings.limits_spec(spec)?;
+        Ok(self)
+    }
+
+    /// Limits as a value.
+    pub fn limits_value(mut self, limits: Limits) -> Self {
+        self.settings.limits = Some(limits);
+        self
+    }
+
+    /// The safety margin added to every window (default 500 ms).
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.settings.margin = Some(margin);
+        self
+    }
+
+    /// The policy (default [`StandardPolicy::standard`]).
+    pub fn policy(mut self, policy: impl Policy + 'static) -> Self {
+        self.policy = Some(Box::new(policy));
+        self
+    }
+
+    /// Sends API calls to another base URL (a proxy, the emulator).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.settings.base_url = Some(url.into());
+        self
+    }
+
+    /// Sends token requests to another identity platform base URL.
+    pub fn login_url(mut self, url: impl Into<String>) -> Self {
+        self.settings.login_url = Some(url.into());
+        self
+    }
+
+    /// Uses this reqwest client (its proxy, TLS and pool settings).
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// The largest response body accepted (default 128 MiB); a larger one fails the call
+    /// with a transport error of kind `BodyTooLarge`.
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+
+    /// Builds the client and starts its driver task. Must be called inside a tokio
+    /// runtime.
+    pub fn build(self) -> Result<Client, BuildError> {
+        let surface = self.settings.surface;
+        let config = self.settings.into_config()?;
+        let limits = config.limits.clone();
+        let http = match self.http {
+            Some(h) => h,
+            None => default_http()?,
+        };
+        let policy = self
+            .policy
+            .unwrap_or_else(|| Box::new(StandardPolicy::standard()));
+        let scope = config.endpoints.scope.clone();
+        let engine = defender_core::Engine::new(config, policy, Instant::now())?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (progress, _) = tokio::sync::broadcast::channel(64);
+        let driver = driver::Driver::new(
+            engine,
+            http,
+            self.token_provider,
+            scope,
+            self.max_body_bytes,
+            progress.clone(),
+        );
+        tokio::spawn(driver.run(rx));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                commands: tx,
+                surface,
+                limits,
+                progress,
+            }),
+        })
+    }
+}
+
+fn default_http() -> Result<reqwest::Client, BuildError> {
+    // One crypto provider for the process: ring, as ureq uses, so both clients build
+    // the same small dependency tree. Installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("defender-rs/", env!("CARGO_PKG_VERSION")))
+        .https_only(false) // the engine refuses plain HTTP except to loopback
+        .redirect(reqwest::redirect::Policy::none()) // a redirect must not carry the token elsewhere
+        .build()
+        .map_err(|e| {
+            BuildError::Insecure(Error::InvalidRequest(format!(
+                "could not build the HTTP client: {e}"
+            )))
+        })
+}
+
+/// Builds an [`AccessToken`] from a provider's answer (for tests of providers).
+pub fn access_token(token: Secret, lifetime: Duration) -> AccessToken {
+    let now = Instant::now();
+    AccessToken::new(token, now, now + lifetime)
+}

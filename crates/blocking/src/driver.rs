@@ -1,0 +1,225 @@
+//! The driver thread: owns the engine, performs its transmits with ureq on worker
+//! threads, sleeps until its timers, and answers the waiting callers. No decision is made
+//! here.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime};
+
+use defender_core::engine::{
+    Call, CallId, Engine, Event, GroupUsage, Output, SendId, Transmit, Value,
+};
+use defender_core::token::AccessToken;
+use defender_core::{Error, TransportError, TransportErrorKind};
+
+use crate::{Progress, TokenProvider};
+
+pub(crate) enum Msg {
+    Submit {
+        call: Call,
+        reply: mpsc::Sender<Result<Value, Error>>,
+    },
+    Usage(mpsc::Sender<Vec<GroupUsage>>),
+    Response(SendId, Result<http::Response<Vec<u8>>, TransportError>),
+    Token(Result<AccessToken, Error>),
+    Shutdown,
+}
+
+pub(crate) struct Driver {
+    pub(crate) engine: Engine,
+    pub(crate) agent: ureq::Agent,
+    pub(crate) provider: Option<Arc<dyn TokenProvider>>,
+    pub(crate) scope: String,
+    pub(crate) max_body: usize,
+    pub(crate) progress: Option<mpsc::Sender<Progress>>,
+    pub(crate) tx: mpsc::Sender<Msg>,
+}
+
+impl Driver {
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut waiters: HashMap<CallId, mpsc::Sender<Result<Value, Error>>> = HashMap::new();
+        loop {
+            let timer = self.drain(&mut waiters);
+            let msg = match timer {
+                Some(t) => match rx.recv_timeout(t.saturating_duration_since(Instant::now())) {
+                    Ok(m) => m,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.engine.handle_timeout(Instant::now());
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
+                None => match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => return,
+                },
+            };
+            let now = Instant::now();
+            match msg {
+                Msg::Submit { call, reply } => {
+                    let id = self.engine.submit(call, now);
+                    waiters.insert(id, reply);
+                }
+                Msg::Usage(reply) => {
+                    let _ = reply.send(self.engine.usage(now));
+                }
+                Msg::Response(id, Ok(resp)) => {
+                    self.engine
+                        .handle_response(id, resp, now, SystemTime::now())
+                }
+                Msg::Response(id, Err(e)) => self.engine.handle_transport_error(id, e, now),
+                Msg::Token(t) => self.engine.handle_token(t, now),
+                Msg::Shutdown => return,
+            }
+        }
+    }
+
+    fn drain(
+        &mut self,
+        waiters: &mut HashMap<CallId, mpsc::Sender<Result<Value, Error>>>,
+    ) -> Option<Instant> {
+        loop {
+            match self.engine.poll_output() {
+                Output::Transmit(t) => self.transmit(t),
+                Output::Event(Event::Completed { id, value }) => {
+                    if let Some(w) = waiters.remove(&id) {
+                        let _ = w.send(Ok(value));
+                    }
+                }
+                Output::Event(Event::Failed { id, error }) => {
+                    if let Some(w) = waiters.remove(&id) {
+                        let _ = w.send(Err(error));
+                    }
+                }
+                Output::Event(Event::Waiting {
+                    group,
+                    until,
+                    reason,
+                    ..
+                }) => {
+                    let wait = until.saturating_duration_since(Instant::now());
+                    tracing::debug!(%group, wait_ms = wait.as_millis() as u64, %reason, "waiting for quota");
+                    if let Some(p) = &self.progress {
+                        let _ = p.send(Progress::Waiting {
+                            group,
+                            wait,
+                            reason,
+                        });
+                    }
+                }
+                Output::Event(Event::NeedToken) => self.fetch_token(),
+                Output::Event(_) => {}
+                Output::Wait(t) => return t,
+            }
+        }
+    }
+
+    fn fetch_token(&self) {
+        let tx = self.tx.clone();
+        let scope = self.scope.clone();
+        let provider = self.provider.clone();
+        std::thread::spawn(move || {
+            let result = match provider {
+                Some(p) => p.token(&scope).map(|(secret, life)| {
+                    let now = Instant::now();
+                    AccessToken::new(secret, now, now + life)
+                }),
+                None => Err(Error::Auth(defender_core::ApiError {
+                    code: "NoTokenProvider".into(),
+                    message: "the engine asked for a token but no provider was given".into(),
+                    target: None,
+                })),
+            };
+            let _ = tx.send(Msg::Token(result));
+        });
+    }
+
+    fn transmit(&self, t: Transmit) {
+        let agent = self.agent.clone();
+        let tx = self.tx.clone();
+        let max = self.max_body;
+        let group = t.group.map_or("token", |g| g.as_str());
+        let span = tracing::info_span!(
+            "defender.call",
+            group,
+            attempt = t.attempt,
+            status = tracing::field::Empty
+        );
+        std::thread::spawn(move || {
+            let _enter = span.enter();
+            let result = perform(&agent, t.request, t.timeout, max);
+            match &result {
+                Ok(r) => {
+                    span.record("status", r.status().as_u16());
+                }
+                Err(e) => tracing::debug!(kind = %e.kind, "transport error"),
+            }
+            let _ = tx.send(Msg::Response(t.id, result));
+        });
+    }
+}
+
+/// One HTTP exchange: the request as the engine built it, the body read up to `max`.
+pub(crate) fn perform(
+    agent: &ureq::Agent,
+    request: http::Request<Vec<u8>>,
+    timeout: Duration,
+    max: usize,
+) -> Result<http::Response<Vec<u8>>, TransportError> {
+    let request = agent
+        .configure_request(request)
+        .timeout_global(Some(timeout))
+        .build();
+    let resp = agent.run(request).map_err(map_err)?;
+    let (parts, body) = resp.into_parts();
+    if let Some(n) = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        if n > max as u64 {
+            return Err(too_large(max));
+        }
+    }
+    // Read one byte past the limit to tell "exactly at" from "over".
+    let mut bytes = Vec::new();
+    body.into_reader()
+        .take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            let kind = match e.kind() {
+                std::io::ErrorKind::TimedOut => TransportErrorKind::Timeout,
+                _ => TransportErrorKind::Closed,
+            };
+            TransportError::new(kind, e.to_string())
+        })?;
+    if bytes.len() > max {
+        return Err(too_large(max));
+    }
+    Ok(http::Response::from_parts(parts, bytes))
+}
+
+fn too_large(max: usize) -> TransportError {
+    TransportError::new(
+        TransportErrorKind::BodyTooLarge,
+        format!("the response body exceeds {max} bytes"),
+    )
+}
+
+fn map_err(e: ureq::Error) -> TransportError {
+    let kind = match &e {
+        ureq::Error::Timeout(_) => TransportErrorKind::Timeout,
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => TransportErrorKind::Connect,
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            TransportErrorKind::Connect
+        }
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            TransportErrorKind::Timeout
+        }
+        ureq::Error::Io(_) | ureq::Error::Protocol(_) => TransportErrorKind::Closed,
+        ureq::Error::BodyExceedsLimit(_) => TransportErrorKind::BodyTooLarge,
+        _ => TransportErrorKind::Other,
+    };
+    TransportError::new(kind, e.to_string())
+}

@@ -1,0 +1,406 @@
+//! # defender-blocking
+//!
+//! A blocking client for the Microsoft Defender APIs (Defender XDR, Defender for
+//! Endpoint, Microsoft Graph security), on ureq, with the same behaviour as
+//! `defender-async`: every decision (quota, running-time budget, 429s, retries, tokens)
+//! is made by the sans-IO engine of `defender-core`; this crate only moves bytes and
+//! sleeps.
+//!
+//! One driver thread owns the engine; `Client` is a cheap `Clone` handle usable from many
+//! threads at once, all sharing one quota.
+//!
+//! ```no_run
+//! use defender_blocking::Client;
+//! use defender_core::incidents::IncidentQuery;
+//!
+//! let client = Client::builder().from_env().limits("xdr")?.build()?;
+//! for incident in client.incidents().list(IncidentQuery::default()) {
+//!     let incident = incident?;
+//!     println!("{:?} {:?}", incident.incident_id, incident.incident_name);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod driver;
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use defender_core::engine::GroupUsage;
+use defender_core::engine::{Call, Value};
+use defender_core::hunting::{HuntRequest, HuntResult};
+use defender_core::incidents::{Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate};
+use defender_core::policy::Policy;
+use defender_core::settings::{BuildError, Settings};
+use defender_core::token::Secret;
+pub use defender_core::Error;
+use defender_core::{Cloud, Limits, Surface};
+use defender_policy::StandardPolicy;
+
+use driver::Msg;
+
+/// A source of bearer tokens other than the client secret. Return a token and its
+/// lifetime.
+pub trait TokenProvider: Send + Sync + std::fmt::Debug {
+    /// Fetches a token for `scope`.
+    fn token(&self, scope: &str) -> Result<(Secret, Duration), Error>;
+}
+
+/// Progress the client reports while calls wait (for progress displays).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// A call waits for quota or a server-given retry time.
+    Waiting {
+        /// The API group.
+        group: defender_core::ApiGroup,
+        /// For how long from now.
+        wait: Duration,
+        /// The limit, in words.
+        reason: String,
+    },
+}
+
+/// A shared handle to one client: one engine, one quota, one token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tx: mpsc::Sender<Msg>,
+    surface: Surface,
+    limits: Limits,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Shutdown);
+    }
+}
+
+impl Client {
+    /// A builder.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// The surface this client talks to.
+    pub fn surface(&self) -> Surface {
+        self.inner.surface
+    }
+
+    /// The limits this client enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Runs a hunting query.
+    pub fn hunt(&self, query: impl Into<String>) -> Result<HuntResult, Error> {
+        self.hunt_request(HuntRequest::new(query))
+    }
+
+    /// Runs a hunting query over a Graph `Timespan` (`P7D`, `start/end`); other surfaces
+    /// take the time range from the query itself and ignore it.
+    pub fn hunt_with_timespan(
+        &self,
+        query: impl Into<String>,
+        timespan: &str,
+    ) -> Result<HuntResult, Error> {
+        self.hunt_request(HuntRequest::new(query).with_timespan(timespan))
+    }
+
+    /// Runs a hunting request.
+    pub fn hunt_request(&self, request: HuntRequest) -> Result<HuntResult, Error> {
+        match self.call(Call::Hunt(request))? {
+            Value::Hunt(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The incidents API.
+    pub fn incidents(&self) -> Incidents<'_> {
+        Incidents { client: self }
+    }
+
+    /// Usage of every group's quota now, and its next free slot.
+    pub fn quota(&self) -> Result<Vec<GroupUsage>, Error> {
+        let (tx, rx) = mpsc::channel();
+        self.inner
+            .tx
+            .send(Msg::Usage(tx))
+            .map_err(|_| Error::Shutdown)?;
+        rx.recv().map_err(|_| Error::Shutdown)
+    }
+
+    /// Makes one call through the engine, blocking until it ends.
+    pub fn call(&self, call: Call) -> Result<Value, Error> {
+        let (tx, rx) = mpsc::channel();
+        self.inner
+            .tx
+            .send(Msg::Submit { call, reply: tx })
+            .map_err(|_| Error::Shutdown)?;
+        rx.recv().map_err(|_| Error::Shutdown)?
+    }
+}
+
+fn unexpected(v: Value) -> Error {
+    Error::Decode {
+        what: "response",
+        len: 0,
+        message: format!("unexpected value for this call: {v:?}"),
+    }
+}
+
+/// The incidents API of a [`Client`].
+#[derive(Debug, Clone, Copy)]
+pub struct Incidents<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Incidents<'a> {
+    /// Every incident matching `query`, fetched a page at a time as the iterator is
+    /// consumed. An error ends the iteration after the incidents already fetched.
+    pub fn list(&self, query: IncidentQuery) -> IncidentIter<'a> {
+        IncidentIter {
+            client: self.client,
+            next: Some(Call::ListIncidents(query)),
+            buffer: Vec::new().into_iter(),
+        }
+    }
+
+    /// One page, and the call for the next one (for callers that page themselves).
+    pub fn page(&self, call: Call) -> Result<(IncidentPage, Option<Call>), Error> {
+        match self.client.call(call)? {
+            Value::Incidents { page, next } => Ok((page, next)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One incident; [`Error::NotFound`] when it does not exist.
+    pub fn get(&self, id: impl Into<IncidentId>) -> Result<Incident, Error> {
+        match self.client.call(Call::GetIncident(id.into()))? {
+            Value::Incident(i) => Ok(*i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Updates one incident and returns it as the server now has it.
+    pub fn update(
+        &self,
+        id: impl Into<IncidentId>,
+        update: IncidentUpdate,
+    ) -> Result<Incident, Error> {
+        match self.client.call(Call::UpdateIncident(id.into(), update))? {
+            Value::Incident(i) => Ok(*i),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Iterates over every incident of a listing, page by page.
+#[derive(Debug)]
+pub struct IncidentIter<'a> {
+    client: &'a Client,
+    next: Option<Call>,
+    buffer: std::vec::IntoIter<Incident>,
+}
+
+impl Iterator for IncidentIter<'_> {
+    type Item = Result<Incident, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(i) = self.buffer.next() {
+                return Some(Ok(i));
+            }
+            let call = self.next.take()?;
+            match self.client.incidents().page(call) {
+                Ok((page, next)) => {
+                    self.next = next;
+                    self.buffer = page.value.into_iter();
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Debug)]
+pub struct ClientBuilder {
+    settings: Settings,
+    policy: Option<Box<dyn Policy>>,
+    token_provider: Option<Arc<dyn TokenProvider>>,
+    agent: Option<ureq::Agent>,
+    max_body_bytes: usize,
+    progress: Option<mpsc::Sender<Progress>>,
+}
+
+/// The default response body limit: the service's result size limit (124 MB) and some.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+
+impl ClientBuilder {
+    fn new() -> ClientBuilder {
+        ClientBuilder {
+            settings: Settings::new(Surface::DefenderXdr),
+            policy: None,
+            token_provider: None,
+            agent: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            progress: None,
+        }
+    }
+
+    /// The API surface (default Defender XDR).
+    pub fn surface(mut self, surface: Surface) -> Self {
+        self.settings.surface = surface;
+        self
+    }
+
+    /// The cloud (default global).
+    pub fn cloud(mut self, cloud: Cloud) -> Self {
+        self.settings.cloud = cloud;
+        self
+    }
+
+    /// The tenant id or domain.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.settings.tenant = Some(tenant.into());
+        self
+    }
+
+    /// The app's client id.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.settings.client_id = Some(id.into());
+        self
+    }
+
+    /// The client secret.
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.settings.secret = Some(Secret::new(secret));
+        self
+    }
+
+    /// Fills tenant, client id and secret from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
+    /// `AZURE_CLIENT_SECRET` where not set.
+    pub fn from_env(mut self) -> Self {
+        self.settings = self.settings.with_env(|k| std::env::var(k).ok());
+        self
+    }
+
+    /// Tokens from `provider` instead of the client secret.
+    pub fn token_provider(mut self, provider: Arc<dyn TokenProvider>) -> Self {
+        self.settings.external_tokens = true;
+        self.token_provider = Some(provider);
+        self
+    }
+
+    /// Limits from a preset name or spec (`xdr`, `2021,hunting.calls=45/1m`).
+    pub fn limits(mut self, spec: &str) -> Result<Self, BuildError> {
+        self.settings.limits_spec(spec)?;
+        Ok(self)
+    }
+
+    /// Limits as a value.
+    pub fn limits_value(mut self, limits: Limits) -> Self {
+        self.settings.limits = Some(limits);
+        self
+    }
+
+    /// The safety margin added to every window (default 500 ms).
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.settings.margin = Some(margin);
+        self
+    }
+
+    /// The policy (default [`StandardPolicy::standard`]).
+    pub fn policy(mut self, policy: impl Policy + 'static) -> Self {
+        self.policy = Some(Box::new(policy));
+        self
+    }
+
+    /// Sends API calls to another base URL (a proxy, the emulator).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.settings.base_url = Some(url.into());
+        self
+    }
+
+    /// Sends token requests to another identity platform base URL.
+    pub fn login_url(mut self, url: impl Into<String>) -> Self {
+        self.settings.login_url = Some(url.into());
+        self
+    }
+
+    /// Uses this ureq agent. It must not turn HTTP statuses into errors
+    /// (`http_status_as_error(false)`): the engine reads 429s and 5xx itself.
+    pub fn agent(mut self, agent: ureq::Agent) -> Self {
+        self.agent = Some(agent);
+        self
+    }
+
+    /// The largest response body accepted (default 128 MiB).
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+
+    /// Sends progress events (waits for quota) to this channel.
+    pub fn progress(mut self, tx: mpsc::Sender<Progress>) -> Self {
+        self.progress = Some(tx);
+        self
+    }
+
+    /// Builds the client and starts its driver thread.
+    pub fn build(self) -> Result<Client, BuildError> {
+        let surface = self.settings.surface;
+        let config = self.settings.into_config()?;
+        let limits = config.limits.clone();
+        let scope = config.endpoints.scope.clone();
+        let policy = self
+            .policy
+            .unwrap_or_else(|| Box::new(StandardPolicy::standard()));
+        let engine = defender_core::Engine::new(config, policy, Instant::now())?;
+        let agent = self.agent.unwrap_or_else(default_agent);
+        let (tx, rx) = mpsc::channel();
+        let driver = driver::Driver {
+            engine,
+            agent,
+            provider: self.token_provider,
+            scope,
+            max_body: self.max_body_bytes,
+            progress: self.progress,
+            tx: tx.clone(),
+        };
+        std::thread::Builder::new()
+            .name("defender-driver".into())
+            .spawn(move || driver.run(rx))
+            .map_err(|e| {
+                BuildError::Insecure(Error::InvalidRequest(format!(
+                    "could not start the driver thread: {e}"
+                )))
+            })?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                tx,
+                surface,
+                limits,
+            }),
+        })
+    }
+}
+
+/// The agent the client uses unless given one: statuses are not errors, no redirects
+/// (a redirect must not carry the token elsewhere), timeouts set per request.
+pub fn default_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent(concat!("defender-rs/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}

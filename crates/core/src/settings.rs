@@ -1,0 +1,167 @@
+//! What both clients' builders collect, turned into an engine [`Config`] in one place.
+//!
+//! ```
+//! use defender_core::settings::Settings;
+//! use defender_core::Surface;
+//! let env = |k: &str| match k {
+//!     "AZURE_TENANT_ID" => Some("contoso".to_owned()),
+//!     "AZURE_CLIENT_ID" => Some("app".to_owned()),
+//!     "AZURE_CLIENT_SECRET" => Some("s3cr3t".to_owned()),
+//!     _ => None,
+//! };
+//! let config = Settings::new(Surface::Graph).with_env(env).into_config().unwrap();
+//! assert_eq!(config.endpoints.api_base, "https://graph.microsoft.com");
+//! assert!(!format!("{config:?}").contains("s3cr3t"));
+//! ```
+
+use std::time::Duration;
+
+use crate::engine::{Auth, Config};
+use crate::limits::{Limits, LimitsError};
+use crate::surface::{Cloud, Endpoints, Surface};
+use crate::token::{ClientCredentials, Secret};
+
+/// Builder settings shared by the async and blocking clients.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The API surface.
+    pub surface: Surface,
+    /// The cloud.
+    pub cloud: Cloud,
+    /// The tenant.
+    pub tenant: Option<String>,
+    /// The app's client id.
+    pub client_id: Option<String>,
+    /// The client secret.
+    pub secret: Option<Secret>,
+    /// Tokens come from a caller-supplied provider instead of the client secret.
+    pub external_tokens: bool,
+    /// Overrides the API base URL.
+    pub base_url: Option<String>,
+    /// Overrides the identity platform base URL.
+    pub login_url: Option<String>,
+    /// The limits (default: the surface's preset).
+    pub limits: Option<Limits>,
+    /// The safety margin on every window.
+    pub margin: Option<Duration>,
+}
+
+/// Why a client could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No tenant was given.
+    #[error("no tenant: set one on the builder or in AZURE_TENANT_ID")]
+    MissingTenant,
+    /// No client id was given.
+    #[error("no client id: set one on the builder or in AZURE_CLIENT_ID")]
+    MissingClientId,
+    /// No secret and no token provider.
+    #[error("no client secret: set one on the builder or in AZURE_CLIENT_SECRET, or give a token provider")]
+    MissingSecret,
+    /// A bad limits spec.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
+    /// A URL that would send credentials in the clear.
+    #[error(transparent)]
+    Insecure(#[from] crate::Error),
+}
+
+impl Settings {
+    /// Settings for `surface` in the global cloud.
+    pub fn new(surface: Surface) -> Settings {
+        Settings {
+            surface,
+            cloud: Cloud::Global,
+            tenant: None,
+            client_id: None,
+            secret: None,
+            external_tokens: false,
+            base_url: None,
+            login_url: None,
+            limits: None,
+            margin: None,
+        }
+    }
+
+    /// Fills what is not set from the Azure SDKs' variables (`AZURE_TENANT_ID`,
+    /// `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`), read through `get` so this stays pure.
+    pub fn with_env(mut self, get: impl Fn(&str) -> Option<String>) -> Settings {
+        let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        if self.tenant.is_none() {
+            self.tenant = nonempty("AZURE_TENANT_ID");
+        }
+        if self.client_id.is_none() {
+            self.client_id = nonempty("AZURE_CLIENT_ID");
+        }
+        if self.secret.is_none() {
+            self.secret = nonempty("AZURE_CLIENT_SECRET").map(Secret::new);
+        }
+        self
+    }
+
+    /// Parses and sets the limits from a preset name or spec.
+    pub fn limits_spec(&mut self, spec: &str) -> Result<(), LimitsError> {
+        self.limits = Some(Limits::parse(spec)?);
+        Ok(())
+    }
+
+    /// The engine configuration.
+    pub fn into_config(self) -> Result<Config, BuildError> {
+        let auth = if self.external_tokens {
+            Auth::External
+        } else {
+            let tenant = self.tenant.clone().ok_or(BuildError::MissingTenant)?;
+            let client_id = self.client_id.clone().ok_or(BuildError::MissingClientId)?;
+            let secret = self.secret.clone().ok_or(BuildError::MissingSecret)?;
+            Auth::ClientCredentials(ClientCredentials::new(tenant, client_id, secret))
+        };
+        let mut config = Config::new(self.surface, auth);
+        let mut endpoints = Endpoints::new(self.surface, self.cloud);
+        if let Some(base) = &self.base_url {
+            endpoints = endpoints.with_api_base(base);
+        }
+        if let Some(login) = &self.login_url {
+            endpoints = endpoints.with_login_base(login);
+        }
+        endpoints.check_secure()?;
+        config.endpoints = endpoints;
+        if let Some(limits) = self.limits {
+            config.limits = limits;
+        }
+        if let Some(margin) = self.margin {
+            config.margin = margin;
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_what_is_missing() {
+        let e = Settings::new(Surface::DefenderXdr)
+            .into_config()
+            .unwrap_err();
+        assert!(matches!(e, BuildError::MissingTenant));
+        let mut s = Settings::new(Surface::DefenderXdr)
+            .with_env(|k| (k != "AZURE_CLIENT_SECRET").then(|| "x".to_owned()));
+        assert!(matches!(
+            s.clone().into_config(),
+            Err(BuildError::MissingSecret)
+        ));
+        s.external_tokens = true;
+        s.base_url = Some("http://10.1.2.3".into());
+        assert!(s
+            .clone()
+            .into_config()
+            .unwrap_err()
+            .to_string()
+            .contains("use https"));
+        s.base_url = Some("http://127.0.0.1:9".into());
+        assert!(s.limits_spec("2021,hunting.calls=x/1m").is_err());
+        assert!(s.into_config().is_ok());
+    }
+}
