@@ -9,6 +9,7 @@ use defender_testkit::server_model::WindowMode;
 use defender_testkit::sim::{run_engine, SimConfig, Workload};
 
 fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
     println!("A simulated day at the 2021 limits, 16 callers, 20-400 ms latency, our engine as sole client:\n");
     println!(
         "{:<34} {:>7} {:>9} {:>8} {:>6} {:>6} {:>12}",
@@ -23,7 +24,11 @@ fn main() {
         ("hunting (15/min, 10 min/h)", hunting),
     ] {
         for mode in [WindowMode::Sliding, WindowMode::Fixed] {
-            let r = run_engine(&SimConfig::day_2021(workload, mode));
+            let mut cfg = SimConfig::day_2021(workload, mode);
+            if quick {
+                cfg.duration = Duration::from_secs(2 * 3600);
+            }
+            let r = run_engine(&cfg);
             println!(
                 "{:<34} {:>7} {:>9} {:>7.2}% {:>6} {:>6} {:>11.0}s",
                 name,
