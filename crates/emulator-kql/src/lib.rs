@@ -1,0 +1,126 @@
+//! # defender-emulator-kql
+//!
+//! The query engine behind the Defender API emulator's advanced-hunting endpoints: a
+//! deterministic synthetic dataset of the common hunting tables and a small subset of KQL
+//! that is really parsed and evaluated over it, so clients under test get genuine, stable
+//! answers (and genuine syntax errors) without a tenant.
+//!
+//! It is a pure library: no IO, no threads, no clock reads. "Now" is passed in
+//! ([`RunOptions::now_unix_ms`], [`DatasetConfig::anchor_unix_ms`]).
+//!
+//! - [`Dataset::generate`] builds the tables (`DeviceProcessEvents`, `DeviceNetworkEvents`,
+//!   `DeviceLogonEvents`, `AlertInfo`, `AlertEvidence`, `EmailEvents`, `IdentityLogonEvents`)
+//!   from a seed; rows are sorted by `Timestamp` and span 40 days by default, so data older
+//!   than the 30-day hunting window exists and must stay invisible.
+//! - [`run`] parses and evaluates a query, applying the lookback window and the row cap.
+//! - [`QueryOutput::write_json`] writes the Defender (`Schema`/`Results`) or Graph
+//!   (`schema`/`results`) response body.
+//!
+//! ## The KQL subset
+//!
+//! `let NAME = <scalar>;` statements, then a table name and `|`-separated operators:
+//! `where`, `project`, `project-away`, `project-rename`, `extend`, `take`/`limit`,
+//! `top N by`, `sort by`/`order by` (`asc`/`desc`, default `desc`), `summarize` (`count()`,
+//! `countif()`, `dcount()`, `min()`, `max()`, `sum()`, `avg()`, optionally `by` keys, e.g.
+//! `bin(Timestamp, 1h)`), `count`, `distinct`.
+//!
+//! Expressions: columns; string (`'..'`, `".."`, `@'..'`), integer, real, `true`/`false`,
+//! `datetime(..)`, timespan (`1d`, `2h`, `30m`, `10s`, `100ms`, `timespan(..)`) literals;
+//! `ago()`, `now()`, `bin()`, `tolower()`, `toupper()`, `strlen()`, `tostring()`,
+//! `isempty()`, `isnotempty()`, `isnull()`, `isnotnull()`, `startofday()`, `iff()`,
+//! `strcat()`, `not()`; arithmetic (`+ - * / %`, datetime ± timespan); comparisons; `=~`,
+//! `!~`, `contains`, `has`, `startswith`, `endswith`, `hasprefix`, `hassuffix` (with `!`
+//! and `_cs` variants; case-insensitive unless `_cs`); `in`, `!in`, `in~`, `!in~`;
+//! `between (a .. b)` (inclusive); `and`, `or`, parentheses.
+//!
+//! Anything else is a [`KqlError`] whose message names what was not understood. The
+//! engine never panics on any input, and expression nesting is limited to
+//! [`MAX_DEPTH`] levels.
+//!
+//! ## Example
+//!
+//! ```
+//! use defender_emulator_kql::{run, Dataset, DatasetConfig, JsonStyle, RunOptions};
+//!
+//! let now = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+//! let data = Dataset::generate(&DatasetConfig {
+//!     rows_per_table: 5_000,
+//!     anchor_unix_ms: now,
+//!     ..DatasetConfig::default()
+//! });
+//! let opts = RunOptions { now_unix_ms: now, ..RunOptions::default() };
+//! let out = run(
+//!     "let _start = ago(7d);
+//!      DeviceProcessEvents
+//!      | where Timestamp >= _start and FileName =~ 'powershell.exe'
+//!      | summarize Executions = count() by DeviceName
+//!      | top 3 by Executions desc",
+//!     &data,
+//!     &opts,
+//! )
+//! .unwrap();
+//! assert_eq!(out.schema[0].name, "DeviceName");
+//! assert_eq!(out.schema[1].type_name, "Int64");
+//! assert!(out.rows.len() <= 3);
+//! assert_eq!(out.operators, 3);
+//!
+//! let body = out.to_json_bytes(JsonStyle::Defender);
+//! assert!(body.starts_with(br#"{"Schema":[{"Name":"DeviceName","Type":"String"}"#));
+//!
+//! let err = run("DeviceProcessEvents | wher x", &data, &opts).unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "Query could not be parsed at 'wher' on line [1,23] (unknown query operator)"
+//! );
+//! ```
+
+mod data;
+mod error;
+mod eval;
+mod output;
+mod parse;
+mod value;
+
+pub use data::{ColumnSchema, Dataset, DatasetConfig, Table, TABLE_NAMES};
+pub use error::KqlError;
+pub use output::{value_to_json, Column, JsonStyle, QueryOutput};
+pub use parse::MAX_DEPTH;
+pub use value::{
+    format_datetime, format_timespan, parse_datetime, DataType, Value, TICKS_PER_DAY, TICKS_PER_MS,
+    TICKS_PER_SEC,
+};
+
+/// How to run a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOptions {
+    /// "Now" in Unix milliseconds: used by `ago()`, `now()` and the lookback window.
+    pub now_unix_ms: i64,
+    /// Rows with `Timestamp < now - lookback` are invisible (not scanned, not returned).
+    /// `None` disables the window. Default: 30 days.
+    pub lookback_ms: Option<i64>,
+    /// Results are silently cut to this many rows (and `truncated` is set). Default 100,000.
+    pub row_cap: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            now_unix_ms: 0,
+            lookback_ms: Some(eval::THIRTY_DAYS_MS),
+            row_cap: 100_000,
+        }
+    }
+}
+
+/// Parses and evaluates `query` over `data`.
+///
+/// Errors are returned for any syntax this subset does not understand, unknown tables,
+/// columns and functions, and type errors (e.g. comparing a string with a number); the
+/// emulator maps them to a 400 `BadRequest`.
+///
+/// The returned [`QueryOutput::rows_scanned`] (rows of the source table inside the
+/// lookback window) and [`QueryOutput::operators`] (pipeline operators) are what the
+/// emulator uses to simulate execution time.
+pub fn run(query: &str, data: &Dataset, opts: &RunOptions) -> Result<QueryOutput, KqlError> {
+    eval::run(query, data, opts)
+}
