@@ -121,6 +121,9 @@ impl Config {
 pub enum Call {
     /// Run a hunting query.
     Hunt(HuntRequest),
+    /// Run one window of a ranged hunt: a result at the row cap is flagged, never an
+    /// error, whatever the policy says (the range planner bisects it).
+    HuntWindow(HuntRequest),
     /// List one page of incidents.
     ListIncidents(IncidentQuery),
     /// Follow an `@odata.nextLink` (checked to point at the API's own host).
@@ -135,7 +138,7 @@ impl Call {
     /// The API group the call counts against.
     pub fn group(&self) -> ApiGroup {
         match self {
-            Call::Hunt(_) => ApiGroup::Hunting,
+            Call::Hunt(_) | Call::HuntWindow(_) => ApiGroup::Hunting,
             _ => ApiGroup::Incidents,
         }
     }
@@ -292,7 +295,8 @@ struct TokenState {
     attempts: u32,
 }
 
-/// Tokens are not used in their last seconds: a call must reach the server in time.
+/// Tokens are not used in their last seconds (30 s, or a twentieth of a shorter
+/// lifetime): a call must reach the server while its token is still valid.
 const TOKEN_USE_MARGIN: Duration = Duration::from_secs(30);
 
 /// The sans-IO engine. See the module docs for the loop it expects.
@@ -628,10 +632,10 @@ impl Engine {
     }
 
     fn usable_token(&self) -> Option<&AccessToken> {
-        self.token
-            .current
-            .as_ref()
-            .filter(|t| self.now + TOKEN_USE_MARGIN < t.expires_at)
+        self.token.current.as_ref().filter(|t| {
+            let life = t.expires_at.saturating_duration_since(t.obtained_at);
+            self.now + TOKEN_USE_MARGIN.min(life / 20) < t.expires_at
+        })
     }
 
     fn drive(&mut self) {
@@ -879,7 +883,7 @@ impl Engine {
         let base = &self.config.endpoints.api_base;
         let unsupported = |operation| Error::Unsupported { surface, operation };
         let (method, uri, body) = match call {
-            Call::Hunt(req) => {
+            Call::Hunt(req) | Call::HuntWindow(req) => {
                 let mut req = req.clone();
                 if surface != Surface::Graph {
                     req.timespan = None;
@@ -1089,7 +1093,7 @@ impl Engine {
             message: e.to_string(),
         };
         match &state.call {
-            Call::Hunt(_) => {
+            Call::Hunt(_) | Call::HuntWindow(_) => {
                 let parsed = HuntResponse::from_slice(body);
                 let running = parsed
                     .as_ref()
@@ -1106,7 +1110,8 @@ impl Engine {
                 let resp = parsed.map_err(|e| decode_err("hunting", e))?;
                 let result =
                     HuntResult::from_response(resp, self.config.limits.hunting.rows, running);
-                if result.truncated && self.policy.truncation() == Truncation::Error {
+                let strict = matches!(state.call, Call::Hunt(_));
+                if strict && result.truncated && self.policy.truncation() == Truncation::Error {
                     return Err(Error::Truncated {
                         cap: result.row_cap.unwrap_or_default(),
                     });

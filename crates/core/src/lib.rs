@@ -39,6 +39,7 @@ pub mod incidents;
 pub mod limits;
 pub mod policy;
 pub mod quota;
+pub mod range;
 pub mod runtime;
 pub mod settings;
 pub mod surface;

@@ -19,5 +19,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod conformance;
 pub mod server_model;
 pub mod sim;

@@ -1,0 +1,775 @@
+//! `defender`: advanced hunting and incidents on the Microsoft Defender APIs, without
+//! 429s. See `defender --help`.
+
+#![forbid(unsafe_code)]
+
+mod output;
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Parser, Subcommand};
+use defender_async::{Client, Progress};
+use defender_core::incidents::{
+    Classification, IncidentFilter, IncidentQuery, IncidentStatus, IncidentUpdate,
+};
+use defender_core::limits::{format_duration, parse_duration, Limits};
+use defender_core::settings::BuildError;
+use defender_core::timefmt::{format_rfc3339, parse_rfc3339};
+use defender_core::{Cloud, Error, Surface};
+use defender_emulator::{EmulatorArgs, EmulatorHandle};
+use defender_policy::StandardPolicy;
+use futures_util::StreamExt;
+
+use output::{Format, Sink};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  2  usage error
+  3  authentication or permission error
+  4  throttled beyond --max-wait (the message gives the time to retry)
+  5  the API rejected the request (the server's message is shown)
+  6  network or server failure after retries
+  7  a result was truncated at the row cap and --split none was given
+
+Credentials: --tenant (AZURE_TENANT_ID), --client-id (AZURE_CLIENT_ID), and the secret
+only from AZURE_CLIENT_SECRET or --client-secret-file. With --emulator none are needed.";
+
+/// Advanced hunting and incidents on the Microsoft Defender APIs, quota-exact.
+#[derive(Debug, Parser)]
+#[command(name = "defender", version, after_help = AFTER_HELP)]
+struct Cli {
+    /// Which API: Defender XDR, Defender for Endpoint or Microsoft Graph.
+    #[arg(long, global = true, default_value = "xdr", value_parser = parse_surface)]
+    api: Surface,
+    /// The cloud.
+    #[arg(long, global = true, default_value = "global", value_parser = parse_cloud)]
+    cloud: Cloud,
+    /// The tenant id or domain.
+    #[arg(long, global = true, env = "AZURE_TENANT_ID")]
+    tenant: Option<String>,
+    /// The app registration's client id.
+    #[arg(long, global = true, env = "AZURE_CLIENT_ID")]
+    client_id: Option<String>,
+    /// A file holding the client secret (else AZURE_CLIENT_SECRET; never a plain flag).
+    #[arg(long, global = true)]
+    client_secret_file: Option<PathBuf>,
+    /// Send API calls to this base URL instead (a proxy, an emulator).
+    #[arg(long, global = true)]
+    base_url: Option<String>,
+    /// Send token requests to this base URL instead.
+    #[arg(long, global = true)]
+    login_url: Option<String>,
+    /// The limits: a preset (2021, xdr, mde, graph) and overrides, such as
+    /// `xdr,hunting.calls=45/1m`. Default: the API's preset.
+    #[arg(long, global = true, value_parser = parse_limits)]
+    limits: Option<Limits>,
+    /// How long to wait for quota before giving up (e.g. 30s, 10m).
+    #[arg(long, global = true, default_value = "5m", value_parser = parse_duration_arg)]
+    max_wait: Duration,
+    /// Start an emulator in-process and run against it: no tenant, secret or network.
+    #[arg(long, global = true)]
+    emulator: bool,
+    /// More detail on standard error.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on standard error.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// No progress bars or spinners.
+    #[arg(long, global = true)]
+    no_progress: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an advanced-hunting (KQL) query.
+    Hunt(HuntArgs),
+    /// List, get and update incidents.
+    #[command(subcommand)]
+    Incidents(IncidentsCommand),
+    /// Show the effective limits (and, with --emulator, the quota usage).
+    Limits,
+    /// Run the emulator as a server until Ctrl-C.
+    Emulator(EmulatorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct HuntArgs {
+    /// The query; `-` reads it from standard input.
+    query: Option<String>,
+    /// Read the query from a file.
+    #[arg(long, conflicts_with = "query")]
+    file: Option<PathBuf>,
+    /// Only data of this last span (e.g. 7d): sent as Graph's Timespan, or added to the
+    /// query as a time filter on the other APIs.
+    #[arg(long, conflicts_with_all = ["from", "to"], value_parser = parse_duration_arg)]
+    timespan: Option<Duration>,
+    /// Start of the time range (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    #[arg(long, value_parser = parse_time)]
+    from: Option<SystemTime>,
+    /// End of the time range (default now).
+    #[arg(long, value_parser = parse_time)]
+    to: Option<SystemTime>,
+    /// Split the range to get past the row cap: auto, none, or a window such as 1d.
+    #[arg(long, default_value = "none")]
+    split: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum IncidentsCommand {
+    /// List incidents.
+    List {
+        /// A raw OData $filter.
+        #[arg(long, conflicts_with_all = ["status", "assigned_to", "updated_since"])]
+        filter: Option<String>,
+        /// Only incidents with this status.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<IncidentStatus>,
+        /// Only incidents assigned to this user.
+        #[arg(long)]
+        assigned_to: Option<String>,
+        /// Only incidents updated since this time (RFC 3339) or span ago (e.g. 24h).
+        #[arg(long, value_parser = parse_since)]
+        updated_since: Option<SystemTime>,
+        /// Page size (at most 100).
+        #[arg(long, default_value_t = 100)]
+        top: u32,
+        /// Every page, not just the first.
+        #[arg(long)]
+        all: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Show one incident.
+    Get {
+        /// The incident id.
+        id: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Update one incident.
+    Update {
+        /// The incident id.
+        id: String,
+        /// New status (Active, Resolved, InProgress, Redirected).
+        #[arg(long, value_parser = parse_status)]
+        status: Option<IncidentStatus>,
+        /// New assignee.
+        #[arg(long)]
+        assigned_to: Option<String>,
+        /// New classification (TruePositive, InformationalExpectedActivity, FalsePositive).
+        #[arg(long, value_parser = parse_classification)]
+        classification: Option<Classification>,
+        /// New determination.
+        #[arg(long)]
+        determination: Option<String>,
+        /// Tags (repeat for several; replaces the list).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// A comment to add.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+}
+
+fn parse_surface(s: &str) -> Result<Surface, String> {
+    s.parse()
+}
+fn parse_cloud(s: &str) -> Result<Cloud, String> {
+    s.parse()
+}
+fn parse_limits(s: &str) -> Result<Limits, String> {
+    Limits::parse(s).map_err(|e| e.to_string())
+}
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+fn parse_time(s: &str) -> Result<SystemTime, String> {
+    parse_rfc3339(s).ok_or_else(|| format!("`{s}` is not a time such as 2026-11-01T00:00:00Z"))
+}
+fn parse_since(s: &str) -> Result<SystemTime, String> {
+    if let Ok(d) = parse_duration(s) {
+        return Ok(SystemTime::now() - d);
+    }
+    parse_time(s)
+}
+fn parse_status(s: &str) -> Result<IncidentStatus, String> {
+    s.parse()
+}
+fn parse_classification(s: &str) -> Result<Classification, String> {
+    s.parse()
+}
+
+/// A failure, with the exit code it maps to and one or two plain sentences.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    fn io(what: &str, e: std::io::Error) -> Failure {
+        Failure {
+            code: 6,
+            message: format!("{what}: {e}."),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        let code = match &e {
+            Error::Auth(_) | Error::Forbidden(_) => 3,
+            Error::QuotaWait { .. } | Error::Throttled { .. } => 4,
+            Error::Rejected { .. }
+            | Error::NotFound(_)
+            | Error::ResultTooLarge(_)
+            | Error::InvalidRequest(_)
+            | Error::Unsupported { .. }
+            | Error::InsecureUrl { .. }
+            | Error::ForeignLink { .. } => 5,
+            Error::Truncated { .. } => 7,
+            _ => 6,
+        };
+        let mut message = e.to_string();
+        if let Error::QuotaWait { wait, .. } = &e {
+            let at = SystemTime::now() + *wait;
+            message.push_str(&format!(
+                " (at {}); or raise --max-wait.",
+                format_rfc3339(at)
+            ));
+        }
+        Failure { code, message }
+    }
+}
+
+impl From<BuildError> for Failure {
+    fn from(e: BuildError) -> Failure {
+        let missing = match e {
+            BuildError::MissingTenant => "no tenant: give --tenant or set AZURE_TENANT_ID",
+            BuildError::MissingClientId => "no client id: give --client-id or set AZURE_CLIENT_ID",
+            BuildError::MissingSecret => {
+                "no client secret: set AZURE_CLIENT_SECRET or give --client-secret-file"
+            }
+            other => return Failure::usage(format!("{other}.")),
+        };
+        Failure {
+            code: 3,
+            message: format!("{missing}; or add --emulator to run against a local emulator."),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("defender: could not start: {e}");
+            return ExitCode::from(6);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("defender: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Progress display: only on a terminal, never on standard output.
+struct Ui {
+    enabled: bool,
+    quiet: bool,
+}
+
+impl Ui {
+    fn spinner(&self, msg: &str) -> indicatif::ProgressBar {
+        if !self.enabled {
+            return indicatif::ProgressBar::hidden();
+        }
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        pb.set_message(msg.to_owned());
+        pb.enable_steady_tick(Duration::from_millis(120));
+        pb
+    }
+
+    fn warn(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("defender: {msg}");
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let ui = Ui {
+        enabled: !cli.no_progress && !cli.quiet && std::io::stderr().is_terminal(),
+        quiet: cli.quiet,
+    };
+    if let Command::Emulator(args) = &cli.command {
+        let builder = args.clone().into_builder();
+        return defender_emulator::serve_until_ctrl_c(builder)
+            .await
+            .map_err(|e| Failure {
+                code: 6,
+                message: format!("the emulator stopped: {e}."),
+            });
+    }
+    let limits = cli
+        .limits
+        .clone()
+        .unwrap_or_else(|| cli.api.preset().limits());
+    let mut emulator: Option<EmulatorHandle> = None;
+    let mut builder = Client::builder()
+        .surface(cli.api)
+        .cloud(cli.cloud)
+        .limits_value(limits.clone())
+        .policy(StandardPolicy::standard().with_max_wait(cli.max_wait));
+    if cli.emulator {
+        let emu = defender_emulator::Emulator::builder()
+            .limits(limits.clone())
+            .spawn()
+            .await
+            .map_err(|e| Failure {
+                code: 6,
+                message: format!("could not start the emulator: {e}."),
+            })?;
+        builder = builder
+            .tenant(defender_emulator::DEFAULT_TENANT)
+            .client_id(defender_emulator::DEFAULT_CLIENT_ID)
+            .client_secret(defender_emulator::DEFAULT_SECRET)
+            .base_url(emu.base_url())
+            .login_url(emu.base_url());
+        if cli.verbose > 0 {
+            eprintln!("defender: emulator at {}", emu.base_url());
+        }
+        emulator = Some(emu);
+    } else {
+        if let Some(t) = &cli.tenant {
+            builder = builder.tenant(t);
+        }
+        if let Some(c) = &cli.client_id {
+            builder = builder.client_id(c);
+        }
+        if let Some(path) = &cli.client_secret_file {
+            let secret = std::fs::read_to_string(path).map_err(|e| {
+                Failure::usage(format!(
+                    "could not read the secret file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            builder = builder.client_secret(secret.trim());
+        }
+        builder = builder.from_env();
+        if let Some(u) = &cli.base_url {
+            builder = builder.base_url(u);
+        }
+        if let Some(u) = &cli.login_url {
+            builder = builder.login_url(u);
+        }
+    }
+    let client = builder.build()?;
+    let waits = spawn_wait_reporter(&client, &ui);
+    let result = match cli.command {
+        Command::Hunt(args) => hunt(&client, &ui, args).await,
+        Command::Incidents(cmd) => incidents(&client, &ui, cmd).await,
+        Command::Limits => show_limits(&client, emulator.is_some()).await,
+        Command::Emulator(_) => unreachable!("handled above"),
+    };
+    waits.abort();
+    if let Some(emu) = emulator {
+        emu.shutdown().await;
+    }
+    result
+}
+
+/// Turns the client's waits into a line on standard error (a spinner on a terminal).
+fn spawn_wait_reporter(client: &Client, ui: &Ui) -> tokio::task::JoinHandle<()> {
+    let mut rx = client.progress();
+    let show = ui.enabled;
+    tokio::spawn(async move {
+        while let Ok(Progress::Waiting {
+            group,
+            wait,
+            reason,
+        }) = rx.recv().await
+        {
+            if show && wait >= Duration::from_secs(1) {
+                eprintln!(
+                    "waiting {} for the {group} quota: {reason}",
+                    format_duration(Duration::from_secs(wait.as_secs()))
+                );
+            }
+        }
+    })
+}
+
+fn read_query(args: &HuntArgs) -> Result<String, Failure> {
+    let q = match (&args.query, &args.file) {
+        (Some(q), _) if q == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Failure::io("could not read the query", e))?;
+            s
+        }
+        (Some(q), _) => q.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| {
+            Failure::usage(format!(
+                "could not read the query file {}: {e}",
+                f.display()
+            ))
+        })?,
+        (None, None) => {
+            return Err(Failure::usage(
+                "give a query, --file F, or - to read it from standard input",
+            ))
+        }
+    };
+    if q.trim().is_empty() {
+        return Err(Failure::usage("the query is empty"));
+    }
+    Ok(q)
+}
+
+fn open_sink(output: &Option<PathBuf>, format: Format) -> Result<Sink, Failure> {
+    let w: Box<dyn Write + Send> = match output {
+        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(
+            |e| Failure::usage(format!("could not create {}: {e}", p.display())),
+        )?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    Ok(Sink::new(
+        w,
+        format,
+        console::Term::stdout()
+            .size_checked()
+            .map(|(_, w)| w as usize),
+    ))
+}
+
+async fn hunt(client: &Client, ui: &Ui, args: HuntArgs) -> Result<(), Failure> {
+    let query = read_query(&args)?;
+    let split = args.split.trim().to_ascii_lowercase();
+    if split != "none" && split != "auto" && parse_duration(&split).is_err() {
+        return Err(Failure::usage(format!(
+            "--split takes auto, none or a duration such as 1d, not `{}`",
+            args.split
+        )));
+    }
+    let (query, timespan) = scope_query(client.surface(), &query, &args)?;
+    let spinner = ui.spinner("running the query");
+    let result = match &timespan {
+        Some(ts) => client.hunt_with_timespan(query, ts).await,
+        None => client.hunt(query).await,
+    };
+    spinner.finish_and_clear();
+    let result = result?;
+    let mut sink = open_sink(&args.output, args.format)?;
+    let columns: Vec<String> = result.schema.iter().map(|c| c.name.clone()).collect();
+    sink.header(&columns)
+        .map_err(|e| Failure::io("could not write", e))?;
+    for row in &result.rows {
+        sink.row(&columns, row)
+            .map_err(|e| Failure::io("could not write", e))?;
+    }
+    sink.finish()
+        .map_err(|e| Failure::io("could not write", e))?;
+    if result.truncated {
+        let cap = result.row_cap.unwrap_or_default();
+        if split == "none" {
+            return Err(Failure {
+                code: 7,
+                message: format!(
+                    "the result has {} rows, the row cap: it was probably cut. Narrow the query or use --split auto.",
+                    cap
+                ),
+            });
+        }
+        ui.warn(&format!(
+            "the result reached the row cap of {cap} rows and may be incomplete"
+        ));
+    }
+    Ok(())
+}
+
+/// Applies --timespan / --from / --to: Graph takes a Timespan; elsewhere the query is
+/// prefixed with a time filter on `Timestamp`.
+fn scope_query(
+    surface: Surface,
+    query: &str,
+    args: &HuntArgs,
+) -> Result<(String, Option<String>), Failure> {
+    let now = SystemTime::now();
+    let range = match (args.timespan, args.from, args.to) {
+        (Some(span), _, _) => Some((now - span, now)),
+        (None, Some(from), to) => Some((from, to.unwrap_or(now))),
+        (None, None, Some(_)) => return Err(Failure::usage("--to needs --from")),
+        (None, None, None) => None,
+    };
+    let Some((from, to)) = range else {
+        return Ok((query.to_owned(), None));
+    };
+    if from >= to {
+        return Err(Failure::usage("--from must be before --to"));
+    }
+    if surface == Surface::Graph {
+        return Ok((
+            query.to_owned(),
+            Some(format!("{}/{}", format_rfc3339(from), format_rfc3339(to))),
+        ));
+    }
+    let q = query.trim_start();
+    let table_end = q
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(q.len());
+    if table_end == 0 || q.starts_with("let ") {
+        return Err(Failure::usage(
+            "--timespan/--from work with a query that starts with a table name; filter on Timestamp in the query instead",
+        ));
+    }
+    let filter = format!(
+        " | where Timestamp >= datetime({}) and Timestamp < datetime({})",
+        format_rfc3339(from),
+        format_rfc3339(to)
+    );
+    Ok((
+        format!("{}{}{}", &q[..table_end], filter, &q[table_end..]),
+        None,
+    ))
+}
+
+async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<(), Failure> {
+    match cmd {
+        IncidentsCommand::List {
+            filter,
+            status,
+            assigned_to,
+            updated_since,
+            top,
+            all,
+            format,
+            output,
+        } => {
+            let mut f = match filter {
+                Some(raw) => IncidentFilter::raw(raw),
+                None => IncidentFilter::new(),
+            };
+            if let Some(s) = status {
+                f = f.status(s);
+            }
+            if let Some(a) = &assigned_to {
+                f = f.assigned_to(a);
+            }
+            if let Some(t) = updated_since {
+                f = f.updated_since(t);
+            }
+            if top == 0 || top > 100 {
+                return Err(Failure::usage(
+                    "--top takes 1 to 100 (the API's page size limit)",
+                ));
+            }
+            let query = IncidentQuery {
+                filter: f,
+                top: Some(top),
+                skip: None,
+            };
+            let columns: Vec<String> = [
+                "incidentId",
+                "incidentName",
+                "status",
+                "severity",
+                "assignedTo",
+                "lastUpdateTime",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let mut sink = open_sink(&output, format)?;
+            sink.header(&columns)
+                .map_err(|e| Failure::io("could not write", e))?;
+            let spinner = ui.spinner("listing incidents");
+            let mut stream = std::pin::pin!(client.incidents().list(query));
+            let mut n = 0usize;
+            let mut failure = None;
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(incident) => {
+                        let row = incident_row(&incident);
+                        sink.row(&columns, &row)
+                            .map_err(|e| Failure::io("could not write", e))?;
+                        n += 1;
+                        spinner.set_message(format!("{n} incidents"));
+                        if !all && n >= top as usize {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            spinner.finish_and_clear();
+            // What was fetched is written before any error is reported.
+            sink.finish()
+                .map_err(|e| Failure::io("could not write", e))?;
+            match failure {
+                Some(e) => Err(e.into()),
+                None => Ok(()),
+            }
+        }
+        IncidentsCommand::Get { id, format } => {
+            let incident = client.incidents().get(id.as_str()).await?;
+            print_incident(&incident, format)
+        }
+        IncidentsCommand::Update {
+            id,
+            status,
+            assigned_to,
+            classification,
+            determination,
+            tags,
+            comment,
+            format,
+        } => {
+            let update = IncidentUpdate {
+                status,
+                assigned_to,
+                classification,
+                determination,
+                tags: (!tags.is_empty()).then_some(tags),
+                comment,
+            };
+            if update.is_empty() {
+                return Err(Failure::usage("nothing to update: give --status, --assigned-to, --classification, --determination, --tag or --comment"));
+            }
+            let incident = client.incidents().update(id.as_str(), update).await?;
+            print_incident(&incident, format)
+        }
+    }
+}
+
+fn incident_row(
+    i: &defender_core::incidents::Incident,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    let s = |v: &Option<String>| {
+        v.clone()
+            .map(serde_json::Value::String)
+            .unwrap_or(serde_json::Value::Null)
+    };
+    m.insert(
+        "incidentId".into(),
+        i.incident_id.as_ref().map(|x| x.0.clone()).into(),
+    );
+    m.insert("incidentName".into(), s(&i.incident_name));
+    m.insert("status".into(), s(&i.status));
+    m.insert("severity".into(), s(&i.severity));
+    m.insert("assignedTo".into(), s(&i.assigned_to));
+    m.insert("lastUpdateTime".into(), s(&i.last_update_time));
+    m
+}
+
+fn print_incident(
+    incident: &defender_core::incidents::Incident,
+    format: Format,
+) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    let value = serde_json::to_value(incident).map_err(|e| Failure {
+        code: 6,
+        message: e.to_string(),
+    })?;
+    let text = match format {
+        Format::Json | Format::Table => serde_json::to_string_pretty(&value),
+        Format::Ndjson | Format::Csv => serde_json::to_string(&value),
+    }
+    .map_err(|e| Failure {
+        code: 6,
+        message: e.to_string(),
+    })?;
+    writeln!(out, "{text}").map_err(|e| Failure::io("could not write", e))
+}
+
+async fn show_limits(client: &Client, with_usage: bool) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    let limits = client.limits();
+    let mut lines = vec![format!("API: {}", client.surface())];
+    for group in defender_core::ApiGroup::ALL {
+        let g = limits.group(group);
+        let calls: Vec<String> = g.calls.iter().map(|c| c.to_string()).collect();
+        lines.push(format!(
+            "{group}: calls {}",
+            if calls.is_empty() {
+                "unlimited".into()
+            } else {
+                calls.join(", ")
+            }
+        ));
+        if !g.runtime.is_empty() {
+            let rt: Vec<String> = g.runtime.iter().map(|r| r.to_string()).collect();
+            lines.push(format!("{group}: {}", rt.join(", ")));
+        }
+        if let Some(rows) = g.rows {
+            lines.push(format!("{group}: at most {rows} rows per result"));
+        }
+        if let Some(l) = g.lookback {
+            lines.push(format!("{group}: data of the last {}", format_duration(l)));
+        }
+    }
+    lines.push(format!("spec: {}", limits.to_spec()));
+    if with_usage {
+        for usage in client.quota().await? {
+            for w in &usage.windows {
+                lines.push(format!("usage {}: {} of {}", usage.group, w.used, w.limit));
+            }
+        }
+    }
+    for l in lines {
+        writeln!(out, "{l}").map_err(|e| Failure::io("could not write", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

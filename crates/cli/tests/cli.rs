@@ -1,0 +1,338 @@
+//! The `defender` binary against the emulator: every command and format, each exit code
+//! provoked for real, and piped output free of progress text.
+
+use std::process::{Command, Output};
+
+use defender_core::Limits;
+use defender_emulator::{Emulator, EmulatorHandle};
+
+fn defender(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_defender"))
+        .args(args)
+        .env_remove("AZURE_TENANT_ID")
+        .env_remove("AZURE_CLIENT_ID")
+        .env_remove("AZURE_CLIENT_SECRET")
+        .output()
+        .expect("the binary runs")
+}
+
+fn with_secret(args: &[&str], secret: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_defender"))
+        .args(args)
+        .env("AZURE_CLIENT_SECRET", secret)
+        .output()
+        .expect("the binary runs")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("utf-8")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).expect("utf-8")
+}
+
+/// An emulator in this process, for runs that need state across invocations.
+fn emulator(limits: &str) -> (tokio::runtime::Runtime, EmulatorHandle) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let emu = rt
+        .block_on(
+            Emulator::builder()
+                .limits(Limits::parse(limits).unwrap())
+                .rows_per_table(500)
+                .spawn(),
+        )
+        .unwrap();
+    (rt, emu)
+}
+
+fn remote<'a>(base: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--base-url",
+        base,
+        "--login-url",
+        base,
+        "--tenant",
+        "emulator",
+        "--client-id",
+        "emulator-client",
+    ];
+    v.extend_from_slice(rest);
+    v
+}
+
+#[test]
+fn hunt_in_every_format_and_pipes_stay_clean() {
+    let q = "DeviceProcessEvents | project Timestamp, DeviceName, FileName | take 7";
+    let table = defender(&["--emulator", "hunt", q]);
+    assert_eq!(code(&table), 0, "{}", stderr(&table));
+    let lines: Vec<&str> = stdout(&table)
+        .lines()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+        .leak()
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    assert!(lines[0].starts_with("Timestamp"));
+    assert_eq!(lines.len(), 2 + 7);
+
+    let csv = defender(&["--emulator", "hunt", q, "--format", "csv"]);
+    assert_eq!(code(&csv), 0);
+    let out = stdout(&csv);
+    assert_eq!(out.lines().next(), Some("Timestamp,DeviceName,FileName"));
+    assert_eq!(out.lines().count(), 8);
+    assert!(
+        stderr(&csv).is_empty(),
+        "no progress text when not on a terminal: {}",
+        stderr(&csv)
+    );
+
+    let json = defender(&["--emulator", "hunt", q, "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("one JSON document");
+    assert_eq!(doc.as_array().unwrap().len(), 7);
+    let first = doc[0].as_object().unwrap();
+    assert_eq!(
+        first.keys().next().map(String::as_str),
+        Some("DeviceName"),
+        "serde_json sorts keys when reading"
+    );
+
+    let ndjson = defender(&["--emulator", "hunt", q, "--format", "ndjson"]);
+    let rows: Vec<serde_json::Value> = stdout(&ndjson)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one object per line"))
+        .collect();
+    assert_eq!(rows.len(), 7);
+    assert!(
+        stdout(&ndjson)
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("{\"Timestamp\""),
+        "schema order"
+    );
+}
+
+#[test]
+fn output_file_and_stdin_query() {
+    let dir = std::env::temp_dir().join(format!("defender-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("out.csv");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_defender"))
+        .args([
+            "--emulator",
+            "hunt",
+            "-",
+            "--format",
+            "csv",
+            "--output",
+            file.to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"AlertInfo | take 4")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0);
+    assert!(out.stdout.is_empty());
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 5);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn incidents_list_get_update() {
+    let list = defender(&[
+        "--emulator",
+        "incidents",
+        "list",
+        "--top",
+        "5",
+        "--format",
+        "ndjson",
+    ]);
+    assert_eq!(code(&list), 0, "{}", stderr(&list));
+    let rows: Vec<serde_json::Value> = stdout(&list)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5);
+    let all = defender(&[
+        "--emulator",
+        "incidents",
+        "list",
+        "--all",
+        "--top",
+        "100",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(
+        stdout(&all).lines().count(),
+        1 + 300,
+        "every page with --all"
+    );
+    let active = defender(&[
+        "--emulator",
+        "incidents",
+        "list",
+        "--all",
+        "--status",
+        "Active",
+        "--format",
+        "ndjson",
+    ]);
+    assert!(stdout(&active)
+        .lines()
+        .all(|l| l.contains("\"status\":\"Active\"")));
+
+    let id = rows[0]["incidentId"].as_str().unwrap().to_owned();
+    let get = defender(&["--emulator", "incidents", "get", &id]);
+    assert_eq!(code(&get), 0);
+    let inc: serde_json::Value = serde_json::from_str(&stdout(&get)).unwrap();
+    assert_eq!(inc["incidentId"].as_str(), Some(id.as_str()));
+
+    let upd = defender(&[
+        "--emulator",
+        "incidents",
+        "update",
+        &id,
+        "--status",
+        "Resolved",
+        "--classification",
+        "TruePositive",
+        "--determination",
+        "Malware",
+        "--tag",
+        "a",
+        "--tag",
+        "b",
+        "--comment",
+        "done",
+        "--assigned-to",
+        "me@contoso.com",
+    ]);
+    assert_eq!(code(&upd), 0, "{}", stderr(&upd));
+    let inc: serde_json::Value = serde_json::from_str(&stdout(&upd)).unwrap();
+    assert_eq!(inc["status"], "Resolved");
+    assert_eq!(inc["assignedTo"], "me@contoso.com");
+
+    let missing = defender(&["--emulator", "incidents", "get", "999999999"]);
+    assert_eq!(code(&missing), 5);
+    let nothing = defender(&["--emulator", "incidents", "update", &id]);
+    assert_eq!(code(&nothing), 2);
+}
+
+#[test]
+fn limits_command() {
+    let out = defender(&[
+        "--emulator",
+        "--limits",
+        "2021,hunting.calls=30/1m",
+        "limits",
+    ]);
+    assert_eq!(code(&out), 0);
+    let text = stdout(&out);
+    assert!(text.contains("hunting: calls 30 calls per 1m"), "{text}");
+    assert!(text.contains("usage incidents"), "{text}");
+}
+
+#[test]
+fn exit_codes() {
+    // 2: usage.
+    assert_eq!(code(&defender(&["--emulator", "hunt"])), 2);
+    assert_eq!(
+        code(&defender(&[
+            "--emulator",
+            "--limits",
+            "hunting.calls=x",
+            "hunt",
+            "T"
+        ])),
+        2
+    );
+    assert_eq!(code(&defender(&["--bogus"])), 2);
+    // 3: no credentials; then a wrong secret against a running emulator.
+    let none = defender(&["hunt", "AlertInfo"]);
+    assert_eq!(code(&none), 3);
+    assert!(stderr(&none).contains("--emulator"));
+    let (_rt, emu) = emulator("2021,hunting.calls=1/1h");
+    let base = emu.base_url();
+    let wrong = with_secret(
+        &remote(&base, &["hunt", "AlertInfo | take 1"]),
+        "wrong-secret",
+    );
+    assert_eq!(code(&wrong), 3, "{}", stderr(&wrong));
+    assert!(
+        !stderr(&wrong).contains("wrong-secret"),
+        "the secret is never printed"
+    );
+    // 4: the server's hour is spent; waiting exceeds --max-wait.
+    let first = with_secret(
+        &remote(&base, &["hunt", "AlertInfo | take 1"]),
+        "emulator-secret",
+    );
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    let throttled = with_secret(
+        &remote(&base, &["--max-wait", "2s", "hunt", "AlertInfo | take 1"]),
+        "emulator-secret",
+    );
+    assert_eq!(code(&throttled), 4, "{}", stderr(&throttled));
+    assert!(
+        stderr(&throttled).contains("retry"),
+        "{}",
+        stderr(&throttled)
+    );
+    // 5: a KQL error, with the server's message.
+    let bad = defender(&["--emulator", "hunt", "DeviceProcessEvents | wher x"]);
+    assert_eq!(code(&bad), 5);
+    assert!(stderr(&bad).contains("wher"));
+    // 6: nothing listens there.
+    let down = with_secret(
+        &[
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--login-url",
+            "http://127.0.0.1:9",
+            "--tenant",
+            "t",
+            "--client-id",
+            "c",
+            "hunt",
+            "T",
+        ],
+        "s",
+    );
+    assert_eq!(code(&down), 6, "{}", stderr(&down));
+    // 7: truncated at the row cap with --split none.
+    let cut = defender(&[
+        "--emulator",
+        "--limits",
+        "2021,hunting.rows=5",
+        "hunt",
+        "DeviceProcessEvents | take 50",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(code(&cut), 7, "{}", stderr(&cut));
+    assert_eq!(
+        stdout(&cut).lines().count(),
+        6,
+        "the rows fetched are still written"
+    );
+}

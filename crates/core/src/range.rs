@@ -1,0 +1,616 @@
+//! Ranged hunts: one query over a time range, past the row cap, the 30-day window and
+//! the running-time budget, every row once.
+//!
+//! The query names the window through two placeholders, `_start` and `_end`, bound by a
+//! prepended `let` (`let _start = datetime(..); let _end = datetime(..);`). Write the
+//! filter half-open so that a row on a boundary belongs to one window only:
+//! `| where Timestamp >= _start and Timestamp < _end`. A query that starts with a table
+//! name and names neither placeholder gets that filter inserted after the table name.
+//!
+//! [`RangePlan`] is sans-IO. The driver asks [`RangePlan::poll_window`] for windows to
+//! run (at most `concurrency` at once; the engine's quotas decide when each is sent),
+//! hands each result to [`RangePlan::handle_result`], and takes finished windows, in time
+//! order, from [`RangePlan::poll_rows`]. A window that comes back at the row cap, or with
+//! "result too large", is bisected and its halves run instead, down to `min_span`; a
+//! window that is still at the cap then is handed out flagged `truncated`.
+//!
+//! ```text
+//!   [from ............................................ to)      Split::Auto: one window
+//!   [from ................. mid)[mid ...................... to)  at the cap: bisect
+//!   [from .... q1)[q1 ..... mid)[mid ...................... to)  and again, per window
+//! ```
+//!
+//! ```
+//! use defender_core::range::{RangeOptions, RangePlan, Split};
+//! use defender_core::hunting::HuntResult;
+//! use std::time::{Duration, UNIX_EPOCH};
+//!
+//! let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+//! let from = now - Duration::from_secs(4 * 86_400);
+//! let opts = RangeOptions { split: Split::Every(Duration::from_secs(86_400)), ..RangeOptions::default() };
+//! let (mut plan, warning) = RangePlan::new("DeviceProcessEvents | take 5", from, now, opts, now).unwrap();
+//! assert!(warning.is_none());
+//! let w = plan.poll_window().unwrap();
+//! assert!(w.query.starts_with("let _start = datetime("));
+//! assert!(w.query.contains("DeviceProcessEvents | where Timestamp >= _start and Timestamp < _end | take 5"));
+//! plan.handle_result(w.start, Ok(HuntResult::default())).unwrap();
+//! assert_eq!(plan.poll_rows().unwrap().start, from);
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use crate::error::Error;
+use crate::hunting::{Column, HuntResult, Row};
+use crate::timefmt::{format_rfc3339, parse_rfc3339};
+
+/// How to split a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Split {
+    /// Start with the whole range as one window; bisect any window at the row cap.
+    #[default]
+    Auto,
+    /// One window, never split: a result at the cap is handed out flagged `truncated`.
+    None,
+    /// Windows of this span from the start; any at the row cap is bisected further.
+    Every(Duration),
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Split, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Split::Auto),
+            "none" => Ok(Split::None),
+            other => crate::limits::parse_duration(other)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(Split::Every)
+                .ok_or_else(|| format!("`{s}` is not auto, none or a duration such as 1d")),
+        }
+    }
+}
+
+/// What to do with a range that starts before the data window (30 days).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lookback {
+    /// Move the start into the window and warn.
+    #[default]
+    Clamp,
+    /// Refuse the hunt.
+    Refuse,
+}
+
+/// Options of a ranged hunt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// How to split.
+    pub split: Split,
+    /// Windows narrower than this are not bisected (default 1 s).
+    pub min_span: Duration,
+    /// Windows run at once (default 2); the engine's quotas still decide when each goes.
+    pub concurrency: usize,
+    /// The row cap (default 100,000): a result of this many rows was cut.
+    pub row_cap: u64,
+    /// How far back data is kept (default 30 days).
+    pub lookback: Duration,
+    /// What to do with a range that starts before it.
+    pub on_lookback: Lookback,
+}
+
+impl Default for RangeOptions {
+    fn default() -> Self {
+        RangeOptions {
+            split: Split::Auto,
+            min_span: Duration::from_secs(1),
+            concurrency: 2,
+            row_cap: 100_000,
+            lookback: Duration::from_secs(30 * 86_400),
+            on_lookback: Lookback::Clamp,
+        }
+    }
+}
+
+/// Why a ranged hunt cannot start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RangeError {
+    /// `from` is not before `to`.
+    #[error("the range is empty: its start must be before its end")]
+    Empty,
+    /// The range starts before the data window and the options say refuse.
+    #[error("the range starts {} before the {}-day data window; start it later, or clamp", crate::limits::format_duration(*by), .lookback.as_secs() / 86_400)]
+    BeforeLookback {
+        /// By how much.
+        by: Duration,
+        /// The window.
+        lookback: Duration,
+    },
+    /// The range ends before the data window.
+    #[error("the whole range lies before the data window; there is no data to hunt")]
+    NoData,
+    /// The query names no window and does not start with a table name.
+    #[error("the query must start with a table name, or filter on _start and _end itself (`| where Timestamp >= _start and Timestamp < _end`)")]
+    NeedsPlaceholders,
+}
+
+/// A warning the hunt started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClampWarning {
+    /// The start asked for.
+    pub asked: SystemTime,
+    /// The start used.
+    pub used: SystemTime,
+}
+
+/// A window to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowRequest {
+    /// Its start (its id).
+    pub start: SystemTime,
+    /// Its end (exclusive).
+    pub end: SystemTime,
+    /// The query bound to it.
+    pub query: String,
+}
+
+/// A finished window's rows, handed out in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowRows {
+    /// Start (inclusive).
+    pub start: SystemTime,
+    /// End (exclusive).
+    pub end: SystemTime,
+    /// The schema (the hunt's first one).
+    pub schema: Vec<Column>,
+    /// The rows, sorted by `Timestamp` when the schema has one.
+    pub rows: Vec<Row>,
+    /// Still at the row cap at the minimum span: rows may be missing.
+    pub truncated: bool,
+}
+
+/// Where a ranged hunt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RangeProgress {
+    /// Windows finished (handed out or ready).
+    pub windows_done: usize,
+    /// Windows in the plan now (grows as windows are bisected).
+    pub windows_total: usize,
+    /// Bisections made.
+    pub splits: usize,
+    /// Rows handed out or ready.
+    pub rows: u64,
+    /// Running time charged for every window run, including the bisected ones.
+    pub running_time: Duration,
+    /// Windows handed out truncated.
+    pub truncated_windows: usize,
+}
+
+#[derive(Debug)]
+enum State {
+    Pending,
+    Running,
+    Done(HuntResult),
+}
+
+#[derive(Debug)]
+struct Window {
+    end: SystemTime,
+    state: State,
+}
+
+/// The sans-IO plan of one ranged hunt. See the module docs.
+#[derive(Debug)]
+pub struct RangePlan {
+    query: String,
+    opts: RangeOptions,
+    windows: BTreeMap<SystemTime, Window>,
+    running: usize,
+    schema: Option<Vec<Column>>,
+    progress: RangeProgress,
+    ready: VecDeque<WindowRows>,
+}
+
+impl RangePlan {
+    /// Plans `query` over `[from, to)`. `wall_now` places the data window.
+    pub fn new(
+        query: &str,
+        from: SystemTime,
+        to: SystemTime,
+        opts: RangeOptions,
+        wall_now: SystemTime,
+    ) -> Result<(RangePlan, Option<ClampWarning>), RangeError> {
+        if from >= to {
+            return Err(RangeError::Empty);
+        }
+        // A minute inside the window, so the server's clock moving on does not push the
+        // start out of it while the hunt runs.
+        let oldest = wall_now
+            .checked_sub(opts.lookback)
+            .map(|t| t + Duration::from_secs(60));
+        let mut warning = None;
+        let mut from = from;
+        if let Some(oldest) = oldest.filter(|o| from < *o) {
+            if to <= oldest {
+                return Err(RangeError::NoData);
+            }
+            match opts.on_lookback {
+                Lookback::Refuse => {
+                    let by = oldest.duration_since(from).unwrap_or_default();
+                    return Err(RangeError::BeforeLookback {
+                        by,
+                        lookback: opts.lookback,
+                    });
+                }
+                Lookback::Clamp => {
+                    warning = Some(ClampWarning {
+                        asked: from,
+                        used: oldest,
+                    });
+                    from = oldest;
+                }
+            }
+        }
+        let query = bind_template(query)?;
+        let mut windows = BTreeMap::new();
+        match opts.split {
+            Split::Every(span) if !span.is_zero() => {
+                let mut start = from;
+                while start < to {
+                    let end = (start + span).min(to);
+                    windows.insert(
+                        start,
+                        Window {
+                            end,
+                            state: State::Pending,
+                        },
+                    );
+                    start = end;
+                }
+            }
+            _ => {
+                windows.insert(
+                    from,
+                    Window {
+                        end: to,
+                        state: State::Pending,
+                    },
+                );
+            }
+        }
+        let progress = RangeProgress {
+            windows_total: windows.len(),
+            ..RangeProgress::default()
+        };
+        Ok((
+            RangePlan {
+                query,
+                opts,
+                windows,
+                running: 0,
+                schema: None,
+                progress,
+                ready: VecDeque::new(),
+            },
+            warning,
+        ))
+    }
+
+    /// The next window to run, while fewer than `concurrency` are running.
+    pub fn poll_window(&mut self) -> Option<WindowRequest> {
+        if self.running >= self.opts.concurrency.max(1) {
+            return None;
+        }
+        let (start, w) = self
+            .windows
+            .iter_mut()
+            .find(|(_, w)| matches!(w.state, State::Pending))?;
+        w.state = State::Running;
+        self.running += 1;
+        Some(WindowRequest {
+            start: *start,
+            end: w.end,
+            query: bind(&self.query, *start, w.end),
+        })
+    }
+
+    /// A window's result. An error other than "result too large" ends the hunt: it is
+    /// returned, and the rows already handed out stand.
+    pub fn handle_result(
+        &mut self,
+        start: SystemTime,
+        result: Result<HuntResult, Error>,
+    ) -> Result<(), Error> {
+        let Some(w) = self.windows.get_mut(&start) else {
+            return Ok(());
+        };
+        if !matches!(w.state, State::Running) {
+            return Ok(());
+        }
+        self.running -= 1;
+        let end = w.end;
+        let span = end.duration_since(start).unwrap_or_default();
+        let can_split = self.opts.split != Split::None && span >= self.opts.min_span * 2;
+        match result {
+            Ok(r) => {
+                self.progress.running_time += r.running_time;
+                let at_cap = r.truncated || r.rows.len() as u64 >= self.opts.row_cap;
+                if at_cap && can_split {
+                    self.bisect(start, end);
+                } else {
+                    let mut r = r;
+                    r.truncated = at_cap;
+                    self.windows.get_mut(&start).expect("looked up above").state = State::Done(r);
+                    // still present
+                }
+            }
+            Err(Error::ResultTooLarge(_)) if can_split => self.bisect(start, end),
+            Err(e) => {
+                self.windows.get_mut(&start).expect("looked up above").state = State::Pending; // may be retried by the caller
+                return Err(e);
+            }
+        }
+        self.collect_ready();
+        Ok(())
+    }
+
+    /// The next finished window, in time order.
+    pub fn poll_rows(&mut self) -> Option<WindowRows> {
+        self.ready.pop_front()
+    }
+
+    /// Every window ran and was handed out.
+    pub fn is_done(&self) -> bool {
+        self.windows.is_empty() && self.ready.is_empty()
+    }
+
+    /// Where the hunt stands.
+    pub fn progress(&self) -> RangeProgress {
+        self.progress
+    }
+
+    /// The windows of the plan now, in order, as (start, end): they tile the range.
+    pub fn windows(&self) -> Vec<(SystemTime, SystemTime)> {
+        self.windows.iter().map(|(s, w)| (*s, w.end)).collect()
+    }
+
+    fn bisect(&mut self, start: SystemTime, end: SystemTime) {
+        let span = end.duration_since(start).unwrap_or_default();
+        // Whole milliseconds, so the bound query prints the instant exactly.
+        let half =
+            Duration::from_millis((span.as_millis() / 2) as u64).max(Duration::from_millis(1));
+        let mid = start + half;
+        self.windows.insert(
+            start,
+            Window {
+                end: mid,
+                state: State::Pending,
+            },
+        );
+        self.windows.insert(
+            mid,
+            Window {
+                end,
+                state: State::Pending,
+            },
+        );
+        self.progress.splits += 1;
+        self.progress.windows_total += 1;
+    }
+
+    /// Moves finished windows from the front of the plan to `ready`.
+    fn collect_ready(&mut self) {
+        while let Some(entry) = self.windows.first_entry() {
+            if !matches!(entry.get().state, State::Done(_)) {
+                break;
+            }
+            let (start, w) = entry.remove_entry();
+            let State::Done(result) = w.state else {
+                unreachable!("checked above")
+            };
+            if self.schema.is_none() && !result.schema.is_empty() {
+                self.schema = Some(result.schema.clone());
+            }
+            let mut rows = result.rows;
+            sort_by_timestamp(&mut rows);
+            self.progress.windows_done += 1;
+            self.progress.rows += rows.len() as u64;
+            if result.truncated {
+                self.progress.truncated_windows += 1;
+            }
+            self.ready.push_back(WindowRows {
+                start,
+                end: w.end,
+                schema: self.schema.clone().unwrap_or(result.schema),
+                rows,
+                truncated: result.truncated,
+            });
+        }
+    }
+}
+
+/// Turns the user's query into a template over `_start` and `_end`.
+fn bind_template(query: &str) -> Result<String, RangeError> {
+    let q = query.trim();
+    if names(q, "_start") && names(q, "_end") {
+        return Ok(q.to_owned());
+    }
+    let table_end = q
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(q.len());
+    let table = &q[..table_end];
+    if table.is_empty() || table == "let" || table.as_bytes()[0].is_ascii_digit() {
+        return Err(RangeError::NeedsPlaceholders);
+    }
+    Ok(format!(
+        "{table} | where Timestamp >= _start and Timestamp < _end{}",
+        &q[table_end..]
+    ))
+}
+
+fn names(q: &str, ident: &str) -> bool {
+    q.match_indices(ident).any(|(i, _)| {
+        let before = q[..i].chars().next_back();
+        let after = q[i + ident.len()..].chars().next();
+        let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        !word(before) && !word(after)
+    })
+}
+
+fn bind(template: &str, start: SystemTime, end: SystemTime) -> String {
+    format!(
+        "let _start = datetime({}); let _end = datetime({});\n{template}",
+        format_rfc3339(start),
+        format_rfc3339(end)
+    )
+}
+
+fn sort_by_timestamp(rows: &mut [Row]) {
+    let key = |r: &Row| {
+        r.get("Timestamp")
+            .and_then(|v| v.as_str())
+            .and_then(parse_rfc3339)
+    };
+    if rows.iter().any(|r| r.contains_key("Timestamp")) {
+        rows.sort_by_key(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn t(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn rows(n: usize) -> HuntResult {
+        HuntResult {
+            rows: vec![Row::new(); n],
+            ..HuntResult::default()
+        }
+    }
+
+    #[test]
+    fn templates() {
+        assert_eq!(
+            bind_template("DeviceEvents | take 1").unwrap(),
+            "DeviceEvents | where Timestamp >= _start and Timestamp < _end | take 1"
+        );
+        let own = "T | where Timestamp between (_start .. _end)";
+        assert_eq!(bind_template(own).unwrap(), own);
+        assert_eq!(
+            bind_template("let x = 1; T"),
+            Err(RangeError::NeedsPlaceholders)
+        );
+        assert_eq!(
+            bind_template("| take 1"),
+            Err(RangeError::NeedsPlaceholders)
+        );
+        assert!(!names("my_start_end", "_start"));
+    }
+
+    #[test]
+    fn lookback_is_clamped_or_refused() {
+        let now = t(100 * 86_400);
+        let from = now - Duration::from_secs(45 * 86_400);
+        let (plan, warning) = RangePlan::new("T", from, now, RangeOptions::default(), now).unwrap();
+        let w = warning.unwrap();
+        assert_eq!(
+            w.used,
+            now - Duration::from_secs(30 * 86_400) + Duration::from_secs(60)
+        );
+        assert_eq!(plan.windows()[0].0, w.used);
+        let refuse = RangeOptions {
+            on_lookback: Lookback::Refuse,
+            ..RangeOptions::default()
+        };
+        assert!(matches!(
+            RangePlan::new("T", from, now, refuse, now),
+            Err(RangeError::BeforeLookback { .. })
+        ));
+        let old_end = now - Duration::from_secs(40 * 86_400);
+        assert!(matches!(
+            RangePlan::new("T", from, old_end, RangeOptions::default(), now),
+            Err(RangeError::NoData)
+        ));
+        assert!(matches!(
+            RangePlan::new("T", now, now, RangeOptions::default(), now),
+            Err(RangeError::Empty)
+        ));
+    }
+
+    #[test]
+    fn bisects_at_the_cap_and_hands_out_in_order() {
+        let opts = RangeOptions {
+            row_cap: 10,
+            concurrency: 4,
+            ..RangeOptions::default()
+        };
+        let (mut p, _) = RangePlan::new("T", t(0), t(1000), opts, t(1000)).unwrap();
+        let w = p.poll_window().unwrap();
+        p.handle_result(w.start, Ok(rows(10))).unwrap();
+        assert_eq!(p.progress().splits, 1);
+        let a = p.poll_window().unwrap();
+        let b = p.poll_window().unwrap();
+        assert_eq!(
+            (a.start, a.end, b.start, b.end),
+            (t(0), t(500), t(500), t(1000))
+        );
+        // The later window finishes first; nothing is handed out before the earlier one.
+        p.handle_result(b.start, Ok(rows(3))).unwrap();
+        assert!(p.poll_rows().is_none());
+        p.handle_result(a.start, Ok(rows(4))).unwrap();
+        assert_eq!(p.poll_rows().unwrap().rows.len(), 4);
+        assert_eq!(p.poll_rows().unwrap().rows.len(), 3);
+        assert!(p.is_done());
+        assert_eq!(p.progress().rows, 7);
+    }
+
+    #[test]
+    fn stops_at_the_minimum_span() {
+        let opts = RangeOptions {
+            row_cap: 1,
+            min_span: Duration::from_secs(400),
+            ..RangeOptions::default()
+        };
+        let (mut p, _) = RangePlan::new("T", t(0), t(1000), opts, t(1000)).unwrap();
+        let mut handed = Vec::new();
+        while !p.is_done() {
+            while let Some(w) = p.poll_window() {
+                p.handle_result(w.start, Ok(rows(1))).unwrap();
+            }
+            while let Some(r) = p.poll_rows() {
+                handed.push(r);
+            }
+        }
+        assert_eq!(
+            handed.len(),
+            2,
+            "1000 s bisected once; 500 s halves are below twice the minimum"
+        );
+        assert!(handed.iter().all(|w| w.truncated));
+        assert_eq!(p.progress().truncated_windows, 2);
+    }
+
+    #[test]
+    fn errors_end_the_hunt_and_too_large_splits() {
+        let (mut p, _) =
+            RangePlan::new("T", t(0), t(100), RangeOptions::default(), t(100)).unwrap();
+        let w = p.poll_window().unwrap();
+        p.handle_result(w.start, Err(Error::ResultTooLarge(Default::default())))
+            .unwrap();
+        assert_eq!(p.progress().splits, 1);
+        let w = p.poll_window().unwrap();
+        assert!(p.handle_result(w.start, Err(Error::Cancelled)).is_err());
+    }
+
+    #[test]
+    fn split_parses() {
+        assert_eq!("auto".parse(), Ok(Split::Auto));
+        assert_eq!("1d".parse(), Ok(Split::Every(Duration::from_secs(86_400))));
+        assert!("0s".parse::<Split>().is_err());
+        assert!("sometimes".parse::<Split>().is_err());
+    }
+}

@@ -1,0 +1,488 @@
+//! # defender-emulator
+//!
+//! An offline emulator of the Microsoft Defender APIs: a real HTTP server (axum on tokio)
+//! that serves the identity platform's token endpoint and the three API surfaces from one
+//! base URL, enforces the documented limits with the real 429 bodies, evaluates a subset of
+//! KQL over deterministic synthetic tables, keeps incidents in memory, and injects seeded
+//! faults on request.
+//!
+//! | path | what |
+//! |---|---|
+//! | `POST /{tenant}/oauth2/v2.0/token` | client-credentials tokens |
+//! | `POST /api/advancedhunting/run` | Defender XDR hunting (`Stats`, `Schema`, `Results`) |
+//! | `POST /api/advancedqueries/run` | Defender for Endpoint hunting (`Schema`, `Results`) |
+//! | `POST /v1.0/security/runHuntingQuery` | Graph hunting (`schema`, `results`; `Timespan`) |
+//! | `GET /api/incidents`, `GET/PATCH /api/incidents/{id}` | Defender XDR incidents |
+//! | `GET /v1.0/security/incidents`, `GET/PATCH /v1.0/security/incidents/{id}` | Graph incidents |
+//! | `GET /_emulator/stats`, `POST /_emulator/reset` | control |
+//!
+//! ## Quotas
+//!
+//! Calls are counted per (tenant, app, API group) — `hunting` for the three hunting paths,
+//! `incidents` for list, get and update — against every call window of the [`Limits`], in
+//! [`WindowMode::Sliding`] (exact) or [`WindowMode::Fixed`] windows. A call over any window
+//! gets 429 with the real Defender body
+//! (`API calls quota exceeded! maximum allowed 45 per 00:01:00 You can send requests again
+//! in 8 seconds.`, target the tenant id) and `Retry-After`; Graph paths get Graph's
+//! `TooManyRequests` body. Throttled calls are not counted. Hunting queries are also
+//! charged a simulated running time ([`CostModel`]) against every `hunting.runtime`
+//! window per (tenant, app); once a budget is spent, hunting calls get 429 with
+//! "You have exceeded processing resources allocated to this tenant. You can run queries
+//! again in hh:mm:ss." until the window frees up.
+//!
+//! The order of checks on an API call: route (404/405), fault injection, authentication
+//! (401/403), body size (413), call quota and running-time budget (429), then content type
+//! (415), JSON and request validation (400). So a malformed request that passed the quota
+//! still counts as a call, as at a real gateway.
+//!
+//! ## Example
+//!
+//! ```
+//! use defender_emulator::{Clock, Emulator, WindowMode, DEFAULT_CLIENT_ID, DEFAULT_SECRET, DEFAULT_TENANT};
+//! use defender_core::Limits;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let clock = Clock::manual(1_767_225_600_000); // 2026-01-01T00:00:00Z
+//! let emulator = Emulator::builder()
+//!     .limits(Limits::parse("2021,hunting.calls=2/1m").unwrap())
+//!     .window_mode(WindowMode::Sliding)
+//!     .rows_per_table(500)
+//!     .clock(clock.clone())
+//!     .spawn()
+//!     .await
+//!     .unwrap();
+//! // Point a client's API base *and* login base at this one URL, with the built-in
+//! // credentials (tenant `emulator`, client `emulator-client`, secret `emulator-secret`).
+//! let base = emulator.base_url();
+//! assert!(base.starts_with("http://127.0.0.1:"));
+//! let _ = (DEFAULT_TENANT, DEFAULT_CLIENT_ID, DEFAULT_SECRET);
+//! clock.advance(std::time::Duration::from_secs(60)); // frees every one-minute window
+//! assert_eq!(emulator.stats().requests, 0);
+//! emulator.shutdown().await;
+//! # });
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod clock;
+mod faults;
+mod form;
+mod hunting;
+mod incidents;
+mod quota;
+mod rng;
+mod server;
+mod time;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use cli::{serve_until_ctrl_c, EmulatorArgs};
+pub use clock::Clock;
+pub use defender_core::limits::{ApiGroup, Limits};
+pub use faults::{FaultKind, FaultSpec, FaultSpecError, ODD_429_VARIANTS};
+pub use hunting::CostModel;
+pub use quota::WindowMode;
+pub use server::{KeyStats, Stats, WindowStats};
+
+/// The built-in app's tenant id.
+pub const DEFAULT_TENANT: &str = "emulator";
+/// The built-in app's client id.
+pub const DEFAULT_CLIENT_ID: &str = "emulator-client";
+/// The built-in app's client secret.
+pub const DEFAULT_SECRET: &str = "emulator-secret";
+/// The default token lifetime (`expires_in`), as the identity platform issues.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
+/// The default size cap of a hunting result body (Defender for Endpoint documents 124 MB).
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 124 * 1024 * 1024;
+/// The default size cap of a request body.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// The default number of rows per synthetic table.
+pub const DEFAULT_ROWS_PER_TABLE: usize = 10_000;
+/// The default number of generated incidents.
+pub const DEFAULT_INCIDENTS: usize = 300;
+/// The default and largest page of an incidents list (`$top` at most 100).
+pub const MAX_PAGE_SIZE: usize = 100;
+
+/// Every application permission the emulator knows (API-FACTS section 5).
+pub const ALL_PERMISSIONS: [&str; 7] = [
+    "AdvancedHunting.Read.All",
+    "Incident.Read.All",
+    "Incident.ReadWrite.All",
+    "AdvancedQuery.Read.All",
+    "ThreatHunting.Read.All",
+    "SecurityIncident.Read.All",
+    "SecurityIncident.ReadWrite.All",
+];
+
+/// An app registration the token endpoint accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    /// The tenant id (the `{tenant}` of the token path; quotas are per tenant and app).
+    pub tenant: String,
+    /// The client id.
+    pub client_id: String,
+    /// The client secret.
+    pub secret: String,
+    /// The application permissions granted (see [`ALL_PERMISSIONS`]).
+    pub permissions: Vec<String>,
+}
+
+impl App {
+    /// An app with the given permissions.
+    pub fn new(tenant: &str, client_id: &str, secret: &str, permissions: &[&str]) -> App {
+        App {
+            tenant: tenant.to_owned(),
+            client_id: client_id.to_owned(),
+            secret: secret.to_owned(),
+            permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    /// The built-in app: tenant [`DEFAULT_TENANT`], client [`DEFAULT_CLIENT_ID`], secret
+    /// [`DEFAULT_SECRET`], every permission.
+    pub fn builtin() -> App {
+        App::new(
+            DEFAULT_TENANT,
+            DEFAULT_CLIENT_ID,
+            DEFAULT_SECRET,
+            &ALL_PERMISSIONS,
+        )
+    }
+}
+
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmulatorError {
+    /// The listening socket could not be bound.
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration is unusable.
+    #[error("invalid emulator configuration: {0}")]
+    Config(String),
+    /// Serving failed.
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The emulator's settings (what [`EmulatorBuilder`] collects).
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub limits: Limits,
+    pub window_mode: WindowMode,
+    pub retry_after_header: bool,
+    pub again_in_sentence: bool,
+    pub token_lifetime: Duration,
+    pub apps: Vec<App>,
+    pub builtin_app: bool,
+    pub seed: u64,
+    pub rows_per_table: usize,
+    pub table_rows: Vec<(String, usize)>,
+    pub span_days: u32,
+    pub incidents: usize,
+    pub faults: FaultSpec,
+    pub clock: Option<Clock>,
+    pub cost: CostModel,
+    pub max_result_bytes: usize,
+    pub max_request_bytes: usize,
+    pub addr: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            window_mode: WindowMode::Sliding,
+            retry_after_header: true,
+            again_in_sentence: true,
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            apps: Vec::new(),
+            builtin_app: true,
+            seed: 1,
+            rows_per_table: DEFAULT_ROWS_PER_TABLE,
+            table_rows: Vec::new(),
+            span_days: 40,
+            incidents: DEFAULT_INCIDENTS,
+            faults: FaultSpec::none(),
+            clock: None,
+            cost: CostModel::default(),
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// The emulator. Start one with [`Emulator::builder`] (see the crate docs for an example).
+///
+/// ```
+/// use defender_emulator::{Emulator, FaultSpec, WindowMode};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let emu = Emulator::builder()
+///     .window_mode(WindowMode::Fixed)
+///     .faults(FaultSpec::parse("503=0.1").unwrap())
+///     .rows_per_table(100)
+///     .spawn()
+///     .await
+///     .unwrap();
+/// println!("token endpoint: {}/emulator/oauth2/v2.0/token", emu.base_url());
+/// emu.shutdown().await;
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct Emulator;
+
+impl Emulator {
+    /// A builder with the defaults: the 2021 limits, sliding windows, `Retry-After` and the
+    /// "again in" sentence on, the built-in app, seed 1, 10,000 rows per table, 300
+    /// incidents, no faults, the real clock, `127.0.0.1:0`.
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder {
+            config: Config::default(),
+        }
+    }
+}
+
+/// Configures and starts an emulator.
+#[derive(Debug, Clone)]
+pub struct EmulatorBuilder {
+    pub(crate) config: Config,
+}
+
+impl EmulatorBuilder {
+    /// The limits to enforce (default: the 2021 terms).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Fixed or sliding windows (default sliding).
+    pub fn window_mode(mut self, mode: WindowMode) -> Self {
+        self.config.window_mode = mode;
+        self
+    }
+
+    /// Whether 429s carry `Retry-After: S` (default true).
+    pub fn retry_after_header(mut self, on: bool) -> Self {
+        self.config.retry_after_header = on;
+        self
+    }
+
+    /// Whether Defender 429 messages end with " You can send requests again in S
+    /// seconds." (default true).
+    pub fn again_in_sentence(mut self, on: bool) -> Self {
+        self.config.again_in_sentence = on;
+        self
+    }
+
+    /// The lifetime of issued tokens (default 3599 s).
+    pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.token_lifetime = lifetime;
+        self
+    }
+
+    /// Registers an app (in addition to the built-in one unless
+    /// [`EmulatorBuilder::without_builtin_app`]).
+    pub fn app(mut self, app: App) -> Self {
+        self.config.apps.push(app);
+        self
+    }
+
+    /// Does not register the built-in app.
+    pub fn without_builtin_app(mut self) -> Self {
+        self.config.builtin_app = false;
+        self
+    }
+
+    /// The seed of the synthetic data, the incidents and (unless the fault spec names its
+    /// own) the faults (default 1).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
+
+    /// Rows in each synthetic table (default 10,000).
+    pub fn rows_per_table(mut self, rows: usize) -> Self {
+        self.config.rows_per_table = rows;
+        self
+    }
+
+    /// Rows in one table, overriding [`EmulatorBuilder::rows_per_table`].
+    pub fn table_rows(mut self, table: &str, rows: usize) -> Self {
+        self.config.table_rows.retain(|(t, _)| t != table);
+        self.config.table_rows.push((table.to_owned(), rows));
+        self
+    }
+
+    /// Days of synthetic history before the clock's start (default 40, so some rows are
+    /// older than the 30-day lookback).
+    pub fn span_days(mut self, days: u32) -> Self {
+        self.config.span_days = days;
+        self
+    }
+
+    /// How many incidents to generate (default 300).
+    pub fn incidents(mut self, count: usize) -> Self {
+        self.config.incidents = count;
+        self
+    }
+
+    /// Faults to inject (default none).
+    pub fn faults(mut self, faults: FaultSpec) -> Self {
+        self.config.faults = faults;
+        self
+    }
+
+    /// The clock (default: a real clock started at spawn).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.config.clock = Some(clock);
+        self
+    }
+
+    /// The running-time cost model of hunting queries.
+    pub fn cost_model(mut self, cost: CostModel) -> Self {
+        self.config.cost = cost;
+        self
+    }
+
+    /// The size cap of a hunting result body; larger results get 400 (default 124 MiB).
+    pub fn max_result_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_result_bytes = bytes;
+        self
+    }
+
+    /// The size cap of a request body; larger requests get 413 (default 1 MiB).
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_request_bytes = bytes;
+        self
+    }
+
+    /// The address to listen on (default `127.0.0.1:0`, a free port).
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.config.addr = addr;
+        self
+    }
+
+    /// Generates the data, binds the socket and starts serving on the current tokio
+    /// runtime.
+    pub async fn spawn(self) -> Result<EmulatorHandle, EmulatorError> {
+        let config = self.config;
+        let addr = config.addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| EmulatorError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Bind { addr, source })?;
+        let shared = server::Shared::new(config, local)?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let app = server::router(shared.clone());
+        let mut rx2 = rx.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx2.wait_for(|v| *v).await;
+            };
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        });
+        Ok(EmulatorHandle {
+            addr: local,
+            shared,
+            shutdown: tx,
+            task: Some(task),
+        })
+    }
+}
+
+/// A running emulator. Dropping it stops the server.
+#[derive(Debug)]
+pub struct EmulatorHandle {
+    addr: SocketAddr,
+    shared: Arc<server::Shared>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl EmulatorHandle {
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL of every surface and of the token endpoint, such as
+    /// `http://127.0.0.1:8400` (no trailing slash).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The token endpoint of the built-in tenant.
+    pub fn token_url(&self) -> String {
+        format!("{}/{DEFAULT_TENANT}/oauth2/v2.0/token", self.base_url())
+    }
+
+    /// Requests, 429s, faults and window usage so far (also `GET /_emulator/stats`).
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// The emulator's clock (advance it when it is manual).
+    pub fn clock(&self) -> Clock {
+        self.shared.clock.clone()
+    }
+
+    /// Clears quotas, running-time budgets, stats and the fault sequence (also
+    /// `POST /_emulator/reset`). Incidents and tokens are kept.
+    pub fn reset(&self) {
+        self.shared.reset(false);
+    }
+
+    /// [`EmulatorHandle::reset`], and restores the generated incidents.
+    pub fn reset_all(&self) {
+        self.shared.reset(true);
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            // Open keep-alive connections may hold graceful shutdown; do not wait long.
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+
+    /// Waits until the server stops (after [`EmulatorHandle::shutdown`] from elsewhere,
+    /// or a failure).
+    pub async fn wait(mut self) -> Result<(), EmulatorError> {
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(r) => r.map_err(EmulatorError::Serve),
+                Err(e) => Err(EmulatorError::Serve(std::io::Error::other(e))),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

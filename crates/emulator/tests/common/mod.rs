@@ -1,0 +1,137 @@
+//! Helpers shared by the HTTP-level tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use defender_emulator::{
+    Clock, Emulator, EmulatorBuilder, EmulatorHandle, DEFAULT_CLIENT_ID, DEFAULT_SECRET,
+    DEFAULT_TENANT,
+};
+use reqwest::{Client, Response, StatusCode};
+use serde_json::Value;
+
+/// 2026-01-01T00:00:00Z.
+pub const START_MS: i64 = 1_767_225_600_000;
+
+pub const XDR_HUNT: &str = "/api/advancedhunting/run";
+pub const MDE_HUNT: &str = "/api/advancedqueries/run";
+pub const GRAPH_HUNT: &str = "/v1.0/security/runHuntingQuery";
+
+/// A small, fast emulator on a manual clock.
+pub fn small() -> EmulatorBuilder {
+    Emulator::builder()
+        .rows_per_table(300)
+        .incidents(120)
+        .clock(Clock::manual(START_MS))
+}
+
+pub struct Env {
+    pub emu: EmulatorHandle,
+    pub http: Client,
+    pub base: String,
+}
+
+impl Env {
+    pub async fn start(b: EmulatorBuilder) -> Env {
+        // The workspace's reqwest brings no crypto provider; the tests talk plain HTTP
+        // but the client still wants one installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let emu = b.spawn().await.expect("the emulator starts");
+        let base = emu.base_url();
+        Env {
+            emu,
+            http: Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            base,
+        }
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.emu.clock()
+    }
+
+    pub async fn token_for(&self, tenant: &str, client: &str, secret: &str) -> Response {
+        let body = format!(
+            "client_id={client}&client_secret={secret}&grant_type=client_credentials&scope=https%3A%2F%2Fapi.security.microsoft.com%2F.default"
+        );
+        self.http
+            .post(format!("{}/{tenant}/oauth2/v2.0/token", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn token_of(&self, tenant: &str, client: &str, secret: &str) -> String {
+        let r = self.token_for(tenant, client, secret).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn token(&self) -> String {
+        self.token_of(DEFAULT_TENANT, DEFAULT_CLIENT_ID, DEFAULT_SECRET)
+            .await
+    }
+
+    pub async fn hunt(&self, token: &str, path: &str, query: &str) -> Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json; charset=utf-8")
+            .body(serde_json::json!({ "Query": query }).to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_json(&self, token: &str, path: &str, body: &Value) -> Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> Response {
+        self.get_url(token, &format!("{}{path}", self.base)).await
+    }
+
+    pub async fn get_url(&self, token: &str, url: &str) -> Response {
+        self.http.get(url).bearer_auth(token).send().await.unwrap()
+    }
+
+    pub async fn patch(&self, token: &str, path: &str, body: &Value) -> Response {
+        self.http
+            .patch(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The status and the JSON body.
+pub async fn json(r: Response) -> (StatusCode, Value) {
+    let s = r.status();
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (s, v)
+}
+
+/// Asserts the `{"error":{"code","message",...}}` envelope and returns the message.
+pub fn envelope(v: &Value, code: &str) -> String {
+    assert_eq!(v["error"]["code"], code, "{v}");
+    v["error"]["message"]
+        .as_str()
+        .expect("a message")
+        .to_owned()
+}

@@ -1,0 +1,430 @@
+//! The conformance scenarios, written once and run by both transports against the
+//! emulator started in-process.
+//!
+//! A transport joins by implementing [`Driver`] (build a client, make one call, read the
+//! quota); `tests/conformance.rs` instantiates every scenario for the async and the
+//! blocking client. Each scenario starts its own emulator on `127.0.0.1:0`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use defender_core::engine::{Call, GroupUsage, Value};
+use defender_core::hunting::HuntRequest;
+use defender_core::incidents::{IncidentId, IncidentQuery, IncidentStatus, IncidentUpdate};
+use defender_core::{Error, Limits, Surface};
+use defender_emulator::{
+    Clock, Emulator, EmulatorHandle, FaultSpec, Stats, WindowMode, DEFAULT_CLIENT_ID,
+    DEFAULT_SECRET, DEFAULT_TENANT,
+};
+use defender_policy::StandardPolicy;
+
+/// What a scenario needs to build a client.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// The surface.
+    pub surface: Surface,
+    /// The emulator's base URL (API and login).
+    pub base_url: String,
+    /// The limits the client enforces.
+    pub limits: Limits,
+    /// The policy.
+    pub policy: StandardPolicy,
+    /// The client secret.
+    pub secret: String,
+}
+
+/// A transport under test.
+pub trait Driver: Clone + Send + Sync + 'static {
+    /// Its name, for messages.
+    const NAME: &'static str;
+    /// Builds a client (inside or beside `rt`, as the transport needs).
+    fn connect(spec: &ClientSpec, rt: &tokio::runtime::Runtime) -> Self;
+    /// Makes one call, blocking until it ends.
+    fn call(&self, call: Call) -> Result<Value, Error>;
+    /// The client's quota usage.
+    fn quota(&self) -> Result<Vec<GroupUsage>, Error>;
+}
+
+/// The async client, driven from plain threads through its runtime's handle.
+#[derive(Debug, Clone)]
+pub struct AsyncDriver {
+    client: defender_async::Client,
+    handle: tokio::runtime::Handle,
+}
+
+impl Driver for AsyncDriver {
+    const NAME: &'static str = "async";
+
+    fn connect(spec: &ClientSpec, rt: &tokio::runtime::Runtime) -> Self {
+        let _guard = rt.enter();
+        let client = defender_async::Client::builder()
+            .surface(spec.surface)
+            .tenant(DEFAULT_TENANT)
+            .client_id(DEFAULT_CLIENT_ID)
+            .client_secret(spec.secret.clone())
+            .base_url(&spec.base_url)
+            .login_url(&spec.base_url)
+            .limits_value(spec.limits.clone())
+            .policy(spec.policy.clone())
+            .build()
+            .expect("the async client builds");
+        AsyncDriver {
+            client,
+            handle: rt.handle().clone(),
+        }
+    }
+
+    fn call(&self, call: Call) -> Result<Value, Error> {
+        self.handle.block_on(self.client.call(call))
+    }
+
+    fn quota(&self) -> Result<Vec<GroupUsage>, Error> {
+        self.handle.block_on(self.client.quota())
+    }
+}
+
+/// The blocking client.
+#[derive(Debug, Clone)]
+pub struct BlockingDriver {
+    client: defender_blocking::Client,
+}
+
+impl Driver for BlockingDriver {
+    const NAME: &'static str = "blocking";
+
+    fn connect(spec: &ClientSpec, _rt: &tokio::runtime::Runtime) -> Self {
+        let client = defender_blocking::Client::builder()
+            .surface(spec.surface)
+            .tenant(DEFAULT_TENANT)
+            .client_id(DEFAULT_CLIENT_ID)
+            .client_secret(spec.secret.clone())
+            .base_url(&spec.base_url)
+            .login_url(&spec.base_url)
+            .limits_value(spec.limits.clone())
+            .policy(spec.policy.clone())
+            .build()
+            .expect("the blocking client builds");
+        BlockingDriver { client }
+    }
+
+    fn call(&self, call: Call) -> Result<Value, Error> {
+        self.client.call(call)
+    }
+
+    fn quota(&self) -> Result<Vec<GroupUsage>, Error> {
+        self.client.quota()
+    }
+}
+
+/// An emulator on its own runtime, for one scenario.
+#[derive(Debug)]
+pub struct Env {
+    /// The runtime the emulator (and the async client) run on.
+    pub rt: tokio::runtime::Runtime,
+    /// The emulator.
+    pub emulator: EmulatorHandle,
+}
+
+impl Env {
+    /// Starts an emulator configured by `f`.
+    pub fn start(
+        f: impl FnOnce(defender_emulator::EmulatorBuilder) -> defender_emulator::EmulatorBuilder,
+    ) -> Env {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let emulator = rt
+            .block_on(
+                f(Emulator::builder()
+                    .rows_per_table(300)
+                    .incidents(120)
+                    .seed(7))
+                .spawn(),
+            )
+            .expect("the emulator starts");
+        Env { rt, emulator }
+    }
+
+    /// A client spec for `surface` against this emulator.
+    pub fn spec(&self, surface: Surface, limits: Limits) -> ClientSpec {
+        ClientSpec {
+            surface,
+            base_url: self.emulator.base_url(),
+            limits,
+            policy: StandardPolicy::standard()
+                .with_max_wait(Duration::from_secs(30))
+                .seed(3),
+            secret: DEFAULT_SECRET.to_owned(),
+        }
+    }
+
+    /// The emulator's counters.
+    pub fn stats(&self) -> Stats {
+        self.emulator.stats()
+    }
+}
+
+fn hunt(q: &str) -> Call {
+    Call::Hunt(HuntRequest::new(q))
+}
+
+fn generous() -> Limits {
+    Limits::parse("2021,hunting.calls=1000/1m,incidents.calls=1000/1m,hunting.runtime=none")
+        .expect("a valid spec")
+}
+
+/// Every call on every surface: hunting on all three; incidents list (every page), get
+/// and update on Defender XDR and Graph; a typed `Unsupported` for incidents on
+/// Defender for Endpoint; a typed `NotFound` for an absent incident; a typed `Rejected`
+/// carrying the server's message for a KQL error.
+pub fn every_call_on_every_surface<D: Driver>() {
+    let env = Env::start(|b| b.limits(generous()));
+    for surface in Surface::ALL {
+        let d = D::connect(&env.spec(surface, generous()), &env.rt);
+        let Value::Hunt(r) = d.call(hunt("DeviceProcessEvents | take 5")).expect("hunt") else {
+            panic!()
+        };
+        assert_eq!(r.rows.len(), 5, "{} {surface}", D::NAME);
+        assert!(r.schema.iter().any(|c| c.name == "Timestamp"));
+        match d.call(hunt("DeviceProcessEvents | wher x")) {
+            Err(Error::Rejected { status: 400, error }) => {
+                assert!(error.message.contains("wher"), "{error}")
+            }
+            other => panic!("{} {surface}: expected a rejection, got {other:?}", D::NAME),
+        }
+        if surface == Surface::DefenderEndpoint {
+            assert!(matches!(
+                d.call(Call::ListIncidents(IncidentQuery::default())),
+                Err(Error::Unsupported { .. })
+            ));
+            continue;
+        }
+        // Every page of the listing.
+        let mut next = Some(Call::ListIncidents(IncidentQuery {
+            top: Some(50),
+            ..Default::default()
+        }));
+        let mut ids = Vec::new();
+        while let Some(call) = next.take() {
+            let Value::Incidents { page, next: n } = d.call(call).expect("list") else {
+                panic!()
+            };
+            ids.extend(page.value.into_iter().filter_map(|i| i.incident_id));
+            next = n;
+        }
+        assert_eq!(ids.len(), 120, "{} {surface}: every incident once", D::NAME);
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len());
+        let id = ids[3].clone();
+        let Value::Incident(i) = d.call(Call::GetIncident(id.clone())).expect("get") else {
+            panic!()
+        };
+        assert_eq!(i.incident_id.as_ref(), Some(&id));
+        let update = IncidentUpdate {
+            status: Some(IncidentStatus::InProgress),
+            assigned_to: Some("analyst@contoso.com".into()),
+            comment: Some("looked at it".into()),
+            ..Default::default()
+        };
+        let Value::Incident(u) = d
+            .call(Call::UpdateIncident(id.clone(), update))
+            .expect("update")
+        else {
+            panic!()
+        };
+        assert_eq!(u.assigned_to.as_deref(), Some("analyst@contoso.com"));
+        assert!(u
+            .status
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("inprogress")));
+        assert!(matches!(
+            d.call(Call::GetIncident(IncidentId::from(987_654_321u64))),
+            Err(Error::NotFound(_))
+        ));
+    }
+    assert_eq!(env.stats().throttled, 0);
+}
+
+/// Tokens that expire on the server mid-run are refreshed once, and no call fails.
+pub fn token_expiry_mid_run<D: Driver>() {
+    let clock = Clock::manual_now();
+    let env = Env::start(|b| {
+        b.limits(generous())
+            .clock(clock.clone())
+            .token_lifetime(Duration::from_secs(3599))
+    });
+    let d = D::connect(&env.spec(Surface::DefenderXdr, generous()), &env.rt);
+    for round in 0..3 {
+        d.call(hunt("AlertInfo | take 1"))
+            .unwrap_or_else(|e| panic!("{} round {round}: {e}", D::NAME));
+        // The server's clock jumps past the token's lifetime; the client's does not, so
+        // the client learns of the expiry from a 401.
+        clock.advance(Duration::from_secs(3600));
+    }
+    d.call(hunt("AlertInfo | take 1"))
+        .expect("after the last expiry");
+    assert_eq!(
+        env.stats().tokens_issued,
+        4,
+        "one token, then one refresh per expiry"
+    );
+}
+
+/// The 429 variants: with and without `Retry-After`, with and without "again in N
+/// seconds"; the limit the body names is learned, so only the first call is throttled.
+pub fn throttle_variants<D: Driver>() {
+    for (header, sentence) in [(true, true), (true, false), (false, true), (false, false)] {
+        let server = Limits::parse("2021,hunting.calls=2/3s,hunting.runtime=none").expect("spec");
+        let env = Env::start(|b| {
+            b.limits(server)
+                .retry_after_header(header)
+                .again_in_sentence(sentence)
+        });
+        // The client believes in much more than the server allows.
+        let d = D::connect(&env.spec(Surface::DefenderXdr, generous()), &env.rt);
+        for i in 0..6 {
+            d.call(hunt("AlertInfo | take 1")).unwrap_or_else(|e| {
+                panic!(
+                    "{} header={header} sentence={sentence} call {i}: {e}",
+                    D::NAME
+                )
+            });
+        }
+        let stats = env.stats();
+        assert_eq!(
+            stats.throttled, 1,
+            "{} header={header} sentence={sentence}: only the call that taught the limit is throttled",
+            D::NAME
+        );
+        let learned = d.quota().expect("quota");
+        let hunting = learned
+            .iter()
+            .find(|g| g.group == defender_core::ApiGroup::Hunting)
+            .expect("hunting");
+        assert!(hunting
+            .windows
+            .iter()
+            .any(|w| w.limit.max == 2 && w.limit.per == Duration::from_secs(3)));
+    }
+}
+
+/// 5xx responses and dropped connections are retried within the policy; every call
+/// succeeds and none is sent again after it succeeded.
+pub fn server_errors_and_resets_are_retried<D: Driver>() {
+    let faults = FaultSpec::parse("500=0.2,503=0.1,reset=0.1").expect("spec");
+    let env = Env::start(|b| b.limits(generous()).faults(faults));
+    let mut spec = env.spec(Surface::DefenderXdr, generous());
+    spec.policy = StandardPolicy::standard()
+        .max_attempts(12)
+        .backoff(Duration::from_millis(5), Duration::from_millis(50))
+        .seed(11);
+    let d = D::connect(&spec, &env.rt);
+    for i in 0..30 {
+        d.call(hunt("AlertInfo | take 1"))
+            .unwrap_or_else(|e| panic!("{} call {i}: {e}", D::NAME));
+    }
+    let stats = env.stats();
+    assert!(stats.faults > 0, "faults were injected");
+    // Faulted requests are counted apart; the rest reached the API once per call: nothing
+    // was sent again after it succeeded.
+    let api: u64 = stats.keys.iter().map(|k| k.requests).sum();
+    assert_eq!(api, 30, "{stats:?}");
+}
+
+/// When the quota is spent and the wait exceeds `max_wait`, the call fails at once with a
+/// typed error carrying the retry time, and nothing is sent.
+pub fn max_wait_exceeded_sends_nothing<D: Driver>() {
+    let limits = Limits::parse("2021,hunting.calls=1/1h,hunting.runtime=none").expect("spec");
+    let env = Env::start(|b| b.limits(limits.clone()));
+    let mut spec = env.spec(Surface::DefenderXdr, limits);
+    spec.policy = StandardPolicy::standard().with_max_wait(Duration::from_secs(1));
+    let d = D::connect(&spec, &env.rt);
+    d.call(hunt("AlertInfo | take 1"))
+        .expect("the first call fits");
+    let before = env.stats().requests;
+    let started = Instant::now();
+    match d.call(hunt("AlertInfo | take 1")) {
+        Err(Error::QuotaWait { retry_at, wait, .. }) => {
+            assert!(wait > Duration::from_secs(3000), "{wait:?}");
+            assert!(retry_at > started + Duration::from_secs(3000));
+        }
+        other => panic!("{}: expected QuotaWait, got {other:?}", D::NAME),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "failed at once");
+    assert_eq!(env.stats().requests, before, "nothing was sent");
+}
+
+/// 16 concurrent callers against a server whose limits equal the client's, in both
+/// window modes: zero 429s and no call lost.
+pub fn sixteen_callers_exact_limits<D: Driver>() {
+    for mode in [WindowMode::Sliding, WindowMode::Fixed] {
+        let limits = Limits::parse("2021,incidents.calls=20/1s").expect("spec");
+        let env = Env::start(|b| b.limits(limits.clone()).window_mode(mode));
+        let d = D::connect(&env.spec(Surface::DefenderXdr, limits), &env.rt);
+        let done = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let d = d.clone();
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    for i in 0..4 {
+                        let call = Call::ListIncidents(IncidentQuery {
+                            top: Some(1),
+                            ..Default::default()
+                        });
+                        d.call(call)
+                            .unwrap_or_else(|e| panic!("caller {t} call {i}: {e}"));
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("no caller panicked");
+        }
+        assert_eq!(
+            done.load(std::sync::atomic::Ordering::Relaxed),
+            64,
+            "no call lost"
+        );
+        assert_eq!(env.stats().throttled, 0, "{} {mode:?}: zero 429s", D::NAME);
+    }
+}
+
+/// Malformed and truncated bodies give typed errors, never a panic or a hang.
+pub fn malformed_and_truncated_bodies<D: Driver>() {
+    for (spec, name) in [
+        ("malformed=1.0", "malformed"),
+        ("truncate=1.0", "truncated"),
+    ] {
+        let env = Env::start(|b| {
+            b.limits(generous())
+                .faults(FaultSpec::parse(spec).expect("spec"))
+        });
+        let mut s = env.spec(Surface::DefenderXdr, generous());
+        s.policy = StandardPolicy::standard()
+            .max_attempts(2)
+            .backoff(Duration::from_millis(1), Duration::from_millis(5));
+        let d = D::connect(&s, &env.rt);
+        match d.call(hunt("AlertInfo | take 3")) {
+            Err(Error::Decode { .. }) | Err(Error::Transport { .. }) => {}
+            other => panic!("{} {name}: expected a typed error, got {other:?}", D::NAME),
+        }
+    }
+}
+
+/// A wrong secret is a typed authentication error.
+pub fn wrong_secret_is_an_auth_error<D: Driver>() {
+    let env = Env::start(|b| b.limits(generous()));
+    let mut s = env.spec(Surface::DefenderXdr, generous());
+    s.secret = "not-the-secret".into();
+    let d = D::connect(&s, &env.rt);
+    match d.call(hunt("AlertInfo | take 1")) {
+        Err(e @ Error::Auth(_)) => assert!(!e.to_string().contains("not-the-secret")),
+        other => panic!("{}: expected Auth, got {other:?}", D::NAME),
+    }
+}

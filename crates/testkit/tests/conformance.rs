@@ -1,0 +1,55 @@
+//! The conformance suite: every scenario of `defender_testkit::conformance`, run by the
+//! async and by the blocking client against the emulator.
+
+use defender_testkit::conformance::{self, AsyncDriver, BlockingDriver};
+
+macro_rules! suite {
+    ($module:ident, $driver:ty) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn every_call_on_every_surface() {
+                conformance::every_call_on_every_surface::<$driver>();
+            }
+
+            #[test]
+            fn token_expiry_mid_run() {
+                conformance::token_expiry_mid_run::<$driver>();
+            }
+
+            #[test]
+            fn throttle_variants() {
+                conformance::throttle_variants::<$driver>();
+            }
+
+            #[test]
+            fn server_errors_and_resets_are_retried() {
+                conformance::server_errors_and_resets_are_retried::<$driver>();
+            }
+
+            #[test]
+            fn max_wait_exceeded_sends_nothing() {
+                conformance::max_wait_exceeded_sends_nothing::<$driver>();
+            }
+
+            #[test]
+            fn sixteen_callers_exact_limits() {
+                conformance::sixteen_callers_exact_limits::<$driver>();
+            }
+
+            #[test]
+            fn malformed_and_truncated_bodies() {
+                conformance::malformed_and_truncated_bodies::<$driver>();
+            }
+
+            #[test]
+            fn wrong_secret_is_an_auth_error() {
+                conformance::wrong_secret_is_an_auth_error::<$driver>();
+            }
+        }
+    };
+}
+
+suite!(async_client, AsyncDriver);
+suite!(blocking_client, BlockingDriver);
