@@ -27,6 +27,9 @@
 #![forbid(unsafe_code)]
 
 mod driver;
+mod range;
+
+pub use range::RangeHunt;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +43,7 @@ use defender_core::engine::{Call, Value};
 use defender_core::hunting::{HuntRequest, HuntResult};
 use defender_core::incidents::{Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate};
 use defender_core::policy::Policy;
+pub use defender_core::range::{RangeError, RangeOptions, RangeProgress, Split, WindowRows};
 use defender_core::settings::{BuildError, Settings};
 use defender_core::token::{AccessToken, Secret};
 pub use defender_core::Error;
@@ -128,6 +132,20 @@ impl Client {
             Value::Hunt(r) => Ok(r),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Runs `query` over `[from, to)` in windows, past the row cap: every row once, in
+    /// time order, a window at a time (see [`defender_core::range`]). The row cap and the
+    /// data window come from the client's limits; `options` can override the rest.
+    pub fn hunt_range(
+        &self,
+        query: &str,
+        from: std::time::SystemTime,
+        to: std::time::SystemTime,
+        options: Option<RangeOptions>,
+    ) -> Result<RangeHunt, RangeError> {
+        let opts = options.unwrap_or_else(|| range_options(&self.inner.limits));
+        RangeHunt::new(self.clone(), query, from, to, opts)
     }
 
     /// The incidents API.
@@ -426,4 +444,16 @@ fn default_http() -> Result<reqwest::Client, BuildError> {
 pub fn access_token(token: Secret, lifetime: Duration) -> AccessToken {
     let now = Instant::now();
     AccessToken::new(token, now, now + lifetime)
+}
+
+/// The range options a client's limits imply: their row cap and data window.
+pub fn range_options(limits: &Limits) -> RangeOptions {
+    let mut o = RangeOptions::default();
+    if let Some(rows) = limits.hunting.rows {
+        o.row_cap = rows;
+    }
+    if let Some(l) = limits.hunting.lookback {
+        o.lookback = l;
+    }
+    o
 }

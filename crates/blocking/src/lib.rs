@@ -24,6 +24,9 @@
 #![forbid(unsafe_code)]
 
 mod driver;
+mod range;
+
+pub use range::RangeHunt;
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -34,6 +37,7 @@ use defender_core::engine::{Call, Value};
 use defender_core::hunting::{HuntRequest, HuntResult};
 use defender_core::incidents::{Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate};
 use defender_core::policy::Policy;
+pub use defender_core::range::{RangeError, RangeOptions, RangeProgress, Split, WindowRows};
 use defender_core::settings::{BuildError, Settings};
 use defender_core::token::Secret;
 pub use defender_core::Error;
@@ -120,6 +124,20 @@ impl Client {
             Value::Hunt(r) => Ok(r),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Runs `query` over `[from, to)` in windows, past the row cap: every row once, in
+    /// time order, a window at a time (see [`defender_core::range`]). Iterate over the
+    /// returned [`RangeHunt`] for the windows.
+    pub fn hunt_range(
+        &self,
+        query: &str,
+        from: std::time::SystemTime,
+        to: std::time::SystemTime,
+        options: Option<RangeOptions>,
+    ) -> Result<RangeHunt, RangeError> {
+        let opts = options.unwrap_or_else(|| range_options(&self.inner.limits));
+        RangeHunt::new(self.clone(), query, from, to, opts)
     }
 
     /// The incidents API.
@@ -403,4 +421,16 @@ pub fn default_agent() -> ureq::Agent {
         .user_agent(concat!("defender-rs/", env!("CARGO_PKG_VERSION")))
         .build()
         .into()
+}
+
+/// The range options a client's limits imply: their row cap and data window.
+pub fn range_options(limits: &Limits) -> RangeOptions {
+    let mut o = RangeOptions::default();
+    if let Some(rows) = limits.hunting.rows {
+        o.row_cap = rows;
+    }
+    if let Some(l) = limits.hunting.lookback {
+        o.lookback = l;
+    }
+    o
 }

@@ -16,6 +16,7 @@ use defender_core::incidents::{
     Classification, IncidentFilter, IncidentQuery, IncidentStatus, IncidentUpdate,
 };
 use defender_core::limits::{format_duration, parse_duration, Limits};
+use defender_core::range::Split;
 use defender_core::settings::BuildError;
 use defender_core::timefmt::{format_rfc3339, parse_rfc3339};
 use defender_core::{Cloud, Error, Surface};
@@ -116,8 +117,9 @@ struct HuntArgs {
     /// End of the time range (default now).
     #[arg(long, value_parser = parse_time)]
     to: Option<SystemTime>,
-    /// Split the range to get past the row cap: auto, none, or a window such as 1d.
-    #[arg(long, default_value = "none")]
+    /// With a range: split it to get past the row cap (auto bisects windows at the cap;
+    /// a duration such as 1d sets the first windows; none sends one query).
+    #[arg(long, default_value = "auto")]
     split: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -482,12 +484,9 @@ fn open_sink(output: &Option<PathBuf>, format: Format) -> Result<Sink, Failure> 
 
 async fn hunt(client: &Client, ui: &Ui, args: HuntArgs) -> Result<(), Failure> {
     let query = read_query(&args)?;
-    let split = args.split.trim().to_ascii_lowercase();
-    if split != "none" && split != "auto" && parse_duration(&split).is_err() {
-        return Err(Failure::usage(format!(
-            "--split takes auto, none or a duration such as 1d, not `{}`",
-            args.split
-        )));
+    let split: Split = args.split.parse().map_err(Failure::usage)?;
+    if let (Some((from, to)), false) = (time_range(&args)?, split == Split::None) {
+        return hunt_range(client, ui, &args, &query, from, to, split).await;
     }
     let (query, timespan) = scope_query(client.surface(), &query, &args)?;
     let spinner = ui.spinner("running the query");
@@ -499,30 +498,131 @@ async fn hunt(client: &Client, ui: &Ui, args: HuntArgs) -> Result<(), Failure> {
     let result = result?;
     let mut sink = open_sink(&args.output, args.format)?;
     let columns: Vec<String> = result.schema.iter().map(|c| c.name.clone()).collect();
-    sink.header(&columns)
-        .map_err(|e| Failure::io("could not write", e))?;
+    let write = |e| Failure::io("could not write", e);
+    sink.header(&columns).map_err(write)?;
     for row in &result.rows {
-        sink.row(&columns, row)
-            .map_err(|e| Failure::io("could not write", e))?;
+        sink.row(&columns, row).map_err(write)?;
     }
-    sink.finish()
-        .map_err(|e| Failure::io("could not write", e))?;
+    sink.finish().map_err(write)?;
     if result.truncated {
         let cap = result.row_cap.unwrap_or_default();
-        if split == "none" {
-            return Err(Failure {
-                code: 7,
-                message: format!(
-                    "the result has {} rows, the row cap: it was probably cut. Narrow the query or use --split auto.",
-                    cap
-                ),
-            });
-        }
-        ui.warn(&format!(
-            "the result reached the row cap of {cap} rows and may be incomplete"
-        ));
+        let hint = if split == Split::None {
+            "drop --split none and give --timespan or --from to split the range"
+        } else {
+            "give --timespan or --from (with --split auto) to split the range"
+        };
+        return Err(Failure {
+            code: 7,
+            message: format!(
+                "the result has {cap} rows, the row cap, so it was probably cut; {hint}."
+            ),
+        });
     }
     Ok(())
+}
+
+/// A hunt over `[from, to)` in windows, bisected past the row cap; rows are written as
+/// each window finishes, in time order.
+async fn hunt_range(
+    client: &Client,
+    ui: &Ui,
+    args: &HuntArgs,
+    query: &str,
+    from: SystemTime,
+    to: SystemTime,
+    split: Split,
+) -> Result<(), Failure> {
+    let mut opts = defender_async::range_options(client.limits());
+    opts.split = split;
+    let mut hunt = client
+        .hunt_range(query, from, to, Some(opts))
+        .map_err(|e| Failure {
+            code: 2,
+            message: format!("{e}."),
+        })?;
+    if let Some(w) = hunt.warning() {
+        ui.warn(&format!(
+            "the range starts before the data window; starting at {} instead of {}",
+            format_rfc3339(w.used),
+            format_rfc3339(w.asked)
+        ));
+    }
+    let bar = if ui.enabled {
+        indicatif::ProgressBar::new(1)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_draw_target(if ui.enabled {
+        indicatif::ProgressDrawTarget::stderr()
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    });
+    let mut sink = open_sink(&args.output, args.format)?;
+    let write = |e| Failure::io("could not write", e);
+    let mut columns: Option<Vec<String>> = None;
+    let mut failure = None;
+    while let Some(window) = hunt.next_window().await {
+        let window = match window {
+            Ok(w) => w,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        let cols = match &columns {
+            Some(c) => c.clone(),
+            None => {
+                let c: Vec<String> = window.schema.iter().map(|c| c.name.clone()).collect();
+                sink.header(&c).map_err(write)?;
+                columns = Some(c.clone());
+                c
+            }
+        };
+        for row in &window.rows {
+            sink.row(&cols, row).map_err(write)?;
+        }
+        let p = hunt.progress();
+        bar.set_length(p.windows_total as u64);
+        bar.set_position(p.windows_done as u64);
+        bar.set_message(format!("{} rows, {} splits", p.rows, p.splits));
+    }
+    bar.finish_and_clear();
+    if columns.is_none() {
+        sink.header(&[]).map_err(write)?;
+    }
+    // What was fetched is written before any error is reported.
+    sink.finish().map_err(write)?;
+    let p = hunt.progress();
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    if p.truncated_windows > 0 {
+        return Err(Failure {
+            code: 7,
+            message: format!(
+                "{} window(s) still reached the row cap at the smallest span; narrow the query.",
+                p.truncated_windows
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The time range --timespan / --from / --to give, if any.
+fn time_range(args: &HuntArgs) -> Result<Option<(SystemTime, SystemTime)>, Failure> {
+    let now = SystemTime::now();
+    let range = match (args.timespan, args.from, args.to) {
+        (Some(span), _, _) => Some((now - span, now)),
+        (None, Some(from), to) => Some((from, to.unwrap_or(now))),
+        (None, None, Some(_)) => return Err(Failure::usage("--to needs --from")),
+        (None, None, None) => None,
+    };
+    if let Some((from, to)) = range {
+        if from >= to {
+            return Err(Failure::usage("--from must be before --to"));
+        }
+    }
+    Ok(range)
 }
 
 /// Applies --timespan / --from / --to: Graph takes a Timespan; elsewhere the query is
@@ -532,19 +632,9 @@ fn scope_query(
     query: &str,
     args: &HuntArgs,
 ) -> Result<(String, Option<String>), Failure> {
-    let now = SystemTime::now();
-    let range = match (args.timespan, args.from, args.to) {
-        (Some(span), _, _) => Some((now - span, now)),
-        (None, Some(from), to) => Some((from, to.unwrap_or(now))),
-        (None, None, Some(_)) => return Err(Failure::usage("--to needs --from")),
-        (None, None, None) => None,
-    };
-    let Some((from, to)) = range else {
+    let Some((from, to)) = time_range(args)? else {
         return Ok((query.to_owned(), None));
     };
-    if from >= to {
-        return Err(Failure::usage("--from must be before --to"));
-    }
     if surface == Surface::Graph {
         return Ok((
             query.to_owned(),

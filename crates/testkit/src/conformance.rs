@@ -5,12 +5,15 @@
 //! quota); `tests/conformance.rs` instantiates every scenario for the async and the
 //! blocking client. Each scenario starts its own emulator on `127.0.0.1:0`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use defender_core::engine::{Call, GroupUsage, Value};
 use defender_core::hunting::HuntRequest;
 use defender_core::incidents::{IncidentId, IncidentQuery, IncidentStatus, IncidentUpdate};
+use defender_core::range::{Lookback, RangeError, RangeOptions, RangeProgress, Split, WindowRows};
+use defender_core::timefmt::format_rfc3339;
 use defender_core::{Error, Limits, Surface};
 use defender_emulator::{
     Clock, Emulator, EmulatorHandle, FaultSpec, Stats, WindowMode, DEFAULT_CLIENT_ID,
@@ -43,6 +46,34 @@ pub trait Driver: Clone + Send + Sync + 'static {
     fn call(&self, call: Call) -> Result<Value, Error>;
     /// The client's quota usage.
     fn quota(&self) -> Result<Vec<GroupUsage>, Error>;
+    /// A ranged hunt, run to its end.
+    fn hunt_range(
+        &self,
+        query: &str,
+        from: SystemTime,
+        to: SystemTime,
+        opts: RangeOptions,
+    ) -> Result<RangeOutcome, RangeFailure>;
+}
+
+/// What a ranged hunt handed out.
+#[derive(Debug)]
+pub struct RangeOutcome {
+    /// The windows, in the order they were handed out.
+    pub windows: Vec<WindowRows>,
+    /// Its progress at the end.
+    pub progress: RangeProgress,
+    /// The start was clamped into the data window.
+    pub clamped: bool,
+}
+
+/// Why a ranged hunt failed.
+#[derive(Debug)]
+pub enum RangeFailure {
+    /// It could not start.
+    Plan(RangeError),
+    /// A window failed (after these windows were handed out).
+    Hunt(Error, Vec<WindowRows>),
 }
 
 /// The async client, driven from plain threads through its runtime's handle.
@@ -81,6 +112,35 @@ impl Driver for AsyncDriver {
     fn quota(&self) -> Result<Vec<GroupUsage>, Error> {
         self.handle.block_on(self.client.quota())
     }
+
+    fn hunt_range(
+        &self,
+        query: &str,
+        from: SystemTime,
+        to: SystemTime,
+        opts: RangeOptions,
+    ) -> Result<RangeOutcome, RangeFailure> {
+        let mut hunt = self
+            .client
+            .hunt_range(query, from, to, Some(opts))
+            .map_err(RangeFailure::Plan)?;
+        let clamped = hunt.warning().is_some();
+        let mut windows = Vec::new();
+        self.handle.block_on(async {
+            while let Some(w) = hunt.next_window().await {
+                match w {
+                    Ok(w) => windows.push(w),
+                    Err(e) => return Err(RangeFailure::Hunt(e, std::mem::take(&mut windows))),
+                }
+            }
+            Ok(())
+        })?;
+        Ok(RangeOutcome {
+            windows,
+            progress: hunt.progress(),
+            clamped,
+        })
+    }
 }
 
 /// The blocking client.
@@ -113,6 +173,32 @@ impl Driver for BlockingDriver {
 
     fn quota(&self) -> Result<Vec<GroupUsage>, Error> {
         self.client.quota()
+    }
+
+    fn hunt_range(
+        &self,
+        query: &str,
+        from: SystemTime,
+        to: SystemTime,
+        opts: RangeOptions,
+    ) -> Result<RangeOutcome, RangeFailure> {
+        let mut hunt = self
+            .client
+            .hunt_range(query, from, to, Some(opts))
+            .map_err(RangeFailure::Plan)?;
+        let clamped = hunt.warning().is_some();
+        let mut windows = Vec::new();
+        for w in hunt.by_ref() {
+            match w {
+                Ok(w) => windows.push(w),
+                Err(e) => return Err(RangeFailure::Hunt(e, windows)),
+            }
+        }
+        Ok(RangeOutcome {
+            windows,
+            progress: hunt.progress(),
+            clamped,
+        })
     }
 }
 
@@ -427,4 +513,102 @@ pub fn wrong_secret_is_an_auth_error<D: Driver>() {
         Err(e @ Error::Auth(_)) => assert!(!e.to_string().contains("not-the-secret")),
         other => panic!("{}: expected Auth, got {other:?}", D::NAME),
     }
+}
+
+/// A ranged hunt over 20 days holding about 350,000 matching rows, past a row cap of
+/// 100,000: every row comes back exactly once (checked against a `count` per window),
+/// in time order, the bisections show in the progress, and the server throttled nothing.
+/// Then a range starting 45 days ago is clamped, or refused, as configured.
+pub fn ranged_hunt_past_the_row_cap<D: Driver>() {
+    let limits = Limits::parse("2021,hunting.calls=100/1m,hunting.runtime=none").expect("spec");
+    let env = Env::start(|b| {
+        b.limits(limits.clone())
+            .table_rows("DeviceProcessEvents", 700_000)
+            .span_days(40)
+    });
+    let d = D::connect(&env.spec(Surface::DefenderXdr, limits), &env.rt);
+    let now = SystemTime::now();
+    let from = now - Duration::from_secs(20 * 86_400);
+    let query = "DeviceProcessEvents | project Timestamp, ReportId";
+    let out = d
+        .hunt_range(query, from, now, RangeOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e:?}", D::NAME));
+    assert!(
+        out.progress.splits >= 2,
+        "{}: bisection happened: {:?}",
+        D::NAME,
+        out.progress
+    );
+    assert!(!out.clamped);
+    let mut seen = HashSet::new();
+    let mut total = 0usize;
+    let mut last_end = from;
+    for w in &out.windows {
+        assert_eq!(w.start, last_end, "windows tile the range in order");
+        last_end = w.end;
+        assert!(!w.truncated);
+        let count_query = format!(
+            "DeviceProcessEvents | where Timestamp >= datetime({}) and Timestamp < datetime({}) | count",
+            format_rfc3339(w.start),
+            format_rfc3339(w.end)
+        );
+        let Value::Hunt(c) = d.call(hunt(&count_query)).expect("count") else {
+            panic!()
+        };
+        let expected = c.rows[0]
+            .get("Count")
+            .and_then(|v| v.as_u64())
+            .expect("a count");
+        assert_eq!(
+            w.rows.len() as u64,
+            expected,
+            "{}: window {:?}..{:?}",
+            D::NAME,
+            w.start,
+            w.end
+        );
+        let mut previous: Option<SystemTime> = None;
+        for r in &w.rows {
+            let id = r
+                .get("ReportId")
+                .and_then(|v| v.as_i64())
+                .expect("ReportId");
+            assert!(seen.insert(id), "row {id} came back twice");
+            let t = r
+                .get("Timestamp")
+                .and_then(|v| v.as_str())
+                .and_then(defender_core::timefmt::parse_rfc3339)
+                .expect("a time");
+            assert!(previous.is_none_or(|p| p <= t), "rows in time order");
+            previous = Some(t);
+        }
+        total += w.rows.len();
+    }
+    assert_eq!(last_end, now);
+    assert!(
+        total > 300_000,
+        "{}: about 350,000 rows expected, got {total}",
+        D::NAME
+    );
+    assert_eq!(out.progress.rows as usize, total);
+    assert_eq!(env.stats().throttled, 0, "quotas never exceeded");
+
+    // 45 days ago: clamped with a warning by default, refused when configured.
+    let old = now - Duration::from_secs(45 * 86_400);
+    let small = "DeviceProcessEvents | where ReportId < 0";
+    let opts = RangeOptions {
+        split: Split::Every(Duration::from_secs(10 * 86_400)),
+        ..RangeOptions::default()
+    };
+    let clamped = d.hunt_range(small, old, now, opts).expect("clamped");
+    assert!(clamped.clamped);
+    assert!(clamped.windows[0].start > old + Duration::from_secs(14 * 86_400));
+    let refuse = RangeOptions {
+        on_lookback: Lookback::Refuse,
+        ..opts
+    };
+    assert!(matches!(
+        d.hunt_range(small, old, now, refuse),
+        Err(RangeFailure::Plan(RangeError::BeforeLookback { .. }))
+    ));
 }

@@ -53,3 +53,13 @@ macro_rules! suite {
 
 suite!(async_client, AsyncDriver);
 suite!(blocking_client, BlockingDriver);
+
+#[test]
+fn async_ranged_hunt_past_the_row_cap() {
+    conformance::ranged_hunt_past_the_row_cap::<AsyncDriver>();
+}
+
+#[test]
+fn blocking_ranged_hunt_past_the_row_cap() {
+    conformance::ranged_hunt_past_the_row_cap::<BlockingDriver>();
+}
