@@ -3,7 +3,6 @@
 //! here.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -161,7 +160,7 @@ impl Driver {
 }
 
 /// One HTTP exchange: the request as the engine built it, the body read up to `max`.
-pub(crate) fn perform(
+pub fn perform(
     agent: &ureq::Agent,
     request: http::Request<Vec<u8>>,
     timeout: Duration,
@@ -171,32 +170,24 @@ pub(crate) fn perform(
         .configure_request(request)
         .timeout_global(Some(timeout))
         .build();
-    let resp = agent.run(request).map_err(map_err)?;
-    let (parts, body) = resp.into_parts();
-    if let Some(n) = parts
-        .headers
+    let mut resp = agent.run(request).map_err(map_err)?;
+    let declared = resp
+        .headers()
         .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    {
-        if n > max as u64 {
-            return Err(too_large(max));
-        }
-    }
-    // Read one byte past the limit to tell "exactly at" from "over".
-    let mut bytes = Vec::new();
-    body.into_reader()
-        .take(max as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| {
-            let kind = match e.kind() {
-                std::io::ErrorKind::TimedOut => TransportErrorKind::Timeout,
-                _ => TransportErrorKind::Closed,
-            };
-            TransportError::new(kind, e.to_string())
-        })?;
-    if bytes.len() > max {
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large(max));
     }
+    let bytes = resp
+        .body_mut()
+        .with_config()
+        .limit(max as u64)
+        .read_to_vec()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => too_large(max),
+            other => map_err(other),
+        })?;
+    let (parts, _) = resp.into_parts();
     Ok(http::Response::from_parts(parts, bytes))
 }
 

@@ -23,7 +23,8 @@
 
 #![forbid(unsafe_code)]
 
-mod driver;
+#[doc(hidden)]
+pub mod driver;
 mod range;
 
 pub use range::RangeHunt;
