@@ -1,0 +1,498 @@
+//! # defender-redis
+//!
+//! The Defender API quota shared by many processes, on Redis. Microsoft counts calls and
+//! advanced-hunting running time per application and tenant, so several workers of one
+//! app share one budget: this crate gives them the semantics of
+//! [`defender_core::quota::Quota`] (exact sliding windows, a safety margin, the server's
+//! retry time, learned limits) and [`defender_core::runtime::RunningTime`] (running-time
+//! windows with reservations for queries in flight), checked and committed atomically in
+//! Redis, on Redis's clock.
+//!
+//! ```no_run
+//! use defender_core::limits::{ApiGroup, Preset};
+//! use defender_core::quota::QuotaKey;
+//! use defender_redis::{AcquireRequest, Admission, OnRedisError, RedisQuotaStore, StoreConfig};
+//! use std::time::Duration;
+//!
+//! let mut config = StoreConfig::new("redis://127.0.0.1:6379");
+//! config.on_error = OnRedisError::FallBackToLocal;
+//! let mut store = RedisQuotaStore::open(config)?;
+//!
+//! let limits = Preset::DefenderEndpoint.limits();
+//! let key = QuotaKey::new("tenant-id", "app-id", ApiGroup::Hunting);
+//! let request = AcquireRequest::group(&limits.hunting, Duration::from_millis(500))
+//!     .estimate(Duration::from_secs(5));
+//! match store.acquire(&key, &request)? {
+//!     Admission::Admitted(ticket) => {
+//!         // ... send the query; it reports 4.6 s of execution time ...
+//!         store.complete(&key, &ticket, Duration::from_millis(4_600))?;
+//!     }
+//!     Admission::Denied(denied) => {
+//!         println!("wait {:?}: {}", denied.retry_after, denied.reason);
+//!     }
+//! }
+//! // A 429 said "maximum allowed 30 per 00:01:00. You can send requests again in 8 seconds":
+//! store.feedback(
+//!     &key,
+//!     Some(Duration::from_secs(8)),
+//!     Some(defender_core::CallLimit { max: 30, per: Duration::from_secs(60) }),
+//!     false,
+//! )?;
+//! # Ok::<(), defender_redis::StoreError>(())
+//! ```
+//!
+//! ## Operations
+//!
+//! Each operation is one Lua script, loaded once per connection with `SCRIPT LOAD` and run
+//! with `EVALSHA` (loaded again on `NOSCRIPT`, e.g. after a Redis restart). A script reads
+//! the server's `TIME`, so the hosts' clocks do not matter (Redis 7 replicates a script's
+//! effects, so a script may read `TIME` before writing):
+//!
+//! - **acquire**: trims what has left the windows, then checks every call window (the
+//!   configured ones and the learned ones), the key's retry time, and, for hunting, every
+//!   running-time window (`charged + reserved < budget`) and the running-time block. It
+//!   commits (the call into the window set, the estimate into the reservations) only if
+//!   all allow, and otherwise returns the exact earliest wait, computed as the in-process
+//!   quota does: for each full window, the `(live - max + 1)`-th oldest live call plus
+//!   `per + margin`; for each spent running-time window, the first instant at which enough
+//!   charges leave the window or reservations lapse; the latest of those and of the
+//!   server's retry times.
+//! - **release**: a call admitted but never sent gives its slot and reservation back.
+//! - **complete**: releases the reservation and charges the actual running time now.
+//! - **feedback**: the server's retry time (`blocked until = max(existing, TIME + retry
+//!   after)`, for calls or for running time) and a learned limit ("maximum allowed N per
+//!   T": kept when it is new for its period or tighter), shared with every process.
+//! - **usage**: per window, the calls counted and the next free slot; running time
+//!   charged and reserved.
+//!
+//! Reservations lapse after [`StoreConfig::reservation_lease`]: a process that dies with a
+//! query in flight holds its reservation for at most that long. This is also what makes
+//! every denial's wait finite (the in-process budget says "when a query completes").
+//!
+//! ## Key layout and its bound
+//!
+//! See [`KeyLayout`]: four keys per `(tenant, app, group)`, all under one hash tag
+//! `{prefix:tenant:app:group}`, each with a `PEXPIRE` of the longest window (plus margin)
+//! after every write, so an idle key disappears by itself. The sorted set of calls is
+//! trimmed to the longest window on every acquire and so never holds more than the
+//! longest window's `max` entries (1,500 for 1,500 calls per hour; 36,000 for a day's
+//! window at 1,500 per hour); reservations hold at most the calls admitted in one lease;
+//! charges at most the hunting calls admitted in the longest running-time window.
+//! Nothing secret is stored or logged: keys name the tenant and app ids only, and the
+//! Redis URL is logged with its password removed.
+//!
+//! ## When Redis is unreachable
+//!
+//! [`OnRedisError::Fail`] returns [`StoreError::Unavailable`];
+//! [`OnRedisError::FallBackToLocal`] answers from an in-process `Quota` + `RunningTime`
+//! (one `tracing::warn!` per outage). Either way the store stops trying for a short,
+//! doubling backoff and reconnects by itself on the next call after it. A Redis restart
+//! loses at most the current windows.
+//!
+//! ## Testing hook: the clock override
+//!
+//! [`RedisQuotaStore::set_now_override`] passes a fixed "now" (microseconds) to every
+//! script instead of Redis `TIME`, and to the local fallback. It exists so tests can drive
+//! virtual time deterministically; production code never sets it.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::time::Duration;
+
+use defender_core::limits::{CallLimit, GroupLimits, RuntimeLimit};
+
+pub use defender_core::quota::QuotaKey;
+pub use redis;
+
+mod health;
+mod keys;
+mod local;
+mod scripts;
+mod sync;
+
+#[cfg(feature = "async")]
+mod asynchronous;
+
+#[cfg(feature = "async")]
+pub use asynchronous::AsyncRedisQuotaStore;
+pub use keys::KeyLayout;
+pub use sync::RedisQuotaStore;
+
+/// What an acquire checks: the call windows, the margin, and for advanced hunting the
+/// running-time windows and the estimate to reserve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcquireRequest<'a> {
+    /// Every call window of the group; all are enforced at once.
+    pub calls: &'a [CallLimit],
+    /// Added to every window's length (call and running time), for network jitter.
+    pub margin: Duration,
+    /// Every running-time window (hunting); empty for other groups.
+    pub runtime: &'a [RuntimeLimit],
+    /// The running time reserved for the call while it is in flight (hunting).
+    pub estimate: Duration,
+}
+
+impl<'a> AcquireRequest<'a> {
+    /// A request checking only call windows.
+    pub fn calls(calls: &'a [CallLimit], margin: Duration) -> Self {
+        AcquireRequest {
+            calls,
+            margin,
+            runtime: &[],
+            estimate: Duration::ZERO,
+        }
+    }
+
+    /// A request checking every call and running-time window of `limits`.
+    pub fn group(limits: &'a GroupLimits, margin: Duration) -> Self {
+        AcquireRequest {
+            calls: &limits.calls,
+            margin,
+            runtime: &limits.runtime,
+            estimate: Duration::ZERO,
+        }
+    }
+
+    /// Also checks these running-time windows.
+    pub fn runtime(mut self, runtime: &'a [RuntimeLimit]) -> Self {
+        self.runtime = runtime;
+        self
+    }
+
+    /// Reserves `estimate` of running time while the call is in flight (only when the
+    /// request has running-time windows).
+    pub fn estimate(mut self, estimate: Duration) -> Self {
+        self.estimate = estimate;
+        self
+    }
+}
+
+/// The answer to an acquire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The call may go; hand the ticket back with `release` or `complete`.
+    Admitted(Ticket),
+    /// The call may not go yet.
+    Denied(Denied),
+}
+
+impl Admission {
+    /// Whether the call was admitted.
+    pub fn is_admitted(&self) -> bool {
+        matches!(self, Admission::Admitted(_))
+    }
+
+    /// The ticket, if admitted.
+    pub fn ticket(self) -> Option<Ticket> {
+        match self {
+            Admission::Admitted(t) => Some(t),
+            Admission::Denied(_) => None,
+        }
+    }
+
+    /// The denial, if denied.
+    pub fn denied(&self) -> Option<&Denied> {
+        match self {
+            Admission::Denied(d) => Some(d),
+            Admission::Admitted(_) => None,
+        }
+    }
+}
+
+/// Proof of admission: identifies the call's entries so they can be released or
+/// completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub(crate) inner: TicketInner,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TicketInner {
+    Redis {
+        id: String,
+        at_us: u64,
+        reserved_us: u64,
+        ttl_ms: u64,
+    },
+    Local {
+        ticket: defender_core::quota::Ticket,
+        reservation: Option<defender_core::runtime::Reservation>,
+    },
+}
+
+impl Ticket {
+    /// The call's member in the shared sets (`None` for a ticket of the local fallback).
+    pub fn id(&self) -> Option<&str> {
+        match &self.inner {
+            TicketInner::Redis { id, .. } => Some(id),
+            TicketInner::Local { .. } => None,
+        }
+    }
+
+    /// When Redis admitted the call, since the Unix epoch (microseconds of Redis `TIME`);
+    /// `None` for a ticket of the local fallback.
+    pub fn admitted_at(&self) -> Option<Duration> {
+        match &self.inner {
+            TicketInner::Redis { at_us, .. } => Some(Duration::from_micros(*at_us)),
+            TicketInner::Local { .. } => None,
+        }
+    }
+
+    /// The running time reserved for the call.
+    pub fn reserved(&self) -> Duration {
+        match &self.inner {
+            TicketInner::Redis { reserved_us, .. } => Duration::from_micros(*reserved_us),
+            TicketInner::Local { reservation, .. } => {
+                reservation.map_or(Duration::ZERO, |r| r.amount)
+            }
+        }
+    }
+
+    /// Whether the local fallback admitted the call (Redis was unreachable).
+    pub fn is_local(&self) -> bool {
+        matches!(self.inner, TicketInner::Local { .. })
+    }
+}
+
+/// A denial: how long to wait, and what binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denied {
+    /// The exact earliest wait after which the call would be admitted, absent other
+    /// calls (microsecond resolution).
+    pub retry_after: Duration,
+    /// What binds at that instant.
+    pub reason: DenyReason,
+}
+
+/// What denied a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DenyReason {
+    /// A call window is full (a learned window included).
+    CallWindow(CallLimit),
+    /// The server said to retry later (a 429's retry time).
+    RetryAfter,
+    /// Running time charged (plus reservations) fills the budget of this window.
+    RuntimeWindow(RuntimeLimit),
+    /// Reservations of queries in flight hold this window's budget: `retry_after` is when
+    /// they lapse; a completion may free it sooner.
+    RuntimeInFlight(RuntimeLimit),
+    /// The server said the running-time budget is spent.
+    RuntimeExhausted,
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DenyReason::CallWindow(l) => write!(f, "the window of {l} is full"),
+            DenyReason::RetryAfter => f.write_str("the server asked to retry later"),
+            DenyReason::RuntimeWindow(l) => write!(f, "the budget of {l} is spent"),
+            DenyReason::RuntimeInFlight(l) => {
+                write!(f, "queries in flight hold the budget of {l}")
+            }
+            DenyReason::RuntimeExhausted => {
+                f.write_str("the server said the running-time budget is spent")
+            }
+        }
+    }
+}
+
+/// The usage of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// Every call window enforced (learned ones included).
+    pub calls: Vec<CallWindowUsage>,
+    /// Every running-time window asked about.
+    pub runtime: Vec<RuntimeWindowUsage>,
+    /// Running time reserved by queries in flight.
+    pub reserved: Duration,
+    /// Queries in flight holding a reservation.
+    pub in_flight: u32,
+    /// How long the server's retry time still blocks calls.
+    pub blocked_for: Duration,
+    /// How long the server's "budget spent" still blocks hunting.
+    pub runtime_blocked_for: Duration,
+    /// Whether the answer came from the local fallback.
+    pub local: bool,
+}
+
+/// The usage of one call window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallWindowUsage {
+    /// The window.
+    pub limit: CallLimit,
+    /// Calls counted in it now.
+    pub used: u32,
+    /// How long until the window has a free slot (zero when it has one now).
+    pub next_free_in: Duration,
+}
+
+/// The usage of one running-time window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeWindowUsage {
+    /// The window.
+    pub limit: RuntimeLimit,
+    /// Running time charged in it now.
+    pub charged: Duration,
+}
+
+/// What to do when Redis is unreachable or too slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnRedisError {
+    /// Return [`StoreError::Unavailable`].
+    #[default]
+    Fail,
+    /// Answer from an in-process quota until Redis is back (each process then admits on
+    /// its own share: see [`StoreConfig::fallback_share`]).
+    FallBackToLocal,
+}
+
+/// How a store connects and behaves.
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// The Redis URL (`redis://[user:password@]host:port[/db]`; no TLS).
+    pub url: String,
+    /// The first part of every key (default `defender-quota`).
+    pub prefix: String,
+    /// What to do when Redis is unreachable (default [`OnRedisError::Fail`]).
+    pub on_error: OnRedisError,
+    /// How long a connection attempt may take (default 200 ms).
+    pub connect_timeout: Duration,
+    /// How long a reply may take (default 200 ms).
+    pub response_timeout: Duration,
+    /// How long to stop trying after a failure; doubles per failure in one outage up to
+    /// 16 times this (default 250 ms).
+    pub reconnect_backoff: Duration,
+    /// How long a reservation of a query in flight lasts if never completed or released
+    /// (default 10 minutes, the longest a hunting query runs).
+    pub reservation_lease: Duration,
+    /// How long "running-time budget spent" blocks hunting when the server gave no retry
+    /// time (default 15 minutes, Defender XDR's quota cycle).
+    pub runtime_exhausted_default: Duration,
+    /// The local fallback admits `max / fallback_share` calls per window and
+    /// `budget / fallback_share` running time (at least one call): set it to the number
+    /// of processes sharing the quota (default 1).
+    pub fallback_share: u32,
+    /// A name for the store's connections (`CLIENT SETNAME`; no spaces), so `CLIENT
+    /// LIST` shows which worker holds which connection (default none).
+    pub client_name: Option<String>,
+}
+
+impl StoreConfig {
+    /// The defaults, for the Redis at `url`.
+    pub fn new(url: impl Into<String>) -> StoreConfig {
+        StoreConfig {
+            url: url.into(),
+            prefix: "defender-quota".to_owned(),
+            on_error: OnRedisError::Fail,
+            connect_timeout: Duration::from_millis(200),
+            response_timeout: Duration::from_millis(200),
+            reconnect_backoff: Duration::from_millis(250),
+            reservation_lease: Duration::from_secs(600),
+            runtime_exhausted_default: Duration::from_secs(900),
+            fallback_share: 1,
+            client_name: None,
+        }
+    }
+
+    /// The URL with any password replaced by `***`, for messages.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.redacted_url())
+            .field("prefix", &self.prefix)
+            .field("on_error", &self.on_error)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("reconnect_backoff", &self.reconnect_backoff)
+            .field("reservation_lease", &self.reservation_lease)
+            .field("runtime_exhausted_default", &self.runtime_exhausted_default)
+            .field("fallback_share", &self.fallback_share)
+            .field("client_name", &self.client_name)
+            .finish()
+    }
+}
+
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Redis could not be reached in time.
+    #[error(
+        "the shared quota store at {url} is unreachable ({source}); next attempt in {retry_in:?}. \
+         Check that Redis is running and the URL is right, or set \
+         OnRedisError::FallBackToLocal to admit from a per-process quota meanwhile"
+    )]
+    Unavailable {
+        /// The Redis URL, without its password.
+        url: String,
+        /// When the store will try Redis again.
+        retry_in: Duration,
+        /// The last error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// Redis answered with an error that is not an outage (a script error, a key of the
+    /// wrong type under the prefix, a permission error).
+    #[error(
+        "Redis at {url} refused the quota script ({source}); check that the key prefix is \
+         used only by this store and that the user may run EVALSHA and SCRIPT LOAD"
+    )]
+    Redis {
+        /// The Redis URL, without its password.
+        url: String,
+        /// The error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A script returned something this version does not understand.
+    #[error("unexpected reply from the quota script: {0}")]
+    Reply(String),
+    /// The URL did not parse.
+    #[error("invalid Redis URL {url}: {source}")]
+    InvalidUrl {
+        /// The URL, without its password.
+        url: String,
+        /// Why.
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+/// Microseconds of `d`, capped at 2^52 (Lua numbers are doubles).
+pub(crate) fn micros(d: Duration) -> u64 {
+    d.as_micros().min(1u128 << 52) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://user:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        let c = StoreConfig::new("redis://:pw@h/1");
+        assert!(!format!("{c:?}").contains("pw"));
+    }
+}

@@ -1,0 +1,36 @@
+-- USAGE (read only). KEYS: calls, reservations, charges, state.
+-- ARGV: as ACQUIRE (the ticket unused). Returns {now, blocked, rblocked, reserved, in flight, ncalls,
+-- ncalls x (max, per, used, next free), nruntime, nruntime x (budget, per, charged)}.
+local now = clock(ARGV[1])
+local margin, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+local blocked, rblocked, learned = read_state(KEYS[4])
+local wins, a = call_windows(8, tonumber(ARGV[6]), learned)
+local rts = runtime_windows(a, tonumber(ARGV[7]))
+local out = { now, blocked, rblocked, 0, 0, #wins }
+for _, w in ipairs(wins) do
+  local span = w[2] + margin
+  local lo = '(' .. s(now - span)
+  local live = redis.call('ZCOUNT', KEYS[1], lo, '+inf')
+  local free = now
+  if live >= w[1] then
+    local e = redis.call('ZRANGEBYSCORE', KEYS[1], lo, '+inf', 'WITHSCORES', 'LIMIT', live - w[1], 1)
+    free = tonumber(e[2]) + span
+  end
+  out[#out + 1] = w[1]
+  out[#out + 1] = w[2]
+  out[#out + 1] = live
+  out[#out + 1] = free
+end
+local rs = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. s(now - lease), '+inf')
+for _, m in ipairs(rs) do out[4] = out[4] + amount(m) end
+out[5] = #rs
+out[#out + 1] = #rts
+for _, r in ipairs(rts) do
+  local cs = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. s(now - (r[2] + margin)), '+inf')
+  local charged = 0
+  for _, m in ipairs(cs) do charged = charged + amount(m) end
+  out[#out + 1] = r[1]
+  out[#out + 1] = r[2]
+  out[#out + 1] = charged
+end
+return out

@@ -1,0 +1,417 @@
+//! The store on real Redis: atomicity under concurrency, expiry, the bound on the sets,
+//! isolation between keys, feedback, and Redis unreachable.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use defender_core::limits::{ApiGroup, CallLimit, RuntimeLimit};
+use defender_core::quota::QuotaKey;
+use defender_redis::{
+    AcquireRequest, Admission, DenyReason, OnRedisError, RedisQuotaStore, StoreConfig, StoreError,
+};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn key() -> QuotaKey {
+    QuotaKey::new("tenant-a", "app-1", ApiGroup::Incidents)
+}
+
+#[test]
+fn threads_never_admit_more_than_the_limit() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let config = common::config("threads");
+    const THREADS: usize = 16;
+    const LIMIT: u32 = 50;
+    let admitted = Arc::new(AtomicU32::new(0));
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (config, admitted, barrier) = (config.clone(), admitted.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                // Each thread is a process of its own: its own store and connection.
+                let mut store = common::store(&config);
+                store.ping().unwrap();
+                let limits = [CallLimit {
+                    max: LIMIT,
+                    per: HOUR,
+                }];
+                let req = AcquireRequest::calls(&limits, Duration::from_millis(500));
+                barrier.wait();
+                for _ in 0..20 {
+                    if store.acquire(&key(), &req).unwrap().is_admitted() {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(admitted.load(Ordering::Relaxed), LIMIT);
+    let keys = defender_redis::KeyLayout::new(&config.prefix, &key());
+    let card: u32 = redis::cmd("ZCARD")
+        .arg(&keys.calls)
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(card, LIMIT);
+    common::cleanup(&mut raw, &config.prefix);
+}
+
+#[test]
+fn keys_expire_and_sets_stay_bounded() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let config = common::config("expiry");
+    let mut store = common::store(&config);
+    let keys = store.keys(&key());
+    // Virtual time: 100 acquires 50 ms apart against 5 per second.
+    let limits = [CallLimit {
+        max: 5,
+        per: Duration::from_secs(1),
+    }];
+    let req = AcquireRequest::calls(&limits, Duration::from_millis(100));
+    let mut admitted = 0;
+    for i in 0..100u64 {
+        store.set_now_override(Some(Duration::from_millis(1_000_000 + i * 50)));
+        admitted += u32::from(store.acquire(&key(), &req).unwrap().is_admitted());
+        let card: u32 = redis::cmd("ZCARD")
+            .arg(&keys.calls)
+            .query(&mut raw)
+            .unwrap();
+        assert!(card <= 5, "the set holds {card} after trimming");
+    }
+    // 5 s of virtual time, 1.1 s windows: 5 per window.
+    assert!((20..=25).contains(&admitted), "{admitted}");
+    let pttl: i64 = redis::cmd("PTTL").arg(&keys.calls).query(&mut raw).unwrap();
+    assert!(
+        (1..=1101).contains(&pttl),
+        "calls expire with the window: {pttl}"
+    );
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&keys.state)
+        .query(&mut raw)
+        .unwrap();
+    assert!(!exists, "an acquire writes no state");
+    store
+        .feedback(&key(), Some(Duration::from_secs(30)), None, false)
+        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL").arg(&keys.state).query(&mut raw).unwrap();
+    assert!(
+        (29_000..=30_001).contains(&pttl),
+        "state lasts as its block: {pttl}"
+    );
+
+    // Real time: a 150 ms window is gone from Redis soon after.
+    store.set_now_override(None);
+    let short = [CallLimit {
+        max: 3,
+        per: Duration::from_millis(150),
+    }];
+    let other = QuotaKey::new("tenant-a", "app-1", ApiGroup::Hunting);
+    let runtime = [RuntimeLimit {
+        budget: Duration::from_secs(1),
+        per: Duration::from_millis(100),
+    }];
+    let mut config = config.clone();
+    config.reservation_lease = Duration::from_millis(200);
+    let mut store = common::store(&config);
+    let t = store
+        .acquire(
+            &other,
+            &AcquireRequest::calls(&short, Duration::ZERO)
+                .runtime(&runtime)
+                .estimate(Duration::from_millis(10)),
+        )
+        .unwrap()
+        .ticket()
+        .unwrap();
+    store
+        .complete(&other, &t, Duration::from_millis(5))
+        .unwrap();
+    // calls and charges (the completed reservation's set emptied and went).
+    let hunting = |raw: &mut redis::Connection| {
+        common::keys_under(raw, &config.prefix)
+            .into_iter()
+            .filter(|k| k.contains(":hunting}"))
+            .count()
+    };
+    assert_eq!(hunting(&mut raw), 2);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(hunting(&mut raw), 0, "the hunting key's data expired");
+    common::cleanup(&mut raw, &config.prefix);
+}
+
+#[test]
+fn tenants_apps_and_groups_are_separate() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let config = common::config("isolation");
+    let mut store = common::store(&config);
+    let limits = [CallLimit { max: 1, per: HOUR }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    let mut all = Vec::new();
+    for tenant in ["t1", "t2", "t:1"] {
+        for app in ["a1", "a2"] {
+            for group in ApiGroup::ALL {
+                all.push(QuotaKey::new(tenant, app, group));
+            }
+        }
+    }
+    for k in &all {
+        assert!(store.acquire(k, &req).unwrap().is_admitted(), "{k:?}");
+    }
+    // Feedback on one key touches no other.
+    store
+        .feedback(
+            &all[0],
+            Some(HOUR),
+            Some(CallLimit {
+                max: 1,
+                per: Duration::from_secs(1),
+            }),
+            false,
+        )
+        .unwrap();
+    for k in &all {
+        let d = *store.acquire(k, &req).unwrap().denied().unwrap();
+        if k == &all[0] {
+            assert_eq!(d.reason, DenyReason::RetryAfter);
+        } else {
+            assert!(
+                matches!(d.reason, DenyReason::CallWindow(_)),
+                "{k:?}: {d:?}"
+            );
+        }
+    }
+    common::cleanup(&mut raw, &config.prefix);
+}
+
+#[test]
+fn feedback_is_shared_between_processes() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let config = common::config("feedback");
+    let mut a = common::store(&config);
+    let mut b = common::store(&config);
+    let limits = [CallLimit {
+        max: 45,
+        per: Duration::from_secs(60),
+    }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    for s in [&a, &b] {
+        s.set_now_override(Some(Duration::from_secs(1_000)));
+    }
+    // A learned "maximum allowed 2 per 00:01:00" seen by one process binds the other.
+    a.feedback(
+        &key(),
+        None,
+        Some(CallLimit {
+            max: 2,
+            per: Duration::from_secs(60),
+        }),
+        false,
+    )
+    .unwrap();
+    assert!(b.acquire(&key(), &req).unwrap().is_admitted());
+    assert!(a.acquire(&key(), &req).unwrap().is_admitted());
+    let d = *b.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!(
+        d.reason,
+        DenyReason::CallWindow(CallLimit {
+            max: 2,
+            per: Duration::from_secs(60)
+        })
+    );
+    assert_eq!(d.retry_after, Duration::from_secs(60));
+    // A looser learned limit does not loosen it.
+    b.feedback(
+        &key(),
+        None,
+        Some(CallLimit {
+            max: 40,
+            per: Duration::from_secs(60),
+        }),
+        false,
+    )
+    .unwrap();
+    let u = a.usage(&key(), &req).unwrap();
+    assert_eq!(u.calls.len(), 1);
+    assert_eq!(u.calls[0].limit.max, 2);
+    assert_eq!(u.calls[0].used, 2);
+    assert_eq!(u.calls[0].next_free_in, Duration::from_secs(60));
+    // A retry time: the later one wins.
+    a.feedback(&key(), Some(Duration::from_secs(90)), None, false)
+        .unwrap();
+    b.feedback(&key(), Some(Duration::from_secs(30)), None, false)
+        .unwrap();
+    let d = *b.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!(d.retry_after, Duration::from_secs(90));
+    assert_eq!(d.reason, DenyReason::RetryAfter);
+    // Running time spent, no retry time: the default block applies to hunting.
+    let hunt = QuotaKey::new("tenant-a", "app-1", ApiGroup::Hunting);
+    a.feedback(&hunt, None, None, true).unwrap();
+    let d = *b.acquire(&hunt, &req).unwrap().denied().unwrap();
+    assert_eq!(d.reason, DenyReason::RuntimeExhausted);
+    assert_eq!(d.retry_after, config.runtime_exhausted_default);
+    assert_eq!(
+        b.usage(&hunt, &req).unwrap().runtime_blocked_for,
+        config.runtime_exhausted_default
+    );
+    common::cleanup(&mut raw, &config.prefix);
+}
+
+#[test]
+fn release_gives_the_slot_back_and_lapsed_reservations_free_the_budget() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let mut config = common::config("release");
+    config.reservation_lease = Duration::from_secs(120);
+    let mut store = common::store(&config);
+    store.set_now_override(Some(Duration::from_secs(5_000)));
+    let hunt = QuotaKey::new("tenant-a", "app-1", ApiGroup::Hunting);
+    let calls = [CallLimit {
+        max: 1,
+        per: Duration::from_secs(60),
+    }];
+    let runtime = [RuntimeLimit {
+        budget: Duration::from_secs(10),
+        per: HOUR,
+    }];
+    let req = AcquireRequest::calls(&calls, Duration::ZERO)
+        .runtime(&runtime)
+        .estimate(Duration::from_secs(20));
+    let t = store.acquire(&hunt, &req).unwrap().ticket().unwrap();
+    store.release(&hunt, &t).unwrap();
+    let t = store.acquire(&hunt, &req).unwrap().ticket().unwrap();
+    store.set_now_override(Some(Duration::from_secs(5_060)));
+    // The process holding `t` died: its reservation lapses at 5_120.
+    let d = *store.acquire(&hunt, &req).unwrap().denied().unwrap();
+    assert_eq!(d.retry_after, Duration::from_secs(60));
+    assert_eq!(d.reason, DenyReason::RuntimeInFlight(runtime[0]));
+    let u = store.usage(&hunt, &req).unwrap();
+    assert_eq!((u.reserved, u.in_flight), (Duration::from_secs(20), 1));
+    store.set_now_override(Some(Duration::from_secs(5_120)));
+    assert!(store.acquire(&hunt, &req).unwrap().is_admitted());
+    drop(t);
+    common::cleanup(&mut raw, &config.prefix);
+}
+
+fn unreachable(on_error: OnRedisError) -> StoreConfig {
+    let mut c = StoreConfig::new("redis://127.0.0.1:1");
+    c.on_error = on_error;
+    c.reconnect_backoff = Duration::from_millis(50);
+    c
+}
+
+#[test]
+fn unreachable_redis_fails_with_a_typed_error() {
+    let mut store = RedisQuotaStore::open(unreachable(OnRedisError::Fail)).unwrap();
+    let limits = [CallLimit { max: 3, per: HOUR }];
+    let err = store
+        .acquire(&key(), &AcquireRequest::calls(&limits, Duration::ZERO))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("127.0.0.1:1") && msg.contains("FallBackToLocal"),
+        "{msg}"
+    );
+    // In the backoff it does not even try; after it, it tries again.
+    let err = store.feedback(&key(), Some(HOUR), None, false).unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }));
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(store.ping().is_err());
+    assert!(matches!(
+        RedisQuotaStore::open(StoreConfig::new("nope://x")),
+        Err(StoreError::InvalidUrl { .. })
+    ));
+}
+
+#[test]
+fn unreachable_redis_falls_back_to_the_local_quota() {
+    let mut config = unreachable(OnRedisError::FallBackToLocal);
+    config.fallback_share = 2;
+    let mut store = RedisQuotaStore::open(config).unwrap();
+    store.set_now_override(Some(Duration::from_secs(100)));
+    let limits = [CallLimit {
+        max: 6,
+        per: Duration::from_secs(60),
+    }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    // Half of 6 per minute for this process.
+    let tickets: Vec<_> = (0..3)
+        .map(|_| store.acquire(&key(), &req).unwrap().ticket().unwrap())
+        .collect();
+    assert!(tickets.iter().all(|t| t.is_local()));
+    let d = *store.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!(d.retry_after, Duration::from_secs(60));
+    store.release(&key(), &tickets[0]).unwrap();
+    assert!(store.acquire(&key(), &req).unwrap().is_admitted());
+    // Feedback holds locally too.
+    store
+        .feedback(&key(), Some(Duration::from_secs(300)), None, false)
+        .unwrap();
+    store.set_now_override(Some(Duration::from_secs(200)));
+    let d = *store.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!(
+        (d.retry_after, d.reason),
+        (Duration::from_secs(200), DenyReason::RetryAfter)
+    );
+    assert!(store.usage(&key(), &req).unwrap().local);
+}
+
+/// A connection killed under the store (as by a Redis restart) is replaced on the next
+/// call; the windows survive because they live in Redis.
+#[test]
+fn a_killed_connection_is_replaced() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let mut config = common::config("reconnect");
+    config.client_name = Some(config.prefix.clone());
+    let mut store = common::store(&config);
+    let limits = [CallLimit { max: 2, per: HOUR }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    assert!(store.acquire(&key(), &req).unwrap().is_admitted());
+    kill_clients_on(&mut raw, &config.prefix);
+    assert!(store.acquire(&key(), &req).unwrap().is_admitted());
+    assert!(matches!(
+        store.acquire(&key(), &req).unwrap(),
+        Admission::Denied(_)
+    ));
+    common::cleanup(&mut raw, &config.prefix);
+}
+
+/// Kills the store's connection, found by its client name.
+fn kill_clients_on(raw: &mut redis::Connection, name: &str) {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(raw).unwrap();
+    let mut killed = 0;
+    for line in list.lines() {
+        let field = |f: &str| {
+            line.split(' ')
+                .find_map(|kv| kv.strip_prefix(f).and_then(|v| v.strip_prefix('=')))
+                .unwrap_or("")
+                .to_owned()
+        };
+        if field("name") == name {
+            let _: () = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(field("id"))
+                .query(raw)
+                .unwrap();
+            killed += 1;
+        }
+    }
+    assert_eq!(killed, 1, "one connection named {name} in {list}");
+}
