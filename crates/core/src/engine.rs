@@ -1094,7 +1094,16 @@ impl Engine {
         };
         match &state.call {
             Call::Hunt(_) | Call::HuntWindow(_) => {
-                let parsed = HuntResponse::from_slice(body);
+                // The streaming decoder reads row by row: no tree of the whole document.
+                let mut rows = Vec::new();
+                let parsed = crate::stream::decode_streaming(body, |row| rows.push(row)).map(
+                    |(schema, stats, _)| HuntResponse {
+                        stats,
+                        schema,
+                        results: rows,
+                        ..HuntResponse::default()
+                    },
+                );
                 let running = parsed
                     .as_ref()
                     .ok()
@@ -1107,7 +1116,11 @@ impl Engine {
                     None => running,
                     Some(m) => (m * 7 + running) / 8,
                 });
-                let resp = parsed.map_err(|e| decode_err("hunting", e))?;
+                let resp = parsed.map_err(|e| Error::Decode {
+                    what: "hunting",
+                    len: body.len(),
+                    message: e.to_string(),
+                })?;
                 let result =
                     HuntResult::from_response(resp, self.config.limits.hunting.rows, running);
                 let strict = matches!(state.call, Call::Hunt(_));

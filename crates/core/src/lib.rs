@@ -42,6 +42,7 @@ pub mod quota;
 pub mod range;
 pub mod runtime;
 pub mod settings;
+pub mod stream;
 pub mod surface;
 pub mod throttle;
 pub mod timefmt;
