@@ -1,47 +1,52 @@
 //! Project tasks: `cargo xtask ci | bench | sim`.
 //!
 //! - `ci`: what CI runs (`.ci/run`).
-//! - `bench`: every criterion benchmark of the workspace, then the simulated day.
-//! - `sim [--quick]`: the engine through a simulated day (or two hours with `--quick`).
+//! - `bench`: every criterion benchmark of the workspace, the simulated day, and the
+//!   strategies compared under load, regenerating the plots `docs/sim-*.svg`.
+//! - `sim [--quick]`: our engine and three baselines (governor, exponential backoff, a
+//!   fixed sleep) through a simulated day of three workloads in both window modes,
+//!   printed as markdown tables (`--quick`: three simulated hours, a few seconds).
 
+use std::path::PathBuf;
 use std::process::{exit, Command};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let task = args.first().map(String::as_str).unwrap_or("help");
+    let quick = args.iter().any(|a| a == "--quick");
     let ok = match task {
         "ci" => run("bash", &[".ci/run"]),
         "bench" => {
+            let docs = docs_dir();
             run(
                 "cargo",
                 &["bench", "-p", "defender-core", "--bench", "admission"],
+            ) && run(
+                "cargo",
+                &["bench", "-p", "defender-core", "--bench", "decode"],
+            ) && run(
+                "cargo",
+                &["bench", "-p", "defender-async", "--bench", "overhead"],
+            ) && run(
+                "cargo",
+                &["bench", "-p", "defender-blocking", "--bench", "overhead"],
             ) && run(
                 "cargo",
                 &[
                     "run",
                     "--release",
                     "-p",
-                    "defender-testkit",
+                    "defender-emulator",
                     "--example",
-                    "day",
+                    "load",
                 ],
-            )
+            ) && run("cargo", &example("day", &[]))
+                && run("cargo", &example("sim", &["--svg", &docs]))
         }
-        "sim" => {
-            let mut a = vec![
-                "run",
-                "--release",
-                "-p",
-                "defender-testkit",
-                "--example",
-                "day",
-                "--",
-            ];
-            if args.iter().any(|a| a == "--quick") {
-                a.push("--quick");
-            }
-            run("cargo", &a)
-        }
+        "sim" => run(
+            "cargo",
+            &example("sim", if quick { &["--quick"] } else { &[] }),
+        ),
         _ => {
             eprintln!("usage: cargo xtask ci | bench | sim [--quick]");
             task == "help"
@@ -50,6 +55,30 @@ fn main() {
     if !ok {
         exit(1);
     }
+}
+
+/// `cargo run --release` of a testkit example, with its arguments.
+fn example<'a>(name: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "run",
+        "--release",
+        "-p",
+        "defender-testkit",
+        "--example",
+        name,
+    ];
+    if !args.is_empty() {
+        a.push("--");
+        a.extend_from_slice(args);
+    }
+    a
+}
+
+/// The workspace's `docs/`, wherever cargo is run from.
+fn docs_dir() -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = root.parent().map(PathBuf::from).unwrap_or(root);
+    root.join("docs").display().to_string()
 }
 
 fn run(cmd: &str, args: &[&str]) -> bool {

@@ -19,6 +19,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod baseline;
 pub mod conformance;
+pub mod plot;
 pub mod server_model;
 pub mod sim;

@@ -6,7 +6,9 @@
 //! - fixed: windows are `[origin + k*per, origin + (k+1)*per)`.
 //!
 //! Running time is charged per query when it completes; hunting is refused while any
-//! runtime window's charges reach its budget.
+//! runtime window's charges reach its budget (windows counted in the same mode). A query
+//! admitted while the budget is not yet spent runs to its end, so a client with queries in
+//! flight can overdraw a window by what they run.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -49,6 +51,7 @@ pub struct ServerModel {
     origin: Instant,
     admitted: BTreeMap<ApiGroup, Vec<Instant>>,
     charges: Vec<(Instant, Duration)>,
+    charged_total: Duration,
     /// Calls refused so far.
     pub throttled: u64,
 }
@@ -62,36 +65,39 @@ impl ServerModel {
             origin,
             admitted: BTreeMap::new(),
             charges: Vec::new(),
+            charged_total: Duration::ZERO,
             throttled: 0,
         }
     }
 
     /// Decides on a call of `group` arriving at `at`, and records it when admitted.
+    /// Calls arrive in time order (the log is kept sorted and counted by bisection).
     pub fn arrive(&mut self, group: ApiGroup, at: Instant) -> Verdict {
         let log = self.admitted.entry(group).or_default();
         let mut worst: Option<(CallLimit, Duration)> = None;
         for limit in &self.limits.group(group).calls {
+            let max = limit.max as usize;
             let (count, free_at) = match self.mode {
                 WindowMode::Sliding => {
-                    let inside: Vec<&Instant> =
-                        log.iter().filter(|t| **t + limit.per > at).collect();
-                    let free = if inside.len() >= limit.max as usize {
-                        *inside[inside.len() - limit.max as usize] + limit.per
+                    // Calls at `t` with `t + per > at` are inside.
+                    let first = log.partition_point(|t| *t + limit.per <= at);
+                    let inside = log.len() - first;
+                    let free = if inside >= max {
+                        log[log.len() - max] + limit.per
                     } else {
                         at
                     };
-                    (inside.len(), free)
+                    (inside, free)
                 }
                 WindowMode::Fixed => {
-                    let k = window_index(self.origin, at, limit.per);
-                    let count = log
-                        .iter()
-                        .filter(|t| window_index(self.origin, **t, limit.per) == k)
-                        .count();
-                    (count, self.origin + limit.per * (k as u32 + 1))
+                    let start = window_start(self.origin, at, limit.per);
+                    let end = start + limit.per;
+                    let count =
+                        log.partition_point(|t| *t < end) - log.partition_point(|t| *t < start);
+                    (count, end)
                 }
             };
-            if count >= limit.max as usize {
+            if count >= max {
                 let wait = free_at.saturating_duration_since(at);
                 if worst.is_none_or(|(_, w)| wait > w) {
                     worst = Some((*limit, wait));
@@ -103,36 +109,60 @@ impl ServerModel {
             return Verdict::Throttled { limit, wait };
         }
         if group == ApiGroup::Hunting {
+            let mut spent: Option<Duration> = None;
             for limit in &self.limits.hunting.runtime {
-                let inside: Vec<&(Instant, Duration)> = self
-                    .charges
-                    .iter()
-                    .filter(|(t, _)| *t + limit.per > at)
-                    .collect();
-                let mut used: Duration = inside.iter().map(|(_, d)| *d).sum();
-                if used >= limit.budget {
-                    let mut free = at;
-                    for (t, d) in &inside {
-                        used = used.saturating_sub(*d);
+                let free = match self.mode {
+                    WindowMode::Sliding => {
+                        let first = self.charges.partition_point(|(t, _)| *t + limit.per <= at);
+                        let inside = &self.charges[first..];
+                        let mut used: Duration = inside.iter().map(|(_, d)| *d).sum();
                         if used < limit.budget {
-                            free = *t + limit.per;
-                            break;
+                            continue;
                         }
+                        // The budget frees when enough of the oldest charges have left.
+                        let mut free = at;
+                        for (t, d) in inside {
+                            used = used.saturating_sub(*d);
+                            if used < limit.budget {
+                                free = *t + limit.per;
+                                break;
+                            }
+                        }
+                        free
                     }
-                    self.throttled += 1;
-                    return Verdict::RuntimeSpent {
-                        wait: free.saturating_duration_since(at),
-                    };
-                }
+                    WindowMode::Fixed => {
+                        let start = window_start(self.origin, at, limit.per);
+                        let first = self.charges.partition_point(|(t, _)| *t < start);
+                        let used: Duration = self.charges[first..].iter().map(|(_, d)| *d).sum();
+                        if used < limit.budget {
+                            continue;
+                        }
+                        start + limit.per
+                    }
+                };
+                let wait = free.saturating_duration_since(at);
+                spent = Some(spent.map_or(wait, |w| w.max(wait)));
+            }
+            if let Some(wait) = spent {
+                self.throttled += 1;
+                return Verdict::RuntimeSpent { wait };
             }
         }
-        log.push(at);
+        let pos = log.partition_point(|t| *t <= at);
+        log.insert(pos, at);
         Verdict::Admit
     }
 
     /// Charges a query's running time at `at`.
     pub fn charge(&mut self, at: Instant, running: Duration) {
-        self.charges.push((at, running));
+        let pos = self.charges.partition_point(|(t, _)| *t <= at);
+        self.charges.insert(pos, (at, running));
+        self.charged_total += running;
+    }
+
+    /// Running time charged since the model started.
+    pub fn charged(&self) -> Duration {
+        self.charged_total
     }
 
     /// Every admitted call of `group`, in arrival order.
@@ -154,8 +184,11 @@ impl ServerModel {
     }
 }
 
-fn window_index(origin: Instant, at: Instant, per: Duration) -> u64 {
-    (at.saturating_duration_since(origin).as_nanos() / per.as_nanos().max(1)) as u64
+/// The start of the fixed window of length `per` holding `at`.
+fn window_start(origin: Instant, at: Instant, per: Duration) -> Instant {
+    let per = per.as_nanos().max(1);
+    let k = at.saturating_duration_since(origin).as_nanos() / per;
+    origin + Duration::from_nanos((k * per).min(u64::MAX as u128) as u64)
 }
 
 /// The most calls any client could make in `span` under `limits` for `group`, counting
@@ -172,6 +205,30 @@ pub fn theoretical_max(limits: &Limits, group: ApiGroup, span: Duration) -> u64 
         })
         .min()
         .unwrap_or(u64::MAX)
+}
+
+/// The most hunting queries `span` allows when their running time averages `mean`:
+/// each running-time window of `per` lets `budget` run, so a span holds
+/// `budget / mean * ceil(span / per)` queries for each window; the tightest one binds,
+/// and so do the call windows ([`theoretical_max`]). It is an expectation, not a hard
+/// bound: the server admits a query while the window is not yet spent and charges it on
+/// completion, so a client with queries in flight overdraws a window by what they run,
+/// and realised running times scatter around their mean.
+pub fn runtime_max(limits: &Limits, span: Duration, mean: Duration) -> u64 {
+    let calls = theoretical_max(limits, ApiGroup::Hunting, span);
+    if mean.is_zero() {
+        return calls;
+    }
+    limits
+        .hunting
+        .runtime
+        .iter()
+        .map(|l| {
+            let windows = span.as_nanos().div_ceil(l.per.as_nanos().max(1));
+            (l.budget.as_nanos() * windows / mean.as_nanos()) as u64
+        })
+        .min()
+        .map_or(calls, |r| r.min(calls))
 }
 
 /// Checks a log of instants against a window: the largest number of them in any

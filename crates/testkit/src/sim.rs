@@ -1,25 +1,30 @@
-//! A deterministic virtual-time simulation: the engine against [`ServerModel`] with
-//! seeded network latency, hours of traffic in milliseconds, no sleeping.
+//! A deterministic virtual-time simulation: clients against [`ServerModel`] with seeded
+//! network latency, hours of traffic in milliseconds, no sleeping.
 //!
-//! Callers keep a fixed number of calls outstanding (a saturating workload); each
-//! transmit reaches the server after an uplink latency drawn from the configured range,
-//! is judged there by the reference model, and its answer (200, or 429 with the real
-//! Defender body and `Retry-After`) comes back after the query's running time and a
-//! downlink latency. A step bound keeps a bug from hanging a test.
+//! One or more independent processes share one tenant (one server model); each runs its
+//! own client ([`Strategy`]: our engine, or a [baseline](crate::baseline)) and keeps a
+//! fixed number of calls outstanding (a saturating workload). Each transmit reaches the
+//! server after an uplink latency drawn from the configured range, is judged there by the
+//! reference model, and its answer (200, or 429 with the real Defender body and
+//! `Retry-After`) comes back after the query's running time and a downlink latency.
+//! A step bound keeps a bug from hanging a test. Everything random is drawn from
+//! generators seeded by [`SimConfig::seed`], and events at the same instant are taken in
+//! the order they were scheduled, so a run is a pure function of its configuration.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use defender_core::engine::{Auth, Call, CallId, Config, Engine, Event, Output, SendId};
+use defender_core::engine::{Auth, Call, Config, Engine, Event, Output, SendId};
 use defender_core::hunting::HuntRequest;
 use defender_core::incidents::IncidentQuery;
 use defender_core::token::{ClientCredentials, Secret};
-use defender_core::{ApiGroup, Endpoints, Limits, Surface};
+use defender_core::{ApiGroup, CallLimit, Endpoints, Limits, Surface};
 use defender_policy::{SplitMix64, StandardPolicy};
 
+use crate::baseline::{Baseline, BaselineKind, BaselineParams};
 use crate::server_model::{
-    defender_429_body, theoretical_max, timespan, ServerModel, Verdict, WindowMode,
+    defender_429_body, runtime_max, theoretical_max, timespan, ServerModel, Verdict, WindowMode,
 };
 
 /// What the callers do.
@@ -36,6 +41,50 @@ pub enum Workload {
     },
 }
 
+impl Workload {
+    /// The API group the workload calls.
+    pub fn group(self) -> ApiGroup {
+        match self {
+            Workload::Incidents => ApiGroup::Incidents,
+            Workload::Hunting { .. } => ApiGroup::Hunting,
+        }
+    }
+}
+
+/// The client each process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// `defender_core::Engine` with [`SimConfig::engine_policy`]
+    /// (`StandardPolicy::patient()`).
+    Engine,
+    /// A `governor` limiter sized to the per-minute limit.
+    Governor,
+    /// Exponential backoff with full jitter on 429.
+    Backoff,
+    /// A fixed sleep on 429.
+    Naive,
+}
+
+impl Strategy {
+    /// Every strategy, ours first.
+    pub const ALL: [Strategy; 4] = [
+        Strategy::Engine,
+        Strategy::Governor,
+        Strategy::Backoff,
+        Strategy::Naive,
+    ];
+
+    /// A short name for tables and plots.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Engine => "our engine",
+            Strategy::Governor => "governor",
+            Strategy::Backoff => "backoff",
+            Strategy::Naive => "naive",
+        }
+    }
+}
+
 /// A simulation's settings.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -49,18 +98,25 @@ pub struct SimConfig {
     pub duration: Duration,
     /// One-way latency range.
     pub latency: (Duration, Duration),
-    /// Calls kept outstanding.
+    /// Calls kept outstanding by each process.
     pub callers: usize,
+    /// Independent processes sharing the tenant, each with its own client that believes
+    /// it has the whole quota.
+    pub processes: usize,
     /// The workload.
     pub workload: Workload,
     /// The engine's safety margin.
     pub margin: Duration,
-    /// Seeds latency and running times.
+    /// Seeds latency, running times and every client's jitter.
     pub seed: u64,
+    /// The engine's policy (`StandardPolicy::patient()`); each process reseeds it.
+    pub engine_policy: StandardPolicy,
+    /// The baselines' settings.
+    pub baselines: BaselineParams,
 }
 
 impl SimConfig {
-    /// A day of incidents traffic at the 2021 terms, sliding windows, 20-400 ms latency.
+    /// A day of traffic at the 2021 terms, one process of 16 callers, 20-400 ms latency.
     pub fn day_2021(workload: Workload, mode: WindowMode) -> SimConfig {
         SimConfig {
             client_limits: Limits::default(),
@@ -69,9 +125,26 @@ impl SimConfig {
             duration: Duration::from_secs(86_400),
             latency: (Duration::from_millis(20), Duration::from_millis(400)),
             callers: 16,
+            processes: 1,
             workload,
             margin: Duration::from_millis(500),
             seed: 1,
+            engine_policy: StandardPolicy::patient(),
+            baselines: BaselineParams::default(),
+        }
+    }
+
+    /// The most calls the server could admit during `duration`: the call windows'
+    /// [`theoretical_max`], and for hunting also the running-time budget divided by the
+    /// mean running time ([`runtime_max`]).
+    pub fn theoretical_max(&self) -> u64 {
+        match self.workload {
+            Workload::Incidents => {
+                theoretical_max(&self.server_limits, ApiGroup::Incidents, self.duration)
+            }
+            Workload::Hunting { min, max } => {
+                runtime_max(&self.server_limits, self.duration, (min + max) / 2)
+            }
         }
     }
 }
@@ -85,18 +158,27 @@ pub struct SimReport {
     pub theoretical_max: u64,
     /// Calls that ended in success.
     pub completed: u64,
-    /// Calls that ended in an error.
+    /// Calls that ended in an error (for the baselines: given up after their retries).
     pub failed: u64,
     /// Calls submitted that never ended (should be zero).
     pub lost: u64,
     /// 429 responses received.
     pub throttled: u64,
+    /// Requests sent to the API (first attempts and retries, tokens excluded).
+    pub attempts: u64,
     /// The longest time from submission to end of any call.
     pub worst_wait: Duration,
-    /// Running time the engine charged.
+    /// Running time the server charged.
     pub running_time: Duration,
+    /// Running time of the queries admitted while callers were submitting.
+    pub running_time_in_span: Duration,
+    /// The running-time budget of that span: for each runtime window, its budget times
+    /// the windows the span touches; the tightest (zero without runtime limits).
+    pub runtime_budget: Duration,
     /// Admitted calls per simulated minute.
     pub per_minute: Vec<u32>,
+    /// Calls the server refused (429) per simulated minute.
+    pub throttled_per_minute: Vec<u32>,
 }
 
 impl SimReport {
@@ -104,17 +186,214 @@ impl SimReport {
     pub fn share(&self) -> f64 {
         self.admitted_in_span as f64 / self.theoretical_max.max(1) as f64
     }
+
+    /// The running time of the span's queries as a share of its budget: for a
+    /// running-time-bound workload, the share of the maximum with the realised running
+    /// times (the maximum is `budget / realised mean`).
+    pub fn budget_share(&self) -> f64 {
+        self.running_time_in_span.as_secs_f64() / self.runtime_budget.as_secs_f64().max(1e-9)
+    }
+
+    /// Calls that did not get their result: given up (`failed`) or never ended (`lost`).
+    pub fn calls_lost(&self) -> u64 {
+        self.failed + self.lost
+    }
+}
+
+/// What a simulated client asks of the simulator next.
+#[derive(Debug)]
+pub enum ClientOutput {
+    /// Send a request; `token` marks a token request (answered by the login endpoint,
+    /// not counted by the API).
+    Send {
+        /// Answer with this id.
+        id: u64,
+        /// A token request.
+        token: bool,
+    },
+    /// A call ended.
+    Ended {
+        /// The call, as `submit` returned it.
+        call: u64,
+        /// Whether it succeeded.
+        ok: bool,
+    },
+    /// Nothing to do until this instant, or until the next input when `None`.
+    Wait(Option<Instant>),
+}
+
+/// A client the simulator can drive: the engine, a baseline, or your own. After every
+/// input the simulator polls until `Wait`.
+pub trait SimClient {
+    /// A caller submits a call of the workload; returns its id.
+    fn submit(&mut self, now: Instant) -> u64;
+    /// The answer to a `Send`.
+    fn handle_response(
+        &mut self,
+        send: u64,
+        response: http::Response<Vec<u8>>,
+        now: Instant,
+        wall: SystemTime,
+    );
+    /// A `Wait` instant came.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The next output.
+    fn poll(&mut self) -> ClientOutput;
+}
+
+/// The engine as a [`SimClient`].
+#[derive(Debug)]
+pub struct EngineClient {
+    engine: Engine,
+    workload: Workload,
+}
+
+impl EngineClient {
+    /// An engine with `policy` seeded with `seed`, enforcing `limits`.
+    pub fn new(
+        limits: Limits,
+        margin: Duration,
+        workload: Workload,
+        policy: StandardPolicy,
+        seed: u64,
+        now: Instant,
+    ) -> EngineClient {
+        let surface = Surface::DefenderXdr;
+        let mut config = Config::new(
+            surface,
+            Auth::ClientCredentials(ClientCredentials::new(
+                "sim-tenant",
+                "sim-app",
+                Secret::new("sim-secret"),
+            )),
+        );
+        config.endpoints = Endpoints::new(surface, Default::default());
+        config.limits = limits;
+        config.margin = margin;
+        let policy = policy.seed(seed);
+        let engine = Engine::new(config, Box::new(policy), now).expect("https endpoints"); // the global endpoints are https
+        EngineClient { engine, workload }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl SimClient for EngineClient {
+    fn submit(&mut self, now: Instant) -> u64 {
+        let call = match self.workload {
+            Workload::Incidents => Call::ListIncidents(IncidentQuery {
+                top: Some(10),
+                ..Default::default()
+            }),
+            Workload::Hunting { .. } => {
+                Call::Hunt(HuntRequest::new("DeviceProcessEvents | take 10"))
+            }
+        };
+        self.engine.submit(call, now).0
+    }
+
+    fn handle_response(
+        &mut self,
+        send: u64,
+        response: http::Response<Vec<u8>>,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        self.engine
+            .handle_response(SendId(send), response, now, wall);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.engine.handle_timeout(now);
+    }
+
+    fn poll(&mut self) -> ClientOutput {
+        loop {
+            return match self.engine.poll_output() {
+                Output::Transmit(t) => ClientOutput::Send {
+                    id: t.id.0,
+                    token: t.call.is_none(),
+                },
+                Output::Event(Event::Completed { id, .. }) => ClientOutput::Ended {
+                    call: id.0,
+                    ok: true,
+                },
+                Output::Event(Event::Failed { id, .. }) => ClientOutput::Ended {
+                    call: id.0,
+                    ok: false,
+                },
+                Output::Event(_) => continue,
+                Output::Wait(t) => ClientOutput::Wait(t),
+            };
+        }
+    }
+}
+
+/// Runs the simulation with the engine and the standard policy in every process.
+pub fn run_engine(cfg: &SimConfig) -> SimReport {
+    run(cfg, Strategy::Engine)
+}
+
+/// Runs the simulation with `strategy` in every process.
+pub fn run(cfg: &SimConfig, strategy: Strategy) -> SimReport {
+    let per_minute = tightest(&cfg.client_limits, cfg.workload.group());
+    run_with(cfg, |process, now| -> Box<dyn SimClient> {
+        // Every process draws its own jitter.
+        let seed = cfg.seed.wrapping_add(process as u64 * 0x9E37_79B9);
+        let baseline = |kind| {
+            Box::new(Baseline::new(
+                kind,
+                cfg.baselines.clone(),
+                per_minute,
+                seed,
+                now,
+            ))
+        };
+        match strategy {
+            Strategy::Engine => Box::new(EngineClient::new(
+                cfg.client_limits.clone(),
+                cfg.margin,
+                cfg.workload,
+                cfg.engine_policy.clone(),
+                seed,
+                now,
+            )),
+            Strategy::Governor => baseline(BaselineKind::Governor),
+            Strategy::Backoff => baseline(BaselineKind::Backoff),
+            Strategy::Naive => baseline(BaselineKind::Naive),
+        }
+    })
+}
+
+/// The call window with the shortest period (the per-minute limit).
+fn tightest(limits: &Limits, group: ApiGroup) -> CallLimit {
+    limits
+        .group(group)
+        .calls
+        .iter()
+        .min_by_key(|l| l.per)
+        .copied()
+        .unwrap_or(CallLimit {
+            max: u32::MAX,
+            per: Duration::from_secs(60),
+        })
 }
 
 #[derive(Debug)]
 enum Ev {
-    Arrive(SendId, http::Request<Vec<u8>>),
-    Respond(SendId, http::Response<Vec<u8>>),
+    Arrive(usize, u64, bool),
+    Respond(usize, u64, http::Response<Vec<u8>>),
     Charge(Duration),
 }
 
-/// Runs the simulation with the engine and the standard policy.
-pub fn run_engine(cfg: &SimConfig) -> SimReport {
+/// Runs the simulation with the client `make(process, t0)` builds for each process.
+pub fn run_with(
+    cfg: &SimConfig,
+    mut make: impl FnMut(usize, Instant) -> Box<dyn SimClient>,
+) -> SimReport {
     #[allow(clippy::disallowed_methods)] // the one real instant virtual time counts from
     let t0 = Instant::now();
     let mut rng = SplitMix64(cfg.seed);
@@ -126,81 +405,90 @@ pub fn run_engine(cfg: &SimConfig) -> SimReport {
             rng.next() % (span + 1)
         })
     };
-    let surface = Surface::DefenderXdr;
-    let mut config = Config::new(
-        surface,
-        Auth::ClientCredentials(ClientCredentials::new(
-            "sim-tenant",
-            "sim-app",
-            Secret::new("sim-secret"),
-        )),
-    );
-    config.endpoints = Endpoints::new(surface, Default::default());
-    config.limits = cfg.client_limits.clone();
-    config.margin = cfg.margin;
-    let policy = StandardPolicy::patient().seed(cfg.seed);
-    let mut engine = Engine::new(config, Box::new(policy), t0).expect("https endpoints"); // the global endpoints are https
+    let processes = cfg.processes.max(1);
+    let mut clients: Vec<Box<dyn SimClient>> = (0..processes).map(|p| make(p, t0)).collect();
+    let mut timers: Vec<Option<Instant>> = vec![None; processes];
     let mut server = ServerModel::new(cfg.server_limits.clone(), cfg.mode, t0);
-    let group = match cfg.workload {
-        Workload::Incidents => ApiGroup::Incidents,
-        Workload::Hunting { .. } => ApiGroup::Hunting,
-    };
-    let make_call = || match cfg.workload {
-        Workload::Incidents => Call::ListIncidents(IncidentQuery {
-            top: Some(10),
-            ..Default::default()
-        }),
-        Workload::Hunting { .. } => Call::Hunt(HuntRequest::new("DeviceProcessEvents | take 10")),
+    let group = cfg.workload.group();
+    let horizon = {
+        let g = cfg.server_limits.group(group);
+        let calls = g.calls.iter().map(|l| l.per);
+        let runtime = g.runtime.iter().map(|l| l.per);
+        calls.chain(runtime).max().unwrap_or_default() + Duration::from_secs(60)
     };
     let end = t0 + cfg.duration;
+    let runtime_budget = match cfg.workload {
+        Workload::Incidents => Duration::ZERO,
+        Workload::Hunting { .. } => cfg
+            .server_limits
+            .hunting
+            .runtime
+            .iter()
+            .map(|l| {
+                let windows = cfg.duration.as_nanos().div_ceil(l.per.as_nanos().max(1));
+                l.budget
+                    .saturating_mul(windows.min(u32::MAX as u128) as u32)
+            })
+            .min()
+            .unwrap_or_default(),
+    };
     let mut report = SimReport {
-        theoretical_max: theoretical_max(&cfg.server_limits, group, cfg.duration),
+        theoretical_max: cfg.theoretical_max(),
+        runtime_budget,
         per_minute: vec![0; cfg.duration.as_secs().div_ceil(60) as usize],
+        throttled_per_minute: vec![0; cfg.duration.as_secs().div_ceil(60) as usize],
         ..SimReport::default()
     };
-    let mut submitted: HashMap<CallId, Instant> = HashMap::new();
-    for _ in 0..cfg.callers {
-        submitted.insert(engine.submit(make_call(), t0), t0);
+    let mut submitted: HashMap<(usize, u64), Instant> = HashMap::new();
+    for (p, client) in clients.iter_mut().enumerate() {
+        for _ in 0..cfg.callers {
+            submitted.insert((p, client.submit(t0)), t0);
+        }
     }
     let mut net = Net::default();
     let mut now = t0;
-    let mut timer: Option<Instant>;
-    let step_bound = 50_000_000u64;
+    let mut dirty: Vec<bool> = vec![true; processes];
+    let step_bound = 100_000_000u64;
     let mut steps = 0u64;
     let mut last_forget = t0;
     loop {
         steps += 1;
         assert!(steps < step_bound, "simulation exceeded its step bound");
-        // Drain the engine.
-        loop {
-            match engine.poll_output() {
-                Output::Transmit(t) => {
-                    let at = now + uniform(cfg.latency.0, cfg.latency.1);
-                    net.push(at, Ev::Arrive(t.id, t.request));
-                }
-                Output::Event(Event::Completed { id, .. }) => {
-                    report.completed += 1;
-                    end_call(&mut submitted, id, now, &mut report);
-                    if now < end {
-                        submitted.insert(engine.submit(make_call(), now), now);
+        // Drain every client that had an input.
+        for p in 0..processes {
+            if !std::mem::take(&mut dirty[p]) {
+                continue;
+            }
+            let client = &mut clients[p];
+            loop {
+                match client.poll() {
+                    ClientOutput::Send { id, token } => {
+                        let at = now + uniform(cfg.latency.0, cfg.latency.1);
+                        net.push(at, Ev::Arrive(p, id, token));
                     }
-                }
-                Output::Event(Event::Failed { id, .. }) => {
-                    report.failed += 1;
-                    end_call(&mut submitted, id, now, &mut report);
-                    if now < end {
-                        submitted.insert(engine.submit(make_call(), now), now);
+                    ClientOutput::Ended { call, ok } => {
+                        if ok {
+                            report.completed += 1;
+                        } else {
+                            report.failed += 1;
+                        }
+                        if let Some(at) = submitted.remove(&(p, call)) {
+                            report.worst_wait = report.worst_wait.max(now - at);
+                        }
+                        if now < end {
+                            submitted.insert((p, client.submit(now)), now);
+                        }
                     }
-                }
-                Output::Event(_) => {}
-                Output::Wait(t) => {
-                    timer = t;
-                    break;
+                    ClientOutput::Wait(t) => {
+                        timers[p] = t;
+                        break;
+                    }
                 }
             }
         }
         let next_ev = net.peek();
-        let next = match (next_ev, timer) {
+        let next_timer = timers.iter().flatten().min().copied();
+        let next = match (next_ev, next_timer) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) => a,
             (None, Some(b)) => b,
@@ -212,26 +500,33 @@ pub fn run_engine(cfg: &SimConfig) -> SimReport {
         assert!(next >= now, "time went backwards");
         now = next;
         if now.saturating_duration_since(last_forget) > Duration::from_secs(3600) {
-            server.forget_before(now, Duration::from_secs(2 * 86_400));
+            server.forget_before(now, horizon);
             last_forget = now;
         }
         if next_ev == Some(now) {
             match net.pop() {
-                Ev::Arrive(send, req) => {
+                Ev::Arrive(p, send, token) => {
                     let back = uniform(cfg.latency.0, cfg.latency.1);
-                    if req.uri().path().ends_with("/token") {
+                    if token {
                         let body =
                             br#"{"token_type":"Bearer","expires_in":3599,"access_token":"sim"}"#
                                 .to_vec();
-                        net.push(now + back, Ev::Respond(send, http::Response::new(body)));
+                        net.push(now + back, Ev::Respond(p, send, http::Response::new(body)));
                         continue;
                     }
-                    match server.arrive(group, now) {
+                    report.attempts += 1;
+                    let minute = ((now - t0).as_secs() / 60) as usize;
+                    let verdict = server.arrive(group, now);
+                    if verdict != Verdict::Admit {
+                        if let Some(m) = report.throttled_per_minute.get_mut(minute) {
+                            *m += 1;
+                        }
+                    }
+                    match verdict {
                         Verdict::Admit => {
                             if now < end {
                                 report.admitted_in_span += 1;
-                                let minute = (now - t0).as_secs() / 60;
-                                if let Some(m) = report.per_minute.get_mut(minute as usize) {
+                                if let Some(m) = report.per_minute.get_mut(minute) {
                                     *m += 1;
                                 }
                             }
@@ -248,18 +543,21 @@ pub fn run_engine(cfg: &SimConfig) -> SimReport {
                                     (body.into_bytes(), ran)
                                 }
                             };
+                            if now < end {
+                                report.running_time_in_span += ran;
+                            }
                             if !ran.is_zero() {
                                 net.push(now + ran, Ev::Charge(ran));
                             }
                             net.push(
                                 now + ran + back,
-                                Ev::Respond(send, http::Response::new(body)),
+                                Ev::Respond(p, send, http::Response::new(body)),
                             );
                         }
                         Verdict::Throttled { limit, wait } => {
                             let body = defender_429_body(limit, wait, "sim-tenant");
                             let resp = too_many(body, wait);
-                            net.push(now + back, Ev::Respond(send, resp));
+                            net.push(now + back, Ev::Respond(p, send, resp));
                         }
                         Verdict::RuntimeSpent { wait } => {
                             let body = serde_json::json!({"error": {"code": "429", "message": format!(
@@ -267,25 +565,32 @@ pub fn run_engine(cfg: &SimConfig) -> SimReport {
                                 timespan(wait + Duration::from_secs(1)))}})
                             .to_string()
                             .into_bytes();
-                            net.push(now + back, Ev::Respond(send, too_many(body, wait)));
+                            net.push(now + back, Ev::Respond(p, send, too_many(body, wait)));
                         }
                     }
                 }
-                Ev::Respond(send, resp) => {
+                Ev::Respond(p, send, resp) => {
                     if resp.status() == 429 {
                         report.throttled += 1;
                     }
                     let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000) + (now - t0);
-                    engine.handle_response(send, resp, now, wall);
+                    clients[p].handle_response(send, resp, now, wall);
+                    dirty[p] = true;
                 }
                 Ev::Charge(ran) => server.charge(now, ran),
             }
         } else {
-            engine.handle_timeout(now);
+            for p in 0..processes {
+                if timers[p].is_some_and(|t| t <= now) {
+                    timers[p] = None;
+                    clients[p].handle_timeout(now);
+                    dirty[p] = true;
+                }
+            }
         }
     }
     report.lost = submitted.len() as u64;
-    report.running_time = engine.running_time_spent();
+    report.running_time = server.charged();
     report
 }
 
@@ -296,17 +601,6 @@ fn too_many(body: Vec<u8>, wait: Duration) -> http::Response<Vec<u8>> {
         .header("retry-after", secs.max(1).to_string())
         .body(body)
         .expect("a valid response") // static status and header
-}
-
-fn end_call(
-    submitted: &mut HashMap<CallId, Instant>,
-    id: CallId,
-    now: Instant,
-    report: &mut SimReport,
-) {
-    if let Some(at) = submitted.remove(&id) {
-        report.worst_wait = report.worst_wait.max(now - at);
-    }
 }
 
 /// Network and server events ordered by (time, sequence).
