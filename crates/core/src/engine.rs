@@ -94,7 +94,7 @@ pub struct Config {
     /// Added to every window to absorb network jitter (default 500 ms).
     pub margin: Duration,
     /// The running time reserved for a query before its first result is seen (later
-    /// reservations use the running mean of observed times).
+    /// reservations use the longest of the latest 32 observed times).
     pub runtime_estimate: Duration,
     /// A `User-Agent` header value.
     pub user_agent: String,
@@ -295,6 +295,9 @@ struct TokenState {
     attempts: u32,
 }
 
+/// How many recent running times the reservation estimate looks at.
+const RECENT_RUNTIMES: usize = 32;
+
 /// Tokens are not used in their last seconds (30 s, or a twentieth of a shorter
 /// lifetime): a call must reach the server while its token is still valid.
 const TOKEN_USE_MARGIN: Duration = Duration::from_secs(30);
@@ -306,7 +309,9 @@ pub struct Engine {
     policy: Box<dyn Policy>,
     quotas: BTreeMap<ApiGroup, Quota>,
     runtime: RunningTime,
-    runtime_mean: Option<Duration>,
+    /// The running times of the latest queries: a reservation is their maximum, so that
+    /// queries in flight rarely overrun what they hold (the server charges on completion).
+    recent_runtimes: VecDeque<Duration>,
     token: TokenState,
     calls: BTreeMap<CallId, CallState>,
     sends: HashMap<SendId, SendTarget>,
@@ -333,7 +338,7 @@ impl Engine {
             policy,
             quotas,
             runtime,
-            runtime_mean: None,
+            recent_runtimes: VecDeque::new(),
             token: TokenState::default(),
             calls: BTreeMap::new(),
             sends: HashMap::new(),
@@ -707,7 +712,12 @@ impl Engine {
             };
             let mut reservation = None;
             if group == ApiGroup::Hunting {
-                let estimate = self.runtime_mean.unwrap_or(self.config.runtime_estimate);
+                let estimate = self
+                    .recent_runtimes
+                    .iter()
+                    .max()
+                    .copied()
+                    .unwrap_or(self.config.runtime_estimate);
                 match self.runtime.try_reserve(now, estimate) {
                     Ok(r) => reservation = Some(r),
                     Err(denied) => {
@@ -1112,10 +1122,10 @@ impl Engine {
                 if let Some(r) = state.reservation {
                     self.runtime.complete(r, running, self.now);
                 }
-                self.runtime_mean = Some(match self.runtime_mean {
-                    None => running,
-                    Some(m) => (m * 7 + running) / 8,
-                });
+                if self.recent_runtimes.len() == RECENT_RUNTIMES {
+                    self.recent_runtimes.pop_front();
+                }
+                self.recent_runtimes.push_back(running);
                 let resp = parsed.map_err(|e| Error::Decode {
                     what: "hunting",
                     len: body.len(),
