@@ -448,12 +448,5 @@ pub fn access_token(token: Secret, lifetime: Duration) -> AccessToken {
 
 /// The range options a client's limits imply: their row cap and data window.
 pub fn range_options(limits: &Limits) -> RangeOptions {
-    let mut o = RangeOptions::default();
-    if let Some(rows) = limits.hunting.rows {
-        o.row_cap = rows;
-    }
-    if let Some(l) = limits.hunting.lookback {
-        o.lookback = l;
-    }
-    o
+    RangeOptions::for_limits(limits)
 }

@@ -33,6 +33,7 @@ pub(crate) struct Driver {
     pub(crate) max_body: usize,
     pub(crate) progress: Option<mpsc::Sender<Progress>>,
     pub(crate) tx: mpsc::Sender<Msg>,
+    pub(crate) workers: Workers,
 }
 
 impl Driver {
@@ -134,10 +135,7 @@ impl Driver {
         });
     }
 
-    fn transmit(&self, t: Transmit) {
-        let agent = self.agent.clone();
-        let tx = self.tx.clone();
-        let max = self.max_body;
+    fn transmit(&mut self, t: Transmit) {
         let group = t.group.map_or("token", |g| g.as_str());
         let span = tracing::info_span!(
             "defender.call",
@@ -145,17 +143,85 @@ impl Driver {
             attempt = t.attempt,
             status = tracing::field::Empty
         );
-        std::thread::spawn(move || {
-            let _enter = span.enter();
-            let result = perform(&agent, t.request, t.timeout, max);
-            match &result {
-                Ok(r) => {
-                    span.record("status", r.status().as_u16());
+        self.workers.run(
+            Job { transmit: t, span },
+            &self.agent,
+            self.max_body,
+            &self.tx,
+        );
+    }
+}
+
+/// A transmit for a worker thread.
+struct Job {
+    transmit: Transmit,
+    span: tracing::Span,
+}
+
+/// Worker threads that perform transmits, kept alive between calls (a thread per call
+/// cost more than the call on loopback). A worker is added when none is idle, up to
+/// `MAX_WORKERS`; beyond that, transmits queue.
+#[derive(Default)]
+pub(crate) struct Workers {
+    jobs: Option<mpsc::Sender<Job>>,
+    queue: Option<Arc<std::sync::Mutex<mpsc::Receiver<Job>>>>,
+    idle: Arc<std::sync::atomic::AtomicUsize>,
+    count: usize,
+}
+
+const MAX_WORKERS: usize = 64;
+
+impl Workers {
+    fn run(&mut self, job: Job, agent: &ureq::Agent, max: usize, results: &mpsc::Sender<Msg>) {
+        use std::sync::atomic::Ordering;
+        if self.jobs.is_none() {
+            let (tx, rx) = mpsc::channel();
+            self.jobs = Some(tx);
+            self.queue = Some(Arc::new(std::sync::Mutex::new(rx)));
+        }
+        if self.idle.load(Ordering::Acquire) == 0 && self.count < MAX_WORKERS {
+            let queue = self.queue.clone().expect("made above");
+            let idle = self.idle.clone();
+            let (agent, worker_results) = (agent.clone(), results.clone());
+            self.count += 1;
+            let spawned = std::thread::Builder::new()
+                .name("defender-http".into())
+                .spawn(move || loop {
+                    idle.fetch_add(1, Ordering::AcqRel);
+                    // The lock is held only while waiting for the next job.
+                    let next = queue.lock().map(|rx| rx.recv());
+                    idle.fetch_sub(1, Ordering::AcqRel);
+                    let Ok(Ok(Job { transmit: t, span })) = next else {
+                        return;
+                    };
+                    let _enter = span.enter();
+                    let result = perform(&agent, t.request, t.timeout, max);
+                    match &result {
+                        Ok(r) => {
+                            span.record("status", r.status().as_u16());
+                        }
+                        Err(e) => tracing::debug!(kind = %e.kind, "transport error"),
+                    }
+                    if worker_results.send(Msg::Response(t.id, result)).is_err() {
+                        return;
+                    }
+                });
+            if let Err(e) = spawned {
+                self.count -= 1;
+                if self.count == 0 {
+                    // No worker at all: fail this transmit rather than queue it forever.
+                    let error = TransportError::new(
+                        TransportErrorKind::Other,
+                        format!("could not start a thread: {e}"),
+                    );
+                    let _ = results.send(Msg::Response(job.transmit.id, Err(error)));
+                    return;
                 }
-                Err(e) => tracing::debug!(kind = %e.kind, "transport error"),
             }
-            let _ = tx.send(Msg::Response(t.id, result));
-        });
+        }
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(job);
+        }
     }
 }
 

@@ -394,6 +394,7 @@ impl ClientBuilder {
             max_body: self.max_body_bytes,
             progress: self.progress,
             tx: tx.clone(),
+            workers: driver::Workers::default(),
         };
         std::thread::Builder::new()
             .name("defender-driver".into())
@@ -426,12 +427,5 @@ pub fn default_agent() -> ureq::Agent {
 
 /// The range options a client's limits imply: their row cap and data window.
 pub fn range_options(limits: &Limits) -> RangeOptions {
-    let mut o = RangeOptions::default();
-    if let Some(rows) = limits.hunting.rows {
-        o.row_cap = rows;
-    }
-    if let Some(l) = limits.hunting.lookback {
-        o.lookback = l;
-    }
-    o
+    RangeOptions::for_limits(limits)
 }

@@ -111,6 +111,20 @@ impl Default for RangeOptions {
     }
 }
 
+impl RangeOptions {
+    /// The defaults with the row cap and data window of `limits`' hunting group.
+    pub fn for_limits(limits: &crate::limits::Limits) -> RangeOptions {
+        let mut o = RangeOptions::default();
+        if let Some(rows) = limits.hunting.rows {
+            o.row_cap = rows;
+        }
+        if let Some(l) = limits.hunting.lookback {
+            o.lookback = l;
+        }
+        o
+    }
+}
+
 /// Why a ranged hunt cannot start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
