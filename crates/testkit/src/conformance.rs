@@ -612,3 +612,90 @@ pub fn ranged_hunt_past_the_row_cap<D: Driver>() {
         Err(RangeFailure::Plan(RangeError::BeforeLookback { .. }))
     ));
 }
+
+/// The fault soak: 16 callers make `SOAK_CALLS` calls (default 640) against an emulator
+/// injecting 20% faults (500, 503, resets, truncated bodies, malformed bodies, odd 429s)
+/// with limits equal to the client's. Every call ends, in a value or one typed error;
+/// nothing hangs or panics; the server's windows are never exceeded.
+pub fn fault_soak<D: Driver>() {
+    let calls: usize = std::env::var("SOAK_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(640);
+    let faults =
+        FaultSpec::parse("500=0.05,503=0.05,reset=0.04,truncate=0.03,malformed=0.02,odd429=0.01")
+            .expect("spec");
+    let limits =
+        Limits::parse("2021,incidents.calls=200/1s,hunting.calls=200/1s,hunting.runtime=none")
+            .expect("spec");
+    let env = Env::start(|b| b.limits(limits.clone()).faults(faults));
+    let mut spec = env.spec(Surface::DefenderXdr, limits);
+    spec.policy = StandardPolicy::standard()
+        .max_attempts(8)
+        .backoff(Duration::from_millis(2), Duration::from_millis(50))
+        .with_max_wait(Duration::from_secs(5))
+        .with_request_timeout(Duration::from_secs(10))
+        .seed(5);
+    let d = D::connect(&spec, &env.rt);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..16 {
+        let (d, tx, next) = (d.clone(), tx.clone(), next.clone());
+        std::thread::spawn(move || loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= calls {
+                return;
+            }
+            let call = match i % 3 {
+                0 => hunt("AlertInfo | take 2"),
+                1 => Call::ListIncidents(IncidentQuery {
+                    top: Some(5),
+                    ..Default::default()
+                }),
+                _ => hunt("DeviceLogonEvents | where ActionType == 'LogonFailed' | take 3"),
+            };
+            let _ = tx.send(d.call(call));
+        });
+    }
+    drop(tx);
+    let (mut ok, mut errors) = (
+        0usize,
+        std::collections::BTreeMap::<&'static str, usize>::new(),
+    );
+    for _ in 0..calls {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(Ok(_)) => ok += 1,
+            Ok(Err(e)) => {
+                let kind = match e {
+                    Error::Decode { .. } => "decode",
+                    Error::Transport { .. } => "transport",
+                    Error::Server { .. } => "server",
+                    Error::Throttled { .. } => "throttled",
+                    Error::QuotaWait { .. } => "quota-wait",
+                    other => panic!("{}: an unexpected error in the soak: {other}", D::NAME),
+                };
+                *errors.entry(kind).or_default() += 1;
+            }
+            Err(_) => panic!(
+                "{}: a call did not end within two minutes ({ok} ended well)",
+                D::NAME
+            ),
+        }
+    }
+    let stats = env.stats();
+    println!(
+        "{} soak: {calls} calls, {ok} ok, errors {errors:?}, faults {:?}",
+        D::NAME,
+        stats.faults_by_kind
+    );
+    assert!(
+        stats.faults as f64 > calls as f64 * 0.1,
+        "faults were injected: {stats:?}"
+    );
+    assert!(
+        ok as f64 > calls as f64 * 0.8,
+        "{}: most calls succeed despite faults: {ok}/{calls}",
+        D::NAME
+    );
+    assert_eq!(stats.throttled, 0, "{}: no window exceeded", D::NAME);
+}

@@ -63,3 +63,13 @@ fn async_ranged_hunt_past_the_row_cap() {
 fn blocking_ranged_hunt_past_the_row_cap() {
     conformance::ranged_hunt_past_the_row_cap::<BlockingDriver>();
 }
+
+#[test]
+fn async_fault_soak() {
+    conformance::fault_soak::<AsyncDriver>();
+}
+
+#[test]
+fn blocking_fault_soak() {
+    conformance::fault_soak::<BlockingDriver>();
+}
