@@ -381,3 +381,39 @@ fn split_auto_returns_every_row_past_the_cap() {
         "{rows} rows, count says {expected}"
     );
 }
+
+#[test]
+fn emulator_command_serves_until_stopped() {
+    use std::io::{BufRead, BufReader};
+    let mut server = Command::new(env!("CARGO_BIN_EXE_defender"))
+        .args([
+            "emulator",
+            "--port",
+            "0",
+            "--rows",
+            "300",
+            "--limits",
+            "2021,hunting.calls=30/1m",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the emulator starts");
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    let base = first.rsplit(' ').next().unwrap().to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+    let out = with_secret(
+        &remote(&base, &["hunt", "AlertInfo | take 2", "--format", "csv"]),
+        "emulator-secret",
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 3);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("AZURE_CLIENT_SECRET=emulator-secret")),
+        "it says how to connect"
+    );
+}
