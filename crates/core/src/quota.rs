@@ -56,6 +56,9 @@ struct Window {
 pub struct Ticket {
     /// When the call was admitted.
     pub at: Instant,
+    /// Whether the call was written into any window (a quota without windows logs
+    /// nothing, and its tickets must not give back another call's slot later).
+    logged: bool,
 }
 
 /// A denial: the earliest instant at which the call would be admitted, and why.
@@ -239,12 +242,15 @@ impl Quota {
         }
         Ok(Ticket {
             at: base + Duration::from_nanos(at),
+            logged: !self.windows.is_empty(),
         })
     }
 
     /// Gives back a ticket whose call was never sent.
     pub fn release(&mut self, ticket: Ticket) {
-        let Some(base) = self.base else { return };
+        let Some(base) = self.base.filter(|_| ticket.logged) else {
+            return;
+        };
         let at = nanos(ticket.at.saturating_duration_since(base));
         for w in &mut self.windows {
             if let Some(pos) = w.log.iter().rposition(|&t| t == at) {
@@ -438,6 +444,20 @@ mod tests {
         q.handle_learned_limit(CallLimit { max: 1, per: MIN });
         q.handle_learned_limit(CallLimit { max: 10, per: MIN });
         assert_eq!(q.limits().next().unwrap().max, 1);
+    }
+
+    #[test]
+    fn a_ticket_from_before_any_window_gives_back_nothing() {
+        let t = t0();
+        let mut q = Quota::new(&[], Duration::ZERO);
+        let early = q.try_acquire(t).unwrap();
+        q.handle_learned_limit(CallLimit { max: 1, per: MIN });
+        q.try_acquire(t).unwrap();
+        q.release(early);
+        assert!(
+            q.try_acquire(t).is_err(),
+            "the second call's slot is still taken"
+        );
     }
 
     #[test]
