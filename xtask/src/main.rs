@@ -3,6 +3,8 @@
 //! - `ci`: what CI runs (`.ci/run`).
 //! - `bench`: every criterion benchmark of the workspace, the simulated day, and the
 //!   strategies compared under load, regenerating the plots `docs/sim-*.svg`.
+//! - `soak [CALLS]`: the fault soak of the conformance suite with CALLS calls per
+//!   client (default 5,000) at 20% injected faults.
 //! - `sim [--quick]`: our engine and three baselines (governor, exponential backoff, a
 //!   fixed sleep) through a simulated day of three workloads in both window modes,
 //!   printed as markdown tables (`--quick`: three simulated hours, a few seconds).
@@ -47,8 +49,31 @@ fn main() {
             "cargo",
             &example("sim", if quick { &["--quick"] } else { &[] }),
         ),
+        "soak" => {
+            // The conformance suite's fault soak, longer: both clients, 20% faults.
+            let calls = args
+                .iter()
+                .skip(1)
+                .find_map(|a| a.parse::<u64>().ok())
+                .unwrap_or(5_000);
+            std::env::set_var("SOAK_CALLS", calls.to_string());
+            run(
+                "cargo",
+                &[
+                    "test",
+                    "--release",
+                    "-p",
+                    "defender-testkit",
+                    "--test",
+                    "conformance",
+                    "fault_soak",
+                    "--",
+                    "--nocapture",
+                ],
+            )
+        }
         _ => {
-            eprintln!("usage: cargo xtask ci | bench | sim [--quick]");
+            eprintln!("usage: cargo xtask ci | bench | sim [--quick] | soak [CALLS]");
             task == "help"
         }
     };
