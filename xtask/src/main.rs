@@ -5,6 +5,8 @@
 //!   strategies compared under load, regenerating the plots `docs/sim-*.svg`.
 //! - `soak [CALLS]`: the fault soak of the conformance suite with CALLS calls per
 //!   client (default 5,000) at 20% injected faults.
+//! - `fuzz [TARGET...] [SECONDS]`: every cargo-fuzz target under `fuzz/` (or those
+//!   named) for SECONDS each (default 60); needs `cargo install cargo-fuzz`.
 //! - `sim [--quick]`: our engine and three baselines (governor, exponential backoff, a
 //!   fixed sleep) through a simulated day of three workloads in both window modes,
 //!   printed as markdown tables (`--quick`: three simulated hours, a few seconds).
@@ -72,8 +74,38 @@ fn main() {
                 ],
             )
         }
+        "fuzz" => {
+            // cargo-fuzz (`cargo install cargo-fuzz`) on the stable toolchain: its
+            // sanitizer flags need RUSTC_BOOTSTRAP. Not run by CI.
+            let secs = args
+                .iter()
+                .skip(1)
+                .find_map(|a| a.parse::<u64>().ok())
+                .unwrap_or(60);
+            let only: Vec<&str> = args
+                .iter()
+                .skip(1)
+                .filter(|a| a.parse::<u64>().is_err())
+                .map(String::as_str)
+                .collect();
+            let targets = ["throttle", "hunting", "incidents", "limits", "kql"];
+            let fuzz_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+            targets
+                .iter()
+                .filter(|t| only.is_empty() || only.contains(t))
+                .all(|t| {
+                    eprintln!("$ cargo fuzz run {t} -- -max_total_time={secs}");
+                    Command::new("cargo")
+                        .args(["fuzz", "run", t, "--", &format!("-max_total_time={secs}")])
+                        .env("RUSTC_BOOTSTRAP", "1")
+                        .current_dir(&fuzz_dir)
+                        .status()
+                        .map(|s| s.success())
+                        .unwrap_or(false)
+                })
+        }
         _ => {
-            eprintln!("usage: cargo xtask ci | bench | sim [--quick] | soak [CALLS]");
+            eprintln!("usage: cargo xtask ci | bench | sim [--quick] | soak [CALLS] | fuzz [TARGET...] [SECONDS]");
             task == "help"
         }
     };
