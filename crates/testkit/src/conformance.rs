@@ -34,6 +34,8 @@ pub struct ClientSpec {
     pub policy: StandardPolicy,
     /// The client secret.
     pub secret: String,
+    /// The response body limit, when not the default.
+    pub max_body_bytes: Option<usize>,
 }
 
 /// A transport under test.
@@ -97,6 +99,10 @@ impl Driver for AsyncDriver {
             .login_url(&spec.base_url)
             .limits_value(spec.limits.clone())
             .policy(spec.policy.clone())
+            .max_body_bytes(
+                spec.max_body_bytes
+                    .unwrap_or(defender_async::DEFAULT_MAX_BODY_BYTES),
+            )
             .build()
             .expect("the async client builds");
         AsyncDriver {
@@ -162,6 +168,10 @@ impl Driver for BlockingDriver {
             .login_url(&spec.base_url)
             .limits_value(spec.limits.clone())
             .policy(spec.policy.clone())
+            .max_body_bytes(
+                spec.max_body_bytes
+                    .unwrap_or(defender_blocking::DEFAULT_MAX_BODY_BYTES),
+            )
             .build()
             .expect("the blocking client builds");
         BlockingDriver { client }
@@ -243,6 +253,7 @@ impl Env {
                 .with_max_wait(Duration::from_secs(30))
                 .seed(3),
             secret: DEFAULT_SECRET.to_owned(),
+            max_body_bytes: None,
         }
     }
 
@@ -698,4 +709,34 @@ pub fn fault_soak<D: Driver>() {
         D::NAME
     );
     assert_eq!(stats.throttled, 0, "{}: no window exceeded", D::NAME);
+}
+
+/// A response body over the client's limit is a typed `BodyTooLarge` transport error,
+/// not retried, and a body under it is read whole.
+pub fn response_bodies_are_size_limited<D: Driver>() {
+    let env = Env::start(|b| b.limits(generous()));
+    let mut spec = env.spec(Surface::DefenderXdr, generous());
+    spec.max_body_bytes = Some(4_096);
+    let d = D::connect(&spec, &env.rt);
+    let api = |s: Stats| s.keys.iter().map(|k| k.requests).sum::<u64>();
+    let before = api(env.stats());
+    match d.call(hunt("DeviceProcessEvents | take 200")) {
+        Err(Error::Transport { error, attempts }) => {
+            assert_eq!(
+                error.kind,
+                defender_core::TransportErrorKind::BodyTooLarge,
+                "{error}"
+            );
+            assert_eq!(attempts, 1, "not retried");
+        }
+        other => panic!("{}: expected BodyTooLarge, got {other:?}", D::NAME),
+    }
+    assert_eq!(api(env.stats()) - before, 1, "sent once");
+    let Value::Hunt(small) = d
+        .call(hunt("AlertInfo | take 1"))
+        .expect("a small body fits")
+    else {
+        panic!()
+    };
+    assert_eq!(small.rows.len(), 1);
 }

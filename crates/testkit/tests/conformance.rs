@@ -73,3 +73,13 @@ fn async_fault_soak() {
 fn blocking_fault_soak() {
     conformance::fault_soak::<BlockingDriver>();
 }
+
+#[test]
+fn async_response_bodies_are_size_limited() {
+    conformance::response_bodies_are_size_limited::<AsyncDriver>();
+}
+
+#[test]
+fn blocking_response_bodies_are_size_limited() {
+    conformance::response_bodies_are_size_limited::<BlockingDriver>();
+}
