@@ -47,7 +47,7 @@ pub use defender_core::range::{RangeError, RangeOptions, RangeProgress, Split, W
 use defender_core::settings::{BuildError, Settings};
 use defender_core::token::{AccessToken, Secret};
 pub use defender_core::Error;
-use defender_core::{Cloud, Limits, Surface};
+use defender_core::{Limits, Surface};
 use defender_policy::StandardPolicy;
 
 use driver::Command;
@@ -294,83 +294,12 @@ impl ClientBuilder {
         }
     }
 
-    /// The API surface (default Defender XDR).
-    pub fn surface(mut self, surface: Surface) -> Self {
-        self.settings.surface = surface;
-        self
-    }
-
-    /// The cloud (default global).
-    pub fn cloud(mut self, cloud: Cloud) -> Self {
-        self.settings.cloud = cloud;
-        self
-    }
-
-    /// The tenant id or domain.
-    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
-        self.settings.tenant = Some(tenant.into());
-        self
-    }
-
-    /// The app's client id.
-    pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.settings.client_id = Some(id.into());
-        self
-    }
-
-    /// The client secret.
-    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
-        self.settings.secret = Some(Secret::new(secret));
-        self
-    }
-
-    /// Fills tenant, client id and secret from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
-    /// `AZURE_CLIENT_SECRET` where not set.
-    pub fn from_env(mut self) -> Self {
-        self.settings = self.settings.with_env(|k| std::env::var(k).ok());
-        self
-    }
+    defender_core::settings_setters!();
 
     /// Tokens from `provider` instead of the client secret.
     pub fn token_provider(mut self, provider: Arc<dyn TokenProvider>) -> Self {
         self.settings.external_tokens = true;
         self.token_provider = Some(provider);
-        self
-    }
-
-    /// Limits from a preset name or spec (`xdr`, `2021,hunting.calls=45/1m`).
-    pub fn limits(mut self, spec: &str) -> Result<Self, BuildError> {
-        self.settings.limits_spec(spec)?;
-        Ok(self)
-    }
-
-    /// Limits as a value.
-    pub fn limits_value(mut self, limits: Limits) -> Self {
-        self.settings.limits = Some(limits);
-        self
-    }
-
-    /// The safety margin added to every window (default 500 ms).
-    pub fn margin(mut self, margin: Duration) -> Self {
-        self.settings.margin = Some(margin);
-        self
-    }
-
-    /// The policy (default [`StandardPolicy::standard`]).
-    pub fn policy(mut self, policy: impl Policy + 'static) -> Self {
-        self.policy = Some(Box::new(policy));
-        self
-    }
-
-    /// Sends API calls to another base URL (a proxy, the emulator).
-    pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.settings.base_url = Some(url.into());
-        self
-    }
-
-    /// Sends token requests to another identity platform base URL.
-    pub fn login_url(mut self, url: impl Into<String>) -> Self {
-        self.settings.login_url = Some(url.into());
         self
     }
 

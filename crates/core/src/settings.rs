@@ -136,6 +136,87 @@ impl Settings {
     }
 }
 
+/// The builder setters both clients share, over a builder with a `settings: Settings`
+/// and a `policy: Option<Box<dyn Policy>>` field. Used inside `impl ClientBuilder`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! settings_setters {
+    () => {
+        /// The API surface (default Defender XDR).
+        pub fn surface(mut self, surface: $crate::Surface) -> Self {
+            self.settings.surface = surface;
+            self
+        }
+
+        /// The cloud (default global).
+        pub fn cloud(mut self, cloud: $crate::Cloud) -> Self {
+            self.settings.cloud = cloud;
+            self
+        }
+
+        /// The tenant id or domain.
+        pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+            self.settings.tenant = Some(tenant.into());
+            self
+        }
+
+        /// The app's client id.
+        pub fn client_id(mut self, id: impl Into<String>) -> Self {
+            self.settings.client_id = Some(id.into());
+            self
+        }
+
+        /// The client secret.
+        pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+            self.settings.secret = Some($crate::token::Secret::new(secret));
+            self
+        }
+
+        /// Fills tenant, client id and secret from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
+        /// `AZURE_CLIENT_SECRET` where not set.
+        pub fn from_env(mut self) -> Self {
+            self.settings = self.settings.with_env(|k| std::env::var(k).ok());
+            self
+        }
+
+        /// Limits from a preset name or spec (`xdr`, `2021,hunting.calls=45/1m`).
+        pub fn limits(mut self, spec: &str) -> Result<Self, $crate::settings::BuildError> {
+            self.settings.limits_spec(spec)?;
+            Ok(self)
+        }
+
+        /// Limits as a value.
+        pub fn limits_value(mut self, limits: $crate::Limits) -> Self {
+            self.settings.limits = Some(limits);
+            self
+        }
+
+        /// The safety margin added to every window (default 500 ms).
+        pub fn margin(mut self, margin: std::time::Duration) -> Self {
+            self.settings.margin = Some(margin);
+            self
+        }
+
+        /// The policy (default `StandardPolicy::standard()` of `defender-policy`).
+        pub fn policy(mut self, policy: impl $crate::policy::Policy + 'static) -> Self {
+            self.policy = Some(Box::new(policy));
+            self
+        }
+
+        /// Sends API calls to another base URL (a proxy, the emulator).
+        pub fn base_url(mut self, url: impl Into<String>) -> Self {
+            self.settings.base_url = Some(url.into());
+            self
+        }
+
+        /// Sends token requests to another identity platform base URL.
+        pub fn login_url(mut self, url: impl Into<String>) -> Self {
+            self.settings.login_url = Some(url.into());
+            self
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
