@@ -280,8 +280,7 @@ pub struct ClientBuilder {
     max_body_bytes: usize,
 }
 
-/// The default response body limit: the service's result size limit (124 MB) and some.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+pub use defender_core::settings::DEFAULT_MAX_BODY_BYTES;
 
 impl ClientBuilder {
     fn new() -> ClientBuilder {

@@ -260,8 +260,7 @@ pub struct ClientBuilder {
     progress: Option<mpsc::Sender<Progress>>,
 }
 
-/// The default response body limit: the service's result size limit (124 MB) and some.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+pub use defender_core::settings::DEFAULT_MAX_BODY_BYTES;
 
 impl ClientBuilder {
     fn new() -> ClientBuilder {

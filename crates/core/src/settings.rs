@@ -21,6 +21,10 @@ use crate::limits::{Limits, LimitsError};
 use crate::surface::{Cloud, Endpoints, Surface};
 use crate::token::{ClientCredentials, Secret};
 
+/// The default response body limit of both clients: the service's result size limit
+/// (124 MB) and some.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+
 /// Builder settings shared by the async and blocking clients.
 #[derive(Debug, Clone)]
 pub struct Settings {
