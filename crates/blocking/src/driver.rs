@@ -110,6 +110,8 @@ impl Driver {
                 }
                 Output::Event(Event::NeedToken) => self.fetch_token(),
                 Output::Event(_) => {}
+                // Only with a shared store, which this driver does not take yet.
+                Output::Quota(_) => {}
                 Output::Wait(t) => return t,
             }
         }

@@ -61,7 +61,7 @@ use crate::hunting::{HuntRequest, HuntResponse, HuntResult};
 use crate::incidents::{
     Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate, MAX_TOP,
 };
-use crate::limits::{format_duration, ApiGroup, Limits};
+use crate::limits::{format_duration, ApiGroup, CallLimit, Limits};
 use crate::policy::{Failure, FailureKind, Policy, Retry, Truncation};
 use crate::quota::{Quota, Ticket, WindowUsage};
 use crate::runtime::{Reservation, RunningTime};
@@ -78,6 +78,20 @@ pub enum Auth {
     /// The caller supplies tokens: on [`Event::NeedToken`], answer with
     /// [`Engine::handle_token`].
     External,
+}
+
+/// Who decides whether a call may go now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum QuotaMode {
+    /// The engine's own exact quota and running-time budget (one process).
+    #[default]
+    Local,
+    /// A store shared by several processes (for example `defender-redis`): the engine asks
+    /// it through [`Output::Quota`] and [`Engine::handle_admission`], and tells it what the
+    /// server said and what each call ran. The store checks every call window and the
+    /// running-time budget together; the engine's own windows are then not consulted.
+    Shared,
 }
 
 /// Everything the engine needs to know.
@@ -98,6 +112,8 @@ pub struct Config {
     pub runtime_estimate: Duration,
     /// A `User-Agent` header value.
     pub user_agent: String,
+    /// Who admits calls (default [`QuotaMode::Local`]).
+    pub quota: QuotaMode,
 }
 
 impl Config {
@@ -111,6 +127,7 @@ impl Config {
             margin: Duration::from_millis(500),
             runtime_estimate: Duration::from_secs(1),
             user_agent: concat!("defender-rs/", env!("CARGO_PKG_VERSION")).to_owned(),
+            quota: QuotaMode::Local,
         }
     }
 }
@@ -186,6 +203,99 @@ pub struct Transmit {
     pub timeout: Duration,
 }
 
+/// An admission's handle: answer it with [`Engine::handle_admission`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AdmitId(pub u64);
+
+/// What a shared store gave for an admitted call (its ticket), kept by the engine and
+/// handed back in [`QuotaOp::Release`] or [`QuotaOp::Complete`]. Opaque to the engine.
+pub struct StoreTicket(Box<dyn std::any::Any + Send + Sync>);
+
+impl StoreTicket {
+    /// Wraps the store's ticket.
+    pub fn new<T: std::any::Any + Send + Sync>(ticket: T) -> StoreTicket {
+        StoreTicket(Box::new(ticket))
+    }
+
+    /// The store's ticket, if it is a `T`.
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+
+    /// The store's ticket, if it is a `T`.
+    pub fn into_inner<T: std::any::Any>(self) -> Option<T> {
+        self.0.downcast().ok().map(|b| *b)
+    }
+}
+
+impl std::fmt::Debug for StoreTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreTicket")
+    }
+}
+
+/// With [`QuotaMode::Shared`]: an operation for the shared quota store.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum QuotaOp {
+    /// May a call of `group` go now? Check every call window and, for hunting, the
+    /// running-time budget with `estimate` reserved; answer with
+    /// [`Engine::handle_admission`]. At most one is outstanding per group.
+    Acquire {
+        /// Answer with this id.
+        id: AdmitId,
+        /// The API group.
+        group: ApiGroup,
+        /// The running time to reserve while the call is in flight (zero outside hunting).
+        estimate: Duration,
+    },
+    /// An admitted call was not sent (cancelled): give its slot and reservation back.
+    Release {
+        /// The group.
+        group: ApiGroup,
+        /// The store's ticket.
+        ticket: StoreTicket,
+    },
+    /// A hunting call's answer came: drop its reservation and charge what it ran (zero
+    /// when it did not run). Calls without a reservation need no completion.
+    Complete {
+        /// The group.
+        group: ApiGroup,
+        /// The store's ticket.
+        ticket: StoreTicket,
+        /// The running time to charge.
+        running: Duration,
+    },
+    /// What the server said about the quota (a 429): share it with every process.
+    Feedback {
+        /// The group.
+        group: ApiGroup,
+        /// The server's retry time, from now.
+        retry_after: Option<Duration>,
+        /// A limit the server named ("maximum allowed N per T").
+        limit: Option<CallLimit>,
+        /// Whether the retry time is for the running-time budget.
+        runtime_exhausted: bool,
+    },
+}
+
+/// The shared store's answer to [`QuotaOp::Acquire`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Admission {
+    /// The call may go; the store's ticket comes back in `Release` or `Complete`.
+    Admitted(StoreTicket),
+    /// Not yet: the earliest wait after which it would be admitted, and why.
+    Denied {
+        /// The wait, from now.
+        retry_after: Duration,
+        /// What binds, in words.
+        reason: String,
+    },
+    /// The store could not decide: the call fails with [`Error::QuotaStore`].
+    Unavailable(String),
+}
+
 /// Something the caller should know.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -225,6 +335,8 @@ pub enum Event {
 pub enum Output {
     /// Perform this request.
     Transmit(Transmit),
+    /// With [`QuotaMode::Shared`]: perform this operation on the shared store.
+    Quota(QuotaOp),
     /// Hand this event to the caller.
     Event(Event),
     /// Nothing to do until this instant (then call `handle_timeout`), or until the next
@@ -252,6 +364,8 @@ pub struct GroupUsage {
 #[derive(Debug)]
 enum Phase {
     Queued,
+    /// Asking the shared store.
+    Admitting(AdmitId),
     /// Admitted; the transmit sits in the outbox, not yet handed to the transport.
     Outbox(SendId),
     InFlight(SendId),
@@ -269,6 +383,8 @@ struct CallState {
     phase: Phase,
     ticket: Option<Ticket>,
     reservation: Option<Reservation>,
+    /// With a shared store: its ticket, and whether it holds a running-time reservation.
+    store: Option<(StoreTicket, bool)>,
     token_retried: bool,
     sent_at: Option<Instant>,
     announced_until: Option<Instant>,
@@ -282,6 +398,7 @@ enum SendTarget {
     Orphan {
         group: ApiGroup,
         reservation: Option<Reservation>,
+        store: Option<(StoreTicket, bool)>,
         sent_at: Instant,
     },
 }
@@ -317,6 +434,10 @@ pub struct Engine {
     sends: HashMap<SendId, SendTarget>,
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    quota_ops: VecDeque<QuotaOp>,
+    /// Shared store: the outstanding admission of each group, and the call it is for.
+    admitting: BTreeMap<ApiGroup, (AdmitId, CallId)>,
+    next_admit: u64,
     next_call: u64,
     next_send: u64,
     now: Instant,
@@ -344,6 +465,9 @@ impl Engine {
             sends: HashMap::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
+            quota_ops: VecDeque::new(),
+            admitting: BTreeMap::new(),
+            next_admit: 0,
             next_call: 0,
             next_send: 0,
             now,
@@ -374,6 +498,7 @@ impl Engine {
                 phase: Phase::Queued,
                 ticket: None,
                 reservation: None,
+                store: None,
                 token_retried: false,
                 sent_at: None,
                 announced_until: None,
@@ -392,11 +517,12 @@ impl Engine {
             return;
         };
         match state.phase {
-            Phase::Queued => {}
+            // The store's answer finds no call and gives back what it admitted.
+            Phase::Queued | Phase::Admitting(_) => {}
             Phase::Outbox(send) => {
                 self.outbox.retain(|t| t.id != send);
                 self.sends.remove(&send);
-                self.give_back(&state);
+                self.give_back(state);
             }
             Phase::InFlight(send) => {
                 self.sends.insert(
@@ -404,6 +530,7 @@ impl Engine {
                     SendTarget::Orphan {
                         group: state.group,
                         reservation: state.reservation,
+                        store: state.store,
                         sent_at: state.sent_at.unwrap_or(self.now),
                     },
                 );
@@ -455,6 +582,7 @@ impl Engine {
             SendTarget::Orphan {
                 group,
                 reservation,
+                store,
                 sent_at,
             } => {
                 // Nobody waits for the answer, but what it says about the quota counts.
@@ -462,7 +590,8 @@ impl Engine {
                     let throttle = Throttle::parse(response.headers(), response.body(), wall_now);
                     self.apply_throttle(group, &throttle);
                 }
-                if let Some(r) = reservation {
+                let held = reservation.is_some() || store.as_ref().is_some_and(|s| s.1);
+                if held {
                     let actual = if response.status().is_success() {
                         HuntResponse::from_slice(response.body())
                             .ok()
@@ -471,7 +600,7 @@ impl Engine {
                     } else {
                         Duration::ZERO
                     };
-                    self.runtime.complete(r, actual, self.now);
+                    self.settle(group, reservation, store, actual);
                 }
             }
             SendTarget::Call(call_id) => self.call_response(call_id, response, wall_now),
@@ -498,23 +627,25 @@ impl Engine {
                 );
             }
             SendTarget::Orphan {
+                group,
                 reservation,
+                store,
                 sent_at,
-                ..
             } => {
-                if let Some(r) = reservation {
-                    let ran = self.ran_for(error.kind, sent_at);
-                    self.runtime.complete(r, ran, self.now);
-                }
+                let ran = self.ran_for(error.kind, sent_at);
+                self.settle(group, reservation, store, ran);
             }
             SendTarget::Call(call_id) => {
                 let Some(mut state) = self.calls.remove(&call_id) else {
                     return;
                 };
-                if let Some(r) = state.reservation.take() {
-                    let ran = self.ran_for(error.kind, state.sent_at.unwrap_or(self.now));
-                    self.runtime.complete(r, ran, self.now);
-                }
+                let ran = self.ran_for(error.kind, state.sent_at.unwrap_or(self.now));
+                self.settle(
+                    state.group,
+                    state.reservation.take(),
+                    state.store.take(),
+                    ran,
+                );
                 state.ticket = None;
                 if error.kind == TransportErrorKind::BodyTooLarge {
                     self.fail(
@@ -550,6 +681,9 @@ impl Engine {
         }
         if let Some(e) = self.events.pop_front() {
             return Output::Event(e);
+        }
+        if let Some(op) = self.quota_ops.pop_front() {
+            return Output::Quota(op);
         }
         if let Some(t) = self.outbox.pop_front() {
             if let Some(call) = t.call.and_then(|c| self.calls.get_mut(&c)) {
@@ -616,7 +750,8 @@ impl Engine {
         }
     }
 
-    fn give_back(&mut self, state: &CallState) {
+    /// An admitted call that was not sent gives back its slot and reservation.
+    fn give_back(&mut self, state: CallState) {
         if let Some(t) = state.ticket {
             if let Some(q) = self.quotas.get_mut(&state.group) {
                 q.release(t);
@@ -624,6 +759,119 @@ impl Engine {
         }
         if let Some(r) = state.reservation {
             self.runtime.cancel(r);
+        }
+        if let Some((ticket, _)) = state.store {
+            self.quota_ops.push_back(QuotaOp::Release {
+                group: state.group,
+                ticket,
+            });
+        }
+    }
+
+    /// A sent call's answer (or its failure) came: its reservation turns into a charge of
+    /// what it ran, locally or in the shared store. A store ticket without a reservation
+    /// needs nothing more: the call stays counted in its windows.
+    fn settle(
+        &mut self,
+        group: ApiGroup,
+        reservation: Option<Reservation>,
+        store: Option<(StoreTicket, bool)>,
+        running: Duration,
+    ) {
+        if let Some(r) = reservation {
+            self.runtime.complete(r, running, self.now);
+        }
+        if let Some((ticket, true)) = store {
+            self.quota_ops.push_back(QuotaOp::Complete {
+                group,
+                ticket,
+                running,
+            });
+        }
+    }
+
+    /// The reservation for the next hunting call: the longest recent running time.
+    fn runtime_estimate(&self) -> Duration {
+        self.recent_runtimes
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(self.config.runtime_estimate)
+    }
+
+    /// With a shared store: the store's answer to an [`QuotaOp::Acquire`].
+    pub fn handle_admission(&mut self, id: AdmitId, answer: Admission, now: Instant) {
+        self.advance(now);
+        self.dirty = true;
+        let call = self
+            .admitting
+            .iter()
+            .find(|(_, (a, _))| *a == id)
+            .map(|(g, (_, c))| (*g, *c));
+        let Some((group, call_id)) = call else {
+            // Unknown or already answered (a transport bug): nothing to match it with.
+            return;
+        };
+        self.admitting.remove(&group);
+        let waiting = self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| matches!(c.phase, Phase::Admitting(a) if a == id));
+        if !waiting {
+            // The call was cancelled or failed meanwhile.
+            if let Admission::Admitted(ticket) = answer {
+                self.quota_ops.push_back(QuotaOp::Release { group, ticket });
+            }
+            return;
+        }
+        match answer {
+            Admission::Admitted(ticket) => {
+                let reserved = group == ApiGroup::Hunting;
+                let token = self.usable_token().map(|t| t.token.clone());
+                let state = self.calls.get_mut(&call_id).expect("checked above");
+                state.phase = Phase::Queued;
+                match token {
+                    Some(token) => self.dispatch(
+                        call_id,
+                        token.expose(),
+                        None,
+                        None,
+                        Some((ticket, reserved)),
+                    ),
+                    None => {
+                        // The token lapsed while the store decided: give the slot back and
+                        // ask again once a token is there.
+                        self.quota_ops.push_back(QuotaOp::Release { group, ticket });
+                    }
+                }
+            }
+            Admission::Denied {
+                retry_after,
+                reason,
+            } => {
+                let retry_at = self.now + retry_after.max(Duration::from_millis(1));
+                // Every queued call of the group waits for the same instant.
+                let queued: Vec<CallId> = self
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| c.group == group)
+                    .filter(|(_, c)| matches!(c.phase, Phase::Queued | Phase::Admitting(_)))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in queued {
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.phase = Phase::Queued;
+                        if c.not_before.is_some_and(|t| t >= retry_at) {
+                            continue;
+                        }
+                    }
+                    self.wait_or_fail(id, retry_at, reason.clone());
+                }
+            }
+            Admission::Unavailable(message) => {
+                self.calls.remove(&call_id);
+                self.fail(call_id, Error::QuotaStore { message });
+            }
         }
     }
 
@@ -693,6 +941,28 @@ impl Engine {
                 continue;
             }
             let group = state.group;
+            if self.config.quota == QuotaMode::Shared {
+                // One admission at a time per group: the store's answer for one call tells
+                // whether the others may try.
+                if !self.admitting.contains_key(&group) {
+                    self.next_admit += 1;
+                    let admit = AdmitId(self.next_admit);
+                    self.admitting.insert(group, (admit, id));
+                    self.calls.get_mut(&id).expect("present").phase = Phase::Admitting(admit); // looked up above
+                    let estimate = if group == ApiGroup::Hunting {
+                        self.runtime_estimate()
+                    } else {
+                        Duration::ZERO
+                    };
+                    self.quota_ops.push_back(QuotaOp::Acquire {
+                        id: admit,
+                        group,
+                        estimate,
+                    });
+                }
+                blocked.push(group);
+                continue;
+            }
             let quota = self
                 .quotas
                 .get_mut(&group)
@@ -712,12 +982,7 @@ impl Engine {
             };
             let mut reservation = None;
             if group == ApiGroup::Hunting {
-                let estimate = self
-                    .recent_runtimes
-                    .iter()
-                    .max()
-                    .copied()
-                    .unwrap_or(self.config.runtime_estimate);
+                let estimate = self.runtime_estimate();
                 match self.runtime.try_reserve(now, estimate) {
                     Ok(r) => reservation = Some(r),
                     Err(denied) => {
@@ -739,39 +1004,59 @@ impl Engine {
                     }
                 }
             }
-            let request = match self.build_request(&self.calls[&id].call, token.expose()) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.quotas.get_mut(&group).expect("exists").release(ticket); // as above
-                    if let Some(r) = reservation {
-                        self.runtime.cancel(r);
-                    }
-                    self.calls.remove(&id);
-                    self.fail(id, e);
-                    continue;
-                }
-            };
-            let send = self.next_send_id();
-            let timeout = self.policy.request_timeout(group);
-            let state = self.calls.get_mut(&id).expect("present"); // looked up above, not removed since
-            state.attempts += 1;
-            state.phase = Phase::Outbox(send);
-            state.ticket = Some(ticket);
-            state.reservation = reservation;
-            state.sent_at = Some(now);
-            state.not_before = None;
-            state.announced_until = None;
-            let attempt = state.attempts;
-            self.sends.insert(send, SendTarget::Call(id));
-            self.outbox.push_back(Transmit {
-                id: send,
-                call: Some(id),
-                group: Some(group),
-                attempt,
-                request,
-                timeout,
-            });
+            self.dispatch(id, token.expose(), Some(ticket), reservation, None);
         }
+    }
+
+    /// An admitted call: build its request and put it in the outbox (or fail it when the
+    /// request cannot be built, giving back what it was admitted with).
+    fn dispatch(
+        &mut self,
+        id: CallId,
+        token: &str,
+        ticket: Option<Ticket>,
+        reservation: Option<Reservation>,
+        store: Option<(StoreTicket, bool)>,
+    ) {
+        let now = self.now;
+        let Some(state) = self.calls.get(&id) else {
+            return;
+        };
+        let group = state.group;
+        let request = match self.build_request(&state.call, token) {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(mut state) = self.calls.remove(&id) {
+                    state.ticket = ticket;
+                    state.reservation = reservation;
+                    state.store = store;
+                    self.give_back(state);
+                }
+                self.fail(id, e);
+                return;
+            }
+        };
+        let send = self.next_send_id();
+        let timeout = self.policy.request_timeout(group);
+        let state = self.calls.get_mut(&id).expect("present"); // looked up above, not removed since
+        state.attempts += 1;
+        state.phase = Phase::Outbox(send);
+        state.ticket = ticket;
+        state.reservation = reservation;
+        state.store = store;
+        state.sent_at = Some(now);
+        state.not_before = None;
+        state.announced_until = None;
+        let attempt = state.attempts;
+        self.sends.insert(send, SendTarget::Call(id));
+        self.outbox.push_back(Transmit {
+            id: send,
+            call: Some(id),
+            group: Some(group),
+            attempt,
+            request,
+            timeout,
+        });
     }
 
     /// The call must wait until `retry_at`: within `max_wait` it waits (true is returned
@@ -987,7 +1272,7 @@ impl Engine {
 
         if response.status().is_success() {
             self.policy.on_success();
-            let result = self.decode_success(&state, body, elapsed_call);
+            let result = self.decode_success(&mut state, body, elapsed_call);
             match result {
                 Ok(value) => self
                     .events
@@ -1000,6 +1285,8 @@ impl Engine {
         if let Some(r) = state.reservation.take() {
             self.runtime.cancel(r);
         }
+        let store = state.store.take();
+        self.settle(state.group, None, store, Duration::ZERO);
         let api_error = || {
             ApiError::from_body(body).unwrap_or_else(|| ApiError {
                 code: status.to_string(),
@@ -1075,6 +1362,16 @@ impl Engine {
     /// What a 429 says about the limits: a learned window, a retry time for the group's
     /// quota or for the running-time budget.
     fn apply_throttle(&mut self, group: ApiGroup, throttle: &Throttle) {
+        if self.config.quota == QuotaMode::Shared
+            && (throttle.limit.is_some() || throttle.retry_after.is_some())
+        {
+            self.quota_ops.push_back(QuotaOp::Feedback {
+                group,
+                retry_after: throttle.retry_after,
+                limit: throttle.limit,
+                runtime_exhausted: throttle.runtime_exhausted,
+            });
+        }
         let quota = self
             .quotas
             .get_mut(&group)
@@ -1093,7 +1390,7 @@ impl Engine {
 
     fn decode_success(
         &mut self,
-        state: &CallState,
+        state: &mut CallState,
         body: &[u8],
         elapsed: Duration,
     ) -> Result<Value, Error> {
@@ -1119,9 +1416,12 @@ impl Engine {
                     .ok()
                     .and_then(|h| h.stats.as_ref().and_then(|s| s.execution_duration()))
                     .unwrap_or(elapsed);
-                if let Some(r) = state.reservation {
-                    self.runtime.complete(r, running, self.now);
-                }
+                self.settle(
+                    state.group,
+                    state.reservation.take(),
+                    state.store.take(),
+                    running,
+                );
                 if self.recent_runtimes.len() == RECENT_RUNTIMES {
                     self.recent_runtimes.pop_front();
                 }

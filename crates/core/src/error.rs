@@ -213,6 +213,13 @@ pub enum Error {
     /// The client's driver has stopped (the runtime shut down or the client was dropped).
     #[error("the client has shut down")]
     Shutdown,
+    /// The shared quota store could not decide whether the call may go (Redis
+    /// unreachable, or it refused the script). Nothing was sent.
+    #[error("the shared quota store could not admit the call: {message}")]
+    QuotaStore {
+        /// The store's error, without credentials.
+        message: String,
+    },
 }
 
 impl Error {

@@ -17,6 +17,8 @@
 //!         Output::Transmit(t) => send t.request; engine.handle_response(t.id, resp, now, wall_now)
 //!                                (or engine.handle_transport_error(t.id, err, now)),
 //!         Output::Event(e)    => hand e to the caller (Completed / Failed / Waiting / NeedToken),
+//!         Output::Quota(op)   => only with QuotaMode::Shared: run op on the shared store;
+//!                                answer an Acquire with engine.handle_admission(id, answer, now),
 //!         Output::Wait(Some(t)) => sleep until t; engine.handle_timeout(t),
 //!         Output::Wait(None)  => wait for the next input,
 //!     }

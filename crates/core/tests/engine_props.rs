@@ -105,6 +105,11 @@ impl Harness {
                     *self.ended.entry(id).or_default() += 1;
                     prop_assert_eq!(self.ended[&id], 1, "a call ended twice");
                 }
+                Output::Quota(op) => {
+                    return Err(TestCaseError::fail(format!(
+                        "a local quota asked a store: {op:?}"
+                    )));
+                }
                 Output::Event(_) => {}
                 Output::Wait(t) => {
                     if let Some(t) = t {

@@ -109,6 +109,7 @@ mod health;
 mod keys;
 mod local;
 mod scripts;
+mod shared;
 mod sync;
 
 #[cfg(feature = "async")]
@@ -117,6 +118,9 @@ mod asynchronous;
 #[cfg(feature = "async")]
 pub use asynchronous::AsyncRedisQuotaStore;
 pub use keys::KeyLayout;
+#[cfg(feature = "async")]
+pub use shared::AsyncSharedQuota;
+pub use shared::{Binding, SharedQuota};
 pub use sync::RedisQuotaStore;
 
 /// What an acquire checks: the call windows, the margin, and for advanced hunting the

@@ -325,7 +325,8 @@ impl SimClient for EngineClient {
                     call: id.0,
                     ok: false,
                 },
-                Output::Event(_) => continue,
+                // Local quota: the engine never asks a store.
+                Output::Event(_) | Output::Quota(_) => continue,
                 Output::Wait(t) => ClientOutput::Wait(t),
             };
         }

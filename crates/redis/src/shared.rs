@@ -1,0 +1,237 @@
+//! The store bound to one app registration: what the clients run for the engine's
+//! [`QuotaOp`]s (see `defender_core::engine::QuotaMode::Shared`).
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use defender_core::engine::{self, AdmitId, QuotaOp, StoreTicket};
+use defender_core::limits::{ApiGroup, Limits};
+use defender_core::quota::QuotaKey;
+
+use crate::{AcquireRequest, Admission, RedisQuotaStore, StoreError, Ticket};
+
+/// One app registration's quota in a store: its tenant and app id (the key), the limits
+/// and the margin every process of the app enforces.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// The tenant id.
+    pub tenant: String,
+    /// The app (client) id.
+    pub app: String,
+    /// The limits enforced (the configured windows; learned ones come from the store).
+    pub limits: Limits,
+    /// Added to every window, as in the in-process quota.
+    pub margin: Duration,
+}
+
+impl Binding {
+    /// A binding.
+    pub fn new(
+        tenant: impl Into<String>,
+        app: impl Into<String>,
+        limits: Limits,
+        margin: Duration,
+    ) -> Binding {
+        Binding {
+            tenant: tenant.into(),
+            app: app.into(),
+            limits,
+            margin,
+        }
+    }
+
+    /// The key of `group`.
+    pub fn key(&self, group: ApiGroup) -> QuotaKey {
+        QuotaKey::new(&self.tenant, &self.app, group)
+    }
+
+    /// What an acquire of `group` checks, with `estimate` reserved (hunting).
+    pub fn request(&self, group: ApiGroup, estimate: Duration) -> AcquireRequest<'_> {
+        AcquireRequest::group(self.limits.group(group), self.margin).estimate(estimate)
+    }
+}
+
+/// The engine's view of a store's answer.
+pub(crate) fn to_engine(answer: Result<Admission, StoreError>) -> engine::Admission {
+    match answer {
+        Ok(Admission::Admitted(ticket)) => engine::Admission::Admitted(StoreTicket::new(ticket)),
+        Ok(Admission::Denied(d)) => engine::Admission::Denied {
+            retry_after: d.retry_after,
+            reason: d.reason.to_string(),
+        },
+        Err(e) => engine::Admission::Unavailable(e.to_string()),
+    }
+}
+
+/// A settle operation failed: the call already went (or never will), so it is not
+/// failed; the windows it touched lapse by themselves.
+pub(crate) fn settle_failed(op: &'static str, group: ApiGroup, e: &StoreError) {
+    tracing::warn!(op, %group, error = %e, "the shared quota store missed an update");
+}
+
+pub(crate) fn ticket(t: StoreTicket) -> Option<Ticket> {
+    let t = t.into_inner::<Ticket>();
+    if t.is_none() {
+        tracing::warn!("a quota ticket from another store was handed to the Redis store");
+    }
+    t
+}
+
+/// A blocking store bound to one app: answers the engine's [`QuotaOp`]s. Cheap to share
+/// between threads (one connection behind a mutex: admissions are one round trip each).
+#[derive(Debug)]
+pub struct SharedQuota {
+    store: Mutex<RedisQuotaStore>,
+    binding: Binding,
+}
+
+impl SharedQuota {
+    /// Binds `store` to one app.
+    pub fn new(store: RedisQuotaStore, binding: Binding) -> SharedQuota {
+        SharedQuota {
+            store: Mutex::new(store),
+            binding,
+        }
+    }
+
+    /// The binding.
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
+    /// Runs `f` on the store.
+    pub fn with_store<R>(&self, f: impl FnOnce(&mut RedisQuotaStore) -> R) -> R {
+        f(&mut self.store.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Performs one operation; an `Acquire` returns the answer for
+    /// `Engine::handle_admission`, the others return `None`.
+    pub fn perform(&self, op: QuotaOp) -> Option<(AdmitId, engine::Admission)> {
+        let b = &self.binding;
+        let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        match op {
+            QuotaOp::Acquire {
+                id,
+                group,
+                estimate,
+            } => {
+                let answer = store.acquire(&b.key(group), &b.request(group, estimate));
+                Some((id, to_engine(answer)))
+            }
+            QuotaOp::Release { group, ticket } => {
+                if let Some(t) = self::ticket(ticket) {
+                    if let Err(e) = store.release(&b.key(group), &t) {
+                        settle_failed("release", group, &e);
+                    }
+                }
+                None
+            }
+            QuotaOp::Complete {
+                group,
+                ticket,
+                running,
+            } => {
+                if let Some(t) = self::ticket(ticket) {
+                    if let Err(e) = store.complete(&b.key(group), &t, running) {
+                        settle_failed("complete", group, &e);
+                    }
+                }
+                None
+            }
+            QuotaOp::Feedback {
+                group,
+                retry_after,
+                limit,
+                runtime_exhausted,
+            } => {
+                if let Err(e) = store.feedback(&b.key(group), retry_after, limit, runtime_exhausted)
+                {
+                    settle_failed("feedback", group, &e);
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+/// An async store bound to one app: answers the engine's [`QuotaOp`]s. Share it in an
+/// `Arc`; its scripts are pipelined on one multiplexed connection.
+#[cfg(feature = "async")]
+#[derive(Debug)]
+pub struct AsyncSharedQuota {
+    store: crate::AsyncRedisQuotaStore,
+    binding: Binding,
+}
+
+#[cfg(feature = "async")]
+impl AsyncSharedQuota {
+    /// Binds `store` to one app.
+    pub fn new(store: crate::AsyncRedisQuotaStore, binding: Binding) -> AsyncSharedQuota {
+        AsyncSharedQuota { store, binding }
+    }
+
+    /// The binding.
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
+    /// The store.
+    pub fn store(&self) -> &crate::AsyncRedisQuotaStore {
+        &self.store
+    }
+
+    /// Performs one operation; an `Acquire` returns the answer for
+    /// `Engine::handle_admission`, the others return `None`.
+    pub async fn perform(&self, op: QuotaOp) -> Option<(AdmitId, engine::Admission)> {
+        let b = &self.binding;
+        let store = &self.store;
+        match op {
+            QuotaOp::Acquire {
+                id,
+                group,
+                estimate,
+            } => {
+                let answer = store
+                    .acquire(&b.key(group), &b.request(group, estimate))
+                    .await;
+                Some((id, to_engine(answer)))
+            }
+            QuotaOp::Release { group, ticket } => {
+                if let Some(t) = self::ticket(ticket) {
+                    if let Err(e) = store.release(&b.key(group), &t).await {
+                        settle_failed("release", group, &e);
+                    }
+                }
+                None
+            }
+            QuotaOp::Complete {
+                group,
+                ticket,
+                running,
+            } => {
+                if let Some(t) = self::ticket(ticket) {
+                    if let Err(e) = store.complete(&b.key(group), &t, running).await {
+                        settle_failed("complete", group, &e);
+                    }
+                }
+                None
+            }
+            QuotaOp::Feedback {
+                group,
+                retry_after,
+                limit,
+                runtime_exhausted,
+            } => {
+                if let Err(e) = store
+                    .feedback(&b.key(group), retry_after, limit, runtime_exhausted)
+                    .await
+                {
+                    settle_failed("feedback", group, &e);
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+}
