@@ -69,6 +69,13 @@ pub enum BuildError {
     /// A URL that would send credentials in the clear.
     #[error(transparent)]
     Insecure(#[from] crate::Error),
+    /// A shared quota store names the quota by tenant and app id, and one is missing.
+    #[error(
+        "a shared quota store needs the tenant and the client (app) id to name the quota: \
+         set them on the builder or in AZURE_TENANT_ID and AZURE_CLIENT_ID (also when a token \
+         provider supplies the tokens)"
+    )]
+    SharedQuotaScope,
 }
 
 impl Settings {
@@ -108,6 +115,14 @@ impl Settings {
     pub fn limits_spec(&mut self, spec: &str) -> Result<(), LimitsError> {
         self.limits = Some(Limits::parse(spec)?);
         Ok(())
+    }
+
+    /// The tenant and app id that name a shared quota.
+    pub fn quota_scope(&self) -> Result<(String, String), BuildError> {
+        match (&self.tenant, &self.client_id) {
+            (Some(t), Some(a)) if !t.is_empty() && !a.is_empty() => Ok((t.clone(), a.clone())),
+            _ => Err(BuildError::SharedQuotaScope),
+        }
     }
 
     /// The engine configuration.
