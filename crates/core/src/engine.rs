@@ -57,7 +57,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{ApiError, Error, TransportError, TransportErrorKind};
-use crate::hunting::{HuntRequest, HuntResponse, HuntResult};
+use crate::hunting::{Column, HuntRequest, HuntResponse, HuntResult, HuntSummary, Stats};
 use crate::incidents::{
     Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate, MAX_TOP,
 };
@@ -65,6 +65,7 @@ use crate::limits::{format_duration, ApiGroup, CallLimit, Limits};
 use crate::policy::{Failure, FailureKind, Policy, Retry, Truncation};
 use crate::quota::{Quota, Ticket, WindowUsage};
 use crate::runtime::{Reservation, RunningTime};
+use crate::stream::{DecodeError, DecodeEvent, RowDecoder};
 use crate::surface::{Endpoints, Surface};
 use crate::throttle::Throttle;
 use crate::token::{AccessToken, ClientCredentials};
@@ -141,6 +142,11 @@ pub enum Call {
     /// Run one window of a ranged hunt: a result at the row cap is flagged, never an
     /// error, whatever the policy says (the range planner bisects it).
     HuntWindow(HuntRequest),
+    /// Run a hunting query whose rows the transport hands to the caller while the body
+    /// arrives: its transmit has [`Transmit::stream`] set; a 2xx body goes through a
+    /// [`HuntStreamer`] and ends with [`Engine::handle_stream_end`]. Ends with
+    /// [`Value::HuntStreamed`].
+    HuntStream(HuntRequest),
     /// List one page of incidents.
     ListIncidents(IncidentQuery),
     /// Follow an `@odata.nextLink` (checked to point at the API's own host).
@@ -155,7 +161,7 @@ impl Call {
     /// The API group the call counts against.
     pub fn group(&self) -> ApiGroup {
         match self {
-            Call::Hunt(_) | Call::HuntWindow(_) => ApiGroup::Hunting,
+            Call::Hunt(_) | Call::HuntWindow(_) | Call::HuntStream(_) => ApiGroup::Hunting,
             _ => ApiGroup::Incidents,
         }
     }
@@ -176,6 +182,8 @@ pub enum Value {
     },
     /// One incident.
     Incident(Box<Incident>),
+    /// The end of a streamed hunt: its rows went to the caller as they arrived.
+    HuntStreamed(HuntSummary),
 }
 
 /// A call's handle.
@@ -201,6 +209,115 @@ pub struct Transmit {
     pub request: http::Request<Vec<u8>>,
     /// Give up on the request after this long and report a timeout.
     pub timeout: Duration,
+    /// A streamed hunt: when the status is 2xx, feed the body to a [`HuntStreamer`] as it
+    /// arrives, hand its rows to the caller, and end with [`Engine::handle_stream_end`]
+    /// (other statuses: read the body and call `handle_response` as usual).
+    pub stream: bool,
+}
+
+/// How a streamed hunting body ended (see [`Call::HuntStream`]).
+#[derive(Debug)]
+pub enum StreamEnd {
+    /// The body was read to its end and decoded.
+    Complete {
+        /// The columns.
+        schema: Vec<Column>,
+        /// The statistics, when the surface sent them.
+        stats: Option<Stats>,
+        /// Rows handed to the caller.
+        rows: u64,
+    },
+    /// The network failed after `rows` rows were handed to the caller.
+    Transport {
+        /// The failure.
+        error: TransportError,
+        /// Rows already handed out (with none, the call is retried like any other).
+        rows: u64,
+    },
+    /// The body did not decode (the error says after how many rows).
+    Decode(DecodeError),
+}
+
+/// What a streamed body yields, in order: the columns, then rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    /// The columns.
+    Schema(Vec<Column>),
+    /// One row.
+    Row(crate::hunting::Row),
+}
+
+/// The transports' side of a streamed hunt: feed it the body's chunks, take its items,
+/// and hand its [`StreamEnd`] to [`Engine::handle_stream_end`]. It holds at most one
+/// element of the document (see [`RowDecoder`]).
+#[derive(Debug, Default)]
+pub struct HuntStreamer {
+    decoder: RowDecoder,
+    schema: Vec<Column>,
+    stats: Option<Stats>,
+}
+
+impl HuntStreamer {
+    /// A streamer.
+    pub fn new() -> HuntStreamer {
+        HuntStreamer::default()
+    }
+
+    /// Adds a chunk of the body; then take items with [`HuntStreamer::next_item`].
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.decoder.feed(chunk);
+    }
+
+    /// The next item, `Ok(None)` when more bytes are needed. On an error, end the stream
+    /// with [`StreamEnd::Decode`].
+    pub fn next_item(&mut self) -> Result<Option<StreamItem>, DecodeError> {
+        loop {
+            match self.decoder.poll()? {
+                None => return Ok(None),
+                Some(DecodeEvent::Stats(s)) => self.stats = Some(s),
+                Some(DecodeEvent::Schema(s)) => {
+                    self.schema = s.clone();
+                    return Ok(Some(StreamItem::Schema(s)));
+                }
+                Some(DecodeEvent::Row(r)) => return Ok(Some(StreamItem::Row(r))),
+            }
+        }
+    }
+
+    /// Rows handed out so far.
+    pub fn rows(&self) -> u64 {
+        self.decoder.rows()
+    }
+
+    /// The body ended: the last items (after `Stats`, or a schema that came late) and
+    /// how it ended.
+    pub fn finish(mut self) -> (Vec<StreamItem>, StreamEnd) {
+        let mut items = Vec::new();
+        loop {
+            match self.next_item() {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => break,
+                Err(e) => return (items, StreamEnd::Decode(e)),
+            }
+        }
+        let end = match self.decoder.finish() {
+            Ok(()) => StreamEnd::Complete {
+                schema: self.schema,
+                stats: self.stats,
+                rows: self.decoder.rows(),
+            },
+            Err(e) => StreamEnd::Decode(e),
+        };
+        (items, end)
+    }
+
+    /// The network failed: how the stream ended.
+    pub fn broken(self, error: TransportError) -> StreamEnd {
+        StreamEnd::Transport {
+            error,
+            rows: self.decoder.rows(),
+        }
+    }
 }
 
 /// An admission's handle: answer it with [`Engine::handle_admission`].
@@ -673,6 +790,114 @@ impl Engine {
         }
     }
 
+    /// A streamed hunt's body ended (see [`Call::HuntStream`]; only for a transmit with
+    /// [`Transmit::stream`] whose status was 2xx). With no row handed out, a network
+    /// failure is retried like any other; after rows were handed out nothing is retried
+    /// (they would come twice) and the call fails with what broke.
+    pub fn handle_stream_end(&mut self, id: SendId, end: StreamEnd, now: Instant) {
+        if let StreamEnd::Transport { error, rows: 0 } = end {
+            return self.handle_transport_error(id, error, now);
+        }
+        self.advance(now);
+        self.dirty = true;
+        let Some(target) = self.sends.remove(&id) else {
+            return;
+        };
+        match target {
+            SendTarget::Token => {}
+            SendTarget::Orphan {
+                group,
+                reservation,
+                store,
+                sent_at,
+            } => {
+                let elapsed = self.now.saturating_duration_since(sent_at);
+                let running = match &end {
+                    StreamEnd::Complete { stats, .. } => stats
+                        .as_ref()
+                        .and_then(|s| s.execution_duration())
+                        .unwrap_or(elapsed),
+                    _ => elapsed,
+                };
+                self.settle(group, reservation, store, running);
+            }
+            SendTarget::Call(call_id) => {
+                let Some(mut state) = self.calls.remove(&call_id) else {
+                    return;
+                };
+                state.ticket = None;
+                let elapsed = self
+                    .now
+                    .saturating_duration_since(state.sent_at.unwrap_or(self.now));
+                let (reservation, store) = (state.reservation.take(), state.store.take());
+                match end {
+                    StreamEnd::Complete {
+                        schema,
+                        stats,
+                        rows,
+                    } => {
+                        self.policy.on_success();
+                        let running = stats
+                            .as_ref()
+                            .and_then(|s| s.execution_duration())
+                            .unwrap_or(elapsed);
+                        self.settle(state.group, reservation, store, running);
+                        self.record_runtime(running);
+                        let row_cap = self.config.limits.hunting.rows;
+                        let truncated = row_cap.is_some_and(|cap| rows >= cap);
+                        if truncated && self.policy.truncation() == Truncation::Error {
+                            return self.fail(
+                                call_id,
+                                Error::Truncated {
+                                    cap: row_cap.unwrap_or_default(),
+                                },
+                            );
+                        }
+                        self.events.push_back(Event::Completed {
+                            id: call_id,
+                            value: Value::HuntStreamed(HuntSummary {
+                                schema,
+                                rows,
+                                stats,
+                                running_time: running,
+                                truncated,
+                                row_cap,
+                            }),
+                        });
+                    }
+                    StreamEnd::Transport { error, .. } => {
+                        self.settle(state.group, reservation, store, elapsed);
+                        self.fail(
+                            call_id,
+                            Error::Transport {
+                                attempts: state.attempts,
+                                error,
+                            },
+                        );
+                    }
+                    StreamEnd::Decode(e) => {
+                        self.settle(state.group, reservation, store, elapsed);
+                        self.fail(
+                            call_id,
+                            Error::Decode {
+                                what: "hunting",
+                                len: e.offset() as usize,
+                                message: e.to_string(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn record_runtime(&mut self, running: Duration) {
+        if self.recent_runtimes.len() == RECENT_RUNTIMES {
+            self.recent_runtimes.pop_front();
+        }
+        self.recent_runtimes.push_back(running);
+    }
+
     /// What the driver must do next. Drain until `Wait`.
     pub fn poll_output(&mut self) -> Output {
         if self.dirty {
@@ -1023,6 +1248,7 @@ impl Engine {
             return;
         };
         let group = state.group;
+        let stream = matches!(state.call, Call::HuntStream(_));
         let request = match self.build_request(&state.call, token) {
             Ok(r) => r,
             Err(e) => {
@@ -1056,6 +1282,7 @@ impl Engine {
             attempt,
             request,
             timeout,
+            stream,
         });
     }
 
@@ -1118,6 +1345,7 @@ impl Engine {
                     attempt: self.token.attempts,
                     request,
                     timeout: Duration::from_secs(30),
+                    stream: false,
                 });
             }
         }
@@ -1178,7 +1406,7 @@ impl Engine {
         let base = &self.config.endpoints.api_base;
         let unsupported = |operation| Error::Unsupported { surface, operation };
         let (method, uri, body) = match call {
-            Call::Hunt(req) | Call::HuntWindow(req) => {
+            Call::Hunt(req) | Call::HuntWindow(req) | Call::HuntStream(req) => {
                 let mut req = req.clone();
                 if surface != Surface::Graph {
                     req.timespan = None;
@@ -1400,7 +1628,7 @@ impl Engine {
             message: e.to_string(),
         };
         match &state.call {
-            Call::Hunt(_) | Call::HuntWindow(_) => {
+            Call::Hunt(_) | Call::HuntWindow(_) | Call::HuntStream(_) => {
                 // The streaming decoder reads row by row: no tree of the whole document.
                 let mut rows = Vec::new();
                 let parsed = crate::stream::decode_streaming(body, |row| rows.push(row)).map(
@@ -1422,10 +1650,7 @@ impl Engine {
                     state.store.take(),
                     running,
                 );
-                if self.recent_runtimes.len() == RECENT_RUNTIMES {
-                    self.recent_runtimes.pop_front();
-                }
-                self.recent_runtimes.push_back(running);
+                self.record_runtime(running);
                 let resp = parsed.map_err(|e| Error::Decode {
                     what: "hunting",
                     len: body.len(),
@@ -1433,7 +1658,8 @@ impl Engine {
                 })?;
                 let result =
                     HuntResult::from_response(resp, self.config.limits.hunting.rows, running);
-                let strict = matches!(state.call, Call::Hunt(_));
+                // A window at the cap is bisected, never an error.
+                let strict = !matches!(state.call, Call::HuntWindow(_));
                 if strict && result.truncated && self.policy.truncation() == Truncation::Error {
                     return Err(Error::Truncated {
                         cap: result.row_cap.unwrap_or_default(),

@@ -156,6 +156,23 @@ impl HuntResult {
     }
 }
 
+/// The end of a streamed hunting result (its rows went to the caller as they arrived).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HuntSummary {
+    /// The columns, in order.
+    pub schema: Vec<Column>,
+    /// How many rows were handed out.
+    pub rows: u64,
+    /// The service's statistics, when it sent them.
+    pub stats: Option<Stats>,
+    /// The running time charged for this query.
+    pub running_time: Duration,
+    /// The result has as many rows as the row cap: the service may have cut it, silently.
+    pub truncated: bool,
+    /// The row cap in force.
+    pub row_cap: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

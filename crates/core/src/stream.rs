@@ -105,6 +105,16 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Where in the body the error is (0 for [`DecodeError::NotDrained`]).
+    pub fn offset(&self) -> u64 {
+        match self {
+            DecodeError::Truncated { offset, .. }
+            | DecodeError::Invalid { offset, .. }
+            | DecodeError::TooLarge { offset, .. } => *offset,
+            DecodeError::NotDrained { .. } => 0,
+        }
+    }
+
     /// Rows handed out before the error.
     pub fn rows(&self) -> u64 {
         match self {
