@@ -22,6 +22,10 @@ pub struct Binding {
     pub limits: Limits,
     /// Added to every window, as in the in-process quota.
     pub margin: Duration,
+    /// When running time is held by queries in flight (perhaps in another process), the
+    /// store cannot know when they complete: the engine asks again after at most this
+    /// long rather than at the reservations' lease (default 1 s).
+    pub in_flight_poll: Duration,
 }
 
 impl Binding {
@@ -37,6 +41,7 @@ impl Binding {
             app: app.into(),
             limits,
             margin,
+            in_flight_poll: Duration::from_secs(1),
         }
     }
 
@@ -52,11 +57,18 @@ impl Binding {
 }
 
 /// The engine's view of a store's answer.
-pub(crate) fn to_engine(answer: Result<Admission, StoreError>) -> engine::Admission {
+pub(crate) fn to_engine(
+    answer: Result<Admission, StoreError>,
+    in_flight_poll: Duration,
+) -> engine::Admission {
     match answer {
         Ok(Admission::Admitted(ticket)) => engine::Admission::Admitted(StoreTicket::new(ticket)),
         Ok(Admission::Denied(d)) => engine::Admission::Denied {
-            retry_after: d.retry_after,
+            retry_after: match d.reason {
+                // A completion, here or in another process, may free it any time.
+                crate::DenyReason::RuntimeInFlight(_) => d.retry_after.min(in_flight_poll),
+                _ => d.retry_after,
+            },
             reason: d.reason.to_string(),
         },
         Err(e) => engine::Admission::Unavailable(e.to_string()),
@@ -116,7 +128,7 @@ impl SharedQuota {
                 estimate,
             } => {
                 let answer = store.acquire(&b.key(group), &b.request(group, estimate));
-                Some((id, to_engine(answer)))
+                Some((id, to_engine(answer, b.in_flight_poll)))
             }
             QuotaOp::Release { group, ticket } => {
                 if let Some(t) = self::ticket(ticket) {
@@ -195,7 +207,7 @@ impl AsyncSharedQuota {
                 let answer = store
                     .acquire(&b.key(group), &b.request(group, estimate))
                     .await;
-                Some((id, to_engine(answer)))
+                Some((id, to_engine(answer, b.in_flight_poll)))
             }
             QuotaOp::Release { group, ticket } => {
                 if let Some(t) = self::ticket(ticket) {
@@ -233,5 +245,42 @@ impl AsyncSharedQuota {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Denied, DenyReason};
+    use defender_core::limits::{CallLimit, RuntimeLimit};
+
+    fn denied(answer: engine::Admission) -> Duration {
+        match answer {
+            engine::Admission::Denied { retry_after, .. } => retry_after,
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn in_flight_denials_are_polled_others_kept_exact() {
+        let poll = Duration::from_secs(1);
+        let lease = Duration::from_secs(600);
+        let runtime = RuntimeLimit {
+            budget: Duration::from_secs(3600),
+            per: Duration::from_secs(3600),
+        };
+        let in_flight = Ok(Admission::Denied(Denied {
+            retry_after: lease,
+            reason: DenyReason::RuntimeInFlight(runtime),
+        }));
+        assert_eq!(denied(to_engine(in_flight, poll)), poll);
+        let window = Ok(Admission::Denied(Denied {
+            retry_after: Duration::from_secs(42),
+            reason: DenyReason::CallWindow(CallLimit {
+                max: 45,
+                per: Duration::from_secs(60),
+            }),
+        }));
+        assert_eq!(denied(to_engine(window, poll)), Duration::from_secs(42));
     }
 }
