@@ -74,7 +74,11 @@ fn main() {
         );
         println!("|---|---|---:|---:|{budget_rule}---:|---:|---:|---:|");
         let mut panels = Vec::new();
-        for strategy in Strategy::ALL {
+        let mut strategies = Strategy::ALL.to_vec();
+        if sc.processes > 1 {
+            strategies.insert(1, Strategy::SharedStore);
+        }
+        for strategy in strategies {
             for mode in [WindowMode::Sliding, WindowMode::Fixed] {
                 let mut cfg = SimConfig::day_2021(sc.workload, mode);
                 cfg.duration = duration;

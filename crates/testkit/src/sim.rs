@@ -11,13 +11,19 @@
 //! generators seeded by [`SimConfig::seed`], and events at the same instant are taken in
 //! the order they were scheduled, so a run is a pure function of its configuration.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use defender_core::engine::{Auth, Call, Config, Engine, Event, Output, SendId};
+use defender_core::engine::{
+    Admission, Auth, Call, Config, Engine, Event, Output, QuotaMode, QuotaOp, SendId, StoreTicket,
+};
 use defender_core::hunting::HuntRequest;
 use defender_core::incidents::IncidentQuery;
+use defender_core::quota::{Quota, Ticket};
+use defender_core::runtime::{Reservation, RunningTime};
 use defender_core::token::{ClientCredentials, Secret};
 use defender_core::{ApiGroup, CallLimit, Endpoints, Limits, Surface};
 use defender_policy::{SplitMix64, StandardPolicy};
@@ -63,6 +69,9 @@ pub enum Strategy {
     Backoff,
     /// A fixed sleep on 429.
     Naive,
+    /// `defender_core::Engine` in every process, admitting through one quota store they
+    /// all share ([`ModelStore`]: what `defender-redis` does, in memory, instant).
+    SharedStore,
 }
 
 impl Strategy {
@@ -81,6 +90,7 @@ impl Strategy {
             Strategy::Governor => "governor",
             Strategy::Backoff => "backoff",
             Strategy::Naive => "naive",
+            Strategy::SharedStore => "our engine, shared store",
         }
     }
 }
@@ -258,6 +268,27 @@ impl EngineClient {
         seed: u64,
         now: Instant,
     ) -> EngineClient {
+        EngineClient::with_mode(
+            limits,
+            margin,
+            workload,
+            policy,
+            seed,
+            now,
+            QuotaMode::Local,
+        )
+    }
+
+    /// [`EngineClient::new`] with the quota in `mode`.
+    pub fn with_mode(
+        limits: Limits,
+        margin: Duration,
+        workload: Workload,
+        policy: StandardPolicy,
+        seed: u64,
+        now: Instant,
+        mode: QuotaMode,
+    ) -> EngineClient {
         let surface = Surface::DefenderXdr;
         let mut config = Config::new(
             surface,
@@ -270,6 +301,7 @@ impl EngineClient {
         config.endpoints = Endpoints::new(surface, Default::default());
         config.limits = limits;
         config.margin = margin;
+        config.quota = mode;
         let policy = policy.seed(seed);
         let engine = Engine::new(config, Box::new(policy), now).expect("https endpoints"); // the global endpoints are https
         EngineClient { engine, workload }
@@ -333,6 +365,202 @@ impl SimClient for EngineClient {
     }
 }
 
+/// The quota store the processes of [`Strategy::SharedStore`] share: core's exact
+/// [`Quota`] per group and [`RunningTime`], with the engines' margin: the semantics of
+/// `defender-redis`, in memory and without latency.
+#[derive(Debug)]
+pub struct ModelStore {
+    quotas: BTreeMap<ApiGroup, Quota>,
+    runtime: RunningTime,
+    /// How soon to ask again when running time is held by queries in flight.
+    poll: Duration,
+}
+
+impl ModelStore {
+    /// A store enforcing `limits` with `margin`.
+    pub fn new(limits: &Limits, margin: Duration) -> ModelStore {
+        ModelStore {
+            quotas: ApiGroup::ALL
+                .into_iter()
+                .map(|g| (g, Quota::new(&limits.group(g).calls, margin)))
+                .collect(),
+            runtime: RunningTime::new(&limits.hunting.runtime, margin),
+            poll: Duration::from_secs(1),
+        }
+    }
+
+    /// Performs `op` at `now`; an acquire returns its answer.
+    pub fn perform(
+        &mut self,
+        op: QuotaOp,
+        now: Instant,
+    ) -> Option<(defender_core::engine::AdmitId, Admission)> {
+        match op {
+            QuotaOp::Acquire {
+                id,
+                group,
+                estimate,
+            } => {
+                let quota = self.quotas.get_mut(&group).expect("every group"); // built from ApiGroup::ALL
+                let ticket = match quota.try_acquire(now) {
+                    Ok(t) => t,
+                    Err(d) => {
+                        return Some((
+                            id,
+                            Admission::Denied {
+                                retry_after: d.retry_at.saturating_duration_since(now),
+                                reason: "a call window".into(),
+                            },
+                        ))
+                    }
+                };
+                let mut reservation = None;
+                if group == ApiGroup::Hunting && !estimate.is_zero() {
+                    match self.runtime.try_reserve(now, estimate) {
+                        Ok(r) => reservation = Some(r),
+                        Err(d) => {
+                            quota.release(ticket);
+                            let wait = d
+                                .retry_at
+                                .map_or(self.poll, |t| t.saturating_duration_since(now));
+                            return Some((
+                                id,
+                                Admission::Denied {
+                                    retry_after: wait,
+                                    reason: "the running-time budget".into(),
+                                },
+                            ));
+                        }
+                    }
+                }
+                Some((
+                    id,
+                    Admission::Admitted(StoreTicket::new((ticket, reservation))),
+                ))
+            }
+            QuotaOp::Release { group, ticket } => {
+                if let Some((t, r)) = ticket.into_inner::<(Ticket, Option<Reservation>)>() {
+                    self.quotas.get_mut(&group).expect("every group").release(t); // as above
+                    if let Some(r) = r {
+                        self.runtime.cancel(r);
+                    }
+                }
+                None
+            }
+            QuotaOp::Complete {
+                ticket, running, ..
+            } => {
+                if let Some((_, Some(r))) = ticket.into_inner::<(Ticket, Option<Reservation>)>() {
+                    self.runtime.complete(r, running, now);
+                }
+                None
+            }
+            QuotaOp::Feedback {
+                group,
+                retry_after,
+                limit,
+                runtime_exhausted,
+            } => {
+                let quota = self.quotas.get_mut(&group).expect("every group"); // as above
+                if let Some(l) = limit {
+                    quota.handle_learned_limit(l);
+                }
+                match (retry_after, runtime_exhausted) {
+                    (Some(w), true) => self.runtime.handle_exhausted(now + w),
+                    (Some(w), false) => quota.handle_retry_at(now + w),
+                    (None, _) => {}
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The engine as a [`SimClient`] admitting through a [`ModelStore`] shared with the other
+/// processes.
+#[derive(Debug)]
+pub struct SharedEngineClient {
+    inner: EngineClient,
+    store: Rc<RefCell<ModelStore>>,
+    now: Instant,
+}
+
+impl SharedEngineClient {
+    /// An engine in [`QuotaMode::Shared`] over `store`.
+    pub fn new(
+        limits: Limits,
+        margin: Duration,
+        workload: Workload,
+        policy: StandardPolicy,
+        seed: u64,
+        now: Instant,
+        store: Rc<RefCell<ModelStore>>,
+    ) -> SharedEngineClient {
+        let inner = EngineClient::with_mode(
+            limits,
+            margin,
+            workload,
+            policy,
+            seed,
+            now,
+            QuotaMode::Shared,
+        );
+        SharedEngineClient { inner, store, now }
+    }
+}
+
+impl SimClient for SharedEngineClient {
+    fn submit(&mut self, now: Instant) -> u64 {
+        self.now = self.now.max(now);
+        self.inner.submit(now)
+    }
+
+    fn handle_response(
+        &mut self,
+        send: u64,
+        response: http::Response<Vec<u8>>,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        self.now = self.now.max(now);
+        self.inner.handle_response(send, response, now, wall);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        self.inner.handle_timeout(now);
+    }
+
+    fn poll(&mut self) -> ClientOutput {
+        loop {
+            return match self.inner.engine.poll_output() {
+                Output::Quota(op) => {
+                    let answer = self.store.borrow_mut().perform(op, self.now);
+                    if let Some((id, a)) = answer {
+                        self.inner.engine.handle_admission(id, a, self.now);
+                    }
+                    continue;
+                }
+                Output::Transmit(t) => ClientOutput::Send {
+                    id: t.id.0,
+                    token: t.call.is_none(),
+                },
+                Output::Event(Event::Completed { id, .. }) => ClientOutput::Ended {
+                    call: id.0,
+                    ok: true,
+                },
+                Output::Event(Event::Failed { id, .. }) => ClientOutput::Ended {
+                    call: id.0,
+                    ok: false,
+                },
+                Output::Event(_) => continue,
+                Output::Wait(t) => ClientOutput::Wait(t),
+            };
+        }
+    }
+}
+
 /// Runs the simulation with the engine and the standard policy in every process.
 pub fn run_engine(cfg: &SimConfig) -> SimReport {
     run(cfg, Strategy::Engine)
@@ -341,6 +569,10 @@ pub fn run_engine(cfg: &SimConfig) -> SimReport {
 /// Runs the simulation with `strategy` in every process.
 pub fn run(cfg: &SimConfig, strategy: Strategy) -> SimReport {
     let per_minute = tightest(&cfg.client_limits, cfg.workload.group());
+    let store = Rc::new(RefCell::new(ModelStore::new(
+        &cfg.client_limits,
+        cfg.margin,
+    )));
     run_with(cfg, |process, now| -> Box<dyn SimClient> {
         // Every process draws its own jitter.
         let seed = cfg.seed.wrapping_add(process as u64 * 0x9E37_79B9);
@@ -365,6 +597,15 @@ pub fn run(cfg: &SimConfig, strategy: Strategy) -> SimReport {
             Strategy::Governor => baseline(BaselineKind::Governor),
             Strategy::Backoff => baseline(BaselineKind::Backoff),
             Strategy::Naive => baseline(BaselineKind::Naive),
+            Strategy::SharedStore => Box::new(SharedEngineClient::new(
+                cfg.client_limits.clone(),
+                cfg.margin,
+                cfg.workload,
+                cfg.engine_policy.clone(),
+                seed,
+                now,
+                store.clone(),
+            )),
         }
     })
 }

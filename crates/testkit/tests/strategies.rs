@@ -65,6 +65,25 @@ fn four_uncoordinated_engines_lose_no_call() {
 }
 
 #[test]
+fn four_engines_sharing_a_store_meet_the_sole_client_targets() {
+    for mode in MODES {
+        let alone = sim(Workload::Incidents, mode, 4, Strategy::Engine);
+        for workload in [Workload::Incidents, runtime_bound()] {
+            let r = sim(workload, mode, 4, Strategy::SharedStore);
+            assert_eq!(r.throttled, 0, "{workload:?}: no 429s");
+            assert_eq!(r.calls_lost(), 0, "{workload:?}: no call lost");
+            match workload {
+                Workload::Incidents => assert!(r.share() >= 0.99, "{:.4}", r.share()),
+                Workload::Hunting { .. } => {
+                    assert!(r.budget_share() >= 0.98, "{:.4}", r.budget_share())
+                }
+            }
+        }
+        assert!(alone.throttled > 0, "without the store they race");
+    }
+}
+
+#[test]
 fn the_baselines_are_worse() {
     for mode in MODES {
         for workload in [Workload::Incidents, runtime_bound()] {
