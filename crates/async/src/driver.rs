@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use defender_core::engine::{
-    Call, CallId, Engine, Event, GroupUsage, Output, SendId, Transmit, Value,
+    Admission, AdmitId, Call, CallId, Engine, Event, GroupUsage, Output, QuotaOp, SendId, Transmit,
+    Value,
 };
 use defender_core::token::AccessToken;
 use defender_core::{Error, TransportError, TransportErrorKind};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::{Progress, TokenProvider};
+use crate::{Progress, QuotaStore, TokenProvider};
 
 static KEYS: AtomicU64 = AtomicU64::new(1);
 
@@ -35,12 +36,14 @@ pub(crate) enum Command {
 enum Internal {
     Response(SendId, Result<http::Response<Vec<u8>>, TransportError>),
     Token(Result<AccessToken, Error>),
+    Admission(AdmitId, Admission),
 }
 
 pub(crate) struct Driver {
     engine: Engine,
     http: reqwest::Client,
     provider: Option<Arc<dyn TokenProvider>>,
+    store: Option<Arc<dyn QuotaStore>>,
     scope: String,
     max_body: usize,
     progress: broadcast::Sender<Progress>,
@@ -55,6 +58,7 @@ impl Driver {
         engine: Engine,
         http: reqwest::Client,
         provider: Option<Arc<dyn TokenProvider>>,
+        store: Option<Arc<dyn QuotaStore>>,
         scope: String,
         max_body: usize,
         progress: broadcast::Sender<Progress>,
@@ -64,6 +68,7 @@ impl Driver {
             engine,
             http,
             provider,
+            store,
             scope,
             max_body,
             progress,
@@ -117,6 +122,7 @@ impl Driver {
             }
             Internal::Response(id, Err(e)) => self.engine.handle_transport_error(id, e, now),
             Internal::Token(t) => self.engine.handle_token(t, now),
+            Internal::Admission(id, a) => self.engine.handle_admission(id, a, now),
         }
     }
 
@@ -143,8 +149,7 @@ impl Driver {
                 }
                 Output::Event(Event::NeedToken) => self.fetch_token(),
                 Output::Event(_) => {}
-                // Only with a shared store, which this driver does not take yet.
-                Output::Quota(_) => {}
+                Output::Quota(op) => self.quota(op),
                 Output::Wait(t) => return t,
             }
         }
@@ -154,6 +159,28 @@ impl Driver {
         if let Some((key, reply)) = self.waiters.remove(&id) {
             self.keys.remove(&key);
             let _ = reply.send(result);
+        }
+    }
+
+    /// Performs a shared-store operation in a task of its own; an admission comes back
+    /// as an input.
+    fn quota(&mut self, op: QuotaOp) {
+        let tx = self.internal_tx.clone();
+        match self.store.clone() {
+            Some(store) => {
+                tokio::spawn(async move {
+                    if let Some((id, answer)) = store.perform(op).await {
+                        let _ = tx.send(Internal::Admission(id, answer));
+                    }
+                });
+            }
+            None => {
+                // The engine asks only when built with a store: unreachable, but answer.
+                if let QuotaOp::Acquire { id, .. } = op {
+                    let answer = Admission::Unavailable("no quota store was given".into());
+                    let _ = tx.send(Internal::Admission(id, answer));
+                }
+            }
         }
     }
 

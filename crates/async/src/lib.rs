@@ -28,13 +28,21 @@
 
 mod driver;
 mod range;
+mod shared;
 
 pub use range::RangeHunt;
+pub use shared::QuotaStore;
+
+/// The attribute that implements [`TokenProvider`] and [`QuotaStore`].
+pub use async_trait::async_trait;
+pub use defender_core::engine::{Admission, AdmitId, QuotaMode, QuotaOp, StoreTicket};
+/// The Redis store crate, with the `redis` feature.
+#[cfg(feature = "redis")]
+pub use defender_redis;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use futures_util::stream::{self, Stream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -278,6 +286,7 @@ pub struct ClientBuilder {
     token_provider: Option<Arc<dyn TokenProvider>>,
     http: Option<reqwest::Client>,
     max_body_bytes: usize,
+    store: Option<shared::StoreChoice>,
 }
 
 pub use defender_core::settings::DEFAULT_MAX_BODY_BYTES;
@@ -290,6 +299,7 @@ impl ClientBuilder {
             token_provider: None,
             http: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            store: None,
         }
     }
 
@@ -315,11 +325,52 @@ impl ClientBuilder {
         self
     }
 
+    /// Admits calls through `store`, a quota shared with other processes of the same app,
+    /// instead of this client's own quota (see [`QuotaStore`]).
+    pub fn quota_store(mut self, store: Arc<dyn QuotaStore>) -> Self {
+        self.store = Some(shared::StoreChoice::Store(store));
+        self
+    }
+
+    /// Admits calls through the quota shared on Redis by every process of this app
+    /// (`defender-redis`): at [`build`](Self::build) the store is opened (it connects on
+    /// first use) and bound to the tenant and client id with the final limits and margin.
+    /// `build` fails with [`BuildError::SharedQuotaScope`] when the tenant or client id is
+    /// unknown, and with a [`Error::QuotaStore`] inside [`BuildError::Insecure`] when the
+    /// URL does not parse.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use defender_async::defender_redis::StoreConfig;
+    ///
+    /// let client = defender_async::Client::builder()
+    ///     .from_env()
+    ///     .limits("xdr")?
+    ///     .redis_quota(StoreConfig::new("redis://127.0.0.1:6379"))
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis_quota(mut self, config: defender_redis::StoreConfig) -> Self {
+        self.store = Some(shared::StoreChoice::Redis(config));
+        self
+    }
+
     /// Builds the client and starts its driver task. Must be called inside a tokio
     /// runtime.
     pub fn build(self) -> Result<Client, BuildError> {
         let surface = self.settings.surface;
-        let config = self.settings.into_config()?;
+        // What names a shared quota, read before the settings turn into a config.
+        let scope = self.settings.quota_scope();
+        let mut config = self.settings.into_config()?;
+        let store = match self.store {
+            Some(choice) => {
+                let store = choice.open(scope, &config)?;
+                config.quota = QuotaMode::Shared;
+                Some(store)
+            }
+            None => None,
+        };
         let limits = config.limits.clone();
         let http = match self.http {
             Some(h) => h,
@@ -336,6 +387,7 @@ impl ClientBuilder {
             engine,
             http,
             self.token_provider,
+            store,
             scope,
             self.max_body_bytes,
             progress.clone(),

@@ -7,12 +7,13 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 use defender_core::engine::{
-    Call, CallId, Engine, Event, GroupUsage, Output, SendId, Transmit, Value,
+    Admission, AdmitId, Call, CallId, Engine, Event, GroupUsage, Output, QuotaOp, SendId, Transmit,
+    Value,
 };
 use defender_core::token::AccessToken;
 use defender_core::{Error, TransportError, TransportErrorKind};
 
-use crate::{Progress, TokenProvider};
+use crate::{Progress, QuotaStore, TokenProvider};
 
 pub(crate) enum Msg {
     Submit {
@@ -22,6 +23,7 @@ pub(crate) enum Msg {
     Usage(mpsc::Sender<Vec<GroupUsage>>),
     Response(SendId, Result<http::Response<Vec<u8>>, TransportError>),
     Token(Result<AccessToken, Error>),
+    Admission(AdmitId, Admission),
     Shutdown,
 }
 
@@ -34,6 +36,10 @@ pub(crate) struct Driver {
     pub(crate) progress: Option<mpsc::Sender<Progress>>,
     pub(crate) tx: mpsc::Sender<Msg>,
     pub(crate) workers: Workers,
+    /// The shared quota store, when there is one.
+    pub(crate) store: Option<Arc<dyn QuotaStore>>,
+    /// Operations for the store's thread (started on the first operation).
+    pub(crate) store_ops: Option<mpsc::Sender<QuotaOp>>,
 }
 
 impl Driver {
@@ -70,6 +76,7 @@ impl Driver {
                 }
                 Msg::Response(id, Err(e)) => self.engine.handle_transport_error(id, e, now),
                 Msg::Token(t) => self.engine.handle_token(t, now),
+                Msg::Admission(id, answer) => self.engine.handle_admission(id, answer, now),
                 Msg::Shutdown => return,
             }
         }
@@ -110,10 +117,51 @@ impl Driver {
                 }
                 Output::Event(Event::NeedToken) => self.fetch_token(),
                 Output::Event(_) => {}
-                // Only with a shared store, which this driver does not take yet.
-                Output::Quota(_) => {}
+                Output::Quota(op) => self.quota(op),
                 Output::Wait(t) => return t,
             }
+        }
+    }
+
+    /// Store operations are blocking IO: they run on a thread of their own, in order, so
+    /// that this thread keeps answering every other call meanwhile.
+    fn quota(&mut self, op: QuotaOp) {
+        let Some(store) = self.store.clone() else {
+            // The engine emits store operations only in shared mode, set with a store.
+            if let QuotaOp::Acquire { id, .. } = op {
+                let answer = Admission::Unavailable("no quota store was given".into());
+                let _ = self.tx.send(Msg::Admission(id, answer));
+            }
+            return;
+        };
+        if self.store_ops.is_none() {
+            let (ops, rx) = mpsc::channel::<QuotaOp>();
+            let results = self.tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("defender-quota".into())
+                .spawn(move || {
+                    for op in rx {
+                        if let Some((id, answer)) = store.perform(op) {
+                            if results.send(Msg::Admission(id, answer)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            match spawned {
+                Ok(_) => self.store_ops = Some(ops),
+                Err(e) => {
+                    if let QuotaOp::Acquire { id, .. } = op {
+                        let answer =
+                            Admission::Unavailable(format!("could not start a thread: {e}"));
+                        let _ = self.tx.send(Msg::Admission(id, answer));
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(ops) = &self.store_ops {
+            let _ = ops.send(op);
         }
     }
 

@@ -26,8 +26,14 @@
 #[doc(hidden)]
 pub mod driver;
 mod range;
+mod store;
 
 pub use range::RangeHunt;
+pub use store::QuotaStore;
+
+pub use defender_core::engine::{Admission, AdmitId, QuotaMode, QuotaOp, StoreTicket};
+#[cfg(feature = "redis")]
+pub use defender_redis;
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -258,6 +264,9 @@ pub struct ClientBuilder {
     agent: Option<ureq::Agent>,
     max_body_bytes: usize,
     progress: Option<mpsc::Sender<Progress>>,
+    quota_store: Option<Arc<dyn QuotaStore>>,
+    #[cfg(feature = "redis")]
+    redis: Option<defender_redis::StoreConfig>,
 }
 
 pub use defender_core::settings::DEFAULT_MAX_BODY_BYTES;
@@ -271,6 +280,9 @@ impl ClientBuilder {
             agent: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             progress: None,
+            quota_store: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 
@@ -302,10 +314,73 @@ impl ClientBuilder {
         self
     }
 
+    /// Admits calls through `store`, a quota shared with other processes (or other
+    /// clients), instead of this client's own quota: the engine runs in
+    /// [`QuotaMode::Shared`]. See [`QuotaStore`].
+    pub fn quota_store(mut self, store: Arc<dyn QuotaStore>) -> Self {
+        self.quota_store = Some(store);
+        #[cfg(feature = "redis")]
+        {
+            self.redis = None;
+        }
+        self
+    }
+
+    /// Admits calls through the quota on Redis that every process of this app shares
+    /// (`defender-redis`), named by the tenant and client id and enforcing this client's
+    /// final limits and margin. The store connects on first use; `build` fails with
+    /// [`BuildError::SharedQuotaScope`] when the tenant or client id is unknown, and with
+    /// a [`BuildError::Insecure`] holding [`Error::QuotaStore`] when the URL is invalid.
+    ///
+    /// ```no_run
+    /// use defender_blocking::defender_redis::StoreConfig;
+    /// use defender_blocking::Client;
+    ///
+    /// let client = Client::builder()
+    ///     .from_env()
+    ///     .limits("xdr")?
+    ///     .redis_quota(StoreConfig::new("redis://127.0.0.1:6379"))
+    ///     .build()?;
+    /// # drop(client);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis_quota(mut self, config: defender_redis::StoreConfig) -> Self {
+        self.redis = Some(config);
+        self.quota_store = None;
+        self
+    }
+
     /// Builds the client and starts its driver thread.
     pub fn build(self) -> Result<Client, BuildError> {
         let surface = self.settings.surface;
-        let config = self.settings.into_config()?;
+        #[cfg(feature = "redis")]
+        let redis = match self.redis {
+            Some(config) => Some((config, self.settings.quota_scope()?)),
+            None => None,
+        };
+        let mut config = self.settings.into_config()?;
+        #[cfg(feature = "redis")]
+        let quota_store = match redis {
+            Some((store, (tenant, app))) => {
+                let store = defender_redis::RedisQuotaStore::open(store).map_err(|e| {
+                    // No closer variant in core: a typed store error, as a call would get.
+                    BuildError::Insecure(Error::QuotaStore {
+                        message: e.to_string(),
+                    })
+                })?;
+                let binding =
+                    defender_redis::Binding::new(tenant, app, config.limits.clone(), config.margin);
+                Some(Arc::new(defender_redis::SharedQuota::new(store, binding))
+                    as Arc<dyn QuotaStore>)
+            }
+            None => self.quota_store,
+        };
+        #[cfg(not(feature = "redis"))]
+        let quota_store = self.quota_store;
+        if quota_store.is_some() {
+            config.quota = QuotaMode::Shared;
+        }
         let limits = config.limits.clone();
         let scope = config.endpoints.scope.clone();
         let policy = self
@@ -323,6 +398,8 @@ impl ClientBuilder {
             progress: self.progress,
             tx: tx.clone(),
             workers: driver::Workers::default(),
+            store: quota_store,
+            store_ops: None,
         };
         std::thread::Builder::new()
             .name("defender-driver".into())

@@ -22,6 +22,7 @@ use defender_core::timefmt::{format_rfc3339, parse_rfc3339};
 use defender_core::{Cloud, Error, Surface};
 use defender_emulator::{EmulatorArgs, EmulatorHandle};
 use defender_policy::StandardPolicy;
+use defender_redis::{AcquireRequest, AsyncRedisQuotaStore, OnRedisError, QuotaKey, StoreConfig};
 use futures_util::StreamExt;
 
 use output::{Format, Sink};
@@ -74,6 +75,15 @@ struct Cli {
     /// Start an emulator in-process and run against it: no tenant, secret or network.
     #[arg(long, global = true)]
     emulator: bool,
+    /// Share the quota with every other process of the same app through this Redis
+    /// (redis://[user:password@]host:port[/db]): calls, running time and the server's
+    /// retry times are counted once for all of them.
+    #[arg(long, global = true, env = "DEFENDER_QUOTA_STORE", value_name = "URL")]
+    quota_store: Option<String>,
+    /// When the quota store cannot be reached: fail the call (exit 6), or fall back to this
+    /// process's own quota with a warning.
+    #[arg(long, global = true, default_value = "fail", value_parser = ["fail", "local"])]
+    quota_store_fallback: String,
     /// More detail on standard error.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -94,7 +104,8 @@ enum Command {
     /// List, get and update incidents.
     #[command(subcommand)]
     Incidents(IncidentsCommand),
-    /// Show the effective limits (and, with --emulator, the quota usage).
+    /// Show the effective limits (and, with --emulator, this process's quota usage; with
+    /// --quota-store, the usage shared by every process of the app).
     Limits,
     /// Run the emulator as a server until Ctrl-C.
     Emulator(EmulatorArgs),
@@ -354,6 +365,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         .clone()
         .unwrap_or_else(|| cli.api.preset().limits());
     let mut emulator: Option<EmulatorHandle> = None;
+    // The tenant and app that name a shared quota.
+    let scope: Option<(String, String)>;
     let mut builder = Client::builder()
         .surface(cli.api)
         .cloud(cli.cloud)
@@ -377,6 +390,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         if cli.verbose > 0 {
             eprintln!("defender: emulator at {}", emu.base_url());
         }
+        scope = Some((
+            defender_emulator::DEFAULT_TENANT.to_owned(),
+            defender_emulator::DEFAULT_CLIENT_ID.to_owned(),
+        ));
         emulator = Some(emu);
     } else {
         if let Some(t) = &cli.tenant {
@@ -395,6 +412,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             builder = builder.client_secret(secret.trim());
         }
         builder = builder.from_env();
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        scope = cli
+            .tenant
+            .clone()
+            .or_else(|| env("AZURE_TENANT_ID"))
+            .zip(cli.client_id.clone().or_else(|| env("AZURE_CLIENT_ID")));
         if let Some(u) = &cli.base_url {
             builder = builder.base_url(u);
         }
@@ -402,12 +425,45 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             builder = builder.login_url(u);
         }
     }
+    let store = cli.quota_store.as_ref().map(|url| {
+        let mut c = StoreConfig::new(url.clone());
+        if cli.quota_store_fallback == "local" {
+            c.on_error = OnRedisError::FallBackToLocal;
+        }
+        c
+    });
+    if let Some(c) = &store {
+        // Say at once when the store is not there: fail before anything is sent, or warn
+        // that this process counts on its own.
+        let probe = AsyncRedisQuotaStore::open(c.clone()).map_err(|e| Failure {
+            code: 2,
+            message: format!("{e}."),
+        })?;
+        if let Err(e) = probe.ping().await {
+            if c.on_error == OnRedisError::FallBackToLocal {
+                ui.warn(&format!(
+                    "{e}; counting this process's calls on its own (--quota-store-fallback local)."
+                ));
+            } else {
+                return Err(Failure {
+                    code: 6,
+                    message: format!(
+                        "{e}. With --quota-store-fallback local, this process counts on its own meanwhile."
+                    ),
+                });
+            }
+        }
+        builder = builder.redis_quota(c.clone());
+    }
     let client = builder.build()?;
     let waits = spawn_wait_reporter(&client, &ui);
     let result = match cli.command {
         Command::Hunt(args) => hunt(&client, &ui, args).await,
         Command::Incidents(cmd) => incidents(&client, &ui, cmd).await,
-        Command::Limits => show_limits(&client, emulator.is_some()).await,
+        Command::Limits => {
+            let shared = store.zip(scope);
+            show_limits(&client, emulator.is_some(), shared).await
+        }
         Command::Emulator(_) => unreachable!("handled above"),
     };
     waits.abort();
@@ -813,7 +869,11 @@ fn print_incident(
     writeln!(out, "{text}").map_err(|e| Failure::io("could not write", e))
 }
 
-async fn show_limits(client: &Client, with_usage: bool) -> Result<(), Failure> {
+async fn show_limits(
+    client: &Client,
+    with_usage: bool,
+    shared: Option<(StoreConfig, (String, String))>,
+) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     let limits = client.limits();
     let mut lines = vec![format!("API: {}", client.surface())];
@@ -847,10 +907,83 @@ async fn show_limits(client: &Client, with_usage: bool) -> Result<(), Failure> {
             }
         }
     }
+    if let Some((config, (tenant, app))) = shared {
+        lines.extend(shared_usage(client, config, &tenant, &app).await?);
+    }
     for l in lines {
         writeln!(out, "{l}").map_err(|e| Failure::io("could not write", e))?;
     }
     Ok(())
+}
+
+/// The usage every process of the app shares, read from the quota store.
+async fn shared_usage(
+    client: &Client,
+    config: StoreConfig,
+    tenant: &str,
+    app: &str,
+) -> Result<Vec<String>, Failure> {
+    let url = config.redacted_url();
+    let store_failure = |e: defender_redis::StoreError| Failure {
+        code: 6,
+        message: format!("{e}."),
+    };
+    let store = AsyncRedisQuotaStore::open(config).map_err(store_failure)?;
+    let mut lines = vec![format!("shared quota: {url} (tenant {tenant}, app {app})")];
+    let margin =
+        defender_core::engine::Config::new(client.surface(), defender_core::engine::Auth::External)
+            .margin;
+    for group in defender_core::ApiGroup::ALL {
+        let limits = client.limits().group(group);
+        let key = QuotaKey::new(tenant, app, group);
+        let u = store
+            .usage(&key, &AcquireRequest::group(limits, margin))
+            .await
+            .map_err(store_failure)?;
+        if u.local {
+            lines.push(format!(
+                "shared {group}: the store is unreachable; this process's own count follows"
+            ));
+        }
+        for w in &u.calls {
+            let next = if w.next_free_in.is_zero() {
+                "a slot is free now".to_owned()
+            } else {
+                format!("next free slot in {}", format_duration(w.next_free_in))
+            };
+            lines.push(format!(
+                "shared {group}: {} of {} ({next})",
+                w.used, w.limit
+            ));
+        }
+        for r in &u.runtime {
+            lines.push(format!(
+                "shared {group}: {} of running time charged in {}",
+                format_duration(r.charged),
+                r.limit
+            ));
+        }
+        if u.in_flight > 0 {
+            lines.push(format!(
+                "shared {group}: {} queries in flight hold {}",
+                u.in_flight,
+                format_duration(u.reserved)
+            ));
+        }
+        if !u.blocked_for.is_zero() {
+            lines.push(format!(
+                "shared {group}: the server asked to wait {} more",
+                format_duration(u.blocked_for)
+            ));
+        }
+        if !u.runtime_blocked_for.is_zero() {
+            lines.push(format!(
+                "shared {group}: running-time budget spent for {} more",
+                format_duration(u.runtime_blocked_for)
+            ));
+        }
+    }
+    Ok(lines)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ fn defender(args: &[&str]) -> Output {
         .env_remove("AZURE_TENANT_ID")
         .env_remove("AZURE_CLIENT_ID")
         .env_remove("AZURE_CLIENT_SECRET")
+        .env_remove("DEFENDER_QUOTA_STORE")
         .output()
         .expect("the binary runs")
 }
@@ -20,6 +21,7 @@ fn with_secret(args: &[&str], secret: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_defender"))
         .args(args)
         .env("AZURE_CLIENT_SECRET", secret)
+        .env_remove("DEFENDER_QUOTA_STORE")
         .output()
         .expect("the binary runs")
 }
@@ -416,4 +418,138 @@ fn emulator_command_serves_until_stopped() {
             .any(|l| l.contains("AZURE_CLIENT_SECRET=emulator-secret")),
         "it says how to connect"
     );
+}
+
+/// `REDIS_URL` (default `redis://127.0.0.1:6379`) when a Redis answers there; `None`
+/// (with a note) otherwise, unless `REDIS_REQUIRED` is set, which fails instead.
+fn redis_url() -> Option<String> {
+    use std::io::{Read, Write};
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let addr = url
+        .split_once("://")
+        .map_or(url.as_str(), |(_, r)| r)
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let pong = std::net::TcpStream::connect(&addr).ok().and_then(|mut s| {
+        s.write_all(b"PING\r\n").ok()?;
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).ok()?;
+        Some(&buf == b"+PONG\r\n")
+    });
+    if pong == Some(true) {
+        return Some(url);
+    }
+    assert!(
+        std::env::var_os("REDIS_REQUIRED").is_none(),
+        "no Redis at {url} and REDIS_REQUIRED is set"
+    );
+    eprintln!("SKIPPED: no Redis at {url}");
+    None
+}
+
+#[test]
+fn quota_store_counts_every_invocation_once() {
+    let Some(url) = redis_url() else { return };
+    // A client id of its own, so the shared keys are this test's alone.
+    let app = format!(
+        "cli-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let emu = rt
+        .block_on(
+            Emulator::builder()
+                .app(defender_emulator::App::new(
+                    "emulator",
+                    &app,
+                    "app-secret",
+                    &defender_emulator::ALL_PERMISSIONS,
+                ))
+                .spawn(),
+        )
+        .unwrap();
+    let base = emu.base_url();
+    let args = |rest: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--base-url",
+            &base,
+            "--login-url",
+            &base,
+            "--tenant",
+            "emulator",
+            "--client-id",
+            &app,
+            "--quota-store",
+            &url,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(rest.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |rest: &[&str]| {
+        let a = args(rest);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        with_secret(&a, "app-secret")
+    };
+    let used = |text: &str| -> u32 {
+        text.lines()
+            .find(|l| l.starts_with("shared incidents:") && l.contains("calls per 1m"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a shared incidents line in {text}"))
+    };
+    let before = run(&["limits"]);
+    assert_eq!(code(&before), 0, "{}", stderr(&before));
+    let text = stdout(&before);
+    assert!(text.contains(&format!("shared quota: {url}")), "{text}");
+    assert_eq!(used(&text), 0, "{text}");
+    for _ in 0..2 {
+        let get = run(&["incidents", "get", "1000", "--format", "json"]);
+        assert_eq!(code(&get), 0, "{}", stderr(&get));
+    }
+    let after = run(&["limits"]);
+    assert_eq!(used(&stdout(&after)), 2, "{}", stdout(&after));
+
+    // An unreachable store: fail (exit 6, nothing sent), or fall back with a warning.
+    let dead = "redis://127.0.0.1:1";
+    let sent = emu.stats().requests;
+    let a = args(&["incidents", "get", "1000"]);
+    let mut a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let i = a.iter().position(|x| *x == url.as_str()).unwrap();
+    a[i] = dead;
+    let failed = with_secret(&a, "app-secret");
+    assert_eq!(code(&failed), 6, "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("quota store"),
+        "{}",
+        stderr(&failed)
+    );
+    assert!(
+        emu.stats().requests <= sent + 1,
+        "at most the token request went out"
+    );
+    a.extend(["--quota-store-fallback", "local"]);
+    let fell_back = with_secret(&a, "app-secret");
+    assert_eq!(code(&fell_back), 0, "{}", stderr(&fell_back));
+    assert!(
+        stderr(&fell_back).contains("on its own"),
+        "a warning: {}",
+        stderr(&fell_back)
+    );
+    drop(rt);
 }
