@@ -1,9 +1,45 @@
-//! The driver thread: owns the engine, performs its transmits with ureq on worker
-//! threads, sleeps until its timers, and answers the waiting callers. No decision is made
-//! here.
+//! How calls run: no driver thread. The engine sits behind a mutex shared by every clone
+//! of a `Client`, and each calling thread drives it for itself. No decision is made here.
+//!
+//! ```text
+//!  call ──► lock, submit, drain
+//!             │
+//!   ┌────────►▼
+//!   │    own transmit? ──yes──► hand queued shared work to a waiting thread;
+//!   │         │ no              unlock, HTTP, lock, handle_response, drain ──────┐
+//!   │         ▼                                                                  │
+//!   │    outcome? ──yes──► return (shared work still queued: a waiting thread    │
+//!   │         │ no          takes it, or this one does it first)                 │
+//!   │         ▼                                                                  │
+//!   │    shared work? ──yes──► unlock, perform, lock, answer, drain ─────────────┤
+//!   │         │ no   (a token, a store operation)                                │
+//!   │         ▼                                                                  │
+//!   │    timer due? ──yes──► handle_timeout, drain ──────────────────────────────┤
+//!   │         │ no                                                               │
+//!   │         ▼                                                                  │
+//!   │    wait on the call's condvar, at most until the engine's timer ───────────┤
+//!   └────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! The mutex is never held during IO. Draining routes every output: a transmit or a final
+//! event of another call goes into that call's slot and wakes its thread; tokens and
+//! store operations ("shared work") go into one queue that whichever thread is free
+//! performs. In the common case the calling thread sends its own request: no hand-off.
+//!
+//! Timers: every thread waiting on its condvar waits at most until the engine's latest
+//! `Wait(Some(t))`, and a drain that moves that instant earlier wakes them all, so a timer
+//! fires while any caller waits. Only queued calls have timers, and a queued call's thread
+//! is never inside its own HTTP exchange: it waits (and so owns the timers) or is busy
+//! with shared work and looks at the timer when it is done.
+//!
+//! Shared work never waits behind a thread's own exchange (a hunting query may run for
+//! minutes): a thread about to send its own request hands queued shared work to a
+//! waiting thread. The work's beneficiaries (calls waiting for a token or an admission)
+//! have threads that are waiting or busy here, so some thread takes it.
 
-use std::collections::HashMap;
-use std::sync::{mpsc, Arc};
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use defender_core::engine::{
@@ -15,90 +51,195 @@ use defender_core::{Error, TransportError, TransportErrorKind};
 
 use crate::{Progress, QuotaStore, TokenProvider};
 
-pub(crate) enum Msg {
-    Submit {
-        call: Call,
-        reply: mpsc::Sender<Result<Value, Error>>,
-    },
-    Usage(mpsc::Sender<Vec<GroupUsage>>),
-    Response(SendId, Result<http::Response<Vec<u8>>, TransportError>),
-    Token(Result<AccessToken, Error>),
-    Admission(AdmitId, Admission),
-    Shutdown,
+/// What every clone of a client shares: the engine and the means to do its IO.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    agent: ureq::Agent,
+    provider: Option<Arc<dyn TokenProvider>>,
+    scope: String,
+    max_body: usize,
+    progress: Option<mpsc::Sender<Progress>>,
+    store: Option<Arc<dyn QuotaStore>>,
 }
 
-pub(crate) struct Driver {
+/// Everything behind the mutex.
+struct State {
+    engine: Engine,
+    /// The calls in progress, one per calling thread.
+    slots: HashMap<CallId, Slot>,
+    /// Tokens to fetch and store operations to perform, by whichever thread is free.
+    work: VecDeque<Work>,
+    /// The engine's latest `Wait`: when `handle_timeout` is due.
+    timer: Option<Instant>,
+}
+
+/// One call's mailbox.
+struct Slot {
+    wake: Arc<Condvar>,
+    /// Its thread waits on `wake`.
+    waiting: bool,
+    /// Its next request, for its thread to send (the engine has at most one per call).
+    transmit: Option<Transmit>,
+    /// How it ended.
+    outcome: Option<Result<Value, Error>>,
+}
+
+/// IO that does not belong to one call.
+enum Work {
+    /// A token request (or a request whose caller is gone).
+    Transmit(Box<Transmit>),
+    /// An operation on the shared quota store.
+    Quota(QuotaOp),
+    /// A token from the token provider.
+    Token,
+}
+
+/// The answer of some IO, for the engine.
+enum Input {
+    Response(SendId, Result<http::Response<Vec<u8>>, TransportError>),
+    Admission(AdmitId, Admission),
+    Token(Result<AccessToken, Error>),
+}
+
+/// What a client is built with.
+pub(crate) struct Parts {
     pub(crate) engine: Engine,
     pub(crate) agent: ureq::Agent,
     pub(crate) provider: Option<Arc<dyn TokenProvider>>,
     pub(crate) scope: String,
     pub(crate) max_body: usize,
     pub(crate) progress: Option<mpsc::Sender<Progress>>,
-    pub(crate) tx: mpsc::Sender<Msg>,
-    pub(crate) workers: Workers,
-    /// The shared quota store, when there is one.
     pub(crate) store: Option<Arc<dyn QuotaStore>>,
-    /// Operations for the store's thread (started on the first operation).
-    pub(crate) store_ops: Option<mpsc::Sender<QuotaOp>>,
 }
 
-impl Driver {
-    pub(crate) fn run(mut self, rx: mpsc::Receiver<Msg>) {
-        let mut waiters: HashMap<CallId, mpsc::Sender<Result<Value, Error>>> = HashMap::new();
+impl Shared {
+    pub(crate) fn new(parts: Parts) -> Shared {
+        Shared {
+            state: Mutex::new(State {
+                engine: parts.engine,
+                slots: HashMap::new(),
+                work: VecDeque::new(),
+                timer: None,
+            }),
+            agent: parts.agent,
+            provider: parts.provider,
+            scope: parts.scope,
+            max_body: parts.max_body,
+            progress: parts.progress,
+            store: parts.store,
+        }
+    }
+
+    /// A panic while the engine was borrowed leaves it in an unknown state: the client is
+    /// then unusable, as a stopped driver was.
+    fn lock(&self) -> Result<MutexGuard<'_, State>, Error> {
+        self.state.lock().map_err(|_| Error::Shutdown)
+    }
+
+    /// Usage of every group's quota now.
+    pub(crate) fn usage(&self) -> Result<Vec<GroupUsage>, Error> {
+        Ok(self.lock()?.engine.usage(Instant::now()))
+    }
+
+    /// Makes one call on this thread, blocking until it ends.
+    pub(crate) fn call(&self, call: Call) -> Result<Value, Error> {
+        let wake = Arc::new(Condvar::new());
+        // Declared before the lock guard, so it is dropped after it (it may lock).
+        let mut guard = CallGuard {
+            shared: self,
+            id: None,
+        };
+        let mut st = self.lock()?;
+        let id = st.engine.submit(call, Instant::now());
+        guard.id = Some(id);
+        st.slots.insert(
+            id,
+            Slot {
+                wake: wake.clone(),
+                waiting: false,
+                transmit: None,
+                outcome: None,
+            },
+        );
+        self.drain(&mut st);
         loop {
-            let timer = self.drain(&mut waiters);
-            let msg = match timer {
-                Some(t) => match rx.recv_timeout(t.saturating_duration_since(Instant::now())) {
-                    Ok(m) => m,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.engine.handle_timeout(Instant::now());
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                },
-                None => match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => return,
-                },
-            };
+            let slot = st
+                .slots
+                .get_mut(&id)
+                .expect("a slot lives until its call returns"); // removed only below
+            if let Some(t) = slot.transmit.take() {
+                // Shared work must not wait behind this exchange: a waiting thread takes it.
+                wake_for_work(&mut st);
+                drop(st);
+                let input = self.transmit(t);
+                st = self.lock()?;
+                self.answer(&mut st, input);
+                continue;
+            }
+            if slot.outcome.is_some() && (st.work.is_empty() || wake_for_work(&mut st)) {
+                // Done; queued shared work, if any, went to a waiting thread.
+                let outcome = st.slots.remove(&id).and_then(|s| s.outcome);
+                guard.id = None;
+                return outcome.expect("checked above"); // the slot had an outcome
+            }
+            if let Some(work) = st.work.pop_front() {
+                drop(st);
+                let input = self.perform(work);
+                st = self.lock()?;
+                if let Some(input) = input {
+                    self.answer(&mut st, input);
+                }
+                continue;
+            }
             let now = Instant::now();
-            match msg {
-                Msg::Submit { call, reply } => {
-                    let id = self.engine.submit(call, now);
-                    waiters.insert(id, reply);
+            match st.timer {
+                Some(t) if t <= now => {
+                    st.engine.handle_timeout(now);
+                    self.drain(&mut st);
                 }
-                Msg::Usage(reply) => {
-                    let _ = reply.send(self.engine.usage(now));
+                timer => {
+                    set_waiting(&mut st, id, true);
+                    st = match timer {
+                        Some(t) => wake
+                            .wait_timeout(st, t - now)
+                            .map(|(st, _)| st)
+                            .map_err(|_| Error::Shutdown)?,
+                        None => wake.wait(st).map_err(|_| Error::Shutdown)?,
+                    };
+                    set_waiting(&mut st, id, false);
                 }
-                Msg::Response(id, Ok(resp)) => {
-                    self.engine
-                        .handle_response(id, resp, now, SystemTime::now())
-                }
-                Msg::Response(id, Err(e)) => self.engine.handle_transport_error(id, e, now),
-                Msg::Token(t) => self.engine.handle_token(t, now),
-                Msg::Admission(id, answer) => self.engine.handle_admission(id, answer, now),
-                Msg::Shutdown => return,
             }
         }
     }
 
-    fn drain(
-        &mut self,
-        waiters: &mut HashMap<CallId, mpsc::Sender<Result<Value, Error>>>,
-    ) -> Option<Instant> {
+    /// Gives the engine the answer of some IO, then drains it.
+    fn answer(&self, st: &mut State, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::Response(id, Ok(resp)) => {
+                st.engine.handle_response(id, resp, now, SystemTime::now())
+            }
+            Input::Response(id, Err(e)) => st.engine.handle_transport_error(id, e, now),
+            Input::Admission(id, answer) => st.engine.handle_admission(id, answer, now),
+            Input::Token(t) => st.engine.handle_token(t, now),
+        }
+        self.drain(st);
+    }
+
+    /// Drains the engine until `Wait`, routing every output.
+    fn drain(&self, st: &mut State) {
         loop {
-            match self.engine.poll_output() {
-                Output::Transmit(t) => self.transmit(t),
-                Output::Event(Event::Completed { id, value }) => {
-                    if let Some(w) = waiters.remove(&id) {
-                        let _ = w.send(Ok(value));
+            match st.engine.poll_output() {
+                Output::Transmit(t) => match t.call.and_then(|c| st.slots.get_mut(&c)) {
+                    Some(slot) => {
+                        debug_assert!(slot.transmit.is_none(), "one request per call at a time");
+                        slot.transmit = Some(t);
+                        slot.wake.notify_one();
                     }
-                }
-                Output::Event(Event::Failed { id, error }) => {
-                    if let Some(w) = waiters.remove(&id) {
-                        let _ = w.send(Err(error));
-                    }
-                }
+                    None => st.work.push_back(Work::Transmit(Box::new(t))),
+                },
+                Output::Event(Event::Completed { id, value }) => finish(st, id, Ok(value)),
+                Output::Event(Event::Failed { id, error }) => finish(st, id, Err(error)),
                 Output::Event(Event::Waiting {
                     group,
                     until,
@@ -115,77 +256,30 @@ impl Driver {
                         });
                     }
                 }
-                Output::Event(Event::NeedToken) => self.fetch_token(),
+                Output::Event(Event::NeedToken) => st.work.push_back(Work::Token),
                 Output::Event(_) => {}
-                Output::Quota(op) => self.quota(op),
-                Output::Wait(t) => return t,
-            }
-        }
-    }
-
-    /// Store operations are blocking IO: they run on a thread of their own, in order, so
-    /// that this thread keeps answering every other call meanwhile.
-    fn quota(&mut self, op: QuotaOp) {
-        let Some(store) = self.store.clone() else {
-            // The engine emits store operations only in shared mode, set with a store.
-            if let QuotaOp::Acquire { id, .. } = op {
-                let answer = Admission::Unavailable("no quota store was given".into());
-                let _ = self.tx.send(Msg::Admission(id, answer));
-            }
-            return;
-        };
-        if self.store_ops.is_none() {
-            let (ops, rx) = mpsc::channel::<QuotaOp>();
-            let results = self.tx.clone();
-            let spawned = std::thread::Builder::new()
-                .name("defender-quota".into())
-                .spawn(move || {
-                    for op in rx {
-                        if let Some((id, answer)) = store.perform(op) {
-                            if results.send(Msg::Admission(id, answer)).is_err() {
-                                return;
-                            }
+                Output::Quota(op) => st.work.push_back(Work::Quota(op)),
+                Output::Wait(t) => {
+                    let earlier = match (t, st.timer) {
+                        (Some(new), Some(old)) => new < old,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    };
+                    st.timer = t;
+                    if earlier {
+                        // Waiting threads sleep until the old instant at most: re-arm them.
+                        for slot in st.slots.values().filter(|s| s.waiting) {
+                            slot.wake.notify_one();
                         }
-                    }
-                });
-            match spawned {
-                Ok(_) => self.store_ops = Some(ops),
-                Err(e) => {
-                    if let QuotaOp::Acquire { id, .. } = op {
-                        let answer =
-                            Admission::Unavailable(format!("could not start a thread: {e}"));
-                        let _ = self.tx.send(Msg::Admission(id, answer));
                     }
                     return;
                 }
             }
         }
-        if let Some(ops) = &self.store_ops {
-            let _ = ops.send(op);
-        }
     }
 
-    fn fetch_token(&self) {
-        let tx = self.tx.clone();
-        let scope = self.scope.clone();
-        let provider = self.provider.clone();
-        std::thread::spawn(move || {
-            let result = match provider {
-                Some(p) => p.token(&scope).map(|(secret, life)| {
-                    let now = Instant::now();
-                    AccessToken::new(secret, now, now + life)
-                }),
-                None => Err(Error::Auth(defender_core::ApiError {
-                    code: "NoTokenProvider".into(),
-                    message: "the engine asked for a token but no provider was given".into(),
-                    target: None,
-                })),
-            };
-            let _ = tx.send(Msg::Token(result));
-        });
-    }
-
-    fn transmit(&mut self, t: Transmit) {
+    /// Sends one request, under the call's span.
+    fn transmit(&self, t: Transmit) -> Input {
         let group = t.group.map_or("token", |g| g.as_str());
         let span = tracing::info_span!(
             "defender.call",
@@ -193,84 +287,134 @@ impl Driver {
             attempt = t.attempt,
             status = tracing::field::Empty
         );
-        self.workers.run(
-            Job { transmit: t, span },
-            &self.agent,
-            self.max_body,
-            &self.tx,
-        );
-    }
-}
-
-/// A transmit for a worker thread.
-struct Job {
-    transmit: Transmit,
-    span: tracing::Span,
-}
-
-/// Worker threads that perform transmits, kept alive between calls (a thread per call
-/// cost more than the call on loopback). A worker is added when none is idle, up to
-/// `MAX_WORKERS`; beyond that, transmits queue.
-#[derive(Default)]
-pub(crate) struct Workers {
-    jobs: Option<mpsc::Sender<Job>>,
-    queue: Option<Arc<std::sync::Mutex<mpsc::Receiver<Job>>>>,
-    idle: Arc<std::sync::atomic::AtomicUsize>,
-    count: usize,
-}
-
-const MAX_WORKERS: usize = 64;
-
-impl Workers {
-    fn run(&mut self, job: Job, agent: &ureq::Agent, max: usize, results: &mpsc::Sender<Msg>) {
-        use std::sync::atomic::Ordering;
-        if self.jobs.is_none() {
-            let (tx, rx) = mpsc::channel();
-            self.jobs = Some(tx);
-            self.queue = Some(Arc::new(std::sync::Mutex::new(rx)));
+        let _enter = span.enter();
+        let result = perform(&self.agent, t.request, t.timeout, self.max_body);
+        match &result {
+            Ok(r) => {
+                span.record("status", r.status().as_u16());
+            }
+            Err(e) => tracing::debug!(kind = %e.kind, "transport error"),
         }
-        if self.idle.load(Ordering::Acquire) == 0 && self.count < MAX_WORKERS {
-            let queue = self.queue.clone().expect("made above");
-            let idle = self.idle.clone();
-            let (agent, worker_results) = (agent.clone(), results.clone());
-            self.count += 1;
-            let spawned = std::thread::Builder::new()
-                .name("defender-http".into())
-                .spawn(move || loop {
-                    idle.fetch_add(1, Ordering::AcqRel);
-                    // The lock is held only while waiting for the next job.
-                    let next = queue.lock().map(|rx| rx.recv());
-                    idle.fetch_sub(1, Ordering::AcqRel);
-                    let Ok(Ok(Job { transmit: t, span })) = next else {
-                        return;
-                    };
-                    let _enter = span.enter();
-                    let result = perform(&agent, t.request, t.timeout, max);
-                    match &result {
-                        Ok(r) => {
-                            span.record("status", r.status().as_u16());
-                        }
-                        Err(e) => tracing::debug!(kind = %e.kind, "transport error"),
-                    }
-                    if worker_results.send(Msg::Response(t.id, result)).is_err() {
-                        return;
-                    }
-                });
-            if let Err(e) = spawned {
-                self.count -= 1;
-                if self.count == 0 {
-                    // No worker at all: fail this transmit rather than queue it forever.
-                    let error = TransportError::new(
-                        TransportErrorKind::Other,
-                        format!("could not start a thread: {e}"),
-                    );
-                    let _ = results.send(Msg::Response(job.transmit.id, Err(error)));
-                    return;
+        Input::Response(t.id, result)
+    }
+
+    /// Performs shared work. A panic in the caller's token provider or store fails what
+    /// depended on it instead of leaving it waiting forever.
+    fn perform(&self, work: Work) -> Option<Input> {
+        match work {
+            Work::Transmit(t) => Some(self.transmit(*t)),
+            Work::Token => {
+                let result = match &self.provider {
+                    Some(p) => catch_unwind(AssertUnwindSafe(|| p.token(&self.scope)))
+                        .unwrap_or_else(|_| Err(provider_error("the token provider panicked")))
+                        .map(|(secret, life)| {
+                            let now = Instant::now();
+                            AccessToken::new(secret, now, now + life)
+                        }),
+                    None => Err(provider_error(
+                        "the engine asked for a token but no provider was given",
+                    )),
+                };
+                Some(Input::Token(result))
+            }
+            Work::Quota(op) => {
+                let admit = match &op {
+                    QuotaOp::Acquire { id, .. } => Some(*id),
+                    _ => None,
+                };
+                let Some(store) = &self.store else {
+                    // The engine emits store operations only in shared mode, set with a store.
+                    let answer = Admission::Unavailable("no quota store was given".into());
+                    return admit.map(|id| Input::Admission(id, answer));
+                };
+                match catch_unwind(AssertUnwindSafe(|| store.perform(op))) {
+                    Ok(answer) => answer.map(|(id, a)| Input::Admission(id, a)),
+                    Err(_) => admit.map(|id| {
+                        Input::Admission(id, Admission::Unavailable("the store panicked".into()))
+                    }),
                 }
             }
         }
-        if let Some(jobs) = &self.jobs {
-            let _ = jobs.send(job);
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The engine holds the credentials and the token: not shown.
+        f.debug_struct("Shared")
+            .field("provider", &self.provider)
+            .field("max_body", &self.max_body)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+fn provider_error(message: &str) -> Error {
+    Error::Auth(defender_core::ApiError {
+        code: "NoTokenProvider".into(),
+        message: message.into(),
+        target: None,
+    })
+}
+
+fn set_waiting(st: &mut State, id: CallId, waiting: bool) {
+    if let Some(slot) = st.slots.get_mut(&id) {
+        slot.waiting = waiting;
+    }
+}
+
+/// A call ended: its thread takes the outcome from its slot.
+fn finish(st: &mut State, id: CallId, outcome: Result<Value, Error>) {
+    if let Some(slot) = st.slots.get_mut(&id) {
+        slot.outcome = Some(outcome);
+        slot.wake.notify_one();
+    }
+}
+
+/// Wakes waiting threads for the queued shared work (one per item); whether any woke.
+fn wake_for_work(st: &mut State) -> bool {
+    let mut wanted = st.work.len();
+    let mut woke = false;
+    for slot in st.slots.values_mut().filter(|s| s.waiting) {
+        if wanted == 0 {
+            break;
+        }
+        // Not waiting any more as far as the next hand-off is concerned.
+        slot.waiting = false;
+        slot.wake.notify_one();
+        wanted -= 1;
+        woke = true;
+    }
+    woke
+}
+
+/// Cleans up after a call that did not return normally (a panic, or a poisoned engine):
+/// the call is cancelled, and every waiting thread wakes to take over what this one held.
+struct CallGuard<'a> {
+    shared: &'a Shared,
+    id: Option<CallId>,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id else {
+            return;
+        };
+        match self.shared.state.lock() {
+            Ok(mut st) => {
+                st.slots.remove(&id);
+                st.engine.cancel(id, Instant::now());
+                self.shared.drain(&mut st);
+                for slot in st.slots.values() {
+                    slot.wake.notify_one();
+                }
+            }
+            Err(poisoned) => {
+                // The engine cannot be trusted: wake everyone to see the poison and stop.
+                for slot in poisoned.into_inner().slots.values() {
+                    slot.wake.notify_one();
+                }
+            }
         }
     }
 }
@@ -307,6 +451,48 @@ pub fn perform(
     Ok(http::Response::from_parts(parts, bytes))
 }
 
+/// Resolves IP literals (the emulator, a local proxy) on the calling thread and hands
+/// names to ureq's own resolver. That one spawns a thread for every lookup when the
+/// request has a timeout, and ureq resolves before it looks for a pooled connection: on
+/// loopback that thread cost more than the rest of the exchange.
+#[derive(Debug, Default)]
+pub(crate) struct LiteralResolver(ureq::unversioned::resolver::DefaultResolver);
+
+impl ureq::unversioned::resolver::Resolver for LiteralResolver {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        if config.ip_family() == ureq::config::IpFamily::Any {
+            if let Some(addr) = ip_literal(uri) {
+                let mut addrs = self.empty();
+                addrs.push(addr);
+                return Ok(addrs);
+            }
+        }
+        self.0.resolve(uri, config, timeout)
+    }
+}
+
+/// The address of a URI whose host is an IP address.
+fn ip_literal(uri: &http::Uri) -> Option<std::net::SocketAddr> {
+    let host = uri.host()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    let port = match (uri.port_u16(), uri.scheme_str()) {
+        (Some(port), _) => port,
+        (None, Some("https")) => 443,
+        (None, Some("http")) => 80,
+        _ => return None,
+    };
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
 fn too_large(max: usize) -> TransportError {
     TransportError::new(
         TransportErrorKind::BodyTooLarge,
@@ -329,4 +515,22 @@ fn map_err(e: ureq::Error) -> TransportError {
         _ => TransportErrorKind::Other,
     };
     TransportError::new(kind, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_literals_resolve_without_a_lookup() {
+        let at = |u: &str| ip_literal(&u.parse().unwrap());
+        assert_eq!(
+            at("http://127.0.0.1:8080/api"),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(at("https://[::1]/x"), Some("[::1]:443".parse().unwrap()));
+        assert_eq!(at("http://10.0.0.1"), Some("10.0.0.1:80".parse().unwrap()));
+        assert_eq!(at("https://api.security.microsoft.com/api"), None);
+        assert_eq!(at("/relative"), None);
+    }
 }

@@ -6,8 +6,9 @@
 //! is made by the sans-IO engine of `defender-core`; this crate only moves bytes and
 //! sleeps.
 //!
-//! One driver thread owns the engine; `Client` is a cheap `Clone` handle usable from many
-//! threads at once, all sharing one quota.
+//! `Client` is a cheap `Clone` handle usable from many threads at once, all sharing one
+//! engine and so one quota. There is no driver thread: each calling thread drives the
+//! engine (held behind a mutex, never during IO) and sends its own requests.
 //!
 //! ```no_run
 //! use defender_blocking::Client;
@@ -51,8 +52,6 @@ pub use defender_core::Error;
 use defender_core::{Limits, Surface};
 use defender_policy::StandardPolicy;
 
-use driver::Msg;
-
 /// A source of bearer tokens other than the client secret. Return a token and its
 /// lifetime.
 pub trait TokenProvider: Send + Sync + std::fmt::Debug {
@@ -83,15 +82,9 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
-    tx: mpsc::Sender<Msg>,
+    shared: driver::Shared,
     surface: Surface,
     limits: Limits,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let _ = self.tx.send(Msg::Shutdown);
-    }
 }
 
 impl Client {
@@ -152,24 +145,17 @@ impl Client {
         Incidents { client: self }
     }
 
-    /// Usage of every group's quota now, and its next free slot.
+    /// Usage of every group's quota now, and its next free slot. With a
+    /// [`QuotaStore`] the windows live in the store: ask it (for Redis,
+    /// `RedisQuotaStore::usage`); these show only what the server taught this client.
     pub fn quota(&self) -> Result<Vec<GroupUsage>, Error> {
-        let (tx, rx) = mpsc::channel();
-        self.inner
-            .tx
-            .send(Msg::Usage(tx))
-            .map_err(|_| Error::Shutdown)?;
-        rx.recv().map_err(|_| Error::Shutdown)
+        self.inner.shared.usage()
     }
 
-    /// Makes one call through the engine, blocking until it ends.
+    /// Makes one call through the engine, blocking until it ends. The calling thread
+    /// sends the call's requests itself.
     pub fn call(&self, call: Call) -> Result<Value, Error> {
-        let (tx, rx) = mpsc::channel();
-        self.inner
-            .tx
-            .send(Msg::Submit { call, reply: tx })
-            .map_err(|_| Error::Shutdown)?;
-        rx.recv().map_err(|_| Error::Shutdown)?
+        self.inner.shared.call(call)
     }
 }
 
@@ -351,7 +337,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client and starts its driver thread.
+    /// Builds the client. It starts no thread: calling threads do the client's work.
     pub fn build(self) -> Result<Client, BuildError> {
         let surface = self.settings.surface;
         #[cfg(feature = "redis")]
@@ -387,31 +373,18 @@ impl ClientBuilder {
             .policy
             .unwrap_or_else(|| Box::new(StandardPolicy::standard()));
         let engine = defender_core::Engine::new(config, policy, Instant::now())?;
-        let agent = self.agent.unwrap_or_else(default_agent);
-        let (tx, rx) = mpsc::channel();
-        let driver = driver::Driver {
+        let shared = driver::Shared::new(driver::Parts {
             engine,
-            agent,
+            agent: self.agent.unwrap_or_else(default_agent),
             provider: self.token_provider,
             scope,
             max_body: self.max_body_bytes,
             progress: self.progress,
-            tx: tx.clone(),
-            workers: driver::Workers::default(),
             store: quota_store,
-            store_ops: None,
-        };
-        std::thread::Builder::new()
-            .name("defender-driver".into())
-            .spawn(move || driver.run(rx))
-            .map_err(|e| {
-                BuildError::Insecure(Error::InvalidRequest(format!(
-                    "could not start the driver thread: {e}"
-                )))
-            })?;
+        });
         Ok(Client {
             inner: Arc::new(Inner {
-                tx,
+                shared,
                 surface,
                 limits,
             }),
@@ -420,14 +393,19 @@ impl ClientBuilder {
 }
 
 /// The agent the client uses unless given one: statuses are not errors, no redirects
-/// (a redirect must not carry the token elsewhere), timeouts set per request.
+/// (a redirect must not carry the token elsewhere), timeouts set per request, IP
+/// addresses used without a lookup.
 pub fn default_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent(concat!("defender-rs/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::new(),
+        driver::LiteralResolver::default(),
+    )
 }
 
 /// The range options a client's limits imply: their row cap and data window.

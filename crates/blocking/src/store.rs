@@ -16,7 +16,9 @@ use defender_core::engine::{Admission, AdmitId, QuotaOp};
 /// reserved) and commit the call atomically.
 ///
 /// Operations are blocking IO: the client performs them on the threads that make calls,
-/// never while holding anything another call needs.
+/// never while holding the engine, and a thread with its own request to send hands them
+/// to a waiting thread first. A panic in `perform` fails the call it admitted with
+/// [`Error::QuotaStore`](defender_core::Error::QuotaStore).
 ///
 /// ```
 /// use std::collections::BTreeMap;

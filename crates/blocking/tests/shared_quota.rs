@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use defender_blocking::{Admission, AdmitId, QuotaOp, QuotaStore, StoreTicket};
@@ -13,7 +13,7 @@ use defender_core::quota::{Quota, Ticket};
 use defender_core::{ApiGroup, Error, Limits};
 use defender_emulator::WindowMode;
 
-use common::Env;
+use common::{Env, HoldServer};
 
 /// The in-process quota of `defender-core` as a shared store: what Redis does, in memory.
 #[derive(Debug)]
@@ -21,6 +21,8 @@ struct MemoryStore {
     quotas: Mutex<BTreeMap<ApiGroup, Quota>>,
     admitted: AtomicU64,
     released: AtomicU64,
+    /// The first acquire is slow, and says when it starts.
+    slow_first: Option<Mutex<mpsc::Sender<()>>>,
 }
 
 impl MemoryStore {
@@ -34,12 +36,20 @@ impl MemoryStore {
             ),
             admitted: AtomicU64::new(0),
             released: AtomicU64::new(0),
+            slow_first: None,
         }
     }
 }
 
 impl QuotaStore for MemoryStore {
     fn perform(&self, op: QuotaOp) -> Option<(AdmitId, Admission)> {
+        if let (QuotaOp::Acquire { .. }, Some(started)) = (&op, &self.slow_first) {
+            if self.admitted.load(Ordering::SeqCst) == 0 {
+                let _ = started.lock().unwrap().send(());
+                // Long enough for the test's second call to queue behind this acquire.
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
         let mut quotas = self.quotas.lock().unwrap();
         let now = Instant::now();
         match op {
@@ -103,6 +113,16 @@ impl QuotaStore for DownStore {
     }
 }
 
+/// A store that panics (a bug in the caller's store).
+#[derive(Debug)]
+struct PanickingStore;
+
+impl QuotaStore for PanickingStore {
+    fn perform(&self, _: QuotaOp) -> Option<(AdmitId, Admission)> {
+        panic!("the store broke (expected by the test)")
+    }
+}
+
 #[test]
 fn two_clients_sixteen_callers_one_store_exact_limits() {
     for mode in [WindowMode::Sliding, WindowMode::Fixed] {
@@ -152,5 +172,56 @@ fn an_unavailable_store_is_a_typed_error_and_nothing_is_sent() {
         }
     }
     assert_eq!(env.api_requests(), 0, "no API call was sent");
+    // A panicking store fails the call it was asked about; the client stays usable.
+    let client = env
+        .builder(Limits::parse("2021").expect("spec"))
+        .quota_store(Arc::new(PanickingStore))
+        .build()
+        .expect("builds");
+    for _ in 0..2 {
+        match client.hunt("AlertInfo | take 1") {
+            Err(Error::QuotaStore { message }) => {
+                assert!(message.contains("panicked"), "{message}")
+            }
+            other => panic!("expected a QuotaStore error, got {other:?}"),
+        }
+    }
+    assert_eq!(env.api_requests(), 0, "no API call was sent");
     env.rt.block_on(env.emulator.shutdown());
+}
+
+/// A caller about to send its own request hands the store operation another call waits
+/// for to that call's thread: the second call is admitted and answered while the first
+/// is still inside HTTP (the server holds the first until the second is answered).
+#[test]
+fn a_store_operation_does_not_wait_behind_another_callers_request() {
+    let server = HoldServer::start();
+    let limits = Limits::parse("2021,incidents.calls=100/1s").expect("spec");
+    let (started, first_acquire) = mpsc::channel();
+    let mut store = MemoryStore::new(&limits, Duration::from_millis(20));
+    store.slow_first = Some(Mutex::new(started));
+    let store = Arc::new(store);
+    let client = defender_blocking::Client::builder()
+        .tenant("contoso")
+        .client_id("app")
+        .client_secret("secret")
+        .base_url(&server.base)
+        .login_url(&server.base)
+        .limits_value(limits)
+        .policy(defender_policy::StandardPolicy::standard().max_attempts(1))
+        .quota_store(store.clone())
+        .build()
+        .expect("builds");
+    let first = {
+        let client = client.clone();
+        std::thread::spawn(move || client.incidents().get(1u64))
+    };
+    first_acquire.recv().expect("the first acquire started");
+    // Submitted while the first acquire is out: the store is asked for it only once the
+    // first is answered, by the thread that then sends the first request.
+    let second = client.incidents().get(2u64).expect("the second call");
+    assert_eq!(second.incident_id, Some(2u64.into()));
+    let first = first.join().expect("no panic").expect("the first call");
+    assert_eq!(first.incident_id, Some(1u64.into()));
+    assert_eq!(store.admitted.load(Ordering::SeqCst), 2);
 }
