@@ -32,6 +32,15 @@
 //! is never inside its own HTTP exchange: it waits (and so owns the timers) or is busy
 //! with shared work and looks at the timer when it is done.
 //!
+//! Streamed hunts (`Call::HuntStream`, see `crate::HuntStream`): when the response to a
+//! call's own transmit is a 2xx, `drive` returns the unread body to the calling thread,
+//! which reads it a chunk at a time, unlocked, as its consumer takes the rows, then hands
+//! its end to the engine (`end_body`) and drives again (a break before any row is
+//! retried). Its slot stays, neither waiting nor holding a transmit: like a thread inside
+//! its own exchange, it takes no shared work and owns no timer (the call is in flight).
+//! A consumer that stops early abandons the call: the engine cancels it and is told the
+//! body was cut short, so its running time is settled.
+//!
 //! Shared work never waits behind a thread's own exchange (a hunting query may run for
 //! minutes): a thread about to send its own request hands queued shared work to a
 //! waiting thread. The work's beneficiaries (calls waiting for a token or an admission)
@@ -43,8 +52,8 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use defender_core::engine::{
-    Admission, AdmitId, Call, CallId, Engine, Event, GroupUsage, Output, QuotaOp, SendId, Transmit,
-    Value,
+    Admission, AdmitId, Call, CallId, Engine, Event, GroupUsage, HuntStreamer, Output, QuotaOp,
+    SendId, StreamEnd, StreamItem, Transmit, Value,
 };
 use defender_core::token::AccessToken;
 use defender_core::{Error, TransportError, TransportErrorKind};
@@ -101,6 +110,104 @@ enum Input {
     Token(Result<AccessToken, Error>),
 }
 
+/// What sending a request came to.
+enum Sent {
+    /// The whole answer, for the engine.
+    Answer(Input),
+    /// A streamed hunt's 2xx head: the body is still to be read.
+    Body(Box<Body>),
+}
+
+/// A response: read whole, or a streamed hunt's, whose body is read as the rows are taken.
+enum Head {
+    Whole(http::Response<Vec<u8>>),
+    Streamed(http::Response<ureq::Body>),
+}
+
+/// A call this thread started ([`Shared::start`]) and drives.
+#[derive(Debug)]
+pub(crate) struct Caller {
+    pub(crate) id: CallId,
+    wake: Arc<Condvar>,
+}
+
+/// Where driving a call stopped.
+pub(crate) enum Step {
+    /// The call ended.
+    Done(Result<Value, Error>),
+    /// A streamed hunt's body is arriving (only for [`Call::HuntStream`]).
+    Body(Box<Body>),
+}
+
+/// Bytes read from a streamed body at a time. With one element of the document in the
+/// decoder, this is what a streamed hunt holds in memory however slow its reader.
+const CHUNK: usize = 64 * 1024;
+
+/// A streamed hunt's body, read a chunk at a time by the thread that takes its items,
+/// with no lock held: a slow reader slows the read, nothing piles up.
+pub(crate) struct Body {
+    send: SendId,
+    reader: ureq::BodyReader<'static>,
+    chunk: Box<[u8]>,
+    streamer: HuntStreamer,
+    /// The span of the call's request, entered while reading.
+    span: tracing::Span,
+}
+
+/// What a streamed body gave.
+pub(crate) enum BodyItem {
+    /// The next item.
+    Item(StreamItem),
+    /// The body ended: its last items, and how it ended (for [`Shared::end_body`]).
+    End(Vec<StreamItem>, StreamEnd),
+}
+
+impl Body {
+    /// The request this body answers.
+    pub(crate) fn send(&self) -> SendId {
+        self.send
+    }
+
+    /// The next item, reading more of the body when the decoder needs it. After
+    /// [`BodyItem::End`], the body is done.
+    pub(crate) fn next_item(&mut self) -> BodyItem {
+        loop {
+            match self.streamer.next_item() {
+                Ok(Some(item)) => return BodyItem::Item(item),
+                Ok(None) => {}
+                Err(e) => return BodyItem::End(Vec::new(), StreamEnd::Decode(e)),
+            }
+            let _enter = self.span.enter();
+            match std::io::Read::read(&mut self.reader, &mut self.chunk) {
+                Ok(0) => {
+                    let (rest, end) = std::mem::take(&mut self.streamer).finish();
+                    if let StreamEnd::Complete { rows, .. } = &end {
+                        self.span.record("rows", rows);
+                    }
+                    return BodyItem::End(rest, end);
+                }
+                Ok(n) => self.streamer.feed(&self.chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let error = map_io(e);
+                    tracing::debug!(kind = %error.kind, rows = self.streamer.rows(), "streamed body broken");
+                    let end = std::mem::take(&mut self.streamer).broken(error);
+                    return BodyItem::End(Vec::new(), end);
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body")
+            .field("send", &self.send)
+            .field("rows", &self.streamer.rows())
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a client is built with.
 pub(crate) struct Parts {
     pub(crate) engine: Engine,
@@ -141,17 +248,40 @@ impl Shared {
         Ok(self.lock()?.engine.usage(Instant::now()))
     }
 
-    /// Makes one call on this thread, blocking until it ends.
+    /// Makes one call on this thread, blocking until it ends. A streamed hunt's rows are
+    /// decoded and dropped: its value is the summary (`HuntStream` hands rows out).
     pub(crate) fn call(&self, call: Call) -> Result<Value, Error> {
-        let wake = Arc::new(Condvar::new());
-        // Declared before the lock guard, so it is dropped after it (it may lock).
+        let caller = self.start(call)?;
+        // Cancels the call if this thread leaves early (a panic, a poisoned engine).
         let mut guard = CallGuard {
             shared: self,
-            id: None,
+            id: Some(caller.id),
         };
+        loop {
+            match self.drive(&caller)? {
+                Step::Done(outcome) => {
+                    guard.id = None;
+                    return outcome;
+                }
+                Step::Body(mut body) => {
+                    let end = loop {
+                        match body.next_item() {
+                            BodyItem::Item(_) => {}
+                            BodyItem::End(_, end) => break end,
+                        }
+                    };
+                    self.end_body(body.send(), end)?;
+                }
+            }
+        }
+    }
+
+    /// Submits a call for this thread to drive with [`Shared::drive`]. If the thread
+    /// gives up before `drive` returned [`Step::Done`], it must [`Shared::abandon`] it.
+    pub(crate) fn start(&self, call: Call) -> Result<Caller, Error> {
+        let wake = Arc::new(Condvar::new());
         let mut st = self.lock()?;
         let id = st.engine.submit(call, Instant::now());
-        guard.id = Some(id);
         st.slots.insert(
             id,
             Slot {
@@ -162,25 +292,38 @@ impl Shared {
             },
         );
         self.drain(&mut st);
+        Ok(Caller { id, wake })
+    }
+
+    /// Runs the call on this thread until it ends, or until a streamed hunt's body
+    /// arrives ([`Step::Body`]: read it, hand its end to [`Shared::end_body`], then
+    /// drive again, since the engine may retry).
+    pub(crate) fn drive(&self, caller: &Caller) -> Result<Step, Error> {
+        let Caller { id, wake } = caller;
+        let id = *id;
+        let mut st = self.lock()?;
         loop {
             let slot = st
                 .slots
                 .get_mut(&id)
-                .expect("a slot lives until its call returns"); // removed only below
+                .expect("a slot lives until its call returns"); // removed only below, or by abandon after the last drive
             if let Some(t) = slot.transmit.take() {
                 // Shared work must not wait behind this exchange: a waiting thread takes it.
                 wake_for_work(&mut st);
                 drop(st);
-                let input = self.transmit(t);
-                st = self.lock()?;
-                self.answer(&mut st, input);
-                continue;
+                match self.transmit(t) {
+                    Sent::Answer(input) => {
+                        st = self.lock()?;
+                        self.answer(&mut st, input);
+                        continue;
+                    }
+                    Sent::Body(body) => return Ok(Step::Body(body)),
+                }
             }
             if slot.outcome.is_some() && (st.work.is_empty() || wake_for_work(&mut st)) {
                 // Done; queued shared work, if any, went to a waiting thread.
                 let outcome = st.slots.remove(&id).and_then(|s| s.outcome);
-                guard.id = None;
-                return outcome.expect("checked above"); // the slot had an outcome
+                return Ok(Step::Done(outcome.expect("checked above"))); // the slot had an outcome
             }
             if let Some(work) = st.work.pop_front() {
                 drop(st);
@@ -207,6 +350,57 @@ impl Shared {
                         None => wake.wait(st).map_err(|_| Error::Shutdown)?,
                     };
                     set_waiting(&mut st, id, false);
+                }
+            }
+        }
+    }
+
+    /// A streamed body ended ([`BodyItem::End`]): the engine completes the call, fails it,
+    /// or (a break before any row) retries it.
+    pub(crate) fn end_body(&self, send: SendId, end: StreamEnd) -> Result<(), Error> {
+        let mut st = self.lock()?;
+        st.engine.handle_stream_end(send, end, Instant::now());
+        self.drain(&mut st);
+        Ok(())
+    }
+
+    /// Gives up a call this thread started and has not seen end: the engine cancels it,
+    /// settles what it had sent (a body being read, given as `body`, was cut short by
+    /// the caller), and every waiting thread wakes to take over what this one held.
+    pub(crate) fn abandon(&self, id: CallId, body: Option<Box<Body>>) {
+        let end = body.map(|b| {
+            let send = b.send;
+            let error = TransportError::new(
+                TransportErrorKind::Closed,
+                "the caller stopped reading the body",
+            );
+            (send, b.streamer.broken(error))
+        });
+        match self.state.lock() {
+            Ok(mut st) => {
+                let now = Instant::now();
+                let unsent = st.slots.remove(&id).and_then(|s| s.transmit);
+                st.engine.cancel(id, now);
+                if let Some((send, end)) = end {
+                    st.engine.handle_stream_end(send, end, now);
+                }
+                if let Some(t) = unsent {
+                    // Handed to the call's thread, never sent: nothing ran on the server.
+                    let error = TransportError::new(
+                        TransportErrorKind::Connect,
+                        "the call was given up before its request was sent",
+                    );
+                    st.engine.handle_transport_error(t.id, error, now);
+                }
+                self.drain(&mut st);
+                for slot in st.slots.values() {
+                    slot.wake.notify_one();
+                }
+            }
+            Err(poisoned) => {
+                // The engine cannot be trusted: wake everyone to see the poison and stop.
+                for slot in poisoned.into_inner().slots.values() {
+                    slot.wake.notify_one();
                 }
             }
         }
@@ -278,31 +472,62 @@ impl Shared {
         }
     }
 
-    /// Sends one request, under the call's span.
-    fn transmit(&self, t: Transmit) -> Input {
+    /// Sends one request, under the call's span. A streamed hunt's 2xx body is left to
+    /// be read ([`Sent::Body`]); every other body is read up to the size limit.
+    fn transmit(&self, t: Transmit) -> Sent {
         let group = t.group.map_or("token", |g| g.as_str());
         let span = tracing::info_span!(
             "defender.call",
             group,
             attempt = t.attempt,
-            status = tracing::field::Empty
+            status = tracing::field::Empty,
+            rows = tracing::field::Empty,
         );
-        let _enter = span.enter();
-        let result = perform(&self.agent, t.request, t.timeout, self.max_body);
-        match &result {
-            Ok(r) => {
-                span.record("status", r.status().as_u16());
+        let enter = span.enter();
+        let result = send(&self.agent, t.request, t.timeout, t.stream).and_then(|resp| {
+            span.record("status", resp.status().as_u16());
+            if t.stream && resp.status().is_success() {
+                Ok(Head::Streamed(resp))
+            } else {
+                read_body(resp, self.max_body).map(Head::Whole)
             }
-            Err(e) => tracing::debug!(kind = %e.kind, "transport error"),
+        });
+        if let Err(e) = &result {
+            tracing::debug!(kind = %e.kind, "transport error");
         }
-        Input::Response(t.id, result)
+        drop(enter);
+        match result {
+            Ok(Head::Streamed(resp)) => Sent::Body(Box::new(Body {
+                send: t.id,
+                reader: resp.into_body().into_reader(),
+                chunk: vec![0; CHUNK].into_boxed_slice(),
+                streamer: HuntStreamer::new(),
+                span,
+            })),
+            Ok(Head::Whole(resp)) => Sent::Answer(Input::Response(t.id, Ok(resp))),
+            Err(e) => Sent::Answer(Input::Response(t.id, Err(e))),
+        }
     }
 
     /// Performs shared work. A panic in the caller's token provider or store fails what
     /// depended on it instead of leaving it waiting forever.
     fn perform(&self, work: Work) -> Option<Input> {
         match work {
-            Work::Transmit(t) => Some(self.transmit(*t)),
+            Work::Transmit(t) => match self.transmit(*t) {
+                Sent::Answer(input) => Some(input),
+                Sent::Body(body) => {
+                    // Only a call's own thread sends a streamed hunt; a caller gone before
+                    // its request was sent leaves nobody for the rows.
+                    let end = body.streamer.broken(TransportError::new(
+                        TransportErrorKind::Closed,
+                        "nobody reads this body",
+                    ));
+                    let mut st = self.lock().ok()?;
+                    st.engine.handle_stream_end(body.send, end, Instant::now());
+                    self.drain(&mut st);
+                    None
+                }
+            },
             Work::Token => {
                 let result = match &self.provider {
                     Some(p) => catch_unwind(AssertUnwindSafe(|| p.token(&self.scope)))
@@ -389,7 +614,7 @@ fn wake_for_work(st: &mut State) -> bool {
 }
 
 /// Cleans up after a call that did not return normally (a panic, or a poisoned engine):
-/// the call is cancelled, and every waiting thread wakes to take over what this one held.
+/// see [`Shared::abandon`].
 struct CallGuard<'a> {
     shared: &'a Shared,
     id: Option<CallId>,
@@ -397,24 +622,8 @@ struct CallGuard<'a> {
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        let Some(id) = self.id else {
-            return;
-        };
-        match self.shared.state.lock() {
-            Ok(mut st) => {
-                st.slots.remove(&id);
-                st.engine.cancel(id, Instant::now());
-                self.shared.drain(&mut st);
-                for slot in st.slots.values() {
-                    slot.wake.notify_one();
-                }
-            }
-            Err(poisoned) => {
-                // The engine cannot be trusted: wake everyone to see the poison and stop.
-                for slot in poisoned.into_inner().slots.values() {
-                    slot.wake.notify_one();
-                }
-            }
+        if let Some(id) = self.id {
+            self.shared.abandon(id, None);
         }
     }
 }
@@ -426,11 +635,42 @@ pub fn perform(
     timeout: Duration,
     max: usize,
 ) -> Result<http::Response<Vec<u8>>, TransportError> {
-    let request = agent
-        .configure_request(request)
-        .timeout_global(Some(timeout))
-        .build();
-    let mut resp = agent.run(request).map_err(map_err)?;
+    read_body(send(agent, request, timeout, false)?, max)
+}
+
+/// Sends a request and reads the response head. `timeout` bounds the whole exchange,
+/// except for a streamed body, which takes as long as its reader takes over the rows:
+/// there it bounds each phase up to the head, then each read.
+fn send(
+    agent: &ureq::Agent,
+    request: http::Request<Vec<u8>>,
+    timeout: Duration,
+    stream: bool,
+) -> Result<http::Response<ureq::Body>, TransportError> {
+    let config = agent.configure_request(request);
+    let config = if stream {
+        let t = Some(timeout);
+        config
+            .timeout_global(None)
+            .timeout_per_call(None)
+            .timeout_recv_body(None)
+            .timeout_resolve(t)
+            .timeout_connect(t)
+            .timeout_send_request(t)
+            .timeout_send_body(t)
+            .timeout_recv_response(t)
+            .timeout_per_read(t)
+    } else {
+        config.timeout_global(Some(timeout))
+    };
+    agent.run(config.build()).map_err(map_err)
+}
+
+/// Reads a whole body, up to `max` bytes.
+fn read_body(
+    mut resp: http::Response<ureq::Body>,
+    max: usize,
+) -> Result<http::Response<Vec<u8>>, TransportError> {
     let declared = resp
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -501,7 +741,28 @@ fn too_large(max: usize) -> TransportError {
 }
 
 fn map_err(e: ureq::Error) -> TransportError {
-    let kind = match &e {
+    TransportError::new(error_kind(&e), e.to_string())
+}
+
+/// A failed read of a body: ureq's errors come wrapped in `io::Error`.
+fn map_io(e: std::io::Error) -> TransportError {
+    let kind = match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+    {
+        Some(inner) => error_kind(inner),
+        None => match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                TransportErrorKind::Timeout
+            }
+            _ => TransportErrorKind::Closed,
+        },
+    };
+    TransportError::new(kind, e.to_string())
+}
+
+fn error_kind(e: &ureq::Error) -> TransportErrorKind {
+    match e {
         ureq::Error::Timeout(_) => TransportErrorKind::Timeout,
         ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => TransportErrorKind::Connect,
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
@@ -513,8 +774,7 @@ fn map_err(e: ureq::Error) -> TransportError {
         ureq::Error::Io(_) | ureq::Error::Protocol(_) => TransportErrorKind::Closed,
         ureq::Error::BodyExceedsLimit(_) => TransportErrorKind::BodyTooLarge,
         _ => TransportErrorKind::Other,
-    };
-    TransportError::new(kind, e.to_string())
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@
 //! engine and so one quota. There is no driver thread: each calling thread drives the
 //! engine (held behind a mutex, never during IO) and sends its own requests.
 //!
+//! [`Client::hunt_stream`] hands a hunt's rows out while its body arrives, read by the
+//! iterating thread only as fast as it takes them.
+//!
 //! ```no_run
 //! use defender_blocking::Client;
 //! use defender_core::incidents::IncidentQuery;
@@ -28,9 +31,11 @@
 pub mod driver;
 mod range;
 mod store;
+mod stream;
 
 pub use range::RangeHunt;
 pub use store::QuotaStore;
+pub use stream::HuntStream;
 
 pub use defender_core::engine::{Admission, AdmitId, QuotaMode, QuotaOp, StoreTicket};
 #[cfg(feature = "redis")]
@@ -41,7 +46,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use defender_core::engine::GroupUsage;
+pub use defender_core::engine::StreamItem;
 use defender_core::engine::{Call, Value};
+pub use defender_core::hunting::HuntSummary;
 use defender_core::hunting::{HuntRequest, HuntResult};
 use defender_core::incidents::{Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate};
 use defender_core::policy::Policy;
@@ -126,6 +133,39 @@ impl Client {
         }
     }
 
+    /// Runs a hunting query and hands its rows out while the body arrives: the schema
+    /// first, then every row, each as soon as it is decoded, and the summary at the end
+    /// ([`HuntStream::summary`]). The calling thread performs the request at the first
+    /// `next` and reads the body only as fast as it takes the rows, so a result of any
+    /// size takes one chunk and one row of memory. The body size limit
+    /// ([`ClientBuilder::max_body_bytes`]) does not apply to it: the decoder bounds each
+    /// element of the document instead. Dropping the iterator early cancels the call.
+    ///
+    /// ```no_run
+    /// use defender_blocking::{Client, StreamItem};
+    ///
+    /// let client = Client::builder().from_env().limits("xdr")?.build()?;
+    /// let mut rows = client.hunt_stream("DeviceProcessEvents | where Timestamp > ago(1h)");
+    /// for item in rows.by_ref() {
+    ///     match item? {
+    ///         StreamItem::Schema(columns) => println!("{} columns", columns.len()),
+    ///         StreamItem::Row(row) => println!("{:?}", row.get("FileName")),
+    ///     }
+    /// }
+    /// if let Some(summary) = rows.summary() {
+    ///     println!("{} rows in {:?}", summary.rows, summary.running_time);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn hunt_stream(&self, query: impl Into<String>) -> HuntStream {
+        self.hunt_stream_request(HuntRequest::new(query))
+    }
+
+    /// [`Client::hunt_stream`] for a full request (with a Graph `Timespan`).
+    pub fn hunt_stream_request(&self, request: HuntRequest) -> HuntStream {
+        HuntStream::new(self.clone(), request)
+    }
+
     /// Runs `query` over `[from, to)` in windows, past the row cap: every row once, in
     /// time order, a window at a time (see [`defender_core::range`]). Iterate over the
     /// returned [`RangeHunt`] for the windows.
@@ -153,7 +193,9 @@ impl Client {
     }
 
     /// Makes one call through the engine, blocking until it ends. The calling thread
-    /// sends the call's requests itself.
+    /// sends the call's requests itself. A [`Call::HuntStream`] gives only its summary
+    /// ([`Value::HuntStreamed`]; its rows are decoded and dropped): use
+    /// [`Client::hunt_stream`] for the rows.
     pub fn call(&self, call: Call) -> Result<Value, Error> {
         self.inner.shared.call(call)
     }
@@ -288,7 +330,9 @@ impl ClientBuilder {
         self
     }
 
-    /// The largest response body accepted (default 128 MiB).
+    /// The largest response body accepted (default 128 MiB). Streamed hunts
+    /// ([`Client::hunt_stream`]) are exempt: they never hold their body, and the decoder
+    /// bounds each element of it.
     pub fn max_body_bytes(mut self, n: usize) -> Self {
         self.max_body_bytes = n;
         self

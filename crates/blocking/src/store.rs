@@ -5,7 +5,7 @@
 use defender_core::engine::{Admission, AdmitId, QuotaOp};
 
 /// A quota shared by several processes (see `defender-redis`, and
-/// [`ClientBuilder::redis_quota`](crate::ClientBuilder::redis_quota) with the `redis`
+/// `ClientBuilder::redis_quota` with the `redis`
 /// feature).
 ///
 /// Microsoft counts calls and hunting running time per app and tenant, so every worker of
