@@ -5,9 +5,13 @@
 //! would refuse: every decision (quota, running-time budget, 429s, retries, tokens) is
 //! made by the sans-IO engine of `defender-core`; this crate only moves bytes and sleeps.
 //!
-//! One driver task owns the engine. `Client` is a cheap `Clone` handle: many tasks share
-//! one client and one quota, and a call's future dropped before its request went out
-//! gives its quota back.
+//! `Client` is a cheap `Clone` handle over one engine: many tasks share one client and
+//! one quota. The engine sits behind a mutex held only for short sections; a call's own
+//! future submits it, sends its request and reads its answer, so a call that needs no
+//! waiting costs one HTTP exchange and two brief locks, with no hand-off between tasks
+//! (and the engine's rule holds: after every input, its outputs are drained until it
+//! says to wait). A call's future dropped before its request went out gives its quota
+//! back.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,7 +48,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, Stream};
-use tokio::sync::{mpsc, oneshot};
 
 pub use defender_core::engine::GroupUsage;
 use defender_core::engine::{Call, Value};
@@ -57,8 +60,6 @@ use defender_core::token::{AccessToken, Secret};
 pub use defender_core::Error;
 use defender_core::{Limits, Surface};
 use defender_policy::StandardPolicy;
-
-use driver::Command;
 
 /// A source of bearer tokens other than the client secret (a managed identity, a
 /// certificate flow, a token broker). Return a token and its lifetime.
@@ -86,15 +87,7 @@ pub enum Progress {
 /// A shared handle to one client: one engine, one quota, one token.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    commands: mpsc::UnboundedSender<Command>,
-    surface: Surface,
-    limits: Limits,
-    progress: tokio::sync::broadcast::Sender<Progress>,
+    inner: Arc<driver::Shared>,
 }
 
 impl Client {
@@ -163,49 +156,24 @@ impl Client {
 
     /// Usage of every group's quota now, and its next free slot.
     pub async fn quota(&self) -> Result<Vec<GroupUsage>, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::Usage(tx))
-            .map_err(|_| Error::Shutdown)?;
-        rx.await.map_err(|_| Error::Shutdown)
+        Ok(self.inner.usage())
     }
 
-    /// Makes one call through the engine.
+    /// Makes one call through the engine. This future sends the call's request itself
+    /// once the engine admits it, so keep polling it (awaiting it does; to let a call run
+    /// while the task does something else, spawn it). Dropping the future before it ends
+    /// cancels the call: one not yet sent gives its quota back.
     pub async fn call(&self, call: Call) -> Result<Value, Error> {
-        let (tx, rx) = oneshot::channel();
-        let key = driver::next_key();
-        self.inner
-            .commands
-            .send(Command::Submit {
-                key,
-                call,
-                reply: tx,
-            })
-            .map_err(|_| Error::Shutdown)?;
-        // If this future is dropped before the answer, the guard cancels the call.
-        let mut guard = CancelGuard {
-            key,
-            commands: &self.inner.commands,
-            armed: true,
-        };
-        let result = rx.await.map_err(|_| Error::Shutdown)?;
-        guard.armed = false;
-        result
+        self.inner.call(call).await
     }
-}
 
-struct CancelGuard<'a> {
-    key: u64,
-    commands: &'a mpsc::UnboundedSender<Command>,
-    armed: bool,
-}
-
-impl Drop for CancelGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = self.commands.send(Command::Cancel(self.key));
-        }
+    /// Runs `future` on the client's runtime.
+    pub(crate) fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.inner.spawn(future)
     }
 }
 
@@ -356,16 +324,16 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client and starts its driver task. Must be called inside a tokio
+    /// Builds the client and starts its timer task. Must be called inside a tokio
     /// runtime.
     pub fn build(self) -> Result<Client, BuildError> {
         let surface = self.settings.surface;
         // What names a shared quota, read before the settings turn into a config.
-        let scope = self.settings.quota_scope();
+        let quota_scope = self.settings.quota_scope();
         let mut config = self.settings.into_config()?;
         let store = match self.store {
             Some(choice) => {
-                let store = choice.open(scope, &config)?;
+                let store = choice.open(quota_scope, &config)?;
                 config.quota = QuotaMode::Shared;
                 Some(store)
             }
@@ -381,26 +349,17 @@ impl ClientBuilder {
             .unwrap_or_else(|| Box::new(StandardPolicy::standard()));
         let scope = config.endpoints.scope.clone();
         let engine = defender_core::Engine::new(config, policy, Instant::now())?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (progress, _) = tokio::sync::broadcast::channel(64);
-        let driver = driver::Driver::new(
+        let inner = driver::Shared::start(driver::Parts {
             engine,
             http,
-            self.token_provider,
+            provider: self.token_provider,
             store,
             scope,
-            self.max_body_bytes,
-            progress.clone(),
-        );
-        tokio::spawn(driver.run(rx));
-        Ok(Client {
-            inner: Arc::new(Inner {
-                commands: tx,
-                surface,
-                limits,
-                progress,
-            }),
-        })
+            max_body: self.max_body_bytes,
+            surface,
+            limits,
+        });
+        Ok(Client { inner })
     }
 }
 

@@ -18,6 +18,35 @@ use crate::Client;
 
 type WindowFuture = Pin<Box<dyn Future<Output = (SystemTime, Result<HuntResult, Error>)> + Send>>;
 
+/// A window's call in a task of its own, aborted (so its call cancelled) when dropped.
+///
+/// A call's request is sent by its future; a window runs in a task so that it goes out,
+/// and its answer is read within its timeout, while the caller is busy with the rows of
+/// an earlier window and not polling the hunt.
+struct WindowTask(tokio::task::JoinHandle<(SystemTime, Result<HuntResult, Error>)>);
+
+impl Future for WindowTask {
+    type Output = (SystemTime, Result<HuntResult, Error>);
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|joined| match joined {
+            Ok(out) => out,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only `Drop` below aborts, and then nobody polls.
+            Err(_) => (SystemTime::UNIX_EPOCH, Err(Error::Cancelled)),
+        })
+    }
+}
+
+impl Drop for WindowTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A ranged hunt in progress: take its windows with [`RangeHunt::next_window`].
 pub struct RangeHunt {
     client: Client,
@@ -76,7 +105,7 @@ impl RangeHunt {
             }
             while let Some(w) = self.plan.poll_window() {
                 let client = self.client.clone();
-                self.running.push(Box::pin(async move {
+                let task = self.client.spawn(async move {
                     let result = match client
                         .call(Call::HuntWindow(HuntRequest::new(w.query)))
                         .await
@@ -86,7 +115,8 @@ impl RangeHunt {
                         Err(e) => Err(e),
                     };
                     (w.start, result)
-                }));
+                });
+                self.running.push(Box::pin(WindowTask(task)));
             }
             let (start, result) = self.running.next().await?;
             if let Err(e) = self.plan.handle_result(start, result) {
