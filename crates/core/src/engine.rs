@@ -1074,7 +1074,8 @@ impl Engine {
                 retry_after,
                 reason,
             } => {
-                let retry_at = self.now + retry_after.max(Duration::from_millis(1));
+                let jitter = self.policy.admission_jitter(retry_after);
+                let retry_at = self.now + retry_after.max(Duration::from_millis(1)) + jitter;
                 // Every queued call of the group waits for the same instant.
                 let queued: Vec<CallId> = self
                     .calls

@@ -88,4 +88,12 @@ pub trait Policy: Send + fmt::Debug {
     fn truncation(&self) -> Truncation {
         Truncation::Flag
     }
+
+    /// With a shared quota store, every process that asked is told the same free instant;
+    /// a small random delay added to a denial's `wait` spreads them, so that over many
+    /// rounds each process gets its turn instead of the fastest one always winning
+    /// (default: none).
+    fn admission_jitter(&mut self, _wait: Duration) -> Duration {
+        Duration::ZERO
+    }
 }

@@ -2,8 +2,8 @@
 //!
 //! Ready-made answers to the questions the engine of `defender-core` asks: how long to
 //! wait for quota before failing (`max_wait`), whether and when to retry a 5xx, a 408, a
-//! 429 or a network failure (exponential backoff with full jitter, seeded so tests are
-//! deterministic), when a call's deadline has passed, and how many retries a client may
+//! 429 or a network failure (exponential backoff with full jitter, seeded differently in
+//! every process unless seeded explicitly for reproducible tests), when a call's deadline has passed, and how many retries a client may
 //! spend at all (a retry budget, as in the AWS SDKs, so a failing service is not
 //! hammered).
 //!
@@ -63,7 +63,7 @@ impl StandardPolicy {
             request_timeout: None,
             truncation: Truncation::Flag,
             budget: RetryBudget::new(500, 5, 10, 1),
-            rng: SplitMix64(0x5EED),
+            rng: SplitMix64(entropy()),
         }
     }
 
@@ -194,6 +194,16 @@ impl Policy for StandardPolicy {
         self.budget.refund();
     }
 
+    /// Uniform in `[0, min(wait / 10, 50 ms)]`.
+    fn admission_jitter(&mut self, wait: Duration) -> Duration {
+        let spread = (wait / 10).min(Duration::from_millis(50));
+        let nanos = spread.as_nanos() as u64;
+        if nanos == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(self.rng.next() % (nanos + 1))
+    }
+
     fn deadline(&self, _group: ApiGroup) -> Option<Duration> {
         self.deadline
     }
@@ -251,6 +261,16 @@ impl RetryBudget {
     fn refund(&mut self) {
         self.tokens = (self.tokens + self.refund).min(self.capacity);
     }
+}
+
+/// A seed that differs between processes (and policies): the standard library's random
+/// hash keys. Processes of one app that jittered alike would retry in lockstep; seed a
+/// policy explicitly ([`StandardPolicy::seed`]) for reproducible runs.
+fn entropy() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 /// A tiny seeded generator (SplitMix64): deterministic jitter without a `rand` dependency.
