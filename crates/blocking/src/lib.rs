@@ -360,7 +360,7 @@ impl ClientBuilder {
     /// (`defender-redis`), named by the tenant and client id and enforcing this client's
     /// final limits and margin. The store connects on first use; `build` fails with
     /// [`BuildError::SharedQuotaScope`] when the tenant or client id is unknown, and with
-    /// a [`BuildError::Insecure`] holding [`Error::QuotaStore`] when the URL is invalid.
+    /// [`BuildError::QuotaStore`] when the URL is invalid.
     ///
     /// ```no_run
     /// use defender_blocking::defender_redis::StoreConfig;
@@ -394,10 +394,9 @@ impl ClientBuilder {
         let quota_store = match redis {
             Some((store, (tenant, app))) => {
                 let store = defender_redis::RedisQuotaStore::open(store).map_err(|e| {
-                    // No closer variant in core: a typed store error, as a call would get.
-                    BuildError::Insecure(Error::QuotaStore {
+                    BuildError::QuotaStore {
                         message: e.to_string(),
-                    })
+                    }
                 })?;
                 let binding =
                     defender_redis::Binding::new(tenant, app, config.limits.clone(), config.margin);

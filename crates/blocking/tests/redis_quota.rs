@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use defender_blocking::defender_redis::{redis, StoreConfig};
 use defender_core::settings::BuildError;
-use defender_core::{Error, Limits};
+use defender_core::Limits;
 use defender_emulator::WindowMode;
 
 use common::Env;
@@ -97,7 +97,7 @@ fn redis_quota_build_errors_are_typed() {
         .build()
         .unwrap_err();
     match &e {
-        BuildError::Insecure(Error::QuotaStore { message }) => {
+        BuildError::QuotaStore { message } => {
             assert!(!message.contains("hunter2"), "{message}")
         }
         other => panic!("expected a typed store error, got {other:?}"),

@@ -76,6 +76,12 @@ pub enum BuildError {
          provider supplies the tokens)"
     )]
     SharedQuotaScope,
+    /// The shared quota store could not be set up (its URL does not parse).
+    #[error("the shared quota store could not be set up: {message}")]
+    QuotaStore {
+        /// The store's error, without credentials.
+        message: String,
+    },
 }
 
 impl Settings {
