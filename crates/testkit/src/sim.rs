@@ -251,11 +251,14 @@ pub trait SimClient {
     fn poll(&mut self) -> ClientOutput;
 }
 
-/// The engine as a [`SimClient`].
+/// The engine as a [`SimClient`], with its own quota or admitting through a
+/// [`ModelStore`] shared with the other processes.
 #[derive(Debug)]
 pub struct EngineClient {
     engine: Engine,
     workload: Workload,
+    store: Option<Rc<RefCell<ModelStore>>>,
+    now: Instant,
 }
 
 impl EngineClient {
@@ -304,7 +307,35 @@ impl EngineClient {
         config.quota = mode;
         let policy = policy.seed(seed);
         let engine = Engine::new(config, Box::new(policy), now).expect("https endpoints"); // the global endpoints are https
-        EngineClient { engine, workload }
+        EngineClient {
+            engine,
+            workload,
+            store: None,
+            now,
+        }
+    }
+
+    /// An engine in [`QuotaMode::Shared`] admitting through `store`.
+    pub fn shared(
+        limits: Limits,
+        margin: Duration,
+        workload: Workload,
+        policy: StandardPolicy,
+        seed: u64,
+        now: Instant,
+        store: Rc<RefCell<ModelStore>>,
+    ) -> EngineClient {
+        let mut c = EngineClient::with_mode(
+            limits,
+            margin,
+            workload,
+            policy,
+            seed,
+            now,
+            QuotaMode::Shared,
+        );
+        c.store = Some(store);
+        c
     }
 
     /// The engine.
@@ -324,6 +355,7 @@ impl SimClient for EngineClient {
                 Call::Hunt(HuntRequest::new("DeviceProcessEvents | take 10"))
             }
         };
+        self.now = self.now.max(now);
         self.engine.submit(call, now).0
     }
 
@@ -334,17 +366,28 @@ impl SimClient for EngineClient {
         now: Instant,
         wall: SystemTime,
     ) {
+        self.now = self.now.max(now);
         self.engine
             .handle_response(SendId(send), response, now, wall);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         self.engine.handle_timeout(now);
     }
 
     fn poll(&mut self) -> ClientOutput {
         loop {
             return match self.engine.poll_output() {
+                Output::Quota(op) => {
+                    // Only in shared mode; the store answers at once.
+                    let store = self.store.as_ref().expect("a store in shared mode");
+                    let answer = store.borrow_mut().perform(op, self.now);
+                    if let Some((id, a)) = answer {
+                        self.engine.handle_admission(id, a, self.now);
+                    }
+                    continue;
+                }
                 Output::Transmit(t) => ClientOutput::Send {
                     id: t.id.0,
                     token: t.call.is_none(),
@@ -357,8 +400,7 @@ impl SimClient for EngineClient {
                     call: id.0,
                     ok: false,
                 },
-                // Local quota: the engine never asks a store.
-                Output::Event(_) | Output::Quota(_) => continue,
+                Output::Event(_) => continue,
                 Output::Wait(t) => ClientOutput::Wait(t),
             };
         }
@@ -477,90 +519,6 @@ impl ModelStore {
     }
 }
 
-/// The engine as a [`SimClient`] admitting through a [`ModelStore`] shared with the other
-/// processes.
-#[derive(Debug)]
-pub struct SharedEngineClient {
-    inner: EngineClient,
-    store: Rc<RefCell<ModelStore>>,
-    now: Instant,
-}
-
-impl SharedEngineClient {
-    /// An engine in [`QuotaMode::Shared`] over `store`.
-    pub fn new(
-        limits: Limits,
-        margin: Duration,
-        workload: Workload,
-        policy: StandardPolicy,
-        seed: u64,
-        now: Instant,
-        store: Rc<RefCell<ModelStore>>,
-    ) -> SharedEngineClient {
-        let inner = EngineClient::with_mode(
-            limits,
-            margin,
-            workload,
-            policy,
-            seed,
-            now,
-            QuotaMode::Shared,
-        );
-        SharedEngineClient { inner, store, now }
-    }
-}
-
-impl SimClient for SharedEngineClient {
-    fn submit(&mut self, now: Instant) -> u64 {
-        self.now = self.now.max(now);
-        self.inner.submit(now)
-    }
-
-    fn handle_response(
-        &mut self,
-        send: u64,
-        response: http::Response<Vec<u8>>,
-        now: Instant,
-        wall: SystemTime,
-    ) {
-        self.now = self.now.max(now);
-        self.inner.handle_response(send, response, now, wall);
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-        self.inner.handle_timeout(now);
-    }
-
-    fn poll(&mut self) -> ClientOutput {
-        loop {
-            return match self.inner.engine.poll_output() {
-                Output::Quota(op) => {
-                    let answer = self.store.borrow_mut().perform(op, self.now);
-                    if let Some((id, a)) = answer {
-                        self.inner.engine.handle_admission(id, a, self.now);
-                    }
-                    continue;
-                }
-                Output::Transmit(t) => ClientOutput::Send {
-                    id: t.id.0,
-                    token: t.call.is_none(),
-                },
-                Output::Event(Event::Completed { id, .. }) => ClientOutput::Ended {
-                    call: id.0,
-                    ok: true,
-                },
-                Output::Event(Event::Failed { id, .. }) => ClientOutput::Ended {
-                    call: id.0,
-                    ok: false,
-                },
-                Output::Event(_) => continue,
-                Output::Wait(t) => ClientOutput::Wait(t),
-            };
-        }
-    }
-}
-
 /// Runs the simulation with the engine and the standard policy in every process.
 pub fn run_engine(cfg: &SimConfig) -> SimReport {
     run(cfg, Strategy::Engine)
@@ -597,7 +555,7 @@ pub fn run(cfg: &SimConfig, strategy: Strategy) -> SimReport {
             Strategy::Governor => baseline(BaselineKind::Governor),
             Strategy::Backoff => baseline(BaselineKind::Backoff),
             Strategy::Naive => baseline(BaselineKind::Naive),
-            Strategy::SharedStore => Box::new(SharedEngineClient::new(
+            Strategy::SharedStore => Box::new(EngineClient::shared(
                 cfg.client_limits.clone(),
                 cfg.margin,
                 cfg.workload,
