@@ -1,5 +1,7 @@
 //! One call through our blocking client against the emulator on loopback, beside the
-//! same HTTP request made with bare ureq (same token, same URL), in the same run.
+//! same HTTP request made with bare ureq (same token, same URL), in the same run. After
+//! criterion's two measurements, the two calls alternate in blocks and the median ratio
+//! is printed (steadier on a shared machine).
 //!
 //! `cargo bench -p defender-blocking --bench overhead`
 
@@ -73,6 +75,45 @@ fn overhead(c: &mut Criterion) {
         b.iter(|| client.incidents().get(id.clone()).unwrap())
     });
     g.finish();
+
+    // As in defender-async's bench: alternating blocks see the same machine load.
+    if std::env::args().any(|a| a == "--bench") {
+        let bare = || {
+            let mut r = agent
+                .get(&url)
+                .header("authorization", format!("Bearer {token}"))
+                .call()
+                .unwrap();
+            let body = r.body_mut().read_to_vec().unwrap();
+            drop(serde_json::from_slice::<defender_core::incidents::Incident>(&body).unwrap());
+        };
+        let ours = || drop(client.incidents().get(id.clone()).unwrap());
+        let (block, rounds) = (200u32, 40usize);
+        let time = |f: &dyn Fn()| {
+            let t = std::time::Instant::now();
+            (0..block).for_each(|_| f());
+            t.elapsed().as_secs_f64()
+        };
+        let mut ratios: Vec<f64> = (0..rounds)
+            .map(|i| {
+                if i % 2 == 0 {
+                    let b = time(&bare);
+                    time(&ours) / b
+                } else {
+                    let o = time(&ours);
+                    o / time(&bare)
+                }
+            })
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "alternating blocks of {block} calls, {rounds} rounds: defender-blocking / bare ureq, \
+             median {:.3} (quartiles {:.3} .. {:.3})",
+            ratios[rounds / 2],
+            ratios[rounds / 4],
+            ratios[rounds * 3 / 4]
+        );
+    }
     rt.block_on(emu.shutdown());
 }
 
