@@ -22,13 +22,23 @@
 //! A call's future dropped before its end cancels the call (`Engine::cancel`) and answers
 //! a transmit it held: never sent (`Connect`: nothing ran, nothing is charged) or in
 //! flight (`Other`: what it may have run is charged), so the engine's accounting settles.
+//! Its [`Caller`] does this on drop.
+//!
+//! Streamed hunts (`Call::HuntStream`, see `crate::HuntStream`): when the response to a
+//! call's own transmit is a 2xx, [`Caller::drive`] keeps the unread body
+//! ([`Drive::Body`]); the stream's polls read it a chunk at a time, unlocked, as its
+//! consumer takes the rows, then hand its end to the engine ([`Caller::end_body`]) and
+//! drive again (a break before any row is retried). Meanwhile the call's slot holds
+//! neither a transmit nor a result: the call is in flight. A stream dropped early drops
+//! its caller, which cancels the call and tells the engine the body was cut short
+//! (`Closed`), so its running time is settled.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use defender_core::engine::{Call, CallId, Engine, Event, GroupUsage, Output, QuotaOp, SendId};
-use defender_core::engine::{Transmit, Value};
+use defender_core::engine::{HuntStreamer, StreamEnd, StreamItem, Transmit, Value};
 use defender_core::token::AccessToken;
 use defender_core::{Error, Limits, Surface, TransportError, TransportErrorKind};
 use tokio::runtime::Handle;
@@ -118,51 +128,50 @@ impl Shared {
     }
 
     /// Makes one call: submits it, performs its transmits in this future, returns its end.
+    /// A streamed hunt's rows are decoded and dropped: its value is the summary
+    /// (`HuntStream` hands the rows out).
     pub(crate) async fn call(self: &Arc<Self>, call: Call) -> Result<Value, Error> {
-        let wake = Arc::new(Notify::new());
-        let (id, mut next) = {
-            let mut st = self.lock();
-            let id = st.engine.submit(call, Instant::now());
-            st.slots.insert(
-                id,
-                Slot {
-                    transmit: None,
-                    result: None,
-                    wake: wake.clone(),
-                },
-            );
-            self.drain(&mut st, Some(id));
-            (id, next_step(&mut st, id))
-        };
-        // From the first `.await` on, a dropped future cancels the call through the guard.
-        let mut guard = CallGuard {
-            shared: self,
-            id,
-            sending: None,
-            ended: false,
-        };
+        // From the first `.await` on, a dropped future cancels the call through the caller.
+        let mut caller = self.submit(call);
         loop {
-            next = match next {
-                Step::End(result) => {
-                    guard.ended = true;
-                    return result;
+            match caller.drive().await {
+                Drive::Done(result) => return result,
+                Drive::Body => {
+                    while let Some(item) = caller.read_item().await {
+                        if let BodyItem::End(_, end) = item {
+                            caller.end_body(end);
+                        }
+                    }
                 }
-                Step::Send(t) => {
-                    let send = t.id;
-                    guard.sending = Some(send);
-                    let result = self.perform(t).await;
-                    guard.sending = None;
-                    let mut st = self.lock();
-                    answer(&mut st.engine, send, result);
-                    self.drain(&mut st, Some(id));
-                    next_step(&mut st, id)
-                }
-                Step::Wait => {
-                    // Another caller, a spawned task or the timer task fills the slot.
-                    wake.notified().await;
-                    next_step(&mut self.lock(), id)
-                }
-            };
+            }
+        }
+    }
+
+    /// Submits a call for a future to drive with [`Caller::drive`]. Dropping the caller
+    /// before `drive` returned [`Drive::Done`] cancels the call.
+    pub(crate) fn submit(self: &Arc<Self>, call: Call) -> Caller {
+        let wake = Arc::new(Notify::new());
+        let mut st = self.lock();
+        let id = st.engine.submit(call, Instant::now());
+        st.slots.insert(
+            id,
+            Slot {
+                transmit: None,
+                result: None,
+                wake: wake.clone(),
+            },
+        );
+        self.drain(&mut st, Some(id));
+        let next = Some(next_step(&mut st, id));
+        drop(st);
+        Caller {
+            shared: self.clone(),
+            id,
+            wake,
+            next,
+            sending: None,
+            body: None,
+            ended: false,
         }
     }
 
@@ -231,9 +240,17 @@ impl Shared {
         let shared = self.clone();
         self.runtime.spawn(async move {
             let send = t.id;
-            let result = shared.perform(t).await;
+            let performed = shared.perform(t).await;
             let mut st = shared.lock();
-            answer(&mut st.engine, send, result);
+            match performed {
+                Performed::Answer(result) => answer(&mut st.engine, send, result),
+                Performed::Body(body) => {
+                    // Only a call's own future sends a streamed hunt (token requests never
+                    // stream); here nobody would take the rows.
+                    let end = body.streamer.broken(closed("nobody reads this body"));
+                    st.engine.handle_stream_end(send, end, Instant::now());
+                }
+            }
             shared.drain(&mut st, None);
         });
     }
@@ -285,28 +302,49 @@ impl Shared {
         });
     }
 
-    /// One transmit over HTTP, in a span naming its group, attempt and status (never
-    /// its headers: the token is one).
-    async fn perform(&self, t: Transmit) -> Result<http::Response<Vec<u8>>, TransportError> {
+    /// One transmit over HTTP, in a span naming its group, attempt, status and (for a
+    /// streamed body) rows, never its headers: the token is one. A streamed hunt's 2xx
+    /// body is left to be read ([`Performed::Body`]); every other body is read whole, up
+    /// to the size limit.
+    async fn perform(&self, t: Transmit) -> Performed {
         let group = t.group.map_or("token", |g| g.as_str());
         let span = tracing::info_span!(
             "defender.call",
             group,
             attempt = t.attempt,
-            status = tracing::field::Empty
+            status = tracing::field::Empty,
+            rows = tracing::field::Empty,
         );
-        async {
-            let result = perform(&self.http, t.request, t.timeout, self.max_body).await;
-            match &result {
-                Ok(r) => {
-                    tracing::Span::current().record("status", r.status().as_u16());
+        let (send, timeout) = (t.id, t.timeout);
+        let head = async {
+            let head = if t.stream {
+                send_streamed(&self.http, t.request, timeout, self.max_body).await
+            } else {
+                perform(&self.http, t.request, timeout, self.max_body)
+                    .await
+                    .map(Head::Whole)
+            };
+            match &head {
+                Ok(h) => {
+                    tracing::Span::current().record("status", h.status().as_u16());
                 }
                 Err(e) => tracing::debug!(kind = %e.kind, "transport error"),
             }
-            result
+            head
         }
-        .instrument(span)
-        .await
+        .instrument(span.clone())
+        .await;
+        match head {
+            Ok(Head::Whole(r)) => Performed::Answer(Ok(r)),
+            Ok(Head::Streamed(response)) => Performed::Body(Box::new(Body {
+                send,
+                response,
+                timeout,
+                streamer: HuntStreamer::new(),
+                span,
+            })),
+            Err(e) => Performed::Answer(Err(e)),
+        }
     }
 }
 
@@ -355,33 +393,117 @@ fn next_step(st: &mut State, id: CallId) -> Step {
     }
 }
 
-/// Cancels its call when the call's future is dropped before the end.
-struct CallGuard<'a> {
-    shared: &'a Arc<Shared>,
-    id: CallId,
-    /// The transmit this future is performing.
+/// A call a future started ([`Shared::submit`]) and drives ([`Caller::drive`]).
+///
+/// Dropped before its end was seen, it cancels the call and answers what it held, so
+/// the engine's accounting settles: a transmit never sent (`Connect`: nothing ran,
+/// nothing is charged), one in flight (`Other`: what it may have run is charged), a
+/// streamed body being read (cut short by the caller: `Closed`, charged likewise).
+pub(crate) struct Caller {
+    shared: Arc<Shared>,
+    pub(crate) id: CallId,
+    wake: Arc<Notify>,
+    /// What the engine gave the call last, not yet acted on.
+    next: Option<Step>,
+    /// The transmit this caller is performing.
     sending: Option<SendId>,
+    /// A streamed hunt's body being read.
+    body: Option<Box<Body>>,
     ended: bool,
 }
 
-impl Drop for CallGuard<'_> {
+/// Where driving a call stopped.
+pub(crate) enum Drive {
+    /// The call ended.
+    Done(Result<Value, Error>),
+    /// A streamed hunt's body is arriving (only for [`Call::HuntStream`]): take its items
+    /// with [`Caller::read_item`], hand its end to [`Caller::end_body`], then drive
+    /// again (the engine may retry).
+    Body,
+}
+
+impl Caller {
+    /// Performs the call's transmits until it ends or a streamed body arrives.
+    pub(crate) async fn drive(&mut self) -> Drive {
+        loop {
+            let step = match self.next.take() {
+                Some(step) => step,
+                None => next_step(&mut self.shared.lock(), self.id),
+            };
+            match step {
+                Step::End(result) => {
+                    self.ended = true;
+                    return Drive::Done(result);
+                }
+                Step::Send(t) => {
+                    let send = t.id;
+                    self.sending = Some(send);
+                    let performed = self.shared.perform(t).await;
+                    self.sending = None;
+                    match performed {
+                        Performed::Body(body) => {
+                            self.body = Some(body);
+                            return Drive::Body;
+                        }
+                        Performed::Answer(result) => {
+                            let mut st = self.shared.lock();
+                            answer(&mut st.engine, send, result);
+                            self.shared.drain(&mut st, Some(self.id));
+                            self.next = Some(next_step(&mut st, self.id));
+                        }
+                    }
+                }
+                // Another caller, a spawned task or the timer task fills the slot.
+                Step::Wait => self.wake.notified().await,
+            }
+        }
+    }
+
+    /// The body's next item if it needs no more bytes; `None` when it does, or when no
+    /// body is being read.
+    pub(crate) fn ready_item(&mut self) -> Option<BodyItem> {
+        self.body.as_mut()?.ready_item()
+    }
+
+    /// The body's next item, reading more of it as needed; `None` when no body is being
+    /// read. After [`BodyItem::End`], give the end to [`Caller::end_body`].
+    pub(crate) async fn read_item(&mut self) -> Option<BodyItem> {
+        Some(self.body.as_mut()?.next_item().await)
+    }
+
+    /// The body ended ([`BodyItem::End`]): the engine completes the call, fails it, or (a
+    /// break before any row) retries it; [`Caller::drive`] tells which.
+    pub(crate) fn end_body(&mut self, end: StreamEnd) {
+        let Some(body) = self.body.take() else {
+            return;
+        };
+        let mut st = self.shared.lock();
+        st.engine.handle_stream_end(body.send, end, Instant::now());
+        self.shared.drain(&mut st, Some(self.id));
+        self.next = Some(next_step(&mut st, self.id));
+    }
+}
+
+impl Drop for Caller {
     fn drop(&mut self) {
         if self.ended {
             return;
         }
         let mut st = self.shared.lock();
         let Some(slot) = st.slots.remove(&self.id) else {
+            // Its end was taken from the slot (and is dropped unread).
             return;
         };
-        if slot.result.is_some() {
-            // It ended; nobody reads the result.
-            return;
-        }
         let now = Instant::now();
+        // A no-op for a call that already ended.
         st.engine.cancel(self.id, now);
         // The engine counts a polled transmit as in flight: answer it so its reservation
         // and shared-store ticket settle.
-        if let Some(t) = slot.transmit {
+        let unsent = match self.next.take() {
+            Some(Step::Send(t)) => Some(t),
+            _ => None,
+        };
+        for t in [slot.transmit, unsent].into_iter().flatten() {
             let e = TransportError::new(
                 TransportErrorKind::Connect,
                 "the call was dropped before its request was sent",
@@ -395,8 +517,115 @@ impl Drop for CallGuard<'_> {
             );
             st.engine.handle_transport_error(send, e, now);
         }
+        if let Some(body) = self.body.take() {
+            // The server ran the query: the running time so far is charged.
+            let end = body
+                .streamer
+                .broken(closed("the caller stopped reading the body"));
+            st.engine.handle_stream_end(body.send, end, now);
+        }
         self.shared.drain(&mut st, None);
     }
+}
+
+/// What sending a request came to.
+enum Performed {
+    /// The whole answer, for the engine.
+    Answer(Result<http::Response<Vec<u8>>, TransportError>),
+    /// A streamed hunt's 2xx head: the body is still to be read.
+    Body(Box<Body>),
+}
+
+/// A response: read whole, or a streamed hunt's, whose body is read as the rows are taken.
+enum Head {
+    Whole(http::Response<Vec<u8>>),
+    Streamed(reqwest::Response),
+}
+
+impl Head {
+    fn status(&self) -> http::StatusCode {
+        match self {
+            Head::Whole(r) => r.status(),
+            Head::Streamed(r) => r.status(),
+        }
+    }
+}
+
+/// A streamed hunt's body, read a chunk at a time (as hyper hands them over) by the
+/// future that takes its items, with no lock held. Nothing reads ahead of the caller:
+/// with one element of the document in the decoder, one chunk is what a streamed hunt
+/// holds in memory however slow its reader.
+pub(crate) struct Body {
+    send: SendId,
+    response: reqwest::Response,
+    /// Bounds each read (not the whole body: that takes as long as its reader takes).
+    timeout: Duration,
+    streamer: HuntStreamer,
+    /// The span of the call's request, entered while reading.
+    span: tracing::Span,
+}
+
+/// What a streamed body gave.
+pub(crate) enum BodyItem {
+    /// The next item.
+    Item(StreamItem),
+    /// The body ended: its last items, and how it ended (for [`Caller::end_body`]).
+    End(Vec<StreamItem>, StreamEnd),
+}
+
+impl Body {
+    /// The next item if the decoder has one without more bytes.
+    fn ready_item(&mut self) -> Option<BodyItem> {
+        match self.streamer.next_item() {
+            Ok(Some(item)) => Some(BodyItem::Item(item)),
+            Ok(None) => None,
+            Err(e) => Some(BodyItem::End(Vec::new(), StreamEnd::Decode(e))),
+        }
+    }
+
+    /// The next item, reading more of the body when the decoder needs it. After
+    /// [`BodyItem::End`], the body is done.
+    async fn next_item(&mut self) -> BodyItem {
+        loop {
+            if let Some(item) = self.ready_item() {
+                return item;
+            }
+            let read = tokio::time::timeout(self.timeout, self.response.chunk())
+                .instrument(self.span.clone())
+                .await;
+            let error = match read {
+                Ok(Ok(Some(chunk))) => {
+                    self.streamer.feed(&chunk);
+                    continue;
+                }
+                Ok(Ok(None)) => {
+                    let (rest, end) = std::mem::take(&mut self.streamer).finish();
+                    if let StreamEnd::Complete { rows, .. } = &end {
+                        self.span.record("rows", rows);
+                    }
+                    return BodyItem::End(rest, end);
+                }
+                Ok(Err(e)) => map_err(e),
+                Err(_) => timed_out(self.timeout),
+            };
+            self.span.in_scope(|| {
+                tracing::debug!(kind = %error.kind, rows = self.streamer.rows(), "streamed body broken");
+            });
+            let end = std::mem::take(&mut self.streamer).broken(error);
+            return BodyItem::End(Vec::new(), end);
+        }
+    }
+}
+
+fn closed(message: &str) -> TransportError {
+    TransportError::new(TransportErrorKind::Closed, message)
+}
+
+fn timed_out(timeout: Duration) -> TransportError {
+    TransportError::new(
+        TransportErrorKind::Timeout,
+        format!("no answer within {timeout:?}"),
+    )
 }
 
 /// A call's end into its slot; its future is woken unless it is the one draining.
@@ -449,17 +678,54 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
-/// One HTTP exchange: the request as the engine built it, the body read up to `max`.
+/// One HTTP exchange: the request as the engine built it, the body read up to `max`;
+/// `timeout` bounds the whole exchange.
 pub(crate) async fn perform(
     http: &reqwest::Client,
     request: http::Request<Vec<u8>>,
     timeout: Duration,
     max: usize,
 ) -> Result<http::Response<Vec<u8>>, TransportError> {
-    let mut req = reqwest::Request::try_from(request)
-        .map_err(|e| TransportError::new(TransportErrorKind::Other, e.without_url().to_string()))?;
+    let mut req = to_reqwest(request)?;
     *req.timeout_mut() = Some(timeout);
-    let mut resp = http.execute(req).await.map_err(map_err)?;
+    let resp = http.execute(req).await.map_err(map_err)?;
+    read_body(resp, max).await
+}
+
+/// A streamed hunt's exchange. A 2xx body is left unread: it takes as long as its
+/// reader takes over the rows, so `timeout` bounds the exchange up to the response head,
+/// then each read ([`Body`]). Any other body is read whole, up to `max`, within
+/// `timeout` from the head.
+async fn send_streamed(
+    http: &reqwest::Client,
+    request: http::Request<Vec<u8>>,
+    timeout: Duration,
+    max: usize,
+) -> Result<Head, TransportError> {
+    let req = to_reqwest(request)?;
+    let resp = tokio::time::timeout(timeout, http.execute(req))
+        .await
+        .map_err(|_| timed_out(timeout))?
+        .map_err(map_err)?;
+    if resp.status().is_success() {
+        return Ok(Head::Streamed(resp));
+    }
+    tokio::time::timeout(timeout, read_body(resp, max))
+        .await
+        .map_err(|_| timed_out(timeout))?
+        .map(Head::Whole)
+}
+
+fn to_reqwest(request: http::Request<Vec<u8>>) -> Result<reqwest::Request, TransportError> {
+    reqwest::Request::try_from(request)
+        .map_err(|e| TransportError::new(TransportErrorKind::Other, e.without_url().to_string()))
+}
+
+/// Reads a whole body, up to `max` bytes.
+async fn read_body(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<http::Response<Vec<u8>>, TransportError> {
     let declared = resp.content_length().map(|n| n as usize);
     if declared.is_some_and(|n| n > max) {
         return Err(too_large(max));

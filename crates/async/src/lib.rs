@@ -13,6 +13,9 @@
 //! says to wait). A call's future dropped before its request went out gives its quota
 //! back.
 //!
+//! [`Client::hunt_stream`] hands a hunt's rows out while its body arrives, read by the
+//! polling task only as fast as it takes them.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use defender_async::Client;
@@ -33,9 +36,11 @@
 mod driver;
 mod range;
 mod shared;
+mod stream;
 
 pub use range::RangeHunt;
 pub use shared::QuotaStore;
+pub use stream::HuntStream;
 
 /// The attribute that implements [`TokenProvider`] and [`QuotaStore`].
 pub use async_trait::async_trait;
@@ -47,10 +52,12 @@ pub use defender_redis;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{self, Stream};
+use futures_util::stream::Stream;
 
 pub use defender_core::engine::GroupUsage;
+pub use defender_core::engine::StreamItem;
 use defender_core::engine::{Call, Value};
+pub use defender_core::hunting::HuntSummary;
 use defender_core::hunting::{HuntRequest, HuntResult};
 use defender_core::incidents::{Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate};
 use defender_core::policy::Policy;
@@ -135,6 +142,43 @@ impl Client {
         }
     }
 
+    /// Runs a hunting query and hands its rows out while the body arrives: a [`Stream`]
+    /// of the schema first, then every row, each as soon as it is decoded, and the
+    /// summary at the end ([`HuntStream::summary`]). The task that polls the stream
+    /// performs the request at the first poll and reads the body only as fast as it takes
+    /// the rows, so a result of any size takes one chunk and one row of memory. The body
+    /// size limit ([`ClientBuilder::max_body_bytes`]) does not apply to it: the decoder
+    /// bounds each element of the document instead. The request timeout bounds each read,
+    /// not the whole body, so a slow consumer is not cut off. Dropping the stream early
+    /// cancels the call.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use defender_async::{Client, StreamItem};
+    /// use futures_util::StreamExt;
+    ///
+    /// let client = Client::builder().from_env().limits("xdr")?.build()?;
+    /// let mut rows = client.hunt_stream("DeviceProcessEvents | where Timestamp > ago(1h)");
+    /// while let Some(item) = rows.next().await {
+    ///     match item? {
+    ///         StreamItem::Schema(columns) => println!("{} columns", columns.len()),
+    ///         StreamItem::Row(row) => println!("{:?}", row.get("FileName")),
+    ///     }
+    /// }
+    /// if let Some(summary) = rows.summary() {
+    ///     println!("{} rows in {:?}", summary.rows, summary.running_time);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn hunt_stream(&self, query: impl Into<String>) -> HuntStream {
+        self.hunt_stream_request(HuntRequest::new(query))
+    }
+
+    /// [`Client::hunt_stream`] for a full request (with a Graph `Timespan`).
+    pub fn hunt_stream_request(&self, request: HuntRequest) -> HuntStream {
+        HuntStream::new(self.clone(), request)
+    }
+
     /// Runs `query` over `[from, to)` in windows, past the row cap: every row once, in
     /// time order, a window at a time (see [`defender_core::range`]). The row cap and the
     /// data window come from the client's limits; `options` can override the rest.
@@ -162,7 +206,9 @@ impl Client {
     /// Makes one call through the engine. This future sends the call's request itself
     /// once the engine admits it, so keep polling it (awaiting it does; to let a call run
     /// while the task does something else, spawn it). Dropping the future before it ends
-    /// cancels the call: one not yet sent gives its quota back.
+    /// cancels the call: one not yet sent gives its quota back. A [`Call::HuntStream`]
+    /// gives only its summary ([`Value::HuntStreamed`]; its rows are decoded and
+    /// dropped): use [`Client::hunt_stream`] for the rows.
     pub async fn call(&self, call: Call) -> Result<Value, Error> {
         self.inner.call(call).await
     }
@@ -196,7 +242,7 @@ impl<'a> Incidents<'a> {
     /// stream after the incidents already fetched were yielded.
     pub fn list(&self, query: IncidentQuery) -> impl Stream<Item = Result<Incident, Error>> + 'a {
         let client = self.client.clone();
-        let pages = stream::unfold(Some(Call::ListIncidents(query)), move |next| {
+        let pages = futures_util::stream::unfold(Some(Call::ListIncidents(query)), move |next| {
             let client = client.clone();
             async move {
                 let call = next?;
@@ -208,8 +254,8 @@ impl<'a> Incidents<'a> {
             }
         });
         futures_util::StreamExt::flat_map(pages, |page: Result<IncidentPage, Error>| match page {
-            Ok(p) => stream::iter(p.value.into_iter().map(Ok).collect::<Vec<_>>()),
-            Err(e) => stream::iter(vec![Err(e)]),
+            Ok(p) => futures_util::stream::iter(p.value.into_iter().map(Ok).collect::<Vec<_>>()),
+            Err(e) => futures_util::stream::iter(vec![Err(e)]),
         })
     }
 
@@ -287,7 +333,9 @@ impl ClientBuilder {
     }
 
     /// The largest response body accepted (default 128 MiB); a larger one fails the call
-    /// with a transport error of kind `BodyTooLarge`.
+    /// with a transport error of kind `BodyTooLarge`. Streamed hunts
+    /// ([`Client::hunt_stream`]) are exempt: they never hold their body, and the decoder
+    /// bounds each element of it.
     pub fn max_body_bytes(mut self, n: usize) -> Self {
         self.max_body_bytes = n;
         self
@@ -304,8 +352,7 @@ impl ClientBuilder {
     /// (`defender-redis`): at [`build`](Self::build) the store is opened (it connects on
     /// first use) and bound to the tenant and client id with the final limits and margin.
     /// `build` fails with [`BuildError::SharedQuotaScope`] when the tenant or client id is
-    /// unknown, and with a [`Error::QuotaStore`] inside [`BuildError::Insecure`] when the
-    /// URL does not parse.
+    /// unknown, and with [`BuildError::QuotaStore`] when the URL does not parse.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

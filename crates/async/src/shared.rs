@@ -12,7 +12,7 @@ use defender_core::engine::{Admission, AdmitId, QuotaOp};
 /// exceed what Microsoft allows the app.
 ///
 /// With a store set ([`ClientBuilder::quota_store`](crate::ClientBuilder::quota_store),
-/// or [`ClientBuilder::redis_quota`](crate::ClientBuilder::redis_quota) with the `redis`
+/// or `ClientBuilder::redis_quota` with the `redis`
 /// feature), the engine stops consulting its own windows and hands the store one
 /// [`QuotaOp`] at a time:
 ///
@@ -121,13 +121,9 @@ impl StoreChoice {
                 let (tenant, app) = scope?;
                 let store =
                     defender_redis::AsyncRedisQuotaStore::open(store_config).map_err(|e| {
-                        // No variant of BuildError names a store; this one carries a typed
-                        // core error and prints the store's message (password redacted).
-                        defender_core::settings::BuildError::Insecure(
-                            defender_core::Error::QuotaStore {
-                                message: e.to_string(),
-                            },
-                        )
+                        defender_core::settings::BuildError::QuotaStore {
+                            message: e.to_string(),
+                        }
                     })?;
                 let binding =
                     defender_redis::Binding::new(tenant, app, config.limits.clone(), config.margin);

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use defender_core::engine::{Call, GroupUsage, Value};
-use defender_core::hunting::HuntRequest;
+use defender_core::engine::{Call, GroupUsage, StreamItem, Value};
+use defender_core::hunting::{HuntRequest, HuntSummary};
 use defender_core::incidents::{IncidentId, IncidentQuery, IncidentStatus, IncidentUpdate};
 use defender_core::range::{Lookback, RangeError, RangeOptions, RangeProgress, Split, WindowRows};
 use defender_core::timefmt::format_rfc3339;
@@ -56,6 +56,13 @@ pub trait Driver: Clone + Send + Sync + 'static {
         to: SystemTime,
         opts: RangeOptions,
     ) -> Result<RangeOutcome, RangeFailure>;
+    /// A streamed hunt: `on_item` sees the schema and each row as it arrives; the summary
+    /// at the end.
+    fn hunt_stream(
+        &self,
+        query: &str,
+        on_item: &mut dyn FnMut(StreamItem),
+    ) -> Result<HuntSummary, Error>;
 }
 
 /// What a ranged hunt handed out.
@@ -147,6 +154,24 @@ impl Driver for AsyncDriver {
             clamped,
         })
     }
+
+    fn hunt_stream(
+        &self,
+        query: &str,
+        on_item: &mut dyn FnMut(StreamItem),
+    ) -> Result<HuntSummary, Error> {
+        use futures_util::StreamExt;
+        self.handle.block_on(async {
+            let mut stream = self.client.hunt_stream(query);
+            while let Some(item) = stream.next().await {
+                on_item(item?);
+            }
+            Ok(stream
+                .summary()
+                .cloned()
+                .expect("a summary once the stream ended"))
+        })
+    }
 }
 
 /// The blocking client.
@@ -209,6 +234,21 @@ impl Driver for BlockingDriver {
             progress: hunt.progress(),
             clamped,
         })
+    }
+
+    fn hunt_stream(
+        &self,
+        query: &str,
+        on_item: &mut dyn FnMut(StreamItem),
+    ) -> Result<HuntSummary, Error> {
+        let mut stream = self.client.hunt_stream(query);
+        for item in stream.by_ref() {
+            on_item(item?);
+        }
+        Ok(stream
+            .summary()
+            .cloned()
+            .expect("a summary once the stream ended"))
     }
 }
 
@@ -739,4 +779,146 @@ pub fn response_bodies_are_size_limited<D: Driver>() {
         panic!()
     };
     assert_eq!(small.rows.len(), 1);
+}
+
+/// A client spec for a [`crate::paced::PacedServer`].
+fn paced_spec(server: &crate::paced::PacedServer) -> ClientSpec {
+    ClientSpec {
+        surface: Surface::DefenderXdr,
+        base_url: server.base_url(),
+        limits: generous(),
+        policy: StandardPolicy::standard()
+            .backoff(Duration::from_millis(1), Duration::from_millis(5))
+            .seed(3),
+        secret: "paced-secret".to_owned(),
+        max_body_bytes: None,
+    }
+}
+
+fn row_numbers(items: &[StreamItem]) -> Vec<i64> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            StreamItem::Row(r) => r.get("N").and_then(|n| n.as_i64()),
+            StreamItem::Schema(_) => None,
+        })
+        .collect()
+}
+
+/// A streamed hunt hands rows to the caller while the body is still arriving: the
+/// server writes the first 40 rows and holds the rest until the caller has seen a row
+/// (a client that buffered the body would make it wait out its 10 s gate).
+pub fn rows_arrive_while_the_body_does<D: Driver>() {
+    use crate::paced::{PacedServer, Plan};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let server = PacedServer::start(Plan::Gate {
+        first: 40,
+        rest: 60,
+    });
+    let d = D::connect(&paced_spec(&server), &rt);
+    let mut items = Vec::new();
+    let summary = d
+        .hunt_stream("T | take 100", &mut |item| {
+            if matches!(item, StreamItem::Row(_)) {
+                server.release();
+            }
+            items.push(item);
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", D::NAME));
+    assert_eq!(
+        server.released_in_time(),
+        Some(true),
+        "{}: the first rows reached the caller before the body ended",
+        D::NAME
+    );
+    assert!(
+        matches!(&items[0], StreamItem::Schema(cols) if cols.len() == 2),
+        "{}: the schema comes first",
+        D::NAME
+    );
+    assert_eq!(
+        row_numbers(&items),
+        (0..100).collect::<Vec<_>>(),
+        "{}",
+        D::NAME
+    );
+    assert_eq!(summary.rows, 100);
+    assert_eq!(summary.running_time, Duration::from_millis(250));
+    assert!(!summary.truncated);
+}
+
+/// A body broken after rows were handed out is a typed error and is not sent again (the
+/// rows would come twice); one broken before any row is retried and then complete.
+pub fn a_broken_stream_is_retried_only_before_rows<D: Driver>() {
+    use crate::paced::{PacedServer, Plan};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+
+    let server = PacedServer::start(Plan::BreakAfter {
+        first: 25,
+        total: 50,
+    });
+    let d = D::connect(&paced_spec(&server), &rt);
+    let mut items = Vec::new();
+    match d.hunt_stream("T | take 50", &mut |item| items.push(item)) {
+        Err(Error::Transport { .. }) | Err(Error::Decode { .. }) => {}
+        other => panic!("{}: expected a typed error, got {other:?}", D::NAME),
+    }
+    assert_eq!(
+        row_numbers(&items),
+        (0..25).collect::<Vec<_>>(),
+        "{}: the rows before the break were handed out, once",
+        D::NAME
+    );
+    assert_eq!(server.hunts(), 1, "{}: not sent again", D::NAME);
+
+    let server = PacedServer::start(Plan::BreakAfter {
+        first: 0,
+        total: 30,
+    });
+    let d = D::connect(&paced_spec(&server), &rt);
+    let mut items = Vec::new();
+    let summary = d
+        .hunt_stream("T | take 30", &mut |item| items.push(item))
+        .unwrap_or_else(|e| panic!("{}: retried and complete: {e}", D::NAME));
+    assert_eq!(server.hunts(), 2, "{}: retried once", D::NAME);
+    assert_eq!(row_numbers(&items), (0..30).collect::<Vec<_>>());
+    assert_eq!(summary.rows, 30);
+}
+
+/// A streamed hunt gives exactly the rows, in the order, of the same hunt buffered.
+pub fn streamed_and_buffered_hunts_agree<D: Driver>() {
+    let env = Env::start(|b| {
+        b.limits(generous())
+            .table_rows("DeviceProcessEvents", 20_000)
+    });
+    let d = D::connect(&env.spec(Surface::DefenderXdr, generous()), &env.rt);
+    let query = "DeviceProcessEvents | take 15000";
+    let Ok(Value::Hunt(buffered)) = d.call(hunt(query)) else {
+        panic!("{}: the buffered hunt", D::NAME)
+    };
+    let mut schema = Vec::new();
+    let mut rows = Vec::new();
+    let summary = d
+        .hunt_stream(query, &mut |item| match item {
+            StreamItem::Schema(s) => schema = s,
+            StreamItem::Row(r) => rows.push(r),
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", D::NAME));
+    assert_eq!(schema, buffered.schema, "{}", D::NAME);
+    assert_eq!(rows.len(), 15_000);
+    assert!(
+        rows == buffered.rows,
+        "{}: the same rows in the same order",
+        D::NAME
+    );
+    assert_eq!(summary.rows, 15_000);
+    assert_eq!(summary.schema, buffered.schema);
 }

@@ -21,6 +21,7 @@
 
 pub mod baseline;
 pub mod conformance;
+pub mod paced;
 pub mod plot;
 pub mod server_model;
 pub mod sim;

@@ -47,6 +47,21 @@ macro_rules! suite {
             fn wrong_secret_is_an_auth_error() {
                 conformance::wrong_secret_is_an_auth_error::<$driver>();
             }
+
+            #[test]
+            fn rows_arrive_while_the_body_does() {
+                conformance::rows_arrive_while_the_body_does::<$driver>();
+            }
+
+            #[test]
+            fn a_broken_stream_is_retried_only_before_rows() {
+                conformance::a_broken_stream_is_retried_only_before_rows::<$driver>();
+            }
+
+            #[test]
+            fn streamed_and_buffered_hunts_agree() {
+                conformance::streamed_and_buffered_hunts_agree::<$driver>();
+            }
         }
     };
 }
