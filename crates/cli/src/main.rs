@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use defender_async::{Client, Progress};
+use defender_async::{Client, Progress, StreamItem};
+use defender_core::hunting::HuntRequest;
 use defender_core::incidents::{
     Classification, IncidentFilter, IncidentQuery, IncidentStatus, IncidentUpdate,
 };
@@ -546,20 +547,44 @@ async fn hunt(client: &Client, ui: &Ui, args: HuntArgs) -> Result<(), Failure> {
     }
     let (query, timespan) = scope_query(client.surface(), &query, &args)?;
     let spinner = ui.spinner("running the query");
-    let result = match &timespan {
-        Some(ts) => client.hunt_with_timespan(query, ts).await,
-        None => client.hunt(query).await,
-    };
-    spinner.finish_and_clear();
-    let result = result?;
+    // Rows are written as they arrive (a table waits for all of them to size its columns).
+    let mut stream = client.hunt_stream_request(HuntRequest { query, timespan });
     let mut sink = open_sink(&args.output, args.format)?;
-    let columns: Vec<String> = result.schema.iter().map(|c| c.name.clone()).collect();
     let write = |e| Failure::io("could not write", e);
-    sink.header(&columns).map_err(write)?;
-    for row in &result.rows {
-        sink.row(&columns, row).map_err(write)?;
+    let mut columns: Option<Vec<String>> = None;
+    let mut failure = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(StreamItem::Schema(schema)) => {
+                spinner.finish_and_clear();
+                if columns.is_none() {
+                    let c: Vec<String> = schema.iter().map(|c| c.name.clone()).collect();
+                    sink.header(&c).map_err(write)?;
+                    columns = Some(c);
+                }
+            }
+            Ok(StreamItem::Row(row)) => {
+                let cols = columns.get_or_insert_with(Vec::new);
+                sink.row(cols, &row).map_err(write)?;
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
     }
+    spinner.finish_and_clear();
+    if columns.is_none() {
+        sink.header(&[]).map_err(write)?;
+    }
+    // What was fetched is written before any error is reported.
     sink.finish().map_err(write)?;
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    let Some(result) = stream.summary() else {
+        return Ok(());
+    };
     if result.truncated {
         let cap = result.row_cap.unwrap_or_default();
         let hint = if split == Split::None {
