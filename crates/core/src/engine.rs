@@ -710,10 +710,10 @@ impl Engine {
                 let held = reservation.is_some() || store.as_ref().is_some_and(|s| s.1);
                 if held {
                     let actual = if response.status().is_success() {
-                        HuntResponse::from_slice(response.body())
+                        let stats = HuntResponse::from_slice(response.body())
                             .ok()
-                            .and_then(|h| h.stats.and_then(|s| s.execution_duration()))
-                            .unwrap_or_else(|| self.now.saturating_duration_since(sent_at))
+                            .and_then(|h| h.stats);
+                        running_time(stats.as_ref(), self.now.saturating_duration_since(sent_at))
                     } else {
                         Duration::ZERO
                     };
@@ -813,10 +813,7 @@ impl Engine {
             } => {
                 let elapsed = self.now.saturating_duration_since(sent_at);
                 let running = match &end {
-                    StreamEnd::Complete { stats, .. } => stats
-                        .as_ref()
-                        .and_then(|s| s.execution_duration())
-                        .unwrap_or(elapsed),
+                    StreamEnd::Complete { stats, .. } => running_time(stats.as_ref(), elapsed),
                     _ => elapsed,
                 };
                 self.settle(group, reservation, store, running);
@@ -837,21 +834,13 @@ impl Engine {
                         rows,
                     } => {
                         self.policy.on_success();
-                        let running = stats
-                            .as_ref()
-                            .and_then(|s| s.execution_duration())
-                            .unwrap_or(elapsed);
+                        let running = running_time(stats.as_ref(), elapsed);
                         self.settle(state.group, reservation, store, running);
                         self.record_runtime(running);
                         let row_cap = self.config.limits.hunting.rows;
                         let truncated = row_cap.is_some_and(|cap| rows >= cap);
-                        if truncated && self.policy.truncation() == Truncation::Error {
-                            return self.fail(
-                                call_id,
-                                Error::Truncated {
-                                    cap: row_cap.unwrap_or_default(),
-                                },
-                            );
+                        if let Some(e) = self.refuse_truncated(&state.call, truncated) {
+                            return self.fail(call_id, e);
                         }
                         self.events.push_back(Event::Completed {
                             id: call_id,
@@ -889,6 +878,17 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// A result at the row cap fails its call only where the policy says so, and never a
+    /// window of a ranged hunt (the planner bisects it).
+    fn refuse_truncated(&self, call: &Call, truncated: bool) -> Option<Error> {
+        let refused = truncated
+            && !matches!(call, Call::HuntWindow(_))
+            && self.policy.truncation() == Truncation::Error;
+        refused.then(|| Error::Truncated {
+            cap: self.config.limits.hunting.rows.unwrap_or_default(),
+        })
     }
 
     fn record_runtime(&mut self, running: Duration) {
@@ -1640,11 +1640,8 @@ impl Engine {
                         ..HuntResponse::default()
                     },
                 );
-                let running = parsed
-                    .as_ref()
-                    .ok()
-                    .and_then(|h| h.stats.as_ref().and_then(|s| s.execution_duration()))
-                    .unwrap_or(elapsed);
+                let stats = parsed.as_ref().ok().and_then(|h| h.stats.as_ref());
+                let running = running_time(stats, elapsed);
                 self.settle(
                     state.group,
                     state.reservation.take(),
@@ -1659,12 +1656,8 @@ impl Engine {
                 })?;
                 let result =
                     HuntResult::from_response(resp, self.config.limits.hunting.rows, running);
-                // A window at the cap is bisected, never an error.
-                let strict = !matches!(state.call, Call::HuntWindow(_));
-                if strict && result.truncated && self.policy.truncation() == Truncation::Error {
-                    return Err(Error::Truncated {
-                        cap: result.row_cap.unwrap_or_default(),
-                    });
+                if let Some(e) = self.refuse_truncated(&state.call, result.truncated) {
+                    return Err(e);
                 }
                 Ok(Value::Hunt(result))
             }
@@ -1782,6 +1775,14 @@ impl Engine {
         }
         t
     }
+}
+
+/// The running time a hunting answer charges: its `ExecutionTime`, else how long the call
+/// took (Defender for Endpoint reports none).
+fn running_time(stats: Option<&Stats>, elapsed: Duration) -> Duration {
+    stats
+        .and_then(|s| s.execution_duration())
+        .unwrap_or(elapsed)
 }
 
 fn same_origin(link: &str, base: &str) -> bool {
