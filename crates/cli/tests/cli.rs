@@ -420,41 +420,11 @@ fn emulator_command_serves_until_stopped() {
     );
 }
 
-/// `REDIS_URL` (default `redis://127.0.0.1:6379`) when a Redis answers there; `None`
-/// (with a note) otherwise, unless `REDIS_REQUIRED` is set, which fails instead.
-fn redis_url() -> Option<String> {
-    use std::io::{Read, Write};
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let addr = url
-        .split_once("://")
-        .map_or(url.as_str(), |(_, r)| r)
-        .rsplit('@')
-        .next()
-        .unwrap_or_default()
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let pong = std::net::TcpStream::connect(&addr).ok().and_then(|mut s| {
-        s.write_all(b"PING\r\n").ok()?;
-        let mut buf = [0u8; 7];
-        s.read_exact(&mut buf).ok()?;
-        Some(&buf == b"+PONG\r\n")
-    });
-    if pong == Some(true) {
-        return Some(url);
-    }
-    assert!(
-        std::env::var_os("REDIS_REQUIRED").is_none(),
-        "no Redis at {url} and REDIS_REQUIRED is set"
-    );
-    eprintln!("SKIPPED: no Redis at {url}");
-    None
-}
-
 #[test]
 fn quota_store_counts_every_invocation_once() {
-    let Some(url) = redis_url() else { return };
+    let Some(url) = defender_testkit::redis::require_redis() else {
+        return;
+    };
     // A client id of its own, so the shared keys are this test's alone.
     let app = format!(
         "cli-test-{}-{}",

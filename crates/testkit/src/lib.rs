@@ -23,5 +23,6 @@ pub mod baseline;
 pub mod conformance;
 pub mod paced;
 pub mod plot;
+pub mod redis;
 pub mod server_model;
 pub mod sim;

@@ -10,8 +10,8 @@
 //! Redis comes from `REDIS_URL` (default `redis://127.0.0.1:6379`); without one the tests
 //! print SKIPPED, unless `REDIS_REQUIRED=1`, which makes them fail instead.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,43 +22,7 @@ use defender_emulator::{DEFAULT_CLIENT_ID, DEFAULT_SECRET, DEFAULT_TENANT};
 use defender_policy::StandardPolicy;
 use defender_redis::{AcquireRequest, OnRedisError, QuotaKey, RedisQuotaStore, StoreConfig};
 use defender_testkit::conformance::Env;
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-/// Whether a Redis answers PING at `host:port`.
-fn pings(addr: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
-
-fn host_port(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    rest.split('/').next().unwrap_or(rest).to_owned()
-}
-
-/// `None` (with a note) when no Redis answers and `REDIS_REQUIRED` is not set.
-fn require_redis() -> Option<String> {
-    let url = redis_url();
-    if pings(&host_port(&url)) {
-        return Some(url);
-    }
-    assert!(
-        std::env::var_os("REDIS_REQUIRED").is_none(),
-        "no Redis answers at {url} and REDIS_REQUIRED is set"
-    );
-    eprintln!("SKIPPED: no Redis at {url}; set REDIS_REQUIRED=1 to fail instead");
-    None
-}
+use defender_testkit::redis::{pings, require_redis};
 
 fn unique(name: &str) -> String {
     let nanos = SystemTime::now()
