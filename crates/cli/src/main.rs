@@ -955,9 +955,8 @@ async fn shared_usage(
     };
     let store = AsyncRedisQuotaStore::open(config).map_err(store_failure)?;
     let mut lines = vec![format!("shared quota: {url} (tenant {tenant}, app {app})")];
-    let margin =
-        defender_core::engine::Config::new(client.surface(), defender_core::engine::Auth::External)
-            .margin;
+    // The clients here keep the default margin.
+    let margin = defender_core::engine::DEFAULT_MARGIN;
     for group in defender_core::ApiGroup::ALL {
         let limits = client.limits().group(group);
         let key = QuotaKey::new(tenant, app, group);

@@ -95,6 +95,9 @@ pub enum QuotaMode {
     Shared,
 }
 
+/// The margin added to every window by default, to absorb network jitter.
+pub const DEFAULT_MARGIN: Duration = Duration::from_millis(500);
+
 /// Everything the engine needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -125,7 +128,7 @@ impl Config {
             endpoints: Endpoints::new(surface, crate::surface::Cloud::Global),
             auth,
             limits: surface.preset().limits(),
-            margin: Duration::from_millis(500),
+            margin: DEFAULT_MARGIN,
             runtime_estimate: Duration::from_secs(1),
             user_agent: concat!("defender-rs/", env!("CARGO_PKG_VERSION")).to_owned(),
             quota: QuotaMode::Local,
