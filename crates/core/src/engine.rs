@@ -118,7 +118,27 @@ pub struct Config {
     pub user_agent: String,
     /// Who admits calls (default [`QuotaMode::Local`]).
     pub quota: QuotaMode,
+    /// The longest wait a server may impose (default one day): a longer `Retry-After`
+    /// or "again in" is cut to this, and a learned limit whose period is longer is
+    /// ignored with a [`Event::Warning`], so one odd 429 cannot block calls for years.
+    pub max_server_wait: Duration,
+    /// How long the running-time budget is taken as spent when the server says so
+    /// without a retry time (default 15 minutes: Defender XDR frees CPU quota per
+    /// 15-minute cycle).
+    pub runtime_exhausted_wait: Duration,
+    /// How long a shared store may take to answer an admission before it counts as
+    /// unavailable (default 10 s).
+    pub store_timeout: Duration,
+    /// How long a token request (or, with [`Auth::External`], the caller's token
+    /// provider) may take before the fetch counts as failed (default 30 s).
+    pub token_timeout: Duration,
+    /// How far the server's clock may be behind ours when a comment read back after an
+    /// ambiguous update is matched by its time (default 60 s).
+    pub clock_skew: Duration,
 }
+
+/// The default of [`Config::max_server_wait`]: one day.
+pub const DEFAULT_MAX_SERVER_WAIT: Duration = Duration::from_secs(86_400);
 
 impl Config {
     /// The documented endpoints (global cloud) and limits of `surface`.
@@ -132,6 +152,11 @@ impl Config {
             runtime_estimate: Duration::from_secs(1),
             user_agent: concat!("defender-rs/", env!("CARGO_PKG_VERSION")).to_owned(),
             quota: QuotaMode::Local,
+            max_server_wait: DEFAULT_MAX_SERVER_WAIT,
+            runtime_exhausted_wait: Duration::from_secs(900),
+            store_timeout: Duration::from_secs(10),
+            token_timeout: Duration::from_secs(30),
+            clock_skew: Duration::from_secs(60),
         }
     }
 }
@@ -197,8 +222,9 @@ pub struct CallId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SendId(pub u64);
 
-/// A request for the transport to perform.
-#[derive(Debug)]
+/// A request for the transport to perform. Its `Debug` shows the method, the URL, the
+/// header names and the body's length: never a header's value or the body (a bearer
+/// token, a client secret).
 pub struct Transmit {
     /// Answer with this id.
     pub id: SendId,
@@ -216,6 +242,29 @@ pub struct Transmit {
     /// arrives, hand its rows to the caller, and end with [`Engine::handle_stream_end`]
     /// (other statuses: read the body and call `handle_response` as usual).
     pub stream: bool,
+}
+
+impl std::fmt::Debug for Transmit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&str> = self
+            .request
+            .headers()
+            .keys()
+            .map(http::HeaderName::as_str)
+            .collect();
+        f.debug_struct("Transmit")
+            .field("id", &self.id)
+            .field("call", &self.call)
+            .field("group", &self.group)
+            .field("attempt", &self.attempt)
+            .field("method", self.request.method())
+            .field("uri", self.request.uri())
+            .field("headers", &headers)
+            .field("body_len", &self.request.body().len())
+            .field("timeout", &self.timeout)
+            .field("stream", &self.stream)
+            .finish()
+    }
 }
 
 /// How a streamed hunting body ended (see [`Call::HuntStream`]).
@@ -445,8 +494,16 @@ pub enum Event {
         /// Which limit, in words ("15 calls per 1m").
         reason: String,
     },
-    /// With [`Auth::External`]: fetch a token and give it to [`Engine::handle_token`].
+    /// With [`Auth::External`]: fetch a token and give it to [`Engine::handle_token`]
+    /// (within [`Config::token_timeout`]; a later answer is still taken).
     NeedToken,
+    /// Something the engine chose to ignore or cut, which a person should know about
+    /// (log it): a server wait beyond [`Config::max_server_wait`], a learned limit with
+    /// an absurd period.
+    Warning {
+        /// What happened, in one sentence.
+        message: String,
+    },
 }
 
 /// What the driver must do next.
@@ -508,6 +565,28 @@ struct CallState {
     token_retried: bool,
     sent_at: Option<Instant>,
     announced_until: Option<Instant>,
+    /// An update whose outcome is unknown: the next attempt reads the incident back
+    /// instead of sending the change again.
+    verify: bool,
+    /// When the first request of an update that may have reached the server was sent:
+    /// a comment read back must be newer than this to be ours.
+    maybe_applied_since: Option<Instant>,
+}
+
+impl CallState {
+    /// Whether the request this call sends next (or has in flight) can be resent
+    /// without doing a thing twice: everything but an incident update (a read-back is a
+    /// GET).
+    fn idempotent(&self) -> bool {
+        !matches!(self.call, Call::UpdateIncident(..)) || self.verify
+    }
+}
+
+/// An update that may have been applied: what `fail` turns an ending error into.
+#[derive(Debug)]
+struct Unsure {
+    incident: IncidentId,
+    update: IncidentUpdate,
 }
 
 #[derive(Debug)]
@@ -527,6 +606,8 @@ enum SendTarget {
 struct TokenState {
     current: Option<AccessToken>,
     fetching: bool,
+    /// With [`Auth::External`]: when the provider's answer counts as missing.
+    fetch_deadline: Option<Instant>,
     fetch_send: Option<SendId>,
     not_before: Option<Instant>,
     attempts: u32,
@@ -555,8 +636,14 @@ pub struct Engine {
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     quota_ops: VecDeque<QuotaOp>,
-    /// Shared store: the outstanding admission of each group, and the call it is for.
-    admitting: BTreeMap<ApiGroup, (AdmitId, CallId)>,
+    /// Shared store: the outstanding admission of each group, the call it is for, and
+    /// when the store's answer counts as missing.
+    admitting: BTreeMap<ApiGroup, (AdmitId, CallId, Instant)>,
+    /// Admissions given up on (the store did not answer in time): a late `Admitted`
+    /// gives its ticket back.
+    abandoned: HashMap<AdmitId, ApiGroup>,
+    /// Updates that may have been applied, until the call ends or a read-back settles it.
+    unsure: HashMap<CallId, Unsure>,
     next_admit: u64,
     next_call: u64,
     next_send: u64,
@@ -587,6 +674,8 @@ impl Engine {
             events: VecDeque::new(),
             quota_ops: VecDeque::new(),
             admitting: BTreeMap::new(),
+            abandoned: HashMap::new(),
+            unsure: HashMap::new(),
             next_admit: 0,
             next_call: 0,
             next_send: 0,
@@ -622,6 +711,8 @@ impl Engine {
                 token_retried: false,
                 sent_at: None,
                 announced_until: None,
+                verify: false,
+                maybe_applied_since: None,
             },
         );
         self.dirty = true;
@@ -656,10 +747,7 @@ impl Engine {
                 );
             }
         }
-        self.events.push_back(Event::Failed {
-            id,
-            error: Error::Cancelled,
-        });
+        self.fail(id, Error::Cancelled);
         self.dirty = true;
     }
 
@@ -673,6 +761,7 @@ impl Engine {
     pub fn handle_token(&mut self, token: Result<AccessToken, Error>, now: Instant) {
         self.advance(now);
         self.token.fetching = false;
+        self.token.fetch_deadline = None;
         match token {
             Ok(t) => {
                 self.token.current = Some(t);
@@ -767,6 +856,13 @@ impl Engine {
                     ran,
                 );
                 state.ticket = None;
+                let attempts = state.attempts;
+                if !state.idempotent() && error.kind != TransportErrorKind::Connect {
+                    // The update was written: the server may have applied it.
+                    let kind = FailureKind::Transport(error.kind);
+                    let error = Error::Transport { attempts, error };
+                    return self.ambiguous_update(call_id, state, kind, None, error);
+                }
                 if error.kind == TransportErrorKind::BodyTooLarge {
                     self.fail(
                         call_id,
@@ -783,8 +879,8 @@ impl Engine {
                     kind: FailureKind::Transport(error.kind),
                     server_wait: None,
                     elapsed: self.now.saturating_duration_since(state.submitted),
+                    idempotent: state.idempotent(),
                 };
-                let attempts = state.attempts;
                 self.retry_or_fail(call_id, state, failure, None, || Error::Transport {
                     attempts,
                     error,
@@ -1034,10 +1130,16 @@ impl Engine {
         let call = self
             .admitting
             .iter()
-            .find(|(_, (a, _))| *a == id)
-            .map(|(g, (_, c))| (*g, *c));
+            .find(|(_, (a, _, _))| *a == id)
+            .map(|(g, (_, c, _))| (*g, *c));
         let Some((group, call_id)) = call else {
-            // Unknown or already answered (a transport bug): nothing to match it with.
+            // Given up on (too late): a slot it admitted goes back. Otherwise unknown or
+            // already answered (a transport bug): nothing to match it with.
+            if let Some(group) = self.abandoned.remove(&id) {
+                if let Admission::Admitted(ticket) = answer {
+                    self.quota_ops.push_back(QuotaOp::Release { group, ticket });
+                }
+            }
             return;
         };
         self.admitting.remove(&group);
@@ -1104,8 +1206,119 @@ impl Engine {
         }
     }
 
+    /// Ends a call with `error`; for an update that may have been applied, the error
+    /// becomes [`Error::OutcomeUnknown`] carrying it.
     fn fail(&mut self, id: CallId, error: Error) {
+        let error = match self.unsure.remove(&id) {
+            Some(u) => Error::OutcomeUnknown {
+                incident: u.incident,
+                update: Box::new(u.update),
+                cause: Box::new(error),
+            },
+            None => error,
+        };
         self.events.push_back(Event::Failed { id, error });
+    }
+
+    fn complete(&mut self, id: CallId, value: Value) {
+        self.unsure.remove(&id);
+        self.events.push_back(Event::Completed { id, value });
+    }
+
+    fn warn(&mut self, message: String) {
+        self.events.push_back(Event::Warning { message });
+    }
+
+    /// A server-given wait, cut to [`Config::max_server_wait`] (with a warning).
+    fn cap_server_wait(&mut self, wait: Option<Duration>) -> Option<Duration> {
+        let cap = self.config.max_server_wait;
+        match wait {
+            Some(w) if w > cap => {
+                self.warn(format!(
+                    "the server asked to wait {}; waiting at most {} (max_server_wait)",
+                    format_duration(w),
+                    format_duration(cap)
+                ));
+                Some(cap)
+            }
+            w => w,
+        }
+    }
+
+    /// The request of an incident update may have reached the server and its answer is
+    /// lost (`error` says how): never resend it as it is. When the policy retries, the
+    /// next attempt reads the incident back; when it stops, the call fails with
+    /// [`Error::OutcomeUnknown`].
+    fn ambiguous_update(
+        &mut self,
+        id: CallId,
+        mut state: CallState,
+        kind: FailureKind,
+        server_wait: Option<Duration>,
+        error: Error,
+    ) {
+        if let Call::UpdateIncident(incident, update) = &state.call {
+            self.unsure.insert(
+                id,
+                Unsure {
+                    incident: incident.clone(),
+                    update: update.clone(),
+                },
+            );
+        }
+        state.verify = true;
+        if state.maybe_applied_since.is_none() {
+            state.maybe_applied_since = state.sent_at;
+        }
+        let failure = Failure {
+            group: state.group,
+            attempt: state.attempts,
+            kind,
+            server_wait,
+            elapsed: self.now.saturating_duration_since(state.submitted),
+            idempotent: false,
+        };
+        self.retry_or_fail(id, state, failure, server_wait, || error);
+    }
+
+    /// The read-back of an update whose outcome was unknown: complete with what was
+    /// read when the change is there, else send the change again.
+    fn verified(&mut self, id: CallId, mut state: CallState, body: &[u8], wall_now: SystemTime) {
+        let incident: Incident = match serde_json::from_slice(body) {
+            Ok(i) => i,
+            Err(e) => {
+                return self.fail(
+                    id,
+                    Error::Decode {
+                        what: "incident",
+                        len: body.len(),
+                        message: e.to_string(),
+                    },
+                )
+            }
+        };
+        let Call::UpdateIncident(_, update) = &state.call else {
+            return self.fail(id, Error::InvalidRequest("not an update".into()));
+            // verify is only set on updates
+        };
+        // Our clock's reading of when the first maybe-applied request left, less the
+        // server's allowed lag behind us.
+        let ago = self
+            .now
+            .saturating_duration_since(state.maybe_applied_since.unwrap_or(self.now));
+        let since = wall_now
+            .checked_sub(ago + self.config.clock_skew)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        if update.is_applied(&incident, self.config.surface, since) {
+            return self.complete(id, Value::Incident(Box::new(incident)));
+        }
+        // Not there: the server did not apply it, so sending it again does it once.
+        self.unsure.remove(&id);
+        state.verify = false;
+        state.phase = Phase::Queued;
+        state.queued_since = self.now;
+        state.not_before = None;
+        self.calls.insert(id, state);
     }
 
     fn next_send_id(&mut self) -> SendId {
@@ -1122,11 +1335,45 @@ impl Engine {
 
     fn drive(&mut self) {
         let now = self.now;
-        // Deadlines of queued calls.
+        // A store that has not answered in time counts as unavailable for the call that
+        // asked; its late answer is given back.
+        let late: Vec<(ApiGroup, AdmitId, CallId)> = self
+            .admitting
+            .iter()
+            .filter(|(_, (_, _, by))| *by <= now)
+            .map(|(g, (a, c, _))| (*g, *a, *c))
+            .collect();
+        for (group, admit, call) in late {
+            self.admitting.remove(&group);
+            self.abandoned.insert(admit, group);
+            let waiting = self
+                .calls
+                .get(&call)
+                .is_some_and(|c| matches!(c.phase, Phase::Admitting(a) if a == admit));
+            if waiting {
+                self.calls.remove(&call);
+                let message = format!(
+                    "the store did not answer within {} (store_timeout)",
+                    format_duration(self.config.store_timeout)
+                );
+                self.fail(call, Error::QuotaStore { message });
+            }
+        }
+        // A token provider that has not answered in time failed.
+        if self.token.fetch_deadline.is_some_and(|by| by <= now) {
+            self.token.fetching = false;
+            self.token.fetch_deadline = None;
+            let message = format!(
+                "the token provider did not answer within {} (token_timeout)",
+                format_duration(self.config.token_timeout)
+            );
+            self.token_failed(Error::TokenUnavailable { message }, None);
+        }
+        // Deadlines of calls not yet sent.
         let expired: Vec<(CallId, Duration)> = self
             .calls
             .iter()
-            .filter(|(_, c)| matches!(c.phase, Phase::Queued))
+            .filter(|(_, c)| matches!(c.phase, Phase::Queued | Phase::Admitting(_)))
             .filter_map(|(id, c)| {
                 let d = self.policy.deadline(c.group)?;
                 (now >= c.submitted + d).then_some((*id, d))
@@ -1176,7 +1423,8 @@ impl Engine {
                 if !self.admitting.contains_key(&group) {
                     self.next_admit += 1;
                     let admit = AdmitId(self.next_admit);
-                    self.admitting.insert(group, (admit, id));
+                    let timeout = now + self.config.store_timeout;
+                    self.admitting.insert(group, (admit, id, timeout));
                     self.calls.get_mut(&id).expect("present").phase = Phase::Admitting(admit); // looked up above
                     let estimate = if group == ApiGroup::Hunting {
                         self.runtime_estimate()
@@ -1253,7 +1501,7 @@ impl Engine {
         };
         let group = state.group;
         let stream = matches!(state.call, Call::HuntStream(_));
-        let request = match self.build_request(&state.call, token) {
+        let request = match self.build_request(&state.call, state.verify, token) {
             Ok(r) => r,
             Err(e) => {
                 if let Some(mut state) = self.calls.remove(&id) {
@@ -1330,6 +1578,7 @@ impl Engine {
         match &self.config.auth {
             Auth::External => {
                 self.token.fetching = true;
+                self.token.fetch_deadline = Some(self.now + self.config.token_timeout);
                 self.events.push_back(Event::NeedToken);
             }
             Auth::ClientCredentials(creds) => {
@@ -1348,7 +1597,7 @@ impl Engine {
                     group: None,
                     attempt: self.token.attempts,
                     request,
-                    timeout: Duration::from_secs(30),
+                    timeout: self.config.token_timeout,
                     stream: false,
                 });
             }
@@ -1380,6 +1629,7 @@ impl Engine {
                 kind,
                 server_wait: None,
                 elapsed: Duration::ZERO,
+                idempotent: true,
             };
             if let Retry::After(d) = self.policy.retry(&failure) {
                 self.token.not_before = Some(self.now + d.max(Duration::from_millis(1)));
@@ -1405,10 +1655,26 @@ impl Engine {
         }
     }
 
-    fn build_request(&self, call: &Call, token: &str) -> Result<http::Request<Vec<u8>>, Error> {
+    /// The request for `call`; with `read_back`, an update's read-back (a GET of the
+    /// incident) instead of the update itself.
+    fn build_request(
+        &self,
+        call: &Call,
+        read_back: bool,
+        token: &str,
+    ) -> Result<http::Request<Vec<u8>>, Error> {
         let surface = self.config.surface;
         let base = &self.config.endpoints.api_base;
         let unsupported = |operation| Error::Unsupported { surface, operation };
+        // An update's read-back is a get of the incident.
+        let read_call;
+        let call = match call {
+            Call::UpdateIncident(id, _) if read_back => {
+                read_call = Call::GetIncident(id.clone());
+                &read_call
+            }
+            call => call,
+        };
         let (method, uri, body) = match call {
             Call::Hunt(req) | Call::HuntWindow(req) | Call::HuntStream(req) => {
                 let mut req = req.clone();
@@ -1470,10 +1736,14 @@ impl Engine {
                 )
             }
         };
+        let mut bearer = http::HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Error::InvalidRequest("the access token is not a valid header".into()))?;
+        // Marked sensitive: `http` then prints it as `Sensitive` in any `Debug`.
+        bearer.set_sensitive(true);
         let mut b = http::Request::builder()
             .method(method)
             .uri(&uri)
-            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(http::header::AUTHORIZATION, bearer)
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::USER_AGENT, &self.config.user_agent);
         if body.is_some() {
@@ -1504,11 +1774,31 @@ impl Engine {
 
         if response.status().is_success() {
             self.policy.on_success();
+            if state.verify {
+                return self.verified(call_id, state, body, wall_now);
+            }
             let result = self.decode_success(&mut state, body, elapsed_call);
             match result {
-                Ok(value) => self
-                    .events
-                    .push_back(Event::Completed { id: call_id, value }),
+                Ok(value) => self.complete(call_id, value),
+                Err(e) if !state.idempotent() => {
+                    // Applied (2xx) but unreadable: read the incident back for the caller.
+                    state.verify = true;
+                    state.maybe_applied_since = state.maybe_applied_since.or(state.sent_at);
+                    if let Call::UpdateIncident(incident, update) = &state.call {
+                        self.unsure.insert(
+                            call_id,
+                            Unsure {
+                                incident: incident.clone(),
+                                update: update.clone(),
+                            },
+                        );
+                    }
+                    let _ = e;
+                    state.phase = Phase::Queued;
+                    state.queued_since = self.now;
+                    state.not_before = None;
+                    self.calls.insert(call_id, state);
+                }
                 Err(e) => self.fail(call_id, e),
             }
             return;
@@ -1532,14 +1822,15 @@ impl Engine {
             429 => {
                 let throttle = Throttle::parse(response.headers(), body, wall_now);
                 let group = state.group;
-                self.apply_throttle(group, &throttle);
-                let server_wait = throttle.retry_after;
+                let server_wait = self.apply_throttle(group, &throttle);
                 let failure = Failure {
                     group,
                     attempt: state.attempts,
                     kind: FailureKind::Throttled,
                     server_wait,
                     elapsed: self.now.saturating_duration_since(state.submitted),
+                    // A 429 was refused before anything was applied.
+                    idempotent: true,
                 };
                 let message = throttle.message();
                 self.retry_or_fail(call_id, state, failure, server_wait, || Error::Throttled {
@@ -1560,24 +1851,29 @@ impl Engine {
             403 => self.fail(call_id, Error::Forbidden(api_error())),
             404 => self.fail(call_id, Error::NotFound(api_error())),
             408 | 500..=599 => {
+                let wait = crate::throttle::retry_after_from_headers(response.headers(), wall_now);
+                let wait = self.cap_server_wait(wait);
+                let attempts = state.attempts;
+                let error = Error::Server {
+                    status,
+                    attempts,
+                    error: api_error(),
+                    retry_after: wait,
+                };
+                if !state.idempotent() {
+                    // A server error says nothing of whether the update was applied.
+                    let kind = FailureKind::Server(status);
+                    return self.ambiguous_update(call_id, state, kind, wait, error);
+                }
                 let failure = Failure {
                     group: state.group,
                     attempt: state.attempts,
                     kind: FailureKind::Server(status),
-                    server_wait: crate::throttle::retry_after_from_headers(
-                        response.headers(),
-                        wall_now,
-                    ),
+                    server_wait: wait,
                     elapsed: self.now.saturating_duration_since(state.submitted),
+                    idempotent: true,
                 };
-                let attempts = state.attempts;
-                let error = api_error();
-                let wait = failure.server_wait;
-                self.retry_or_fail(call_id, state, failure, wait, || Error::Server {
-                    status,
-                    attempts,
-                    error,
-                });
+                self.retry_or_fail(call_id, state, failure, wait, || error);
             }
             _ => {
                 let error = api_error();
@@ -1593,14 +1889,29 @@ impl Engine {
 
     /// What a 429 says about the limits: a learned window, a retry time for the group's
     /// quota or for the running-time budget.
-    fn apply_throttle(&mut self, group: ApiGroup, throttle: &Throttle) {
-        if self.config.quota == QuotaMode::Shared
-            && (throttle.limit.is_some() || throttle.retry_after.is_some())
-        {
+    ///
+    /// Nothing the server says can block for longer than [`Config::max_server_wait`]: a
+    /// longer wait is cut to it and a limit over a longer period is ignored (each with a
+    /// warning). A spent running-time budget without a retry time blocks for
+    /// [`Config::runtime_exhausted_wait`]. Returns the wait the call itself honours.
+    fn apply_throttle(&mut self, group: ApiGroup, throttle: &Throttle) -> Option<Duration> {
+        let mut retry_after = self.cap_server_wait(throttle.retry_after);
+        let mut limit = throttle.limit;
+        if let Some(l) = limit.filter(|l| l.per > self.config.max_server_wait) {
+            self.warn(format!(
+                "ignoring the limit the server named ({l}): its period is longer than {} (max_server_wait)",
+                format_duration(self.config.max_server_wait)
+            ));
+            limit = None;
+        }
+        if throttle.runtime_exhausted && retry_after.is_none() {
+            retry_after = Some(self.config.runtime_exhausted_wait);
+        }
+        if self.config.quota == QuotaMode::Shared && (limit.is_some() || retry_after.is_some()) {
             self.quota_ops.push_back(QuotaOp::Feedback {
                 group,
-                retry_after: throttle.retry_after,
-                limit: throttle.limit,
+                retry_after,
+                limit,
                 runtime_exhausted: throttle.runtime_exhausted,
             });
         }
@@ -1608,16 +1919,17 @@ impl Engine {
             .quotas
             .get_mut(&group)
             .expect("a quota exists for every group"); // built from ApiGroup::ALL
-        if let Some(limit) = throttle.limit {
+        if let Some(limit) = limit {
             quota.handle_learned_limit(limit);
         }
-        if let Some(w) = throttle.retry_after {
+        if let Some(w) = retry_after {
             if throttle.runtime_exhausted {
                 self.runtime.handle_exhausted(self.now + w);
             } else {
                 quota.handle_retry_at(self.now + w);
             }
         }
+        retry_after
     }
 
     fn decode_success(
@@ -1713,7 +2025,10 @@ impl Engine {
                 state.queued_since = self.now;
                 state.not_before = Some(retry_at);
                 let max_wait = self.policy.max_wait();
-                if failure.kind == FailureKind::Throttled && wait > max_wait {
+                // Every wait the server asks for is held to `max_wait` (a 429's, and a
+                // 5xx's `Retry-After`); the policy's own backoff is not.
+                let server_asked = failure.kind == FailureKind::Throttled || server_wait.is_some();
+                if server_asked && wait > max_wait {
                     self.fail(id, error());
                     return;
                 }
@@ -1723,7 +2038,7 @@ impl Engine {
                         return;
                     }
                 }
-                if failure.kind == FailureKind::Throttled {
+                if server_asked {
                     let group = state.group;
                     state.announced_until = Some(retry_at);
                     self.events.push_back(Event::Waiting {
@@ -1749,8 +2064,19 @@ impl Engine {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
+        for (_, _, by) in self.admitting.values() {
+            offer(*by);
+        }
+        if let Some(by) = self.token.fetch_deadline {
+            offer(by);
+        }
         let mut any_queued = false;
         for c in self.calls.values() {
+            if matches!(c.phase, Phase::Admitting(_)) {
+                if let Some(d) = self.policy.deadline(c.group) {
+                    offer(c.submitted + d);
+                }
+            }
             if matches!(c.phase, Phase::Queued) {
                 any_queued = true;
                 if let Some(nb) = c.not_before {

@@ -150,8 +150,9 @@ pub enum Error {
         /// The cap.
         cap: u64,
     },
-    /// The server failed (5xx or 408) and retries were spent.
-    #[error("the server failed with {status} after {attempts} attempts: {error}")]
+    /// The server failed (5xx or 408) and retries were spent, or it asked for a wait
+    /// (`Retry-After`) longer than the policy's `max_wait`.
+    #[error("the server failed with {status} after {attempts} attempts: {error}{}", retry_after.map(|d| format!("; it asked to retry in {}", format_duration(d))).unwrap_or_default())]
     Server {
         /// The last HTTP status.
         status: u16,
@@ -159,6 +160,9 @@ pub enum Error {
         attempts: u32,
         /// The server's error, when the body had one.
         error: ApiError,
+        /// The wait the server asked for (`Retry-After`, cut to the engine's
+        /// `max_server_wait`), when it asked.
+        retry_after: Option<Duration>,
     },
     /// The network failed and retries were spent.
     #[error("the network failed after {attempts} attempts: {error}")]
@@ -213,6 +217,26 @@ pub enum Error {
     /// The client's driver has stopped (the runtime shut down or the client was dropped).
     #[error("the client has shut down")]
     Shutdown,
+    /// An incident update was sent, the answer was lost (a timeout, a reset, a 5xx, an
+    /// unreadable body) and reading the incident back did not settle whether the change
+    /// was applied. The engine did not send it again: read the incident, and send what is
+    /// missing yourself.
+    #[error("the update of incident {incident} may or may not have been applied ({cause}); it was not sent again: read the incident to check before resending ({update})")]
+    OutcomeUnknown {
+        /// The incident.
+        incident: crate::incidents::IncidentId,
+        /// What was sent.
+        update: Box<crate::incidents::IncidentUpdate>,
+        /// What ended the call: the failure of the update or of the read-back.
+        cause: Box<Error>,
+    },
+    /// No token could be had from the token provider (it failed, panicked or did not
+    /// answer in time).
+    #[error("no access token: {message}; check the token provider")]
+    TokenUnavailable {
+        /// What went wrong.
+        message: String,
+    },
     /// The shared quota store could not decide whether the call may go (Redis
     /// unreachable, or it refused the script). Nothing was sent.
     #[error("the shared quota store could not admit the call: {message}")]

@@ -433,6 +433,88 @@ impl IncidentUpdate {
         }
         Value::Object(m)
     }
+
+    /// Whether `incident` (read back after an update whose outcome is unknown) already
+    /// shows every change of this update: a status, classification, determination or
+    /// assignee by value (as `surface` spells it, ignoring case), tags as the same set,
+    /// and a comment by its text and a creation time not before `since` (comments
+    /// without a readable time count: a duplicate is worse than a doubt).
+    pub fn is_applied(&self, incident: &Incident, surface: Surface, since: SystemTime) -> bool {
+        let same = |want: &str, have: &Option<String>| {
+            have.as_deref()
+                .is_some_and(|h| h.trim().eq_ignore_ascii_case(want.trim()))
+        };
+        if let Some(s) = self.status {
+            if !same(s.as_str(surface), &incident.status) {
+                return false;
+            }
+        }
+        if let Some(c) = self.classification {
+            if !same(c.as_str(surface), &incident.classification) {
+                return false;
+            }
+        }
+        if let Some(d) = &self.determination {
+            if !same(d, &incident.determination) {
+                return false;
+            }
+        }
+        if let Some(a) = &self.assigned_to {
+            if !same(a, &incident.assigned_to) {
+                return false;
+            }
+        }
+        if let Some(t) = &self.tags {
+            let mut want: Vec<&str> = t.iter().map(String::as_str).collect();
+            let mut have: Vec<&str> = incident.tags.iter().map(String::as_str).collect();
+            want.sort_unstable();
+            want.dedup();
+            have.sort_unstable();
+            have.dedup();
+            if want != have {
+                return false;
+            }
+        }
+        if let Some(text) = &self.comment {
+            let ours = incident.comments.iter().any(|c| {
+                c.comment.as_deref() == Some(text.as_str())
+                    && c.created_time
+                        .as_deref()
+                        .and_then(crate::timefmt::parse_rfc3339)
+                        .is_none_or(|at| at >= since)
+            });
+            if !ours {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// What the update sets, in words: `status=Resolved, comment="contained"`.
+impl fmt::Display for IncidentUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(s) = self.status {
+            parts.push(format!("status={}", s.as_str(Surface::DefenderXdr)));
+        }
+        if let Some(c) = self.classification {
+            parts.push(format!("classification={}", c.as_str(Surface::DefenderXdr)));
+        }
+        if let Some(d) = &self.determination {
+            parts.push(format!("determination={d:?}"));
+        }
+        if let Some(a) = &self.assigned_to {
+            parts.push(format!("assignedTo={a:?}"));
+        }
+        if let Some(t) = &self.tags {
+            parts.push(format!("tags={t:?}"));
+        }
+        if let Some(c) = &self.comment {
+            parts.push(format!("comment={c:?}"));
+        }
+        f.write_str(&parts.join(", "))
+    }
 }
 
 /// The four fields the incidents API filters on.

@@ -23,6 +23,11 @@ pub struct Failure {
     pub server_wait: Option<Duration>,
     /// Time since the call was submitted.
     pub elapsed: Duration,
+    /// Whether resending the failed request could not do a thing twice. False for an
+    /// incident update (PATCH) whose request may have reached the server: the engine
+    /// then never resends it as it is, but reads the incident back when the policy says
+    /// to retry, and fails with `OutcomeUnknown` when it says stop.
+    pub idempotent: bool,
 }
 
 /// The kinds of retryable failure.

@@ -48,6 +48,12 @@ pub struct Settings {
     pub limits: Option<Limits>,
     /// The safety margin on every window.
     pub margin: Option<Duration>,
+    /// The longest wait a server may impose (see [`Config::max_server_wait`]).
+    pub max_server_wait: Option<Duration>,
+    /// How long a shared quota store may take to answer (see [`Config::store_timeout`]).
+    pub store_timeout: Option<Duration>,
+    /// How long a token fetch may take (see [`Config::token_timeout`]).
+    pub token_timeout: Option<Duration>,
 }
 
 /// Why a client could not be built.
@@ -98,6 +104,9 @@ impl Settings {
             login_url: None,
             limits: None,
             margin: None,
+            max_server_wait: None,
+            store_timeout: None,
+            token_timeout: None,
         }
     }
 
@@ -156,6 +165,15 @@ impl Settings {
         }
         if let Some(margin) = self.margin {
             config.margin = margin;
+        }
+        if let Some(d) = self.max_server_wait {
+            config.max_server_wait = d;
+        }
+        if let Some(d) = self.store_timeout {
+            config.store_timeout = d;
+        }
+        if let Some(d) = self.token_timeout {
+            config.token_timeout = d;
         }
         Ok(config)
     }
@@ -219,6 +237,29 @@ macro_rules! settings_setters {
         /// The safety margin added to every window (default 500 ms).
         pub fn margin(mut self, margin: std::time::Duration) -> Self {
             self.settings.margin = Some(margin);
+            self
+        }
+
+        /// The longest wait a server may impose (default one day): a longer
+        /// `Retry-After` or "again in" is cut to it, and a limit the server names over a
+        /// longer period is ignored, so one odd 429 cannot block calls for years.
+        pub fn max_server_wait(mut self, wait: std::time::Duration) -> Self {
+            self.settings.max_server_wait = Some(wait);
+            self
+        }
+
+        /// How long a shared quota store may take to answer an admission (default
+        /// 10 s); then the call fails with `Error::QuotaStore` and a late answer is
+        /// given back.
+        pub fn store_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.settings.store_timeout = Some(timeout);
+            self
+        }
+
+        /// How long a token request, or the token provider, may take (default 30 s);
+        /// then the calls waiting for it fail (`Error::TokenUnavailable` for a provider).
+        pub fn token_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.settings.token_timeout = Some(timeout);
             self
         }
 

@@ -193,6 +193,7 @@ pub fn parse_token_response(status: u16, body: &[u8], now: Instant) -> Result<Ac
             status,
             attempts: 1,
             error,
+            retry_after: None,
         })
     } else {
         Err(Error::Auth(error))

@@ -16,7 +16,7 @@
 //! let mut p = StandardPolicy::standard().max_attempts(3).seed(7);
 //! let failure = |attempt| Failure {
 //!     group: ApiGroup::Hunting, attempt, kind: FailureKind::Server(503),
-//!     server_wait: None, elapsed: Duration::ZERO,
+//!     server_wait: None, elapsed: Duration::ZERO, idempotent: true,
 //! };
 //! assert!(matches!(p.retry(&failure(1)), Retry::After(d) if d <= Duration::from_secs(1)));
 //! assert_eq!(p.retry(&failure(3)), Retry::Stop);          // three attempts made: stop
@@ -301,6 +301,7 @@ mod tests {
             kind,
             server_wait,
             elapsed: Duration::ZERO,
+            idempotent: true,
         }
     }
 
