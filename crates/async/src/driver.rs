@@ -222,6 +222,9 @@ impl Shared {
                     });
                 }
                 Output::Event(Event::NeedToken) => self.fetch_token(),
+                Output::Event(Event::Warning { message }) => {
+                    tracing::warn!(%message, "defender engine");
+                }
                 Output::Event(_) => {}
                 Output::Quota(op) => self.spawn_quota(op),
                 Output::Wait(t) => {

@@ -62,13 +62,58 @@ use crate::{Progress, QuotaStore, TokenProvider};
 
 /// What every clone of a client shares: the engine and the means to do its IO.
 pub(crate) struct Shared {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     agent: ureq::Agent,
     provider: Option<Arc<dyn TokenProvider>>,
     scope: String,
     max_body: usize,
     progress: Option<mpsc::Sender<Progress>>,
     store: Option<Arc<dyn QuotaStore>>,
+    /// The threads that ask the token provider and the quota store (started on first
+    /// use): code we did not write may hang, and must not hold a calling thread.
+    token_worker: std::sync::OnceLock<Worker>,
+    store_worker: std::sync::OnceLock<Worker>,
+}
+
+/// A thread that runs jobs in order and hands their answers to the engine's queue of
+/// inputs, waking the waiting threads to take them. It ends when the client is dropped.
+struct Worker {
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+type Job = Box<dyn FnOnce() -> Option<Input> + Send>;
+
+impl Worker {
+    fn start(name: &str, state: Arc<Mutex<State>>) -> Worker {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                for job in rx {
+                    let Some(input) = job() else { continue };
+                    let Ok(mut st) = state.lock() else { return };
+                    st.inputs.push_back(input);
+                    // Any waiting thread can answer it; one that is busy finds it later.
+                    for slot in st.slots.values().filter(|s| s.waiting) {
+                        slot.wake.notify_one();
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start a worker thread");
+        }
+        Worker {
+            jobs: Mutex::new(tx),
+        }
+    }
+
+    /// Queues `job`; gives it back when the worker is gone (it could not start).
+    fn run(&self, job: Job) -> Result<(), Job> {
+        match self.jobs.lock() {
+            Ok(tx) => tx.send(job).map_err(|e| e.0),
+            Err(_) => Err(job),
+        }
+    }
 }
 
 /// Everything behind the mutex.
@@ -80,6 +125,9 @@ struct State {
     work: VecDeque<Work>,
     /// The engine's latest `Wait`: when `handle_timeout` is due.
     timer: Option<Instant>,
+    /// Answers of the token provider and the quota store, from their worker threads,
+    /// for any calling thread to hand to the engine.
+    inputs: VecDeque<Input>,
 }
 
 /// One call's mailbox.
@@ -222,18 +270,21 @@ pub(crate) struct Parts {
 impl Shared {
     pub(crate) fn new(parts: Parts) -> Shared {
         Shared {
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 engine: parts.engine,
                 slots: HashMap::new(),
                 work: VecDeque::new(),
                 timer: None,
-            }),
+                inputs: VecDeque::new(),
+            })),
             agent: parts.agent,
             provider: parts.provider,
             scope: parts.scope,
             max_body: parts.max_body,
             progress: parts.progress,
             store: parts.store,
+            token_worker: std::sync::OnceLock::new(),
+            store_worker: std::sync::OnceLock::new(),
         }
     }
 
@@ -303,6 +354,10 @@ impl Shared {
         let id = *id;
         let mut st = self.lock()?;
         loop {
+            if let Some(input) = st.inputs.pop_front() {
+                self.answer(&mut st, input);
+                continue;
+            }
             let slot = st
                 .slots
                 .get_mut(&id)
@@ -451,6 +506,9 @@ impl Shared {
                     }
                 }
                 Output::Event(Event::NeedToken) => st.work.push_back(Work::Token),
+                Output::Event(Event::Warning { message }) => {
+                    tracing::warn!(%message, "defender engine");
+                }
                 Output::Event(_) => {}
                 Output::Quota(op) => st.work.push_back(Work::Quota(op)),
                 Output::Wait(t) => {
@@ -529,36 +587,71 @@ impl Shared {
                 }
             },
             Work::Token => {
-                let result = match &self.provider {
-                    Some(p) => catch_unwind(AssertUnwindSafe(|| p.token(&self.scope)))
-                        .unwrap_or_else(|_| Err(provider_error("the token provider panicked")))
-                        .map(|(secret, life)| {
-                            let now = Instant::now();
-                            AccessToken::new(secret, now, now + life)
-                        }),
-                    None => Err(provider_error(
+                let Some(provider) = self.provider.clone() else {
+                    return Some(Input::Token(Err(provider_error(
                         "the engine asked for a token but no provider was given",
-                    )),
+                    ))));
                 };
-                Some(Input::Token(result))
+                let scope = self.scope.clone();
+                // On a worker: a provider that hangs or panics holds no calling thread;
+                // the engine's token timeout ends the calls that wait for it.
+                self.offload(
+                    &self.token_worker,
+                    "defender-token",
+                    Box::new(move || {
+                        let result = catch_unwind(AssertUnwindSafe(|| provider.token(&scope)))
+                            .unwrap_or_else(|_| {
+                                Err(Error::TokenUnavailable {
+                                    message: "the token provider panicked".into(),
+                                })
+                            })
+                            .map(|(secret, life)| {
+                                let now = Instant::now();
+                                AccessToken::new(secret, now, now + life)
+                            });
+                        Some(Input::Token(result))
+                    }),
+                )
             }
             Work::Quota(op) => {
                 let admit = match &op {
                     QuotaOp::Acquire { id, .. } => Some(*id),
                     _ => None,
                 };
-                let Some(store) = &self.store else {
+                let Some(store) = self.store.clone() else {
                     // The engine emits store operations only in shared mode, set with a store.
                     let answer = Admission::Unavailable("no quota store was given".into());
                     return admit.map(|id| Input::Admission(id, answer));
                 };
-                match catch_unwind(AssertUnwindSafe(|| store.perform(op))) {
-                    Ok(answer) => answer.map(|(id, a)| Input::Admission(id, a)),
-                    Err(_) => admit.map(|id| {
-                        Input::Admission(id, Admission::Unavailable("the store panicked".into()))
-                    }),
-                }
+                // On a worker, as tokens: the engine's store timeout bounds the wait.
+                self.offload(
+                    &self.store_worker,
+                    "defender-quota-store",
+                    Box::new(
+                        move || match catch_unwind(AssertUnwindSafe(|| store.perform(op))) {
+                            Ok(answer) => answer.map(|(id, a)| Input::Admission(id, a)),
+                            Err(_) => admit.map(|id| {
+                                Input::Admission(
+                                    id,
+                                    Admission::Unavailable("the store panicked".into()),
+                                )
+                            }),
+                        },
+                    ),
+                )
             }
+        }
+    }
+}
+
+impl Shared {
+    /// Hands `job` to the worker in `cell` (started on first use); runs it here when no
+    /// worker thread could be started.
+    fn offload(&self, cell: &std::sync::OnceLock<Worker>, name: &str, job: Job) -> Option<Input> {
+        let worker = cell.get_or_init(|| Worker::start(name, self.state.clone()));
+        match worker.run(job) {
+            Ok(()) => None,
+            Err(job) => job(),
         }
     }
 }

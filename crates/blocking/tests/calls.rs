@@ -123,8 +123,10 @@ fn a_panicking_token_provider_fails_calls_instead_of_hanging_them() {
         .expect("builds");
     for _ in 0..2 {
         match client.hunt("AlertInfo | take 1") {
-            Err(Error::Auth(e)) => assert!(e.message.contains("panicked"), "{e}"),
-            other => panic!("expected an auth error, got {other:?}"),
+            Err(Error::TokenUnavailable { message }) => {
+                assert!(message.contains("panicked"), "{message}")
+            }
+            other => panic!("expected a token error, got {other:?}"),
         }
     }
     assert_eq!(env.api_requests(), 0);

@@ -63,6 +63,110 @@ pub trait Driver: Clone + Send + Sync + 'static {
         query: &str,
         on_item: &mut dyn FnMut(StreamItem),
     ) -> Result<HuntSummary, Error>;
+    /// A client whose quota store or token provider misbehaves as `broken` says, with
+    /// `timeout` as its store and token timeout.
+    fn connect_broken(
+        spec: &ClientSpec,
+        rt: &tokio::runtime::Runtime,
+        broken: Broken,
+        timeout: Duration,
+    ) -> Self;
+}
+
+/// How a quota store or token provider misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// The store never answers an admission.
+    StoreHangs,
+    /// The store answers an admission with nothing.
+    StoreAnswersNothing,
+    /// The store panics.
+    StorePanics,
+    /// The token provider never answers.
+    ProviderHangs,
+    /// The token provider panics.
+    ProviderPanics,
+}
+
+impl Broken {
+    /// Every way.
+    pub const ALL: [Broken; 5] = [
+        Broken::StoreHangs,
+        Broken::StoreAnswersNothing,
+        Broken::StorePanics,
+        Broken::ProviderHangs,
+        Broken::ProviderPanics,
+    ];
+
+    fn is_store(self) -> bool {
+        matches!(
+            self,
+            Broken::StoreHangs | Broken::StoreAnswersNothing | Broken::StorePanics
+        )
+    }
+}
+
+#[derive(Debug)]
+struct BrokenParts(Broken);
+
+#[defender_async::async_trait]
+impl defender_async::QuotaStore for BrokenParts {
+    async fn perform(
+        &self,
+        op: defender_core::engine::QuotaOp,
+    ) -> Option<(
+        defender_core::engine::AdmitId,
+        defender_core::engine::Admission,
+    )> {
+        let _ = op;
+        match self.0 {
+            Broken::StoreHangs => std::future::pending().await,
+            Broken::StorePanics => panic!("a store that panics"),
+            _ => None,
+        }
+    }
+}
+
+#[defender_async::async_trait]
+impl defender_async::TokenProvider for BrokenParts {
+    async fn token(&self, _scope: &str) -> Result<(defender_core::token::Secret, Duration), Error> {
+        match self.0 {
+            Broken::ProviderPanics => panic!("a provider that panics"),
+            _ => std::future::pending().await,
+        }
+    }
+}
+
+impl defender_blocking::QuotaStore for BrokenParts {
+    fn perform(
+        &self,
+        op: defender_core::engine::QuotaOp,
+    ) -> Option<(
+        defender_core::engine::AdmitId,
+        defender_core::engine::Admission,
+    )> {
+        let _ = op;
+        match self.0 {
+            Broken::StoreHangs => {
+                std::thread::sleep(Duration::from_secs(3_600));
+                None
+            }
+            Broken::StorePanics => panic!("a store that panics"),
+            _ => None,
+        }
+    }
+}
+
+impl defender_blocking::TokenProvider for BrokenParts {
+    fn token(&self, _scope: &str) -> Result<(defender_core::token::Secret, Duration), Error> {
+        match self.0 {
+            Broken::ProviderPanics => panic!("a provider that panics"),
+            _ => {
+                std::thread::sleep(Duration::from_secs(3_600));
+                Err(Error::Cancelled)
+            }
+        }
+    }
 }
 
 /// What a ranged hunt handed out.
@@ -114,6 +218,35 @@ impl Driver for AsyncDriver {
             .expect("the async client builds");
         AsyncDriver {
             client,
+            handle: rt.handle().clone(),
+        }
+    }
+
+    fn connect_broken(
+        spec: &ClientSpec,
+        rt: &tokio::runtime::Runtime,
+        broken: Broken,
+        timeout: Duration,
+    ) -> Self {
+        let _guard = rt.enter();
+        let mut b = defender_async::Client::builder()
+            .surface(spec.surface)
+            .tenant(DEFAULT_TENANT)
+            .client_id(DEFAULT_CLIENT_ID)
+            .base_url(&spec.base_url)
+            .login_url(&spec.base_url)
+            .limits_value(spec.limits.clone())
+            .policy(spec.policy.clone())
+            .store_timeout(timeout)
+            .token_timeout(timeout);
+        let parts = Arc::new(BrokenParts(broken));
+        b = if broken.is_store() {
+            b.client_secret(spec.secret.clone()).quota_store(parts)
+        } else {
+            b.token_provider(parts)
+        };
+        AsyncDriver {
+            client: b.build().expect("the async client builds"),
             handle: rt.handle().clone(),
         }
     }
@@ -200,6 +333,33 @@ impl Driver for BlockingDriver {
             .build()
             .expect("the blocking client builds");
         BlockingDriver { client }
+    }
+
+    fn connect_broken(
+        spec: &ClientSpec,
+        _rt: &tokio::runtime::Runtime,
+        broken: Broken,
+        timeout: Duration,
+    ) -> Self {
+        let mut b = defender_blocking::Client::builder()
+            .surface(spec.surface)
+            .tenant(DEFAULT_TENANT)
+            .client_id(DEFAULT_CLIENT_ID)
+            .base_url(&spec.base_url)
+            .login_url(&spec.base_url)
+            .limits_value(spec.limits.clone())
+            .policy(spec.policy.clone())
+            .store_timeout(timeout)
+            .token_timeout(timeout);
+        let parts = Arc::new(BrokenParts(broken));
+        b = if broken.is_store() {
+            b.client_secret(spec.secret.clone()).quota_store(parts)
+        } else {
+            b.token_provider(parts)
+        };
+        BlockingDriver {
+            client: b.build().expect("the blocking client builds"),
+        }
     }
 
     fn call(&self, call: Call) -> Result<Value, Error> {
@@ -921,4 +1081,214 @@ pub fn streamed_and_buffered_hunts_agree<D: Driver>() {
     );
     assert_eq!(summary.rows, 15_000);
     assert_eq!(summary.schema, buffered.schema);
+}
+
+/// Incident updates are never doubled by the client's own resends: 200 updates, each
+/// with a comment of its own, under 30% faults (5xx that change nothing; resets, and
+/// truncated or malformed answers after the change was applied). Afterwards every
+/// comment of a completed update is on its incident exactly once; an update that failed
+/// with `OutcomeUnknown` left it at most once; any other failure left it not at all.
+pub fn updates_are_never_doubled<D: Driver>() {
+    const UPDATES: usize = 200;
+    let faults = FaultSpec::parse("500=0.07,503=0.05,reset=0.06,truncate=0.08,malformed=0.04")
+        .expect("spec");
+    let limits = generous();
+    let env = Env::start(|b| b.limits(limits.clone()).faults(faults));
+    let mut spec = env.spec(Surface::DefenderXdr, limits);
+    spec.policy = StandardPolicy::standard()
+        .max_attempts(8)
+        .backoff(Duration::from_millis(2), Duration::from_millis(20))
+        .with_max_wait(Duration::from_secs(5))
+        .with_request_timeout(Duration::from_secs(10))
+        .seed(11);
+    let d = D::connect(&spec, &env.rt);
+    let incidents: Vec<u64> = {
+        let Value::Incidents { page, .. } = read(&d, Call::ListIncidents(IncidentQuery::default()))
+        else {
+            panic!("a page")
+        };
+        page.value
+            .iter()
+            .filter_map(|i| i.incident_id.as_ref()?.0.parse().ok())
+            .take(20)
+            .collect()
+    };
+    assert!(incidents.len() >= 10, "{incidents:?}");
+    let run = format!(
+        "{:x}",
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..8 {
+        let (d, tx, next, incidents, run) = (
+            d.clone(),
+            tx.clone(),
+            next.clone(),
+            incidents.clone(),
+            run.clone(),
+        );
+        std::thread::spawn(move || loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= UPDATES {
+                return;
+            }
+            let id = incidents[i % incidents.len()];
+            let comment = format!("note {i} of run {run}");
+            let update = IncidentUpdate {
+                status: Some(if i % 2 == 0 {
+                    IncidentStatus::InProgress
+                } else {
+                    IncidentStatus::Active
+                }),
+                comment: Some(comment.clone()),
+                ..IncidentUpdate::default()
+            };
+            let result = d.call(Call::UpdateIncident(IncidentId::from(id), update));
+            let _ = tx.send((id, comment, result));
+        });
+    }
+    drop(tx);
+    let mut outcomes = Vec::new();
+    for _ in 0..UPDATES {
+        outcomes.push(
+            rx.recv_timeout(Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("{}: an update did not end in two minutes", D::NAME)),
+        );
+    }
+    // Read every incident back (reads are retried; faults go on).
+    let mut comments: std::collections::HashMap<String, usize> = Default::default();
+    for id in &incidents {
+        let Value::Incident(inc) = read(&d, Call::GetIncident(IncidentId::from(*id))) else {
+            panic!("an incident")
+        };
+        for c in &inc.comments {
+            if let Some(text) = &c.comment {
+                *comments.entry(text.clone()).or_default() += 1;
+            }
+        }
+    }
+    let (mut ok, mut unknown, mut other) = (0, 0, 0);
+    for (id, comment, result) in &outcomes {
+        let n = comments.get(comment).copied().unwrap_or(0);
+        match result {
+            Ok(Value::Incident(inc)) => {
+                ok += 1;
+                assert_eq!(
+                    n,
+                    1,
+                    "{}: a completed update's comment on {id} {n} times",
+                    D::NAME
+                );
+                assert!(
+                    inc.comments
+                        .iter()
+                        .any(|c| c.comment.as_deref() == Some(comment)),
+                    "{}: the incident handed back shows the comment",
+                    D::NAME
+                );
+            }
+            Ok(v) => panic!("{}: an update gave {v:?}", D::NAME),
+            Err(Error::OutcomeUnknown { update, .. }) => {
+                unknown += 1;
+                assert!(n <= 1, "{}: an unknown update's comment {n} times", D::NAME);
+                assert_eq!(update.comment.as_deref(), Some(comment.as_str()));
+            }
+            Err(e) => {
+                other += 1;
+                assert_eq!(
+                    n,
+                    0,
+                    "{}: failed with '{e}' but the comment is there",
+                    D::NAME
+                );
+            }
+        }
+    }
+    let stats = env.stats();
+    println!(
+        "{} updates under faults: {ok} ok, {unknown} outcome unknown, {other} other errors; faults {:?}",
+        D::NAME,
+        stats.faults_by_kind
+    );
+    assert!(
+        stats.faults as f64 > UPDATES as f64 * 0.2,
+        "faults were injected: {stats:?}"
+    );
+    assert!(
+        ok as f64 > UPDATES as f64 * 0.8,
+        "{}: most updates succeed: {ok}",
+        D::NAME
+    );
+}
+
+/// A read through faults: retried until it succeeds (reads are idempotent).
+fn read<D: Driver>(d: &D, call: Call) -> Value {
+    for _ in 0..20 {
+        if let Ok(v) = d.call(call.clone()) {
+            return v;
+        }
+    }
+    panic!("{}: a read failed 20 times", D::NAME)
+}
+
+/// A quota store or token provider that hangs, answers nothing or panics holds no call:
+/// four callers each end within the store or token timeout (plus slack) with a typed
+/// error, nothing is sent to the API, and the client keeps answering.
+pub fn a_broken_store_or_provider_holds_no_call<D: Driver>() {
+    let env = Env::start(|b| b.limits(generous()));
+    let timeout = Duration::from_millis(600);
+    for broken in Broken::ALL {
+        let d = D::connect_broken(
+            &env.spec(Surface::DefenderXdr, generous()),
+            &env.rt,
+            broken,
+            timeout,
+        );
+        let before = env.stats();
+        let started = Instant::now();
+        let callers: Vec<_> = (0..4)
+            .map(|i| {
+                let d = d.clone();
+                std::thread::spawn(move || {
+                    let r = d.call(Call::GetIncident(IncidentId::from(1000 + i)));
+                    (r, Instant::now())
+                })
+            })
+            .collect();
+        for c in callers {
+            let (r, ended) = c.join().expect("a caller thread");
+            let took = ended - started;
+            assert!(
+                took < timeout * 4 + Duration::from_secs(2),
+                "{} {broken:?}: a call took {took:?}",
+                D::NAME
+            );
+            match (broken.is_store(), &r) {
+                (true, Err(Error::QuotaStore { .. })) => {}
+                (false, Err(Error::TokenUnavailable { .. } | Error::Auth(_))) => {}
+                _ => panic!("{} {broken:?}: {r:?}", D::NAME),
+            }
+        }
+        let after = env.stats();
+        let api = |s: &Stats| s.keys.iter().map(|k| k.requests).sum::<u64>();
+        assert_eq!(
+            api(&after),
+            api(&before),
+            "{} {broken:?}: nothing sent",
+            D::NAME
+        );
+        // The client still answers (with the same typed error) afterwards.
+        let again = Instant::now();
+        assert!(d.call(Call::GetIncident(IncidentId::from(1))).is_err());
+        assert!(again.elapsed() < timeout * 4 + Duration::from_secs(2));
+        assert!(
+            d.quota().is_ok(),
+            "{} {broken:?}: usage still readable",
+            D::NAME
+        );
+    }
 }

@@ -9,6 +9,16 @@ macro_rules! suite {
             use super::*;
 
             #[test]
+            fn updates_are_never_doubled() {
+                conformance::updates_are_never_doubled::<$driver>();
+            }
+
+            #[test]
+            fn a_broken_store_or_provider_holds_no_call() {
+                conformance::a_broken_store_or_provider_holds_no_call::<$driver>();
+            }
+
+            #[test]
             fn every_call_on_every_surface() {
                 conformance::every_call_on_every_surface::<$driver>();
             }
