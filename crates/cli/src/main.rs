@@ -37,6 +37,8 @@ Exit codes:
   5  the API rejected the request (the server's message is shown)
   6  network or server failure after retries
   7  a result was truncated at the row cap and --split none was given
+  8  an incident update may or may not have been applied (the answer was lost and
+     reading it back failed): read the incident before sending it again
 
 Credentials: --tenant (AZURE_TENANT_ID), --client-id (AZURE_CLIENT_ID), and the secret
 only from AZURE_CLIENT_SECRET or --client-secret-file. With --emulator none are needed.";
@@ -259,7 +261,7 @@ impl Failure {
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         let code = match &e {
-            Error::Auth(_) | Error::Forbidden(_) => 3,
+            Error::Auth(_) | Error::Forbidden(_) | Error::TokenUnavailable { .. } => 3,
             Error::QuotaWait { .. } | Error::Throttled { .. } => 4,
             Error::Rejected { .. }
             | Error::NotFound(_)
@@ -269,6 +271,7 @@ impl From<Error> for Failure {
             | Error::InsecureUrl { .. }
             | Error::ForeignLink { .. } => 5,
             Error::Truncated { .. } => 7,
+            Error::OutcomeUnknown { .. } => 8,
             _ => 6,
         };
         let mut message = e.to_string();
