@@ -62,6 +62,7 @@
 //! - **feedback**: the server's retry time (`blocked until = max(existing, TIME + retry
 //!   after)`, for calls or for running time) and a learned limit ("maximum allowed N per
 //!   T": kept when it is new for its period or tighter), shared with every process.
+//!   Both are capped by [`StoreConfig::max_server_wait`] (default a day): see below.
 //! - **usage**: per window, the calls counted and the next free slot; running time
 //!   charged and reserved.
 //!
@@ -80,6 +81,21 @@
 //! charges at most the hunting calls admitted in the longest running-time window.
 //! Nothing secret is stored or logged: keys name the tenant and app ids only, and the
 //! Redis URL is logged with its password removed.
+//!
+//! ## What the server says cannot poison the shared quota
+//!
+//! One 429 reaches every process of the tenant through the store, so its words are
+//! bounded: a wait longer than [`StoreConfig::max_server_wait`] (default one day, the
+//! longest window Defender documents) is cut to it, and a learned limit whose period is
+//! longer than it is ignored (the same cap, so the one rule is "nothing the server says
+//! blocks for longer than `max_server_wait`"). A body such as "maximum allowed 1 per
+//! 99999.00:00:00. You can send requests again in 99999.00:00:00." therefore blocks for a
+//! day, then calls go at the configured limits again. The cap is applied in Rust before a
+//! script runs, passed to every script, and applied by the scripts both to what they
+//! write and to what they read: a longer block written by a process with another cap or
+//! an older version is rewritten to end at most the cap after the first acquire that
+//! sees it, and its longer learned limits are deleted. A script called without the cap
+//! uses a day. The local fallback applies the same caps.
 //!
 //! ## When Redis is unreachable
 //!
@@ -378,6 +394,16 @@ pub struct StoreConfig {
     /// `budget / fallback_share` running time (at least one call): set it to the number
     /// of processes sharing the quota (default 1).
     pub fallback_share: u32,
+    /// The longest the server may block calls or hunting (default one day; zero is read
+    /// as the default). A 429 that says to wait longer ("again in 99999.00:00:00") blocks
+    /// for this long, and a learned limit whose period is longer ("maximum allowed 1 per
+    /// 99999.00:00:00") is ignored, so nothing the server says can block the processes
+    /// of a tenant for longer. The scripts apply it too, to what they write and to what
+    /// they read: a block written by a process with another cap (or an older version)
+    /// ends at most this long after this process first sees it, and a learned limit of
+    /// a longer period is dropped. Processes sharing a quota should use one cap; where
+    /// they differ, the smallest wins.
+    pub max_server_wait: Duration,
     /// A name for the store's connections (`CLIENT SETNAME`; no spaces), so `CLIENT
     /// LIST` shows which worker holds which connection (default none).
     pub client_name: Option<String>,
@@ -396,6 +422,7 @@ impl StoreConfig {
             reservation_lease: Duration::from_secs(600),
             runtime_exhausted_default: Duration::from_secs(900),
             fallback_share: 1,
+            max_server_wait: DEFAULT_MAX_SERVER_WAIT,
             client_name: None,
         }
     }
@@ -404,7 +431,54 @@ impl StoreConfig {
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
     }
+
+    /// [`StoreConfig::max_server_wait`], zero read as the default.
+    pub(crate) fn wait_cap(&self) -> Duration {
+        if self.max_server_wait.is_zero() {
+            DEFAULT_MAX_SERVER_WAIT
+        } else {
+            self.max_server_wait
+        }
+    }
+
+    /// Server feedback as the store keeps it: see [`cap_feedback`].
+    pub(crate) fn cap_feedback(
+        &self,
+        retry_after: Option<Duration>,
+        learned: Option<CallLimit>,
+        runtime_exhausted: bool,
+    ) -> (Option<Duration>, Option<CallLimit>) {
+        cap_feedback(
+            self.wait_cap(),
+            self.runtime_exhausted_default,
+            retry_after,
+            learned,
+            runtime_exhausted,
+        )
+    }
 }
+
+/// Server feedback as the store keeps it (on Redis and in the local fallback alike): the
+/// wait (`exhausted_default` when the running-time budget is spent without one) at most
+/// `cap`, and a learned limit only when its period is at most `cap`.
+pub(crate) fn cap_feedback(
+    cap: Duration,
+    exhausted_default: Duration,
+    retry_after: Option<Duration>,
+    learned: Option<CallLimit>,
+    runtime_exhausted: bool,
+) -> (Option<Duration>, Option<CallLimit>) {
+    let retry_after = retry_after
+        .or(runtime_exhausted.then_some(exhausted_default))
+        .map(|d| d.min(cap));
+    let learned = learned.filter(|l| l.max > 0 && !l.per.is_zero() && l.per <= cap);
+    (retry_after, learned)
+}
+
+/// The default of [`StoreConfig::max_server_wait`]: one day. Defender's longest documented
+/// windows are a day (running time per day); a wait longer than that is not a limit but a
+/// malformed or hostile answer.
+pub const DEFAULT_MAX_SERVER_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -418,6 +492,7 @@ impl fmt::Debug for StoreConfig {
             .field("reservation_lease", &self.reservation_lease)
             .field("runtime_exhausted_default", &self.runtime_exhausted_default)
             .field("fallback_share", &self.fallback_share)
+            .field("max_server_wait", &self.max_server_wait)
             .field("client_name", &self.client_name)
             .finish()
     }

@@ -415,3 +415,210 @@ fn kill_clients_on(raw: &mut redis::Connection, name: &str) {
     }
     assert_eq!(killed, 1, "one connection named {name} in {list}");
 }
+
+/// What a hostile or broken 429 says, in Defender's words: a wait and a "limit" of 273
+/// years.
+const POISON: &str = "API calls quota exceeded! maximum allowed 1 per 99999.00:00:00. \
+                      You can send requests again in 99999.00:00:00.";
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn poison() -> (Duration, CallLimit) {
+    let facts = defender_core::throttle::parse_message(POISON);
+    let (Some(wait), Some(limit)) = (facts.again_in, facts.limit) else {
+        panic!("the parser reads both: {facts:?}")
+    };
+    assert_eq!(wait, 99_999 * DAY);
+    assert_eq!(limit.per, 99_999 * DAY);
+    (wait, limit)
+}
+
+/// Nothing the server says blocks the processes of a tenant for longer than
+/// `max_server_wait` (a day): the wait is cut to a day and the learned
+/// one-call-per-273-years limit is ignored, so after the day calls go at the configured
+/// limit again.
+#[test]
+fn a_poisoned_429_blocks_every_process_for_at_most_a_day() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let config = common::config("poison");
+    assert_eq!(config.max_server_wait, DAY);
+    let (mut a, mut b) = (common::store(&config), common::store(&config));
+    let t0 = Duration::from_secs(1_000_000);
+    for s in [&a, &b] {
+        s.set_now_override(Some(t0));
+    }
+    let limits = [CallLimit {
+        max: 3,
+        per: Duration::from_secs(60),
+    }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    let (wait, limit) = poison();
+    a.feedback(&key(), Some(wait), Some(limit), false).unwrap();
+    let d = *b.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!((d.retry_after, d.reason), (DAY, DenyReason::RetryAfter));
+    let u = b.usage(&key(), &req).unwrap();
+    assert_eq!(u.blocked_for, DAY);
+    assert_eq!(u.calls.len(), 1, "no learned window: {u:?}");
+    let keys = b.keys(&key());
+    let stored: u64 = redis::cmd("HGET")
+        .arg(&keys.state)
+        .arg("b")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(stored, (t0 + DAY).as_micros() as u64);
+    let pttl: i64 = redis::cmd("PTTL").arg(&keys.state).query(&mut raw).unwrap();
+    assert!(pttl <= 2 * DAY.as_millis() as i64, "{pttl}");
+    // A day later: the configured 3 per minute, not 1 per 273 years.
+    for s in [&a, &b] {
+        s.set_now_override(Some(t0 + DAY));
+    }
+    for _ in 0..3 {
+        assert!(b.acquire(&key(), &req).unwrap().is_admitted());
+    }
+    let d = *a.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!(d.reason, DenyReason::CallWindow(limits[0]));
+    assert_eq!(d.retry_after, Duration::from_secs(60));
+    // The running-time path: the same cap.
+    let hunt = QuotaKey::new("tenant-a", "app-1", ApiGroup::Hunting);
+    a.feedback(&hunt, Some(wait), None, true).unwrap();
+    let d = *b.acquire(&hunt, &req).unwrap().denied().unwrap();
+    assert_eq!(
+        (d.retry_after, d.reason),
+        (DAY, DenyReason::RuntimeExhausted)
+    );
+    assert_eq!(b.usage(&hunt, &req).unwrap().runtime_blocked_for, DAY);
+    // A shorter cap is honoured as configured.
+    let mut short = config.clone();
+    short.max_server_wait = Duration::from_secs(3600);
+    let c = common::store(&short);
+    let mut c = c;
+    c.set_now_override(Some(t0 + DAY));
+    let other = QuotaKey::new("tenant-b", "app-1", ApiGroup::Incidents);
+    c.feedback(&other, Some(wait), Some(limit), false).unwrap();
+    let d = *c.acquire(&other, &req).unwrap().denied().unwrap();
+    assert_eq!(d.retry_after, Duration::from_secs(3600));
+    common::cleanup(&mut raw, &config.prefix);
+}
+
+/// The cap holds inside the scripts: a years-long block or learned limit written by a
+/// process with another cap, or by an older version that had none (written here by
+/// hand), ends within a day of the first acquire that sees it.
+#[test]
+fn the_scripts_cap_what_other_processes_wrote() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let config = common::config("poison-other");
+    let mut reckless = config.clone();
+    reckless.max_server_wait = 100_000 * DAY;
+    let (mut careful, mut other) = (common::store(&config), common::store(&reckless));
+    let t0 = Duration::from_secs(2_000_000);
+    for s in [&careful, &other] {
+        s.set_now_override(Some(t0));
+    }
+    let limits = [CallLimit {
+        max: 2,
+        per: Duration::from_secs(60),
+    }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    let (wait, limit) = poison();
+    // Another config: it writes what it was told.
+    other
+        .feedback(&key(), Some(wait), Some(limit), false)
+        .unwrap();
+    // An older version: a block, a running-time block and a learned limit, by hand.
+    let keys = careful.keys(&key());
+    let forever = (t0 + wait).as_micros() as u64;
+    let _: () = redis::cmd("HSET")
+        .arg(&keys.state)
+        .arg("rb")
+        .arg(forever)
+        .arg(format!("l{}", (50_000 * DAY).as_micros()))
+        .arg(1)
+        .query(&mut raw)
+        .unwrap();
+    let d = *careful.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!((d.retry_after, d.reason), (DAY, DenyReason::RetryAfter));
+    // Healed in Redis: every process now reads a day, whatever its cap.
+    let state: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(&keys.state)
+        .query(&mut raw)
+        .unwrap();
+    let until = (t0 + DAY).as_micros() as u64;
+    assert_eq!(state.get("b"), Some(&until), "{state:?}");
+    assert_eq!(state.get("rb"), Some(&until), "{state:?}");
+    assert!(
+        state.keys().all(|k| !k.starts_with('l')),
+        "learned limits of more than a day are dropped: {state:?}"
+    );
+    let pttl: i64 = redis::cmd("PTTL").arg(&keys.state).query(&mut raw).unwrap();
+    assert!(
+        (0..=2 * DAY.as_millis() as i64 + 1).contains(&pttl),
+        "{pttl}"
+    );
+    let d = *other.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!(d.retry_after, DAY);
+    for s in [&careful, &other] {
+        s.set_now_override(Some(t0 + DAY));
+    }
+    assert!(other.acquire(&key(), &req).unwrap().is_admitted());
+    assert!(careful.acquire(&key(), &req).unwrap().is_admitted());
+    let d = *careful.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!(d.reason, DenyReason::CallWindow(limits[0]));
+    // Feedback also heals a block it finds too long, rather than keeping it.
+    let _: () = redis::cmd("HSET")
+        .arg(&keys.state)
+        .arg("b")
+        .arg(forever)
+        .query(&mut raw)
+        .unwrap();
+    careful
+        .feedback(&key(), Some(Duration::from_secs(5)), None, false)
+        .unwrap();
+    let b: u64 = redis::cmd("HGET")
+        .arg(&keys.state)
+        .arg("b")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(b, (t0 + 2 * DAY).as_micros() as u64);
+    common::cleanup(&mut raw, &config.prefix);
+}
+
+/// The local fallback applies the same caps.
+#[test]
+fn the_local_fallback_caps_server_waits_too() {
+    let mut config = unreachable(OnRedisError::FallBackToLocal);
+    config.fallback_share = 1;
+    let mut store = RedisQuotaStore::open(config).unwrap();
+    let t0 = Duration::from_secs(100);
+    store.set_now_override(Some(t0));
+    let limits = [CallLimit {
+        max: 3,
+        per: Duration::from_secs(60),
+    }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    let (wait, limit) = poison();
+    store
+        .feedback(&key(), Some(wait), Some(limit), false)
+        .unwrap();
+    let d = *store.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!((d.retry_after, d.reason), (DAY, DenyReason::RetryAfter));
+    let u = store.usage(&key(), &req).unwrap();
+    assert!(u.local);
+    assert_eq!(u.blocked_for, DAY);
+    assert_eq!(u.calls.len(), 1, "no learned window: {u:?}");
+    store.set_now_override(Some(t0 + DAY));
+    for _ in 0..3 {
+        assert!(store.acquire(&key(), &req).unwrap().is_admitted());
+    }
+    let d = *store.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!(d.reason, DenyReason::CallWindow(limits[0]));
+    let hunt = QuotaKey::new("tenant-a", "app-1", ApiGroup::Hunting);
+    store.feedback(&hunt, Some(wait), None, true).unwrap();
+    let d = *store.acquire(&hunt, &req).unwrap().denied().unwrap();
+    assert_eq!(
+        (d.retry_after, d.reason),
+        (DAY, DenyReason::RuntimeExhausted)
+    );
+}
