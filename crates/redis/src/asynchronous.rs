@@ -37,7 +37,7 @@ impl AsyncRedisQuotaStore {
         let client =
             redis::Client::open(config.url.as_str()).map_err(|source| StoreError::InvalidUrl {
                 url: config.redacted_url(),
-                source,
+                source: crate::scrub(&config.url, source),
             })?;
         Ok(AsyncRedisQuotaStore {
             common: Common::new(config),

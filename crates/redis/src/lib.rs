@@ -80,7 +80,11 @@
 //! window at 1,500 per hour); reservations hold at most the calls admitted in one lease;
 //! charges at most the hunting calls admitted in the longest running-time window.
 //! Nothing secret is stored or logged: keys name the tenant and app ids only, and the
-//! Redis URL is logged with its password removed.
+//! Redis URL is shown (in errors, logs and `Debug`) with its credentials replaced by
+//! `***` (a password may hold `/`, `?`, `#` or even `@`: the user information runs to
+//! the last `@`; `pass=` and `user=` query parameters are replaced too). An error of the
+//! redis crate that quotes part of the credentials (its URL errors can quote the query)
+//! is replaced by one of the same kind that says nothing more.
 //!
 //! ## What the server says cannot poison the shared quota
 //!
@@ -498,14 +502,136 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
+/// `url` with every credential replaced by `***`.
+///
+/// Lenient, because it also prints URLs that do not parse: a password may hold `/`, `?`,
+/// `#`, `:` and even an unencoded `@`, so the user information runs from the scheme to
+/// the *last* `@` (an `@` later in the path or query only hides more than needed); without
+/// an `@`, an authority `user:rest` whose `rest` is no port is read as a password given
+/// without a host; query parameters that carry credentials (`pass=`, `password=`,
+/// `user=`, `username=`, as `redis+unix://` URLs use) are replaced too.
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
+    let rest = match rest.rfind('@') {
+        Some(at) => format!("***@{}", &rest[at + 1..]),
+        None => redact_bare_password(rest),
+    };
+    format!("{scheme}{}", redact_query(&rest))
+}
+
+/// `user:secret` with no `@` and no host: the part after the colon, unless it is a port.
+fn redact_bare_password(rest: &str) -> String {
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    // An IPv6 literal's colons are no password's.
+    let host_end = if authority.starts_with('[') {
+        authority.find(']').map_or(authority.len(), |i| i + 1)
+    } else {
+        0
+    };
+    match authority[host_end..].find(':') {
+        Some(i) => {
+            let colon = host_end + i;
+            let port = &authority[colon + 1..];
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                rest.to_owned()
+            } else {
+                // The rest may hold more of the password ("user:pa/ss" with no host).
+                format!("{}:***", &rest[..colon])
+            }
+        }
+        None => rest.to_owned(),
+    }
+}
+
+/// Credentials in query parameters (`?pass=…`), each value up to the next `&`.
+fn redact_query(rest: &str) -> String {
+    let Some(q) = rest.find('?') else {
+        return rest.to_owned();
+    };
+    let mut out = rest[..=q].to_owned();
+    for (i, pair) in rest[q + 1..].split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((k, _))
+                if ["pass", "password", "user", "username"]
+                    .iter()
+                    .any(|c| k.trim().eq_ignore_ascii_case(c)) =>
+            {
+                out.push_str(k);
+                out.push_str("=***");
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    out
+}
+
+/// The credentials of `url` as [`redact`] finds them, for [`scrub`].
+fn credentials(url: &str) -> Vec<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let mut found = Vec::new();
+    let after = match rest.rfind('@') {
+        Some(at) => {
+            // The password: after the user name's colon (a user name alone may be one).
+            let info = &rest[..at];
+            found.push(info.split_once(':').map_or(info, |(_, pw)| pw));
+            &rest[at + 1..]
+        }
+        None => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            if let Some((_, secret)) = rest[..end].rsplit_once(':') {
+                if !secret.bytes().all(|b| b.is_ascii_digit()) && !secret.ends_with(']') {
+                    found.push(secret);
+                }
+            }
+            rest
+        }
+    };
+    if let Some((_, query)) = after.split_once('?') {
+        for pair in query.split('&') {
+            if let Some((k, v)) = pair.split_once('=') {
+                if ["pass", "password", "user", "username"]
+                    .iter()
+                    .any(|c| k.trim().eq_ignore_ascii_case(c))
+                {
+                    found.push(v);
+                }
+            }
+        }
+    }
+    found.retain(|s| !s.is_empty());
+    found
+}
+
+/// `e`, or when its text quotes any part of `url`'s credentials (any three characters in
+/// a row; the redis crate's URL errors may quote the URL), an error of the same kind
+/// that says nothing more.
+pub(crate) fn scrub(url: &str, e: redis::RedisError) -> redis::RedisError {
+    let text = e.to_string();
+    let leaks = credentials(url).iter().any(|secret| {
+        let starts: Vec<usize> = secret.char_indices().map(|(i, _)| i).collect();
+        if starts.len() < 3 {
+            return text.contains(secret);
+        }
+        // Every run of three characters.
+        (0..starts.len() - 2).any(|k| {
+            let end = starts.get(k + 3).copied().unwrap_or(secret.len());
+            text.contains(&secret[starts[k]..end])
+        })
+    });
+    if leaks {
+        redis::RedisError::from((
+            e.kind(),
+            "(the error's text is withheld: it quoted part of the URL's credentials)",
+        ))
+    } else {
+        e
     }
 }
 
@@ -566,12 +692,50 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            redact("redis://user:secret@host:6379/0"),
-            "redis://***@host:6379/0"
-        );
-        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        let cases = [
+            ("redis://user:secret@host:6379/0", "redis://***@host:6379/0"),
+            ("redis://host:6379", "redis://host:6379"),
+            (
+                "redis://host:6379/0?protocol=resp3",
+                "redis://host:6379/0?protocol=resp3",
+            ),
+            ("redis://[::1]:6379/0", "redis://[::1]:6379/0"),
+            ("redis://[::1]", "redis://[::1]"),
+            ("redis://user:pa/ss@host:6379/0", "redis://***@host:6379/0"),
+            ("redis://:a/b/c@host", "redis://***@host"),
+            ("redis://u:p@s?s#w/d@host:1/2", "redis://***@host:1/2"),
+            ("redis://u:p@ss@host/0?x=a@b", "redis://***@b"),
+            ("redis://user:secret", "redis://user:***"),
+            ("redis://user:se/cret", "redis://user:***"),
+            ("user:secret@host", "***@host"),
+            (
+                "redis+unix:///tmp/r.sock?db=1&pass=secret&user=me",
+                "redis+unix:///tmp/r.sock?db=1&pass=***&user=***",
+            ),
+            (
+                "redis://host/0?PASSWORD=secret",
+                "redis://host/0?PASSWORD=***",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact(url), want, "{url}");
+        }
         let c = StoreConfig::new("redis://:pw@h/1");
         assert!(!format!("{c:?}").contains("pw"));
+    }
+
+    #[test]
+    fn errors_quoting_credentials_are_scrubbed() {
+        let url = "redis://user:6379?protocol=Kx7Wv@127.0.0.1:1";
+        let e = redis::Client::open(url).unwrap_err();
+        assert!(
+            e.to_string().contains("Kx7Wv"),
+            "the redis crate quotes it: {e}"
+        );
+        let e = scrub(url, e);
+        assert!(!e.to_string().contains("Kx7"), "{e}");
+        assert_eq!(e.kind(), redis::ErrorKind::InvalidClientConfig);
+        let plain = redis::RedisError::from((redis::ErrorKind::Io, "connection refused"));
+        assert_eq!(scrub(url, plain).to_string(), "connection refused - Io");
     }
 }

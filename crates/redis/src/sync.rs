@@ -44,7 +44,7 @@ impl RedisQuotaStore {
         let client =
             redis::Client::open(config.url.as_str()).map_err(|source| StoreError::InvalidUrl {
                 url: config.redacted_url(),
-                source,
+                source: crate::scrub(&config.url, source),
             })?;
         Ok(RedisQuotaStore {
             common: Common::new(config),

@@ -622,3 +622,62 @@ fn the_local_fallback_caps_server_waits_too() {
         (DAY, DenyReason::RuntimeExhausted)
     );
 }
+
+/// No run of three characters of a password reaches a message: the config's `Debug`, the
+/// errors of opening a store (the redis crate's URL errors included), the errors of an
+/// unreachable one. Passwords hold `/`, `?`, `#`, `:` and `@`, encoded or not.
+#[test]
+fn passwords_never_reach_messages() {
+    let cases = [
+        ("redis://user:pa/ss@127.0.0.1:1/0", "pa/ss"),
+        ("redis://:a/b/c@127.0.0.1:1", "a/b/c"),
+        ("redis://user:p@ss/w?rd#x@127.0.0.1:1/0", "p@ss/w?rd#x"),
+        (
+            "redis://user:6379?protocol=Kx7Wv@127.0.0.1:1",
+            "6379?protocol=Kx7Wv",
+        ),
+        ("redis://user:Zq:W%40x9@127.0.0.1:1", "Zq:W%40x9"),
+        ("redis://user:Kq3Wz9", "Kq3Wz9"),
+        ("redis://user:Kq3/Wz9", "Kq3/Wz9"),
+        ("redis+unix:///tmp/no-such.sock?db=0&pass=Tg5Yh2", "Tg5Yh2"),
+        ("redis://:Wx9%2Fq@[::1]:1", "Wx9%2Fq"),
+        ("user:Hn4Jk8@127.0.0.1:1", "Hn4Jk8"),
+        ("redis://Mv2Bn7@127.0.0.1:1/0", "Mv2Bn7"),
+        ("http://user:Hq8Nt2x@:::nonsense", "Hq8Nt2x"),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let limits = [CallLimit { max: 3, per: HOUR }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    for (url, password) in cases {
+        let mut config = StoreConfig::new(url);
+        config.reconnect_backoff = Duration::from_millis(1);
+        let mut texts = vec![format!("{config:?}"), config.redacted_url()];
+        let mut error = |e: StoreError| {
+            texts.push(e.to_string());
+            texts.push(format!("{e:?}"));
+        };
+        match RedisQuotaStore::open(config.clone()) {
+            Err(e) => error(e),
+            Ok(mut store) => {
+                error(store.acquire(&key(), &req).unwrap_err());
+                std::thread::sleep(Duration::from_millis(5));
+                error(store.ping().unwrap_err());
+                error(store.feedback(&key(), Some(HOUR), None, false).unwrap_err());
+            }
+        }
+        match defender_redis::AsyncRedisQuotaStore::open(config) {
+            Err(e) => error(e),
+            Ok(store) => error(rt.block_on(store.acquire(&key(), &req)).unwrap_err()),
+        }
+        let chars: Vec<char> = password.chars().collect();
+        for w in chars.windows(3) {
+            let w: String = w.iter().collect();
+            for t in &texts {
+                assert!(!t.contains(&w), "{url}: {w:?} of the password in {t}");
+            }
+        }
+    }
+}
