@@ -73,7 +73,9 @@
 //! ## Key layout and its bound
 //!
 //! See [`KeyLayout`]: four keys per `(tenant, app, group)`, all under one hash tag
-//! `{prefix:tenant:app:group}`, each with a `PEXPIRE` of the longest window (plus margin)
+//! `{prefix:tenant:app:group}` (the ids normalised by [`QuotaKey::new`]: lower case,
+//! GUIDs hyphenated without braces, no surrounding whitespace; so every spelling of one
+//! app's ids names one budget), each with a `PEXPIRE` of the longest window (plus margin)
 //! after every write, so an idle key disappears by itself. The sorted set of calls is
 //! trimmed to the longest window on every acquire and so never holds more than the
 //! longest window's `max` entries (1,500 for 1,500 calls per hour; 36,000 for a day's

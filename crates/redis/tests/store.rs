@@ -681,3 +681,59 @@ fn passwords_never_reach_messages() {
         }
     }
 }
+
+/// Workers that spell the tenant and app ids differently (case, braces, whitespace, a
+/// domain name's case) share one budget in Redis.
+#[test]
+fn every_spelling_of_an_app_shares_one_budget() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let config = common::config("spelling");
+    let (mut a, mut b) = (common::store(&config), common::store(&config));
+    let limits = [CallLimit { max: 4, per: HOUR }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    let spellings = [
+        (
+            "72F988BF-86F1-41AF-91AB-2D7CD011DB47",
+            "Contoso.OnMicrosoft.com",
+        ),
+        (
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "contoso.onmicrosoft.com",
+        ),
+        (
+            "{72F988BF-86F1-41AF-91AB-2D7CD011DB47}",
+            " CONTOSO.onmicrosoft.COM ",
+        ),
+        (
+            " 72f988bf86f141af91ab2d7cd011db47\n",
+            "contoso.onmicrosoft.com.",
+        ),
+    ];
+    for (i, (app, tenant)) in spellings.iter().enumerate() {
+        let store = if i % 2 == 0 { &mut a } else { &mut b };
+        let key = QuotaKey::new(tenant, app, ApiGroup::Incidents);
+        assert!(store.acquire(&key, &req).unwrap().is_admitted(), "{key:?}");
+    }
+    // The budget of 4 is spent, whatever the spelling; the binding the clients use agrees.
+    let binding = defender_redis::Binding::new(
+        "CONTOSO.ONMICROSOFT.COM",
+        "(72F988BF-86F1-41AF-91AB-2D7CD011DB47)",
+        defender_core::Limits::default(),
+        Duration::ZERO,
+    );
+    let key = binding.key(ApiGroup::Incidents);
+    assert_eq!(
+        key,
+        QuotaKey::new(spellings[1].1, spellings[1].0, ApiGroup::Incidents)
+    );
+    let d = *a.acquire(&key, &req).unwrap().denied().unwrap();
+    assert_eq!(d.reason, DenyReason::CallWindow(limits[0]));
+    assert_eq!(
+        common::keys_under(&mut raw, &config.prefix).len(),
+        1,
+        "one set of calls in Redis"
+    );
+    common::cleanup(&mut raw, &config.prefix);
+}
