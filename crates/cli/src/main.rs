@@ -85,8 +85,25 @@ struct Cli {
     quota_store: Option<String>,
     /// When the quota store cannot be reached: fail the call (exit 6), or fall back to this
     /// process's own quota with a warning.
-    #[arg(long, global = true, default_value = "fail", value_parser = ["fail", "local"])]
+    #[arg(
+        long,
+        global = true,
+        env = "DEFENDER_QUOTA_STORE_FALLBACK",
+        default_value = "fail",
+        value_parser = ["fail", "local"]
+    )]
     quota_store_fallback: String,
+    /// With --quota-store-fallback local: how many processes share the quota while the
+    /// store is down; each then admits 1/N of every limit (at least one call per window).
+    /// Set it to the number of workers, so together they stay within the quota.
+    #[arg(
+        long,
+        global = true,
+        env = "DEFENDER_QUOTA_STORE_FALLBACK_SHARE",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    quota_store_fallback_share: Option<u32>,
     /// More detail on standard error.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -364,6 +381,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 message: format!("the emulator stopped: {e}."),
             });
     }
+    if cli.quota_store_fallback_share.is_some() && cli.quota_store_fallback != "local" {
+        return Err(Failure::usage(
+            "--quota-store-fallback-share applies to --quota-store-fallback local: give both",
+        ));
+    }
     let limits = cli
         .limits
         .clone()
@@ -429,10 +451,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             builder = builder.login_url(u);
         }
     }
+    let share = cli.quota_store_fallback_share.unwrap_or(1);
     let store = cli.quota_store.as_ref().map(|url| {
         let mut c = StoreConfig::new(url.clone());
         if cli.quota_store_fallback == "local" {
             c.on_error = OnRedisError::FallBackToLocal;
+            c.fallback_share = share;
         }
         c
     });
@@ -445,8 +469,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         })?;
         if let Err(e) = probe.ping().await {
             if c.on_error == OnRedisError::FallBackToLocal {
+                let part = if share > 1 {
+                    format!(", at 1/{share} of each limit")
+                } else {
+                    String::new()
+                };
                 ui.warn(&format!(
-                    "{e}; counting this process's calls on its own (--quota-store-fallback local)."
+                    "{e}; counting this process's calls on its own{part} (--quota-store-fallback local)."
                 ));
             } else {
                 return Err(Failure {

@@ -13,6 +13,8 @@ fn defender(args: &[&str]) -> Output {
         .env_remove("AZURE_CLIENT_ID")
         .env_remove("AZURE_CLIENT_SECRET")
         .env_remove("DEFENDER_QUOTA_STORE")
+        .env_remove("DEFENDER_QUOTA_STORE_FALLBACK")
+        .env_remove("DEFENDER_QUOTA_STORE_FALLBACK_SHARE")
         .output()
         .expect("the binary runs")
 }
@@ -22,6 +24,8 @@ fn with_secret(args: &[&str], secret: &str) -> Output {
         .args(args)
         .env("AZURE_CLIENT_SECRET", secret)
         .env_remove("DEFENDER_QUOTA_STORE")
+        .env_remove("DEFENDER_QUOTA_STORE_FALLBACK")
+        .env_remove("DEFENDER_QUOTA_STORE_FALLBACK_SHARE")
         .output()
         .expect("the binary runs")
 }
@@ -522,4 +526,119 @@ fn quota_store_counts_every_invocation_once() {
         stderr(&fell_back)
     );
     drop(rt);
+}
+
+/// `--quota-store-fallback-share N`: while the store is unreachable, this process admits
+/// 1/N of every limit; a share that is not a whole number of at least one, or one without
+/// `--quota-store-fallback local`, is a usage error.
+#[test]
+fn quota_store_fallback_share_splits_the_quota_while_redis_is_down() {
+    let dead = "redis://127.0.0.1:1";
+    let spec = "xdr,incidents.calls=4/1m";
+    let fallback = |share: &str, rest: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--limits",
+            spec,
+            "--quota-store",
+            dead,
+            "--quota-store-fallback",
+            "local",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push(format!("--quota-store-fallback-share={share}"));
+        v.extend(rest.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        defender(&a)
+    };
+    // Usage errors: clap's for the value, ours for the missing `local`.
+    for bad in ["0", "-1", "two", "", "1.5"] {
+        let mut a = fallback(bad, &["limits"]);
+        a.insert(0, "--emulator".into());
+        let out = run(a);
+        assert_eq!(code(&out), 2, "{bad:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--quota-store-fallback-share"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = defender(&[
+        "--emulator",
+        "--quota-store",
+        dead,
+        "--quota-store-fallback-share",
+        "2",
+        "limits",
+    ]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--quota-store-fallback local"),
+        "{}",
+        stderr(&out)
+    );
+    let help = stdout(&defender(&["--help"]));
+    assert!(
+        help.contains("--quota-store-fallback-share <N>")
+            && help.contains("DEFENDER_QUOTA_STORE_FALLBACK_SHARE"),
+        "{help}"
+    );
+    // `defender limits` shows this process's share of each window.
+    let mut a = fallback("2", &["limits"]);
+    a.insert(0, "--emulator".into());
+    let out = run(a);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("shared incidents: 0 of 2 calls per 1m"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("at 1/2 of each limit"),
+        "{}",
+        stderr(&out)
+    );
+    // Listing every page of 300 incidents takes 3 calls: within 4 per minute on its own,
+    // but with a share of 2 this process sends 2 and then would wait a minute.
+    let pages = |share: &str| {
+        let (rt, emu) = emulator(spec);
+        let base = emu.base_url();
+        let list = fallback(
+            share,
+            &[
+                "--max-wait",
+                "3s",
+                "incidents",
+                "list",
+                "--all",
+                "--top",
+                "100",
+                "--format",
+                "csv",
+            ],
+        );
+        let mut a: Vec<&str> = remote(&base, &[]);
+        a.extend(list.iter().map(String::as_str));
+        let out = with_secret(&a, "emulator-secret");
+        let sent: u64 = emu
+            .stats()
+            .keys
+            .iter()
+            .filter(|k| k.group == "incidents")
+            .map(|k| k.requests)
+            .sum();
+        drop(rt);
+        (out, sent)
+    };
+    let (whole, sent) = pages("1");
+    assert_eq!(code(&whole), 0, "{}", stderr(&whole));
+    assert_eq!(stdout(&whole).lines().count(), 1 + 300);
+    assert!(sent >= 3, "{sent}");
+    let (half, sent) = pages("2");
+    assert_eq!(code(&half), 4, "{}", stderr(&half));
+    assert_eq!(sent, 2, "half of 4 per minute: {}", stderr(&half));
 }

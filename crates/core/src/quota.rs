@@ -311,25 +311,89 @@ fn unreachable_base() -> Instant {
 }
 
 /// Whose quota: Microsoft counts per application and tenant, and per API group.
+///
+/// Make it with [`QuotaKey::new`], which writes each id one way (see [`normalize_id`]),
+/// so one app never gets two budgets, in process or in a shared store, because two
+/// workers spell its ids differently.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QuotaKey {
-    /// The tenant.
+    /// The tenant (normalised).
     pub tenant: String,
-    /// The application (client) id.
+    /// The application (client) id (normalised).
     pub app: String,
     /// The API group.
     pub group: crate::limits::ApiGroup,
 }
 
 impl QuotaKey {
-    /// The key of `app` in `tenant` for `group`.
+    /// The key of `app` in `tenant` for `group`, both ids normalised by
+    /// [`normalize_id`].
+    ///
+    /// ```
+    /// use defender_core::quota::QuotaKey;
+    /// use defender_core::ApiGroup;
+    ///
+    /// assert_eq!(
+    ///     QuotaKey::new("Contoso.OnMicrosoft.com", "{72F988BF-86F1-41AF-91AB-2D7CD011DB47}", ApiGroup::Hunting),
+    ///     QuotaKey::new("contoso.onmicrosoft.com", "72f988bf-86f1-41af-91ab-2d7cd011db47", ApiGroup::Hunting),
+    /// );
+    /// ```
     pub fn new(tenant: &str, app: &str, group: crate::limits::ApiGroup) -> QuotaKey {
         QuotaKey {
-            tenant: tenant.to_owned(),
-            app: app.to_owned(),
+            tenant: normalize_id(tenant),
+            app: normalize_id(app),
             group,
         }
     }
+}
+
+/// One spelling of a tenant or app id, as Entra ID compares them: without surrounding
+/// whitespace; a GUID (with or without hyphens, in braces or parentheses, any case) as
+/// 36 lower-case characters `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`; anything else (a
+/// tenant's domain name) in lower case, without the trailing dot of a fully qualified
+/// name.
+///
+/// A tenant's GUID and its domain name stay two spellings: telling that they are one
+/// tenant takes a network lookup, so give every process of an app the same form.
+pub fn normalize_id(id: &str) -> String {
+    let id = id.trim();
+    if let Some(guid) = guid(id) {
+        return guid;
+    }
+    let id = id.strip_suffix('.').unwrap_or(id);
+    id.to_lowercase()
+}
+
+/// `s` as a lower-case hyphenated GUID, if it is one in any of .NET's formats N, D, B, P.
+fn guid(s: &str) -> Option<String> {
+    let inner = s
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .or_else(|| s.strip_prefix('(').and_then(|r| r.strip_suffix(')')))
+        .unwrap_or(s)
+        .trim();
+    let b = inner.as_bytes();
+    let hex: Vec<u8> = match b.len() {
+        36 if [8, 13, 18, 23].iter().all(|&i| b[i] == b'-') => b
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| ![8, 13, 18, 23].contains(i))
+            .map(|(_, c)| *c)
+            .collect(),
+        32 => b.to_vec(),
+        _ => return None,
+    };
+    if !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = String::with_capacity(36);
+    for (i, c) in hex.iter().enumerate() {
+        if [8, 12, 16, 20].contains(&i) {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase() as char);
+    }
+    Some(out)
 }
 
 /// A quota per [`QuotaKey`], made on first use from the limits given.
@@ -458,6 +522,61 @@ mod tests {
             q.try_acquire(t).is_err(),
             "the second call's slot is still taken"
         );
+    }
+
+    #[test]
+    fn one_app_has_one_key_however_its_ids_are_spelled() {
+        use crate::limits::ApiGroup::Incidents;
+        let app = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+        for spelling in [
+            "72F988BF-86F1-41AF-91AB-2D7CD011DB47",
+            "  72f988bf-86f1-41af-91ab-2d7cd011db47\n",
+            "{72F988BF-86F1-41AF-91AB-2D7CD011DB47}",
+            " { 72f988bf-86f1-41af-91ab-2d7cd011db47 } ",
+            "(72f988bf-86f1-41af-91ab-2d7cd011db47)",
+            "72F988BF86F141AF91AB2D7CD011DB47",
+        ] {
+            assert_eq!(normalize_id(spelling), app, "{spelling:?}");
+        }
+        for spelling in [
+            "Contoso.OnMicrosoft.com",
+            " contoso.onmicrosoft.com ",
+            "CONTOSO.ONMICROSOFT.COM.",
+        ] {
+            assert_eq!(normalize_id(spelling), "contoso.onmicrosoft.com");
+        }
+        // Not GUIDs: left alone but for case and whitespace.
+        for (id, want) in [
+            (
+                "72f988bf-86f1-41af-91ab-2d7cd011db4",
+                "72f988bf-86f1-41af-91ab-2d7cd011db4",
+            ),
+            ("{not-a-guid}", "{not-a-guid}"),
+            (
+                "72f988bf_86f1_41af_91ab_2d7cd011db47",
+                "72f988bf_86f1_41af_91ab_2d7cd011db47",
+            ),
+            ("", ""),
+        ] {
+            assert_eq!(normalize_id(id), want);
+        }
+        assert_ne!(normalize_id("contoso.com"), normalize_id("contoso.co"));
+        assert_eq!(
+            QuotaKey::new(
+                "Contoso.OnMicrosoft.com",
+                "{72F988BF-86F1-41AF-91AB-2D7CD011DB47}",
+                Incidents
+            ),
+            QuotaKey::new("contoso.onmicrosoft.com", app, Incidents),
+        );
+        // The in-process quotas agree: one budget for both spellings.
+        let t = t0();
+        let mut quotas = Quotas::new(Duration::ZERO);
+        let limits = [CallLimit { max: 1, per: MIN }];
+        let upper = QuotaKey::new("CONTOSO.onmicrosoft.com", &app.to_uppercase(), Incidents);
+        quotas.try_acquire(&upper, &limits, t).unwrap();
+        let lower = QuotaKey::new("contoso.onmicrosoft.com", app, Incidents);
+        assert!(quotas.try_acquire(&lower, &limits, t).is_err());
     }
 
     #[test]

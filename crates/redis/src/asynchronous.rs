@@ -37,7 +37,7 @@ impl AsyncRedisQuotaStore {
         let client =
             redis::Client::open(config.url.as_str()).map_err(|source| StoreError::InvalidUrl {
                 url: config.redacted_url(),
-                source,
+                source: crate::scrub(&config.url, source),
             })?;
         Ok(AsyncRedisQuotaStore {
             common: Common::new(config),
@@ -144,7 +144,15 @@ impl AsyncRedisQuotaStore {
         let keys = self.common.keys(key);
         let lease = self.common.config.reservation_lease;
         let ticket = self.common.next_ticket();
-        let inv = scripts::acquire(&keys, &ticket, request, lease, self.common.now_override());
+        let cap = self.common.config.wait_cap();
+        let inv = scripts::acquire(
+            &keys,
+            &ticket,
+            request,
+            lease,
+            cap,
+            self.common.now_override(),
+        );
         match self.run(&inv).await {
             Ok(v) => scripts::parse_acquire(v, ticket),
             Err(Failure::Other(e)) => Err(e),
@@ -220,8 +228,10 @@ impl AsyncRedisQuotaStore {
         self.common.with_local(|local, now| {
             local.feedback(key, retry_after, learned, runtime_exhausted, now)
         });
-        let retry_after = retry_after
-            .or(runtime_exhausted.then_some(self.common.config.runtime_exhausted_default));
+        let (retry_after, learned) =
+            self.common
+                .config
+                .cap_feedback(retry_after, learned, runtime_exhausted);
         if retry_after.is_none() && learned.is_none() {
             return Ok(());
         }
@@ -231,6 +241,7 @@ impl AsyncRedisQuotaStore {
             retry_after,
             learned,
             runtime_exhausted,
+            self.common.config.wait_cap(),
             now,
         );
         match self.run(&inv).await {
@@ -248,7 +259,8 @@ impl AsyncRedisQuotaStore {
     ) -> Result<Usage, StoreError> {
         let keys = self.common.keys(key);
         let lease = self.common.config.reservation_lease;
-        let inv = scripts::usage(&keys, request, lease, self.common.now_override());
+        let cap = self.common.config.wait_cap();
+        let inv = scripts::usage(&keys, request, lease, cap, self.common.now_override());
         match self.run(&inv).await {
             Ok(v) => scripts::parse_usage(v),
             Err(Failure::Other(e)) => Err(e),

@@ -138,6 +138,7 @@ impl Common {
 
     /// Records an outage; warns once per outage.
     pub(crate) fn failed(&self, e: RedisError) -> StoreError {
+        let e = crate::scrub(&self.config.url, e);
         let mut down = lock(&self.down);
         let base = self.config.reconnect_backoff;
         let backoff = match &*down {
@@ -191,7 +192,7 @@ impl Common {
     pub(crate) fn redis_error(&self, e: RedisError) -> StoreError {
         StoreError::Redis {
             url: self.url.clone(),
-            source: e,
+            source: crate::scrub(&self.config.url, e),
         }
     }
 }

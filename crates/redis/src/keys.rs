@@ -1,6 +1,6 @@
 //! The key layout.
 
-use defender_core::quota::QuotaKey;
+use defender_core::quota::{normalize_id, QuotaKey};
 
 /// The Redis keys of one [`QuotaKey`].
 ///
@@ -32,12 +32,16 @@ pub struct KeyLayout {
 
 impl KeyLayout {
     /// The keys of `key` under `prefix`.
+    ///
+    /// The tenant and app ids are written as [`QuotaKey::new`] writes them (lower case,
+    /// GUIDs hyphenated, see [`normalize_id`]), also for a key built field by field, so
+    /// one app never has two budgets in Redis.
     pub fn new(prefix: &str, key: &QuotaKey) -> KeyLayout {
         let tag = format!(
             "{{{}:{}:{}:{}}}",
             escape(prefix),
-            escape(&key.tenant),
-            escape(&key.app),
+            escape(&normalize_id(&key.tenant)),
+            escape(&normalize_id(&key.app)),
             key.group.as_str()
         );
         KeyLayout {
@@ -80,5 +84,14 @@ mod tests {
         assert_eq!(k.state, "{p:t%3A1:a%7Bb%7D:hunting}:state");
         let other = KeyLayout::new("p", &QuotaKey::new("t", "1:a{b}", ApiGroup::Hunting));
         assert_ne!(k.calls, other.calls);
+        let by_hand = QuotaKey {
+            tenant: "Contoso.OnMicrosoft.com".into(),
+            app: "{72F988BF-86F1-41AF-91AB-2D7CD011DB47}".into(),
+            group: ApiGroup::Incidents,
+        };
+        assert_eq!(
+            KeyLayout::new("p", &by_hand).calls,
+            "{p:contoso.onmicrosoft.com:72f988bf-86f1-41af-91ab-2d7cd011db47:incidents}:calls"
+        );
     }
 }

@@ -62,6 +62,7 @@
 //! - **feedback**: the server's retry time (`blocked until = max(existing, TIME + retry
 //!   after)`, for calls or for running time) and a learned limit ("maximum allowed N per
 //!   T": kept when it is new for its period or tighter), shared with every process.
+//!   Both are capped by [`StoreConfig::max_server_wait`] (default a day): see below.
 //! - **usage**: per window, the calls counted and the next free slot; running time
 //!   charged and reserved.
 //!
@@ -72,14 +73,35 @@
 //! ## Key layout and its bound
 //!
 //! See [`KeyLayout`]: four keys per `(tenant, app, group)`, all under one hash tag
-//! `{prefix:tenant:app:group}`, each with a `PEXPIRE` of the longest window (plus margin)
+//! `{prefix:tenant:app:group}` (the ids normalised by [`QuotaKey::new`]: lower case,
+//! GUIDs hyphenated without braces, no surrounding whitespace; so every spelling of one
+//! app's ids names one budget), each with a `PEXPIRE` of the longest window (plus margin)
 //! after every write, so an idle key disappears by itself. The sorted set of calls is
 //! trimmed to the longest window on every acquire and so never holds more than the
 //! longest window's `max` entries (1,500 for 1,500 calls per hour; 36,000 for a day's
 //! window at 1,500 per hour); reservations hold at most the calls admitted in one lease;
 //! charges at most the hunting calls admitted in the longest running-time window.
 //! Nothing secret is stored or logged: keys name the tenant and app ids only, and the
-//! Redis URL is logged with its password removed.
+//! Redis URL is shown (in errors, logs and `Debug`) with its credentials replaced by
+//! `***` (a password may hold `/`, `?`, `#` or even `@`: the user information runs to
+//! the last `@`; `pass=` and `user=` query parameters are replaced too). An error of the
+//! redis crate that quotes part of the credentials (its URL errors can quote the query)
+//! is replaced by one of the same kind that says nothing more.
+//!
+//! ## What the server says cannot poison the shared quota
+//!
+//! One 429 reaches every process of the tenant through the store, so its words are
+//! bounded: a wait longer than [`StoreConfig::max_server_wait`] (default one day, the
+//! longest window Defender documents) is cut to it, and a learned limit whose period is
+//! longer than it is ignored (the same cap, so the one rule is "nothing the server says
+//! blocks for longer than `max_server_wait`"). A body such as "maximum allowed 1 per
+//! 99999.00:00:00. You can send requests again in 99999.00:00:00." therefore blocks for a
+//! day, then calls go at the configured limits again. The cap is applied in Rust before a
+//! script runs, passed to every script, and applied by the scripts both to what they
+//! write and to what they read: a longer block written by a process with another cap or
+//! an older version is rewritten to end at most the cap after the first acquire that
+//! sees it, and its longer learned limits are deleted. A script called without the cap
+//! uses a day. The local fallback applies the same caps.
 //!
 //! ## When Redis is unreachable
 //!
@@ -378,6 +400,16 @@ pub struct StoreConfig {
     /// `budget / fallback_share` running time (at least one call): set it to the number
     /// of processes sharing the quota (default 1).
     pub fallback_share: u32,
+    /// The longest the server may block calls or hunting (default one day; zero is read
+    /// as the default). A 429 that says to wait longer ("again in 99999.00:00:00") blocks
+    /// for this long, and a learned limit whose period is longer ("maximum allowed 1 per
+    /// 99999.00:00:00") is ignored, so nothing the server says can block the processes
+    /// of a tenant for longer. The scripts apply it too, to what they write and to what
+    /// they read: a block written by a process with another cap (or an older version)
+    /// ends at most this long after this process first sees it, and a learned limit of
+    /// a longer period is dropped. Processes sharing a quota should use one cap; where
+    /// they differ, the smallest wins.
+    pub max_server_wait: Duration,
     /// A name for the store's connections (`CLIENT SETNAME`; no spaces), so `CLIENT
     /// LIST` shows which worker holds which connection (default none).
     pub client_name: Option<String>,
@@ -396,6 +428,7 @@ impl StoreConfig {
             reservation_lease: Duration::from_secs(600),
             runtime_exhausted_default: Duration::from_secs(900),
             fallback_share: 1,
+            max_server_wait: DEFAULT_MAX_SERVER_WAIT,
             client_name: None,
         }
     }
@@ -404,7 +437,54 @@ impl StoreConfig {
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
     }
+
+    /// [`StoreConfig::max_server_wait`], zero read as the default.
+    pub(crate) fn wait_cap(&self) -> Duration {
+        if self.max_server_wait.is_zero() {
+            DEFAULT_MAX_SERVER_WAIT
+        } else {
+            self.max_server_wait
+        }
+    }
+
+    /// Server feedback as the store keeps it: see [`cap_feedback`].
+    pub(crate) fn cap_feedback(
+        &self,
+        retry_after: Option<Duration>,
+        learned: Option<CallLimit>,
+        runtime_exhausted: bool,
+    ) -> (Option<Duration>, Option<CallLimit>) {
+        cap_feedback(
+            self.wait_cap(),
+            self.runtime_exhausted_default,
+            retry_after,
+            learned,
+            runtime_exhausted,
+        )
+    }
 }
+
+/// Server feedback as the store keeps it (on Redis and in the local fallback alike): the
+/// wait (`exhausted_default` when the running-time budget is spent without one) at most
+/// `cap`, and a learned limit only when its period is at most `cap`.
+pub(crate) fn cap_feedback(
+    cap: Duration,
+    exhausted_default: Duration,
+    retry_after: Option<Duration>,
+    learned: Option<CallLimit>,
+    runtime_exhausted: bool,
+) -> (Option<Duration>, Option<CallLimit>) {
+    let retry_after = retry_after
+        .or(runtime_exhausted.then_some(exhausted_default))
+        .map(|d| d.min(cap));
+    let learned = learned.filter(|l| l.max > 0 && !l.per.is_zero() && l.per <= cap);
+    (retry_after, learned)
+}
+
+/// The default of [`StoreConfig::max_server_wait`]: one day. Defender's longest documented
+/// windows are a day (running time per day); a wait longer than that is not a limit but a
+/// malformed or hostile answer.
+pub const DEFAULT_MAX_SERVER_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -418,19 +498,142 @@ impl fmt::Debug for StoreConfig {
             .field("reservation_lease", &self.reservation_lease)
             .field("runtime_exhausted_default", &self.runtime_exhausted_default)
             .field("fallback_share", &self.fallback_share)
+            .field("max_server_wait", &self.max_server_wait)
             .field("client_name", &self.client_name)
             .finish()
     }
 }
 
+/// `url` with every credential replaced by `***`.
+///
+/// Lenient, because it also prints URLs that do not parse: a password may hold `/`, `?`,
+/// `#`, `:` and even an unencoded `@`, so the user information runs from the scheme to
+/// the *last* `@` (an `@` later in the path or query only hides more than needed); without
+/// an `@`, an authority `user:rest` whose `rest` is no port is read as a password given
+/// without a host; query parameters that carry credentials (`pass=`, `password=`,
+/// `user=`, `username=`, as `redis+unix://` URLs use) are replaced too.
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
+    let rest = match rest.rfind('@') {
+        Some(at) => format!("***@{}", &rest[at + 1..]),
+        None => redact_bare_password(rest),
+    };
+    format!("{scheme}{}", redact_query(&rest))
+}
+
+/// `user:secret` with no `@` and no host: the part after the colon, unless it is a port.
+fn redact_bare_password(rest: &str) -> String {
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    // An IPv6 literal's colons are no password's.
+    let host_end = if authority.starts_with('[') {
+        authority.find(']').map_or(authority.len(), |i| i + 1)
+    } else {
+        0
+    };
+    match authority[host_end..].find(':') {
+        Some(i) => {
+            let colon = host_end + i;
+            let port = &authority[colon + 1..];
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                rest.to_owned()
+            } else {
+                // The rest may hold more of the password ("user:pa/ss" with no host).
+                format!("{}:***", &rest[..colon])
+            }
+        }
+        None => rest.to_owned(),
+    }
+}
+
+/// Credentials in query parameters (`?pass=…`), each value up to the next `&`.
+fn redact_query(rest: &str) -> String {
+    let Some(q) = rest.find('?') else {
+        return rest.to_owned();
+    };
+    let mut out = rest[..=q].to_owned();
+    for (i, pair) in rest[q + 1..].split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((k, _))
+                if ["pass", "password", "user", "username"]
+                    .iter()
+                    .any(|c| k.trim().eq_ignore_ascii_case(c)) =>
+            {
+                out.push_str(k);
+                out.push_str("=***");
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    out
+}
+
+/// The credentials of `url` as [`redact`] finds them, for [`scrub`].
+fn credentials(url: &str) -> Vec<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let mut found = Vec::new();
+    let after = match rest.rfind('@') {
+        Some(at) => {
+            // The password: after the user name's colon (a user name alone may be one).
+            let info = &rest[..at];
+            found.push(info.split_once(':').map_or(info, |(_, pw)| pw));
+            &rest[at + 1..]
+        }
+        None => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            if let Some((_, secret)) = rest[..end].rsplit_once(':') {
+                if !secret.bytes().all(|b| b.is_ascii_digit()) && !secret.ends_with(']') {
+                    found.push(secret);
+                }
+            }
+            rest
+        }
+    };
+    if let Some((_, query)) = after.split_once('?') {
+        for pair in query.split('&') {
+            if let Some((k, v)) = pair.split_once('=') {
+                if ["pass", "password", "user", "username"]
+                    .iter()
+                    .any(|c| k.trim().eq_ignore_ascii_case(c))
+                {
+                    found.push(v);
+                }
+            }
+        }
+    }
+    found.retain(|s| !s.is_empty());
+    found
+}
+
+/// `e`, or when its text quotes any part of `url`'s credentials (any three characters in
+/// a row; the redis crate's URL errors may quote the URL), an error of the same kind
+/// that says nothing more.
+pub(crate) fn scrub(url: &str, e: redis::RedisError) -> redis::RedisError {
+    let text = e.to_string();
+    let leaks = credentials(url).iter().any(|secret| {
+        let starts: Vec<usize> = secret.char_indices().map(|(i, _)| i).collect();
+        if starts.len() < 3 {
+            return text.contains(secret);
+        }
+        // Every run of three characters.
+        (0..starts.len() - 2).any(|k| {
+            let end = starts.get(k + 3).copied().unwrap_or(secret.len());
+            text.contains(&secret[starts[k]..end])
+        })
+    });
+    if leaks {
+        redis::RedisError::from((
+            e.kind(),
+            "(the error's text is withheld: it quoted part of the URL's credentials)",
+        ))
+    } else {
+        e
     }
 }
 
@@ -491,12 +694,50 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            redact("redis://user:secret@host:6379/0"),
-            "redis://***@host:6379/0"
-        );
-        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        let cases = [
+            ("redis://user:secret@host:6379/0", "redis://***@host:6379/0"),
+            ("redis://host:6379", "redis://host:6379"),
+            (
+                "redis://host:6379/0?protocol=resp3",
+                "redis://host:6379/0?protocol=resp3",
+            ),
+            ("redis://[::1]:6379/0", "redis://[::1]:6379/0"),
+            ("redis://[::1]", "redis://[::1]"),
+            ("redis://user:pa/ss@host:6379/0", "redis://***@host:6379/0"),
+            ("redis://:a/b/c@host", "redis://***@host"),
+            ("redis://u:p@s?s#w/d@host:1/2", "redis://***@host:1/2"),
+            ("redis://u:p@ss@host/0?x=a@b", "redis://***@b"),
+            ("redis://user:secret", "redis://user:***"),
+            ("redis://user:se/cret", "redis://user:***"),
+            ("user:secret@host", "***@host"),
+            (
+                "redis+unix:///tmp/r.sock?db=1&pass=secret&user=me",
+                "redis+unix:///tmp/r.sock?db=1&pass=***&user=***",
+            ),
+            (
+                "redis://host/0?PASSWORD=secret",
+                "redis://host/0?PASSWORD=***",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact(url), want, "{url}");
+        }
         let c = StoreConfig::new("redis://:pw@h/1");
         assert!(!format!("{c:?}").contains("pw"));
+    }
+
+    #[test]
+    fn errors_quoting_credentials_are_scrubbed() {
+        let url = "redis://user:6379?protocol=Kx7Wv@127.0.0.1:1";
+        let e = redis::Client::open(url).unwrap_err();
+        assert!(
+            e.to_string().contains("Kx7Wv"),
+            "the redis crate quotes it: {e}"
+        );
+        let e = scrub(url, e);
+        assert!(!e.to_string().contains("Kx7"), "{e}");
+        assert_eq!(e.kind(), redis::ErrorKind::InvalidClientConfig);
+        let plain = redis::RedisError::from((redis::ErrorKind::Io, "connection refused"));
+        assert_eq!(scrub(url, plain).to_string(), "connection refused - Io");
     }
 }

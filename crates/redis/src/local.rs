@@ -30,6 +30,7 @@ pub(crate) struct Local {
     base: Instant,
     share: u32,
     exhausted_default: Duration,
+    wait_cap: Duration,
     entries: HashMap<QuotaKey, Entry>,
 }
 
@@ -52,6 +53,7 @@ impl Local {
             base: Instant::now(),
             share: config.fallback_share.max(1),
             exhausted_default: config.runtime_exhausted_default,
+            wait_cap: config.wait_cap(),
             entries: HashMap::new(),
         }
     }
@@ -203,14 +205,16 @@ impl Local {
         over: Option<u64>,
     ) {
         let now = self.now(over);
-        let default = self.exhausted_default;
+        // The same caps as the scripts: no server wait longer than `max_server_wait`.
+        let (wait, learned) = crate::cap_feedback(
+            self.wait_cap,
+            self.exhausted_default,
+            retry_after,
+            learned,
+            runtime_exhausted,
+        );
         let learned = learned.map(|l| self.share_call(l));
         let e = self.entry(key, None);
-        let wait = match (retry_after, runtime_exhausted) {
-            (Some(d), _) => Some(d),
-            (None, true) => Some(default),
-            (None, false) => None,
-        };
         if let Some(wait) = wait {
             let until = now + wait;
             if runtime_exhausted {
@@ -221,7 +225,7 @@ impl Local {
                 e.quota.handle_retry_at(until);
             }
         }
-        if let Some(l) = learned.filter(|l| l.max > 0 && !l.per.is_zero()) {
+        if let Some(l) = learned {
             e.learned.push(l);
             e.quota.handle_learned_limit(l);
         }

@@ -44,6 +44,7 @@ fn limits_invocation(
     ticket: &str,
     req: &AcquireRequest<'_>,
     lease: Duration,
+    cap: Duration,
     now: Option<u64>,
 ) -> ScriptInvocation<'static> {
     let mut inv = script.prepare_invoke();
@@ -57,7 +58,8 @@ fn limits_invocation(
         .arg(micros(lease))
         .arg(micros(req.estimate))
         .arg(req.calls.len())
-        .arg(req.runtime.len());
+        .arg(req.runtime.len())
+        .arg(micros(cap));
     for c in req.calls {
         inv.arg(c.max).arg(micros(c.per));
     }
@@ -72,18 +74,20 @@ pub(crate) fn acquire(
     ticket: &str,
     req: &AcquireRequest<'_>,
     lease: Duration,
+    cap: Duration,
     now: Option<u64>,
 ) -> ScriptInvocation<'static> {
-    limits_invocation(&ACQUIRE, keys, ticket, req, lease, now)
+    limits_invocation(&ACQUIRE, keys, ticket, req, lease, cap, now)
 }
 
 pub(crate) fn usage(
     keys: &KeyLayout,
     req: &AcquireRequest<'_>,
     lease: Duration,
+    cap: Duration,
     now: Option<u64>,
 ) -> ScriptInvocation<'static> {
-    limits_invocation(&USAGE, keys, "", req, lease, now)
+    limits_invocation(&USAGE, keys, "", req, lease, cap, now)
 }
 
 pub(crate) fn release(keys: &KeyLayout, id: &str, reserved_us: u64) -> ScriptInvocation<'static> {
@@ -119,6 +123,7 @@ pub(crate) fn feedback(
     retry_after: Option<Duration>,
     learned: Option<CallLimit>,
     runtime: bool,
+    cap: Duration,
     now: Option<u64>,
 ) -> ScriptInvocation<'static> {
     let mut inv = FEEDBACK.prepare_invoke();
@@ -130,6 +135,7 @@ pub(crate) fn feedback(
         Some(l) => inv.arg(l.max).arg(micros(l.per)),
         None => inv.arg(0).arg(""),
     };
+    inv.arg(micros(cap));
     inv
 }
 

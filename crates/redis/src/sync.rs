@@ -44,7 +44,7 @@ impl RedisQuotaStore {
         let client =
             redis::Client::open(config.url.as_str()).map_err(|source| StoreError::InvalidUrl {
                 url: config.redacted_url(),
-                source,
+                source: crate::scrub(&config.url, source),
             })?;
         Ok(RedisQuotaStore {
             common: Common::new(config),
@@ -132,7 +132,15 @@ impl RedisQuotaStore {
         let keys = self.common.keys(key);
         let lease = self.common.config.reservation_lease;
         let ticket = self.common.next_ticket();
-        let inv = scripts::acquire(&keys, &ticket, request, lease, self.common.now_override());
+        let cap = self.common.config.wait_cap();
+        let inv = scripts::acquire(
+            &keys,
+            &ticket,
+            request,
+            lease,
+            cap,
+            self.common.now_override(),
+        );
         match self.run(&inv) {
             Ok(v) => scripts::parse_acquire(v, ticket),
             Err(Failure::Other(e)) => Err(e),
@@ -212,8 +220,10 @@ impl RedisQuotaStore {
         self.common.with_local(|local, now| {
             local.feedback(key, retry_after, learned, runtime_exhausted, now)
         });
-        let retry_after = retry_after
-            .or(runtime_exhausted.then_some(self.common.config.runtime_exhausted_default));
+        let (retry_after, learned) =
+            self.common
+                .config
+                .cap_feedback(retry_after, learned, runtime_exhausted);
         if retry_after.is_none() && learned.is_none() {
             return Ok(());
         }
@@ -223,6 +233,7 @@ impl RedisQuotaStore {
             retry_after,
             learned,
             runtime_exhausted,
+            self.common.config.wait_cap(),
             now,
         );
         match self.run(&inv) {
@@ -240,7 +251,8 @@ impl RedisQuotaStore {
     ) -> Result<Usage, StoreError> {
         let keys = self.common.keys(key);
         let lease = self.common.config.reservation_lease;
-        let inv = scripts::usage(&keys, request, lease, self.common.now_override());
+        let cap = self.common.config.wait_cap();
+        let inv = scripts::usage(&keys, request, lease, cap, self.common.now_override());
         match self.run(&inv) {
             Ok(v) => scripts::parse_usage(v),
             Err(Failure::Other(e)) => Err(e),

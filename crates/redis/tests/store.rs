@@ -415,3 +415,325 @@ fn kill_clients_on(raw: &mut redis::Connection, name: &str) {
     }
     assert_eq!(killed, 1, "one connection named {name} in {list}");
 }
+
+/// What a hostile or broken 429 says, in Defender's words: a wait and a "limit" of 273
+/// years.
+const POISON: &str = "API calls quota exceeded! maximum allowed 1 per 99999.00:00:00. \
+                      You can send requests again in 99999.00:00:00.";
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn poison() -> (Duration, CallLimit) {
+    let facts = defender_core::throttle::parse_message(POISON);
+    let (Some(wait), Some(limit)) = (facts.again_in, facts.limit) else {
+        panic!("the parser reads both: {facts:?}")
+    };
+    assert_eq!(wait, 99_999 * DAY);
+    assert_eq!(limit.per, 99_999 * DAY);
+    (wait, limit)
+}
+
+/// Nothing the server says blocks the processes of a tenant for longer than
+/// `max_server_wait` (a day): the wait is cut to a day and the learned
+/// one-call-per-273-years limit is ignored, so after the day calls go at the configured
+/// limit again.
+#[test]
+fn a_poisoned_429_blocks_every_process_for_at_most_a_day() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let config = common::config("poison");
+    assert_eq!(config.max_server_wait, DAY);
+    let (mut a, mut b) = (common::store(&config), common::store(&config));
+    let t0 = Duration::from_secs(1_000_000);
+    for s in [&a, &b] {
+        s.set_now_override(Some(t0));
+    }
+    let limits = [CallLimit {
+        max: 3,
+        per: Duration::from_secs(60),
+    }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    let (wait, limit) = poison();
+    a.feedback(&key(), Some(wait), Some(limit), false).unwrap();
+    let d = *b.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!((d.retry_after, d.reason), (DAY, DenyReason::RetryAfter));
+    let u = b.usage(&key(), &req).unwrap();
+    assert_eq!(u.blocked_for, DAY);
+    assert_eq!(u.calls.len(), 1, "no learned window: {u:?}");
+    let keys = b.keys(&key());
+    let stored: u64 = redis::cmd("HGET")
+        .arg(&keys.state)
+        .arg("b")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(stored, (t0 + DAY).as_micros() as u64);
+    let pttl: i64 = redis::cmd("PTTL").arg(&keys.state).query(&mut raw).unwrap();
+    assert!(pttl <= 2 * DAY.as_millis() as i64, "{pttl}");
+    // A day later: the configured 3 per minute, not 1 per 273 years.
+    for s in [&a, &b] {
+        s.set_now_override(Some(t0 + DAY));
+    }
+    for _ in 0..3 {
+        assert!(b.acquire(&key(), &req).unwrap().is_admitted());
+    }
+    let d = *a.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!(d.reason, DenyReason::CallWindow(limits[0]));
+    assert_eq!(d.retry_after, Duration::from_secs(60));
+    // The running-time path: the same cap.
+    let hunt = QuotaKey::new("tenant-a", "app-1", ApiGroup::Hunting);
+    a.feedback(&hunt, Some(wait), None, true).unwrap();
+    let d = *b.acquire(&hunt, &req).unwrap().denied().unwrap();
+    assert_eq!(
+        (d.retry_after, d.reason),
+        (DAY, DenyReason::RuntimeExhausted)
+    );
+    assert_eq!(b.usage(&hunt, &req).unwrap().runtime_blocked_for, DAY);
+    // A shorter cap is honoured as configured.
+    let mut short = config.clone();
+    short.max_server_wait = Duration::from_secs(3600);
+    let c = common::store(&short);
+    let mut c = c;
+    c.set_now_override(Some(t0 + DAY));
+    let other = QuotaKey::new("tenant-b", "app-1", ApiGroup::Incidents);
+    c.feedback(&other, Some(wait), Some(limit), false).unwrap();
+    let d = *c.acquire(&other, &req).unwrap().denied().unwrap();
+    assert_eq!(d.retry_after, Duration::from_secs(3600));
+    common::cleanup(&mut raw, &config.prefix);
+}
+
+/// The cap holds inside the scripts: a years-long block or learned limit written by a
+/// process with another cap, or by an older version that had none (written here by
+/// hand), ends within a day of the first acquire that sees it.
+#[test]
+fn the_scripts_cap_what_other_processes_wrote() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let config = common::config("poison-other");
+    let mut reckless = config.clone();
+    reckless.max_server_wait = 100_000 * DAY;
+    let (mut careful, mut other) = (common::store(&config), common::store(&reckless));
+    let t0 = Duration::from_secs(2_000_000);
+    for s in [&careful, &other] {
+        s.set_now_override(Some(t0));
+    }
+    let limits = [CallLimit {
+        max: 2,
+        per: Duration::from_secs(60),
+    }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    let (wait, limit) = poison();
+    // Another config: it writes what it was told.
+    other
+        .feedback(&key(), Some(wait), Some(limit), false)
+        .unwrap();
+    // An older version: a block, a running-time block and a learned limit, by hand.
+    let keys = careful.keys(&key());
+    let forever = (t0 + wait).as_micros() as u64;
+    let _: () = redis::cmd("HSET")
+        .arg(&keys.state)
+        .arg("rb")
+        .arg(forever)
+        .arg(format!("l{}", (50_000 * DAY).as_micros()))
+        .arg(1)
+        .query(&mut raw)
+        .unwrap();
+    let d = *careful.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!((d.retry_after, d.reason), (DAY, DenyReason::RetryAfter));
+    // Healed in Redis: every process now reads a day, whatever its cap.
+    let state: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(&keys.state)
+        .query(&mut raw)
+        .unwrap();
+    let until = (t0 + DAY).as_micros() as u64;
+    assert_eq!(state.get("b"), Some(&until), "{state:?}");
+    assert_eq!(state.get("rb"), Some(&until), "{state:?}");
+    assert!(
+        state.keys().all(|k| !k.starts_with('l')),
+        "learned limits of more than a day are dropped: {state:?}"
+    );
+    let pttl: i64 = redis::cmd("PTTL").arg(&keys.state).query(&mut raw).unwrap();
+    assert!(
+        (0..=2 * DAY.as_millis() as i64 + 1).contains(&pttl),
+        "{pttl}"
+    );
+    let d = *other.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!(d.retry_after, DAY);
+    for s in [&careful, &other] {
+        s.set_now_override(Some(t0 + DAY));
+    }
+    assert!(other.acquire(&key(), &req).unwrap().is_admitted());
+    assert!(careful.acquire(&key(), &req).unwrap().is_admitted());
+    let d = *careful.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!(d.reason, DenyReason::CallWindow(limits[0]));
+    // Feedback also heals a block it finds too long, rather than keeping it.
+    let _: () = redis::cmd("HSET")
+        .arg(&keys.state)
+        .arg("b")
+        .arg(forever)
+        .query(&mut raw)
+        .unwrap();
+    careful
+        .feedback(&key(), Some(Duration::from_secs(5)), None, false)
+        .unwrap();
+    let b: u64 = redis::cmd("HGET")
+        .arg(&keys.state)
+        .arg("b")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(b, (t0 + 2 * DAY).as_micros() as u64);
+    common::cleanup(&mut raw, &config.prefix);
+}
+
+/// The local fallback applies the same caps.
+#[test]
+fn the_local_fallback_caps_server_waits_too() {
+    let mut config = unreachable(OnRedisError::FallBackToLocal);
+    config.fallback_share = 1;
+    let mut store = RedisQuotaStore::open(config).unwrap();
+    let t0 = Duration::from_secs(100);
+    store.set_now_override(Some(t0));
+    let limits = [CallLimit {
+        max: 3,
+        per: Duration::from_secs(60),
+    }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    let (wait, limit) = poison();
+    store
+        .feedback(&key(), Some(wait), Some(limit), false)
+        .unwrap();
+    let d = *store.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!((d.retry_after, d.reason), (DAY, DenyReason::RetryAfter));
+    let u = store.usage(&key(), &req).unwrap();
+    assert!(u.local);
+    assert_eq!(u.blocked_for, DAY);
+    assert_eq!(u.calls.len(), 1, "no learned window: {u:?}");
+    store.set_now_override(Some(t0 + DAY));
+    for _ in 0..3 {
+        assert!(store.acquire(&key(), &req).unwrap().is_admitted());
+    }
+    let d = *store.acquire(&key(), &req).unwrap().denied().unwrap();
+    assert_eq!(d.reason, DenyReason::CallWindow(limits[0]));
+    let hunt = QuotaKey::new("tenant-a", "app-1", ApiGroup::Hunting);
+    store.feedback(&hunt, Some(wait), None, true).unwrap();
+    let d = *store.acquire(&hunt, &req).unwrap().denied().unwrap();
+    assert_eq!(
+        (d.retry_after, d.reason),
+        (DAY, DenyReason::RuntimeExhausted)
+    );
+}
+
+/// No run of three characters of a password reaches a message: the config's `Debug`, the
+/// errors of opening a store (the redis crate's URL errors included), the errors of an
+/// unreachable one. Passwords hold `/`, `?`, `#`, `:` and `@`, encoded or not.
+#[test]
+fn passwords_never_reach_messages() {
+    let cases = [
+        ("redis://user:pa/ss@127.0.0.1:1/0", "pa/ss"),
+        ("redis://:a/b/c@127.0.0.1:1", "a/b/c"),
+        ("redis://user:p@ss/w?rd#x@127.0.0.1:1/0", "p@ss/w?rd#x"),
+        (
+            "redis://user:6379?protocol=Kx7Wv@127.0.0.1:1",
+            "6379?protocol=Kx7Wv",
+        ),
+        ("redis://user:Zq:W%40x9@127.0.0.1:1", "Zq:W%40x9"),
+        ("redis://user:Kq3Wz9", "Kq3Wz9"),
+        ("redis://user:Kq3/Wz9", "Kq3/Wz9"),
+        ("redis+unix:///tmp/no-such.sock?db=0&pass=Tg5Yh2", "Tg5Yh2"),
+        ("redis://:Wx9%2Fq@[::1]:1", "Wx9%2Fq"),
+        ("user:Hn4Jk8@127.0.0.1:1", "Hn4Jk8"),
+        ("redis://Mv2Bn7@127.0.0.1:1/0", "Mv2Bn7"),
+        ("http://user:Hq8Nt2x@:::nonsense", "Hq8Nt2x"),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let limits = [CallLimit { max: 3, per: HOUR }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    for (url, password) in cases {
+        let mut config = StoreConfig::new(url);
+        config.reconnect_backoff = Duration::from_millis(1);
+        let mut texts = vec![format!("{config:?}"), config.redacted_url()];
+        let mut error = |e: StoreError| {
+            texts.push(e.to_string());
+            texts.push(format!("{e:?}"));
+        };
+        match RedisQuotaStore::open(config.clone()) {
+            Err(e) => error(e),
+            Ok(mut store) => {
+                error(store.acquire(&key(), &req).unwrap_err());
+                std::thread::sleep(Duration::from_millis(5));
+                error(store.ping().unwrap_err());
+                error(store.feedback(&key(), Some(HOUR), None, false).unwrap_err());
+            }
+        }
+        match defender_redis::AsyncRedisQuotaStore::open(config) {
+            Err(e) => error(e),
+            Ok(store) => error(rt.block_on(store.acquire(&key(), &req)).unwrap_err()),
+        }
+        let chars: Vec<char> = password.chars().collect();
+        for w in chars.windows(3) {
+            let w: String = w.iter().collect();
+            for t in &texts {
+                assert!(!t.contains(&w), "{url}: {w:?} of the password in {t}");
+            }
+        }
+    }
+}
+
+/// Workers that spell the tenant and app ids differently (case, braces, whitespace, a
+/// domain name's case) share one budget in Redis.
+#[test]
+fn every_spelling_of_an_app_shares_one_budget() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let config = common::config("spelling");
+    let (mut a, mut b) = (common::store(&config), common::store(&config));
+    let limits = [CallLimit { max: 4, per: HOUR }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    let spellings = [
+        (
+            "72F988BF-86F1-41AF-91AB-2D7CD011DB47",
+            "Contoso.OnMicrosoft.com",
+        ),
+        (
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "contoso.onmicrosoft.com",
+        ),
+        (
+            "{72F988BF-86F1-41AF-91AB-2D7CD011DB47}",
+            " CONTOSO.onmicrosoft.COM ",
+        ),
+        (
+            " 72f988bf86f141af91ab2d7cd011db47\n",
+            "contoso.onmicrosoft.com.",
+        ),
+    ];
+    for (i, (app, tenant)) in spellings.iter().enumerate() {
+        let store = if i % 2 == 0 { &mut a } else { &mut b };
+        let key = QuotaKey::new(tenant, app, ApiGroup::Incidents);
+        assert!(store.acquire(&key, &req).unwrap().is_admitted(), "{key:?}");
+    }
+    // The budget of 4 is spent, whatever the spelling; the binding the clients use agrees.
+    let binding = defender_redis::Binding::new(
+        "CONTOSO.ONMICROSOFT.COM",
+        "(72F988BF-86F1-41AF-91AB-2D7CD011DB47)",
+        defender_core::Limits::default(),
+        Duration::ZERO,
+    );
+    let key = binding.key(ApiGroup::Incidents);
+    assert_eq!(
+        key,
+        QuotaKey::new(spellings[1].1, spellings[1].0, ApiGroup::Incidents)
+    );
+    let d = *a.acquire(&key, &req).unwrap().denied().unwrap();
+    assert_eq!(d.reason, DenyReason::CallWindow(limits[0]));
+    assert_eq!(
+        common::keys_under(&mut raw, &config.prefix).len(),
+        1,
+        "one set of calls in Redis"
+    );
+    common::cleanup(&mut raw, &config.prefix);
+}

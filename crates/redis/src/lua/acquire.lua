@@ -1,14 +1,15 @@
 -- ACQUIRE. KEYS: calls, reservations, charges, state.
 -- ARGV: now override ('' = TIME), ticket (unique, made by the client), margin, lease,
---       estimate, ncalls, nruntime, ncalls x (max, per), nruntime x (budget, per).
+--       estimate, ncalls, nruntime, the cap on server waits ('' = a day),
+--       ncalls x (max, per), nruntime x (budget, per).
 -- Returns {1, now, reserved, ttl ms} or {0, retry at, now, reason, a, b} with reason
 -- 1 call window (a max, b per), 2 retry-after, 3 running-time window (a budget, b per),
 -- 4 running time exhausted, 5 reservations in flight (a budget, b per).
 local now = clock(ARGV[1])
 local ticket = ARGV[2]
 local margin, lease, estimate = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local blocked, rblocked, learned = read_state(KEYS[4])
-local wins, a = call_windows(8, tonumber(ARGV[6]), learned)
+local blocked, rblocked, learned = read_state(KEYS[4], now, wait_cap(ARGV[8]), true)
+local wins, a = call_windows(9, tonumber(ARGV[6]), learned)
 local rts = runtime_windows(a, tonumber(ARGV[7]))
 
 local worst, why, wa, wb = nil, 0, 0, 0

@@ -1,26 +1,29 @@
 -- FEEDBACK. KEYS: state. ARGV: now override, retry after ('' = none), field ('b' calls or
--- 'rb' running time), learned max, learned per ('' = none).
--- blocked until = max(existing, now + retry after); a learned limit is kept when it is
--- new for its period or tighter, for a day after the latest feedback (or two of its
--- periods if longer). Returns now.
+-- 'rb' running time), learned max, learned per ('' = none), the cap on server waits
+-- ('' = a day).
+-- blocked until = max(existing, now + min(retry after, cap)), an existing block longer
+-- than the cap being read as now + cap; a learned limit is kept when its period is at
+-- most the cap and it is new for its period or tighter, for a day after the latest
+-- feedback (or two of its periods if longer). Whatever a 429 says, no block lasts
+-- longer than the cap. Returns now.
 local now = clock(ARGV[1])
+local cap = wait_cap(ARGV[6])
 local ttl = 0
 if ARGV[2] ~= '' then
-  local untl = now + tonumber(ARGV[2])
-  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[3]) or '0')
-  if untl > cur then
-    redis.call('HSET', KEYS[1], ARGV[3], s(untl))
-    cur = untl
-  end
+  local untl = now + math.min(tonumber(ARGV[2]), cap)
+  local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[3]) or '0') or 0
+  local cur = math.min(stored, now + cap)
+  if untl > cur then cur = untl end
+  if cur ~= stored then redis.call('HSET', KEYS[1], ARGV[3], s(cur)) end
   ttl = cur - now
 end
 if ARGV[5] ~= '' then
   local max, per = tonumber(ARGV[4]), tonumber(ARGV[5])
-  if max > 0 and per > 0 then
+  if max > 0 and per > 0 and per <= cap then
     local f = 'l' .. ARGV[5]
     local cur = redis.call('HGET', KEYS[1], f)
     if (not cur) or max < tonumber(cur) then redis.call('HSET', KEYS[1], f, ARGV[4]) end
-    ttl = math.max(ttl, 2 * per, 86400000000)
+    ttl = math.max(ttl, 2 * per, DAY)
   end
 end
 if ttl > 0 then

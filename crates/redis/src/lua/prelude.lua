@@ -12,18 +12,53 @@ end
 -- Members of the reservation and charge sets end in ':<amount in µs>'.
 local function amount(m) return tonumber(string.match(m, ':(%d+)$')) end
 
+-- The longest wait the server may impose, in µs: the caller's cap (StoreConfig::
+-- max_server_wait), or a day when the argument is missing or not a positive number, so
+-- a direct call without it cannot write a longer block either.
+local DAY = 86400000000
+local function wait_cap(o)
+  local c = tonumber(o)
+  if c == nil or c <= 0 then return DAY end
+  return c
+end
+
 -- The state hash: b = calls blocked until, rb = running time blocked until,
 -- l<per µs> = a learned limit (max calls per that period).
-local function read_state(key)
+-- What a process with an older script or a longer cap wrote is read through this
+-- process's cap: a block ends at most `cap` from now, and a learned limit whose period
+-- is longer than `cap` is ignored. With `heal`, such values are also rewritten (the
+-- block to now + cap, so it ends within `cap` of the first time it is seen; the learned
+-- limit deleted) and the hash's expiry shortened to what the rest needs.
+local function read_state(key, now, cap, heal)
   local st = redis.call('HGETALL', key)
   local blocked, rblocked, learned = 0, 0, {}
+  local fixes, drops = {}, {}
   for i = 1, #st, 2 do
-    local f = st[i]
-    if f == 'b' then blocked = tonumber(st[i + 1])
-    elseif f == 'rb' then rblocked = tonumber(st[i + 1])
+    local f, v = st[i], tonumber(st[i + 1]) or 0
+    if f == 'b' or f == 'rb' then
+      if v > now + cap then
+        v = now + cap
+        fixes[#fixes + 1] = f
+        fixes[#fixes + 1] = s(v)
+      end
+      if f == 'b' then blocked = v else rblocked = v end
     elseif string.sub(f, 1, 1) == 'l' then
-      learned[#learned + 1] = { tonumber(st[i + 1]), tonumber(string.sub(f, 2)) }
+      local per = tonumber(string.sub(f, 2))
+      if per ~= nil and per > 0 and per <= cap and v > 0 then
+        learned[#learned + 1] = { v, per }
+      else
+        drops[#drops + 1] = f
+      end
     end
+  end
+  if heal and (#fixes > 0 or #drops > 0) then
+    if #fixes > 0 then redis.call('HSET', key, unpack(fixes)) end
+    if #drops > 0 then redis.call('HDEL', key, unpack(drops)) end
+    -- What is left lasts at most: a block of cap, a learned limit two of its periods
+    -- (at most cap each) or a day.
+    local ms = math.ceil(math.max(2 * cap, DAY) / 1000) + 1
+    local pttl = redis.call('PTTL', key)
+    if pttl < 0 or pttl > ms then redis.call('PEXPIRE', key, ms) end
   end
   table.sort(learned, function(x, y) return x[2] < y[2] end)
   return blocked, rblocked, learned

@@ -3,8 +3,8 @@
 -- ncalls x (max, per, used, next free), nruntime, nruntime x (budget, per, charged)}.
 local now = clock(ARGV[1])
 local margin, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
-local blocked, rblocked, learned = read_state(KEYS[4])
-local wins, a = call_windows(8, tonumber(ARGV[6]), learned)
+local blocked, rblocked, learned = read_state(KEYS[4], now, wait_cap(ARGV[8]), false)
+local wins, a = call_windows(9, tonumber(ARGV[6]), learned)
 local rts = runtime_windows(a, tonumber(ARGV[7]))
 local out = { now, blocked, rblocked, 0, 0, #wins }
 for _, w in ipairs(wins) do
