@@ -84,6 +84,7 @@ pub use clock::Clock;
 pub use defender_core::limits::{ApiGroup, Limits};
 pub use faults::{FaultKind, FaultSpec, FaultSpecError, ODD_429_VARIANTS};
 pub use hunting::CostModel;
+pub use incidents::FilterLimits;
 pub use quota::WindowMode;
 pub use server::{KeyStats, Stats, WindowStats};
 
@@ -193,6 +194,7 @@ pub(crate) struct Config {
     pub cost: CostModel,
     pub max_result_bytes: usize,
     pub max_request_bytes: usize,
+    pub filter_limits: FilterLimits,
     pub addr: SocketAddr,
 }
 
@@ -216,6 +218,7 @@ impl Default for Config {
             cost: CostModel::default(),
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            filter_limits: FilterLimits::default(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
@@ -362,6 +365,13 @@ impl EmulatorBuilder {
     /// The size cap of a request body; larger requests get 413 (default 1 MiB).
     pub fn max_request_bytes(mut self, bytes: usize) -> Self {
         self.config.max_request_bytes = bytes;
+        self
+    }
+
+    /// How deep and how large an incidents `$filter` may be before it gets 400 (default
+    /// [`FilterLimits::default`]: 100 levels, 1,000 nodes).
+    pub fn filter_limits(mut self, limits: FilterLimits) -> Self {
+        self.config.filter_limits = limits;
         self
     }
 

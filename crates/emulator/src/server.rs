@@ -1176,10 +1176,12 @@ fn list_incidents(
             .map(|(_, v)| v.clone())
     };
     let filter = match param("$filter") {
-        Some(f) if !f.trim().is_empty() => match Filter::parse(&f, dialect) {
-            Ok(f) => Some(f),
-            Err(e) => return bad_request(e, rid),
-        },
+        Some(f) if !f.trim().is_empty() => {
+            match Filter::parse_within(&f, dialect, shared.cfg.filter_limits) {
+                Ok(f) => Some(f),
+                Err(e) => return bad_request(e, rid),
+            }
+        }
         _ => None,
     };
     let parse_n = |name: &str| -> Result<Option<usize>, Reply> {
