@@ -82,6 +82,7 @@ use std::time::Duration;
 pub use cli::{serve_until_ctrl_c, EmulatorArgs};
 pub use clock::Clock;
 pub use defender_core::limits::{ApiGroup, Limits};
+pub use defender_emulator_kql::{Limit, QueryLimits, PREEMPTED};
 pub use faults::{FaultKind, FaultSpec, FaultSpecError, ODD_429_VARIANTS};
 pub use hunting::CostModel;
 pub use incidents::FilterLimits;
@@ -195,6 +196,7 @@ pub(crate) struct Config {
     pub max_result_bytes: usize,
     pub max_request_bytes: usize,
     pub filter_limits: FilterLimits,
+    pub query_limits: QueryLimits,
     pub addr: SocketAddr,
 }
 
@@ -219,6 +221,7 @@ impl Default for Config {
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             filter_limits: FilterLimits::default(),
+            query_limits: QueryLimits::default(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
@@ -372,6 +375,15 @@ impl EmulatorBuilder {
     /// [`FilterLimits::default`]: 100 levels, 1,000 nodes).
     pub fn filter_limits(mut self, limits: FilterLimits) -> Self {
         self.config.filter_limits = limits;
+        self
+    }
+
+    /// What one hunting query may cost before it gets the service's 400 "Query execution
+    /// has exceeded the allowed limits. The query execution was preempted..." (default
+    /// [`QueryLimits::default`]: nesting 100, 200 operators, 1,000 columns, strings of
+    /// 1 MiB, 512 MiB of materialised values, 5 s of evaluation).
+    pub fn query_limits(mut self, limits: QueryLimits) -> Self {
+        self.config.query_limits = limits;
         self
     }
 

@@ -1093,6 +1093,7 @@ async fn hunt(
             .hunting
             .rows
             .map_or(usize::MAX, |r| usize::try_from(r).unwrap_or(usize::MAX)),
+        limits: shared.cfg.query_limits,
     };
     let mut end_ms = None;
     if shape == HuntShape::Graph {
@@ -1116,7 +1117,13 @@ async fn hunt(
         tokio::task::spawn_blocking(move || defender_emulator_kql::run(&q, &data, &opts)).await;
     let mut out = match run {
         Ok(Ok(out)) => out,
-        Ok(Err(e)) => return bad_request(e.to_string(), rid),
+        Ok(Err(e)) => {
+            if let defender_emulator_kql::KqlError::LimitExceeded(limit) = &e {
+                // The service's message does not say which limit; the log does.
+                tracing::info!(limit = limit.as_str(), "a hunting query was preempted");
+            }
+            return bad_request(e.to_string(), rid);
+        }
         Err(_) => {
             return Reply::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -1146,13 +1153,12 @@ async fn hunt(
             exec,
         );
     }
-    let body = hunting::body(shape, &out, exec);
-    if body.len() > shared.cfg.max_result_bytes {
+    let Some(body) = hunting::body(shape, &out, exec, shared.cfg.max_result_bytes) else {
         return bad_request(
             "Query execution has exceeded the allowed result size. Optimize your query by limiting the number of results and try again",
             rid,
         );
-    }
+    };
     Reply::json(StatusCode::OK, body)
 }
 
