@@ -105,6 +105,16 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_ROWS_PER_TABLE: usize = 10_000;
 /// The default number of generated incidents.
 pub const DEFAULT_INCIDENTS: usize = 300;
+/// The header a control request that changes state (`POST /_emulator/reset`,
+/// `POST /_emulator/clock/advance`) must carry, with the value [`CONTROL_HEADER_VALUE`],
+/// besides `Authorization: Bearer <a token from the emulator's token endpoint>`.
+///
+/// A web page cannot make a browser send a custom header cross-site without a CORS
+/// preflight (which the emulator never approves), so a page the user visits cannot
+/// reset the emulator or move its clock.
+pub const CONTROL_HEADER: &str = "X-Emulator-Control";
+/// The value of [`CONTROL_HEADER`].
+pub const CONTROL_HEADER_VALUE: &str = "1";
 /// The default and largest page of an incidents list (`$top` at most 100).
 pub const MAX_PAGE_SIZE: usize = 100;
 
@@ -197,6 +207,7 @@ pub(crate) struct Config {
     pub max_request_bytes: usize,
     pub filter_limits: FilterLimits,
     pub query_limits: QueryLimits,
+    pub allow_remote_control: bool,
     pub addr: SocketAddr,
 }
 
@@ -222,6 +233,7 @@ impl Default for Config {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             filter_limits: FilterLimits::default(),
             query_limits: QueryLimits::default(),
+            allow_remote_control: false,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
@@ -384,6 +396,15 @@ impl EmulatorBuilder {
     /// 1 MiB, 512 MiB of materialised values, 5 s of evaluation).
     pub fn query_limits(mut self, limits: QueryLimits) -> Self {
         self.config.query_limits = limits;
+        self
+    }
+
+    /// Serves the control requests that change state (`POST /_emulator/reset`,
+    /// `POST /_emulator/clock/advance`) even when the emulator listens on an address that
+    /// is not loopback (default false: there they get 403). They still need
+    /// [`CONTROL_HEADER`] and a bearer token.
+    pub fn allow_remote_control(mut self, allow: bool) -> Self {
+        self.config.allow_remote_control = allow;
         self
     }
 

@@ -674,7 +674,8 @@ struct Caller {
     app_author: String,
 }
 
-/// Authenticates the bearer and checks the permission; 401/403 otherwise.
+/// Authenticates the bearer and checks the permission (any of `any_of`; none when it is
+/// empty); 401/403 otherwise.
 fn authenticate(
     shared: &Shared,
     headers: &HeaderMap,
@@ -704,9 +705,10 @@ fn authenticate(
     let Some(app) = app else {
         return Err(unauthorized("The access token is invalid."));
     };
-    if !any_of
-        .iter()
-        .any(|p| app.permissions.iter().any(|q| q == p))
+    if !any_of.is_empty()
+        && !any_of
+            .iter()
+            .any(|p| app.permissions.iter().any(|q| q == p))
     {
         return Err(Reply::error(
             StatusCode::FORBIDDEN,
@@ -1338,11 +1340,63 @@ fn patch_incident(
 // ---------------------------------------------------------------------------------------
 // Control
 
+/// Whether control requests that change state are served at all: always on a loopback
+/// address, elsewhere only when the operator asked for it (`--allow-remote-control`).
+pub(crate) fn remote_control_allowed(bound: SocketAddr, allow_remote: bool) -> bool {
+    bound.ip().is_loopback() || allow_remote
+}
+
+/// The gate of the control requests that change state (`POST /_emulator/reset`,
+/// `POST /_emulator/clock/advance`): the listening address must allow them, the request
+/// must carry [`CONTROL_HEADER`](crate::CONTROL_HEADER)`: 1` (which a cross-site form or
+/// a simple cross-origin request cannot set) and a bearer token the emulator issued.
+fn check_control(shared: &Shared, headers: &HeaderMap, rid: &str) -> Result<(), Reply> {
+    if !remote_control_allowed(shared.addr, shared.cfg.allow_remote_control) {
+        return Err(Reply::error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "The control endpoints are disabled because the emulator listens on {}, which is not a loopback address; start it with --allow-remote-control (EmulatorBuilder::allow_remote_control) to enable them.",
+                shared.addr.ip()
+            ),
+            rid.to_owned(),
+        ));
+    }
+    let marked = headers
+        .get(crate::CONTROL_HEADER)
+        .is_some_and(|v| v.as_bytes() == crate::CONTROL_HEADER_VALUE.as_bytes());
+    if !marked {
+        return Err(Reply::error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "A control request must carry the header '{}: {}' and a bearer token from the emulator's token endpoint.",
+                crate::CONTROL_HEADER,
+                crate::CONTROL_HEADER_VALUE
+            ),
+            rid.to_owned(),
+        ));
+    }
+    authenticate(shared, headers, &[], rid).map(|_| ())
+}
+
 async fn control(shared: &Shared, req: Request) -> Reply {
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
     let rid = shared.request_id();
+    let changes_state = matches!(
+        (path.as_str(), &method),
+        (
+            "/_emulator/reset" | "/_emulator/clock/advance",
+            &Method::POST
+        )
+    );
+    if changes_state {
+        if let Err(r) = check_control(shared, req.headers(), &rid) {
+            return r;
+        }
+    }
     match (path.as_str(), &method) {
         ("/_emulator/stats", &Method::GET) => Reply::value(
             StatusCode::OK,
@@ -1420,5 +1474,28 @@ async fn control(shared: &Shared, req: Request) -> Reply {
             format!("No resource was found at '{path}'."),
             rid,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_control_is_refused_off_loopback_unless_allowed() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for loopback in ["127.0.0.1:8400", "127.0.0.2:0", "[::1]:8400"] {
+            assert!(remote_control_allowed(at(loopback), false), "{loopback}");
+            assert!(remote_control_allowed(at(loopback), true), "{loopback}");
+        }
+        for remote in [
+            "0.0.0.0:8400",
+            "[::]:8400",
+            "192.168.1.10:8400",
+            "10.0.0.1:1",
+        ] {
+            assert!(!remote_control_allowed(at(remote), false), "{remote}");
+            assert!(remote_control_allowed(at(remote), true), "{remote}");
+        }
     }
 }
