@@ -523,3 +523,12 @@ fn quota_store_counts_every_invocation_once() {
     );
     drop(rt);
 }
+
+#[test]
+fn the_emulator_command_offers_remote_control_only_as_an_opt_in() {
+    let help = defender(&["emulator", "--help"]);
+    assert_eq!(code(&help), 0, "{}", stderr(&help));
+    let text = stdout(&help);
+    assert!(text.contains("--allow-remote-control"), "{text}");
+    assert!(text.contains("X-Emulator-Control: 1"), "{text}");
+}

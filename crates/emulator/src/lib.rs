@@ -14,7 +14,28 @@
 //! | `POST /v1.0/security/runHuntingQuery` | Graph hunting (`schema`, `results`; `Timespan`) |
 //! | `GET /api/incidents`, `GET/PATCH /api/incidents/{id}` | Defender XDR incidents |
 //! | `GET /v1.0/security/incidents`, `GET/PATCH /v1.0/security/incidents/{id}` | Graph incidents |
-//! | `GET /_emulator/stats`, `POST /_emulator/reset` | control |
+//! | `GET /_emulator/stats`, `GET /_emulator/clock` | control, read only (open) |
+//! | `POST /_emulator/reset`, `POST /_emulator/clock/advance` | control that changes state (see below) |
+//!
+//! ## Hostile input and control
+//!
+//! The emulator is a server people run next to their automation, so no request can take
+//! it down: an incidents `$filter` over the [`FilterLimits`] (100 levels of nesting, 1,000
+//! nodes) gets 400 "The query specified in the URI is not valid. The recursion limit has
+//! been exceeded." (or the node count message); a hunting query over the
+//! [`QueryLimits`] (nesting 100, 200 operators, 1,000 columns, strings of 1 MiB, 512 MiB
+//! of materialised values, 5 s of evaluation) gets the service's 400
+//! "Query execution has exceeded the allowed limits. The query execution was
+//! preempted..." ([`PREEMPTED`]). Both are set on the builder
+//! ([`EmulatorBuilder::filter_limits`], [`EmulatorBuilder::query_limits`]).
+//!
+//! The control requests that change state need the header [`CONTROL_HEADER`]`: 1` and
+//! `Authorization: Bearer <a token from the emulator's token endpoint>` (403 without the
+//! header, 401 without a valid token), so a web page cannot reset the emulator
+//! cross-site. When the emulator listens on an address that is not loopback they are
+//! refused with 403 unless [`EmulatorBuilder::allow_remote_control`]
+//! (`--allow-remote-control`). The reads stay open: a cross-site page cannot read their
+//! answers, and monitoring needs no token.
 //!
 //! ## Quotas
 //!
@@ -483,7 +504,8 @@ impl EmulatorHandle {
     }
 
     /// Clears quotas, running-time budgets, stats and the fault sequence (also
-    /// `POST /_emulator/reset`). Incidents and tokens are kept.
+    /// `POST /_emulator/reset` with [`CONTROL_HEADER`] and a token). Incidents and tokens
+    /// are kept.
     pub fn reset(&self) {
         self.shared.reset(false);
     }
