@@ -642,3 +642,12 @@ fn quota_store_fallback_share_splits_the_quota_while_redis_is_down() {
     assert_eq!(code(&half), 4, "{}", stderr(&half));
     assert_eq!(sent, 2, "half of 4 per minute: {}", stderr(&half));
 }
+
+#[test]
+fn the_emulator_command_offers_remote_control_only_as_an_opt_in() {
+    let help = defender(&["emulator", "--help"]);
+    assert_eq!(code(&help), 0, "{}", stderr(&help));
+    let text = stdout(&help);
+    assert!(text.contains("--allow-remote-control"), "{text}");
+    assert!(text.contains("X-Emulator-Control: 1"), "{text}");
+}

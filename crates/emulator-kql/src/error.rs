@@ -38,6 +38,10 @@ pub enum KqlError {
     /// Expressions nest deeper than the evaluator allows.
     #[error("Query could not be parsed: the expression nesting exceeds {0} levels")]
     TooDeep(u32),
+    /// The query went over one of the [`QueryLimits`](crate::QueryLimits) while it was
+    /// evaluated; the message is the service's (see [`PREEMPTED`](crate::PREEMPTED)).
+    #[error("{}", crate::PREEMPTED)]
+    LimitExceeded(crate::Limit),
 }
 
 fn hint_suffix(hint: &str) -> String {

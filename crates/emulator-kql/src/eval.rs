@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::data::{ColumnData, Dataset, Table};
 use crate::error::KqlError;
+use crate::limits::{value_bytes, Budget, Limit};
 use crate::output::{Column, QueryOutput};
 use crate::parse::{Ast, AstKind, BinOp, Item, OpKind, Parser, SortKey, Src, StrOp};
 use crate::value::{order_cmp, DataType, KeyVal, Value, TICKS_PER_DAY, TICKS_PER_MS};
@@ -147,52 +148,52 @@ fn from_truth(t: u8) -> Value {
     }
 }
 
-fn eval<R: Row>(e: &CExpr, r: &R) -> Value {
+fn eval<R: Row>(e: &CExpr, r: &R, bg: &Budget) -> Value {
     match &e.kind {
         CKind::Lit(v) => v.clone(),
         CKind::Col(c) => r.get(*c),
-        CKind::Neg(a) => match eval(a, r) {
+        CKind::Neg(a) => match eval(a, r, bg) {
             Value::Int(i) => i.checked_neg().map_or(Value::Null, Value::Int),
             Value::Real(f) => Value::Real(-f),
             Value::TimeSpan(t) => t.checked_neg().map_or(Value::Null, Value::TimeSpan),
             _ => Value::Null,
         },
-        CKind::Arith(op, a, b) => arith(*op, eval(a, r), eval(b, r)),
-        CKind::Cmp(op, a, b) => cmp_values(*op, &eval(a, r), &eval(b, r)),
+        CKind::Arith(op, a, b) => arith(*op, eval(a, r, bg), eval(b, r, bg)),
+        CKind::Cmp(op, a, b) => cmp_values(*op, &eval(a, r, bg), &eval(b, r, bg)),
         CKind::StrOp {
             op,
             negated,
             cs,
             l,
             r: rr,
-        } => match (eval(l, r), eval(rr, r)) {
+        } => match (eval(l, r, bg), eval(rr, r, bg)) {
             (Value::Str(h), Value::Str(n)) => Value::Bool(str_op(*op, *cs, &h, &n) != *negated),
             _ => Value::Null,
         },
         CKind::And(a, b) => {
-            let x = truth(&eval(a, r));
+            let x = truth(&eval(a, r, bg));
             if x == 0 {
                 return Value::Bool(false);
             }
-            let y = truth(&eval(b, r));
+            let y = truth(&eval(b, r, bg));
             from_truth(and3(x, y))
         }
         CKind::Or(a, b) => {
-            let x = truth(&eval(a, r));
+            let x = truth(&eval(a, r, bg));
             if x == 1 {
                 return Value::Bool(true);
             }
-            let y = truth(&eval(b, r));
+            let y = truth(&eval(b, r, bg));
             from_truth(or3(x, y))
         }
-        CKind::Not(a) => from_truth(not3(truth(&eval(a, r)))),
+        CKind::Not(a) => from_truth(not3(truth(&eval(a, r, bg)))),
         CKind::In {
             e,
             set,
             negated,
             ci,
         } => {
-            let v = eval(e, r);
+            let v = eval(e, r, bg);
             if matches!(v, Value::Null) {
                 return Value::Null;
             }
@@ -203,8 +204,8 @@ fn eval<R: Row>(e: &CExpr, r: &R) -> Value {
             Value::Bool(found != *negated)
         }
         CKind::Between { e, lo, hi, negated } => {
-            let v = eval(e, r);
-            let (lo, hi) = (eval(lo, r), eval(hi, r));
+            let v = eval(e, r, bg);
+            let (lo, hi) = (eval(lo, r, bg), eval(hi, r, bg));
             match (compare(&v, &lo), compare(&v, &hi)) {
                 (Some(a), Some(b)) => {
                     Value::Bool((a != Ordering::Less && b != Ordering::Greater) != *negated)
@@ -212,7 +213,7 @@ fn eval<R: Row>(e: &CExpr, r: &R) -> Value {
                 _ => Value::Null,
             }
         }
-        CKind::Func(f, args) => call(*f, args, r),
+        CKind::Func(f, args) => call(*f, args, r, bg),
     }
 }
 
@@ -242,15 +243,23 @@ fn not3(x: u8) -> u8 {
     }
 }
 
-fn call<R: Row>(f: Func, args: &[CExpr], r: &R) -> Value {
-    let a0 = || eval(&args[0], r);
+fn call<R: Row>(f: Func, args: &[CExpr], r: &R, bg: &Budget) -> Value {
+    let a0 = || eval(&args[0], r, bg);
     match f {
         Func::ToLower | Func::ToUpper => match a0() {
-            Value::Str(s) => Value::str(&if f == Func::ToLower {
-                s.to_lowercase()
-            } else {
-                s.to_uppercase()
-            }),
+            Value::Str(s) => {
+                // Case mapping can lengthen a string (`ß` -> `SS`): check what it made.
+                let t = if f == Func::ToLower {
+                    s.to_lowercase()
+                } else {
+                    s.to_uppercase()
+                };
+                if bg.string_ok(t.len()) {
+                    Value::str(&t)
+                } else {
+                    Value::Null
+                }
+            }
             _ => Value::Null,
         },
         Func::StrLen => match a0() {
@@ -272,7 +281,7 @@ fn call<R: Row>(f: Func, args: &[CExpr], r: &R) -> Value {
             s @ Value::Str(_) => s,
             v => Value::str(&v.to_text()),
         },
-        Func::Bin => bin(a0(), eval(&args[1], r)),
+        Func::Bin => bin(a0(), eval(&args[1], r, bg)),
         Func::StartOfDay => match a0() {
             Value::DateTime(t) => t
                 .checked_sub(t.rem_euclid(TICKS_PER_DAY))
@@ -280,13 +289,18 @@ fn call<R: Row>(f: Func, args: &[CExpr], r: &R) -> Value {
             _ => Value::Null,
         },
         Func::Iff => match truth(&a0()) {
-            1 => eval(&args[1], r),
-            _ => eval(&args[2], r),
+            1 => eval(&args[1], r, bg),
+            _ => eval(&args[2], r, bg),
         },
         Func::StrCat => {
+            // Checked after every argument, so `strcat(a, a)` of strings at the limit
+            // never builds more than twice the limit.
             let mut s = String::new();
             for a in args {
-                eval(a, r).write_text(&mut s);
+                eval(a, r, bg).write_text(&mut s);
+                if !bg.string_ok(s.len()) {
+                    return Value::Null;
+                }
             }
             Value::str(&s)
         }
@@ -433,11 +447,18 @@ fn str_op(op: StrOp, cs: bool, h: &str, n: &str) -> bool {
                 return h.len() >= n.len()
                     && h.as_bytes()[h.len() - n.len()..].eq_ignore_ascii_case(n.as_bytes())
             }
-            StrOp::Contains => {
+            // Comparing every window is O(h * n): fine for a short needle, quadratic for
+            // a long one, where a linear search over lower-cased copies takes over.
+            StrOp::Contains if n.len() <= 32 => {
                 return n.is_empty()
                     || h.as_bytes()
                         .windows(n.len())
                         .any(|w| w.eq_ignore_ascii_case(n.as_bytes()))
+            }
+            StrOp::Contains => {
+                return h
+                    .to_ascii_lowercase()
+                    .contains(n.to_ascii_lowercase().as_str())
             }
             _ => {}
         }
@@ -515,10 +536,17 @@ impl Frame<'_> {
         }
     }
 
-    fn compute(&self, e: &CExpr) -> Vec<Value> {
-        (0..self.len)
-            .map(|i| eval(e, &FrameRow { f: self, i }))
-            .collect()
+    /// `e` over every row, charged to the budget.
+    fn compute(&self, e: &CExpr, bg: &Budget) -> Res<Vec<Value>> {
+        let mut out = Vec::with_capacity(self.len);
+        for i in 0..self.len {
+            bg.row()?;
+            let v = eval(e, &FrameRow { f: self, i }, bg);
+            bg.charge(value_bytes(&v));
+            out.push(v);
+        }
+        bg.status()?;
+        Ok(out)
     }
 
     fn retain(&mut self, keep: &[bool]) {
@@ -649,15 +677,21 @@ fn flip(op: BinOp) -> BinOp {
 }
 
 impl<'a> Filter<'a> {
-    fn build(e: &CExpr, f: &Frame<'a>) -> Filter<'a> {
+    fn build(e: &CExpr, f: &Frame<'a>, bg: &Budget) -> Filter<'a> {
         match &e.kind {
             CKind::And(a, b) => {
-                return Filter::And(Box::new(Filter::build(a, f)), Box::new(Filter::build(b, f)))
+                return Filter::And(
+                    Box::new(Filter::build(a, f, bg)),
+                    Box::new(Filter::build(b, f, bg)),
+                )
             }
             CKind::Or(a, b) => {
-                return Filter::Or(Box::new(Filter::build(a, f)), Box::new(Filter::build(b, f)))
+                return Filter::Or(
+                    Box::new(Filter::build(a, f, bg)),
+                    Box::new(Filter::build(b, f, bg)),
+                )
             }
-            CKind::Not(a) => return Filter::Not(Box::new(Filter::build(a, f))),
+            CKind::Not(a) => return Filter::Not(Box::new(Filter::build(a, f, bg))),
             _ => {}
         }
         let Some(table) = f.table else {
@@ -678,6 +712,7 @@ impl<'a> Filter<'a> {
                                         c,
                                         v: &Value::Str(s.clone()),
                                     },
+                                    bg,
                                 ))
                             })
                             .collect();
@@ -691,6 +726,7 @@ impl<'a> Filter<'a> {
                                     c,
                                     v: &Value::Bool(b),
                                 },
+                                bg,
                             ))
                         };
                         return Filter::BoolMask {
@@ -735,7 +771,7 @@ impl<'a> Filter<'a> {
     }
 
     #[inline]
-    fn test(&self, f: &Frame<'_>, i: usize) -> u8 {
+    fn test(&self, f: &Frame<'_>, i: usize, bg: &Budget) -> u8 {
         match self {
             Filter::Mask { codes, mask } => mask[codes[f.sel[i] as usize] as usize],
             Filter::BoolMask { vals, mask } => mask[usize::from(vals[f.sel[i] as usize])],
@@ -743,23 +779,23 @@ impl<'a> Filter<'a> {
                 u8::from(cmp_holds(*op, vals[f.sel[i] as usize].cmp(rhs)))
             }
             Filter::And(a, b) => {
-                let x = a.test(f, i);
+                let x = a.test(f, i, bg);
                 if x == 0 {
                     0
                 } else {
-                    and3(x, b.test(f, i))
+                    and3(x, b.test(f, i, bg))
                 }
             }
             Filter::Or(a, b) => {
-                let x = a.test(f, i);
+                let x = a.test(f, i, bg);
                 if x == 1 {
                     1
                 } else {
-                    or3(x, b.test(f, i))
+                    or3(x, b.test(f, i, bg))
                 }
             }
-            Filter::Not(a) => not3(a.test(f, i)),
-            Filter::Generic(e) => truth(&eval(e, &FrameRow { f, i })),
+            Filter::Not(a) => not3(a.test(f, i, bg)),
+            Filter::Generic(e) => truth(&eval(e, &FrameRow { f, i }, bg)),
         }
     }
 }
@@ -773,6 +809,7 @@ struct Binder<'s> {
     lets: &'s [(String, Value, DataType)],
     now: i64,
     op: &'s str,
+    bg: &'s Budget,
 }
 
 fn type_err(what: String) -> KqlError {
@@ -789,7 +826,8 @@ impl Binder<'_> {
             && !matches!(e.kind, CKind::Col(_))
             && e.children().iter().all(|c| c.is_const())
         {
-            let v = eval(&e, &NoRow);
+            let v = eval(&e, &NoRow, self.bg);
+            self.bg.status()?;
             return Ok(CExpr::lit(v, e.ty));
         }
         Ok(e)
@@ -876,7 +914,7 @@ impl Binder<'_> {
                     // `between (start .. span)` means `start .. start + span`.
                     hi = self.bind_arith(BinOp::Add, lo.clone(), hi)?;
                     if hi.children().iter().all(|c| c.is_const()) {
-                        hi = CExpr::lit(eval(&hi, &NoRow), hi.ty);
+                        hi = CExpr::lit(eval(&hi, &NoRow, self.bg), hi.ty);
                     }
                 }
                 for b in [&lo, &hi] {
@@ -1158,8 +1196,12 @@ fn cannot_compare(a: DataType, b: DataType) -> KqlError {
 
 pub(crate) fn run(query: &str, data: &Dataset, opts: &RunOptions) -> Res<QueryOutput> {
     let src = Src { text: query };
-    let q = Parser::new(&src)?.parse_query()?;
+    let q = Parser::new(&src, opts.limits.max_nesting)?.parse_query()?;
     let now = opts.now_unix_ms.saturating_mul(TICKS_PER_MS);
+    let bg = Budget::new(opts.limits);
+    if q.ops.len() > opts.limits.max_operators {
+        return Err(KqlError::LimitExceeded(Limit::Operators));
+    }
 
     let mut lets: Vec<(String, Value, DataType)> = Vec::new();
     for (name, ast) in &q.lets {
@@ -1169,12 +1211,14 @@ pub(crate) fn run(query: &str, data: &Dataset, opts: &RunOptions) -> Res<QueryOu
             lets: &lets,
             now,
             op: "let",
+            bg: &bg,
         };
         let e = b.bind(ast)?;
         let v = match e.kind {
             CKind::Lit(v) => v,
-            _ => eval(&e, &NoRow),
+            _ => eval(&e, &NoRow, &bg),
         };
+        bg.status()?;
         lets.push((name.clone(), v, e.ty));
     }
 
@@ -1212,7 +1256,12 @@ pub(crate) fn run(query: &str, data: &Dataset, opts: &RunOptions) -> Res<QueryOu
     };
 
     for op in &q.ops {
-        frame = apply(frame, op, &src, &lets, now)?;
+        frame = apply(frame, op, &src, &lets, now, &bg)?;
+        if frame.cols.len() > opts.limits.max_columns {
+            return Err(KqlError::LimitExceeded(Limit::Columns));
+        }
+        bg.check_time();
+        bg.status()?;
     }
 
     let n = frame.len.min(opts.row_cap);
@@ -1282,6 +1331,7 @@ fn apply<'a>(
     src: &Src<'_>,
     lets: &[(String, Value, DataType)],
     now: i64,
+    bg: &Budget,
 ) -> Res<Frame<'a>> {
     let cols = frame.cols.clone();
     let b = Binder {
@@ -1290,6 +1340,7 @@ fn apply<'a>(
         lets,
         now,
         op: &op.name,
+        bg,
     };
     match &op.kind {
         OpKind::Where(pred) => {
@@ -1301,10 +1352,14 @@ fn apply<'a>(
                     e.ty.kql_name()
                 )));
             }
-            let filter = Filter::build(&e, &frame);
-            let keep: Vec<bool> = (0..frame.len)
-                .map(|i| filter.test(&frame, i) == 1)
-                .collect();
+            let filter = Filter::build(&e, &frame, bg);
+            bg.status()?;
+            let mut keep = Vec::with_capacity(frame.len);
+            for i in 0..frame.len {
+                bg.row()?;
+                keep.push(filter.test(&frame, i, bg) == 1);
+            }
+            bg.status()?;
             drop(filter);
             frame.retain(&keep);
         }
@@ -1321,7 +1376,7 @@ fn apply<'a>(
                 let src = match e.kind {
                     CKind::Col(c) => cols[c].src,
                     _ => {
-                        frame.extra.push(frame.compute(&e));
+                        frame.extra.push(frame.compute(&e, bg)?);
                         ColSrc::Extra(frame.extra.len() - 1)
                     }
                 };
@@ -1333,6 +1388,9 @@ fn apply<'a>(
                 match new_cols.iter().position(|c| c.name == col.name) {
                     Some(p) if extend => new_cols[p] = col,
                     _ => new_cols.push(col),
+                }
+                if new_cols.len() > bg.limits.max_columns {
+                    return Err(KqlError::LimitExceeded(Limit::Columns));
                 }
             }
             check_unique(&new_cols, &op.name)?;
@@ -1407,7 +1465,7 @@ fn sort_perm(
     let mut bound = Vec::new();
     for k in keys {
         let e = b.bind(&k.expr)?;
-        let vals = frame.compute(&e);
+        let vals = frame.compute(&e, b.bg)?;
         bound.push((vals, k.asc, k.nulls_first.unwrap_or(k.asc)));
     }
     let cmp = |x: &u32, y: &u32| -> Ordering {
@@ -1457,6 +1515,8 @@ fn sort_perm(
         }
         _ => perm.sort_unstable_by(cmp),
     }
+    b.bg.check_time();
+    b.bg.status()?;
     Ok(perm)
 }
 
@@ -1617,13 +1677,18 @@ fn summarize<'a>(
         accs.push(aggs.iter().map(Agg::init).collect());
     }
     let mut buf: Vec<KeyVal> = Vec::with_capacity(keys.len());
+    let bg = b.bg;
     for i in 0..frame.len {
+        bg.row()?;
         let row = FrameRow { f: frame, i };
         buf.clear();
-        buf.extend(keys.iter().map(|(_, e)| KeyVal(eval(e, &row))));
+        buf.extend(keys.iter().map(|(_, e)| KeyVal(eval(e, &row, bg))));
         let g = match groups.get(buf.as_slice()) {
             Some(g) => *g,
             None => {
+                // The key is held twice (map and list), with one accumulator per aggregate.
+                bg.charge(2 * buf.iter().map(|k| value_bytes(&k.0)).sum::<usize>());
+                bg.charge(aggs.len() * std::mem::size_of::<Acc>());
                 let g = group_keys.len();
                 groups.insert(buf.clone(), g);
                 group_keys.push(buf.clone());
@@ -1632,10 +1697,11 @@ fn summarize<'a>(
             }
         };
         for (acc, agg) in accs[g].iter_mut().zip(&aggs) {
-            let v = agg.arg.as_ref().map_or(Value::Null, |e| eval(e, &row));
-            update(acc, v);
+            let v = agg.arg.as_ref().map_or(Value::Null, |e| eval(e, &row, bg));
+            bg.charge(update(acc, v));
         }
     }
+    bg.status()?;
     let n = group_keys.len();
     let mut out: Vec<(String, DataType, Vec<Value>)> = keys
         .iter()
@@ -1669,13 +1735,17 @@ fn summarize<'a>(
     })
 }
 
-fn update(acc: &mut Acc, v: Value) {
+/// Folds `v` into `acc`; returns the bytes the accumulator now holds in addition.
+fn update(acc: &mut Acc, v: Value) -> usize {
     match acc {
         Acc::Count(c) => *c += 1,
         Acc::CountIf(c) => *c += i64::from(matches!(v, Value::Bool(true))),
         Acc::DCount(set) => {
             if !matches!(v, Value::Null) {
-                set.insert(KeyVal(v));
+                let bytes = value_bytes(&v);
+                if set.insert(KeyVal(v)) {
+                    return bytes;
+                }
             }
         }
         Acc::Min(m) => {
@@ -1714,6 +1784,7 @@ fn update(acc: &mut Acc, v: Value) {
             }
         }
     }
+    0
 }
 
 fn finish(acc: &mut Acc) -> Value {

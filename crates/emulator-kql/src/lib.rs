@@ -5,8 +5,9 @@
 //! that is really parsed and evaluated over it, so clients under test get genuine, stable
 //! answers (and genuine syntax errors) without a tenant.
 //!
-//! It is a pure library: no IO, no threads, no clock reads. "Now" is passed in
-//! ([`RunOptions::now_unix_ms`], [`DatasetConfig::anchor_unix_ms`]).
+//! It is a pure library: no IO, no threads. "Now" is passed in
+//! ([`RunOptions::now_unix_ms`], [`DatasetConfig::anchor_unix_ms`]); the only clock it
+//! reads is the monotonic one, to stop a query at [`QueryLimits::max_run_time`].
 //!
 //! - [`Dataset::generate`] builds the tables (`DeviceProcessEvents`, `DeviceNetworkEvents`,
 //!   `DeviceLogonEvents`, `AlertInfo`, `AlertEvidence`, `EmailEvents`, `IdentityLogonEvents`)
@@ -34,8 +35,24 @@
 //! `between (a .. b)` (inclusive); `and`, `or`, parentheses.
 //!
 //! Anything else is a [`KqlError`] whose message names what was not understood. The
-//! engine never panics on any input, and expression nesting is limited to
-//! [`MAX_DEPTH`] levels.
+//! engine never panics on any input.
+//!
+//! ## Limits
+//!
+//! A query runs inside [`QueryLimits`] ([`RunOptions::limits`]), so that no input can
+//! exhaust the stack, the memory or the time of the process evaluating it:
+//!
+//! | limit | default | over it |
+//! |---|---|---|
+//! | expression nesting | 100 ([`MAX_DEPTH`]) | [`KqlError::TooDeep`] |
+//! | pipeline operators | 200 | [`KqlError::LimitExceeded`]`(`[`Limit::Operators`]`)` |
+//! | columns of any result | 1,000 | `LimitExceeded(Columns)` |
+//! | bytes of a produced string (`strcat`, `toupper`...) | 1 MiB | `LimitExceeded(StringLength)` |
+//! | bytes of materialised values | 512 MiB | `LimitExceeded(Memory)` |
+//! | wall-clock evaluation time | 5 s | `LimitExceeded(RunTime)` |
+//!
+//! `LimitExceeded` prints the service's own message, [`PREEMPTED`] ("Query execution
+//! has exceeded the allowed limits. The query execution was preempted...").
 //!
 //! ## Example
 //!
@@ -77,12 +94,14 @@
 mod data;
 mod error;
 mod eval;
+mod limits;
 mod output;
 mod parse;
 mod value;
 
 pub use data::{ColumnSchema, Dataset, DatasetConfig, Table, TABLE_NAMES};
 pub use error::KqlError;
+pub use limits::{Limit, QueryLimits, PREEMPTED};
 pub use output::{value_to_json, Column, JsonStyle, QueryOutput};
 pub use parse::MAX_DEPTH;
 pub use value::{
@@ -100,6 +119,10 @@ pub struct RunOptions {
     pub lookback_ms: Option<i64>,
     /// Results are silently cut to this many rows (and `truncated` is set). Default 100,000.
     pub row_cap: usize,
+    /// What one query may cost (nesting, operators, columns, string and memory sizes,
+    /// wall-clock time); over any of them, [`run`] fails with
+    /// [`KqlError::LimitExceeded`] (or [`KqlError::TooDeep`] for nesting).
+    pub limits: QueryLimits,
 }
 
 impl Default for RunOptions {
@@ -108,6 +131,7 @@ impl Default for RunOptions {
             now_unix_ms: 0,
             lookback_ms: Some(eval::THIRTY_DAYS_MS),
             row_cap: 100_000,
+            limits: QueryLimits::default(),
         }
     }
 }

@@ -96,6 +96,13 @@ impl QueryOutput {
     /// Appends the response body to `out`, writing bytes directly (no intermediate
     /// `serde_json::Value`): `{"Schema":[...],"Results":[...]}` or the Graph shape.
     pub fn write_json(&self, style: JsonStyle, out: &mut Vec<u8>) {
+        self.write_json_within(style, out, usize::MAX);
+    }
+
+    /// [`write_json`](Self::write_json), but stops as soon as `out` holds more than
+    /// `max_bytes` (checked after every row) and returns `false`: a result over a size
+    /// cap is refused without first being written out whole.
+    pub fn write_json_within(&self, style: JsonStyle, out: &mut Vec<u8>, max_bytes: usize) -> bool {
         let (schema, results, name, ty) = keys(style);
         out.extend_from_slice(b"{\"");
         out.extend_from_slice(schema.as_bytes());
@@ -136,8 +143,12 @@ impl QueryOutput {
                 write_value(out, v, &mut text);
             }
             out.push(b'}');
+            if out.len() > max_bytes {
+                return false;
+            }
         }
         out.extend_from_slice(b"]}");
+        out.len() <= max_bytes
     }
 
     /// [`write_json`](Self::write_json) into a fresh buffer.

@@ -4,7 +4,8 @@ use crate::error::KqlError;
 use crate::value::DataType;
 use crate::value::{parse_datetime, parse_timespan_text, scale_timespan, timespan_unit, Value};
 
-/// Maximum expression nesting (parser recursion and tree depth).
+/// The default maximum expression nesting (parser recursion and tree depth), see
+/// [`QueryLimits::max_nesting`](crate::QueryLimits::max_nesting).
 pub const MAX_DEPTH: u32 = 100;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -448,6 +449,7 @@ pub(crate) struct Parser<'a> {
     toks: Vec<Token>,
     pos: usize,
     depth: u32,
+    max_depth: u32,
 }
 
 const UNSUPPORTED_OPS: [&str; 22] = [
@@ -478,12 +480,14 @@ const UNSUPPORTED_OPS: [&str; 22] = [
 type PResult<T> = Result<T, KqlError>;
 
 impl<'a> Parser<'a> {
-    pub fn new(src: &'a Src<'a>) -> PResult<Parser<'a>> {
+    /// A parser of `src` that refuses expressions nested deeper than `max_depth`.
+    pub fn new(src: &'a Src<'a>, max_depth: u32) -> PResult<Parser<'a>> {
         Ok(Parser {
             src,
             toks: lex(src)?,
             pos: 0,
             depth: 0,
+            max_depth,
         })
     }
 
@@ -719,16 +723,16 @@ impl<'a> Parser<'a> {
 
     fn enter(&mut self) -> PResult<()> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return Err(KqlError::TooDeep(MAX_DEPTH));
+        if self.depth > self.max_depth {
+            return Err(KqlError::TooDeep(self.max_depth));
         }
         Ok(())
     }
 
     fn node(&self, kind: AstKind, start: usize, children: &[&Ast]) -> PResult<Ast> {
         let depth = 1 + children.iter().map(|c| c.depth).max().unwrap_or(0);
-        if depth > MAX_DEPTH {
-            return Err(KqlError::TooDeep(MAX_DEPTH));
+        if depth > self.max_depth {
+            return Err(KqlError::TooDeep(self.max_depth));
         }
         Ok(Ast {
             kind,
@@ -769,8 +773,8 @@ impl<'a> Parser<'a> {
 
     fn binary(&self, op: BinOp, l: Ast, r: Ast, start: usize) -> PResult<Ast> {
         let depth = 1 + l.depth.max(r.depth);
-        if depth > MAX_DEPTH {
-            return Err(KqlError::TooDeep(MAX_DEPTH));
+        if depth > self.max_depth {
+            return Err(KqlError::TooDeep(self.max_depth));
         }
         Ok(Ast {
             kind: AstKind::Binary(op, Box::new(l), Box::new(r)),
@@ -847,8 +851,8 @@ impl<'a> Parser<'a> {
                     }
                     self.expect_op(")")?;
                     let depth = 1 + list.iter().map(|a| a.depth).max().unwrap_or(0).max(l.depth);
-                    if depth > MAX_DEPTH {
-                        return Err(KqlError::TooDeep(MAX_DEPTH));
+                    if depth > self.max_depth {
+                        return Err(KqlError::TooDeep(self.max_depth));
                     }
                     l = Ast {
                         kind: AstKind::In {
@@ -870,8 +874,8 @@ impl<'a> Parser<'a> {
                     let hi = self.expr()?;
                     self.expect_op(")")?;
                     let depth = 1 + lo.depth.max(hi.depth).max(l.depth);
-                    if depth > MAX_DEPTH {
-                        return Err(KqlError::TooDeep(MAX_DEPTH));
+                    if depth > self.max_depth {
+                        return Err(KqlError::TooDeep(self.max_depth));
                     }
                     l = Ast {
                         kind: AstKind::Between {
@@ -1024,8 +1028,8 @@ impl<'a> Parser<'a> {
                     self.expect_op(")")?;
                     let refs: Vec<&Ast> = args.iter().collect();
                     let depth = 1 + refs.iter().map(|a| a.depth).max().unwrap_or(0);
-                    if depth > MAX_DEPTH {
-                        return Err(KqlError::TooDeep(MAX_DEPTH));
+                    if depth > self.max_depth {
+                        return Err(KqlError::TooDeep(self.max_depth));
                     }
                     return Ok(Ast {
                         kind: AstKind::Call(w, args),

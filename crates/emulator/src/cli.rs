@@ -6,8 +6,8 @@ use std::time::Duration;
 use defender_core::limits::{parse_duration, Limits};
 
 use crate::{
-    Clock, Emulator, EmulatorBuilder, EmulatorError, FaultSpec, WindowMode, DEFAULT_CLIENT_ID,
-    DEFAULT_SECRET, DEFAULT_TENANT,
+    Clock, Emulator, EmulatorBuilder, EmulatorError, FaultSpec, WindowMode, CONTROL_HEADER,
+    CONTROL_HEADER_VALUE, DEFAULT_CLIENT_ID, DEFAULT_SECRET, DEFAULT_TENANT,
 };
 
 /// The emulator's options; `#[command(flatten)]` them into another CLI to reuse.
@@ -50,6 +50,11 @@ pub struct EmulatorArgs {
     /// Run on a manual clock that only `POST /_emulator/clock/advance` moves.
     #[arg(long)]
     pub manual_clock: bool,
+    /// Serve `POST /_emulator/reset` and `/_emulator/clock/advance` even when `--host`
+    /// is not a loopback address (they always need the `X-Emulator-Control: 1` header
+    /// and a bearer token from the emulator).
+    #[arg(long)]
+    pub allow_remote_control: bool,
 }
 
 fn parse_limits(s: &str) -> Result<Limits, String> {
@@ -76,7 +81,8 @@ impl EmulatorArgs {
             .window_mode(self.window)
             .token_lifetime(self.token_lifetime)
             .retry_after_header(!self.no_retry_after)
-            .again_in_sentence(!self.no_again_in);
+            .again_in_sentence(!self.no_again_in)
+            .allow_remote_control(self.allow_remote_control);
         if let Some(f) = self.faults {
             b = b.faults(f);
         }
@@ -106,6 +112,9 @@ pub async fn serve_until_ctrl_c(builder: EmulatorBuilder) -> Result<(), Emulator
         "                     GET  {base}/v1.0/security/incidents   GET/PATCH .../incidents/{{id}}"
     );
     println!("  control            GET  {base}/_emulator/stats   POST {base}/_emulator/reset");
+    println!(
+        "                     (POST needs the header '{CONTROL_HEADER}: {CONTROL_HEADER_VALUE}' and a bearer token)"
+    );
     println!();
     println!("  API base and login base: {base}");
     println!("  AZURE_TENANT_ID={DEFAULT_TENANT}");

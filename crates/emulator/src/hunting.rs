@@ -117,13 +117,23 @@ pub enum HuntShape {
     Graph,
 }
 
-/// The response body of a successful query.
-pub fn body(shape: HuntShape, out: &QueryOutput, exec: Duration) -> Vec<u8> {
-    match shape {
-        HuntShape::Mde => out.to_json_bytes(JsonStyle::Defender),
-        HuntShape::Graph => out.to_json_bytes(JsonStyle::Graph),
+/// The response body of a successful query, or `None` when it would be larger than
+/// `max_bytes` (found out without writing all of it).
+pub fn body(
+    shape: HuntShape,
+    out: &QueryOutput,
+    exec: Duration,
+    max_bytes: usize,
+) -> Option<Vec<u8>> {
+    let json = |style| {
+        let mut b = Vec::new();
+        out.write_json_within(style, &mut b, max_bytes).then_some(b)
+    };
+    Some(match shape {
+        HuntShape::Mde => json(JsonStyle::Defender)?,
+        HuntShape::Graph => json(JsonStyle::Graph)?,
         HuntShape::Xdr => {
-            let rest = out.to_json_bytes(JsonStyle::Defender);
+            let rest = json(JsonStyle::Defender)?;
             let stats = serde_json::to_vec(&stats_json(exec, out, rest.len())).unwrap_or_default();
             let mut body = Vec::with_capacity(rest.len() + stats.len() + 16);
             body.extend_from_slice(b"{\"Stats\":");
@@ -132,7 +142,8 @@ pub fn body(shape: HuntShape, out: &QueryOutput, exec: Duration) -> Vec<u8> {
             body.extend_from_slice(rest.get(1..).unwrap_or_default());
             body
         }
-    }
+    })
+    .filter(|b| b.len() <= max_bytes)
 }
 
 #[cfg(test)]

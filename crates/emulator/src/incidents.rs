@@ -358,6 +358,29 @@ impl Incident {
 // ---------------------------------------------------------------------------------------
 // $filter
 
+/// How much `$filter` the emulator parses before answering 400.
+///
+/// The real services parse `$filter` with ODataLib, which refuses a filter nested deeper
+/// than its recursion limit ("The recursion limit has been exceeded.") and, behind ASP.NET
+/// OData, one with more nodes than `MaxNodeCount`. The emulator keeps both bounds so a
+/// hostile filter (60,000 `(`, or a million `or`s) is a 400, never a stack overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterLimits {
+    /// Parentheses and `not`s nested inside one another (default 100).
+    pub max_depth: usize,
+    /// Comparisons, `and`s, `or`s and `not`s in one filter (default 1,000).
+    pub max_nodes: usize,
+}
+
+impl Default for FilterLimits {
+    fn default() -> Self {
+        FilterLimits {
+            max_depth: 100,
+            max_nodes: 1000,
+        }
+    }
+}
+
 /// Which surface's field names a filter uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -471,7 +494,14 @@ struct Parser {
     toks: Vec<Tok>,
     pos: usize,
     dialect: Dialect,
+    limits: FilterLimits,
+    depth: usize,
+    nodes: usize,
 }
+
+/// A filter over one of the [`FilterLimits`]; its text is the whole 400 message.
+const TOO_DEEP: &str =
+    "The query specified in the URI is not valid. The recursion limit has been exceeded.";
 
 impl Parser {
     fn peek_word(&self) -> Option<String> {
@@ -481,10 +511,33 @@ impl Parser {
         }
     }
 
+    /// Counts one node of the tree (and checks [`FilterLimits::max_nodes`]).
+    fn node(&mut self) -> Result<(), String> {
+        self.nodes += 1;
+        if self.nodes > self.limits.max_nodes {
+            return Err(format!(
+                "The query specified in the URI is not valid. The node count limit of '{}' has been exceeded.",
+                self.limits.max_nodes
+            ));
+        }
+        Ok(())
+    }
+
+    /// Enters one level of nesting (and checks [`FilterLimits::max_depth`]); the caller
+    /// leaves it with `self.depth -= 1`.
+    fn enter(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > self.limits.max_depth {
+            return Err(TOO_DEEP.into());
+        }
+        Ok(())
+    }
+
     fn or(&mut self) -> Result<Filter, String> {
         let mut left = self.and()?;
         while self.peek_word().as_deref() == Some("or") {
             self.pos += 1;
+            self.node()?;
             let right = self.and()?;
             left = Filter::Or(Box::new(left), Box::new(right));
         }
@@ -495,6 +548,7 @@ impl Parser {
         let mut left = self.unary()?;
         while self.peek_word().as_deref() == Some("and") {
             self.pos += 1;
+            self.node()?;
             let right = self.unary()?;
             left = Filter::And(Box::new(left), Box::new(right));
         }
@@ -504,17 +558,25 @@ impl Parser {
     fn unary(&mut self) -> Result<Filter, String> {
         if self.peek_word().as_deref() == Some("not") {
             self.pos += 1;
-            return Ok(Filter::Not(Box::new(self.unary()?)));
+            self.node()?;
+            self.enter()?;
+            let inner = self.unary();
+            self.depth -= 1;
+            return Ok(Filter::Not(Box::new(inner?)));
         }
         if self.toks.get(self.pos) == Some(&Tok::LParen) {
             self.pos += 1;
-            let inner = self.or()?;
+            self.enter()?;
+            let inner = self.or();
+            self.depth -= 1;
+            let inner = inner?;
             if self.toks.get(self.pos) != Some(&Tok::RParen) {
                 return Err("expected `)`".into());
             }
             self.pos += 1;
             return Ok(inner);
         }
+        self.node()?;
         self.comparison()
     }
 
@@ -587,8 +649,16 @@ impl Parser {
 }
 
 impl Filter {
-    /// Parses a `$filter` in the given dialect; the error is the 400 message.
+    /// Parses a `$filter` in the given dialect within the default [`FilterLimits`]; the
+    /// error is the 400 message.
+    #[cfg(test)]
     pub fn parse(s: &str, dialect: Dialect) -> Result<Filter, String> {
+        Filter::parse_within(s, dialect, FilterLimits::default())
+    }
+
+    /// Parses a `$filter` in the given dialect; the error is the 400 message. A filter
+    /// over `limits` is refused before any recursion could exhaust the stack.
+    pub fn parse_within(s: &str, dialect: Dialect, limits: FilterLimits) -> Result<Filter, String> {
         let toks = tokenize(s).map_err(|e| format!("Invalid filter clause: {e}"))?;
         if toks.is_empty() {
             return Err("Invalid filter clause: the filter is empty".into());
@@ -597,8 +667,17 @@ impl Filter {
             toks,
             pos: 0,
             dialect,
+            limits,
+            depth: 0,
+            nodes: 0,
         };
-        let f = p.or().map_err(|e| format!("Invalid filter clause: {e}"))?;
+        let f = p.or().map_err(|e| {
+            if e.starts_with("The query specified") {
+                e
+            } else {
+                format!("Invalid filter clause: {e}")
+            }
+        })?;
         if p.pos != p.toks.len() {
             return Err(format!(
                 "Invalid filter clause: unexpected {:?} after the expression",
@@ -822,6 +901,38 @@ mod tests {
         assert!(Filter::parse("status eq Active", Dialect::Xdr).is_err());
         assert!(Filter::parse("status eq 'Active' extra", Dialect::Xdr).is_err());
         assert!(Filter::parse("assignedTo eq 'o''brien@x.com'", Dialect::Xdr).is_ok());
+    }
+
+    #[test]
+    fn filter_limits_refuse_deep_and_large_filters() {
+        let limits = FilterLimits::default();
+        let nested = |n: usize| format!("{}status eq 'Active'{}", "(".repeat(n), ")".repeat(n));
+        assert!(Filter::parse(&nested(limits.max_depth), Dialect::Xdr).is_ok());
+        assert_eq!(
+            Filter::parse(&nested(limits.max_depth + 1), Dialect::Xdr),
+            Err(TOO_DEEP.to_owned())
+        );
+        // Far past any stack: refused at the limit, long before the end of the text.
+        assert_eq!(
+            Filter::parse(&"(".repeat(60_000), Dialect::Xdr),
+            Err(TOO_DEEP.to_owned())
+        );
+        assert_eq!(
+            Filter::parse(&"not ".repeat(60_000), Dialect::Xdr),
+            Err(TOO_DEEP.to_owned())
+        );
+        let chain = |n: usize| vec!["status eq 'Active'"; n].join(" or ");
+        assert!(Filter::parse(&chain(500), Dialect::Graph).is_ok());
+        let e = Filter::parse(&chain(20_000), Dialect::Graph).unwrap_err();
+        assert!(e.contains("node count limit of '1000'"), "{e}");
+        let tight = FilterLimits {
+            max_depth: 2,
+            max_nodes: 3,
+        };
+        assert!(Filter::parse_within("((status eq 'Active'))", Dialect::Xdr, tight).is_ok());
+        assert!(Filter::parse_within("(((status eq 'Active')))", Dialect::Xdr, tight).is_err());
+        assert!(Filter::parse_within(&chain(2), Dialect::Xdr, tight).is_ok());
+        assert!(Filter::parse_within(&chain(3), Dialect::Xdr, tight).is_err());
     }
 
     #[test]

@@ -14,7 +14,28 @@
 //! | `POST /v1.0/security/runHuntingQuery` | Graph hunting (`schema`, `results`; `Timespan`) |
 //! | `GET /api/incidents`, `GET/PATCH /api/incidents/{id}` | Defender XDR incidents |
 //! | `GET /v1.0/security/incidents`, `GET/PATCH /v1.0/security/incidents/{id}` | Graph incidents |
-//! | `GET /_emulator/stats`, `POST /_emulator/reset` | control |
+//! | `GET /_emulator/stats`, `GET /_emulator/clock` | control, read only (open) |
+//! | `POST /_emulator/reset`, `POST /_emulator/clock/advance` | control that changes state (see below) |
+//!
+//! ## Hostile input and control
+//!
+//! The emulator is a server people run next to their automation, so no request can take
+//! it down: an incidents `$filter` over the [`FilterLimits`] (100 levels of nesting, 1,000
+//! nodes) gets 400 "The query specified in the URI is not valid. The recursion limit has
+//! been exceeded." (or the node count message); a hunting query over the
+//! [`QueryLimits`] (nesting 100, 200 operators, 1,000 columns, strings of 1 MiB, 512 MiB
+//! of materialised values, 5 s of evaluation) gets the service's 400
+//! "Query execution has exceeded the allowed limits. The query execution was
+//! preempted..." ([`PREEMPTED`]). Both are set on the builder
+//! ([`EmulatorBuilder::filter_limits`], [`EmulatorBuilder::query_limits`]).
+//!
+//! The control requests that change state need the header [`CONTROL_HEADER`]`: 1` and
+//! `Authorization: Bearer <a token from the emulator's token endpoint>` (403 without the
+//! header, 401 without a valid token), so a web page cannot reset the emulator
+//! cross-site. When the emulator listens on an address that is not loopback they are
+//! refused with 403 unless [`EmulatorBuilder::allow_remote_control`]
+//! (`--allow-remote-control`). The reads stay open: a cross-site page cannot read their
+//! answers, and monitoring needs no token.
 //!
 //! ## Quotas
 //!
@@ -82,8 +103,10 @@ use std::time::Duration;
 pub use cli::{serve_until_ctrl_c, EmulatorArgs};
 pub use clock::Clock;
 pub use defender_core::limits::{ApiGroup, Limits};
+pub use defender_emulator_kql::{Limit, QueryLimits, PREEMPTED};
 pub use faults::{FaultKind, FaultSpec, FaultSpecError, ODD_429_VARIANTS};
 pub use hunting::CostModel;
+pub use incidents::FilterLimits;
 pub use quota::WindowMode;
 pub use server::{KeyStats, Stats, WindowStats};
 
@@ -103,6 +126,16 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_ROWS_PER_TABLE: usize = 10_000;
 /// The default number of generated incidents.
 pub const DEFAULT_INCIDENTS: usize = 300;
+/// The header a control request that changes state (`POST /_emulator/reset`,
+/// `POST /_emulator/clock/advance`) must carry, with the value [`CONTROL_HEADER_VALUE`],
+/// besides `Authorization: Bearer <a token from the emulator's token endpoint>`.
+///
+/// A web page cannot make a browser send a custom header cross-site without a CORS
+/// preflight (which the emulator never approves), so a page the user visits cannot
+/// reset the emulator or move its clock.
+pub const CONTROL_HEADER: &str = "X-Emulator-Control";
+/// The value of [`CONTROL_HEADER`].
+pub const CONTROL_HEADER_VALUE: &str = "1";
 /// The default and largest page of an incidents list (`$top` at most 100).
 pub const MAX_PAGE_SIZE: usize = 100;
 
@@ -193,6 +226,9 @@ pub(crate) struct Config {
     pub cost: CostModel,
     pub max_result_bytes: usize,
     pub max_request_bytes: usize,
+    pub filter_limits: FilterLimits,
+    pub query_limits: QueryLimits,
+    pub allow_remote_control: bool,
     pub addr: SocketAddr,
 }
 
@@ -216,6 +252,9 @@ impl Default for Config {
             cost: CostModel::default(),
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            filter_limits: FilterLimits::default(),
+            query_limits: QueryLimits::default(),
+            allow_remote_control: false,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
@@ -365,6 +404,31 @@ impl EmulatorBuilder {
         self
     }
 
+    /// How deep and how large an incidents `$filter` may be before it gets 400 (default
+    /// [`FilterLimits::default`]: 100 levels, 1,000 nodes).
+    pub fn filter_limits(mut self, limits: FilterLimits) -> Self {
+        self.config.filter_limits = limits;
+        self
+    }
+
+    /// What one hunting query may cost before it gets the service's 400 "Query execution
+    /// has exceeded the allowed limits. The query execution was preempted..." (default
+    /// [`QueryLimits::default`]: nesting 100, 200 operators, 1,000 columns, strings of
+    /// 1 MiB, 512 MiB of materialised values, 5 s of evaluation).
+    pub fn query_limits(mut self, limits: QueryLimits) -> Self {
+        self.config.query_limits = limits;
+        self
+    }
+
+    /// Serves the control requests that change state (`POST /_emulator/reset`,
+    /// `POST /_emulator/clock/advance`) even when the emulator listens on an address that
+    /// is not loopback (default false: there they get 403). They still need
+    /// [`CONTROL_HEADER`] and a bearer token.
+    pub fn allow_remote_control(mut self, allow: bool) -> Self {
+        self.config.allow_remote_control = allow;
+        self
+    }
+
     /// The address to listen on (default `127.0.0.1:0`, a free port).
     pub fn addr(mut self, addr: SocketAddr) -> Self {
         self.config.addr = addr;
@@ -440,7 +504,8 @@ impl EmulatorHandle {
     }
 
     /// Clears quotas, running-time budgets, stats and the fault sequence (also
-    /// `POST /_emulator/reset`). Incidents and tokens are kept.
+    /// `POST /_emulator/reset` with [`CONTROL_HEADER`] and a token). Incidents and tokens
+    /// are kept.
     pub fn reset(&self) {
         self.shared.reset(false);
     }

@@ -674,7 +674,8 @@ struct Caller {
     app_author: String,
 }
 
-/// Authenticates the bearer and checks the permission; 401/403 otherwise.
+/// Authenticates the bearer and checks the permission (any of `any_of`; none when it is
+/// empty); 401/403 otherwise.
 fn authenticate(
     shared: &Shared,
     headers: &HeaderMap,
@@ -704,9 +705,10 @@ fn authenticate(
     let Some(app) = app else {
         return Err(unauthorized("The access token is invalid."));
     };
-    if !any_of
-        .iter()
-        .any(|p| app.permissions.iter().any(|q| q == p))
+    if !any_of.is_empty()
+        && !any_of
+            .iter()
+            .any(|p| app.permissions.iter().any(|q| q == p))
     {
         return Err(Reply::error(
             StatusCode::FORBIDDEN,
@@ -1093,6 +1095,7 @@ async fn hunt(
             .hunting
             .rows
             .map_or(usize::MAX, |r| usize::try_from(r).unwrap_or(usize::MAX)),
+        limits: shared.cfg.query_limits,
     };
     let mut end_ms = None;
     if shape == HuntShape::Graph {
@@ -1116,7 +1119,13 @@ async fn hunt(
         tokio::task::spawn_blocking(move || defender_emulator_kql::run(&q, &data, &opts)).await;
     let mut out = match run {
         Ok(Ok(out)) => out,
-        Ok(Err(e)) => return bad_request(e.to_string(), rid),
+        Ok(Err(e)) => {
+            if let defender_emulator_kql::KqlError::LimitExceeded(limit) = &e {
+                // The service's message does not say which limit; the log does.
+                tracing::info!(limit = limit.as_str(), "a hunting query was preempted");
+            }
+            return bad_request(e.to_string(), rid);
+        }
         Err(_) => {
             return Reply::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -1146,13 +1155,12 @@ async fn hunt(
             exec,
         );
     }
-    let body = hunting::body(shape, &out, exec);
-    if body.len() > shared.cfg.max_result_bytes {
+    let Some(body) = hunting::body(shape, &out, exec, shared.cfg.max_result_bytes) else {
         return bad_request(
             "Query execution has exceeded the allowed result size. Optimize your query by limiting the number of results and try again",
             rid,
         );
-    }
+    };
     Reply::json(StatusCode::OK, body)
 }
 
@@ -1176,10 +1184,12 @@ fn list_incidents(
             .map(|(_, v)| v.clone())
     };
     let filter = match param("$filter") {
-        Some(f) if !f.trim().is_empty() => match Filter::parse(&f, dialect) {
-            Ok(f) => Some(f),
-            Err(e) => return bad_request(e, rid),
-        },
+        Some(f) if !f.trim().is_empty() => {
+            match Filter::parse_within(&f, dialect, shared.cfg.filter_limits) {
+                Ok(f) => Some(f),
+                Err(e) => return bad_request(e, rid),
+            }
+        }
         _ => None,
     };
     let parse_n = |name: &str| -> Result<Option<usize>, Reply> {
@@ -1330,11 +1340,63 @@ fn patch_incident(
 // ---------------------------------------------------------------------------------------
 // Control
 
+/// Whether control requests that change state are served at all: always on a loopback
+/// address, elsewhere only when the operator asked for it (`--allow-remote-control`).
+pub(crate) fn remote_control_allowed(bound: SocketAddr, allow_remote: bool) -> bool {
+    bound.ip().is_loopback() || allow_remote
+}
+
+/// The gate of the control requests that change state (`POST /_emulator/reset`,
+/// `POST /_emulator/clock/advance`): the listening address must allow them, the request
+/// must carry [`CONTROL_HEADER`](crate::CONTROL_HEADER)`: 1` (which a cross-site form or
+/// a simple cross-origin request cannot set) and a bearer token the emulator issued.
+fn check_control(shared: &Shared, headers: &HeaderMap, rid: &str) -> Result<(), Reply> {
+    if !remote_control_allowed(shared.addr, shared.cfg.allow_remote_control) {
+        return Err(Reply::error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "The control endpoints are disabled because the emulator listens on {}, which is not a loopback address; start it with --allow-remote-control (EmulatorBuilder::allow_remote_control) to enable them.",
+                shared.addr.ip()
+            ),
+            rid.to_owned(),
+        ));
+    }
+    let marked = headers
+        .get(crate::CONTROL_HEADER)
+        .is_some_and(|v| v.as_bytes() == crate::CONTROL_HEADER_VALUE.as_bytes());
+    if !marked {
+        return Err(Reply::error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "A control request must carry the header '{}: {}' and a bearer token from the emulator's token endpoint.",
+                crate::CONTROL_HEADER,
+                crate::CONTROL_HEADER_VALUE
+            ),
+            rid.to_owned(),
+        ));
+    }
+    authenticate(shared, headers, &[], rid).map(|_| ())
+}
+
 async fn control(shared: &Shared, req: Request) -> Reply {
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
     let rid = shared.request_id();
+    let changes_state = matches!(
+        (path.as_str(), &method),
+        (
+            "/_emulator/reset" | "/_emulator/clock/advance",
+            &Method::POST
+        )
+    );
+    if changes_state {
+        if let Err(r) = check_control(shared, req.headers(), &rid) {
+            return r;
+        }
+    }
     match (path.as_str(), &method) {
         ("/_emulator/stats", &Method::GET) => Reply::value(
             StatusCode::OK,
@@ -1412,5 +1474,28 @@ async fn control(shared: &Shared, req: Request) -> Reply {
             format!("No resource was found at '{path}'."),
             rid,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_control_is_refused_off_loopback_unless_allowed() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for loopback in ["127.0.0.1:8400", "127.0.0.2:0", "[::1]:8400"] {
+            assert!(remote_control_allowed(at(loopback), false), "{loopback}");
+            assert!(remote_control_allowed(at(loopback), true), "{loopback}");
+        }
+        for remote in [
+            "0.0.0.0:8400",
+            "[::]:8400",
+            "192.168.1.10:8400",
+            "10.0.0.1:1",
+        ] {
+            assert!(!remote_control_allowed(at(remote), false), "{remote}");
+            assert!(remote_control_allowed(at(remote), true), "{remote}");
+        }
     }
 }

@@ -164,12 +164,7 @@ async fn stats_and_reset() {
     assert_eq!(serde_json::to_value(&typed).unwrap()["throttled"], 1);
 
     // Reset clears the windows: the next call passes at once.
-    let r = env
-        .http
-        .post(format!("{}/_emulator/reset", env.base))
-        .send()
-        .await
-        .unwrap();
+    let r = env.control("/_emulator/reset", "").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(env.emu.stats().keys.len(), 0);
     assert_eq!(
@@ -187,12 +182,7 @@ async fn stats_and_reset() {
     env.emu.reset();
     let (_, v) = json(env.get(&token, "/api/incidents/1000").await).await;
     assert_eq!(v["assignedTo"], "x@y");
-    let r = env
-        .http
-        .post(format!("{}/_emulator/reset?incidents=true", env.base))
-        .send()
-        .await
-        .unwrap();
+    let r = env.control("/_emulator/reset?incidents=true", "").await;
     assert_eq!(r.status(), StatusCode::OK);
     let (_, v) = json(env.get(&token, "/api/incidents/1000").await).await;
     assert_ne!(v["assignedTo"], "x@y");
@@ -202,12 +192,8 @@ async fn stats_and_reset() {
 async fn the_manual_clock_can_be_advanced_over_http() {
     let env = Env::start(small()).await;
     let r = env
-        .http
-        .post(format!("{}/_emulator/clock/advance", env.base))
-        .body(r#"{"seconds": 90}"#)
-        .send()
-        .await
-        .unwrap();
+        .control("/_emulator/clock/advance", r#"{"seconds": 90}"#)
+        .await;
     let (s, v) = json(r).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["elapsed_seconds"], 90.0);
@@ -222,4 +208,132 @@ async fn shutdown_stops_serving() {
     env.emu.shutdown().await;
     let r = http.get(format!("{base}/_emulator/stats")).send().await;
     assert!(r.is_err());
+}
+
+/// A state-changing control request with the given header value and token.
+async fn control_with(
+    env: &Env,
+    base: &str,
+    path: &str,
+    header: Option<&str>,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut req = env
+        .http
+        .post(format!("{base}{path}"))
+        .body(r#"{"seconds": 60}"#);
+    if let Some(h) = header {
+        req = req.header(defender_emulator::CONTROL_HEADER, h);
+    }
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn control_requests_need_the_header_and_a_token() {
+    let env = Env::start(small()).await;
+    let token = env.token().await;
+    for path in ["/_emulator/reset", "/_emulator/clock/advance"] {
+        // What a cross-site form post can send: no custom header, no token.
+        let (s, v) = json(control_with(&env, &env.base, path, None, None).await).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {v}");
+        assert!(envelope(&v, "Forbidden").contains("X-Emulator-Control"));
+        // A token alone is not enough, nor another header value.
+        let (s, _) = json(control_with(&env, &env.base, path, None, Some(&token)).await).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+        let (s, _) = json(control_with(&env, &env.base, path, Some("0"), Some(&token)).await).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+        // The header without a token, or with one the emulator did not issue.
+        let r = control_with(&env, &env.base, path, Some("1"), None).await;
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let (s, v) = json(r).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
+        envelope(&v, "Unauthorized");
+        let (s, _) =
+            json(control_with(&env, &env.base, path, Some("1"), Some("emu.forged")).await).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    // Nothing above moved the clock.
+    assert_eq!(env.clock().unix_ms(), START_MS);
+    // Header and token: served.
+    let (s, v) = json(
+        control_with(
+            &env,
+            &env.base,
+            "/_emulator/clock/advance",
+            Some("1"),
+            Some(&token),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(env.clock().unix_ms(), START_MS + 60_000);
+    let (s, _) =
+        json(control_with(&env, &env.base, "/_emulator/reset", Some("1"), Some(&token)).await)
+            .await;
+    assert_eq!(s, StatusCode::OK);
+    // Reads stay open.
+    for path in ["/_emulator/stats", "/_emulator/clock"] {
+        let r = env
+            .http
+            .get(format!("{}{path}", env.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+}
+
+/// A token fetched through `local` (the `Env` helpers would use the 0.0.0.0 base URL).
+async fn local_token(env: &Env, local: &str) -> String {
+    let r = env
+        .http
+        .post(format!("{local}/emulator/oauth2/v2.0/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("client_id=emulator-client&client_secret=emulator-secret&grant_type=client_credentials&scope=https%3A%2F%2Fapi.security.microsoft.com%2F.default")
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = json(r).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn control_requests_are_refused_off_loopback_unless_allowed() {
+    // Listening on every interface; the test still only talks to 127.0.0.1.
+    let any = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let env = Env::start(small().addr(any)).await;
+    let local = format!("http://127.0.0.1:{}", env.emu.addr().port());
+    let token = local_token(&env, &local).await;
+    for path in ["/_emulator/reset", "/_emulator/clock/advance"] {
+        let (s, v) = json(control_with(&env, &local, path, Some("1"), Some(&token)).await).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {v}");
+        assert!(envelope(&v, "Forbidden").contains("--allow-remote-control"));
+    }
+    assert_eq!(env.clock().unix_ms(), START_MS);
+
+    let env = Env::start(small().addr(any).allow_remote_control(true)).await;
+    let local = format!("http://127.0.0.1:{}", env.emu.addr().port());
+    let token = local_token(&env, &local).await;
+    let (s, _) =
+        json(control_with(&env, &local, "/_emulator/clock/advance", None, Some(&token)).await)
+            .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "the header is still required");
+    let (s, v) = json(
+        control_with(
+            &env,
+            &local,
+            "/_emulator/clock/advance",
+            Some("1"),
+            Some(&token),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(env.clock().unix_ms(), START_MS + 60_000);
 }

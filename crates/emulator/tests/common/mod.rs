@@ -107,6 +107,23 @@ impl Env {
         self.http.get(url).bearer_auth(token).send().await.unwrap()
     }
 
+    /// A control request that changes state (`/_emulator/reset`, `/_emulator/clock/advance`),
+    /// with the control header and a token, as the emulator requires.
+    pub async fn control(&self, path: &str, body: &str) -> Response {
+        let token = self.token().await;
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header(
+                defender_emulator::CONTROL_HEADER,
+                defender_emulator::CONTROL_HEADER_VALUE,
+            )
+            .bearer_auth(token)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn patch(&self, token: &str, path: &str, body: &Value) -> Response {
         self.http
             .patch(format!("{}{path}", self.base))
