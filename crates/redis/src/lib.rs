@@ -483,8 +483,8 @@ pub(crate) fn cap_feedback(
 
 /// The default of [`StoreConfig::max_server_wait`]: one day. Defender's longest documented
 /// windows are a day (running time per day); a wait longer than that is not a limit but a
-/// malformed or hostile answer.
-pub const DEFAULT_MAX_SERVER_WAIT: Duration = Duration::from_secs(24 * 3600);
+/// malformed or hostile answer. The same as the engine's own cap.
+pub const DEFAULT_MAX_SERVER_WAIT: Duration = defender_core::engine::DEFAULT_MAX_SERVER_WAIT;
 
 impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
