@@ -1,5 +1,10 @@
 //! Driving a ranged hunt: the plan is `defender_core::range::RangePlan`; this only runs
 //! its windows through the client and hands finished windows out in order.
+//!
+//! Each running window is a task of its own. Dropping the hunt, or its ending in an error,
+//! aborts them: the future of a window's call is dropped, which cancels the call (one not
+//! sent yet is never sent and gives its quota back). A task that panics comes back as
+//! [`Error::Panicked`], which ends the hunt; the panic is not re-raised in the caller.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,7 +28,11 @@ type WindowFuture = Pin<Box<dyn Future<Output = (SystemTime, Result<HuntResult, 
 /// A call's request is sent by its future; a window runs in a task so that it goes out,
 /// and its answer is read within its timeout, while the caller is busy with the rows of
 /// an earlier window and not polling the hunt.
-struct WindowTask(tokio::task::JoinHandle<(SystemTime, Result<HuntResult, Error>)>);
+struct WindowTask {
+    /// The window's start, to report a task that ended without a result.
+    start: SystemTime,
+    task: tokio::task::JoinHandle<Result<HuntResult, Error>>,
+}
 
 impl Future for WindowTask {
     type Output = (SystemTime, Result<HuntResult, Error>);
@@ -32,28 +41,41 @@ impl Future for WindowTask {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|joined| match joined {
-            Ok(out) => out,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Only `Drop` below aborts, and then nobody polls.
-            Err(_) => (SystemTime::UNIX_EPOCH, Err(Error::Cancelled)),
+        let start = self.start;
+        Pin::new(&mut self.task).poll(cx).map(|joined| {
+            let result = match joined {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => {
+                    Err(Error::panicked("window of a ranged hunt", &*e.into_panic()))
+                }
+                // Aborted: by `Drop` below (then nobody polls), or by a runtime shutting
+                // down.
+                Err(_) => Err(Error::Shutdown),
+            };
+            (start, result)
         })
     }
 }
 
 impl Drop for WindowTask {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
 /// A ranged hunt in progress: take its windows with [`RangeHunt::next_window`].
+///
+/// Dropping it aborts the windows still running (see the module docs): no quota is spent
+/// on results nobody will read.
 pub struct RangeHunt {
     client: Client,
     plan: RangePlan,
     warning: Option<ClampWarning>,
     running: FuturesUnordered<WindowFuture>,
     failed: bool,
+    /// Test-only: the task of this window panics.
+    #[cfg(test)]
+    panic_at: Option<SystemTime>,
 }
 
 impl std::fmt::Debug for RangeHunt {
@@ -80,6 +102,8 @@ impl RangeHunt {
             warning,
             running: FuturesUnordered::new(),
             failed: false,
+            #[cfg(test)]
+            panic_at: None,
         })
     }
 
@@ -105,24 +129,76 @@ impl RangeHunt {
             }
             while let Some(w) = self.plan.poll_window() {
                 let client = self.client.clone();
+                #[cfg(test)]
+                let panics = self.panic_at == Some(w.start);
                 let task = self.client.spawn(async move {
-                    let result = match client
+                    #[cfg(test)]
+                    if panics {
+                        panic!("injected into the window's task");
+                    }
+                    match client
                         .call(Call::HuntWindow(HuntRequest::new(w.query)))
                         .await
                     {
                         Ok(Value::Hunt(r)) => Ok(r),
                         Ok(other) => Err(crate::unexpected(other)),
                         Err(e) => Err(e),
-                    };
-                    (w.start, result)
+                    }
                 });
-                self.running.push(Box::pin(WindowTask(task)));
+                self.running.push(Box::pin(WindowTask {
+                    start: w.start,
+                    task,
+                }));
             }
             let (start, result) = self.running.next().await?;
             if let Err(e) = self.plan.handle_result(start, result) {
                 self.failed = true;
+                // The hunt is over: abort the other windows, whose results would be
+                // discarded.
+                self.running = FuturesUnordered::new();
                 return Some(Err(e));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use defender_core::range::Split;
+    use std::time::Duration;
+
+    /// A window's task that panics ends the hunt with `Error::Panicked`; the panic is not
+    /// re-raised in the caller of `next_window`.
+    #[tokio::test]
+    async fn a_panicking_window_ends_the_hunt_with_an_error() {
+        let client = Client::builder()
+            .tenant("contoso")
+            .client_id("app")
+            .client_secret("secret")
+            // Nothing listens there: the windows that do not panic fail to connect.
+            .base_url("http://127.0.0.1:9")
+            .login_url("http://127.0.0.1:9")
+            .build()
+            .expect("the client builds");
+        let now = SystemTime::now();
+        let from = now - Duration::from_secs(3_600);
+        let opts = RangeOptions {
+            split: Split::Every(Duration::from_secs(600)),
+            concurrency: 1,
+            ..RangeOptions::default()
+        };
+        let mut hunt = client
+            .hunt_range("T", from, now, Some(opts))
+            .expect("the hunt starts");
+        hunt.panic_at = Some(from);
+        let first = tokio::time::timeout(Duration::from_secs(20), hunt.next_window())
+            .await
+            .expect("the hunt answers instead of hanging");
+        assert!(
+            matches!(first, Some(Err(Error::Panicked { ref message, .. })) if message.contains("injected")),
+            "{first:?}"
+        );
+        assert!(hunt.next_window().await.is_none(), "the hunt is over");
     }
 }

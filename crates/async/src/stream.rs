@@ -40,7 +40,9 @@ use crate::Client;
 /// of piling rows up in memory. Streamed bodies are not subject to
 /// [`ClientBuilder::max_body_bytes`](crate::ClientBuilder::max_body_bytes): the
 /// decoder holds one element of the document at a time (at most
-/// [`DEFAULT_MAX_ELEMENT`](defender_core::stream::DEFAULT_MAX_ELEMENT), 16 MiB).
+/// [`DEFAULT_MAX_ELEMENT`](defender_core::stream::DEFAULT_MAX_ELEMENT), 16 MiB), and
+/// unknown top-level fields within
+/// [`DecodeLimits`](defender_core::stream::DecodeLimits) (64 fields, 1 MiB by default).
 ///
 /// The request timeout bounds the exchange up to the response head, then each read of
 /// the body, never the whole body: a slow consumer is not cut off. (A timeout set on a

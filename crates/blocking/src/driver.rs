@@ -41,6 +41,11 @@
 //! A consumer that stops early abandons the call: the engine cancels it and is told the
 //! body was cut short, so its running time is settled.
 //!
+//! Another thread may stop a call ([`Shared::cancel`]: a ranged hunt dropped with windows
+//! still running): the request is marked in its slot and its condvar woken; the call's own
+//! thread, the only one that sends its requests, abandons it at its next look, before
+//! sending anything more.
+//!
 //! Shared work never waits behind a thread's own exchange (a hunting query may run for
 //! minutes): a thread about to send its own request hands queued shared work to a
 //! waiting thread. The work's beneficiaries (calls waiting for a token or an admission)
@@ -139,6 +144,8 @@ struct Slot {
     transmit: Option<Transmit>,
     /// How it ended.
     outcome: Option<Result<Value, Error>>,
+    /// Another thread asked to stop it ([`Shared::cancel`]): its own thread abandons it.
+    cancelled: bool,
 }
 
 /// IO that does not belong to one call.
@@ -302,7 +309,18 @@ impl Shared {
     /// Makes one call on this thread, blocking until it ends. A streamed hunt's rows are
     /// decoded and dropped: its value is the summary (`HuntStream` hands rows out).
     pub(crate) fn call(&self, call: Call) -> Result<Value, Error> {
+        self.call_with(call, |_| {})
+    }
+
+    /// [`Shared::call`], telling `started` the call's id once it is submitted, so that
+    /// another thread may [`Shared::cancel`] it.
+    pub(crate) fn call_with(
+        &self,
+        call: Call,
+        started: impl FnOnce(CallId),
+    ) -> Result<Value, Error> {
         let caller = self.start(call)?;
+        started(caller.id);
         // Cancels the call if this thread leaves early (a panic, a poisoned engine).
         let mut guard = CallGuard {
             shared: self,
@@ -340,6 +358,7 @@ impl Shared {
                 waiting: false,
                 transmit: None,
                 outcome: None,
+                cancelled: false,
             },
         );
         self.drain(&mut st);
@@ -362,6 +381,12 @@ impl Shared {
                 .slots
                 .get_mut(&id)
                 .expect("a slot lives until its call returns"); // removed only below, or by abandon after the last drive
+            if slot.cancelled && slot.outcome.is_none() {
+                // Checked before sending: a cancelled call's request never goes out.
+                drop(st);
+                self.abandon(id, None);
+                return Ok(Step::Done(Err(Error::Cancelled)));
+            }
             if let Some(t) = slot.transmit.take() {
                 // Shared work must not wait behind this exchange: a waiting thread takes it.
                 wake_for_work(&mut st);
@@ -417,6 +442,23 @@ impl Shared {
         st.engine.handle_stream_end(send, end, Instant::now());
         self.drain(&mut st);
         Ok(())
+    }
+
+    /// Asks the thread driving call `id` to give it up: at its next look at the call
+    /// (at once if it waits; after the exchange if it is inside one) it abandons it and
+    /// returns [`Error::Cancelled`]. A request not sent yet is never sent, and gives its
+    /// quota back; one already sent is answered and counted as usual. A call that
+    /// already ended, or an unknown id, is left alone.
+    pub(crate) fn cancel(&self, id: CallId) {
+        let mut st = match self.state.lock() {
+            Ok(st) => st,
+            // The drivers see the poison themselves and stop.
+            Err(_) => return,
+        };
+        if let Some(slot) = st.slots.get_mut(&id) {
+            slot.cancelled = true;
+            slot.wake.notify_one();
+        }
     }
 
     /// Gives up a call this thread started and has not seen end: the engine cancels it,

@@ -32,7 +32,9 @@ use crate::Client;
 /// the read instead of piling rows up in memory. Streamed bodies are not subject to
 /// [`ClientBuilder::max_body_bytes`](crate::ClientBuilder::max_body_bytes): the
 /// decoder holds one element of the document at a time (at most
-/// [`DEFAULT_MAX_ELEMENT`](defender_core::stream::DEFAULT_MAX_ELEMENT), 16 MiB).
+/// [`DEFAULT_MAX_ELEMENT`](defender_core::stream::DEFAULT_MAX_ELEMENT), 16 MiB), and
+/// unknown top-level fields within
+/// [`DecodeLimits`](defender_core::stream::DecodeLimits) (64 fields, 1 MiB by default).
 ///
 /// A network failure before the first row is retried like any other call (the schema is
 /// not handed out twice); one after rows were handed out ends the iterator with the error

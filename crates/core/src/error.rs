@@ -237,6 +237,16 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Work a client ran on a thread or task of its own (a window of a ranged hunt)
+    /// panicked: a bug in this library or in code it called. What that work held is lost;
+    /// the hunt it belonged to is over.
+    #[error("the {what} panicked ({message}); this is a bug, please report it")]
+    Panicked {
+        /// What panicked, e.g. "window of a ranged hunt".
+        what: &'static str,
+        /// The panic's message, when it was a string.
+        message: String,
+    },
     /// The shared quota store could not decide whether the call may go (Redis
     /// unreachable, or it refused the script). Nothing was sent.
     #[error("the shared quota store could not admit the call: {message}")]
@@ -247,6 +257,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// [`Error::Panicked`] from what a caught panic carried.
+    pub fn panicked(what: &'static str, payload: &(dyn std::any::Any + Send)) -> Error {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        Error::Panicked { what, message }
+    }
+
     /// The HTTP status behind this error, where there is one.
     pub fn status(&self) -> Option<u16> {
         match self {

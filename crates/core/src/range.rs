@@ -14,6 +14,17 @@
 //! "result too large", is bisected and its halves run instead, down to `min_span`; a
 //! window that is still at the cap then is handed out flagged `truncated`.
 //!
+//! The contract the driver relies on, for any range, any `min_span` (zero included) and
+//! any split: the windows handed out by `poll_rows` tile `[from, to)` exactly (no gap, no
+//! overlap, no empty window), in time order. A window is halved at whole milliseconds
+//! from its start when it is at least 2 ms wide, else at whole 100 ns ticks (the finest
+//! instant a bound query prints); a window narrower than two ticks is not split.
+//!
+//! Memory stays bounded whatever the range: `Split::Every` cuts its windows as they are
+//! asked for (1 ms windows over 30 days are 2.6 billion calls, not 2.6 billion windows
+//! held), and no new window starts while [`MAX_WAITING_PER_SLOT`] × `concurrency`
+//! finished windows wait behind an earlier one that is still running.
+//!
 //! ```text
 //!   [from ............................................ to)      Split::Auto: one window
 //!   [from ................. mid)[mid ...................... to)  at the cap: bisect
@@ -188,7 +199,7 @@ pub struct WindowRows {
 pub struct RangeProgress {
     /// Windows finished (handed out or ready).
     pub windows_done: usize,
-    /// Windows in the plan now (grows as windows are bisected).
+    /// Windows in the plan now, cut or not yet (grows as windows are bisected).
     pub windows_total: usize,
     /// Bisections made.
     pub splits: usize,
@@ -213,13 +224,33 @@ struct Window {
     state: State,
 }
 
+/// How many finished windows, per concurrent slot, may wait behind an earlier window that
+/// is still running before the plan starts no new one: it bounds the rows held in memory
+/// to about `MAX_WAITING_PER_SLOT × concurrency × row_cap`.
+pub const MAX_WAITING_PER_SLOT: usize = 4;
+
+/// The finest step a bound query can express: `format_rfc3339` prints 100 ns ticks.
+const TICK: Duration = Duration::from_nanos(100);
+
 /// The sans-IO plan of one ranged hunt. See the module docs.
+///
+/// Polls: [`poll_window`](RangePlan::poll_window) (a window to run),
+/// [`poll_rows`](RangePlan::poll_rows) (a finished window, in order). Handler:
+/// [`handle_result`](RangePlan::handle_result).
 #[derive(Debug)]
 pub struct RangePlan {
     query: String,
     opts: RangeOptions,
+    /// The windows cut and not handed out yet, by start: pending, running or finished.
     windows: BTreeMap<SystemTime, Window>,
+    /// `[uncut, to)` is not cut into windows yet (`Split::Every` cuts on demand).
+    uncut: SystemTime,
+    to: SystemTime,
+    /// The width of an uncut window (`Split::Every`).
+    every: Duration,
     running: usize,
+    /// Finished windows waiting in `windows` behind an earlier one.
+    waiting: usize,
     schema: Option<Vec<Column>>,
     progress: RangeProgress,
     ready: VecDeque<WindowRows>,
@@ -239,12 +270,13 @@ impl RangePlan {
         }
         // A minute inside the window, so the server's clock moving on does not push the
         // start out of it while the hunt runs.
-        let oldest = wall_now
-            .checked_sub(opts.lookback)
-            .map(|t| t + Duration::from_secs(60));
+        let oldest = wall_now.checked_sub(opts.lookback);
         let mut warning = None;
         let mut from = from;
-        if let Some(oldest) = oldest.filter(|o| from < *o) {
+        if let Some(oldest) = oldest
+            .and_then(|o| o.checked_add(Duration::from_secs(60)))
+            .filter(|o| from < *o)
+        {
             if to <= oldest {
                 return Err(RangeError::NoData);
             }
@@ -266,42 +298,28 @@ impl RangePlan {
             }
         }
         let query = bind_template(query)?;
-        let mut windows = BTreeMap::new();
-        match opts.split {
-            Split::Every(span) if !span.is_zero() => {
-                let mut start = from;
-                while start < to {
-                    let end = (start + span).min(to);
-                    windows.insert(
-                        start,
-                        Window {
-                            end,
-                            state: State::Pending,
-                        },
-                    );
-                    start = end;
-                }
-            }
-            _ => {
-                windows.insert(
-                    from,
-                    Window {
-                        end: to,
-                        state: State::Pending,
-                    },
-                );
-            }
-        }
+        let range = to.duration_since(from).unwrap_or_default();
+        // The whole range as one window, unless `Every` asks for narrower ones. A window
+        // narrower than a tick would bind the same printed instant at both ends.
+        let every = match opts.split {
+            Split::Every(span) if !span.is_zero() => span.max(TICK),
+            _ => range,
+        };
+        let windows_total = range.as_nanos().div_ceil(every.as_nanos().max(1));
         let progress = RangeProgress {
-            windows_total: windows.len(),
+            windows_total: usize::try_from(windows_total).unwrap_or(usize::MAX),
             ..RangeProgress::default()
         };
         Ok((
             RangePlan {
                 query,
                 opts,
-                windows,
+                windows: BTreeMap::new(),
+                uncut: from,
+                to,
+                every,
                 running: 0,
+                waiting: 0,
                 schema: None,
                 progress,
                 ready: VecDeque::new(),
@@ -310,21 +328,53 @@ impl RangePlan {
         ))
     }
 
-    /// The next window to run, while fewer than `concurrency` are running.
+    /// The next window to run, in time order, while fewer than `concurrency` are running
+    /// and fewer than [`MAX_WAITING_PER_SLOT`] × `concurrency` finished windows wait
+    /// behind an earlier one. `None` says "not now": ask again after the next
+    /// [`handle_result`](RangePlan::handle_result).
+    #[must_use]
     pub fn poll_window(&mut self) -> Option<WindowRequest> {
-        if self.running >= self.opts.concurrency.max(1) {
+        let slots = self.opts.concurrency.max(1);
+        if self.running >= slots {
             return None;
         }
-        let (start, w) = self
+        // The first window of the plan may always run: it is what the waiting ones wait for.
+        let head = self.windows.keys().next().copied();
+        let full = self.waiting >= slots.saturating_mul(MAX_WAITING_PER_SLOT);
+        // A pending window (a bisected half, or one to retry) lies before the uncut rest.
+        let pending = self
             .windows
-            .iter_mut()
-            .find(|(_, w)| matches!(w.state, State::Pending))?;
+            .iter()
+            .find(|(_, w)| matches!(w.state, State::Pending))
+            .map(|(s, _)| *s);
+        let start = match pending {
+            Some(start) if !full || head == Some(start) => start,
+            Some(_) => return None,
+            None if self.uncut < self.to && (!full || head.is_none()) => {
+                let start = self.uncut;
+                let end = start
+                    .checked_add(self.every)
+                    .map_or(self.to, |e| e.min(self.to));
+                self.windows.insert(
+                    start,
+                    Window {
+                        end,
+                        state: State::Pending,
+                    },
+                );
+                self.uncut = end;
+                start
+            }
+            None => return None,
+        };
+        // The window was found or inserted just above.
+        let w = self.windows.get_mut(&start).expect("a window of the plan");
         w.state = State::Running;
         self.running += 1;
         Some(WindowRequest {
-            start: *start,
+            start,
             end: w.end,
-            query: bind(&self.query, *start, w.end),
+            query: bind(&self.query, start, w.end),
         })
     }
 
@@ -344,22 +394,27 @@ impl RangePlan {
         self.running -= 1;
         let end = w.end;
         let span = end.duration_since(start).unwrap_or_default();
-        let can_split = self.opts.split != Split::None && span >= self.opts.min_span * 2;
-        match result {
-            Ok(r) => {
+        let mid = midpoint(start, end).filter(|_| {
+            self.opts.split != Split::None && span >= self.opts.min_span.saturating_mul(2)
+        });
+        match (result, mid) {
+            (Ok(r), mid) => {
                 self.progress.running_time += r.running_time;
                 let at_cap = r.truncated || r.rows.len() as u64 >= self.opts.row_cap;
-                if at_cap && can_split {
-                    self.bisect(start, end);
-                } else {
-                    let mut r = r;
-                    r.truncated = at_cap;
-                    self.windows.get_mut(&start).expect("looked up above").state = State::Done(r);
-                    // still present
+                match mid {
+                    Some(mid) if at_cap => self.bisect(start, mid, end),
+                    _ => {
+                        let mut r = r;
+                        r.truncated = at_cap;
+                        // Looked up above, and nothing removed it since.
+                        self.windows.get_mut(&start).expect("looked up above").state =
+                            State::Done(r);
+                        self.waiting += 1;
+                    }
                 }
             }
-            Err(Error::ResultTooLarge(_)) if can_split => self.bisect(start, end),
-            Err(e) => {
+            (Err(Error::ResultTooLarge(_)), Some(mid)) => self.bisect(start, mid, end),
+            (Err(e), _) => {
                 self.windows.get_mut(&start).expect("looked up above").state = State::Pending; // may be retried by the caller
                 return Err(e);
             }
@@ -375,7 +430,7 @@ impl RangePlan {
 
     /// Every window ran and was handed out.
     pub fn is_done(&self) -> bool {
-        self.windows.is_empty() && self.ready.is_empty()
+        self.windows.is_empty() && self.ready.is_empty() && self.uncut >= self.to
     }
 
     /// Where the hunt stands.
@@ -383,17 +438,20 @@ impl RangePlan {
         self.progress
     }
 
-    /// The windows of the plan now, in order, as (start, end): they tile the range.
+    /// What the plan still holds, in order, as (start, end): the windows cut and not
+    /// handed out, then the part not cut yet as one entry. After the windows handed out,
+    /// they tile the range. Its length is bounded (see the module docs), not the count of
+    /// windows to come.
     pub fn windows(&self) -> Vec<(SystemTime, SystemTime)> {
-        self.windows.iter().map(|(s, w)| (*s, w.end)).collect()
+        let cut = self.windows.iter().map(|(s, w)| (*s, w.end));
+        let uncut = (self.uncut < self.to).then_some((self.uncut, self.to));
+        cut.chain(uncut).collect()
     }
 
-    fn bisect(&mut self, start: SystemTime, end: SystemTime) {
-        let span = end.duration_since(start).unwrap_or_default();
-        // Whole milliseconds, so the bound query prints the instant exactly.
-        let half =
-            Duration::from_millis((span.as_millis() / 2) as u64).max(Duration::from_millis(1));
-        let mid = start + half;
+    /// Replaces the running window `[start, end)` with two pending halves; `mid` is from
+    /// [`midpoint`], strictly inside, so neither half is empty nor reaches the next window.
+    fn bisect(&mut self, start: SystemTime, mid: SystemTime, end: SystemTime) {
+        debug_assert!(start < mid && mid < end);
         self.windows.insert(
             start,
             Window {
@@ -422,6 +480,7 @@ impl RangePlan {
             let State::Done(result) = w.state else {
                 unreachable!("checked above")
             };
+            self.waiting -= 1;
             if self.schema.is_none() && !result.schema.is_empty() {
                 self.schema = Some(result.schema.clone());
             }
@@ -441,6 +500,21 @@ impl RangePlan {
             });
         }
     }
+}
+
+/// The instant that halves `[start, end)`, strictly inside it: whole milliseconds from
+/// `start` when the window is 2 ms or wider (so bound queries stay short), else whole
+/// 100 ns ticks. `None` for a window narrower than two ticks: its halves could not be told
+/// apart in a bound query.
+fn midpoint(start: SystemTime, end: SystemTime) -> Option<SystemTime> {
+    let half = end.duration_since(start).ok()? / 2;
+    [1_000_000, TICK.subsec_nanos()]
+        .into_iter()
+        .find_map(|grain| {
+            let floor = Duration::new(half.as_secs(), half.subsec_nanos() / grain * grain);
+            // 0 < floor <= half < span: strictly inside.
+            (!floor.is_zero()).then(|| start + floor)
+        })
 }
 
 /// Turns the user's query into a template over `_start` and `_end`.

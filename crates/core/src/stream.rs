@@ -12,6 +12,13 @@
 //! `name`/`type` or `Name`/`Type`). Unknown top-level fields are kept in
 //! [`extra`](RowDecoder::extra).
 //!
+//! Everything the decoder holds is bounded by [`DecodeLimits`]: one element (a row, the
+//! schema, the stats) at most `max_element` bytes, and the unknown top-level fields,
+//! which are kept, at most `max_extra_fields` of them and `max_extra_bytes` together
+//! (names and values as written). An unknown field's name or value is read no further
+//! than what is left of that budget: a body such as `{"Schema":[],"x":"<1 GiB>"}`, or a
+//! million unknown keys, ends in [`DecodeError::ExtraFields`] with little buffered.
+//!
 //! A small scanner finds where each element of the document ends (tracking strings,
 //! escapes and nesting across chunks); each complete element is handed to `serde_json`
 //! on its own bytes, so only one row's values exist at a time. When an element is
@@ -50,6 +57,41 @@ use crate::hunting::{Column, Row, Stats};
 /// unknown field): 16 MiB. The decoder never buffers more than this plus one chunk.
 pub const DEFAULT_MAX_ELEMENT: usize = 16 * 1024 * 1024;
 
+/// The default limit on the number of unknown top-level fields: 64. A hunting response
+/// has three known fields and Graph adds one (`@odata.context`); nothing documented adds
+/// more, so this leaves room for the service to grow without holding whatever a body
+/// carries.
+pub const DEFAULT_MAX_EXTRA_FIELDS: usize = 64;
+
+/// The default limit on the bytes of the unknown top-level fields together, names and
+/// values as written: 1 MiB.
+pub const DEFAULT_MAX_EXTRA_BYTES: usize = 1024 * 1024;
+
+/// What a decoder holds at most. The defaults are [`DEFAULT_MAX_ELEMENT`],
+/// [`DEFAULT_MAX_EXTRA_FIELDS`] and [`DEFAULT_MAX_EXTRA_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// The largest element (a row, the schema, the stats, a field name) in bytes; larger
+    /// is [`DecodeError::TooLarge`].
+    pub max_element: usize,
+    /// The most unknown top-level fields (each occurrence counts, duplicates too); more
+    /// is [`DecodeError::ExtraFields`].
+    pub max_extra_fields: usize,
+    /// The most bytes of unknown top-level fields together, names and values as written;
+    /// more is [`DecodeError::ExtraFields`].
+    pub max_extra_bytes: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> DecodeLimits {
+        DecodeLimits {
+            max_element: DEFAULT_MAX_ELEMENT,
+            max_extra_fields: DEFAULT_MAX_EXTRA_FIELDS,
+            max_extra_bytes: DEFAULT_MAX_EXTRA_BYTES,
+        }
+    }
+}
+
 /// What the decoder hands out, in the order the body carries it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DecodeEvent {
@@ -65,6 +107,7 @@ pub enum DecodeEvent {
 /// Why a body could not be decoded. Every variant says how many rows were handed out
 /// before it: those rows are good, nothing already yielded is taken back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The body ended before the document did.
     #[error("the hunting response ended early, at byte {offset}, after {rows} complete rows")]
@@ -84,7 +127,7 @@ pub enum DecodeError {
         /// What is wrong.
         message: String,
     },
-    /// One element (a row, the schema, the stats, an unknown field) is larger than the
+    /// One element (a row, the schema, the stats, a field name) is larger than the
     /// decoder's limit.
     #[error("an element of the hunting response at byte {offset} is larger than {limit} bytes (after {rows} rows)")]
     TooLarge {
@@ -94,6 +137,19 @@ pub enum DecodeError {
         offset: u64,
         /// The limit in force.
         limit: usize,
+    },
+    /// The unknown top-level fields (anything but the stats, the schema and the results)
+    /// are more, or larger together, than the decoder's limits.
+    #[error("the hunting response's unknown top-level fields pass the limit of {max_fields} fields or {max_bytes} bytes, at byte {offset} (after {rows} rows)")]
+    ExtraFields {
+        /// Rows handed out before it.
+        rows: u64,
+        /// Where the field (its name, or its value) that passed the limit starts.
+        offset: u64,
+        /// The limit on their number.
+        max_fields: usize,
+        /// The limit on their bytes.
+        max_bytes: usize,
     },
     /// [`RowDecoder::finish`] was called while [`RowDecoder::poll`] still had events to
     /// hand out; they are still there, poll them and call `finish` again.
@@ -110,7 +166,8 @@ impl DecodeError {
         match self {
             DecodeError::Truncated { offset, .. }
             | DecodeError::Invalid { offset, .. }
-            | DecodeError::TooLarge { offset, .. } => *offset,
+            | DecodeError::TooLarge { offset, .. }
+            | DecodeError::ExtraFields { offset, .. } => *offset,
             DecodeError::NotDrained { .. } => 0,
         }
     }
@@ -121,6 +178,7 @@ impl DecodeError {
             DecodeError::Truncated { rows, .. }
             | DecodeError::Invalid { rows, .. }
             | DecodeError::TooLarge { rows, .. }
+            | DecodeError::ExtraFields { rows, .. }
             | DecodeError::NotDrained { rows } => *rows,
         }
     }
@@ -251,8 +309,11 @@ fn is_ws(b: u8) -> bool {
 struct Core {
     state: State,
     scan: Option<Scan>,
-    max: usize,
+    limits: DecodeLimits,
     rows: u64,
+    /// Unknown top-level fields read, and their bytes (names and values as written).
+    extra_fields: usize,
+    extra_bytes: usize,
     seen_stats: bool,
     seen_schema: bool,
     seen_results: bool,
@@ -261,12 +322,14 @@ struct Core {
 }
 
 impl Core {
-    fn new(max: usize) -> Core {
+    fn new(limits: DecodeLimits) -> Core {
         Core {
             state: State::Start,
             scan: None,
-            max,
+            limits,
             rows: 0,
+            extra_fields: 0,
+            extra_bytes: 0,
             seen_stats: false,
             seen_schema: false,
             seen_results: false,
@@ -333,7 +396,10 @@ impl Core {
                     if b != b'"' {
                         return Err(self.invalid(at, "expected a field name"));
                     }
-                    let Some(name) = self.element::<String>(data, pos, base)? else {
+                    // A known name is at most 44 bytes however it is escaped; a longer
+                    // one is unknown and must fit what is left of their budget.
+                    let left = self.extra_left().max(64);
+                    let Some(name) = self.bounded::<String>(data, pos, base, left)? else {
                         return Ok(None);
                     };
                     let known = match name.as_str() {
@@ -354,7 +420,16 @@ impl Core {
                             }
                             field
                         }
-                        None => Field::Other(name),
+                        None => {
+                            self.extra_fields += 1;
+                            self.extra_bytes += (base + *pos as u64 - at) as usize;
+                            if self.extra_fields > self.limits.max_extra_fields
+                                || self.extra_bytes > self.limits.max_extra_bytes
+                            {
+                                return Err(self.extra_error(at));
+                            }
+                            Field::Other(name)
+                        }
                     };
                     self.state = State::Colon(field);
                 }
@@ -375,14 +450,18 @@ impl Core {
                     self.state = State::FirstRow;
                 }
                 State::Value(Field::Schema) => {
-                    let Some(schema) = self.element::<Vec<Column>>(data, pos, base)? else {
+                    let Some(schema) =
+                        self.element::<Vec<Column>>(data, pos, base, self.limits.max_element)?
+                    else {
                         return Ok(None);
                     };
                     self.state = State::AfterValue;
                     return Ok(Some(DecodeEvent::Schema(schema)));
                 }
                 State::Value(Field::Stats) => {
-                    let Some(stats) = self.element::<Option<Stats>>(data, pos, base)? else {
+                    let Some(stats) =
+                        self.element::<Option<Stats>>(data, pos, base, self.limits.max_element)?
+                    else {
                         return Ok(None);
                     };
                     self.state = State::AfterValue;
@@ -391,9 +470,11 @@ impl Core {
                     }
                 }
                 State::Value(Field::Other(_)) => {
-                    let Some(value) = self.element::<Value>(data, pos, base)? else {
+                    let Some(value) = self.bounded::<Value>(data, pos, base, self.extra_left())?
+                    else {
                         return Ok(None);
                     };
+                    self.extra_bytes += (base + *pos as u64 - at) as usize;
                     if let State::Value(Field::Other(name)) =
                         std::mem::replace(&mut self.state, State::AfterValue)
                     {
@@ -415,7 +496,9 @@ impl Core {
                     self.state = State::AfterValue;
                 }
                 State::FirstRow | State::Row => {
-                    let Some(row) = self.element::<Row>(data, pos, base)? else {
+                    let Some(row) =
+                        self.element::<Row>(data, pos, base, self.limits.max_element)?
+                    else {
                         return Ok(None);
                     };
                     self.rows += 1;
@@ -437,13 +520,47 @@ impl Core {
         }
     }
 
-    /// One element starting at `data[*pos]` (never whitespace): `None` while it is not
-    /// whole yet. `*pos` moves past it only when it is returned.
+    /// Bytes of unknown fields still allowed.
+    fn extra_left(&self) -> usize {
+        self.limits.max_extra_bytes.saturating_sub(self.extra_bytes)
+    }
+
+    fn extra_error(&self, offset: u64) -> DecodeError {
+        DecodeError::ExtraFields {
+            rows: self.rows,
+            offset,
+            max_fields: self.limits.max_extra_fields,
+            max_bytes: self.limits.max_extra_bytes,
+        }
+    }
+
+    /// [`Core::element`] no larger than `budget` (of the unknown fields) either: passing
+    /// the budget is [`DecodeError::ExtraFields`], passing the element limit `TooLarge`.
+    fn bounded<T: DeserializeOwned>(
+        &mut self,
+        data: &[u8],
+        pos: &mut usize,
+        base: u64,
+        budget: usize,
+    ) -> Result<Option<T>, DecodeError> {
+        if budget >= self.limits.max_element {
+            return self.element(data, pos, base, self.limits.max_element);
+        }
+        self.element(data, pos, base, budget).map_err(|e| match e {
+            DecodeError::TooLarge { offset, .. } => self.extra_error(offset),
+            e => e,
+        })
+    }
+
+    /// One element starting at `data[*pos]` (never whitespace), of at most `max` bytes:
+    /// `None` while it is not whole yet. `*pos` moves past it only when it is returned.
+    /// Elements are read with the element limit unless [`Core::bounded`] says less.
     fn element<T: DeserializeOwned>(
         &mut self,
         data: &[u8],
         pos: &mut usize,
         base: u64,
+        max: usize,
     ) -> Result<Option<T>, DecodeError> {
         let start = *pos;
         let avail = &data[start..];
@@ -460,8 +577,8 @@ impl Core {
                     // A number at the very end may go on in the next chunk.
                     let open = len >= avail.len() && matches!(first, b'-' | b'0'..=b'9');
                     if !open {
-                        if len > self.max {
-                            return Err(self.too_large(at));
+                        if len > max {
+                            return Err(self.too_large(at, max));
                         }
                         *pos = start + len;
                         return Ok(Some(value));
@@ -479,8 +596,8 @@ impl Core {
         match scan.advance(avail) {
             Some(len) => {
                 self.scan = None;
-                if len > self.max {
-                    return Err(self.too_large(at));
+                if len > max {
+                    return Err(self.too_large(at, max));
                 }
                 match serde_json::from_slice::<T>(&avail[..len]) {
                     Ok(value) => {
@@ -490,16 +607,16 @@ impl Core {
                     Err(e) => Err(self.invalid(at, e.to_string())),
                 }
             }
-            None if avail.len() > self.max => Err(self.too_large(at)),
+            None if avail.len() > max => Err(self.too_large(at, max)),
             None => Ok(None),
         }
     }
 
-    fn too_large(&self, offset: u64) -> DecodeError {
+    fn too_large(&self, offset: u64, limit: usize) -> DecodeError {
         DecodeError::TooLarge {
             rows: self.rows,
             offset,
-            limit: self.max,
+            limit,
         }
     }
 
@@ -527,7 +644,8 @@ impl Core {
 ///
 /// Feed it what arrived, then poll until `Ok(None)`; at the end of the body call
 /// [`finish`](RowDecoder::finish). It buffers only what it has not yet handed out: at
-/// most one incomplete element plus the last chunk fed.
+/// most one incomplete element plus the last chunk fed; and it keeps the unknown
+/// top-level fields, within its [`DecodeLimits`].
 #[derive(Debug, Clone)]
 pub struct RowDecoder {
     core: Core,
@@ -546,16 +664,25 @@ impl Default for RowDecoder {
 }
 
 impl RowDecoder {
-    /// A decoder with the default element limit ([`DEFAULT_MAX_ELEMENT`]).
+    /// A decoder with the default limits ([`DecodeLimits::default`]).
     pub fn new() -> RowDecoder {
-        RowDecoder::with_max_element(DEFAULT_MAX_ELEMENT)
+        RowDecoder::with_limits(DecodeLimits::default())
     }
 
-    /// A decoder that rejects any element (a row, the schema, the stats, an unknown
-    /// field) larger than `max_element` bytes with [`DecodeError::TooLarge`].
+    /// A decoder that rejects any element (a row, the schema, the stats, a field name)
+    /// larger than `max_element` bytes with [`DecodeError::TooLarge`]; the limits on
+    /// unknown fields are the defaults.
     pub fn with_max_element(max_element: usize) -> RowDecoder {
+        RowDecoder::with_limits(DecodeLimits {
+            max_element,
+            ..DecodeLimits::default()
+        })
+    }
+
+    /// A decoder enforcing `limits`.
+    pub fn with_limits(limits: DecodeLimits) -> RowDecoder {
         RowDecoder {
-            core: Core::new(max_element),
+            core: Core::new(limits),
             buf: Vec::new(),
             pos: 0,
             base: 0,
@@ -620,7 +747,7 @@ impl RowDecoder {
     }
 
     /// Top-level fields other than `Stats`, `Schema` and `Results` read so far (such as
-    /// Graph's `@odata.context`).
+    /// Graph's `@odata.context`); bounded by the decoder's [`DecodeLimits`].
     pub fn extra(&self) -> &Map<String, Value> {
         &self.core.extra
     }
@@ -652,16 +779,30 @@ pub fn decode_streaming(
     body: &[u8],
     on_row: impl FnMut(Row),
 ) -> Result<(Vec<Column>, Option<Stats>, u64), DecodeError> {
-    decode_streaming_with_limit(body, DEFAULT_MAX_ELEMENT, on_row)
+    decode_streaming_with_limits(body, DecodeLimits::default(), on_row)
 }
 
 /// [`decode_streaming`] with an element limit (see [`RowDecoder::with_max_element`]).
 pub fn decode_streaming_with_limit(
     body: &[u8],
     max_element: usize,
+    on_row: impl FnMut(Row),
+) -> Result<(Vec<Column>, Option<Stats>, u64), DecodeError> {
+    let limits = DecodeLimits {
+        max_element,
+        ..DecodeLimits::default()
+    };
+    decode_streaming_with_limits(body, limits, on_row)
+}
+
+/// [`decode_streaming`] enforcing `limits` (see [`RowDecoder::with_limits`]). Unknown
+/// top-level fields are counted against the limits and not returned.
+pub fn decode_streaming_with_limits(
+    body: &[u8],
+    limits: DecodeLimits,
     mut on_row: impl FnMut(Row),
 ) -> Result<(Vec<Column>, Option<Stats>, u64), DecodeError> {
-    let mut core = Core::new(max_element);
+    let mut core = Core::new(limits);
     let mut pos = 0;
     let mut schema = Vec::new();
     let mut stats = None;
@@ -811,5 +952,117 @@ mod tests {
             }
         }
         assert!(matches!(err, Some(DecodeError::TooLarge { rows: 1, .. })));
+    }
+
+    /// A million unknown top-level keys: the decoder stops at the 65th, whole body or
+    /// fed a chunk at a time, instead of keeping a million fields.
+    #[test]
+    fn unknown_fields_are_bounded_in_number() {
+        let mut body = br#"{"Schema":[{"Name":"a","Type":"Int64"}]"#.to_vec();
+        for i in 0..1_000_000 {
+            body.extend_from_slice(format!(r#","k{i}":0"#).as_bytes());
+        }
+        body.extend_from_slice(br#","Results":[]}"#);
+        let err = decode_streaming(&body, |_| {}).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::ExtraFields { max_fields: DEFAULT_MAX_EXTRA_FIELDS, offset, .. } if offset < 4096),
+            "{err}"
+        );
+        let mut dec = RowDecoder::new();
+        let mut fed = 0;
+        let err = body
+            .chunks(64 * 1024)
+            .find_map(|c| {
+                dec.feed(c);
+                fed += c.len();
+                loop {
+                    match dec.poll() {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return None,
+                        Err(e) => return Some(e),
+                    }
+                }
+            })
+            .expect("an error");
+        assert!(matches!(err, DecodeError::ExtraFields { .. }), "{err}");
+        assert_eq!(fed, 64 * 1024, "stopped in the first chunk");
+        assert_eq!(dec.extra().len(), DEFAULT_MAX_EXTRA_FIELDS);
+    }
+
+    /// `{"Schema":[],"x1":"<1 GiB>"...}` fed 64 KiB at a time: the decoder gives up once
+    /// the value passes the unknown fields' byte budget (1 MiB), not at the element
+    /// limit (16 MiB), and never buffers more than the budget and a chunk.
+    #[test]
+    fn an_unknown_field_is_read_no_further_than_its_budget() {
+        const CHUNK: usize = 64 * 1024;
+        let mut dec = RowDecoder::new();
+        dec.feed(br#"{"Schema":[{"Name":"a","Type":"Int64"}],"x1":""#);
+        let filler = vec![b'a'; CHUNK];
+        let mut fed = 0usize;
+        let err = loop {
+            assert!(fed < 1 << 30, "read the whole GiB");
+            dec.feed(&filler);
+            fed += CHUNK;
+            assert!(dec.buffered() <= DEFAULT_MAX_EXTRA_BYTES + 2 * CHUNK);
+            match dec.poll() {
+                Ok(Some(DecodeEvent::Schema(_))) | Ok(None) => {}
+                Ok(Some(other)) => panic!("{other:?}"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(
+                err,
+                DecodeError::ExtraFields {
+                    max_bytes: DEFAULT_MAX_EXTRA_BYTES,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(fed <= DEFAULT_MAX_EXTRA_BYTES + CHUNK, "{fed} bytes read");
+        // A long unknown name is bounded the same way.
+        let mut name = br#"{""#.to_vec();
+        name.extend(std::iter::repeat_n(b'n', 2 * DEFAULT_MAX_EXTRA_BYTES));
+        name.extend_from_slice(br#"":1}"#);
+        let err = decode_streaming(&name, |_| {}).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::ExtraFields { offset: 1, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_limits_on_unknown_fields_are_data() {
+        let body = br#"{"@odata.context":"x","results":[{"a":1}],"n":123}"#;
+        let limits = |fields, bytes| DecodeLimits {
+            max_extra_fields: fields,
+            max_extra_bytes: bytes,
+            ..DecodeLimits::default()
+        };
+        // `"@odata.context":"x"` and `"n":123`, as written: 16 + 3 + 3 + 3 bytes.
+        assert!(decode_streaming_with_limits(body, limits(2, 25), |_| {}).is_ok());
+        for (fields, bytes) in [(1, 25), (2, 24), (0, 1000)] {
+            let err = decode_streaming_with_limits(body, limits(fields, bytes), |_| {});
+            assert!(
+                matches!(err, Err(DecodeError::ExtraFields { max_fields, max_bytes, .. })
+                    if (max_fields, max_bytes) == (fields, bytes)),
+                "{fields} fields, {bytes} bytes: {err:?}"
+            );
+        }
+        let mut dec = RowDecoder::with_limits(limits(1, 1000));
+        dec.feed(body);
+        let mut rows = 0;
+        let err = loop {
+            match dec.poll() {
+                Ok(Some(DecodeEvent::Row(_))) => rows += 1,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("no error"),
+                Err(e) => break e,
+            }
+        };
+        // The row before the second unknown field was handed out; the error says so.
+        assert_eq!((rows, err.rows()), (1, 1));
+        assert_eq!(dec.extra().len(), 1);
     }
 }

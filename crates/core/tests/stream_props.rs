@@ -3,7 +3,10 @@
 //! in every chunking; a typed error for every truncated prefix; no panic on any bytes.
 
 use defender_core::hunting::{Column, HuntResponse, Row, Stats};
-use defender_core::stream::{decode_streaming, DecodeError, DecodeEvent, RowDecoder};
+use defender_core::stream::{
+    decode_streaming, decode_streaming_with_limits, DecodeError, DecodeEvent, DecodeLimits,
+    RowDecoder,
+};
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
 
@@ -348,7 +351,16 @@ struct Decoded {
 
 /// Feeds `body` in the chunk sizes `chunks` (cycled), polling after each chunk.
 fn decode_chunked(body: &[u8], chunks: &[usize]) -> (Decoded, Result<(), DecodeError>) {
-    let mut dec = RowDecoder::new();
+    decode_chunked_with(body, chunks, DecodeLimits::default())
+}
+
+/// [`decode_chunked`] by a decoder enforcing `limits`.
+fn decode_chunked_with(
+    body: &[u8],
+    chunks: &[usize],
+    limits: DecodeLimits,
+) -> (Decoded, Result<(), DecodeError>) {
+    let mut dec = RowDecoder::with_limits(limits);
     let mut out = Decoded::default();
     let mut at = 0;
     let mut sizes = chunks.iter().copied().cycle();
@@ -421,6 +433,39 @@ proptest! {
         prop_assert_eq!(stats, reference.stats);
         prop_assert_eq!(n, reference.results.len() as u64);
         prop_assert_eq!(rows, reference.results);
+    }
+
+    /// The limits on unknown top-level fields, in every chunking, against a plain count.
+    #[test]
+    fn unknown_fields_within_their_limits(d in doc(4), max_fields in 0usize..4, chunks in chunkings()) {
+        // The reference is a plain count of the generated unknown fields: room for
+        // `max_fields` of them decodes as with no limit when there are no more, and fails
+        // with `ExtraFields` when there are; a byte budget of the whole body always
+        // suffices, and a budget of nothing fails exactly when there is an unknown field.
+        let (body, _) = render(&d);
+        let reference = HuntResponse::from_slice(&body).unwrap();
+        let n = d.extra.len();
+        for (fields, bytes, ok) in [
+            (max_fields, usize::MAX, n <= max_fields),
+            (usize::MAX, body.len(), true),
+            (usize::MAX, 0, n == 0),
+        ] {
+            let limits = DecodeLimits { max_extra_fields: fields, max_extra_bytes: bytes, ..DecodeLimits::default() };
+            let whole = decode_streaming_with_limits(&body, limits, |_| {});
+            let (got, end) = decode_chunked_with(&body, &chunks, limits);
+            if ok {
+                prop_assert!(whole.is_ok(), "{:?}", whole);
+                prop_assert!(end.is_ok(), "{:?}", end);
+                prop_assert_eq!(&got.extra, &reference.extra);
+                prop_assert_eq!(&got.rows, &reference.results);
+            } else {
+                prop_assert!(matches!(whole, Err(DecodeError::ExtraFields { .. })), "{:?}", whole);
+                prop_assert!(matches!(end, Err(DecodeError::ExtraFields { .. })), "{:?}", end);
+                prop_assert!(got.extra.len() <= fields);
+                // What was handed out before the error is the reference's first rows.
+                prop_assert_eq!(&got.rows[..], &reference.results[..got.rows.len()]);
+            }
+        }
     }
 
     /// Every truncated prefix of a valid body: `finish` says `Truncated` with the number of
