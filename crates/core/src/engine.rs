@@ -59,7 +59,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::error::{ApiError, Error, TransportError, TransportErrorKind};
 use crate::hunting::{Column, HuntRequest, HuntResponse, HuntResult, HuntSummary, Stats};
 use crate::incidents::{
-    Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate, MAX_TOP,
+    max_top, Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate,
 };
 use crate::limits::{format_duration, ApiGroup, CallLimit, Limits};
 use crate::policy::{Failure, FailureKind, Policy, Retry, Truncation};
@@ -1694,7 +1694,8 @@ impl Engine {
                     .incidents_path()
                     .ok_or_else(|| unsupported("incidents"))?;
                 let mut q = q.clone();
-                q.top = Some(q.top.unwrap_or(MAX_TOP).min(MAX_TOP));
+                let max = max_top(surface);
+                q.top = Some(q.top.unwrap_or(max).min(max));
                 (
                     http::Method::GET,
                     format!("{base}{}", q.path_and_query(path, surface)),
@@ -1997,7 +1998,8 @@ impl Engine {
         // Defender XDR documents no nextLink: a full page means there may be more.
         match call {
             Call::ListIncidents(q) if self.config.surface != Surface::Graph => {
-                let top = q.top.unwrap_or(MAX_TOP).clamp(1, MAX_TOP);
+                let max = max_top(self.config.surface);
+                let top = q.top.unwrap_or(max).clamp(1, max);
                 (page.value.len() as u32 >= top).then(|| {
                     let mut next = q.clone();
                     next.top = Some(top);

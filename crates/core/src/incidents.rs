@@ -687,14 +687,27 @@ impl IncidentFilter {
 pub struct IncidentQuery {
     /// The filter.
     pub filter: IncidentFilter,
-    /// Page size (`$top`), capped at 100.
+    /// Page size (`$top`), capped at the surface's maximum ([`max_top`]: 50 on Graph,
+    /// 100 on Defender XDR); the engine sends that maximum when this is `None`.
     pub top: Option<u32>,
     /// Incidents to skip (`$skip`).
     pub skip: Option<u32>,
 }
 
-/// The API's maximum page size.
+/// Defender XDR's maximum page size (`$top`, "at most 100", api-list-incidents).
 pub const MAX_TOP: u32 = 100;
+
+/// Graph's maximum page size for incidents: more is a 400 ("The limit of '50' for Top
+/// query has been exceeded").
+pub const GRAPH_MAX_TOP: u32 = 50;
+
+/// The largest page `surface` serves: one place for the default and the clamp.
+pub fn max_top(surface: Surface) -> u32 {
+    match surface {
+        Surface::Graph => GRAPH_MAX_TOP,
+        _ => MAX_TOP,
+    }
+}
 
 impl IncidentQuery {
     /// The path and query string for `surface`'s incidents collection at `path`.
@@ -704,7 +717,7 @@ impl IncidentQuery {
             params.push(format!("$filter={}", percent_encode(&f)));
         }
         if let Some(top) = self.top {
-            params.push(format!("$top={}", top.clamp(1, MAX_TOP)));
+            params.push(format!("$top={}", top.clamp(1, max_top(surface))));
         }
         if let Some(skip) = self.skip.filter(|s| *s > 0) {
             params.push(format!("$skip={skip}"));
@@ -734,6 +747,22 @@ pub fn percent_encode(s: &str) -> String {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn pages_are_clamped_per_surface() {
+        let q = IncidentQuery {
+            top: Some(100),
+            ..IncidentQuery::default()
+        };
+        assert_eq!(
+            q.path_and_query("/v1.0/security/incidents", Surface::Graph),
+            "/v1.0/security/incidents?$top=50"
+        );
+        assert_eq!(
+            q.path_and_query("/api/incidents", Surface::DefenderXdr),
+            "/api/incidents?$top=100"
+        );
+    }
 
     #[test]
     fn decodes_xdr_and_graph_with_unknown_fields() {
