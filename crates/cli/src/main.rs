@@ -283,6 +283,7 @@ impl From<Error> for Failure {
             Error::Rejected { .. }
             | Error::NotFound(_)
             | Error::ResultTooLarge(_)
+            | Error::Preempted(_)
             | Error::InvalidRequest(_)
             | Error::Unsupported { .. }
             | Error::InsecureUrl { .. }

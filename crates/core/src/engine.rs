@@ -1881,6 +1881,10 @@ impl Engine {
                 let lower = error.message.to_ascii_lowercase();
                 if status == 400 && lower.contains("allowed result size") {
                     self.fail(call_id, Error::ResultTooLarge(error));
+                } else if status == 400 && lower.contains("preempted") {
+                    // Graph: "Query execution has exceeded the allowed limits. The query
+                    // execution was preempted…": too much work at once, not a bad query.
+                    self.fail(call_id, Error::Preempted(error));
                 } else {
                     self.fail(call_id, Error::Rejected { status, error });
                 }

@@ -144,6 +144,11 @@ pub enum Error {
     /// The hunting result exceeded the service's result size (HTTP 400).
     #[error("the result is too large: {0}; narrow the query or split its time range")]
     ResultTooLarge(ApiError),
+    /// The service stopped the query for using too much CPU or memory (HTTP 400, "Query
+    /// execution has exceeded the allowed limits. The query execution was preempted…").
+    /// Ranged hunts split the window, as for a result over the size cap.
+    #[error("the query was preempted: {0}; narrow the query or split its time range")]
+    Preempted(ApiError),
     /// The result hit the row cap and the policy treats truncation as an error.
     #[error("the result was truncated at the row cap of {cap} rows; split the time range")]
     Truncated {
@@ -275,7 +280,7 @@ impl Error {
             Error::Forbidden(_) => Some(403),
             Error::NotFound(_) => Some(404),
             Error::Rejected { status, .. } | Error::Server { status, .. } => Some(*status),
-            Error::ResultTooLarge(_) => Some(400),
+            Error::ResultTooLarge(_) | Error::Preempted(_) => Some(400),
             _ => None,
         }
     }

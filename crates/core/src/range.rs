@@ -413,7 +413,10 @@ impl RangePlan {
                     }
                 }
             }
-            (Err(Error::ResultTooLarge(_)), Some(mid)) => self.bisect(start, mid, end),
+            // Too much for one query: half the time range asks for half the work.
+            (Err(Error::ResultTooLarge(_) | Error::Preempted(_)), Some(mid)) => {
+                self.bisect(start, mid, end)
+            }
             (Err(e), _) => {
                 self.windows.get_mut(&start).expect("looked up above").state = State::Pending; // may be retried by the caller
                 return Err(e);
@@ -692,6 +695,16 @@ mod tests {
         assert_eq!(p.progress().splits, 1);
         let w = p.poll_window().unwrap();
         assert!(p.handle_result(w.start, Err(Error::Cancelled)).is_err());
+    }
+
+    #[test]
+    fn a_preempted_window_splits_like_a_too_large_one() {
+        let (mut p, _) =
+            RangePlan::new("T", t(0), t(100), RangeOptions::default(), t(100)).unwrap();
+        let w = p.poll_window().unwrap();
+        p.handle_result(w.start, Err(Error::Preempted(Default::default())))
+            .unwrap();
+        assert_eq!(p.progress().splits, 1);
     }
 
     #[test]

@@ -396,3 +396,18 @@ fn no_output_and_no_engine_debug_shows_a_secret() {
         "the secret's bytes in {all}"
     );
 }
+
+#[test]
+fn a_preempted_query_is_a_typed_error() {
+    let mut run = Run::new(Duration::from_secs(60), |_| {});
+    run.engine
+        .submit(Call::Hunt(HuntRequest::new("T | take 1")), run.now);
+    let body = r#"{"error":{"code":"BadRequest","message":"Query execution has exceeded the allowed limits. The query execution was preempted. This could possibly be due to high CPU and/or memory resource consumption. Optimize your query by following best practices and try again."}}"#;
+    run.drain(|_| Some(status(400, &[], body)));
+    assert!(
+        matches!(&run.ended[0].1, Err(Error::Preempted(e)) if e.message.contains("preempted")),
+        "{:?}",
+        run.ended
+    );
+    assert_eq!(run.sent, 1, "not retried as it is");
+}
