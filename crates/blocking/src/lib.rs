@@ -115,8 +115,9 @@ impl Client {
         self.hunt_request(HuntRequest::new(query))
     }
 
-    /// Runs a hunting query over a Graph `Timespan` (`P7D`, `start/end`); other surfaces
-    /// take the time range from the query itself and ignore it.
+    /// Runs a hunting query over a Graph `Timespan` (`P7D`, `start/end`). Only Graph takes
+    /// one: elsewhere the call fails with `Error::Unsupported` and sends nothing (build the
+    /// request with `HuntRequest::scoped` to put a time range into the query instead).
     pub fn hunt_with_timespan(
         &self,
         query: impl Into<String>,

@@ -749,30 +749,9 @@ fn scope_query(
     let Some((from, to)) = time_range(args)? else {
         return Ok((query.to_owned(), None));
     };
-    if surface == Surface::Graph {
-        return Ok((
-            query.to_owned(),
-            Some(format!("{}/{}", format_rfc3339(from), format_rfc3339(to))),
-        ));
-    }
-    let q = query.trim_start();
-    let table_end = q
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(q.len());
-    if table_end == 0 || q.starts_with("let ") {
-        return Err(Failure::usage(
-            "--timespan/--from work with a query that starts with a table name; filter on Timestamp in the query instead",
-        ));
-    }
-    let filter = format!(
-        " | where Timestamp >= datetime({}) and Timestamp < datetime({})",
-        format_rfc3339(from),
-        format_rfc3339(to)
-    );
-    Ok((
-        format!("{}{}{}", &q[..table_end], filter, &q[table_end..]),
-        None,
-    ))
+    let scoped = HuntRequest::scoped(surface, query, from, to)
+        .map_err(|e| Failure::usage(format!("--timespan/--from: {e}")))?;
+    Ok((scoped.query, scoped.timespan))
 }
 
 async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<(), Failure> {

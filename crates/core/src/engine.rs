@@ -1677,10 +1677,14 @@ impl Engine {
         };
         let (method, uri, body) = match call {
             Call::Hunt(req) | Call::HuntWindow(req) | Call::HuntStream(req) => {
-                let mut req = req.clone();
-                if surface != Surface::Graph {
-                    req.timespan = None;
+                if surface != Surface::Graph && req.timespan.is_some() {
+                    // Dropping it would widen the query to 30 days without a word.
+                    return Err(Error::Unsupported {
+                        surface,
+                        operation: "Timespan parameter (scope the query: HuntRequest::scoped)",
+                    });
                 }
+                let req = req.clone();
                 let body =
                     serde_json::to_vec(&req).map_err(|e| Error::InvalidRequest(e.to_string()))?;
                 (

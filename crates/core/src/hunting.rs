@@ -46,11 +46,82 @@ impl HuntRequest {
         }
     }
 
-    /// With a Graph `Timespan` (ignored by the other surfaces, which take the time range
-    /// from the query itself).
+    /// With a Graph `Timespan`. Only Graph takes one: on the other surfaces the engine
+    /// refuses the call (`Error::Unsupported`) rather than drop it; use
+    /// [`HuntRequest::scoped`] to put the range into the query there.
     pub fn with_timespan(mut self, timespan: impl Into<String>) -> HuntRequest {
         self.timespan = Some(timespan.into());
         self
+    }
+
+    /// A request for `query` over `[from, to)` on `surface`: Graph gets a `Timespan`
+    /// (`start/end`); Defender XDR and Defender for Endpoint, which take none, get the
+    /// filter in the query, after its first table (`T | where Timestamp >= datetime(..)
+    /// and Timestamp < datetime(..) | ...`). A query that does not start with a table name
+    /// (a `let`, a `union`) cannot be scoped that way: an error says to filter in it.
+    ///
+    /// ```
+    /// use defender_core::hunting::HuntRequest;
+    /// use defender_core::Surface;
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// let (from, to) = (UNIX_EPOCH + Duration::from_secs(1_700_000_000), UNIX_EPOCH + Duration::from_secs(1_700_003_600));
+    /// let r = HuntRequest::scoped(Surface::DefenderXdr, "AlertInfo | take 5", from, to).unwrap();
+    /// assert!(r.query.starts_with("AlertInfo | where Timestamp >= datetime(2023-11-14T22:13:20"));
+    /// assert!(r.timespan.is_none());
+    /// let g = HuntRequest::scoped(Surface::Graph, "AlertInfo | take 5", from, to).unwrap();
+    /// assert_eq!(g.query, "AlertInfo | take 5");
+    /// assert!(g.timespan.unwrap().contains('/'));
+    /// ```
+    pub fn scoped(
+        surface: crate::Surface,
+        query: &str,
+        from: std::time::SystemTime,
+        to: std::time::SystemTime,
+    ) -> Result<HuntRequest, crate::Error> {
+        use crate::timefmt::format_rfc3339;
+        if from >= to {
+            return Err(crate::Error::InvalidRequest(
+                "the time range is empty: its start must be before its end".into(),
+            ));
+        }
+        if surface == crate::Surface::Graph {
+            return Ok(HuntRequest::new(query).with_timespan(format!(
+                "{}/{}",
+                format_rfc3339(from),
+                format_rfc3339(to)
+            )));
+        }
+        let q = query.trim_start();
+        let table_end = q
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(q.len());
+        let first = &q[..table_end];
+        if table_end == 0
+            || [
+                "let",
+                "union",
+                "search",
+                "find",
+                "print",
+                "range",
+                "datatable",
+            ]
+            .contains(&first)
+        {
+            return Err(crate::Error::InvalidRequest(format!(
+                "{surface} takes no Timespan and the query does not start with a table name: \
+                 filter on Timestamp in the query instead"
+            )));
+        }
+        let filter = format!(
+            " | where Timestamp >= datetime({}) and Timestamp < datetime({})",
+            format_rfc3339(from),
+            format_rfc3339(to)
+        );
+        Ok(HuntRequest::new(format!(
+            "{first}{filter}{}",
+            &q[table_end..]
+        )))
     }
 }
 

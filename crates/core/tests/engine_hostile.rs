@@ -411,3 +411,17 @@ fn a_preempted_query_is_a_typed_error() {
     );
     assert_eq!(run.sent, 1, "not retried as it is");
 }
+
+#[test]
+fn a_timespan_is_refused_where_the_surface_takes_none() {
+    let mut run = Run::new(Duration::from_secs(60), |_| {});
+    let req = HuntRequest::new("AlertInfo | take 1").with_timespan("P1D");
+    run.engine.submit(Call::Hunt(req), run.now);
+    run.drain(|_| Some(status(200, &[], r#"{"Schema":[],"Results":[]}"#)));
+    assert_eq!(run.sent, 0, "not sent without its time range");
+    assert!(
+        matches!(&run.ended[0].1, Err(Error::Unsupported { operation, .. }) if operation.contains("Timespan")),
+        "{:?}",
+        run.ended
+    );
+}
