@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use defender_async::{Client, Progress, StreamItem};
 use defender_core::hunting::HuntRequest;
 use defender_core::incidents::{
-    Classification, IncidentFilter, IncidentQuery, IncidentStatus, IncidentUpdate,
+    max_top, Classification, IncidentFilter, IncidentQuery, IncidentStatus, IncidentUpdate,
 };
 use defender_core::limits::{format_duration, parse_duration, Limits};
 use defender_core::range::Split;
@@ -176,9 +176,18 @@ enum IncidentsCommand {
         /// Only incidents updated since this time (RFC 3339) or span ago (e.g. 24h).
         #[arg(long, value_parser = parse_since)]
         updated_since: Option<SystemTime>,
-        /// Page size (at most 100).
-        #[arg(long, default_value_t = 100)]
-        top: u32,
+        /// Only incidents of this severity (Graph only: informational, low, medium, high).
+        #[arg(long)]
+        severity: Option<String>,
+        /// Only incidents with this classification (Graph only).
+        #[arg(long, value_parser = parse_classification)]
+        classification: Option<Classification>,
+        /// Only incidents with this determination (Graph only).
+        #[arg(long)]
+        determination: Option<String>,
+        /// Page size (default and at most: 100 on Defender XDR, 50 on Graph).
+        #[arg(long)]
+        top: Option<u32>,
         /// Every page, not just the first.
         #[arg(long)]
         all: bool,
@@ -761,6 +770,9 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
             status,
             assigned_to,
             updated_since,
+            severity,
+            classification,
+            determination,
             top,
             all,
             format,
@@ -779,10 +791,29 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
             if let Some(t) = updated_since {
                 f = f.updated_since(t);
             }
-            if top == 0 || top > 100 {
-                return Err(Failure::usage(
-                    "--top takes 1 to 100 (the API's page size limit)",
-                ));
+            if let Some(s) = &severity {
+                f = f.severity(s);
+            }
+            if let Some(c) = classification {
+                f = f.classification(c);
+            }
+            if let Some(d) = &determination {
+                f = f.determination(d);
+            }
+            if let Some(field) = f.unsupported_on(client.surface()) {
+                return Err(Failure::usage(format!(
+                    "{} does not filter incidents on {}; use --api graph",
+                    client.surface(),
+                    field.name(client.surface())
+                )));
+            }
+            let max = max_top(client.surface());
+            let top = top.unwrap_or(max);
+            if top == 0 || top > max {
+                return Err(Failure::usage(format!(
+                    "--top takes 1 to {max} on {} (the API's page size limit)",
+                    client.surface()
+                )));
             }
             let query = IncidentQuery {
                 filter: f,

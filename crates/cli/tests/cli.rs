@@ -651,3 +651,44 @@ fn the_emulator_command_offers_remote_control_only_as_an_opt_in() {
     assert!(text.contains("--allow-remote-control"), "{text}");
     assert!(text.contains("X-Emulator-Control: 1"), "{text}");
 }
+
+/// Page sizes and filters follow the surface: Graph pages at most 50, and only Graph
+/// filters on severity, classification and determination (a usage error elsewhere,
+/// before anything is sent).
+#[test]
+fn page_sizes_and_filters_follow_the_surface() {
+    let graph_top = defender(&[
+        "--emulator",
+        "--api",
+        "graph",
+        "incidents",
+        "list",
+        "--top",
+        "80",
+    ]);
+    assert_eq!(code(&graph_top), 2, "{}", stderr(&graph_top));
+    assert!(
+        stderr(&graph_top).contains("1 to 50"),
+        "{}",
+        stderr(&graph_top)
+    );
+    let graph = defender(&[
+        "--emulator",
+        "--api",
+        "graph",
+        "incidents",
+        "list",
+        "--all",
+        "--format",
+        "ndjson",
+    ]);
+    assert_eq!(code(&graph), 0, "{}", stderr(&graph));
+    assert_eq!(
+        stdout(&graph).lines().count(),
+        300,
+        "every Graph page of 50"
+    );
+    let xdr = defender(&["--emulator", "incidents", "list", "--severity", "high"]);
+    assert_eq!(code(&xdr), 2, "{}", stderr(&xdr));
+    assert!(stderr(&xdr).contains("severity"), "{}", stderr(&xdr));
+}

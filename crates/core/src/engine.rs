@@ -1697,6 +1697,12 @@ impl Engine {
                 let path = surface
                     .incidents_path()
                     .ok_or_else(|| unsupported("incidents"))?;
+                if let Some(field) = q.filter.unsupported_on(surface) {
+                    return Err(Error::InvalidRequest(format!(
+                        "{surface} does not filter incidents on {}; filter the list yourself",
+                        field.name(surface)
+                    )));
+                }
                 let mut q = q.clone();
                 let max = max_top(surface);
                 q.top = Some(q.top.unwrap_or(max).min(max));

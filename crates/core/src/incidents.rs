@@ -529,11 +529,33 @@ pub enum FilterField {
     Status,
     /// `assignedTo`.
     AssignedTo,
+    /// `severity` (Graph only).
+    Severity,
+    /// `classification` (Graph only).
+    Classification,
+    /// `determination` (Graph only).
+    Determination,
 }
 
 impl FilterField {
-    fn name(self, surface: Surface) -> &'static str {
+    /// Whether `surface` filters incidents on this field: Defender XDR documents
+    /// `lastUpdateTime`, `createdTime`, `status` and `assignedTo` only; Graph also takes
+    /// `severity`, `classification` and `determination`.
+    pub fn supported_on(self, surface: Surface) -> bool {
+        match self {
+            FilterField::Severity | FilterField::Classification | FilterField::Determination => {
+                surface == Surface::Graph
+            }
+            _ => true,
+        }
+    }
+
+    /// The property's name on `surface`.
+    pub fn name(self, surface: Surface) -> &'static str {
         match (self, surface) {
+            (FilterField::Severity, _) => "severity",
+            (FilterField::Classification, _) => "classification",
+            (FilterField::Determination, _) => "determination",
             (FilterField::LastUpdateTime, Surface::Graph) => "lastUpdateDateTime",
             (FilterField::CreatedTime, Surface::Graph) => "createdDateTime",
             (FilterField::LastUpdateTime, _) => "lastUpdateTime",
@@ -585,6 +607,7 @@ enum Clause {
 enum FilterValue {
     Text(String),
     Status(IncidentStatus),
+    Classification(Classification),
     Time(SystemTime),
 }
 
@@ -634,6 +657,44 @@ impl IncidentFilter {
         self
     }
 
+    /// `severity eq '...'` (Graph only: `informational`, `low`, `medium`, `high`).
+    pub fn severity(mut self, severity: &str) -> IncidentFilter {
+        self.clauses.push(Clause::Compare(
+            FilterField::Severity,
+            FilterOp::Eq,
+            FilterValue::Text(severity.to_owned()),
+        ));
+        self
+    }
+
+    /// `classification eq '...'` (Graph only).
+    pub fn classification(mut self, classification: Classification) -> IncidentFilter {
+        self.clauses.push(Clause::Compare(
+            FilterField::Classification,
+            FilterOp::Eq,
+            FilterValue::Classification(classification),
+        ));
+        self
+    }
+
+    /// `determination eq '...'` (Graph only; any value is sent as given).
+    pub fn determination(mut self, determination: &str) -> IncidentFilter {
+        self.clauses.push(Clause::Compare(
+            FilterField::Determination,
+            FilterOp::Eq,
+            FilterValue::Text(determination.to_owned()),
+        ));
+        self
+    }
+
+    /// A field of this filter `surface` does not filter on, if any.
+    pub fn unsupported_on(&self, surface: Surface) -> Option<FilterField> {
+        self.clauses.iter().find_map(|c| match c {
+            Clause::Compare(f, ..) if !f.supported_on(surface) => Some(*f),
+            _ => None,
+        })
+    }
+
     /// `lastUpdateTime ge ...`.
     pub fn updated_since(self, t: SystemTime) -> IncidentFilter {
         self.time(FilterField::LastUpdateTime, FilterOp::Ge, t)
@@ -672,6 +733,7 @@ impl IncidentFilter {
                     let v = match value {
                         FilterValue::Text(s) => format!("'{}'", s.replace('\'', "''")),
                         FilterValue::Status(s) => format!("'{}'", s.as_str(surface)),
+                        FilterValue::Classification(c) => format!("'{}'", c.as_str(surface)),
                         FilterValue::Time(t) => format_rfc3339(*t),
                     };
                     format!("{} {} {v}", field.name(surface), op.as_str())
@@ -747,6 +809,29 @@ pub fn percent_encode(s: &str) -> String {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn graph_filters_on_severity_classification_and_determination() {
+        let f = IncidentFilter::new()
+            .severity("high")
+            .classification(Classification::TruePositive)
+            .determination("o'malware");
+        assert_eq!(
+            f.render(Surface::Graph).unwrap(),
+            "severity eq 'high' and classification eq 'truePositive' and determination eq 'o''malware'"
+        );
+        assert_eq!(f.unsupported_on(Surface::Graph), None);
+        assert_eq!(
+            f.unsupported_on(Surface::DefenderXdr),
+            Some(FilterField::Severity)
+        );
+        assert_eq!(
+            IncidentFilter::new()
+                .status(IncidentStatus::Active)
+                .unsupported_on(Surface::DefenderXdr),
+            None
+        );
+    }
 
     #[test]
     fn pages_are_clamped_per_surface() {

@@ -425,3 +425,21 @@ fn a_timespan_is_refused_where_the_surface_takes_none() {
         run.ended
     );
 }
+
+#[test]
+fn a_filter_the_surface_does_not_take_is_refused_before_sending() {
+    use defender_core::incidents::{IncidentFilter, IncidentQuery};
+    let mut run = Run::new(Duration::from_secs(60), |_| {});
+    let query = IncidentQuery {
+        filter: IncidentFilter::new().severity("High"),
+        ..IncidentQuery::default()
+    };
+    run.engine.submit(Call::ListIncidents(query), run.now);
+    run.drain(|_| Some(status(200, &[], r#"{"value":[]}"#)));
+    assert_eq!(run.sent, 0);
+    assert!(
+        matches!(&run.ended[0].1, Err(Error::InvalidRequest(m)) if m.contains("severity")),
+        "{:?}",
+        run.ended
+    );
+}
