@@ -59,7 +59,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::error::{ApiError, Error, TransportError, TransportErrorKind};
 use crate::hunting::{Column, HuntRequest, HuntResponse, HuntResult, HuntSummary, Stats};
 use crate::incidents::{
-    max_top, Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate,
+    max_top, CommentCollection, Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate,
 };
 use crate::limits::{format_duration, ApiGroup, CallLimit, Limits};
 use crate::policy::{Failure, FailureKind, Policy, Retry, Truncation};
@@ -571,9 +571,54 @@ struct CallState {
     /// When the first request of an update that may have reached the server was sent:
     /// a comment read back must be newer than this to be ours.
     maybe_applied_since: Option<Instant>,
+    /// Which request of an update is next (Graph sends a comment as a second call).
+    step: UpdateStep,
+    /// Graph: what the PATCH step answered, merged with the comments at the end.
+    patched: Option<Box<Incident>>,
+}
+
+/// The requests of an incident update. Defender XDR takes everything, comment included,
+/// in one PATCH; Graph takes the fields in a PATCH and the comment in a POST to the
+/// incident's comments, each admitted and retried (or read back) on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpdateStep {
+    Patch,
+    Comment,
+}
+
+impl UpdateStep {
+    fn first(call: &Call, surface: Surface) -> UpdateStep {
+        match call {
+            Call::UpdateIncident(_, u)
+                if surface == Surface::Graph && u.without_comment().is_empty() =>
+            {
+                UpdateStep::Comment
+            }
+            _ => UpdateStep::Patch,
+        }
+    }
 }
 
 impl CallState {
+    /// The part of an update the current step sends (and a read-back checks).
+    fn step_update(&self, surface: Surface) -> Option<IncidentUpdate> {
+        let Call::UpdateIncident(_, u) = &self.call else {
+            return None;
+        };
+        Some(match (surface, self.step) {
+            (Surface::Graph, UpdateStep::Patch) => u.without_comment(),
+            (Surface::Graph, UpdateStep::Comment) => u.only_comment(),
+            _ => u.clone(),
+        })
+    }
+
+    /// Graph: after the PATCH step, whether a comment is still to be posted.
+    fn comment_pending(&self, surface: Surface) -> bool {
+        surface == Surface::Graph
+            && self.step == UpdateStep::Patch
+            && matches!(&self.call, Call::UpdateIncident(_, u) if u.comment.is_some())
+    }
+
     /// Whether the request this call sends next (or has in flight) can be resent
     /// without doing a thing twice: everything but an incident update (a read-back is a
     /// GET).
@@ -695,6 +740,7 @@ impl Engine {
         self.next_call += 1;
         let id = CallId(self.next_call);
         let group = call.group();
+        let step = UpdateStep::first(&call, self.config.surface);
         self.calls.insert(
             id,
             CallState {
@@ -713,6 +759,8 @@ impl Engine {
                 announced_until: None,
                 verify: false,
                 maybe_applied_since: None,
+                step,
+                patched: None,
             },
         );
         self.dirty = true;
@@ -1297,9 +1345,9 @@ impl Engine {
                 )
             }
         };
-        let Call::UpdateIncident(_, update) = &state.call else {
+        // Only updates are read back.
+        let Some(update) = state.step_update(self.config.surface) else {
             return self.fail(id, Error::InvalidRequest("not an update".into()));
-            // verify is only set on updates
         };
         // Our clock's reading of when the first maybe-applied request left, less the
         // server's allowed lag behind us.
@@ -1310,7 +1358,8 @@ impl Engine {
             .checked_sub(ago + self.config.clock_skew)
             .unwrap_or(std::time::UNIX_EPOCH);
         if update.is_applied(&incident, self.config.surface, since) {
-            return self.complete(id, Value::Incident(Box::new(incident)));
+            self.unsure.remove(&id);
+            return self.step_done(id, state, incident);
         }
         // Not there: the server did not apply it, so sending it again does it once.
         self.unsure.remove(&id);
@@ -1501,7 +1550,7 @@ impl Engine {
         };
         let group = state.group;
         let stream = matches!(state.call, Call::HuntStream(_));
-        let request = match self.build_request(&state.call, state.verify, token) {
+        let request = match self.build_request(&state.call, state.verify, state.step, token) {
             Ok(r) => r,
             Err(e) => {
                 if let Some(mut state) = self.calls.remove(&id) {
@@ -1661,6 +1710,7 @@ impl Engine {
         &self,
         call: &Call,
         read_back: bool,
+        step: UpdateStep,
         token: &str,
     ) -> Result<http::Request<Vec<u8>>, Error> {
         let surface = self.config.surface;
@@ -1731,6 +1781,21 @@ impl Engine {
                     None,
                 )
             }
+            Call::UpdateIncident(id, update) if step == UpdateStep::Comment => {
+                let path = surface
+                    .incidents_path()
+                    .ok_or_else(|| unsupported("incidents"))?;
+                let body = update
+                    .graph_comment_body()
+                    .ok_or_else(|| Error::InvalidRequest("no comment to post".into()))?;
+                let body =
+                    serde_json::to_vec(&body).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+                (
+                    http::Method::POST,
+                    format!("{base}{path}/{}/comments", id.check()?),
+                    Some(body),
+                )
+            }
             Call::UpdateIncident(id, update) => {
                 let path = surface
                     .incidents_path()
@@ -1788,7 +1853,18 @@ impl Engine {
             if state.verify {
                 return self.verified(call_id, state, body, wall_now);
             }
-            let result = self.decode_success(&mut state, body, elapsed_call);
+            let result = if matches!(state.call, Call::UpdateIncident(..)) {
+                match self.update_answered(call_id, state, body) {
+                    Ok(()) => return,
+                    Err(back) => {
+                        let (s, e) = *back;
+                        state = s;
+                        Err(e)
+                    }
+                }
+            } else {
+                self.decode_success(&mut state, body, elapsed_call)
+            };
             match result {
                 Ok(value) => self.complete(call_id, value),
                 Err(e) if !state.idempotent() => {
@@ -1945,6 +2021,65 @@ impl Engine {
             }
         }
         retry_after
+    }
+
+    /// An update's step succeeded with `incident` (its answer, or what a read-back saw):
+    /// on Graph with a comment still to post, go on to that step; else the call is done.
+    fn step_done(&mut self, id: CallId, mut state: CallState, incident: Incident) {
+        if state.comment_pending(self.config.surface) {
+            state.patched = Some(Box::new(incident));
+            state.step = UpdateStep::Comment;
+            state.verify = false;
+            state.maybe_applied_since = None;
+            state.phase = Phase::Queued;
+            state.queued_since = self.now;
+            state.not_before = None;
+            self.calls.insert(id, state);
+            return;
+        }
+        self.complete(id, Value::Incident(Box::new(incident)));
+    }
+
+    /// An update's 2xx answer: the incident (a PATCH) or Graph's comment collection (a
+    /// comment POST, merged into what the PATCH step answered). An answer that does not
+    /// decode gives the state back with the error.
+    fn update_answered(
+        &mut self,
+        id: CallId,
+        mut state: CallState,
+        body: &[u8],
+    ) -> Result<(), Box<(CallState, Error)>> {
+        let decode_err = |what: &'static str, e: serde_json::Error| Error::Decode {
+            what,
+            len: body.len(),
+            message: e.to_string(),
+        };
+        if state.step == UpdateStep::Comment {
+            let comments: CommentCollection = match serde_json::from_slice(body) {
+                Ok(c) => c,
+                Err(e) => return Err(Box::new((state, decode_err("comments", e)))),
+            };
+            let mut incident = match state.patched.take() {
+                Some(i) => *i,
+                None => Incident {
+                    incident_id: match &state.call {
+                        Call::UpdateIncident(i, _) => Some(i.clone()),
+                        _ => None,
+                    },
+                    ..Incident::default()
+                },
+            };
+            incident.comments = comments.value;
+            self.complete(id, Value::Incident(Box::new(incident)));
+            return Ok(());
+        }
+        match serde_json::from_slice::<Incident>(body) {
+            Ok(incident) => {
+                self.step_done(id, state, incident);
+                Ok(())
+            }
+            Err(e) => Err(Box::new((state, decode_err("incident", e)))),
+        }
     }
 
     fn decode_success(

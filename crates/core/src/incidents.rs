@@ -428,10 +428,40 @@ impl IncidentUpdate {
             };
             m.insert(key.into(), t.clone().into());
         }
-        if let Some(c) = &self.comment {
+        // Graph's incident has no `comment` property: comments are their own POST.
+        if let Some(c) = self.comment.as_ref().filter(|_| surface != Surface::Graph) {
             m.insert("comment".into(), c.clone().into());
         }
         Value::Object(m)
+    }
+
+    /// The body of Graph's `POST /security/incidents/{id}/comments`, when the update
+    /// carries a comment.
+    pub fn graph_comment_body(&self) -> Option<Value> {
+        let c = self.comment.as_ref()?;
+        let mut m = Map::new();
+        m.insert(
+            "@odata.type".into(),
+            "microsoft.graph.security.alertComment".into(),
+        );
+        m.insert("comment".into(), c.clone().into());
+        Some(Value::Object(m))
+    }
+
+    /// This update without its comment (what a Graph PATCH carries).
+    pub fn without_comment(&self) -> IncidentUpdate {
+        IncidentUpdate {
+            comment: None,
+            ..self.clone()
+        }
+    }
+
+    /// Only this update's comment.
+    pub fn only_comment(&self) -> IncidentUpdate {
+        IncidentUpdate {
+            comment: self.comment.clone(),
+            ..IncidentUpdate::default()
+        }
     }
 
     /// Whether `incident` (read back after an update whose outcome is unknown) already
@@ -515,6 +545,17 @@ impl fmt::Display for IncidentUpdate {
         }
         f.write_str(&parts.join(", "))
     }
+}
+
+/// Graph's answer to a comment POST: the incident's comments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CommentCollection {
+    /// The comments, oldest first.
+    #[serde(default, deserialize_with = "lenient_list")]
+    pub value: Vec<Comment>,
+    /// Fields nobody documented (`@odata.context`, ...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// The four fields the incidents API filters on.

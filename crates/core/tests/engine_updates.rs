@@ -100,7 +100,13 @@ impl Server {
         .unwrap()
     }
 
-    /// Applies a PATCH body to the incident.
+    /// Graph's answer to a comment POST: the incident's comments.
+    fn comments(&self, id: &str) -> Vec<u8> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body(id)).unwrap();
+        serde_json::to_vec(&serde_json::json!({"value": v["comments"]})).unwrap()
+    }
+
+    /// Applies a PATCH body (or, on Graph, a comment POST's) to the incident.
     fn apply(&mut self, id: &str, body: &[u8], now: Instant) {
         let wall = self.wall(now);
         let v: serde_json::Value = serde_json::from_slice(body).unwrap();
@@ -114,9 +120,14 @@ impl Server {
     }
 }
 
-fn engine(now: Instant, max: u32, seen: std::sync::Arc<std::sync::Mutex<Vec<bool>>>) -> Engine {
+fn engine(
+    surface: Surface,
+    now: Instant,
+    max: u32,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<bool>>>,
+) -> Engine {
     let config = Config::new(
-        Surface::DefenderXdr,
+        surface,
         Auth::ClientCredentials(ClientCredentials::new("t", "a", Secret::new("s"))),
     );
     Engine::new(
@@ -139,12 +150,14 @@ proptest! {
         updates in 1usize..4,
         max_attempts in 1u32..7,
         with_status in any::<bool>(),
+        graph in any::<bool>(),
     ) {
+        let surface = if graph { Surface::Graph } else { Surface::DefenderXdr };
         #[allow(clippy::disallowed_methods)] // one real instant to count from
         let start = Instant::now();
         let mut now = start;
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut engine = engine(now, max_attempts, seen.clone());
+        let mut engine = engine(surface, now, max_attempts, seen.clone());
         let mut server = Server { incidents: HashMap::new(), start };
         let mut calls: HashMap<CallId, String> = HashMap::new();
         for k in 0..updates {
@@ -175,8 +188,21 @@ proptest! {
                         engine.handle_response(t.id, http::Response::new(body), now, server.wall(now));
                         continue;
                     }
-                    let id = t.request.uri().path().rsplit('/').next().unwrap().to_owned();
-                    let patch = t.request.method() == http::Method::PATCH;
+                    let path = t.request.uri().path().to_owned();
+                    let comments = path.ends_with("/comments");
+                    let id = path
+                        .trim_end_matches("/comments")
+                        .rsplit('/')
+                        .next()
+                        .unwrap()
+                        .to_owned();
+                    // A change: the PATCH, or Graph's comment POST.
+                    let patch = t.request.method() != http::Method::GET;
+                    if graph && patch {
+                        // Graph's PATCH has no comment; its comment is a POST of its own.
+                        let body: serde_json::Value = serde_json::from_slice(t.request.body()).unwrap();
+                        prop_assert_eq!(body.get("comment").is_some(), comments, "{}", path);
+                    }
                     // Answers take a little while.
                     now += Duration::from_millis(30);
                     let fault = faults.next().unwrap();
@@ -193,7 +219,10 @@ proptest! {
                         http::Response::builder().status(status).body(body).unwrap()
                     };
                     match fault {
-                        Fault::Answer => engine.handle_response(t.id, respond(200, server.body(&id)), now, wall),
+                        Fault::Answer => {
+                            let body = if comments { server.comments(&id) } else { server.body(&id) };
+                            engine.handle_response(t.id, respond(200, body), now, wall)
+                        }
                         Fault::ConnectFailed => engine.handle_transport_error(
                             t.id,
                             TransportError::new(TransportErrorKind::Connect, "refused"),
@@ -267,7 +296,7 @@ fn the_policy_sees_whether_a_resend_is_safe() {
     #[allow(clippy::disallowed_methods)] // one real instant to count from
     let start = Instant::now();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut engine = engine(start, 5, seen.clone());
+    let mut engine = engine(Surface::DefenderXdr, start, 5, seen.clone());
     let update = IncidentUpdate {
         comment: Some("isolated host".into()),
         ..IncidentUpdate::default()
