@@ -138,6 +138,9 @@ pub const CONTROL_HEADER: &str = "X-Emulator-Control";
 pub const CONTROL_HEADER_VALUE: &str = "1";
 /// The default and largest page of an incidents list (`$top` at most 100).
 pub const MAX_PAGE_SIZE: usize = 100;
+/// The default and largest page of a Graph incidents list (`$top` at most 50,
+/// API-FACTS section 6).
+pub const GRAPH_MAX_PAGE_SIZE: usize = 50;
 
 /// Every application permission the emulator knows (API-FACTS section 5).
 pub const ALL_PERMISSIONS: [&str; 7] = [
