@@ -56,19 +56,23 @@ pub struct Timespan {
     pub end_ms: i64,
 }
 
-/// Parses `P7D` (ending now), `start/end`, `P30D/end` or `start/P1D`.
+/// Parses `P7D` (ending now), a single start time (from then until now), `start/end`,
+/// `P30D/end` or `start/P1D` (GD security-security-runhuntingquery.md).
 pub fn parse_timespan(s: &str, now_ms: i64) -> Result<Timespan, String> {
     let bad = || {
         format!(
-            "Invalid Timespan '{s}': use an ISO 8601 duration (P7D), an interval (2024-02-01T08:00:00Z/2024-02-15T08:00:00Z) or a duration and an end (P30D/2024-02-15T08:00:00Z)"
+            "Invalid Timespan '{s}': use an ISO 8601 duration (P7D), a start time (2024-02-01T08:00:00Z), an interval (2024-02-01T08:00:00Z/2024-02-15T08:00:00Z) or a duration and an end (P30D/2024-02-15T08:00:00Z)"
         )
     };
     let dur = |d: &str| parse_iso_duration(d).map(|d| d.as_millis() as i64);
     let (start, end) = match s.trim().split_once('/') {
-        None => {
-            let d = dur(s).ok_or_else(bad)?;
-            (now_ms - d, now_ms)
-        }
+        None => match parse_rfc3339(s.trim()) {
+            Some(start) => (start, now_ms),
+            None => {
+                let d = dur(s).ok_or_else(bad)?;
+                (now_ms - d, now_ms)
+            }
+        },
         Some((a, b)) => match (parse_rfc3339(a), parse_rfc3339(b)) {
             (Some(a), Some(b)) => (a, b),
             (None, Some(b)) => (b - dur(a).ok_or_else(bad)?, b),
@@ -166,6 +170,8 @@ mod tests {
         assert_eq!(t.end_ms - t.start_ms, 86_400_000);
         let t = parse_timespan("P1D/2024-01-01T00:00:00Z", 0).unwrap();
         assert_eq!(t.end_ms, now);
+        let t = parse_timespan("2023-12-31T00:00:00Z", now).unwrap();
+        assert_eq!((t.start_ms, t.end_ms), (now - 86_400_000, now));
         assert!(parse_timespan("yesterday", now).is_err());
         assert!(parse_timespan("2024-01-02T00:00:00Z/2024-01-01T00:00:00Z", now).is_err());
     }

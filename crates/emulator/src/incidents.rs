@@ -329,29 +329,109 @@ impl Incident {
             })).collect::<Vec<_>>(),
         });
         if expand_alerts {
-            let alerts: Vec<Value> = self
-                .alerts
-                .iter()
-                .map(|a| {
-                    json!({
-                        "id": a["alertId"],
-                        "incidentId": self.id.to_string(),
-                        "title": a["title"],
-                        "description": a["description"],
-                        "severity": graph_enum(a["severity"].as_str().unwrap_or("")),
-                        "status": graph_enum(a["status"].as_str().unwrap_or("")),
-                        "category": a["category"],
-                        "createdDateTime": a["creationTime"],
-                        "lastUpdateDateTime": a["lastUpdatedTime"],
-                        "firstActivityDateTime": a["firstActivity"],
-                        "lastActivityDateTime": a["lastActivity"],
-                        "mitreTechniques": a["mitreTechniques"],
-                    })
-                })
-                .collect();
+            let alerts: Vec<Value> = self.alerts.iter().map(|a| self.graph_alert(a)).collect();
             v["alerts"] = Value::Array(alerts);
         }
         v
+    }
+}
+
+impl Incident {
+    /// Graph's comment collection of the incident (what the comments POST answers).
+    pub fn graph_comments(&self) -> Vec<Value> {
+        self.comments
+            .iter()
+            .map(|c| {
+                json!({
+                    "@odata.type": "#microsoft.graph.security.alertComment",
+                    "comment": c.comment,
+                    "createdByDisplayName": c.created_by,
+                    "createdDateTime": format_rfc3339(c.created_ms),
+                })
+            })
+            .collect()
+    }
+
+    /// One alert in Graph's `alerts_v2` shape (GD security-alert.md): `evidence[]`
+    /// instead of XDR's `devices[]` and `entities[]`.
+    fn graph_alert(&self, a: &Value) -> Value {
+        let e = |v: &Value| graph_enum(v.as_str().unwrap_or(""));
+        let created = &a["creationTime"];
+        let mut evidence: Vec<Value> = Vec::new();
+        for d in a["devices"].as_array().into_iter().flatten() {
+            evidence.push(json!({
+                "@odata.type": "#microsoft.graph.security.deviceEvidence",
+                "createdDateTime": created,
+                "verdict": "suspicious",
+                "remediationStatus": "none",
+                "roles": [],
+                "tags": [],
+                "deviceDnsName": d["deviceDnsName"],
+                "mdeDeviceId": d["mdatpDeviceId"],
+                "azureAdDeviceId": d["aadDeviceId"],
+                "osPlatform": d["osPlatform"],
+                "osBuild": d["osBuild"],
+                "healthStatus": e(&d["healthStatus"]),
+                "riskScore": e(&d["riskScore"]),
+                "firstSeenDateTime": d["firstSeen"],
+                "loggedOnUsers": d["loggedOnUsers"],
+            }));
+        }
+        for x in a["entities"].as_array().into_iter().flatten() {
+            let common = json!({
+                "createdDateTime": created,
+                "verdict": e(&x["verdict"]),
+                "remediationStatus": e(&x["remediationStatus"]),
+                "roles": [],
+                "tags": [],
+            });
+            let mut ev = match x["entityType"].as_str() {
+                Some("User") => json!({
+                    "@odata.type": "#microsoft.graph.security.userEvidence",
+                    "userAccount": {
+                        "accountName": x["accountName"],
+                        "domainName": x["domainName"],
+                        "userPrincipalName": x["userPrincipalName"],
+                    },
+                }),
+                Some("Process") => json!({
+                    "@odata.type": "#microsoft.graph.security.processEvidence",
+                    "processId": x["processId"],
+                    "processCommandLine": x["processCommandLine"],
+                    "imageFile": {
+                        "fileName": x["fileName"],
+                        "filePath": x["filePath"],
+                        "sha1": x["sha1"],
+                    },
+                }),
+                _ => continue,
+            };
+            if let (Some(ev), Some(c)) = (ev.as_object_mut(), common.as_object()) {
+                ev.extend(c.clone());
+            }
+            evidence.push(ev);
+        }
+        json!({
+            "@odata.type": "#microsoft.graph.security.alert",
+            "id": a["alertId"],
+            "incidentId": self.id.to_string(),
+            "title": a["title"],
+            "description": a["description"],
+            "severity": e(&a["severity"]),
+            "status": e(&a["status"]),
+            "serviceSource": e(&a["serviceSource"]),
+            "detectionSource": e(&a["detectionSource"]),
+            "detectorId": a["detectorId"],
+            "category": a["category"],
+            "assignedTo": a["assignedTo"],
+            "createdDateTime": created,
+            "lastUpdateDateTime": a["lastUpdatedTime"],
+            "resolvedDateTime": a["resolvedTime"],
+            "firstActivityDateTime": a["firstActivity"],
+            "lastActivityDateTime": a["lastActivity"],
+            "mitreTechniques": a["mitreTechniques"],
+            "evidence": evidence,
+        })
     }
 }
 
@@ -396,6 +476,10 @@ enum Field {
     Created,
     Status,
     AssignedTo,
+    // Graph only (GD security-list-incidents.md): compared in Graph's enum spelling.
+    Severity,
+    Classification,
+    Determination,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -594,10 +678,13 @@ impl Parser {
             (Dialect::Xdr, "createdtime") | (Dialect::Graph, "createddatetime") => Field::Created,
             (_, "status") => Field::Status,
             (_, "assignedto") => Field::AssignedTo,
+            (Dialect::Graph, "severity") => Field::Severity,
+            (Dialect::Graph, "classification") => Field::Classification,
+            (Dialect::Graph, "determination") => Field::Determination,
             _ => {
                 let allowed = match self.dialect {
                     Dialect::Xdr => "lastUpdateTime, createdTime, status, assignedTo",
-                    Dialect::Graph => "lastUpdateDateTime, createdDateTime, status, assignedTo",
+                    Dialect::Graph => "lastUpdateDateTime, createdDateTime, status, assignedTo, severity, classification, determination",
                 };
                 return Err(format!(
                     "Could not find a property named '{name}' that can be filtered on (filterable: {allowed})"
@@ -632,11 +719,23 @@ impl Parser {
             (Field::Status, Lit::Time(_)) => {
                 return Err(format!("`{name}` takes a string literal"));
             }
-            (Field::AssignedTo, Lit::Time(_)) => {
+            (
+                Field::AssignedTo | Field::Severity | Field::Classification | Field::Determination,
+                Lit::Time(_),
+            ) => {
                 return Err(format!("`{name}` takes a string literal"));
             }
             (_, l) => l,
         };
+        if matches!(
+            field,
+            Field::Severity | Field::Classification | Field::Determination
+        ) && !matches!(op, Op::Eq | Op::Ne)
+        {
+            return Err(format!(
+                "`{name}` is an enumeration: compare it with eq or ne"
+            ));
+        }
         if field == Field::Status {
             if let Lit::Str(s) = &lit {
                 if !STATUSES.iter().any(|v| v.eq_ignore_ascii_case(s)) {
@@ -705,6 +804,9 @@ impl Filter {
                         .assigned_to
                         .as_ref()
                         .map(|a| a.to_ascii_lowercase().cmp(&s.to_ascii_lowercase())),
+                    (Field::Severity, Lit::Str(s)) => Some(enum_cmp(&i.severity, s)),
+                    (Field::Classification, Lit::Str(s)) => Some(enum_cmp(&i.classification, s)),
+                    (Field::Determination, Lit::Str(s)) => Some(enum_cmp(&i.determination, s)),
                     (Field::AssignedTo, Lit::Null) => {
                         return match c.op {
                             Op::Eq => i.assigned_to.is_none(),
@@ -728,6 +830,13 @@ impl Filter {
             }
         }
     }
+}
+
+/// Compares a stored (XDR-spelled) enum value with a Graph literal, in Graph's spelling.
+fn enum_cmp(stored: &str, lit: &str) -> std::cmp::Ordering {
+    graph_enum(stored)
+        .to_ascii_lowercase()
+        .cmp(&lit.to_ascii_lowercase())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -755,6 +864,8 @@ pub fn apply_patch(
     let mut assigned: Option<Option<String>> = None;
     let mut tags = None;
     let mut comment = None;
+    let mut name = None;
+    let mut severity = None;
     for (key, value) in body {
         match key.as_str() {
             "status" => {
@@ -812,7 +923,7 @@ pub fn apply_patch(
                 });
             }
             "assignedTo" => assigned = Some(as_str(value, key)?.map(str::to_owned)),
-            "tags" | "customTags" => {
+            "tags" | "customTags" if dialect == Dialect::Xdr || key == "customTags" => {
                 let list = value
                     .as_array()
                     .ok_or(format!("`{key}` must be an array of strings"))?;
@@ -826,14 +937,55 @@ pub fn apply_patch(
                 }
                 tags = Some(v);
             }
-            "comment" => comment = as_str(value, key)?.map(str::to_owned),
+            // XDR takes one comment in its PATCH (DD api-update-incidents.md); Graph has
+            // a comments route instead and refuses the property below.
+            "comment" if dialect == Dialect::Xdr => {
+                comment = as_str(value, key)?.map(str::to_owned)
+            }
+            "displayName" if dialect == Dialect::Graph => {
+                let s = as_str(value, key)?.ok_or("`displayName` may not be null")?;
+                name = Some(s.to_owned());
+            }
+            "severity" if dialect == Dialect::Graph => {
+                let s = as_str(value, key)?.ok_or("`severity` may not be null")?;
+                let canon = if s.eq_ignore_ascii_case("unknown") {
+                    "UnSpecified"
+                } else {
+                    SEVERITIES[1..]
+                        .iter()
+                        .find(|v| v.eq_ignore_ascii_case(s))
+                        .ok_or_else(|| {
+                            format!(
+                                "Invalid value '{s}' for severity (allowed: unknown, informational, low, medium, high)"
+                            )
+                        })?
+                };
+                severity = Some(canon.to_owned());
+            }
+            // Properties of Graph's incident type the emulator does not model: accepted
+            // (they must be strings) and not kept.
+            "description" | "summary" | "resolvingComment" if dialect == Dialect::Graph => {
+                as_str(value, key)?;
+            }
             "@odata.type" => {}
             other => {
-                return Err(format!(
-                    "The property '{other}' does not exist or cannot be updated"
-                ))
+                return Err(match dialect {
+                    // The OData text ASP.NET answers for a property the type lacks.
+                    Dialect::Graph => format!(
+                        "The property '{other}' does not exist on type 'microsoft.graph.security.incident'. Make sure to only use property names that are defined by the type or mark the type as open type."
+                    ),
+                    Dialect::Xdr => {
+                        format!("The property '{other}' does not exist or cannot be updated")
+                    }
+                });
             }
         }
+    }
+    if let Some(n) = name {
+        incident.name = n;
+    }
+    if let Some(s) = severity {
+        incident.severity = s;
     }
     if let Some(s) = status {
         incident.status = s;
@@ -851,14 +1003,21 @@ pub fn apply_patch(
         incident.tags = t;
     }
     if let Some(c) = comment {
-        incident.comments.push(Comment {
-            comment: c,
-            created_by: author.to_owned(),
-            created_ms: now_ms,
-        });
+        add_comment(incident, c, author, now_ms);
     }
     incident.last_update_ms = now_ms.max(incident.last_update_ms);
     Ok(())
+}
+
+/// Appends a comment (XDR's PATCH `comment`, Graph's comments route) and touches the
+/// incident's last update time.
+pub fn add_comment(incident: &mut Incident, comment: String, author: &str, now_ms: i64) {
+    incident.comments.push(Comment {
+        comment,
+        created_by: author.to_owned(),
+        created_ms: now_ms,
+    });
+    incident.last_update_ms = now_ms.max(incident.last_update_ms);
 }
 
 #[cfg(test)]

@@ -13,9 +13,36 @@
 //! | `POST /api/advancedqueries/run` | Defender for Endpoint hunting (`Schema`, `Results`) |
 //! | `POST /v1.0/security/runHuntingQuery` | Graph hunting (`schema`, `results`; `Timespan`) |
 //! | `GET /api/incidents`, `GET/PATCH /api/incidents/{id}` | Defender XDR incidents |
-//! | `GET /v1.0/security/incidents`, `GET/PATCH /v1.0/security/incidents/{id}` | Graph incidents |
+//! | `GET /v1.0/security/incidents`, `GET/PATCH /v1.0/security/incidents/{id}` | Graph incidents (`$expand=alerts`) |
+//! | `POST /v1.0/security/incidents/{id}/comments` | Graph incident comments |
 //! | `GET /_emulator/stats`, `GET /_emulator/clock` | control, read only (open) |
 //! | `POST /_emulator/reset`, `POST /_emulator/clock/advance` | control that changes state (see below) |
+//!
+//! ## What the services refuse
+//!
+//! The emulator is only worth what it refuses, each refusal in the service's own status
+//! and body:
+//!
+//! - **Token audiences.** A token is issued for the API of its scope (by host:
+//!   `graph.microsoft.*` is Graph, `*securitycenter.*` Defender for Endpoint,
+//!   `*security.microsoft.*` Defender XDR; another resource is AADSTS500011, two at once
+//!   AADSTS28000) and refused on another API's routes with that service's 401.
+//! - **Graph's envelope.** Errors on `/v1.0/` paths are
+//!   `{"error":{"code","message","innerError":{"date","request-id","client-request-id"}}}`
+//!   (401 as `InvalidAuthenticationToken`), with `request-id` and `client-request-id`
+//!   headers on every answer (the latter echoes the caller's). Defender errors keep
+//!   `{"error":{"code","message","target"}}`.
+//! - **Page sizes.** `$top` at most 100 on Defender XDR, at most 50 on Graph (ODataLib's
+//!   400 with an empty code); the default page is the maximum.
+//! - **PATCH properties.** Graph takes only the incident type's properties (an unknown one
+//!   such as `comment` is OData's 400 "The property 'comment' does not exist on type
+//!   'microsoft.graph.security.incident'. ..."); comments go through the comments route.
+//!   Defender XDR takes `comment` in its PATCH.
+//! - **Hunting bodies.** Defender for Endpoint's body is case-sensitive (`Query`; anything
+//!   else is 400 `InvalidRequestBody`); Graph's `Timespan` takes a duration, an interval,
+//!   a duration and an end, or a single start time.
+//! - **Filters.** Defender XDR filters on `lastUpdateTime`, `createdTime`, `status`,
+//!   `assignedTo`; Graph also on `severity`, `classification` and `determination`.
 //!
 //! ## Hostile input and control
 //!
@@ -138,6 +165,9 @@ pub const CONTROL_HEADER: &str = "X-Emulator-Control";
 pub const CONTROL_HEADER_VALUE: &str = "1";
 /// The default and largest page of an incidents list (`$top` at most 100).
 pub const MAX_PAGE_SIZE: usize = 100;
+/// The default and largest page of a Graph incidents list (`$top` at most 50,
+/// API-FACTS section 6).
+pub const GRAPH_MAX_PAGE_SIZE: usize = 50;
 
 /// Every application permission the emulator knows (API-FACTS section 5).
 pub const ALL_PERMISSIONS: [&str; 7] = [

@@ -31,7 +31,7 @@ use crate::incidents::{self, Dialect, Filter, Incident};
 use crate::quota::{CallWindows, RuntimeWindows, WindowMode};
 use crate::rng::mix;
 use crate::time::{ceil_secs, format_http_date, format_rfc3339, format_timespan};
-use crate::{App, Clock, Config, EmulatorError, MAX_PAGE_SIZE};
+use crate::{App, Clock, Config, EmulatorError, GRAPH_MAX_PAGE_SIZE, MAX_PAGE_SIZE};
 
 type Key = (String, String);
 
@@ -40,6 +40,50 @@ struct TokenInfo {
     tenant: String,
     client_id: String,
     expires_at: Duration,
+    /// The API the token was issued for (its `aud`), from the scope it was requested with.
+    audience: Audience,
+}
+
+/// The API a token is for, as the services check the token's `aud`: each accepts only
+/// its own (a Graph token on Defender XDR is a 401, and the other way round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    /// `https://api.security.microsoft.com` (and its GCC / GCC High hosts).
+    Xdr,
+    /// `https://api.securitycenter.microsoft.com` (and its GCC / GCC High hosts).
+    Mde,
+    /// `https://graph.microsoft.com` (and the US government hosts).
+    Graph,
+}
+
+impl Audience {
+    /// The audience of a `/.default` scope, by the resource's host; `None` for a resource
+    /// the emulator does not serve.
+    fn of_scope(scope: &str) -> Option<Audience> {
+        let resource = scope.trim().trim_end_matches("/.default");
+        let rest = resource
+            .split_once("://")
+            .map_or(resource, |(_, r)| r)
+            .to_ascii_lowercase();
+        let host = rest.split(['/', ':']).next().unwrap_or("");
+        if host.contains("graph.microsoft.") {
+            Some(Audience::Graph)
+        } else if host.contains("securitycenter.") {
+            Some(Audience::Mde)
+        } else if host.contains("security.microsoft.") {
+            Some(Audience::Xdr)
+        } else {
+            None
+        }
+    }
+
+    fn scope(self) -> &'static str {
+        match self {
+            Audience::Xdr => "https://api.security.microsoft.com/.default",
+            Audience::Mde => "https://api.securitycenter.microsoft.com/.default",
+            Audience::Graph => "https://graph.microsoft.com/.default",
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -389,6 +433,7 @@ enum Route {
     XdrOne(String),
     GraphList,
     GraphOne(String),
+    GraphComments(String),
 }
 
 impl Route {
@@ -403,13 +448,29 @@ impl Route {
     fn is_graph(&self) -> bool {
         matches!(
             self,
-            Route::Hunt(HuntShape::Graph) | Route::GraphList | Route::GraphOne(_)
+            Route::Hunt(HuntShape::Graph)
+                | Route::GraphList
+                | Route::GraphOne(_)
+                | Route::GraphComments(_)
         )
+    }
+
+    /// The token audience the route's service accepts.
+    fn audience(&self) -> Option<Audience> {
+        match self {
+            Route::Token(_) => None,
+            Route::Hunt(HuntShape::Mde) => Some(Audience::Mde),
+            Route::Hunt(HuntShape::Xdr) | Route::XdrList | Route::XdrOne(_) => Some(Audience::Xdr),
+            Route::Hunt(HuntShape::Graph)
+            | Route::GraphList
+            | Route::GraphOne(_)
+            | Route::GraphComments(_) => Some(Audience::Graph),
+        }
     }
 
     fn allowed(&self) -> &'static [Method] {
         match self {
-            Route::Token(_) | Route::Hunt(_) => &[Method::POST],
+            Route::Token(_) | Route::Hunt(_) | Route::GraphComments(_) => &[Method::POST],
             Route::XdrList | Route::GraphList => &[Method::GET],
             Route::XdrOne(_) | Route::GraphOne(_) => &[Method::GET, Method::PATCH],
         }
@@ -430,6 +491,9 @@ fn route(path: &str) -> Option<Route> {
         ["api", "incidents", _] => Some(Route::XdrOne(segs[2].to_owned())),
         ["v1.0", "security", "incidents"] => Some(Route::GraphList),
         ["v1.0", "security", "incidents", _] => Some(Route::GraphOne(segs[3].to_owned())),
+        ["v1.0", "security", "incidents", _, "comments"] => {
+            Some(Route::GraphComments(segs[3].to_owned()))
+        }
         _ => None,
     }
 }
@@ -444,27 +508,38 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         let mut st = lock(&shared.state);
         st.totals.requests += 1;
     }
+    // Graph answers every request with its ids, and its errors in its own envelope.
+    let graph = path
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case("/v1.0/"))
+        .then(|| GraphIds::new(&shared, req.headers()));
+    let finish = |reply: Reply| match &graph {
+        Some(ids) => ids.apply(&shared, reply),
+        None => reply,
+    };
     let Some(route) = route(&path) else {
-        return Reply::error(
+        return finish(Reply::error(
             StatusCode::NOT_FOUND,
             "NotFound",
             format!("No resource was found at '{path}'."),
             rid,
-        )
+        ))
         .into_response();
     };
     if !route.allowed().contains(req.method()) {
         let allow: Vec<&str> = route.allowed().iter().map(Method::as_str).collect();
-        return Reply::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            format!(
-                "The requested resource does not support http method '{}'.",
-                req.method()
-            ),
-            rid,
+        return finish(
+            Reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!(
+                    "The requested resource does not support http method '{}'.",
+                    req.method()
+                ),
+                rid,
+            )
+            .header("allow", allow.join(", ")),
         )
-        .header("allow", allow.join(", "))
         .into_response();
     }
 
@@ -480,7 +555,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         tracing::debug!(path = %path, fault = %f.kind.name(), "injecting a fault");
         record_fault(&shared, &route, req.headers(), f);
         match f.kind {
-            FaultKind::Status(code) => return status_fault(&shared, code, rid).into_response(),
+            FaultKind::Status(code) => {
+                return finish(status_fault(&shared, code, rid)).into_response()
+            }
             FaultKind::Reset => return broken_response(StatusCode::OK, None, 1024),
             FaultKind::Odd429 => return odd_429(&shared, &route, req.headers(), f.variant),
             FaultKind::Slow(d) => tokio::time::sleep(d).await,
@@ -489,7 +566,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
 
     let method = req.method().clone();
-    let reply = dispatch(&shared, route, req, rid).await;
+    let reply = finish(dispatch(&shared, route, req, rid).await);
     tracing::debug!(%method, path = %path, status = reply.status.as_u16(), "answered");
 
     match fault.map(|f| f.kind) {
@@ -505,6 +582,56 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             Reply::json(StatusCode::OK, body).into_response()
         }
         _ => reply.into_response(),
+    }
+}
+
+/// The ids Graph puts on every response (`request-id`, `client-request-id`, the echo of
+/// the caller's header when it sent one) and in its errors' `innerError`.
+struct GraphIds {
+    request_id: String,
+    client_request_id: String,
+}
+
+impl GraphIds {
+    fn new(shared: &Shared, headers: &HeaderMap) -> GraphIds {
+        let echo = headers
+            .get("client-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 128);
+        GraphIds {
+            request_id: shared.uuid(),
+            client_request_id: echo.map_or_else(|| shared.uuid(), str::to_owned),
+        }
+    }
+
+    /// Adds the id headers, and turns an error body into Graph's envelope
+    /// (GD errors.md): `{"error":{"code","message","innerError":{"date","request-id",
+    /// "client-request-id"}}}`, a 401 with the code `InvalidAuthenticationToken`.
+    fn apply(&self, shared: &Shared, mut reply: Reply) -> Reply {
+        if reply.status.is_client_error() || reply.status.is_server_error() {
+            let parsed = serde_json::from_slice::<Value>(&reply.body).ok();
+            if let Some(error) = parsed.as_ref().and_then(|v| v.get("error")) {
+                let code = if reply.status == StatusCode::UNAUTHORIZED {
+                    Value::String("InvalidAuthenticationToken".into())
+                } else {
+                    error.get("code").cloned().unwrap_or(Value::Null)
+                };
+                let body = json!({"error": {
+                    "code": code,
+                    "message": error.get("message").cloned().unwrap_or(Value::Null),
+                    "innerError": {
+                        "date": format_rfc3339(shared.clock.unix_ms()).replace(".000Z", "Z"),
+                        "request-id": self.request_id,
+                        "client-request-id": self.client_request_id,
+                    }
+                }});
+                reply.body = serde_json::to_vec(&body).unwrap_or_default();
+            }
+        }
+        reply
+            .header("request-id", self.request_id.clone())
+            .header("client-request-id", self.client_request_id.clone())
     }
 }
 
@@ -674,11 +801,13 @@ struct Caller {
     app_author: String,
 }
 
-/// Authenticates the bearer and checks the permission (any of `any_of`; none when it is
-/// empty); 401/403 otherwise.
+/// Authenticates the bearer, checks its audience (when `audience` is given: the route's
+/// service refuses a token issued for another API) and the permission (any of `any_of`;
+/// none when it is empty); 401/403 otherwise.
 fn authenticate(
     shared: &Shared,
     headers: &HeaderMap,
+    audience: Option<Audience>,
     any_of: &[&str],
     rid: &str,
 ) -> Result<Caller, Reply> {
@@ -697,6 +826,19 @@ fn authenticate(
     };
     if shared.clock.elapsed() >= info.expires_at {
         return Err(unauthorized("The access token has expired."));
+    }
+    if let Some(want) = audience.filter(|a| *a != info.audience) {
+        return Err(match want {
+            // Graph's text for a token of another resource.
+            Audience::Graph => {
+                unauthorized("Access token validation failure. Invalid audience.")
+            }
+            _ => unauthorized(&format!(
+                "The access token's audience is not valid for this API: it was issued for '{}'; request a token for '{}'.",
+                info.audience.scope(),
+                want.scope()
+            )),
+        });
     }
     let app = shared
         .apps
@@ -825,13 +967,15 @@ async fn dispatch(shared: &Arc<Shared>, route: Route, req: Request, rid: String)
         (Route::Hunt(HuntShape::Graph), _) => &["ThreatHunting.Read.All"],
         (Route::XdrOne(_), &Method::PATCH) => &["Incident.ReadWrite.All"],
         (Route::XdrList | Route::XdrOne(_), _) => &["Incident.Read.All", "Incident.ReadWrite.All"],
-        (Route::GraphOne(_), &Method::PATCH) => &["SecurityIncident.ReadWrite.All"],
+        (Route::GraphOne(_), &Method::PATCH) | (Route::GraphComments(_), _) => {
+            &["SecurityIncident.ReadWrite.All"]
+        }
         _ => &[
             "SecurityIncident.Read.All",
             "SecurityIncident.ReadWrite.All",
         ],
     };
-    let caller = match authenticate(shared, &parts.headers, perms, &rid) {
+    let caller = match authenticate(shared, &parts.headers, route.audience(), perms, &rid) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -857,9 +1001,10 @@ async fn dispatch(shared: &Arc<Shared>, route: Route, req: Request, rid: String)
             if method == Method::PATCH {
                 patch_incident(shared, &caller, dialect, &id, &parts.headers, &bytes, rid)
             } else {
-                get_incident(shared, &caller, dialect, &id, &query, rid)
+                get_incident(shared, &caller, dialect, &id, &parts.headers, &query, rid)
             }
         }
+        Route::GraphComments(id) => post_comment(shared, &caller, &id, &parts.headers, &bytes, rid),
         Route::Token(_) => unreachable_reply(rid),
     }
 }
@@ -991,6 +1136,36 @@ fn token(shared: &Shared, tenant: &str, body: &[u8]) -> Reply {
             shared,
         );
     }
+    // The token's audience is the scope's resource; a client-credentials token is for
+    // one resource only.
+    let audiences: Vec<Option<Audience>> =
+        scope.split_whitespace().map(Audience::of_scope).collect();
+    let audience = match audiences.as_slice() {
+        [Some(a), rest @ ..] if rest.iter().all(|r| *r == Some(*a)) => *a,
+        [Some(_), ..] => {
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                28000,
+                "AADSTS28000: Provided value for the input parameter scope is not valid because it contains more than one resource. Scope ".to_owned() + scope + " is not valid.",
+                shared,
+            )
+        }
+        _ => {
+            let resource = scope
+                .split_whitespace()
+                .find(|s| Audience::of_scope(s).is_none())
+                .unwrap_or(scope)
+                .trim_end_matches("/.default");
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_resource",
+                500011,
+                format!("AADSTS500011: The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."),
+                shared,
+            );
+        }
+    };
     let token = format!(
         "emu.{:016x}{:016x}{:016x}",
         shared.next_random(),
@@ -1010,6 +1185,7 @@ fn token(shared: &Shared, tenant: &str, body: &[u8]) -> Reply {
                 tenant: app.tenant.clone(),
                 client_id: app.client_id.clone(),
                 expires_at: now + lifetime,
+                audience,
             },
         );
     }
@@ -1073,6 +1249,16 @@ async fn hunt(
         Ok(m) => m,
         Err(r) => return r,
     };
+    // "The submitted body parameters are currently case-sensitive" (DD defender-endpoint
+    // run-advanced-query-api.md): MDE takes `Query` only.
+    if shape == HuntShape::Mde && !m.contains_key("Query") {
+        return Reply::error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestBody",
+            "Request body is invalid. The body parameters are case-sensitive: send 'Query'.",
+            rid,
+        );
+    }
     let query = match field(&m, "Query") {
         Some(Value::String(q)) if !q.trim().is_empty() => q.clone(),
         Some(Value::String(_)) => return bad_request("The query is empty.", rid),
@@ -1211,16 +1397,31 @@ fn list_incidents(
         Ok(s) => s.unwrap_or(0),
         Err(r) => return r,
     };
-    if top.is_some_and(|t| t > MAX_PAGE_SIZE) {
-        return bad_request(
-            format!(
-                "The limit of '{MAX_PAGE_SIZE}' for Top query has been exceeded. The value from the incoming request is '{}'.",
-                top.unwrap_or_default()
+    // Defender XDR: at most 100 (DD api-list-incidents.md); Graph: at most 50, refused in
+    // ODataLib's words with an empty code (API-FACTS section 6).
+    let max_page = match dialect {
+        Dialect::Xdr => MAX_PAGE_SIZE,
+        Dialect::Graph => GRAPH_MAX_PAGE_SIZE,
+    };
+    if let Some(t) = top.filter(|t| *t > max_page) {
+        return match dialect {
+            Dialect::Xdr => bad_request(
+                format!(
+                    "The limit of '{max_page}' for Top query has been exceeded. The value from the incoming request is '{t}'."
+                ),
+                rid,
             ),
-            rid,
-        );
+            Dialect::Graph => Reply::error(
+                StatusCode::BAD_REQUEST,
+                "",
+                format!(
+                    "The query specified in the URI is not valid. The limit of '{max_page}' for Top query has been exceeded. The value from the incoming request is '{t}'."
+                ),
+                rid,
+            ),
+        };
     }
-    let page = top.unwrap_or(MAX_PAGE_SIZE);
+    let page = top.unwrap_or(max_page);
     let expand_alerts = param("$expand").is_some_and(|e| e.to_ascii_lowercase().contains("alerts"));
     let st = lock(&shared.state);
     // Newest first, by id: stable under updates, so paging neither repeats nor skips.
@@ -1291,6 +1492,7 @@ fn get_incident(
     caller: &Caller,
     dialect: Dialect,
     id: &str,
+    headers: &HeaderMap,
     query: &str,
     rid: String,
 ) -> Reply {
@@ -1302,9 +1504,86 @@ fn get_incident(
     };
     let st = lock(&shared.state);
     match st.incidents.get(&n) {
-        Some(i) => Reply::value(StatusCode::OK, &render(caller, i, dialect, expand)),
+        Some(i) => {
+            let mut v = render(caller, i, dialect, expand);
+            if dialect == Dialect::Graph {
+                with_context(
+                    &mut v,
+                    format!(
+                        "{}/v1.0/$metadata#security/incidents/$entity",
+                        host_base(shared, headers)
+                    ),
+                );
+            }
+            Reply::value(StatusCode::OK, &v)
+        }
         None => not_found_incident(id, rid),
     }
+}
+
+/// Puts `@odata.context` first in an entity, as OData writes it.
+fn with_context(v: &mut Value, context: String) {
+    if let Value::Object(m) = v {
+        let mut out = Map::new();
+        out.insert("@odata.context".into(), Value::String(context));
+        out.extend(std::mem::take(m));
+        *m = out;
+    }
+}
+
+/// `POST /v1.0/security/incidents/{id}/comments` (GD security-incident-post-comments.md):
+/// appends one comment and answers 200 with the incident's whole comment collection.
+fn post_comment(
+    shared: &Shared,
+    caller: &Caller,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    rid: String,
+) -> Reply {
+    let m = match json_object(headers, body, &rid) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    for key in m.keys() {
+        // The properties of microsoft.graph.security.alertComment.
+        if !matches!(
+            key.as_str(),
+            "@odata.type" | "comment" | "createdByDisplayName" | "createdDateTime"
+        ) {
+            return bad_request(
+                format!("The property '{key}' does not exist on type 'microsoft.graph.security.alertComment'. Make sure to only use property names that are defined by the type or mark the type as open type."),
+                rid,
+            );
+        }
+    }
+    let comment = match m.get("comment") {
+        Some(Value::String(c)) if !c.trim().is_empty() => c.clone(),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return bad_request("The comment is empty: send {\"comment\": \"...\"}.", rid)
+        }
+        Some(_) => return bad_request("'comment' must be a string.", rid),
+    };
+    let Ok(n) = id.trim().parse::<i64>() else {
+        return not_found_incident(id, rid);
+    };
+    let now_ms = shared.clock.unix_ms();
+    let mut st = lock(&shared.state);
+    let Some(inc) = st.incidents.get_mut(&n) else {
+        return not_found_incident(id, rid);
+    };
+    incidents::add_comment(inc, comment, &caller.app_author, now_ms);
+    let value = inc.graph_comments();
+    Reply::value(
+        StatusCode::OK,
+        &json!({
+            "@odata.context": format!(
+                "{}/v1.0/$metadata#Collection(microsoft.graph.security.alertComment)",
+                host_base(shared, headers)
+            ),
+            "value": value,
+        }),
+    )
 }
 
 fn patch_incident(
@@ -1377,7 +1656,7 @@ fn check_control(shared: &Shared, headers: &HeaderMap, rid: &str) -> Result<(), 
             rid.to_owned(),
         ));
     }
-    authenticate(shared, headers, &[], rid).map(|_| ())
+    authenticate(shared, headers, None, &[], rid).map(|_| ())
 }
 
 async fn control(shared: &Shared, req: Request) -> Reply {

@@ -72,6 +72,7 @@ async fn garbage_never_wedges_the_server() {
     ];
     for body in bodies {
         for path in [XDR_HUNT, MDE_HUNT, GRAPH_HUNT] {
+            let token = env.for_path(&token, path).await;
             let r = env
                 .http
                 .post(format!("{}{path}", env.base))

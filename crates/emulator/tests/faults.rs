@@ -23,6 +23,7 @@ fn with_faults(spec: &str) -> defender_emulator::EmulatorBuilder {
 /// What a client saw: a status and whether the body was complete JSON, or a broken
 /// connection.
 async fn outcome(env: &Env, token: &str, path: &str) -> String {
+    let token = env.for_path(token, path).await;
     match env
         .http
         .get(format!("{}{path}", env.base))

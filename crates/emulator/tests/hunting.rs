@@ -69,8 +69,9 @@ async fn defender_for_endpoint_and_graph_shapes() {
     assert!(v["schema"][0]["type"].is_string());
     assert_eq!(v["results"].as_array().unwrap().len(), 2);
 
-    // Lower-case keys are accepted on every surface.
-    for path in [XDR_HUNT, MDE_HUNT, GRAPH_HUNT] {
+    // Lower-case keys are accepted on Defender XDR and Graph; Defender for Endpoint's
+    // body is case-sensitive (see `mde_hunting_body_is_case_sensitive`).
+    for path in [XDR_HUNT, GRAPH_HUNT] {
         let (s, _) = json(
             env.post_json(&token, path, &json!({"query": "AlertInfo | take 1"}))
                 .await,
@@ -159,10 +160,11 @@ async fn requests_must_be_json_with_a_query() {
         assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}");
         envelope(&v, "UnsupportedMediaType");
     }
+    let graph_token = env.for_path(&token, GRAPH_HUNT).await;
     let r = env
         .http
         .post(format!("{}{GRAPH_HUNT}", env.base))
-        .bearer_auth(&token)
+        .bearer_auth(&graph_token)
         .header("content-type", "Application/JSON; charset=UTF-8")
         .body(r#"{"Query":"AlertInfo | take 1"}"#)
         .send()

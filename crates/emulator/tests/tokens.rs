@@ -122,12 +122,12 @@ async fn apis_need_a_valid_bearer() {
     ] {
         let (s, v) = json(env.get("made-up", path).await).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
-        envelope(&v, "Unauthorized");
+        envelope(&v, unauthorized_code(path));
     }
     for path in [XDR_HUNT, MDE_HUNT, GRAPH_HUNT] {
         let (s, v) = json(env.hunt("made-up", path, "AlertInfo | take 1").await).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
-        envelope(&v, "Unauthorized");
+        envelope(&v, unauthorized_code(path));
     }
     // Basic auth is not a bearer.
     let r = env
@@ -222,4 +222,13 @@ async fn permissions_are_checked_per_api() {
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = json(env.hunt(&reader, XDR_HUNT, "AlertInfo").await).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+/// The 401 code of the service behind `path`: Graph's, or Defender's.
+fn unauthorized_code(path: &str) -> &'static str {
+    if path.starts_with("/v1.0/") {
+        "InvalidAuthenticationToken"
+    } else {
+        "Unauthorized"
+    }
 }

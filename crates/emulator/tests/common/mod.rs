@@ -1,6 +1,8 @@
 //! Helpers shared by the HTTP-level tests.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use defender_emulator::{
@@ -25,10 +27,31 @@ pub fn small() -> EmulatorBuilder {
         .clock(Clock::manual(START_MS))
 }
 
+pub const XDR_SCOPE: &str = "https://api.security.microsoft.com/.default";
+pub const MDE_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// The scope of the API that serves `path` (tokens carry their audience).
+pub fn scope_of(path: &str) -> &'static str {
+    let p = path.to_ascii_lowercase();
+    if p.starts_with("/v1.0/") {
+        GRAPH_SCOPE
+    } else if p.starts_with("/api/advancedqueries") {
+        MDE_SCOPE
+    } else {
+        XDR_SCOPE
+    }
+}
+
 pub struct Env {
     pub emu: EmulatorHandle,
     pub http: Client,
     pub base: String,
+    /// The app behind each token `token_of` handed out, so the request helpers can send
+    /// that app's token for the API of the path (a token is for one API only).
+    apps: Mutex<HashMap<String, (String, String, String)>>,
+    /// (token from `token_of`, scope) -> the same app's token for that scope.
+    swapped: Mutex<HashMap<(String, &'static str), String>>,
 }
 
 impl Env {
@@ -45,6 +68,8 @@ impl Env {
                 .build()
                 .unwrap(),
             base,
+            apps: Mutex::new(HashMap::new()),
+            swapped: Mutex::new(HashMap::new()),
         }
     }
 
@@ -53,8 +78,20 @@ impl Env {
     }
 
     pub async fn token_for(&self, tenant: &str, client: &str, secret: &str) -> Response {
+        self.token_request(tenant, client, secret, XDR_SCOPE).await
+    }
+
+    /// A token request for `scope`.
+    pub async fn token_request(
+        &self,
+        tenant: &str,
+        client: &str,
+        secret: &str,
+        scope: &str,
+    ) -> Response {
+        let scope = scope.replace(':', "%3A").replace('/', "%2F");
         let body = format!(
-            "client_id={client}&client_secret={secret}&grant_type=client_credentials&scope=https%3A%2F%2Fapi.security.microsoft.com%2F.default"
+            "client_id={client}&client_secret={secret}&grant_type=client_credentials&scope={scope}"
         );
         self.http
             .post(format!("{}/{tenant}/oauth2/v2.0/token", self.base))
@@ -65,11 +102,54 @@ impl Env {
             .unwrap()
     }
 
+    /// A Defender XDR token of the app; the request helpers swap it for the same app's
+    /// token of the path's API (use `scoped_token` and `http` to send a token as it is).
     pub async fn token_of(&self, tenant: &str, client: &str, secret: &str) -> String {
-        let r = self.token_for(tenant, client, secret).await;
+        let t = self.scoped_token(tenant, client, secret, XDR_SCOPE).await;
+        self.apps.lock().unwrap().insert(
+            t.clone(),
+            (tenant.to_owned(), client.to_owned(), secret.to_owned()),
+        );
+        t
+    }
+
+    /// A token for `scope`, used as it is by the helpers.
+    pub async fn scoped_token(
+        &self,
+        tenant: &str,
+        client: &str,
+        secret: &str,
+        scope: &str,
+    ) -> String {
+        let r = self.token_request(tenant, client, secret, scope).await;
         assert_eq!(r.status(), StatusCode::OK);
         let v: Value = r.json().await.unwrap();
         v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// The token to send to `path`: `token` itself, or, for a token from `token_of` and a
+    /// path of another API, the same app's token for that API.
+    pub async fn for_path(&self, token: &str, path: &str) -> String {
+        let scope = scope_of(path);
+        if scope == XDR_SCOPE {
+            return token.to_owned();
+        }
+        let app = self.apps.lock().unwrap().get(token).cloned();
+        let Some((tenant, client, secret)) = app else {
+            return token.to_owned();
+        };
+        let key = (token.to_owned(), scope);
+        if let Some(t) = self.swapped.lock().unwrap().get(&key) {
+            return t.clone();
+        }
+        let r = self.token_request(&tenant, &client, &secret, scope).await;
+        if r.status() != StatusCode::OK {
+            return token.to_owned();
+        }
+        let v: Value = r.json().await.unwrap();
+        let t = v["access_token"].as_str().unwrap().to_owned();
+        self.swapped.lock().unwrap().insert(key, t.clone());
+        t
     }
 
     pub async fn token(&self) -> String {
@@ -78,6 +158,7 @@ impl Env {
     }
 
     pub async fn hunt(&self, token: &str, path: &str, query: &str) -> Response {
+        let token = self.for_path(token, path).await;
         self.http
             .post(format!("{}{path}", self.base))
             .bearer_auth(token)
@@ -89,6 +170,7 @@ impl Env {
     }
 
     pub async fn post_json(&self, token: &str, path: &str, body: &Value) -> Response {
+        let token = self.for_path(token, path).await;
         self.http
             .post(format!("{}{path}", self.base))
             .bearer_auth(token)
@@ -104,6 +186,8 @@ impl Env {
     }
 
     pub async fn get_url(&self, token: &str, url: &str) -> Response {
+        let path = url.strip_prefix(&self.base).unwrap_or(url);
+        let token = self.for_path(token, path).await;
         self.http.get(url).bearer_auth(token).send().await.unwrap()
     }
 
@@ -125,6 +209,7 @@ impl Env {
     }
 
     pub async fn patch(&self, token: &str, path: &str, body: &Value) -> Response {
+        let token = self.for_path(token, path).await;
         self.http
             .patch(format!("{}{path}", self.base))
             .bearer_auth(token)
