@@ -1051,4 +1051,19 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+
+    #[test]
+    fn failures_quote_the_request_id_for_support() {
+        let body = br#"{"error":{"code":"Forbidden","message":"Missing application roles.","innerError":{"request-id":"7f3c0000-0000-4000-8000-000000000001","date":"2026-10-01T12:00:00"}}}"#;
+        let error = defender_core::ApiError::from_body(body).unwrap();
+        let failure = Failure::from(Error::Forbidden(error));
+        assert_eq!(failure.code, 3);
+        assert!(
+            failure
+                .message
+                .contains("Forbidden: Missing application roles. (request id 7f3c0000-0000-4000-8000-000000000001)"),
+            "{}",
+            failure.message
+        );
+    }
 }
