@@ -217,9 +217,11 @@ pub struct Alert {
     /// The product that raised it.
     #[serde(default, deserialize_with = "lenient_string")]
     pub service_source: Option<String>,
-    /// When it was created (`creationTime` / `createdDateTime`).
+    /// When it was created (`creationTime`; Graph's `createdDateTime`; Defender for
+    /// Endpoint's `alertCreationTime`).
     #[serde(
         alias = "createdDateTime",
+        alias = "alertCreationTime",
         default,
         deserialize_with = "lenient_string"
     )]
