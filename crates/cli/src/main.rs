@@ -911,7 +911,8 @@ fn print_incident(
     format: Format,
 ) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    let value = serde_json::to_value(incident).map_err(|e| Failure {
+    // The same names on every surface, whatever the service called them.
+    let value = serde_json::to_value(incident.clone().canonical()).map_err(|e| Failure {
         code: 6,
         message: e.to_string(),
     })?;
