@@ -297,6 +297,7 @@ impl Shared {
                     code: "NoTokenProvider".into(),
                     message: "the engine asked for a token but no provider was given".into(),
                     target: None,
+                    ..defender_core::ApiError::default()
                 })),
             };
             let mut st = shared.lock();

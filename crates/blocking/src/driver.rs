@@ -714,6 +714,7 @@ fn provider_error(message: &str) -> Error {
         code: "NoTokenProvider".into(),
         message: message.into(),
         target: None,
+        ..defender_core::ApiError::default()
     })
 }
 

@@ -922,7 +922,8 @@ fn print_incident(
     format: Format,
 ) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    let value = serde_json::to_value(incident).map_err(|e| Failure {
+    // The same names on every surface, whatever the service called them.
+    let value = serde_json::to_value(incident.clone().canonical()).map_err(|e| Failure {
         code: 6,
         message: e.to_string(),
     })?;
@@ -1061,5 +1062,20 @@ mod tests {
     fn cli_definition_is_valid() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn failures_quote_the_request_id_for_support() {
+        let body = br#"{"error":{"code":"Forbidden","message":"Missing application roles.","innerError":{"request-id":"7f3c0000-0000-4000-8000-000000000001","date":"2026-10-01T12:00:00"}}}"#;
+        let error = defender_core::ApiError::from_body(body).unwrap();
+        let failure = Failure::from(Error::Forbidden(error));
+        assert_eq!(failure.code, 3);
+        assert!(
+            failure
+                .message
+                .contains("Forbidden: Missing application roles. (request id 7f3c0000-0000-4000-8000-000000000001)"),
+            "{}",
+            failure.message
+        );
     }
 }

@@ -1896,15 +1896,7 @@ impl Engine {
         }
         let store = state.store.take();
         self.settle(state.group, None, store, Duration::ZERO);
-        let api_error = || {
-            ApiError::from_body(body).unwrap_or_else(|| ApiError {
-                code: status.to_string(),
-                message: String::from_utf8_lossy(body.get(..512).unwrap_or(body))
-                    .trim()
-                    .to_owned(),
-                target: None,
-            })
-        };
+        let api_error = || ApiError::from_response(status, response.headers(), body);
         match status {
             429 => {
                 let throttle = Throttle::parse(response.headers(), body, wall_now);

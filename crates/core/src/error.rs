@@ -3,10 +3,17 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::limits::{format_duration, ApiGroup};
 
-/// The error envelope every surface uses: `{"error":{"code","message","target"}}`.
+/// The error envelope every surface uses.
+///
+/// Defender XDR and Defender for Endpoint send `{"error":{"code","message","target"}}`;
+/// Graph sends `{"error":{"code","message","innerError":{"date","request-id",
+/// "client-request-id"}}}`. Everything a support ticket needs is kept: the inner error
+/// (with any field nobody documented), the target, and the request id of the response
+/// headers ([`ApiError::from_response`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ApiError {
     /// The server's code, such as `BadRequest`, `NotFound`, `429` or `TooManyRequests`.
@@ -18,6 +25,55 @@ pub struct ApiError {
     /// The server's target (often a correlation id or the tenant id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// What else the error carried: Graph's `innerError`, the response's request id
+    /// header, fields nobody documented. Boxed, so that [`Error`] stays small.
+    #[serde(flatten)]
+    pub details: Box<ErrorDetails>,
+}
+
+/// The parts of an [`ApiError`] a support ticket needs besides its code and message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ErrorDetails {
+    /// Graph's `innerError` (also read as `innererror`).
+    #[serde(
+        rename = "innerError",
+        alias = "innererror",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub inner_error: Option<InnerError>,
+    /// The `request-id` (or `x-ms-request-id`) header of the response that carried the
+    /// error; not part of the body.
+    #[serde(skip)]
+    pub header_request_id: Option<String>,
+    /// Fields of the envelope nobody documented (`details`, ...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Graph's `innerError`: what Microsoft support asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct InnerError {
+    /// `request-id`.
+    #[serde(
+        rename = "request-id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub request_id: Option<String>,
+    /// `client-request-id`.
+    #[serde(
+        rename = "client-request-id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_request_id: Option<String>,
+    /// `date`, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    /// Every other field (`code`, `innerError`, ...), kept as sent.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -25,12 +81,54 @@ struct Envelope {
     error: ApiError,
 }
 
+/// The response headers that carry a request id, in the order they are preferred.
+const REQUEST_ID_HEADERS: [&str; 2] = ["request-id", "x-ms-request-id"];
+
 impl ApiError {
+    /// An error with a code and a message and nothing else.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: code.into(),
+            message: message.into(),
+            ..ApiError::default()
+        }
+    }
+
     /// Reads the envelope from a response body; `None` when the body is not one.
     pub fn from_body(body: &[u8]) -> Option<ApiError> {
         serde_json::from_slice::<Envelope>(body)
             .ok()
             .map(|e| e.error)
+    }
+
+    /// Reads the error of a response: the envelope when the body is one, else `status`
+    /// as the code and the body's first 512 bytes as the message; and the request id of
+    /// the `request-id` or `x-ms-request-id` header.
+    pub fn from_response(status: u16, headers: &http::HeaderMap, body: &[u8]) -> ApiError {
+        let mut error = ApiError::from_body(body).unwrap_or_else(|| {
+            ApiError::new(
+                status.to_string(),
+                String::from_utf8_lossy(body.get(..512).unwrap_or(body)).trim(),
+            )
+        });
+        error.details.header_request_id = REQUEST_ID_HEADERS
+            .iter()
+            .filter_map(|name| headers.get(*name)?.to_str().ok())
+            .map(str::trim)
+            .find(|v| !v.is_empty())
+            .map(str::to_owned);
+        error
+    }
+
+    /// The request id to quote to Microsoft support: the response header's, else the
+    /// inner error's.
+    pub fn request_id(&self) -> Option<&str> {
+        let details = &self.details;
+        details
+            .header_request_id
+            .as_deref()
+            .or_else(|| details.inner_error.as_ref()?.request_id.as_deref())
+            .filter(|id| !id.is_empty())
     }
 
     /// The JSON envelope for this error.
@@ -46,11 +144,15 @@ impl ApiError {
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.code.is_empty(), self.message.is_empty()) {
-            (false, false) => write!(f, "{}: {}", self.code, self.message),
-            (true, false) => f.write_str(&self.message),
-            (false, true) => f.write_str(&self.code),
-            (true, true) => f.write_str("no error details"),
+            (false, false) => write!(f, "{}: {}", self.code, self.message)?,
+            (true, false) => f.write_str(&self.message)?,
+            (false, true) => f.write_str(&self.code)?,
+            (true, true) => f.write_str("no error details")?,
         }
+        if let Some(id) = self.request_id() {
+            write!(f, " (request id {id})")?;
+        }
+        Ok(())
     }
 }
 
@@ -283,5 +385,78 @@ impl Error {
             Error::ResultTooLarge(_) | Error::Preempted(_) => Some(400),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_inner_error_is_kept_and_its_request_id_shown() {
+        let body = br#"{"error":{"code":"InvalidAuthenticationToken","message":"Access token has expired or is not yet valid.","innerError":{"date":"2026-11-30T08:00:00","request-id":"5c1a2f0e-0000-4000-8000-000000000001","client-request-id":"5c1a2f0e-0000-4000-8000-000000000002","code":"tokenExpired"}}}"#;
+        let e = ApiError::from_body(body).unwrap();
+        let inner = e.details.inner_error.as_ref().unwrap();
+        assert_eq!(inner.date.as_deref(), Some("2026-11-30T08:00:00"));
+        assert_eq!(
+            inner.client_request_id.as_deref(),
+            Some("5c1a2f0e-0000-4000-8000-000000000002")
+        );
+        assert_eq!(inner.extra["code"], "tokenExpired");
+        assert_eq!(e.request_id(), Some("5c1a2f0e-0000-4000-8000-000000000001"));
+        assert_eq!(
+            e.to_string(),
+            "InvalidAuthenticationToken: Access token has expired or is not yet valid. \
+             (request id 5c1a2f0e-0000-4000-8000-000000000001)"
+        );
+        // Nothing lost: the envelope written back is the one read.
+        let back: Value = serde_json::from_slice(&e.to_body()).unwrap();
+        assert_eq!(back, serde_json::from_slice::<Value>(body).unwrap());
+    }
+
+    #[test]
+    fn defender_target_is_kept() {
+        let body = br#"{"error":{"code":"BadRequest","message":"A recognition error occurred.. Fix syntax errors in your query.","target":"|1d25001e-48e8e09dbddde4f4."}}"#;
+        let e = ApiError::from_body(body).unwrap();
+        assert_eq!(e.target.as_deref(), Some("|1d25001e-48e8e09dbddde4f4."));
+        assert_eq!(e.request_id(), None);
+        assert!(!e.to_string().contains("request id"));
+        let back: Value = serde_json::from_slice(&e.to_body()).unwrap();
+        assert_eq!(back, serde_json::from_slice::<Value>(body).unwrap());
+    }
+
+    #[test]
+    fn the_header_request_id_is_taken_and_preferred() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-ms-request-id", "ms-1".parse().unwrap());
+        let e = ApiError::from_response(502, &headers, b"<html>Bad Gateway</html>");
+        assert_eq!(e.code, "502");
+        assert_eq!(e.message, "<html>Bad Gateway</html>");
+        assert_eq!(e.request_id(), Some("ms-1"));
+        assert_eq!(
+            e.to_string(),
+            "502: <html>Bad Gateway</html> (request id ms-1)"
+        );
+        // The header id stays out of the body.
+        assert!(!String::from_utf8(e.to_body()).unwrap().contains("ms-1"));
+
+        headers.insert("request-id", "graph-2".parse().unwrap());
+        let body = br#"{"error":{"code":"NotFound","message":"gone","innerError":{"request-id":"inner-3"}}}"#;
+        let e = ApiError::from_response(404, &headers, body);
+        assert_eq!(e.request_id(), Some("graph-2"));
+        assert_eq!(
+            e.details.inner_error.unwrap().request_id.as_deref(),
+            Some("inner-3")
+        );
+    }
+
+    #[test]
+    fn errors_print_the_request_id() {
+        let mut e = ApiError::new("NotFound", "no incident 7");
+        e.details.header_request_id = Some("abc".into());
+        assert_eq!(
+            Error::NotFound(e).to_string(),
+            "not found: NotFound: no incident 7 (request id abc)"
+        );
     }
 }

@@ -3,7 +3,9 @@
 //! Models keep every field they do not know (`extra`) and never fail on a value of an
 //! unexpected type: a real response carries undocumented fields, and a string field that
 //! arrives as a number is kept as its text. Graph's names (`id`, `displayName`,
-//! `createdDateTime`, ...) are read into the same fields as Defender XDR's.
+//! `createdDateTime`, ...) are read into the same fields as Defender XDR's. A model read
+//! from a body writes back that body ([`Wire`]: the same names, numbers as numbers, no
+//! field added); [`Incident::canonical`] writes Defender XDR's names on every surface.
 //!
 //! ```
 //! use defender_core::incidents::{IncidentFilter, IncidentStatus};
@@ -110,7 +112,7 @@ fn lenient_list<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
 
 /// An incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct Incident {
     /// `incidentId` (Defender XDR) or `id` (Graph).
     #[serde(alias = "id", default)]
@@ -168,11 +170,14 @@ pub struct Incident {
     /// Fields nobody documented.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// How the body named and typed the fields it had (see [`Wire`]).
+    #[serde(skip)]
+    pub wire: Wire,
 }
 
 /// A comment on an incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct Comment {
     /// The text.
     #[serde(default, deserialize_with = "lenient_string")]
@@ -190,11 +195,14 @@ pub struct Comment {
     /// Fields nobody documented.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// How the body named and typed the fields it had (see [`Wire`]).
+    #[serde(skip)]
+    pub wire: Wire,
 }
 
 /// An alert inside an incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct Alert {
     /// `alertId` / `id`.
     #[serde(alias = "id", default, deserialize_with = "lenient_string")]
@@ -217,9 +225,11 @@ pub struct Alert {
     /// The product that raised it.
     #[serde(default, deserialize_with = "lenient_string")]
     pub service_source: Option<String>,
-    /// When it was created (`creationTime` / `createdDateTime`).
+    /// When it was created (`creationTime`; Graph's `createdDateTime`; Defender for
+    /// Endpoint's `alertCreationTime`).
     #[serde(
         alias = "createdDateTime",
+        alias = "alertCreationTime",
         default,
         deserialize_with = "lenient_string"
     )]
@@ -236,11 +246,14 @@ pub struct Alert {
     /// Everything else (`lastUpdatedTime`, `investigationState`, `actorName`, ...).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// How the body named and typed the fields it had (see [`Wire`]).
+    #[serde(skip)]
+    pub wire: Wire,
 }
 
 /// A device in an alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct Device {
     /// `mdatpDeviceId` / `deviceId`.
     #[serde(alias = "mdatpDeviceId", default, deserialize_with = "lenient_string")]
@@ -254,11 +267,14 @@ pub struct Device {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// How the body named and typed the fields it had (see [`Wire`]).
+    #[serde(skip)]
+    pub wire: Wire,
 }
 
 /// An entity in an alert (a file, a process, an IP, a user, a mailbox...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct Entity {
     /// `File`, `Process`, `Ip`, `User`, ...
     #[serde(default, deserialize_with = "lenient_string")]
@@ -266,6 +282,9 @@ pub struct Entity {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// How the body named and typed the fields it had (see [`Wire`]).
+    #[serde(skip)]
+    pub wire: Wire,
 }
 
 /// One page of an incidents listing.
@@ -278,7 +297,8 @@ pub struct IncidentPage {
     #[serde(
         rename = "@odata.nextLink",
         default,
-        deserialize_with = "lenient_string"
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
     )]
     pub next_link: Option<String>,
     /// Fields nobody documented (`@odata.context`, ...).
@@ -846,6 +866,250 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+impl Incident {
+    /// The incident as if built in code: written back with Defender XDR's names and every
+    /// field, whichever surface it was read from (alerts, comments, devices and entities
+    /// too). For output that must look the same on every surface.
+    pub fn canonical(mut self) -> Incident {
+        self.wire = Wire::default();
+        for c in &mut self.comments {
+            c.wire = Wire::default();
+        }
+        for a in &mut self.alerts {
+            a.wire = Wire::default();
+            for d in &mut a.devices {
+                d.wire = Wire::default();
+            }
+            for e in &mut a.entities {
+                e.wire = Wire::default();
+            }
+        }
+        self
+    }
+}
+
+impl<'de> Deserialize<'de> for Incident {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = Map::<String, Value>::deserialize(d)?;
+        let wire = Wire::observe(&map);
+        let mut model =
+            Incident::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?;
+        model.wire = wire;
+        Ok(model)
+    }
+}
+
+impl Serialize for Incident {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let canonical = Incident::serialize(self, serde_json::value::Serializer)
+            .map_err(serde::ser::Error::custom)?;
+        self.wire.restore(canonical, INCIDENT_FIELDS).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Comment {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = Map::<String, Value>::deserialize(d)?;
+        let wire = Wire::observe(&map);
+        let mut model =
+            Comment::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?;
+        model.wire = wire;
+        Ok(model)
+    }
+}
+
+impl Serialize for Comment {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let canonical = Comment::serialize(self, serde_json::value::Serializer)
+            .map_err(serde::ser::Error::custom)?;
+        self.wire.restore(canonical, COMMENT_FIELDS).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Alert {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = Map::<String, Value>::deserialize(d)?;
+        let wire = Wire::observe(&map);
+        let mut model = Alert::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?;
+        model.wire = wire;
+        Ok(model)
+    }
+}
+
+impl Serialize for Alert {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let canonical = Alert::serialize(self, serde_json::value::Serializer)
+            .map_err(serde::ser::Error::custom)?;
+        self.wire.restore(canonical, ALERT_FIELDS).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Device {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = Map::<String, Value>::deserialize(d)?;
+        let wire = Wire::observe(&map);
+        let mut model =
+            Device::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?;
+        model.wire = wire;
+        Ok(model)
+    }
+}
+
+impl Serialize for Device {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let canonical = Device::serialize(self, serde_json::value::Serializer)
+            .map_err(serde::ser::Error::custom)?;
+        self.wire.restore(canonical, DEVICE_FIELDS).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Entity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = Map::<String, Value>::deserialize(d)?;
+        let wire = Wire::observe(&map);
+        let mut model =
+            Entity::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?;
+        model.wire = wire;
+        Ok(model)
+    }
+}
+
+impl Serialize for Entity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let canonical = Entity::serialize(self, serde_json::value::Serializer)
+            .map_err(serde::ser::Error::custom)?;
+        self.wire.restore(canonical, ENTITY_FIELDS).serialize(s)
+    }
+}
+
+/// A model's typed fields: the name it writes, and the other names it reads.
+type Fields = &'static [(&'static str, &'static [&'static str])];
+
+const INCIDENT_FIELDS: Fields = &[
+    ("incidentId", &["id"]),
+    ("incidentUri", &["incidentWebUrl"]),
+    ("redirectIncidentId", &[]),
+    ("incidentName", &["displayName"]),
+    ("createdTime", &["createdDateTime"]),
+    ("lastUpdateTime", &["lastUpdateDateTime"]),
+    ("assignedTo", &[]),
+    ("classification", &[]),
+    ("determination", &[]),
+    ("detectionSource", &[]),
+    ("status", &[]),
+    ("severity", &[]),
+    ("tags", &["customTags"]),
+    ("comments", &[]),
+    ("alerts", &[]),
+];
+
+const COMMENT_FIELDS: Fields = &[
+    ("comment", &[]),
+    ("createdBy", &[]),
+    ("createdTime", &["createdDateTime"]),
+];
+
+const ALERT_FIELDS: Fields = &[
+    ("alertId", &["id"]),
+    ("title", &[]),
+    ("description", &[]),
+    ("category", &[]),
+    ("status", &[]),
+    ("severity", &[]),
+    ("serviceSource", &[]),
+    ("creationTime", &["createdDateTime", "alertCreationTime"]),
+    ("mitreTechniques", &[]),
+    ("devices", &[]),
+    ("entities", &[]),
+];
+
+const DEVICE_FIELDS: Fields = &[
+    ("deviceId", &["mdatpDeviceId"]),
+    ("deviceDnsName", &[]),
+    ("osPlatform", &[]),
+];
+
+const ENTITY_FIELDS: Fields = &[("entityType", &[])];
+
+/// How a model was written on the wire, so that writing it back gives the body it was
+/// read from: Graph's names stay Graph's (`id`, `displayName`, `createdDateTime`, ...),
+/// a numeric id stays a number, and a field the body did not have is not added (unless
+/// it was given a value since). A model built in code has none of this and writes every
+/// field under Defender XDR's names.
+///
+/// The wire form is not part of the value: two models with the same fields are equal
+/// however they were read.
+#[derive(Debug, Clone, Default)]
+pub struct Wire {
+    /// Read from a body (else: built in code).
+    read: bool,
+    /// The keys the body had.
+    keys: Vec<String>,
+    /// The keys whose values were numbers.
+    numbers: Vec<String>,
+}
+
+impl PartialEq for Wire {
+    fn eq(&self, _: &Wire) -> bool {
+        true
+    }
+}
+
+impl Wire {
+    fn observe(map: &Map<String, Value>) -> Wire {
+        Wire {
+            read: true,
+            keys: map.keys().cloned().collect(),
+            numbers: map
+                .iter()
+                .filter(|(_, v)| v.is_number())
+                .map(|(k, _)| k.clone())
+                .collect(),
+        }
+    }
+
+    fn had(&self, key: &str) -> bool {
+        self.keys.iter().any(|k| k == key)
+    }
+
+    /// Renames the canonical fields of `value` back to the names the body used.
+    fn restore(&self, value: Value, fields: Fields) -> Value {
+        let Value::Object(mut out) = value else {
+            return value;
+        };
+        if !self.read {
+            return Value::Object(out);
+        }
+        for (canonical, aliases) in fields {
+            let Some(v) = out.remove(*canonical) else {
+                continue;
+            };
+            let name = std::iter::once(*canonical)
+                .chain(aliases.iter().copied())
+                .find(|k| self.had(k));
+            match name {
+                // The body had no such field and the model was given none since.
+                None if v.is_null() || v.as_array().is_some_and(Vec::is_empty) => {}
+                None => {
+                    out.insert((*canonical).to_owned(), v);
+                }
+                Some(name) => {
+                    let v = match v {
+                        Value::String(text) if self.numbers.iter().any(|n| n == name) => text
+                            .parse::<u64>()
+                            .map(Value::from)
+                            .or_else(|_| text.parse::<i64>().map(Value::from))
+                            .unwrap_or(Value::String(text)),
+                        other => other,
+                    };
+                    out.insert(name.to_owned(), v);
+                }
+            }
+        }
+        Value::Object(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -955,6 +1219,63 @@ mod tests {
         assert!(IncidentUpdate::default().is_empty());
         assert!("in_progress".parse::<IncidentStatus>().is_ok());
         assert!("nope".parse::<Classification>().is_err());
+    }
+
+    #[test]
+    fn a_model_writes_back_the_body_it_read() {
+        let graph = br#"{"id":"41807","displayName":"x","customTags":["a"],"status":"active","comments":[{"comment":"c","createdDateTime":"t"}]}"#;
+        let mut incident: Incident = serde_json::from_slice(graph).unwrap();
+        assert_eq!(incident.incident_id, Some(IncidentId::from("41807")));
+        let back = serde_json::to_value(&incident).unwrap();
+        assert_eq!(back, serde_json::from_slice::<Value>(graph).unwrap());
+
+        // Changed fields keep the body's names; a field given a value is added.
+        incident.status = Some("resolved".into());
+        incident.assigned_to = Some("me".into());
+        let back = serde_json::to_value(&incident).unwrap();
+        assert_eq!(back["status"], "resolved");
+        assert_eq!(back["assignedTo"], "me");
+        assert!(back.get("incidentId").is_none() && back.get("determination").is_none());
+
+        // Defender XDR's numeric id stays a number.
+        let xdr = br#"{"incidentId":924565,"alerts":[{"alertId":"a","incidentId":924565,"devices":[{"mdatpDeviceId":"d","osBuild":14393}]}]}"#;
+        let incident: Incident = serde_json::from_slice(xdr).unwrap();
+        assert_eq!(incident.incident_id, Some(IncidentId::from(924565)));
+        assert_eq!(
+            incident.alerts[0].devices[0].device_id.as_deref(),
+            Some("d")
+        );
+        let back = serde_json::to_value(&incident).unwrap();
+        assert_eq!(back, serde_json::from_slice::<Value>(xdr).unwrap());
+
+        // Equal fields are equal models, however they were read.
+        let built = Incident {
+            incident_id: Some(IncidentId::from(924565)),
+            ..Incident::default()
+        };
+        let read: Incident = serde_json::from_slice(br#"{"incidentId":924565}"#).unwrap();
+        assert_eq!(built, read);
+    }
+
+    #[test]
+    fn a_model_built_in_code_writes_every_field_with_defender_names() {
+        let built = Incident {
+            incident_id: Some(IncidentId::from("7")),
+            ..Incident::default()
+        };
+        let v = serde_json::to_value(&built).unwrap();
+        assert_eq!(v["incidentId"], "7");
+        assert!(v["status"].is_null() && v["tags"] == serde_json::json!([]));
+
+        let graph =
+            br#"{"id":"41807","displayName":"x","alerts":[{"id":"a","createdDateTime":"t"}]}"#;
+        let read: Incident = serde_json::from_slice(graph).unwrap();
+        let v = serde_json::to_value(read.canonical()).unwrap();
+        assert_eq!(v["incidentId"], "41807");
+        assert_eq!(v["incidentName"], "x");
+        assert_eq!(v["alerts"][0]["alertId"], "a");
+        assert_eq!(v["alerts"][0]["creationTime"], "t");
+        assert!(v["severity"].is_null());
     }
 
     #[test]

@@ -181,11 +181,13 @@ pub fn parse_token_response(status: u16, body: &[u8], now: Instant) -> Result<Ac
             code,
             message: error_description.unwrap_or_default(),
             target: None,
+            ..ApiError::default()
         },
         _ => ApiError::from_body(body).unwrap_or_else(|| ApiError {
             code: status.to_string(),
             message: "the token endpoint refused the request".into(),
             target: None,
+            ..ApiError::default()
         }),
     };
     if status >= 500 || status == 429 || status == 408 {

@@ -344,6 +344,7 @@ impl Reply {
             code: code.into(),
             message: message.into(),
             target: Some(target),
+            ..ApiError::default()
         };
         Reply::json(status, e.to_body())
     }
@@ -689,6 +690,7 @@ fn odd_429(shared: &Shared, route: &Route, headers: &HeaderMap, variant: u32) ->
             code: "429".into(),
             message,
             target: Some(tenant.clone()),
+            ..ApiError::default()
         }
         .to_body()
     };
