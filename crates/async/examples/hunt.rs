@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut active = std::pin::pin!(client.incidents().list(IncidentQuery {
         filter: defender_core::incidents::IncidentFilter::new().status(IncidentStatus::Active),
         top: Some(50),
-        skip: None,
+        ..IncidentQuery::default()
     }));
     let mut n = 0;
     let mut first = None;

@@ -188,6 +188,10 @@ enum IncidentsCommand {
         /// Page size (default and at most: 100 on Defender XDR, 50 on Graph).
         #[arg(long)]
         top: Option<u32>,
+        /// Include each incident's alerts (`--expand alerts`; Graph lists none otherwise,
+        /// Defender XDR always includes them).
+        #[arg(long, value_parser = ["alerts"])]
+        expand: Option<String>,
         /// Every page, not just the first.
         #[arg(long)]
         all: bool,
@@ -774,6 +778,7 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
             classification,
             determination,
             top,
+            expand,
             all,
             format,
             output,
@@ -819,6 +824,7 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
                 filter: f,
                 top: Some(top),
                 skip: None,
+                expand_alerts: expand.is_some(),
             };
             let columns: Vec<String> = [
                 "incidentId",

@@ -815,6 +815,9 @@ pub struct IncidentQuery {
     pub top: Option<u32>,
     /// Incidents to skip (`$skip`).
     pub skip: Option<u32>,
+    /// Graph: include each incident's alerts (`$expand=alerts`; Graph lists incidents
+    /// without them otherwise). Defender XDR always includes them and ignores this.
+    pub expand_alerts: bool,
 }
 
 /// Defender XDR's maximum page size (`$top`, "at most 100", api-list-incidents).
@@ -844,6 +847,9 @@ impl IncidentQuery {
         }
         if let Some(skip) = self.skip.filter(|s| *s > 0) {
             params.push(format!("$skip={skip}"));
+        }
+        if self.expand_alerts && surface == Surface::Graph {
+            params.push("$expand=alerts".to_owned());
         }
         if params.is_empty() {
             path.to_owned()
@@ -1152,6 +1158,18 @@ mod tests {
             q.path_and_query("/api/incidents", Surface::DefenderXdr),
             "/api/incidents?$top=100"
         );
+        let expanded = IncidentQuery {
+            expand_alerts: true,
+            ..q
+        };
+        assert_eq!(
+            expanded.path_and_query("/v1.0/security/incidents", Surface::Graph),
+            "/v1.0/security/incidents?$top=50&$expand=alerts"
+        );
+        assert_eq!(
+            expanded.path_and_query("/api/incidents", Surface::DefenderXdr),
+            "/api/incidents?$top=100"
+        );
     }
 
     #[test]
@@ -1192,6 +1210,7 @@ mod tests {
             filter: IncidentFilter::new().assigned_to("a b&c"),
             top: Some(500),
             skip: Some(0),
+            expand_alerts: false,
         };
         assert_eq!(
             q.path_and_query("/api/incidents", Surface::DefenderXdr),

@@ -65,6 +65,8 @@ pub trait Driver: Clone + Send + Sync + 'static {
         query: &str,
         on_item: &mut dyn FnMut(StreamItem),
     ) -> Result<HuntSummary, Error>;
+    /// A client whose token provider always gives `token`.
+    fn connect_with_token(spec: &ClientSpec, rt: &tokio::runtime::Runtime, token: String) -> Self;
     /// A client whose quota store or token provider misbehaves as `broken` says, with
     /// `timeout` as its store and token timeout.
     fn connect_broken(
@@ -110,6 +112,29 @@ impl Broken {
 
 #[derive(Debug)]
 struct BrokenParts(Broken);
+
+/// A token provider that always gives the same token.
+#[derive(Debug)]
+struct FixedToken(String);
+
+#[defender_async::async_trait]
+impl defender_async::TokenProvider for FixedToken {
+    async fn token(&self, _: &str) -> Result<(defender_core::token::Secret, Duration), Error> {
+        Ok((
+            defender_core::token::Secret::new(self.0.clone()),
+            Duration::from_secs(3_000),
+        ))
+    }
+}
+
+impl defender_blocking::TokenProvider for FixedToken {
+    fn token(&self, _: &str) -> Result<(defender_core::token::Secret, Duration), Error> {
+        Ok((
+            defender_core::token::Secret::new(self.0.clone()),
+            Duration::from_secs(3_000),
+        ))
+    }
+}
 
 #[defender_async::async_trait]
 impl defender_async::QuotaStore for BrokenParts {
@@ -216,6 +241,22 @@ impl Driver for AsyncDriver {
                 spec.max_body_bytes
                     .unwrap_or(defender_async::DEFAULT_MAX_BODY_BYTES),
             )
+            .build()
+            .expect("the async client builds");
+        AsyncDriver {
+            client,
+            handle: rt.handle().clone(),
+        }
+    }
+
+    fn connect_with_token(spec: &ClientSpec, rt: &tokio::runtime::Runtime, token: String) -> Self {
+        let _guard = rt.enter();
+        let client = defender_async::Client::builder()
+            .surface(spec.surface)
+            .base_url(&spec.base_url)
+            .limits_value(spec.limits.clone())
+            .policy(spec.policy.clone())
+            .token_provider(Arc::new(FixedToken(token)))
             .build()
             .expect("the async client builds");
         AsyncDriver {
@@ -332,6 +373,18 @@ impl Driver for BlockingDriver {
                 spec.max_body_bytes
                     .unwrap_or(defender_blocking::DEFAULT_MAX_BODY_BYTES),
             )
+            .build()
+            .expect("the blocking client builds");
+        BlockingDriver { client }
+    }
+
+    fn connect_with_token(spec: &ClientSpec, _rt: &tokio::runtime::Runtime, token: String) -> Self {
+        let client = defender_blocking::Client::builder()
+            .surface(spec.surface)
+            .base_url(&spec.base_url)
+            .limits_value(spec.limits.clone())
+            .policy(spec.policy.clone())
+            .token_provider(Arc::new(FixedToken(token)))
             .build()
             .expect("the blocking client builds");
         BlockingDriver { client }
@@ -540,6 +593,55 @@ pub fn every_call_on_every_surface<D: Driver>() {
             .status
             .as_deref()
             .is_some_and(|s| s.eq_ignore_ascii_case("inprogress")));
+        // The comment is there (on Graph, its own POST after the PATCH), and a
+        // comment-only update works too.
+        let has = |i: &defender_core::incidents::Incident, text: &str| {
+            i.comments
+                .iter()
+                .any(|c| c.comment.as_deref() == Some(text))
+        };
+        assert!(
+            has(&u, "looked at it"),
+            "{} {surface}: {:?}",
+            D::NAME,
+            u.comments
+        );
+        let only_comment = IncidentUpdate {
+            comment: Some("second look".into()),
+            ..Default::default()
+        };
+        let Value::Incident(c) = d
+            .call(Call::UpdateIncident(id.clone(), only_comment))
+            .expect("comment")
+        else {
+            panic!()
+        };
+        assert!(
+            has(&c, "second look"),
+            "{} {surface}: {:?}",
+            D::NAME,
+            c.comments
+        );
+        let Value::Incident(again) = d.call(Call::GetIncident(id.clone())).expect("get") else {
+            panic!()
+        };
+        assert!(has(&again, "looked at it") && has(&again, "second look"));
+        if surface == Surface::Graph {
+            // Graph lists alerts only when asked to expand them.
+            let list = |expand_alerts| {
+                let call = Call::ListIncidents(IncidentQuery {
+                    top: Some(10),
+                    expand_alerts,
+                    ..Default::default()
+                });
+                match d.call(call).expect("list") {
+                    Value::Incidents { page, .. } => page.value,
+                    _ => panic!(),
+                }
+            };
+            assert!(list(false).iter().all(|i| i.alerts.is_empty()));
+            assert!(list(true).iter().any(|i| !i.alerts.is_empty()));
+        }
         assert!(matches!(
             d.call(Call::GetIncident(IncidentId::from(987_654_321u64))),
             Err(Error::NotFound(_))
@@ -1293,4 +1395,70 @@ pub fn a_broken_store_or_provider_holds_no_call<D: Driver>() {
             D::NAME
         );
     }
+}
+
+/// A token issued for one API is refused by another, in that service's words: an
+/// `Error::Auth` carrying Graph's `InvalidAuthenticationToken`, and Defender's 401, each
+/// after one refresh (the provider gives the same token again).
+pub fn a_token_for_another_api_is_refused<D: Driver>() {
+    let env = Env::start(|b| b.limits(generous()));
+    let token_for = |scope: &str| -> String {
+        let body = format!(
+            "client_id={DEFAULT_CLIENT_ID}&client_secret={DEFAULT_SECRET}&grant_type=client_credentials&scope={scope}"
+        );
+        let url = format!(
+            "{}/{DEFAULT_TENANT}/oauth2/v2.0/token",
+            env.emulator.base_url()
+        );
+        let answer = post_form(&url, &body);
+        let v: serde_json::Value = serde_json::from_str(&answer).expect("a token answer");
+        v["access_token"].as_str().expect("a token").to_owned()
+    };
+    let xdr_token = token_for("https%3A%2F%2Fapi.security.microsoft.com%2F.default");
+    let graph_token = token_for("https%3A%2F%2Fgraph.microsoft.com%2F.default");
+    let list = Call::ListIncidents(IncidentQuery::default());
+    // The right token works...
+    let d = D::connect_with_token(
+        &env.spec(Surface::Graph, generous()),
+        &env.rt,
+        graph_token.clone(),
+    );
+    assert!(
+        d.call(list.clone()).is_ok(),
+        "{}: a Graph token on Graph",
+        D::NAME
+    );
+    // ...the wrong one is refused by each service in its words.
+    let d = D::connect_with_token(&env.spec(Surface::Graph, generous()), &env.rt, xdr_token);
+    match d.call(list.clone()) {
+        Err(Error::Auth(e)) => assert_eq!(e.code, "InvalidAuthenticationToken", "{}: {e}", D::NAME),
+        other => panic!("{}: {other:?}", D::NAME),
+    }
+    let d = D::connect_with_token(
+        &env.spec(Surface::DefenderXdr, generous()),
+        &env.rt,
+        graph_token,
+    );
+    match d.call(list) {
+        Err(Error::Auth(e)) => assert!(e.message.contains("audience"), "{}: {e}", D::NAME),
+        other => panic!("{}: {other:?}", D::NAME),
+    }
+}
+
+/// A form POST over a plain TCP connection (the testkit has no HTTP client of its own).
+fn post_form(url: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').expect("a path");
+    let mut s = std::net::TcpStream::connect(host).expect("connects");
+    write!(
+        s,
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("writes");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("reads");
+    let (_, body) = answer.split_once("\r\n\r\n").expect("a body");
+    body.to_owned()
 }

@@ -19,6 +19,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn a_token_for_another_api_is_refused() {
+                conformance::a_token_for_another_api_is_refused::<$driver>();
+            }
+
+            #[test]
             fn every_call_on_every_surface() {
                 conformance::every_call_on_every_surface::<$driver>();
             }
