@@ -6,8 +6,8 @@ use std::time::Duration;
 use defender_core::limits::{parse_duration, Limits};
 
 use crate::{
-    Clock, Emulator, EmulatorBuilder, EmulatorError, FaultSpec, WindowMode, CONTROL_HEADER,
-    CONTROL_HEADER_VALUE, DEFAULT_CLIENT_ID, DEFAULT_SECRET, DEFAULT_TENANT,
+    Clock, Emulator, EmulatorBuilder, EmulatorError, FaultSpec, RuntimeScope, WindowMode,
+    CONTROL_HEADER, CONTROL_HEADER_VALUE, DEFAULT_CLIENT_ID, DEFAULT_SECRET, DEFAULT_TENANT,
 };
 
 /// The emulator's options; `#[command(flatten)]` them into another CLI to reuse.
@@ -38,6 +38,10 @@ pub struct EmulatorArgs {
     /// Quota windows: sliding (exact) or fixed (aligned to the emulator's start).
     #[arg(long, default_value = "sliding")]
     pub window: WindowMode,
+    /// Give each (tenant, app) its own hunting running-time budget instead of one per
+    /// tenant shared by all its apps (Microsoft allocates running time per tenant).
+    #[arg(long)]
+    pub runtime_per_app: bool,
     /// The lifetime of issued tokens, such as 1h or 59m59s.
     #[arg(long, default_value = "3599s", value_parser = parse_duration_arg)]
     pub token_lifetime: Duration,
@@ -79,6 +83,11 @@ impl EmulatorArgs {
             .rows_per_table(self.rows)
             .incidents(self.incidents)
             .window_mode(self.window)
+            .runtime_scope(if self.runtime_per_app {
+                RuntimeScope::App
+            } else {
+                RuntimeScope::Tenant
+            })
             .token_lifetime(self.token_lifetime)
             .retry_after_header(!self.no_retry_after)
             .again_in_sentence(!self.no_again_in)

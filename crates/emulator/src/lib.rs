@@ -74,7 +74,12 @@
 //! in 8 seconds.`, target the tenant id) and `Retry-After`; Graph paths get Graph's
 //! `TooManyRequests` body. Throttled calls are not counted. Hunting queries are also
 //! charged a simulated running time ([`CostModel`]) against every `hunting.runtime`
-//! window per (tenant, app); once a budget is spent, hunting calls get 429 with
+//! window per tenant: Microsoft allocates hunting CPU to the tenant ("Each tenant is
+//! allocated CPU resources"), so all apps of a tenant share one running-time budget,
+//! while their calls are counted per app. [`EmulatorBuilder::runtime_scope`] with
+//! [`RuntimeScope::App`] (`--runtime-per-app`) gives each (tenant, app) its own budget
+//! instead; `/_emulator/stats` then shows each app's own charge, and otherwise the
+//! tenant's. Once a budget is spent, hunting calls get 429 with
 //! "You have exceeded processing resources allocated to this tenant. You can run queries
 //! again in hh:mm:ss." until the window frees up.
 //!
@@ -134,7 +139,7 @@ pub use defender_emulator_kql::{Limit, QueryLimits, PREEMPTED};
 pub use faults::{FaultKind, FaultSpec, FaultSpecError, ODD_429_VARIANTS};
 pub use hunting::CostModel;
 pub use incidents::FilterLimits;
-pub use quota::WindowMode;
+pub use quota::{RuntimeScope, WindowMode};
 pub use server::{KeyStats, Stats, WindowStats};
 
 /// The built-in app's tenant id.
@@ -241,6 +246,7 @@ pub enum EmulatorError {
 pub(crate) struct Config {
     pub limits: Limits,
     pub window_mode: WindowMode,
+    pub runtime_scope: RuntimeScope,
     pub retry_after_header: bool,
     pub again_in_sentence: bool,
     pub token_lifetime: Duration,
@@ -267,6 +273,7 @@ impl Default for Config {
         Config {
             limits: Limits::default(),
             window_mode: WindowMode::Sliding,
+            runtime_scope: RuntimeScope::Tenant,
             retry_after_header: true,
             again_in_sentence: true,
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
@@ -336,6 +343,13 @@ impl EmulatorBuilder {
     /// Fixed or sliding windows (default sliding).
     pub fn window_mode(mut self, mode: WindowMode) -> Self {
         self.config.window_mode = mode;
+        self
+    }
+
+    /// Who shares a running-time budget (default [`RuntimeScope::Tenant`]: all apps of a
+    /// tenant, as Microsoft documents; [`RuntimeScope::App`]: each (tenant, app) alone).
+    pub fn runtime_scope(mut self, scope: RuntimeScope) -> Self {
+        self.config.runtime_scope = scope;
         self
     }
 

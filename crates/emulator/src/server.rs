@@ -28,7 +28,7 @@ use serde_json::{json, Map, Value};
 use crate::faults::{Fault, FaultKind};
 use crate::hunting::{self, HuntShape};
 use crate::incidents::{self, Dialect, Filter, Incident};
-use crate::quota::{CallWindows, RuntimeWindows, WindowMode};
+use crate::quota::{CallWindows, RuntimeScope, RuntimeWindows, WindowMode};
 use crate::rng::mix;
 use crate::time::{ceil_secs, format_http_date, format_rfc3339, format_timespan};
 use crate::{App, Clock, Config, EmulatorError, GRAPH_MAX_PAGE_SIZE, MAX_PAGE_SIZE};
@@ -98,6 +98,7 @@ struct Counters {
 struct MutState {
     tokens: HashMap<String, TokenInfo>,
     calls: HashMap<(Key, ApiGroup), CallWindows>,
+    /// Keyed by [`Shared::runtime_key`]: (tenant, "") per tenant, or (tenant, app).
     runtime: HashMap<Key, RuntimeWindows>,
     counters: BTreeMap<(Key, ApiGroup), Counters>,
     totals: Counters,
@@ -153,7 +154,8 @@ pub struct KeyStats {
     pub throttled: u64,
     /// Requests that got a fault.
     pub faults: u64,
-    /// Running time charged so far, in seconds (hunting; per tenant and app).
+    /// Running time charged so far, in seconds (hunting): the tenant's shared budget,
+    /// or this app's own with [`crate::RuntimeScope::App`].
     pub runtime_charged_seconds: f64,
     /// Every configured window and its current usage.
     pub windows: Vec<WindowStats>,
@@ -241,6 +243,15 @@ impl Shared {
         )
     }
 
+    /// The key of the running-time budget `key` (tenant, app) draws on: the tenant's
+    /// (the app left empty) or, with [`RuntimeScope::App`], the app's own.
+    pub(crate) fn runtime_key(&self, key: &Key) -> Key {
+        match self.cfg.runtime_scope {
+            RuntimeScope::Tenant => (key.0.clone(), String::new()),
+            RuntimeScope::App => key.clone(),
+        }
+    }
+
     pub(crate) fn reset(&self, incidents: bool) {
         let mut st = lock(&self.state);
         st.calls.clear();
@@ -274,7 +285,7 @@ impl Shared {
                 .collect();
             let mut charged = 0.0;
             if *group == ApiGroup::Hunting {
-                let rt = st.runtime.get(key);
+                let rt = st.runtime.get(&self.runtime_key(key));
                 charged = rt.map_or(0.0, |r| r.total().as_secs_f64());
                 windows.extend(limits.runtime.iter().map(|l| WindowStats {
                     kind: "runtime".into(),
@@ -895,7 +906,10 @@ fn admit(shared: &Shared, caller: &Caller, group: ApiGroup, graph: bool) -> Resu
         (d.wait, m)
     });
     if denial.is_none() && group == ApiGroup::Hunting {
-        let rt = st.runtime.entry(caller.key.clone()).or_default();
+        let rt = st
+            .runtime
+            .entry(shared.runtime_key(&caller.key))
+            .or_default();
         if let Err(d) = rt.check(&gl.runtime, mode, now) {
             // Round the wait up to whole seconds for the TimeSpan.
             let secs = ceil_secs(d.wait);
@@ -1337,11 +1351,11 @@ async fn hunt(
     {
         let mut st = lock(&shared.state);
         let now = shared.clock.elapsed();
-        st.runtime.entry(caller.key.clone()).or_default().charge(
-            &shared.cfg.limits.hunting.runtime,
-            now,
-            exec,
-        );
+        let rkey = shared.runtime_key(&caller.key);
+        st.runtime
+            .entry(rkey)
+            .or_default()
+            .charge(&shared.cfg.limits.hunting.runtime, now, exec);
     }
     let Some(body) = hunting::body(shape, &out, exec, shared.cfg.max_result_bytes) else {
         return bad_request(

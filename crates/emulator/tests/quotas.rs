@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use defender_emulator::{App, CostModel, WindowMode};
+use defender_emulator::{App, CostModel, RuntimeScope, WindowMode};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
@@ -335,4 +335,105 @@ async fn a_day_budget_in_fixed_windows() {
     assert!(m.ends_with("again in 18:00:00."), "{m}");
     clock.advance(secs(18 * 3600));
     assert_eq!(env.hunt(&token, MDE_HUNT, Q).await.status(), StatusCode::OK);
+}
+
+/// Two apps of one tenant and one app of another, 100 s per query against 150 s an hour.
+fn runtime_env(scope: Option<RuntimeScope>) -> defender_emulator::EmulatorBuilder {
+    let mut b = small()
+        .limits(
+            "2021,hunting.calls=1000/1m,hunting.runtime=150s/1h"
+                .parse()
+                .unwrap(),
+        )
+        .token_lifetime(secs(7 * 86_400))
+        .cost_model(CostModel {
+            base: secs(100),
+            per_row: Duration::ZERO,
+            per_operator: Duration::ZERO,
+        })
+        .app(App::new(
+            "emulator",
+            "second-app",
+            "s",
+            &["AdvancedHunting.Read.All"],
+        ))
+        .app(App::new(
+            "fabrikam",
+            "third-app",
+            "s",
+            &["AdvancedHunting.Read.All"],
+        ));
+    if let Some(scope) = scope {
+        b = b.runtime_scope(scope);
+    }
+    b
+}
+
+#[tokio::test]
+async fn the_apps_of_a_tenant_share_one_running_time_budget() {
+    let env = Env::start(runtime_env(None)).await;
+    let one = env.token().await;
+    let two = env.token_of("emulator", "second-app", "s").await;
+    let three = env.token_of("fabrikam", "third-app", "s").await;
+    // The first app spends the tenant's budget (200 s of 150 s) ...
+    assert_eq!(env.hunt(&one, XDR_HUNT, Q).await.status(), StatusCode::OK);
+    assert_eq!(env.hunt(&one, XDR_HUNT, Q).await.status(), StatusCode::OK);
+    // ... so the second app of the same tenant is refused with the running-time 429,
+    let r = env.hunt(&two, XDR_HUNT, Q).await;
+    assert_eq!(r.headers()["retry-after"], "3600");
+    let (_, m, v) = throttled(r).await;
+    assert_eq!(
+        m,
+        "You have exceeded processing resources allocated to this tenant. You can run queries again in 01:00:00."
+    );
+    assert_eq!(v["error"]["target"], "emulator");
+    // while another tenant has its own budget.
+    assert_eq!(env.hunt(&three, XDR_HUNT, Q).await.status(), StatusCode::OK);
+    // Calls are still counted per app; the running time shown is the tenant's.
+    let stats = env.emu.stats();
+    let second = stats
+        .keys
+        .iter()
+        .find(|k| k.client_id == "second-app" && k.group == "hunting")
+        .unwrap();
+    assert_eq!((second.requests, second.throttled), (1, 1));
+    assert_eq!(second.runtime_charged_seconds, 200.0);
+    let w = second.windows.iter().find(|w| w.kind == "calls").unwrap();
+    assert_eq!(w.used, 0.0);
+    // The budget comes back for both apps together.
+    env.clock().advance(secs(3600));
+    assert_eq!(env.hunt(&two, XDR_HUNT, Q).await.status(), StatusCode::OK);
+    assert_eq!(env.hunt(&two, XDR_HUNT, Q).await.status(), StatusCode::OK);
+    assert_eq!(
+        env.hunt(&one, XDR_HUNT, Q).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn per_app_running_time_keeps_the_apps_apart() {
+    let env = Env::start(runtime_env(Some(RuntimeScope::App))).await;
+    let one = env.token().await;
+    let two = env.token_of("emulator", "second-app", "s").await;
+    assert_eq!(env.hunt(&one, XDR_HUNT, Q).await.status(), StatusCode::OK);
+    assert_eq!(env.hunt(&one, XDR_HUNT, Q).await.status(), StatusCode::OK);
+    let (_, m, _) = throttled(env.hunt(&one, XDR_HUNT, Q).await).await;
+    assert!(
+        m.starts_with("You have exceeded processing resources"),
+        "{m}"
+    );
+    // The second app has a budget of its own.
+    assert_eq!(env.hunt(&two, XDR_HUNT, Q).await.status(), StatusCode::OK);
+    assert_eq!(env.hunt(&two, XDR_HUNT, Q).await.status(), StatusCode::OK);
+    assert_eq!(
+        env.hunt(&two, XDR_HUNT, Q).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let stats = env.emu.stats();
+    let second = stats
+        .keys
+        .iter()
+        .find(|k| k.client_id == "second-app" && k.group == "hunting")
+        .unwrap();
+    assert_eq!(second.runtime_charged_seconds, 200.0);
 }

@@ -94,7 +94,7 @@ impl Common {
     }
 
     pub(crate) fn keys(&self, key: &QuotaKey) -> KeyLayout {
-        KeyLayout::new(&self.config.prefix, key)
+        KeyLayout::scoped(&self.config.prefix, key, self.config.runtime_scope)
     }
 
     pub(crate) fn now_override(&self) -> Option<u64> {

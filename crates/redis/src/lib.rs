@@ -1,12 +1,15 @@
 //! # defender-redis
 //!
-//! The Defender API quota shared by many processes, on Redis. Microsoft counts calls and
-//! advanced-hunting running time per application and tenant, so several workers of one
-//! app share one budget: this crate gives them the semantics of
+//! The Defender API quota shared by many processes, on Redis. Microsoft counts calls per
+//! application and tenant, and advanced-hunting running time (CPU) per tenant ("Each
+//! tenant is allocated CPU resources"), so several workers of one app share one call
+//! budget and every app of a tenant shares one running-time budget: this crate gives
+//! them the semantics of
 //! [`defender_core::quota::Quota`] (exact sliding windows, a safety margin, the server's
 //! retry time, learned limits) and [`defender_core::runtime::RunningTime`] (running-time
 //! windows with reservations for queries in flight), checked and committed atomically in
-//! Redis, on Redis's clock.
+//! Redis, on Redis's clock. [`StoreConfig::runtime_scope`] = [`RuntimeScope::App`] gives
+//! each app its own running-time budget instead.
 //!
 //! ```no_run
 //! use defender_core::limits::{ApiGroup, Preset};
@@ -72,10 +75,17 @@
 //!
 //! ## Key layout and its bound
 //!
-//! See [`KeyLayout`]: four keys per `(tenant, app, group)`, all under one hash tag
-//! `{prefix:tenant:app:group}` (the ids normalised by [`QuotaKey::new`]: lower case,
+//! See [`KeyLayout`]: per `(tenant, app, group)` a sorted set of calls and a state hash;
+//! per `(tenant, group)` (by default, see [`RuntimeScope`]) the running-time keys: a
+//! sorted set of charges, one of reservations and a hash with the running-time block.
+//! All keys of a tenant share one hash tag, `{prefix:tenant}`, so they are in one Redis
+//! Cluster slot and every script, which touches an app's call keys and the tenant's
+//! running-time keys together, stays in one slot. (Tagging the call keys per app and
+//! the running-time keys per tenant would put one acquire's keys in two slots, which
+//! Cluster refuses.) The cost: one tenant's keys are on one node. The ids are
+//! normalised by [`QuotaKey::new`] (lower case,
 //! GUIDs hyphenated without braces, no surrounding whitespace; so every spelling of one
-//! app's ids names one budget), each with a `PEXPIRE` of the longest window (plus margin)
+//! app's ids names one budget), and every key gets a `PEXPIRE` of the longest window (plus margin)
 //! after every write, so an idle key disappears by itself. The sorted set of calls is
 //! trimmed to the longest window on every acquire and so never holds more than the
 //! longest window's `max` entries (1,500 for 1,500 calls per hour; 36,000 for a day's
@@ -107,7 +117,8 @@
 //!
 //! [`OnRedisError::Fail`] returns [`StoreError::Unavailable`];
 //! [`OnRedisError::FallBackToLocal`] answers from an in-process `Quota` + `RunningTime`
-//! (one `tracing::warn!` per outage). Either way the store stops trying for a short,
+//! (one `tracing::warn!` per outage; its running time is per (tenant, app) whatever the
+//! [`RuntimeScope`], each process answering for itself). Either way the store stops trying for a short,
 //! doubling backoff and reconnects by itself on the next call after it. A Redis restart
 //! loses at most the current windows.
 //!
@@ -139,7 +150,7 @@ mod asynchronous;
 
 #[cfg(feature = "async")]
 pub use asynchronous::AsyncRedisQuotaStore;
-pub use keys::KeyLayout;
+pub use keys::{KeyLayout, RuntimeScope};
 #[cfg(feature = "async")]
 pub use shared::AsyncSharedQuota;
 pub use shared::{Binding, SharedQuota};
@@ -413,6 +424,11 @@ pub struct StoreConfig {
     /// A name for the store's connections (`CLIENT SETNAME`; no spaces), so `CLIENT
     /// LIST` shows which worker holds which connection (default none).
     pub client_name: Option<String>,
+    /// Who shares a running-time budget (default [`RuntimeScope::Tenant`]: every app of
+    /// the tenant, as Microsoft allocates hunting CPU per tenant; [`RuntimeScope::App`]:
+    /// each (tenant, app) alone). Call windows are always per (tenant, app). Processes
+    /// sharing a quota must use one scope. See [`KeyLayout`].
+    pub runtime_scope: RuntimeScope,
 }
 
 impl StoreConfig {
@@ -430,6 +446,7 @@ impl StoreConfig {
             fallback_share: 1,
             max_server_wait: DEFAULT_MAX_SERVER_WAIT,
             client_name: None,
+            runtime_scope: RuntimeScope::Tenant,
         }
     }
 
@@ -500,6 +517,7 @@ impl fmt::Debug for StoreConfig {
             .field("fallback_share", &self.fallback_share)
             .field("max_server_wait", &self.max_server_wait)
             .field("client_name", &self.client_name)
+            .field("runtime_scope", &self.runtime_scope)
             .finish()
     }
 }

@@ -52,6 +52,7 @@ fn limits_invocation(
         .key(&keys.reservations)
         .key(&keys.charges)
         .key(&keys.state)
+        .key(&keys.runtime_state)
         .arg(now_arg(now))
         .arg(ticket)
         .arg(micros(req.margin))
@@ -128,6 +129,11 @@ pub(crate) fn feedback(
 ) -> ScriptInvocation<'static> {
     let mut inv = FEEDBACK.prepare_invoke();
     inv.key(&keys.state)
+        .key(if runtime {
+            &keys.runtime_state
+        } else {
+            &keys.state
+        })
         .arg(now_arg(now))
         .arg(retry_after.map_or_else(String::new, |d| micros(d).to_string()))
         .arg(if runtime { "rb" } else { "b" });

@@ -10,7 +10,8 @@ use std::time::Duration;
 use defender_core::limits::{ApiGroup, CallLimit, RuntimeLimit};
 use defender_core::quota::QuotaKey;
 use defender_redis::{
-    AcquireRequest, Admission, DenyReason, OnRedisError, RedisQuotaStore, StoreConfig, StoreError,
+    AcquireRequest, Admission, DenyReason, OnRedisError, RedisQuotaStore, RuntimeScope,
+    StoreConfig, StoreError,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -139,7 +140,7 @@ fn keys_expire_and_sets_stay_bounded() {
     let hunting = |raw: &mut redis::Connection| {
         common::keys_under(raw, &config.prefix)
             .into_iter()
-            .filter(|k| k.contains(":hunting}"))
+            .filter(|k| k.contains(":hunting:"))
             .count()
     };
     assert_eq!(hunting(&mut raw), 2);
@@ -532,10 +533,15 @@ fn the_scripts_cap_what_other_processes_wrote() {
     let forever = (t0 + wait).as_micros() as u64;
     let _: () = redis::cmd("HSET")
         .arg(&keys.state)
-        .arg("rb")
-        .arg(forever)
         .arg(format!("l{}", (50_000 * DAY).as_micros()))
         .arg(1)
+        .query(&mut raw)
+        .unwrap();
+    // The running-time block is the tenant's, in its own hash.
+    let _: () = redis::cmd("HSET")
+        .arg(&keys.runtime_state)
+        .arg("rb")
+        .arg(forever)
         .query(&mut raw)
         .unwrap();
     let d = *careful.acquire(&key(), &req).unwrap().denied().unwrap();
@@ -547,7 +553,11 @@ fn the_scripts_cap_what_other_processes_wrote() {
         .unwrap();
     let until = (t0 + DAY).as_micros() as u64;
     assert_eq!(state.get("b"), Some(&until), "{state:?}");
-    assert_eq!(state.get("rb"), Some(&until), "{state:?}");
+    let rstate: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(&keys.runtime_state)
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(rstate.get("rb"), Some(&until), "{rstate:?}");
     assert!(
         state.keys().all(|k| !k.starts_with('l')),
         "learned limits of more than a day are dropped: {state:?}"
@@ -735,5 +745,120 @@ fn every_spelling_of_an_app_shares_one_budget() {
         1,
         "one set of calls in Redis"
     );
+    common::cleanup(&mut raw, &config.prefix);
+}
+
+/// Running time is the tenant's (Microsoft allocates hunting CPU per tenant): what one app
+/// spends, the other app of the tenant cannot; calls stay per app; another tenant and
+/// [`RuntimeScope::App`] keep their own budgets.
+#[test]
+fn the_apps_of_a_tenant_share_one_running_time_budget() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let calls = [CallLimit {
+        max: 1,
+        per: Duration::from_secs(60),
+    }];
+    let runtime = [RuntimeLimit {
+        budget: Duration::from_secs(10),
+        per: HOUR,
+    }];
+    let req = AcquireRequest::calls(&calls, Duration::ZERO)
+        .runtime(&runtime)
+        .estimate(Duration::from_secs(1));
+    let one = QuotaKey::new("tenant-a", "app-1", ApiGroup::Hunting);
+    let two = QuotaKey::new("tenant-a", "app-2", ApiGroup::Hunting);
+    let elsewhere = QuotaKey::new("tenant-b", "app-2", ApiGroup::Hunting);
+    let t0 = Duration::from_secs(9_000);
+
+    // Default: per tenant.
+    let config = common::config("tenant-runtime");
+    assert_eq!(config.runtime_scope, RuntimeScope::Tenant);
+    let (mut a, mut b) = (common::store(&config), common::store(&config));
+    for s in [&a, &b] {
+        s.set_now_override(Some(t0));
+    }
+    let t = a.acquire(&one, &req).unwrap().ticket().unwrap();
+    a.complete(&one, &t, Duration::from_secs(15)).unwrap();
+    // Another process, the other app: the tenant's budget is spent.
+    let d = *b.acquire(&two, &req).unwrap().denied().unwrap();
+    assert_eq!(d.reason, DenyReason::RuntimeWindow(runtime[0]));
+    assert_eq!(d.retry_after, HOUR);
+    let u = b.usage(&two, &req).unwrap();
+    assert_eq!(u.runtime[0].charged, Duration::from_secs(15));
+    // Its calls are its own: the refusal took no slot, and app-1's full window is not
+    // app-2's.
+    assert_eq!(u.calls[0].used, 0);
+    let calls_only = AcquireRequest::calls(&calls, Duration::ZERO);
+    assert_eq!(
+        a.acquire(&one, &calls_only)
+            .unwrap()
+            .denied()
+            .unwrap()
+            .reason,
+        DenyReason::CallWindow(calls[0])
+    );
+    assert!(b.acquire(&two, &calls_only).unwrap().is_admitted());
+    // Another tenant has a budget of its own.
+    assert!(b.acquire(&elsewhere, &req).unwrap().is_admitted());
+    // A running-time 429 seen by one app blocks the tenant's other apps too ...
+    let later = t0 + 2 * HOUR;
+    for s in [&a, &b] {
+        s.set_now_override(Some(later));
+    }
+    a.feedback(&one, Some(Duration::from_secs(900)), None, true)
+        .unwrap();
+    let d = *b.acquire(&two, &req).unwrap().denied().unwrap();
+    assert_eq!(
+        (d.reason, d.retry_after),
+        (DenyReason::RuntimeExhausted, Duration::from_secs(900))
+    );
+    // ... but not another tenant; a call block stays the app's.
+    assert!(b.acquire(&elsewhere, &req).unwrap().is_admitted());
+    // Every key of a tenant carries the tenant's hash tag (one cluster slot).
+    let tag = format!("{{{}:tenant-a}}:", config.prefix);
+    let keys = common::keys_under(&mut raw, &config.prefix);
+    let tenant_a: Vec<_> = keys.iter().filter(|k| k.contains(":tenant-a}")).collect();
+    assert!(!tenant_a.is_empty());
+    assert!(tenant_a.iter().all(|k| k.starts_with(&tag)), "{tenant_a:?}");
+    common::cleanup(&mut raw, &config.prefix);
+
+    // The switch: each app has its own running time.
+    let mut config = common::config("app-runtime");
+    config.runtime_scope = RuntimeScope::App;
+    let (mut a, mut b) = (common::store(&config), common::store(&config));
+    for s in [&a, &b] {
+        s.set_now_override(Some(t0));
+    }
+    let t = a.acquire(&one, &req).unwrap().ticket().unwrap();
+    a.complete(&one, &t, Duration::from_secs(15)).unwrap();
+    let later = t0 + Duration::from_secs(60);
+    for s in [&a, &b] {
+        s.set_now_override(Some(later));
+    }
+    assert_eq!(
+        a.acquire(&one, &req).unwrap().denied().unwrap().reason,
+        DenyReason::RuntimeWindow(runtime[0])
+    );
+    let t = b.acquire(&two, &req).unwrap().ticket().unwrap();
+    b.complete(&two, &t, Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        b.usage(&two, &req).unwrap().runtime[0].charged,
+        Duration::from_secs(1)
+    );
+    // A running-time 429 of one app is that app's.
+    a.feedback(&one, Some(Duration::from_secs(900)), None, true)
+        .unwrap();
+    assert_eq!(
+        a.usage(&one, &req).unwrap().runtime_blocked_for,
+        Duration::from_secs(900)
+    );
+    assert_eq!(
+        b.usage(&two, &req).unwrap().runtime_blocked_for,
+        Duration::ZERO
+    );
+    b.set_now_override(Some(later + Duration::from_secs(60)));
+    assert!(b.acquire(&two, &req).unwrap().is_admitted());
     common::cleanup(&mut raw, &config.prefix);
 }

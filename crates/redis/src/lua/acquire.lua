@@ -1,4 +1,4 @@
--- ACQUIRE. KEYS: calls, reservations, charges, state.
+-- ACQUIRE. KEYS: calls, reservations, charges, state, running-time state.
 -- ARGV: now override ('' = TIME), ticket (unique, made by the client), margin, lease,
 --       estimate, ncalls, nruntime, the cap on server waits ('' = a day),
 --       ncalls x (max, per), nruntime x (budget, per).
@@ -9,6 +9,11 @@ local now = clock(ARGV[1])
 local ticket = ARGV[2]
 local margin, lease, estimate = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local blocked, rblocked, learned = read_state(KEYS[4], now, wait_cap(ARGV[8]), true)
+-- The running-time block lives in KEYS[5]: the tenant's hash, or the app's state itself.
+if KEYS[5] ~= KEYS[4] then
+  local _, rb = read_state(KEYS[5], now, wait_cap(ARGV[8]), true)
+  rblocked = rb
+end
 local wins, a = call_windows(9, tonumber(ARGV[6]), learned)
 local rts = runtime_windows(a, tonumber(ARGV[7]))
 

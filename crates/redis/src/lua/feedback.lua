@@ -1,4 +1,6 @@
--- FEEDBACK. KEYS: state. ARGV: now override, retry after ('' = none), field ('b' calls or
+-- FEEDBACK. KEYS: state (learned limits), the hash of the block (the state itself for
+-- calls; the running-time state for running time, the tenant's by default).
+-- ARGV: now override, retry after ('' = none), field ('b' calls or
 -- 'rb' running time), learned max, learned per ('' = none), the cap on server waits
 -- ('' = a day).
 -- blocked until = max(existing, now + min(retry after, cap)), an existing block longer
@@ -8,14 +10,18 @@
 -- longer than the cap. Returns now.
 local now = clock(ARGV[1])
 local cap = wait_cap(ARGV[6])
-local ttl = 0
+-- PTTL is -1 without an expiry: every key of this store gets one.
+local function keep(key, ttl)
+  local ms = math.ceil(ttl / 1000) + 1
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
 if ARGV[2] ~= '' then
   local untl = now + math.min(tonumber(ARGV[2]), cap)
-  local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[3]) or '0') or 0
+  local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0') or 0
   local cur = math.min(stored, now + cap)
   if untl > cur then cur = untl end
-  if cur ~= stored then redis.call('HSET', KEYS[1], ARGV[3], s(cur)) end
-  ttl = cur - now
+  if cur ~= stored then redis.call('HSET', KEYS[2], ARGV[3], s(cur)) end
+  if cur > now then keep(KEYS[2], cur - now) end
 end
 if ARGV[5] ~= '' then
   local max, per = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -23,12 +29,7 @@ if ARGV[5] ~= '' then
     local f = 'l' .. ARGV[5]
     local cur = redis.call('HGET', KEYS[1], f)
     if (not cur) or max < tonumber(cur) then redis.call('HSET', KEYS[1], f, ARGV[4]) end
-    ttl = math.max(ttl, 2 * per, DAY)
+    keep(KEYS[1], math.max(2 * per, DAY))
   end
-end
-if ttl > 0 then
-  local ms = math.ceil(ttl / 1000) + 1
-  -- PTTL is -1 without an expiry: every key of this store gets one.
-  if redis.call('PTTL', KEYS[1]) < ms then redis.call('PEXPIRE', KEYS[1], ms) end
 end
 return now

@@ -1,9 +1,14 @@
--- USAGE (read only). KEYS: calls, reservations, charges, state.
+-- USAGE (read only). KEYS: calls, reservations, charges, state, running-time state.
 -- ARGV: as ACQUIRE (the ticket unused). Returns {now, blocked, rblocked, reserved, in flight, ncalls,
 -- ncalls x (max, per, used, next free), nruntime, nruntime x (budget, per, charged)}.
 local now = clock(ARGV[1])
 local margin, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
 local blocked, rblocked, learned = read_state(KEYS[4], now, wait_cap(ARGV[8]), false)
+-- The running-time block lives in KEYS[5]: the tenant's hash, or the app's state itself.
+if KEYS[5] ~= KEYS[4] then
+  local _, rb = read_state(KEYS[5], now, wait_cap(ARGV[8]), false)
+  rblocked = rb
+end
 local wins, a = call_windows(9, tonumber(ARGV[6]), learned)
 local rts = runtime_windows(a, tonumber(ARGV[7]))
 local out = { now, blocked, rblocked, 0, 0, #wins }
