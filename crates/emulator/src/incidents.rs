@@ -205,6 +205,7 @@ pub fn generate(seed: u64, count: usize, anchor_ms: i64) -> Vec<Incident> {
                         "healthStatus": "Active",
                         "riskScore": "High",
                         "rbacGroupName": "Default",
+                        "rbacGroupId": 1,
                         "firstSeen": format_rfc3339(created_ms - 90 * 86_400_000),
                         "tags": [],
                         "defenderAvStatus": "Updated",
@@ -215,7 +216,12 @@ pub fn generate(seed: u64, count: usize, anchor_ms: i64) -> Vec<Incident> {
                 let entities_json = json!([
                         {"entityType": "User", "accountName": user, "domainName": "CONTOSO", "userPrincipalName": format!("{user}@contoso.com"), "remediationStatus": "None", "verdict": "Suspicious"},
                         {"entityType": "Process", "fileName": "powershell.exe", "filePath": "C:\\Windows\\System32\\WindowsPowerShell\\v1.0", "processId": rng.range(1000, 20_000), "processCommandLine": "powershell.exe -enc SQBFAFgA", "sha1": format!("{:040x}", u128::from(rng.next_u64())), "remediationStatus": "None", "verdict": "Malicious"},
-                    ]);
+                    ])
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(documented_entity)
+                    .collect::<Vec<_>>();
                 json!({
                     "alertId": format!("da{:016x}_{}", rng.next_u64(), a),
                     "incidentId": id,
@@ -281,6 +287,55 @@ pub fn graph_enum(v: &str) -> String {
     }
 }
 
+/// Every key of an alert entity, in the order of the documented example (DD
+/// defender-xdr/api-list-incidents.md): the service sends them all, `null` where unused.
+const ENTITY_KEYS: [&str; 31] = [
+    "entityType",
+    "sha1",
+    "sha256",
+    "fileName",
+    "filePath",
+    "processId",
+    "processCommandLine",
+    "processCreationTime",
+    "parentProcessId",
+    "parentProcessCreationTime",
+    "ipAddress",
+    "url",
+    "accountName",
+    "domainName",
+    "userSid",
+    "aadUserId",
+    "userPrincipalName",
+    "mailboxDisplayName",
+    "mailboxAddress",
+    "clusterBy",
+    "sender",
+    "recipient",
+    "subject",
+    "deliveryAction",
+    "securityGroupId",
+    "securityGroupName",
+    "registryHive",
+    "registryKey",
+    "registryValueType",
+    "registryValue",
+    "deviceId",
+];
+
+/// `entity` with every documented key, `null` for those it does not set; keys beyond the
+/// documented ones (`remediationStatus`, `verdict`) follow.
+fn documented_entity(entity: &Value) -> Value {
+    let mut out = Map::new();
+    for k in ENTITY_KEYS {
+        out.insert(k.to_owned(), entity.get(k).cloned().unwrap_or(Value::Null));
+    }
+    for (k, v) in entity.as_object().into_iter().flatten() {
+        out.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    Value::Object(out)
+}
+
 impl Incident {
     /// The Defender XDR shape.
     pub fn to_xdr(&self) -> Value {
@@ -308,6 +363,7 @@ impl Incident {
     /// The Graph `security/incidents` shape (alerts only when expanded).
     pub fn to_graph(&self, tenant: &str, expand_alerts: bool) -> Value {
         let mut v = json!({
+            "@odata.type": "#microsoft.graph.security.incident",
             "id": self.id.to_string(),
             "tenantId": tenant,
             "status": graph_enum(&self.status),
@@ -329,7 +385,11 @@ impl Incident {
             })).collect::<Vec<_>>(),
         });
         if expand_alerts {
-            let alerts: Vec<Value> = self.alerts.iter().map(|a| self.graph_alert(a)).collect();
+            let alerts: Vec<Value> = self
+                .alerts
+                .iter()
+                .map(|a| self.graph_alert(a, tenant))
+                .collect();
             v["alerts"] = Value::Array(alerts);
         }
         v
@@ -353,10 +413,34 @@ impl Incident {
     }
 
     /// One alert in Graph's `alerts_v2` shape (GD security-alert.md): `evidence[]`
-    /// instead of XDR's `devices[]` and `entities[]`.
-    fn graph_alert(&self, a: &Value) -> Value {
+    /// instead of XDR's `devices[]` and `entities[]`, with every property of the
+    /// documented example (GD security-list-incidents.md, Example 2), `null` where the XDR
+    /// alert has nothing.
+    fn graph_alert(&self, a: &Value, tenant: &str) -> Value {
         let e = |v: &Value| graph_enum(v.as_str().unwrap_or(""));
+        let opt_e = |v: &Value| {
+            v.as_str()
+                .map_or(Value::Null, |s| Value::String(graph_enum(s)))
+        };
         let created = &a["creationTime"];
+        let device_id = a["devices"][0]["mdatpDeviceId"].clone();
+        let entities = a["entities"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let user = entities
+            .iter()
+            .find(|x| x["entityType"] == "User")
+            .map_or(Value::Null, |x| {
+                json!({
+                    "accountName": x["accountName"],
+                    "domainName": x["domainName"],
+                    "userSid": x["userSid"],
+                    "azureAdUserId": x["aadUserId"],
+                    "userPrincipalName": x["userPrincipalName"],
+                    "displayName": x["accountName"],
+                })
+            });
         let mut evidence: Vec<Value> = Vec::new();
         for d in a["devices"].as_array().into_iter().flatten() {
             evidence.push(json!({
@@ -364,45 +448,64 @@ impl Incident {
                 "createdDateTime": created,
                 "verdict": "suspicious",
                 "remediationStatus": "none",
+                "remediationStatusDetails": Value::Null,
                 "roles": [],
+                "detailedRoles": [],
                 "tags": [],
                 "deviceDnsName": d["deviceDnsName"],
                 "mdeDeviceId": d["mdatpDeviceId"],
                 "azureAdDeviceId": d["aadDeviceId"],
                 "osPlatform": d["osPlatform"],
                 "osBuild": d["osBuild"],
+                "version": d["version"],
                 "healthStatus": e(&d["healthStatus"]),
                 "riskScore": e(&d["riskScore"]),
+                "rbacGroupId": d["rbacGroupId"],
+                "rbacGroupName": d["rbacGroupName"],
+                "onboardingStatus": opt_e(&d["onboardingStatus"]),
+                "defenderAvStatus": opt_e(&d["defenderAvStatus"]),
                 "firstSeenDateTime": d["firstSeen"],
+                "ipInterfaces": [],
                 "loggedOnUsers": d["loggedOnUsers"],
+                "vmMetadata": d["vmMetadata"],
             }));
         }
-        for x in a["entities"].as_array().into_iter().flatten() {
+        for x in entities {
             let common = json!({
                 "createdDateTime": created,
                 "verdict": e(&x["verdict"]),
                 "remediationStatus": e(&x["remediationStatus"]),
+                "remediationStatusDetails": Value::Null,
                 "roles": [],
+                "detailedRoles": [],
                 "tags": [],
             });
             let mut ev = match x["entityType"].as_str() {
                 Some("User") => json!({
                     "@odata.type": "#microsoft.graph.security.userEvidence",
-                    "userAccount": {
-                        "accountName": x["accountName"],
-                        "domainName": x["domainName"],
-                        "userPrincipalName": x["userPrincipalName"],
-                    },
+                    "userAccount": user,
                 }),
                 Some("Process") => json!({
                     "@odata.type": "#microsoft.graph.security.processEvidence",
                     "processId": x["processId"],
+                    "parentProcessId": x["parentProcessId"],
                     "processCommandLine": x["processCommandLine"],
+                    "processCreationDateTime": x["processCreationTime"],
+                    "parentProcessCreationDateTime": x["parentProcessCreationTime"],
+                    "detectionStatus": "detected",
+                    "mdeDeviceId": device_id,
                     "imageFile": {
                         "fileName": x["fileName"],
                         "filePath": x["filePath"],
                         "sha1": x["sha1"],
+                        "sha256": x["sha256"],
+                        "fileSize": Value::Null,
+                        "filePublisher": Value::Null,
+                        "signer": Value::Null,
+                        "issuer": Value::Null,
                     },
+                    "parentProcessImageFile": Value::Null,
+                    "userAccount": user,
                 }),
                 _ => continue,
             };
@@ -414,22 +517,39 @@ impl Incident {
         json!({
             "@odata.type": "#microsoft.graph.security.alert",
             "id": a["alertId"],
+            "providerAlertId": a["alertId"],
             "incidentId": self.id.to_string(),
+            "tenantId": tenant,
             "title": a["title"],
             "description": a["description"],
+            "recommendedActions": "",
             "severity": e(&a["severity"]),
             "status": e(&a["status"]),
+            "classification": opt_e(&a["classification"]),
+            "determination": opt_e(&a["determination"]),
             "serviceSource": e(&a["serviceSource"]),
             "detectionSource": e(&a["detectionSource"]),
             "detectorId": a["detectorId"],
             "category": a["category"],
             "assignedTo": a["assignedTo"],
+            "alertWebUrl": format!(
+                "https://security.microsoft.com/alerts/{}?tid={tenant}",
+                a["alertId"].as_str().unwrap_or_default()
+            ),
+            "incidentWebUrl": format!(
+                "https://security.microsoft.com/incidents/{}?tid={tenant}",
+                self.id
+            ),
+            "actorDisplayName": a["actorName"],
+            "threatDisplayName": Value::Null,
+            "threatFamilyName": a["threatFamilyName"],
             "createdDateTime": created,
             "lastUpdateDateTime": a["lastUpdatedTime"],
             "resolvedDateTime": a["resolvedTime"],
             "firstActivityDateTime": a["firstActivity"],
             "lastActivityDateTime": a["lastActivity"],
             "mitreTechniques": a["mitreTechniques"],
+            "comments": [],
             "evidence": evidence,
         })
     }

@@ -1357,12 +1357,25 @@ async fn hunt(
             .or_default()
             .charge(&shared.cfg.limits.hunting.runtime, now, exec);
     }
-    let Some(body) = hunting::body(shape, &out, exec, shared.cfg.max_result_bytes) else {
-        return bad_request(
-            "Query execution has exceeded the allowed result size. Optimize your query by limiting the number of results and try again",
-            rid,
-        );
+    const TOO_LARGE: &str = "Query execution has exceeded the allowed result size. Optimize your query by limiting the number of results and try again";
+    let Some(mut body) = hunting::body(shape, &out, exec, shared.cfg.max_result_bytes) else {
+        return bad_request(TOO_LARGE, rid);
     };
+    if shape == HuntShape::Graph && body.first() == Some(&b'{') {
+        // Graph names the type of its answer (GD security-security-runhuntingquery.md,
+        // Example 1), first, as OData writes it.
+        let context = format!(
+            "{{\"@odata.context\":{},",
+            Value::String(format!(
+                "{}/v1.0/$metadata#microsoft.graph.security.huntingQueryResults",
+                host_base(shared, headers)
+            ))
+        );
+        body.splice(0..1, context.into_bytes());
+        if body.len() > shared.cfg.max_result_bytes {
+            return bad_request(TOO_LARGE, rid);
+        }
+    }
     Reply::json(StatusCode::OK, body)
 }
 
@@ -1522,15 +1535,14 @@ fn get_incident(
     match st.incidents.get(&n) {
         Some(i) => {
             let mut v = render(caller, i, dialect, expand);
-            if dialect == Dialect::Graph {
-                with_context(
-                    &mut v,
-                    format!(
-                        "{}/v1.0/$metadata#security/incidents/$entity",
-                        host_base(shared, headers)
-                    ),
-                );
-            }
+            let base = host_base(shared, headers);
+            with_context(
+                &mut v,
+                match dialect {
+                    Dialect::Graph => format!("{base}/v1.0/$metadata#security/incidents/$entity"),
+                    Dialect::Xdr => format!("{base}/api/$metadata#Incidents/$entity"),
+                },
+            );
             Reply::value(StatusCode::OK, &v)
         }
         None => not_found_incident(id, rid),

@@ -64,7 +64,7 @@ async fn defender_for_endpoint_and_graph_shapes() {
 
     let (s, v) = json(env.hunt(&token, GRAPH_HUNT, "AlertInfo | take 2").await).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(keys(&v), ["results", "schema"]);
+    assert_eq!(keys(&v), ["@odata.context", "results", "schema"]);
     assert!(v["schema"][0]["name"].is_string());
     assert!(v["schema"][0]["type"].is_string());
     assert_eq!(v["results"].as_array().unwrap().len(), 2);
