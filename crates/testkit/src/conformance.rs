@@ -216,6 +216,22 @@ pub enum RangeFailure {
     Hunt(Error, Vec<WindowRows>),
 }
 
+/// A builder of `$client` (`defender_async` or `defender_blocking`) for `spec`: the
+/// surface, the emulator's app, URLs, limits and policy; each driver adds how it gets
+/// tokens.
+macro_rules! spec_builder {
+    ($client:ident, $spec:expr) => {
+        $client::Client::builder()
+            .surface($spec.surface)
+            .tenant(DEFAULT_TENANT)
+            .client_id(DEFAULT_CLIENT_ID)
+            .base_url(&$spec.base_url)
+            .login_url(&$spec.base_url)
+            .limits_value($spec.limits.clone())
+            .policy($spec.policy.clone())
+    };
+}
+
 /// The async client, driven from plain threads through its runtime's handle.
 #[derive(Debug, Clone)]
 pub struct AsyncDriver {
@@ -228,15 +244,8 @@ impl Driver for AsyncDriver {
 
     fn connect(spec: &ClientSpec, rt: &tokio::runtime::Runtime) -> Self {
         let _guard = rt.enter();
-        let client = defender_async::Client::builder()
-            .surface(spec.surface)
-            .tenant(DEFAULT_TENANT)
-            .client_id(DEFAULT_CLIENT_ID)
+        let client = spec_builder!(defender_async, spec)
             .client_secret(spec.secret.clone())
-            .base_url(&spec.base_url)
-            .login_url(&spec.base_url)
-            .limits_value(spec.limits.clone())
-            .policy(spec.policy.clone())
             .max_body_bytes(
                 spec.max_body_bytes
                     .unwrap_or(defender_async::DEFAULT_MAX_BODY_BYTES),
@@ -251,11 +260,7 @@ impl Driver for AsyncDriver {
 
     fn connect_with_token(spec: &ClientSpec, rt: &tokio::runtime::Runtime, token: String) -> Self {
         let _guard = rt.enter();
-        let client = defender_async::Client::builder()
-            .surface(spec.surface)
-            .base_url(&spec.base_url)
-            .limits_value(spec.limits.clone())
-            .policy(spec.policy.clone())
+        let client = spec_builder!(defender_async, spec)
             .token_provider(Arc::new(FixedToken(token)))
             .build()
             .expect("the async client builds");
@@ -272,14 +277,7 @@ impl Driver for AsyncDriver {
         timeout: Duration,
     ) -> Self {
         let _guard = rt.enter();
-        let mut b = defender_async::Client::builder()
-            .surface(spec.surface)
-            .tenant(DEFAULT_TENANT)
-            .client_id(DEFAULT_CLIENT_ID)
-            .base_url(&spec.base_url)
-            .login_url(&spec.base_url)
-            .limits_value(spec.limits.clone())
-            .policy(spec.policy.clone())
+        let mut b = spec_builder!(defender_async, spec)
             .store_timeout(timeout)
             .token_timeout(timeout);
         let parts = Arc::new(BrokenParts(broken));
@@ -360,15 +358,8 @@ impl Driver for BlockingDriver {
     const NAME: &'static str = "blocking";
 
     fn connect(spec: &ClientSpec, _rt: &tokio::runtime::Runtime) -> Self {
-        let client = defender_blocking::Client::builder()
-            .surface(spec.surface)
-            .tenant(DEFAULT_TENANT)
-            .client_id(DEFAULT_CLIENT_ID)
+        let client = spec_builder!(defender_blocking, spec)
             .client_secret(spec.secret.clone())
-            .base_url(&spec.base_url)
-            .login_url(&spec.base_url)
-            .limits_value(spec.limits.clone())
-            .policy(spec.policy.clone())
             .max_body_bytes(
                 spec.max_body_bytes
                     .unwrap_or(defender_blocking::DEFAULT_MAX_BODY_BYTES),
@@ -379,11 +370,7 @@ impl Driver for BlockingDriver {
     }
 
     fn connect_with_token(spec: &ClientSpec, _rt: &tokio::runtime::Runtime, token: String) -> Self {
-        let client = defender_blocking::Client::builder()
-            .surface(spec.surface)
-            .base_url(&spec.base_url)
-            .limits_value(spec.limits.clone())
-            .policy(spec.policy.clone())
+        let client = spec_builder!(defender_blocking, spec)
             .token_provider(Arc::new(FixedToken(token)))
             .build()
             .expect("the blocking client builds");
@@ -396,14 +383,7 @@ impl Driver for BlockingDriver {
         broken: Broken,
         timeout: Duration,
     ) -> Self {
-        let mut b = defender_blocking::Client::builder()
-            .surface(spec.surface)
-            .tenant(DEFAULT_TENANT)
-            .client_id(DEFAULT_CLIENT_ID)
-            .base_url(&spec.base_url)
-            .login_url(&spec.base_url)
-            .limits_value(spec.limits.clone())
-            .policy(spec.policy.clone())
+        let mut b = spec_builder!(defender_blocking, spec)
             .store_timeout(timeout)
             .token_timeout(timeout);
         let parts = Arc::new(BrokenParts(broken));
