@@ -1305,19 +1305,7 @@ impl Engine {
         server_wait: Option<Duration>,
         error: Error,
     ) {
-        if let Call::UpdateIncident(incident, update) = &state.call {
-            self.unsure.insert(
-                id,
-                Unsure {
-                    incident: incident.clone(),
-                    update: update.clone(),
-                },
-            );
-        }
-        state.verify = true;
-        if state.maybe_applied_since.is_none() {
-            state.maybe_applied_since = state.sent_at;
-        }
+        self.maybe_applied(id, &mut state);
         let failure = Failure {
             group: state.group,
             attempt: state.attempts,
@@ -1364,6 +1352,27 @@ impl Engine {
         // Not there: the server did not apply it, so sending it again does it once.
         self.unsure.remove(&id);
         state.verify = false;
+        self.requeue_now(id, state);
+    }
+
+    /// The update's request may have been applied: remember it (a failure becomes
+    /// `OutcomeUnknown`) and make the next attempt a read-back.
+    fn maybe_applied(&mut self, id: CallId, state: &mut CallState) {
+        if let Call::UpdateIncident(incident, update) = &state.call {
+            self.unsure.insert(
+                id,
+                Unsure {
+                    incident: incident.clone(),
+                    update: update.clone(),
+                },
+            );
+        }
+        state.verify = true;
+        state.maybe_applied_since = state.maybe_applied_since.or(state.sent_at);
+    }
+
+    /// Puts a call back in the queue to go at once (its next request, or a read-back).
+    fn requeue_now(&mut self, id: CallId, mut state: CallState) {
         state.phase = Phase::Queued;
         state.queued_since = self.now;
         state.not_before = None;
@@ -1867,24 +1876,10 @@ impl Engine {
             };
             match result {
                 Ok(value) => self.complete(call_id, value),
-                Err(e) if !state.idempotent() => {
+                Err(_) if !state.idempotent() => {
                     // Applied (2xx) but unreadable: read the incident back for the caller.
-                    state.verify = true;
-                    state.maybe_applied_since = state.maybe_applied_since.or(state.sent_at);
-                    if let Call::UpdateIncident(incident, update) = &state.call {
-                        self.unsure.insert(
-                            call_id,
-                            Unsure {
-                                incident: incident.clone(),
-                                update: update.clone(),
-                            },
-                        );
-                    }
-                    let _ = e;
-                    state.phase = Phase::Queued;
-                    state.queued_since = self.now;
-                    state.not_before = None;
-                    self.calls.insert(call_id, state);
+                    self.maybe_applied(call_id, &mut state);
+                    self.requeue_now(call_id, state);
                 }
                 Err(e) => self.fail(call_id, e),
             }
@@ -2023,11 +2018,7 @@ impl Engine {
             state.step = UpdateStep::Comment;
             state.verify = false;
             state.maybe_applied_since = None;
-            state.phase = Phase::Queued;
-            state.queued_since = self.now;
-            state.not_before = None;
-            self.calls.insert(id, state);
-            return;
+            return self.requeue_now(id, state);
         }
         self.complete(id, Value::Incident(Box::new(incident)));
     }
