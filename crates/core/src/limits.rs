@@ -47,17 +47,21 @@ pub enum ApiGroup {
     Hunting,
     /// Incidents: list, get and update.
     Incidents,
+    /// Alerts as their own calls: list, get and update (Graph `alerts_v2`, Defender's
+    /// `/api/alerts`).
+    Alerts,
 }
 
 impl ApiGroup {
     /// Every group, in a stable order.
-    pub const ALL: [ApiGroup; 2] = [ApiGroup::Hunting, ApiGroup::Incidents];
+    pub const ALL: [ApiGroup; 3] = [ApiGroup::Hunting, ApiGroup::Incidents, ApiGroup::Alerts];
 
     /// The name used in limits specs and messages.
     pub fn as_str(self) -> &'static str {
         match self {
             ApiGroup::Hunting => "hunting",
             ApiGroup::Incidents => "incidents",
+            ApiGroup::Alerts => "alerts",
         }
     }
 }
@@ -74,6 +78,7 @@ impl FromStr for ApiGroup {
         match s {
             "hunting" => Ok(ApiGroup::Hunting),
             "incidents" => Ok(ApiGroup::Incidents),
+            "alerts" => Ok(ApiGroup::Alerts),
             _ => Err(()),
         }
     }
@@ -134,6 +139,8 @@ pub struct Limits {
     pub hunting: GroupLimits,
     /// Incidents.
     pub incidents: GroupLimits,
+    /// Alerts.
+    pub alerts: GroupLimits,
 }
 
 /// The named presets: the limits as documented at one time.
@@ -194,6 +201,13 @@ impl Preset {
             calls: vec![calls(50, MIN), calls(1500, HOUR)],
             ..GroupLimits::default()
         };
+        // DD defender-endpoint/api/get-alerts.md, get-alert-info-by-id.md and
+        // update-alert.md: 100 calls per minute and 1,500 per hour. Graph's alerts_v2
+        // documents no numbers of its own and fronts the same service.
+        let alerts = GroupLimits {
+            calls: vec![calls(100, MIN), calls(1500, HOUR)],
+            ..GroupLimits::default()
+        };
         let hunting =
             |calls_windows: Vec<CallLimit>, runtime_windows: Vec<RuntimeLimit>| GroupLimits {
                 calls: calls_windows,
@@ -205,18 +219,21 @@ impl Preset {
         match self {
             Preset::Terms2021 => Limits {
                 hunting: hunting(vec![calls(15, MIN)], runtime_2021),
-                incidents,
+                incidents: incidents.clone(),
+                alerts: alerts.clone(),
             },
             Preset::DefenderXdr | Preset::Graph => Limits {
                 hunting: hunting(vec![calls(45, MIN)], runtime_2021),
-                incidents,
+                incidents: incidents.clone(),
+                alerts: alerts.clone(),
             },
             Preset::DefenderEndpoint => Limits {
                 hunting: hunting(
                     vec![calls(45, MIN), calls(1500, HOUR)],
                     vec![runtime(10 * MIN, HOUR), runtime(3 * HOUR, DAY)],
                 ),
-                incidents,
+                incidents: incidents.clone(),
+                alerts: alerts.clone(),
             },
         }
     }
@@ -241,6 +258,7 @@ impl Limits {
         match group {
             ApiGroup::Hunting => &self.hunting,
             ApiGroup::Incidents => &self.incidents,
+            ApiGroup::Alerts => &self.alerts,
         }
     }
 
@@ -249,6 +267,7 @@ impl Limits {
         match group {
             ApiGroup::Hunting => &mut self.hunting,
             ApiGroup::Incidents => &mut self.incidents,
+            ApiGroup::Alerts => &mut self.alerts,
         }
     }
 
@@ -558,7 +577,7 @@ pub enum LimitsErrorKind {
     #[error("expected a key such as `hunting.calls`")]
     UnknownKey,
     /// The group is not one of the API groups.
-    #[error("unknown group (use hunting or incidents)")]
+    #[error("unknown group (use hunting, incidents or alerts)")]
     UnknownGroup,
     /// The kind is not one of calls, runtime, rows, lookback.
     #[error("unknown kind (use calls, runtime, rows or lookback)")]
@@ -603,6 +622,25 @@ mod tests {
         );
         let mde = Preset::DefenderEndpoint.limits();
         assert_eq!(mde.hunting.runtime[1].budget, Duration::from_secs(3 * 3600));
+        for preset in Preset::ALL {
+            assert_eq!(
+                preset.limits().alerts.calls,
+                vec![
+                    CallLimit {
+                        max: 100,
+                        per: Duration::from_secs(60)
+                    },
+                    CallLimit {
+                        max: 1500,
+                        per: Duration::from_secs(3600)
+                    }
+                ],
+                "{preset}"
+            );
+        }
+        let l = Limits::parse("graph,alerts.calls=10/1m").unwrap();
+        assert_eq!(l.alerts.calls.len(), 1);
+        assert_eq!(l.incidents, Preset::Graph.limits().incidents);
     }
 
     #[test]

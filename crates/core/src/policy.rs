@@ -85,7 +85,7 @@ pub trait Policy: Send + fmt::Debug {
         match group {
             // Defender for Endpoint documents 200 s for one request; XDR "more than three minutes".
             ApiGroup::Hunting => Duration::from_secs(240),
-            ApiGroup::Incidents => Duration::from_secs(60),
+            ApiGroup::Incidents | ApiGroup::Alerts => Duration::from_secs(60),
         }
     }
 
