@@ -135,7 +135,7 @@ impl Shared {
         let mut caller = self.submit(call);
         loop {
             match caller.drive().await {
-                Drive::Done(result) => return result,
+                Drive::Done(result) => return *result,
                 Drive::Body => {
                     while let Some(item) = caller.read_item().await {
                         if let BodyItem::End(_, end) = item {
@@ -418,8 +418,8 @@ pub(crate) struct Caller {
 
 /// Where driving a call stopped.
 pub(crate) enum Drive {
-    /// The call ended.
-    Done(Result<Value, Error>),
+    /// The call ended (boxed: the other variant is empty).
+    Done(Box<Result<Value, Error>>),
     /// A streamed hunt's body is arriving (only for [`Call::HuntStream`]): take its items
     /// with [`Caller::read_item`], hand its end to [`Caller::end_body`], then drive
     /// again (the engine may retry).
@@ -437,7 +437,7 @@ impl Caller {
             match step {
                 Step::End(result) => {
                     self.ended = true;
-                    return Drive::Done(result);
+                    return Drive::Done(Box::new(result));
                 }
                 Step::Send(t) => {
                     let send = t.id;

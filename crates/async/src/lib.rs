@@ -54,6 +54,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::Stream;
 
+use defender_core::alerts::{Alert, AlertId, AlertPage, AlertQuery, AlertUpdate};
 pub use defender_core::engine::GroupUsage;
 pub use defender_core::engine::StreamItem;
 use defender_core::engine::{Call, Value};
@@ -194,6 +195,11 @@ impl Client {
         RangeHunt::new(self.clone(), query, from, to, opts)
     }
 
+    /// The alerts API (Graph's `alerts_v2`, Defender's `/api/alerts`).
+    pub fn alerts(&self) -> Alerts<'_> {
+        Alerts { client: self }
+    }
+
     /// The incidents API.
     pub fn incidents(&self) -> Incidents<'_> {
         Incidents { client: self }
@@ -242,21 +248,9 @@ impl<'a> Incidents<'a> {
     /// Every incident matching `query`, page after page, as a stream. An error ends the
     /// stream after the incidents already fetched were yielded.
     pub fn list(&self, query: IncidentQuery) -> impl Stream<Item = Result<Incident, Error>> + 'a {
-        let client = self.client.clone();
-        let pages = futures_util::stream::unfold(Some(Call::ListIncidents(query)), move |next| {
-            let client = client.clone();
-            async move {
-                let call = next?;
-                match client.call(call).await {
-                    Ok(Value::Incidents { page, next }) => Some((Ok(page), next)),
-                    Ok(other) => Some((Err(unexpected(other)), None)),
-                    Err(e) => Some((Err(e), None)),
-                }
-            }
-        });
-        futures_util::StreamExt::flat_map(pages, |page: Result<IncidentPage, Error>| match page {
-            Ok(p) => futures_util::stream::iter(p.value.into_iter().map(Ok).collect::<Vec<_>>()),
-            Err(e) => futures_util::stream::iter(vec![Err(e)]),
+        paged(self.client, Call::ListIncidents(query), |v| match v {
+            Value::Incidents { page, next } => Ok((page.value, next)),
+            other => Err(unexpected(other)),
         })
     }
 
@@ -288,6 +282,84 @@ impl<'a> Incidents<'a> {
             .await?
         {
             Value::Incident(i) => Ok(*i),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Takes a page's value apart into its items and the next page's call.
+type SplitPage<T> = fn(Value) -> Result<(Vec<T>, Option<Call>), Error>;
+
+/// Every item of a listing, page after page, as a stream: `split` takes a page's value
+/// apart into its items and the next page's call. An error ends the stream after the
+/// items already fetched were yielded.
+fn paged<'a, T: 'a>(
+    client: &Client,
+    first: Call,
+    split: SplitPage<T>,
+) -> impl Stream<Item = Result<T, Error>> + 'a {
+    let client = client.clone();
+    let pages = futures_util::stream::unfold(Some(first), move |next| {
+        let client = client.clone();
+        async move {
+            let call = next?;
+            match client.call(call).await.and_then(split) {
+                Ok((items, next)) => Some((Ok(items), next)),
+                Err(e) => Some((Err(e), None)),
+            }
+        }
+    });
+    futures_util::StreamExt::flat_map(pages, |page: Result<Vec<T>, Error>| match page {
+        Ok(items) => futures_util::stream::iter(items.into_iter().map(Ok).collect::<Vec<_>>()),
+        Err(e) => futures_util::stream::iter(vec![Err(e)]),
+    })
+}
+
+/// The alerts API of a [`Client`]: Graph's `alerts_v2`, Defender's `/api/alerts`.
+#[derive(Debug, Clone, Copy)]
+pub struct Alerts<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Alerts<'a> {
+    /// Every alert matching `query`, page after page, as a stream. An error ends the
+    /// stream after the alerts already fetched were yielded.
+    pub fn list(&self, query: AlertQuery) -> impl Stream<Item = Result<Alert, Error>> + 'a {
+        paged(self.client, Call::ListAlerts(query), |v| match v {
+            Value::Alerts { page, next } => Ok((page.value, next)),
+            other => Err(unexpected(other)),
+        })
+    }
+
+    /// One page, and the call for the next one (for callers that page themselves).
+    pub async fn page(&self, call: Call) -> Result<(AlertPage, Option<Call>), Error> {
+        match self.client.call(call).await? {
+            Value::Alerts { page, next } => Ok((page, next)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One alert; [`Error::NotFound`] when it does not exist.
+    pub async fn get(&self, id: impl Into<AlertId>) -> Result<Alert, Error> {
+        match self.client.call(Call::GetAlert(id.into())).await? {
+            Value::Alert(a) => Ok(*a),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Updates one alert and returns it as the server now has it. Like an incident
+    /// update, it is never resent blindly: see [`Error::OutcomeUnknown`].
+    pub async fn update(
+        &self,
+        id: impl Into<AlertId>,
+        update: AlertUpdate,
+    ) -> Result<Alert, Error> {
+        match self
+            .client
+            .call(Call::UpdateAlert(id.into(), update))
+            .await?
+        {
+            Value::Alert(a) => Ok(*a),
             other => Err(unexpected(other)),
         }
     }

@@ -217,7 +217,7 @@ impl Run {
             }
             if let Drive::Done(outcome) = caller.drive().await {
                 self.caller = None;
-                self.end = Some(match outcome {
+                self.end = Some(match *outcome {
                     Ok(Value::HuntStreamed(summary)) => Ok(summary),
                     Ok(other) => Err(crate::unexpected(other)),
                     Err(e) => Err(e),

@@ -45,6 +45,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use defender_core::alerts::{Alert, AlertId, AlertPage, AlertQuery, AlertUpdate};
 pub use defender_core::engine::GroupUsage;
 pub use defender_core::engine::StreamItem;
 use defender_core::engine::{Call, Value};
@@ -181,6 +182,11 @@ impl Client {
         RangeHunt::new(self.clone(), query, from, to, opts)
     }
 
+    /// The alerts API (Graph's `alerts_v2`, Defender's `/api/alerts`).
+    pub fn alerts(&self) -> Alerts<'_> {
+        Alerts { client: self }
+    }
+
     /// The incidents API.
     pub fn incidents(&self) -> Incidents<'_> {
         Incidents { client: self }
@@ -220,11 +226,10 @@ impl<'a> Incidents<'a> {
     /// Every incident matching `query`, fetched a page at a time as the iterator is
     /// consumed. An error ends the iteration after the incidents already fetched.
     pub fn list(&self, query: IncidentQuery) -> IncidentIter<'a> {
-        IncidentIter {
-            client: self.client,
-            next: Some(Call::ListIncidents(query)),
-            buffer: Vec::new().into_iter(),
-        }
+        Pages::new(self.client, Call::ListIncidents(query), |v| match v {
+            Value::Incidents { page, next } => Ok((page.value, next)),
+            other => Err(unexpected(other)),
+        })
     }
 
     /// One page, and the call for the next one (for callers that page themselves).
@@ -257,15 +262,45 @@ impl<'a> Incidents<'a> {
 }
 
 /// Iterates over every incident of a listing, page by page.
-#[derive(Debug)]
-pub struct IncidentIter<'a> {
+pub type IncidentIter<'a> = Pages<'a, Incident>;
+
+/// Iterates over every alert of a listing, page by page.
+pub type AlertIter<'a> = Pages<'a, Alert>;
+
+/// Takes a page's value apart into its items and the next page's call.
+type SplitPage<T> = fn(Value) -> Result<(Vec<T>, Option<Call>), Error>;
+
+/// Iterates over every item of a listing, fetching a page at a time as it is consumed.
+/// An error ends the iteration after the items already fetched.
+pub struct Pages<'a, T> {
     client: &'a Client,
     next: Option<Call>,
-    buffer: std::vec::IntoIter<Incident>,
+    buffer: std::vec::IntoIter<T>,
+    split: SplitPage<T>,
 }
 
-impl Iterator for IncidentIter<'_> {
-    type Item = Result<Incident, Error>;
+impl<T> std::fmt::Debug for Pages<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pages")
+            .field("next", &self.next)
+            .field("buffered", &self.buffer.len())
+            .finish()
+    }
+}
+
+impl<'a, T> Pages<'a, T> {
+    fn new(client: &'a Client, first: Call, split: SplitPage<T>) -> Pages<'a, T> {
+        Pages {
+            client,
+            next: Some(first),
+            buffer: Vec::new().into_iter(),
+            split,
+        }
+    }
+}
+
+impl<T> Iterator for Pages<'_, T> {
+    type Item = Result<T, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -273,13 +308,55 @@ impl Iterator for IncidentIter<'_> {
                 return Some(Ok(i));
             }
             let call = self.next.take()?;
-            match self.client.incidents().page(call) {
-                Ok((page, next)) => {
+            match self.client.call(call).and_then(self.split) {
+                Ok((items, next)) => {
                     self.next = next;
-                    self.buffer = page.value.into_iter();
+                    self.buffer = items.into_iter();
                 }
                 Err(e) => return Some(Err(e)),
             }
+        }
+    }
+}
+
+/// The alerts API of a [`Client`]: Graph's `alerts_v2`, Defender's `/api/alerts`.
+#[derive(Debug, Clone, Copy)]
+pub struct Alerts<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Alerts<'a> {
+    /// Every alert matching `query`, fetched a page at a time as the iterator is
+    /// consumed. An error ends the iteration after the alerts already fetched.
+    pub fn list(&self, query: AlertQuery) -> AlertIter<'a> {
+        Pages::new(self.client, Call::ListAlerts(query), |v| match v {
+            Value::Alerts { page, next } => Ok((page.value, next)),
+            other => Err(unexpected(other)),
+        })
+    }
+
+    /// One page, and the call for the next one (for callers that page themselves).
+    pub fn page(&self, call: Call) -> Result<(AlertPage, Option<Call>), Error> {
+        match self.client.call(call)? {
+            Value::Alerts { page, next } => Ok((page, next)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One alert; [`Error::NotFound`] when it does not exist.
+    pub fn get(&self, id: impl Into<AlertId>) -> Result<Alert, Error> {
+        match self.client.call(Call::GetAlert(id.into()))? {
+            Value::Alert(a) => Ok(*a),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Updates one alert and returns it as the server now has it. Like an incident
+    /// update, it is never resent blindly: see [`Error::OutcomeUnknown`].
+    pub fn update(&self, id: impl Into<AlertId>, update: AlertUpdate) -> Result<Alert, Error> {
+        match self.client.call(Call::UpdateAlert(id.into(), update))? {
+            Value::Alert(a) => Ok(*a),
+            other => Err(unexpected(other)),
         }
     }
 }

@@ -1,8 +1,9 @@
-//! `defender`: advanced hunting and incidents on the Microsoft Defender APIs, without
+//! `defender`: advanced hunting, incidents and alerts on the Microsoft Defender APIs, without
 //! 429s. See `defender --help`.
 
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod output;
 
 use std::io::{IsTerminal, Read, Write};
@@ -37,8 +38,8 @@ Exit codes:
   5  the API rejected the request (the server's message is shown)
   6  network or server failure after retries
   7  a result was truncated at the row cap and --split none was given
-  8  an incident update may or may not have been applied (the answer was lost and
-     reading it back failed): read the incident before sending it again
+  8  an update (of an incident or an alert) may or may not have been applied (the
+     answer was lost and reading it back failed): read it before sending it again
 
 Credentials: --tenant (AZURE_TENANT_ID), --client-id (AZURE_CLIENT_ID), and the secret
 only from AZURE_CLIENT_SECRET or --client-secret-file. With --emulator none are needed.";
@@ -124,6 +125,9 @@ enum Command {
     /// List, get and update incidents.
     #[command(subcommand)]
     Incidents(IncidentsCommand),
+    /// List, get and update alerts.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Show the effective limits (and, with --emulator, this process's quota usage; with
     /// --quota-store, the usage shared by every process of the app).
     Limits,
@@ -507,6 +511,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let result = match cli.command {
         Command::Hunt(args) => hunt(&client, &ui, args).await,
         Command::Incidents(cmd) => incidents(&client, &ui, cmd).await,
+        Command::Alerts(cmd) => alerts::alerts(&client, &ui, cmd).await,
         Command::Limits => {
             let shared = store.zip(scope);
             show_limits(&client, emulator.is_some(), shared).await

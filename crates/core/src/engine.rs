@@ -56,6 +56,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::alerts::{self, Alert, AlertId, AlertPage, AlertQuery, AlertUpdate};
+use crate::change::{Change, Record};
 use crate::error::{ApiError, Error, TransportError, TransportErrorKind};
 use crate::hunting::{Column, HuntRequest, HuntResponse, HuntResult, HuntSummary, Stats};
 use crate::incidents::{
@@ -183,6 +185,14 @@ pub enum Call {
     GetIncident(IncidentId),
     /// Update one incident.
     UpdateIncident(IncidentId, IncidentUpdate),
+    /// List one page of alerts.
+    ListAlerts(AlertQuery),
+    /// Follow an alerts `@odata.nextLink` (checked to point at the API's own host).
+    NextAlerts(String),
+    /// Get one alert.
+    GetAlert(AlertId),
+    /// Update one alert.
+    UpdateAlert(AlertId, AlertUpdate),
 }
 
 impl Call {
@@ -190,8 +200,21 @@ impl Call {
     pub fn group(&self) -> ApiGroup {
         match self {
             Call::Hunt(_) | Call::HuntWindow(_) | Call::HuntStream(_) => ApiGroup::Hunting,
-            _ => ApiGroup::Incidents,
+            Call::ListIncidents(_)
+            | Call::NextIncidents(_)
+            | Call::GetIncident(_)
+            | Call::UpdateIncident(..) => ApiGroup::Incidents,
+            Call::ListAlerts(_)
+            | Call::NextAlerts(_)
+            | Call::GetAlert(_)
+            | Call::UpdateAlert(..) => ApiGroup::Alerts,
         }
+    }
+
+    /// Whether the call changes something (an update): such a call is never resent
+    /// blindly.
+    pub fn is_update(&self) -> bool {
+        matches!(self, Call::UpdateIncident(..) | Call::UpdateAlert(..))
     }
 }
 
@@ -210,6 +233,15 @@ pub enum Value {
     },
     /// One incident.
     Incident(Box<Incident>),
+    /// A page of alerts, and the call that fetches the next page, if there is one.
+    Alerts {
+        /// The page.
+        page: AlertPage,
+        /// The next page's call.
+        next: Option<Call>,
+    },
+    /// One alert.
+    Alert(Box<Alert>),
     /// The end of a streamed hunt: its rows went to the caller as they arrived.
     HuntStreamed(HuntSummary),
 }
@@ -574,12 +606,12 @@ struct CallState {
     /// Which request of an update is next (Graph sends a comment as a second call).
     step: UpdateStep,
     /// Graph: what the PATCH step answered, merged with the comments at the end.
-    patched: Option<Box<Incident>>,
+    patched: Option<Record>,
 }
 
-/// The requests of an incident update. Defender XDR takes everything, comment included,
-/// in one PATCH; Graph takes the fields in a PATCH and the comment in a POST to the
-/// incident's comments, each admitted and retried (or read back) on its own.
+/// The requests of an update (of an incident or an alert). Defender takes everything,
+/// comment included, in one PATCH; Graph takes the fields in a PATCH and the comment in a
+/// POST to the record's comments, each admitted and retried (or read back) on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum UpdateStep {
     Patch,
@@ -588,10 +620,8 @@ enum UpdateStep {
 
 impl UpdateStep {
     fn first(call: &Call, surface: Surface) -> UpdateStep {
-        match call {
-            Call::UpdateIncident(_, u)
-                if surface == Surface::Graph && u.without_comment().is_empty() =>
-            {
+        match Change::of(call) {
+            Some(c) if surface == Surface::Graph && c.without_comment().is_empty() => {
                 UpdateStep::Comment
             }
             _ => UpdateStep::Patch,
@@ -601,14 +631,12 @@ impl UpdateStep {
 
 impl CallState {
     /// The part of an update the current step sends (and a read-back checks).
-    fn step_update(&self, surface: Surface) -> Option<IncidentUpdate> {
-        let Call::UpdateIncident(_, u) = &self.call else {
-            return None;
-        };
+    fn step_update(&self, surface: Surface) -> Option<Change> {
+        let change = Change::of(&self.call)?;
         Some(match (surface, self.step) {
-            (Surface::Graph, UpdateStep::Patch) => u.without_comment(),
-            (Surface::Graph, UpdateStep::Comment) => u.only_comment(),
-            _ => u.clone(),
+            (Surface::Graph, UpdateStep::Patch) => change.without_comment(),
+            (Surface::Graph, UpdateStep::Comment) => change.only_comment(),
+            _ => change,
         })
     }
 
@@ -616,22 +644,14 @@ impl CallState {
     fn comment_pending(&self, surface: Surface) -> bool {
         surface == Surface::Graph
             && self.step == UpdateStep::Patch
-            && matches!(&self.call, Call::UpdateIncident(_, u) if u.comment.is_some())
+            && Change::of(&self.call).is_some_and(|c| c.has_comment())
     }
 
     /// Whether the request this call sends next (or has in flight) can be resent
-    /// without doing a thing twice: everything but an incident update (a read-back is a
-    /// GET).
+    /// without doing a thing twice: everything but an update (a read-back is a GET).
     fn idempotent(&self) -> bool {
-        !matches!(self.call, Call::UpdateIncident(..)) || self.verify
+        !self.call.is_update() || self.verify
     }
-}
-
-/// An update that may have been applied: what `fail` turns an ending error into.
-#[derive(Debug)]
-struct Unsure {
-    incident: IncidentId,
-    update: IncidentUpdate,
 }
 
 #[derive(Debug)]
@@ -688,7 +708,7 @@ pub struct Engine {
     /// gives its ticket back.
     abandoned: HashMap<AdmitId, ApiGroup>,
     /// Updates that may have been applied, until the call ends or a read-back settles it.
-    unsure: HashMap<CallId, Unsure>,
+    unsure: HashMap<CallId, Change>,
     next_admit: u64,
     next_call: u64,
     next_send: u64,
@@ -1258,9 +1278,8 @@ impl Engine {
     /// becomes [`Error::OutcomeUnknown`] carrying it.
     fn fail(&mut self, id: CallId, error: Error) {
         let error = match self.unsure.remove(&id) {
-            Some(u) => Error::OutcomeUnknown {
-                incident: u.incident,
-                update: Box::new(u.update),
+            Some(change) => Error::OutcomeUnknown {
+                change: Box::new(change),
                 cause: Box::new(error),
             },
             None => error,
@@ -1320,22 +1339,13 @@ impl Engine {
     /// The read-back of an update whose outcome was unknown: complete with what was
     /// read when the change is there, else send the change again.
     fn verified(&mut self, id: CallId, mut state: CallState, body: &[u8], wall_now: SystemTime) {
-        let incident: Incident = match serde_json::from_slice(body) {
-            Ok(i) => i,
-            Err(e) => {
-                return self.fail(
-                    id,
-                    Error::Decode {
-                        what: "incident",
-                        len: body.len(),
-                        message: e.to_string(),
-                    },
-                )
-            }
-        };
         // Only updates are read back.
         let Some(update) = state.step_update(self.config.surface) else {
             return self.fail(id, Error::InvalidRequest("not an update".into()));
+        };
+        let record = match update.decode(body) {
+            Ok(r) => r,
+            Err(e) => return self.fail(id, e),
         };
         // Our clock's reading of when the first maybe-applied request left, less the
         // server's allowed lag behind us.
@@ -1345,9 +1355,9 @@ impl Engine {
         let since = wall_now
             .checked_sub(ago + self.config.clock_skew)
             .unwrap_or(std::time::UNIX_EPOCH);
-        if update.is_applied(&incident, self.config.surface, since) {
+        if update.is_applied(&record, self.config.surface, since) {
             self.unsure.remove(&id);
-            return self.step_done(id, state, incident);
+            return self.step_done(id, state, record);
         }
         // Not there: the server did not apply it, so sending it again does it once.
         self.unsure.remove(&id);
@@ -1358,14 +1368,8 @@ impl Engine {
     /// The update's request may have been applied: remember it (a failure becomes
     /// `OutcomeUnknown`) and make the next attempt a read-back.
     fn maybe_applied(&mut self, id: CallId, state: &mut CallState) {
-        if let Call::UpdateIncident(incident, update) = &state.call {
-            self.unsure.insert(
-                id,
-                Unsure {
-                    incident: incident.clone(),
-                    update: update.clone(),
-                },
-            );
+        if let Some(change) = Change::of(&state.call) {
+            self.unsure.insert(id, change);
         }
         state.verify = true;
         state.maybe_applied_since = state.maybe_applied_since.or(state.sent_at);
@@ -1725,14 +1729,14 @@ impl Engine {
         let surface = self.config.surface;
         let base = &self.config.endpoints.api_base;
         let unsupported = |operation| Error::Unsupported { surface, operation };
-        // An update's read-back is a get of the incident.
+        // An update's read-back is a get of what it changes.
         let read_call;
-        let call = match call {
-            Call::UpdateIncident(id, _) if read_back => {
-                read_call = Call::GetIncident(id.clone());
+        let call = match Change::of(call) {
+            Some(change) if read_back => {
+                read_call = change.read_call();
                 &read_call
             }
-            call => call,
+            _ => call,
         };
         let (method, uri, body) = match call {
             Call::Hunt(req) | Call::HuntWindow(req) | Call::HuntStream(req) => {
@@ -1790,35 +1794,55 @@ impl Engine {
                     None,
                 )
             }
-            Call::UpdateIncident(id, update) if step == UpdateStep::Comment => {
-                let path = surface
-                    .incidents_path()
-                    .ok_or_else(|| unsupported("incidents"))?;
-                let body = update
-                    .graph_comment_body()
-                    .ok_or_else(|| Error::InvalidRequest("no comment to post".into()))?;
-                let body =
-                    serde_json::to_vec(&body).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+            Call::ListAlerts(q) => {
+                if let Some(field) = q.filter.unsupported_on(surface) {
+                    return Err(Error::InvalidRequest(format!(
+                        "{surface} does not filter alerts on {}; filter the list yourself",
+                        field.name(surface)
+                    )));
+                }
+                let mut q = q.clone();
+                let max = alerts::max_top(surface);
+                q.top = Some(q.top.unwrap_or(max).min(max));
                 (
-                    http::Method::POST,
-                    format!("{base}{path}/{}/comments", id.check()?),
-                    Some(body),
+                    http::Method::GET,
+                    format!("{base}{}", q.path_and_query(surface.alerts_path(), surface)),
+                    None,
                 )
             }
-            Call::UpdateIncident(id, update) => {
-                let path = surface
-                    .incidents_path()
-                    .ok_or_else(|| unsupported("incidents"))?;
-                if update.is_empty() {
-                    return Err(Error::InvalidRequest("the update changes nothing".into()));
+            Call::NextAlerts(link) => {
+                if !same_origin(link, base) {
+                    return Err(Error::ForeignLink { url: link.clone() });
                 }
-                let body = serde_json::to_vec(&update.to_json(surface))
-                    .map_err(|e| Error::InvalidRequest(e.to_string()))?;
-                (
-                    http::Method::PATCH,
-                    format!("{base}{path}/{}", id.check()?),
-                    Some(body),
-                )
+                (http::Method::GET, link.clone(), None)
+            }
+            Call::GetAlert(id) => (
+                http::Method::GET,
+                format!("{base}{}/{}", surface.alerts_path(), id.check()?),
+                None,
+            ),
+            Call::UpdateIncident(..) | Call::UpdateAlert(..) => {
+                let change = Change::of(call).expect("an update"); // matched an update
+                let path = change.path(surface)?;
+                if step == UpdateStep::Comment {
+                    let body = change
+                        .comment_body()
+                        .ok_or_else(|| Error::InvalidRequest("no comment to post".into()))?;
+                    let body = serde_json::to_vec(&body)
+                        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+                    (
+                        http::Method::POST,
+                        format!("{base}{path}/comments"),
+                        Some(body),
+                    )
+                } else {
+                    if change.is_empty() {
+                        return Err(Error::InvalidRequest("the update changes nothing".into()));
+                    }
+                    let body = serde_json::to_vec(&change.patch_body(surface))
+                        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+                    (http::Method::PATCH, format!("{base}{path}"), Some(body))
+                }
             }
         };
         let mut bearer = http::HeaderValue::try_from(format!("Bearer {token}"))
@@ -1862,7 +1886,7 @@ impl Engine {
             if state.verify {
                 return self.verified(call_id, state, body, wall_now);
             }
-            let result = if matches!(state.call, Call::UpdateIncident(..)) {
+            let result = if state.call.is_update() {
                 match self.update_answered(call_id, state, body) {
                     Ok(()) => return,
                     Err(back) => {
@@ -2010,20 +2034,20 @@ impl Engine {
         retry_after
     }
 
-    /// An update's step succeeded with `incident` (its answer, or what a read-back saw):
+    /// An update's step succeeded with `record` (its answer, or what a read-back saw):
     /// on Graph with a comment still to post, go on to that step; else the call is done.
-    fn step_done(&mut self, id: CallId, mut state: CallState, incident: Incident) {
+    fn step_done(&mut self, id: CallId, mut state: CallState, record: Record) {
         if state.comment_pending(self.config.surface) {
-            state.patched = Some(Box::new(incident));
+            state.patched = Some(record);
             state.step = UpdateStep::Comment;
             state.verify = false;
             state.maybe_applied_since = None;
             return self.requeue_now(id, state);
         }
-        self.complete(id, Value::Incident(Box::new(incident)));
+        self.complete(id, record.into_value());
     }
 
-    /// An update's 2xx answer: the incident (a PATCH) or Graph's comment collection (a
+    /// An update's 2xx answer: the record (a PATCH) or Graph's comment collection (a
     /// comment POST, merged into what the PATCH step answered). An answer that does not
     /// decode gives the state back with the error.
     fn update_answered(
@@ -2032,36 +2056,35 @@ impl Engine {
         mut state: CallState,
         body: &[u8],
     ) -> Result<(), Box<(CallState, Error)>> {
-        let decode_err = |what: &'static str, e: serde_json::Error| Error::Decode {
-            what,
-            len: body.len(),
-            message: e.to_string(),
+        let Some(change) = Change::of(&state.call) else {
+            return Err(Box::new((
+                state,
+                Error::InvalidRequest("not an update".into()),
+            )));
         };
         if state.step == UpdateStep::Comment {
             let comments: CommentCollection = match serde_json::from_slice(body) {
                 Ok(c) => c,
-                Err(e) => return Err(Box::new((state, decode_err("comments", e)))),
+                Err(e) => {
+                    let error = Error::Decode {
+                        what: "comments",
+                        len: body.len(),
+                        message: e.to_string(),
+                    };
+                    return Err(Box::new((state, error)));
+                }
             };
-            let mut incident = match state.patched.take() {
-                Some(i) => *i,
-                None => Incident {
-                    incident_id: match &state.call {
-                        Call::UpdateIncident(i, _) => Some(i.clone()),
-                        _ => None,
-                    },
-                    ..Incident::default()
-                },
-            };
-            incident.comments = comments.value;
-            self.complete(id, Value::Incident(Box::new(incident)));
+            let mut record = state.patched.take().unwrap_or_else(|| change.bare_record());
+            record.set_comments(comments.value);
+            self.complete(id, record.into_value());
             return Ok(());
         }
-        match serde_json::from_slice::<Incident>(body) {
-            Ok(incident) => {
-                self.step_done(id, state, incident);
+        match change.decode(body) {
+            Ok(record) => {
+                self.step_done(id, state, record);
                 Ok(())
             }
-            Err(e) => Err(Box::new((state, decode_err("incident", e)))),
+            Err(e) => Err(Box::new((state, e))),
         }
     }
 
@@ -2120,6 +2143,37 @@ impl Engine {
                     serde_json::from_slice(body).map_err(|e| decode_err("incident", e))?;
                 Ok(Value::Incident(Box::new(inc)))
             }
+            Call::ListAlerts(_) | Call::NextAlerts(_) => {
+                let page: AlertPage =
+                    serde_json::from_slice(body).map_err(|e| decode_err("alerts", e))?;
+                let next = self.next_alerts(&state.call, &page);
+                Ok(Value::Alerts { page, next })
+            }
+            Call::GetAlert(_) | Call::UpdateAlert(..) => {
+                let alert: Alert =
+                    serde_json::from_slice(body).map_err(|e| decode_err("alert", e))?;
+                Ok(Value::Alert(Box::new(alert)))
+            }
+        }
+    }
+
+    fn next_alerts(&self, call: &Call, page: &AlertPage) -> Option<Call> {
+        if let Some(link) = &page.next_link {
+            return Some(Call::NextAlerts(link.clone()));
+        }
+        // Defender documents no nextLink for alerts: a full page means there may be more.
+        match call {
+            Call::ListAlerts(q) if self.config.surface != Surface::Graph => {
+                let max = alerts::max_top(self.config.surface);
+                let top = q.top.unwrap_or(max).clamp(1, max);
+                (page.value.len() as u32 >= top).then(|| {
+                    let mut next = q.clone();
+                    next.top = Some(top);
+                    next.skip = Some(q.skip.unwrap_or(0) + top);
+                    Call::ListAlerts(next)
+                })
+            }
+            _ => None,
         }
     }
 

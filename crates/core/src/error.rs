@@ -324,16 +324,14 @@ pub enum Error {
     /// The client's driver has stopped (the runtime shut down or the client was dropped).
     #[error("the client has shut down")]
     Shutdown,
-    /// An incident update was sent, the answer was lost (a timeout, a reset, a 5xx, an
-    /// unreadable body) and reading the incident back did not settle whether the change
-    /// was applied. The engine did not send it again: read the incident, and send what is
-    /// missing yourself.
-    #[error("the update of incident {incident} may or may not have been applied ({cause}); it was not sent again: read the incident to check before resending ({update})")]
+    /// An update (of an incident or an alert) was sent, the answer was lost (a timeout, a
+    /// reset, a 5xx, an unreadable body) and reading the record back did not settle
+    /// whether the change was applied. The engine did not send it again: read the record,
+    /// and send what is missing yourself.
+    #[error("the update of {change} may or may not have been applied ({cause}); it was not sent again: read the {} to check before resending", change.kind())]
     OutcomeUnknown {
-        /// The incident.
-        incident: crate::incidents::IncidentId,
-        /// What was sent.
-        update: Box<crate::incidents::IncidentUpdate>,
+        /// What was sent: the incident or alert, and the update.
+        change: Box<crate::change::Change>,
         /// What ended the call: the failure of the update or of the read-back.
         cause: Box<Error>,
     },

@@ -64,22 +64,25 @@ impl From<&str> for IncidentId {
 impl IncidentId {
     /// Checks the id is safe to put in a URL path: letters, digits, `-`, `_`, `.`.
     pub fn check(&self) -> Result<&str, crate::Error> {
-        let s = self.0.as_str();
-        if !s.is_empty()
-            && s.len() <= 128
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            Ok(s)
-        } else {
-            Err(crate::Error::InvalidRequest(format!(
-                "`{s}` is not an incident id"
-            )))
-        }
+        check_path_id(&self.0, "an incident id")
     }
 }
 
-fn value_text(v: Value) -> Option<String> {
+/// `s` when it is safe to put in a URL path (letters, digits, `-`, `_`, `.`; 1 to 128
+/// bytes), else an [`Error::InvalidRequest`](crate::Error::InvalidRequest) naming `what`.
+pub(crate) fn check_path_id<'a>(s: &'a str, what: &str) -> Result<&'a str, crate::Error> {
+    if !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        Ok(s)
+    } else {
+        Err(crate::Error::InvalidRequest(format!("`{s}` is not {what}")))
+    }
+}
+
+pub(crate) fn value_text(v: Value) -> Option<String> {
     match v {
         Value::Null => None,
         Value::String(s) => Some(s),
@@ -87,18 +90,18 @@ fn value_text(v: Value) -> Option<String> {
     }
 }
 
-fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(value_text(Value::deserialize(d)?))
 }
 
-fn lenient_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn lenient_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Ok(match Value::deserialize(d)? {
         Value::Array(items) => items.into_iter().filter_map(value_text).collect(),
         other => value_text(other).into_iter().collect(),
     })
 }
 
-fn lenient_list<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+pub(crate) fn lenient_list<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
     d: D,
 ) -> Result<Vec<T>, D::Error> {
     Ok(match Value::deserialize(d)? {
@@ -200,13 +203,30 @@ pub struct Comment {
     pub wire: Wire,
 }
 
-/// An alert inside an incident.
+/// An alert: inside an incident (Defender XDR's `alerts[]`, Graph's `$expand=alerts`) or
+/// read on its own (Graph `alerts_v2`, Defender's `/api/alerts`). Graph's and Defender
+/// for Endpoint's `evidence[]`, and every other field, are kept in `extra`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(remote = "Self", rename_all = "camelCase")]
 pub struct Alert {
     /// `alertId` / `id`.
     #[serde(alias = "id", default, deserialize_with = "lenient_string")]
     pub alert_id: Option<String>,
+    /// The incident it belongs to (a number on Defender, text on Graph; kept as text).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub incident_id: Option<String>,
+    /// The assignee.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub assigned_to: Option<String>,
+    /// The classification, as the surface spells it.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub classification: Option<String>,
+    /// The determination, as the surface spells it.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub determination: Option<String>,
+    /// Comments (Graph and Defender for Endpoint alerts carry them).
+    #[serde(default, deserialize_with = "lenient_list")]
+    pub comments: Vec<Comment>,
     /// The title.
     #[serde(default, deserialize_with = "lenient_string")]
     pub title: Option<String>,
@@ -458,14 +478,7 @@ impl IncidentUpdate {
     /// The body of Graph's `POST /security/incidents/{id}/comments`, when the update
     /// carries a comment.
     pub fn graph_comment_body(&self) -> Option<Value> {
-        let c = self.comment.as_ref()?;
-        let mut m = Map::new();
-        m.insert(
-            "@odata.type".into(),
-            "microsoft.graph.security.alertComment".into(),
-        );
-        m.insert("comment".into(), c.clone().into());
-        Some(Value::Object(m))
+        self.comment.as_deref().map(alert_comment_body)
     }
 
     /// This update without its comment (what a Graph PATCH carries).
@@ -490,10 +503,7 @@ impl IncidentUpdate {
     /// and a comment by its text and a creation time not before `since` (comments
     /// without a readable time count: a duplicate is worse than a doubt).
     pub fn is_applied(&self, incident: &Incident, surface: Surface, since: SystemTime) -> bool {
-        let same = |want: &str, have: &Option<String>| {
-            have.as_deref()
-                .is_some_and(|h| h.trim().eq_ignore_ascii_case(want.trim()))
-        };
+        let same = same_value;
         if let Some(s) = self.status {
             if !same(s.as_str(surface), &incident.status) {
                 return false;
@@ -526,19 +536,41 @@ impl IncidentUpdate {
             }
         }
         if let Some(text) = &self.comment {
-            let ours = incident.comments.iter().any(|c| {
-                c.comment.as_deref() == Some(text.as_str())
-                    && c.created_time
-                        .as_deref()
-                        .and_then(crate::timefmt::parse_rfc3339)
-                        .is_none_or(|at| at >= since)
-            });
-            if !ours {
+            if !has_comment(&incident.comments, text, since) {
                 return false;
             }
         }
         true
     }
+}
+
+/// Graph's comment POST body (an `alertComment`, for incidents and alerts alike).
+pub(crate) fn alert_comment_body(text: &str) -> Value {
+    let mut m = Map::new();
+    m.insert(
+        "@odata.type".into(),
+        "microsoft.graph.security.alertComment".into(),
+    );
+    m.insert("comment".into(), text.into());
+    Value::Object(m)
+}
+
+/// Whether a read-back value `have` is `want`, ignoring case and surrounding blanks.
+pub(crate) fn same_value(want: &str, have: &Option<String>) -> bool {
+    have.as_deref()
+        .is_some_and(|h| h.trim().eq_ignore_ascii_case(want.trim()))
+}
+
+/// Whether `comments` hold `text` written at or after `since` (a comment without a
+/// readable time counts: a duplicate is worse than a doubt).
+pub(crate) fn has_comment(comments: &[Comment], text: &str, since: SystemTime) -> bool {
+    comments.iter().any(|c| {
+        c.comment.as_deref() == Some(text)
+            && c.created_time
+                .as_deref()
+                .and_then(crate::timefmt::parse_rfc3339)
+                .is_none_or(|at| at >= since)
+    })
 }
 
 /// What the update sets, in words: `status=Resolved, comment="contained"`.
@@ -646,7 +678,7 @@ pub enum FilterOp {
 }
 
 impl FilterOp {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FilterOp::Eq => "eq",
             FilterOp::Ne => "ne",
@@ -658,24 +690,88 @@ impl FilterOp {
     }
 }
 
+/// A filterable property: its name on each surface.
+pub(crate) trait Field: Copy {
+    fn name(self, surface: Surface) -> &'static str;
+    fn supported_on(self, surface: Surface) -> bool;
+}
+
+impl Field for FilterField {
+    fn name(self, surface: Surface) -> &'static str {
+        FilterField::name(self, surface)
+    }
+    fn supported_on(self, surface: Surface) -> bool {
+        FilterField::supported_on(self, surface)
+    }
+}
+
+/// One clause of a `$filter`: a comparison, or OData written by hand.
 #[derive(Debug, Clone, PartialEq)]
-enum Clause {
-    Compare(FilterField, FilterOp, FilterValue),
+pub(crate) enum Clause<F> {
+    Compare(F, FilterOp, FilterValue),
     Raw(String),
 }
 
+/// A compared value: text (quoted and escaped), an enum value spelled per surface
+/// (Graph's camel case, Defender's Pascal case), or a time.
 #[derive(Debug, Clone, PartialEq)]
-enum FilterValue {
+pub(crate) enum FilterValue {
     Text(String),
-    Status(IncidentStatus),
-    Classification(Classification),
+    Spelled {
+        graph: &'static str,
+        defender: &'static str,
+    },
     Time(SystemTime),
+}
+
+impl FilterValue {
+    pub(crate) fn spelled(as_str: impl Fn(Surface) -> &'static str) -> FilterValue {
+        FilterValue::Spelled {
+            graph: as_str(Surface::Graph),
+            defender: as_str(Surface::DefenderXdr),
+        }
+    }
+}
+
+/// The first field of `clauses` that `surface` does not filter on.
+pub(crate) fn unsupported_field<F: Field>(clauses: &[Clause<F>], surface: Surface) -> Option<F> {
+    clauses.iter().find_map(|c| match c {
+        Clause::Compare(f, ..) if !f.supported_on(surface) => Some(*f),
+        _ => None,
+    })
+}
+
+/// `clauses` as one `$filter` value for `surface`, joined with `and`; `None` when empty.
+pub(crate) fn render_clauses<F: Field>(clauses: &[Clause<F>], surface: Surface) -> Option<String> {
+    if clauses.is_empty() {
+        return None;
+    }
+    let several = clauses.len() > 1;
+    let parts: Vec<String> = clauses
+        .iter()
+        .map(|c| match c {
+            Clause::Raw(s) if several => format!("({s})"),
+            Clause::Raw(s) => s.clone(),
+            Clause::Compare(field, op, value) => {
+                let v = match value {
+                    FilterValue::Text(s) => format!("'{}'", s.replace('\'', "''")),
+                    FilterValue::Spelled { graph, .. } if surface == Surface::Graph => {
+                        format!("'{graph}'")
+                    }
+                    FilterValue::Spelled { defender, .. } => format!("'{defender}'"),
+                    FilterValue::Time(t) => format_rfc3339(*t),
+                };
+                format!("{} {} {v}", field.name(surface), op.as_str())
+            }
+        })
+        .collect();
+    Some(parts.join(" and "))
 }
 
 /// A `$filter` for incidents, joined with `and`, with string values escaped.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct IncidentFilter {
-    clauses: Vec<Clause>,
+    clauses: Vec<Clause<FilterField>>,
 }
 
 impl IncidentFilter {
@@ -703,7 +799,7 @@ impl IncidentFilter {
         self.clauses.push(Clause::Compare(
             FilterField::Status,
             FilterOp::Eq,
-            FilterValue::Status(status),
+            FilterValue::spelled(|s| status.as_str(s)),
         ));
         self
     }
@@ -733,7 +829,7 @@ impl IncidentFilter {
         self.clauses.push(Clause::Compare(
             FilterField::Classification,
             FilterOp::Eq,
-            FilterValue::Classification(classification),
+            FilterValue::spelled(|s| classification.as_str(s)),
         ));
         self
     }
@@ -750,10 +846,7 @@ impl IncidentFilter {
 
     /// A field of this filter `surface` does not filter on, if any.
     pub fn unsupported_on(&self, surface: Surface) -> Option<FilterField> {
-        self.clauses.iter().find_map(|c| match c {
-            Clause::Compare(f, ..) if !f.supported_on(surface) => Some(*f),
-            _ => None,
-        })
+        unsupported_field(&self.clauses, surface)
     }
 
     /// `lastUpdateTime ge ...`.
@@ -780,28 +873,7 @@ impl IncidentFilter {
 
     /// The `$filter` value for `surface`, or `None` when empty.
     pub fn render(&self, surface: Surface) -> Option<String> {
-        if self.clauses.is_empty() {
-            return None;
-        }
-        let several = self.clauses.len() > 1;
-        let parts: Vec<String> = self
-            .clauses
-            .iter()
-            .map(|c| match c {
-                Clause::Raw(s) if several => format!("({s})"),
-                Clause::Raw(s) => s.clone(),
-                Clause::Compare(field, op, value) => {
-                    let v = match value {
-                        FilterValue::Text(s) => format!("'{}'", s.replace('\'', "''")),
-                        FilterValue::Status(s) => format!("'{}'", s.as_str(surface)),
-                        FilterValue::Classification(c) => format!("'{}'", c.as_str(surface)),
-                        FilterValue::Time(t) => format_rfc3339(*t),
-                    };
-                    format!("{} {} {v}", field.name(surface), op.as_str())
-                }
-            })
-            .collect();
-        Some(parts.join(" and "))
+        render_clauses(&self.clauses, surface)
     }
 }
 
@@ -883,6 +955,9 @@ impl Incident {
         }
         for a in &mut self.alerts {
             a.wire = Wire::default();
+            for c in &mut a.comments {
+                c.wire = Wire::default();
+            }
             for d in &mut a.devices {
                 d.wire = Wire::default();
             }
@@ -1017,6 +1092,11 @@ const COMMENT_FIELDS: Fields = &[
 
 const ALERT_FIELDS: Fields = &[
     ("alertId", &["id"]),
+    ("incidentId", &[]),
+    ("assignedTo", &[]),
+    ("classification", &[]),
+    ("determination", &[]),
+    ("comments", &[]),
     ("title", &[]),
     ("description", &[]),
     ("category", &[]),

@@ -34,6 +34,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alerts;
+pub mod change;
 pub mod engine;
 pub mod error;
 pub mod hunting;

@@ -674,7 +674,7 @@ mod tests {
             ("hunting.calls=abc/1m", 1, "whole number"),
             ("hunting.calls=4/1x", 1, "unknown time unit `x`"),
             ("hunting.call=4/1m", 1, "unknown kind"),
-            ("alerts.calls=4/1m", 1, "unknown group"),
+            ("machines.calls=4/1m", 1, "unknown group"),
             ("xdr,hunting", 2, "group.kind=value"),
             ("hunting.rows=99999999999999999999999", 1, "whole number"),
         ] {

@@ -58,6 +58,15 @@ impl Surface {
         }
     }
 
+    /// The path of the alerts collection: Graph's `alerts_v2`, Defender's `/api/alerts`
+    /// (Defender for Endpoint's API, also served on the Defender XDR host).
+    pub fn alerts_path(self) -> &'static str {
+        match self {
+            Surface::DefenderXdr | Surface::DefenderEndpoint => "/api/alerts",
+            Surface::Graph => "/v1.0/security/alerts_v2",
+        }
+    }
+
     /// The preset whose limits this surface documents today.
     pub fn preset(self) -> crate::limits::Preset {
         match self {

@@ -13,6 +13,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use defender_core::alerts::{AlertId, AlertStatus, AlertUpdate};
+use defender_core::change::Change;
 use defender_core::engine::{Auth, Call, CallId, Config, Engine, Event, Output};
 use defender_core::incidents::{IncidentId, IncidentStatus, IncidentUpdate};
 use defender_core::policy::{Failure, Policy, Retry};
@@ -78,6 +80,8 @@ struct Incident {
 struct Server {
     incidents: HashMap<String, Incident>,
     start: Instant,
+    /// The records are alerts (Graph and Defender alerts name their id `id`).
+    alerts: bool,
 }
 
 impl Server {
@@ -92,12 +96,16 @@ impl Server {
             .iter()
             .map(|(c, at)| serde_json::json!({"comment": c, "createdTime": format_rfc3339(*at)}))
             .collect();
-        serde_json::to_vec(&serde_json::json!({
-            "incidentId": id.parse::<u64>().unwrap(),
-            "status": inc.status,
-            "comments": comments,
-        }))
-        .unwrap()
+        let record = if self.alerts {
+            serde_json::json!({"id": id, "status": inc.status, "comments": comments})
+        } else {
+            serde_json::json!({
+                "incidentId": id.parse::<u64>().unwrap(),
+                "status": inc.status,
+                "comments": comments,
+            })
+        };
+        serde_json::to_vec(&record).unwrap()
     }
 
     /// Graph's answer to a comment POST: the incident's comments.
@@ -151,6 +159,7 @@ proptest! {
         max_attempts in 1u32..7,
         with_status in any::<bool>(),
         graph in any::<bool>(),
+        alerts in any::<bool>(),
     ) {
         let surface = if graph { Surface::Graph } else { Surface::DefenderXdr };
         #[allow(clippy::disallowed_methods)] // one real instant to count from
@@ -158,7 +167,7 @@ proptest! {
         let mut now = start;
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut engine = engine(surface, now, max_attempts, seen.clone());
-        let mut server = Server { incidents: HashMap::new(), start };
+        let mut server = Server { incidents: HashMap::new(), start, alerts };
         let mut calls: HashMap<CallId, String> = HashMap::new();
         for k in 0..updates {
             let id = format!("{}", 1000 + k % 2);
@@ -167,12 +176,22 @@ proptest! {
                 ..Incident::default()
             });
             let comment = format!("note {k}");
-            let update = IncidentUpdate {
-                status: with_status.then_some(IncidentStatus::Resolved),
-                comment: Some(comment.clone()),
-                ..IncidentUpdate::default()
+            let call = if alerts {
+                let update = AlertUpdate {
+                    status: with_status.then_some(AlertStatus::Resolved),
+                    comment: Some(comment.clone()),
+                    ..AlertUpdate::default()
+                };
+                Call::UpdateAlert(AlertId::from(id.as_str()), update)
+            } else {
+                let update = IncidentUpdate {
+                    status: with_status.then_some(IncidentStatus::Resolved),
+                    comment: Some(comment.clone()),
+                    ..IncidentUpdate::default()
+                };
+                Call::UpdateIncident(IncidentId::from(id.as_str()), update)
             };
-            let call = engine.submit(Call::UpdateIncident(IncidentId::from(id.as_str()), update), now);
+            let call = engine.submit(call, now);
             calls.insert(call, comment);
         }
         let mut ended: HashMap<CallId, Result<(), Error>> = HashMap::new();
@@ -189,6 +208,13 @@ proptest! {
                         continue;
                     }
                     let path = t.request.uri().path().to_owned();
+                    let collection = match (alerts, graph) {
+                        (true, true) => "/v1.0/security/alerts_v2/",
+                        (true, false) => "/api/alerts/",
+                        (false, true) => "/v1.0/security/incidents/",
+                        (false, false) => "/api/incidents/",
+                    };
+                    prop_assert!(path.starts_with(collection), "{} for {}", path, collection);
                     let comments = path.ends_with("/comments");
                     let id = path
                         .trim_end_matches("/comments")
@@ -279,9 +305,15 @@ proptest! {
                 .count();
             match &ended[call] {
                 Ok(()) => prop_assert_eq!(count, 1, "a completed update is there once"),
-                Err(Error::OutcomeUnknown { update, .. }) => {
+                Err(Error::OutcomeUnknown { change, .. }) => {
                     prop_assert!(count <= 1, "applied {} times", count);
-                    prop_assert_eq!(update.comment.as_deref(), Some(comment.as_str()));
+                    let sent = match change.as_ref() {
+                        Change::Incident(_, u) => u.comment.as_deref(),
+                        Change::Alert(_, u) => u.comment.as_deref(),
+                        other => panic!("an unknown change {other:?}"),
+                    };
+                    prop_assert_eq!(sent, Some(comment.as_str()));
+                    prop_assert_eq!(change.kind(), if alerts { "alert" } else { "incident" });
                 }
                 Err(e) => prop_assert_eq!(count, 0, "failed with {} after applying", e),
             }

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use defender_core::change::Change;
 use defender_core::engine::{Call, GroupUsage, StreamItem, Value};
 use defender_core::hunting::{HuntRequest, HuntSummary};
 use defender_core::incidents::{IncidentId, IncidentQuery, IncidentStatus, IncidentUpdate};
@@ -1276,9 +1277,12 @@ pub fn updates_are_never_doubled<D: Driver>() {
                 );
             }
             Ok(v) => panic!("{}: an update gave {v:?}", D::NAME),
-            Err(Error::OutcomeUnknown { update, .. }) => {
+            Err(Error::OutcomeUnknown { change, .. }) => {
                 unknown += 1;
                 assert!(n <= 1, "{}: an unknown update's comment {n} times", D::NAME);
+                let Change::Incident(_, update) = change.as_ref() else {
+                    panic!("{}: an incident update became {change:?}", D::NAME);
+                };
                 assert_eq!(update.comment.as_deref(), Some(comment.as_str()));
             }
             Err(e) => {
