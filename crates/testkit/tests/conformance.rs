@@ -29,6 +29,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn every_alert_call_on_every_surface() {
+                conformance::every_alert_call_on_every_surface::<$driver>();
+            }
+
+            #[test]
             fn token_expiry_mid_run() {
                 conformance::token_expiry_mid_run::<$driver>();
             }
