@@ -117,9 +117,11 @@
 
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod cli;
 mod clock;
 mod faults;
+mod filter;
 mod form;
 mod hunting;
 mod incidents;
@@ -137,8 +139,8 @@ pub use clock::Clock;
 pub use defender_core::limits::{ApiGroup, Limits};
 pub use defender_emulator_kql::{Limit, QueryLimits, PREEMPTED};
 pub use faults::{FaultKind, FaultSpec, FaultSpecError, ODD_429_VARIANTS};
+pub use filter::FilterLimits;
 pub use hunting::CostModel;
-pub use incidents::FilterLimits;
 pub use quota::{RuntimeScope, WindowMode};
 pub use server::{KeyStats, Stats, WindowStats};
 
@@ -173,9 +175,19 @@ pub const MAX_PAGE_SIZE: usize = 100;
 /// The default and largest page of a Graph incidents list (`$top` at most 50,
 /// API-FACTS section 6).
 pub const GRAPH_MAX_PAGE_SIZE: usize = 50;
+/// The largest `$top` of Defender's alert list, and its default page ("`$top` with max
+/// value of 10,000", "Maximum page size is 10,000": DD defender-endpoint/api/get-alerts.md).
+pub const ALERTS_MAX_PAGE_SIZE: usize = 10_000;
+/// The largest page of Graph's `alerts_v2` list. Graph documents no maximum `$top` for
+/// it, only `@odata.nextLink` paging (GD security-list-alerts_v2.md), so a larger `$top`
+/// is not refused: it is served in pages of this size with a next link. The number is
+/// ours.
+pub const GRAPH_ALERTS_PAGE_SIZE: usize = 200;
 
-/// Every application permission the emulator knows (API-FACTS section 5).
-pub const ALL_PERMISSIONS: [&str; 7] = [
+/// Every application permission the emulator knows (API-FACTS section 5; the alert
+/// permissions from DD defender-endpoint/api/get-alerts.md and GD
+/// security-list-alerts_v2.md).
+pub const ALL_PERMISSIONS: [&str; 11] = [
     "AdvancedHunting.Read.All",
     "Incident.Read.All",
     "Incident.ReadWrite.All",
@@ -183,6 +195,10 @@ pub const ALL_PERMISSIONS: [&str; 7] = [
     "ThreatHunting.Read.All",
     "SecurityIncident.Read.All",
     "SecurityIncident.ReadWrite.All",
+    "Alert.Read.All",
+    "Alert.ReadWrite.All",
+    "SecurityAlert.Read.All",
+    "SecurityAlert.ReadWrite.All",
 ];
 
 /// An app registration the token endpoint accepts.
