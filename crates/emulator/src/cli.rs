@@ -116,9 +116,13 @@ pub async fn serve_until_ctrl_c(builder: EmulatorBuilder) -> Result<(), Emulator
         "                     GET  {base}/api/incidents   GET/PATCH {base}/api/incidents/{{id}}"
     );
     println!("  Defender Endpoint  POST {base}/api/advancedqueries/run");
+    println!("  (and Defender XDR) GET  {base}/api/alerts   GET/PATCH {base}/api/alerts/{{id}}");
     println!("  Microsoft Graph    POST {base}/v1.0/security/runHuntingQuery");
     println!(
-        "                     GET  {base}/v1.0/security/incidents   GET/PATCH .../incidents/{{id}}"
+        "                     GET  {base}/v1.0/security/incidents   GET/PATCH .../incidents/{{id}}   POST .../incidents/{{id}}/comments"
+    );
+    println!(
+        "                     GET  {base}/v1.0/security/alerts_v2   GET/PATCH .../alerts_v2/{{id}}   POST .../alerts_v2/{{id}}/comments"
     );
     println!("  control            GET  {base}/_emulator/stats   POST {base}/_emulator/reset");
     println!(

@@ -3,8 +3,8 @@
 //! An offline emulator of the Microsoft Defender APIs: a real HTTP server (axum on tokio)
 //! that serves the identity platform's token endpoint and the three API surfaces from one
 //! base URL, enforces the documented limits with the real 429 bodies, evaluates a subset of
-//! KQL over deterministic synthetic tables, keeps incidents in memory, and injects seeded
-//! faults on request.
+//! KQL over deterministic synthetic tables, keeps incidents and their alerts in memory, and
+//! injects seeded faults on request.
 //!
 //! | path | what |
 //! |---|---|
@@ -15,6 +15,9 @@
 //! | `GET /api/incidents`, `GET/PATCH /api/incidents/{id}` | Defender XDR incidents |
 //! | `GET /v1.0/security/incidents`, `GET/PATCH /v1.0/security/incidents/{id}` | Graph incidents (`$expand=alerts`) |
 //! | `POST /v1.0/security/incidents/{id}/comments` | Graph incident comments |
+//! | `GET /api/alerts`, `GET/PATCH /api/alerts/{id}` | Defender for Endpoint's alerts, also served by the Defender XDR host (`$filter`, `$top` up to 10,000, `$skip`, `$expand=evidence`; PATCH `status`, `assignedTo`, `classification`, `determination`, `comment`) |
+//! | `GET /v1.0/security/alerts_v2`, `GET/PATCH /v1.0/security/alerts_v2/{id}` | Graph alerts (PATCH `status`, `assignedTo`, `classification`, `determination`, `customDetails`) |
+//! | `POST /v1.0/security/alerts_v2/{id}/comments` | Graph alert comments |
 //! | `GET /_emulator/stats`, `GET /_emulator/clock` | control, read only (open) |
 //! | `POST /_emulator/reset`, `POST /_emulator/clock/advance` | control that changes state (see below) |
 //!
@@ -27,27 +30,47 @@
 //!   `graph.microsoft.*` is Graph, `*securitycenter.*` Defender for Endpoint,
 //!   `*security.microsoft.*` Defender XDR; another resource is AADSTS500011, two at once
 //!   AADSTS28000) and refused on another API's routes with that service's 401.
+//!   `/api/alerts`, which both Defender hosts serve, takes either Defender token.
 //! - **Graph's envelope.** Errors on `/v1.0/` paths are
 //!   `{"error":{"code","message","innerError":{"date","request-id","client-request-id"}}}`
 //!   (401 as `InvalidAuthenticationToken`), with `request-id` and `client-request-id`
 //!   headers on every answer (the latter echoes the caller's). Defender errors keep
 //!   `{"error":{"code","message","target"}}`.
-//! - **Page sizes.** `$top` at most 100 on Defender XDR, at most 50 on Graph (ODataLib's
-//!   400 with an empty code); the default page is the maximum.
-//! - **PATCH properties.** Graph takes only the incident type's properties (an unknown one
-//!   such as `comment` is OData's 400 "The property 'comment' does not exist on type
-//!   'microsoft.graph.security.incident'. ..."); comments go through the comments route.
-//!   Defender XDR takes `comment` in its PATCH.
+//! - **Page sizes.** `$top` at most 100 on Defender XDR's incidents, at most 50 on Graph's
+//!   (ODataLib's 400 with an empty code), at most 10,000 on `/api/alerts` (400
+//!   `ODataError`); the default page is the maximum. Graph's `alerts_v2` documents no
+//!   maximum: any `$top` is taken and served in pages of at most
+//!   [`GRAPH_ALERTS_PAGE_SIZE`] with `@odata.nextLink`.
+//! - **Unknown ids.** 404 `NotFound` for an incident; `ResourceNotFound` ("Alert {id} was
+//!   not found") for a Defender alert; Graph's envelope on Graph's routes.
+//! - **PATCH properties.** Graph takes only the incident or alert type's properties (an
+//!   unknown one such as `comment` is OData's 400 "The property 'comment' does not exist
+//!   on type 'microsoft.graph.security.incident'. ..." or `...security.alert'`); comments
+//!   go through the comments routes. Defender XDR takes `comment` in its incident PATCH,
+//!   Defender for Endpoint in its alert PATCH, whose body is case-sensitive: an unknown
+//!   property or a value outside the documented ones (`status` `New`, `InProgress`,
+//!   `Resolved`; `classification` `TruePositive`, `InformationalExpectedActivity`,
+//!   `FalsePositive`, `Unknown`) is 400 `InvalidRequestBody`. Determinations are not
+//!   checked: the documented lists disagree.
 //! - **Hunting bodies.** Defender for Endpoint's body is case-sensitive (`Query`; anything
 //!   else is 400 `InvalidRequestBody`); Graph's `Timespan` takes a duration, an interval,
 //!   a duration and an end, or a single start time.
-//! - **Filters.** Defender XDR filters on `lastUpdateTime`, `createdTime`, `status`,
-//!   `assignedTo`; Graph also on `severity`, `classification` and `determination`.
+//! - **Filters.** Defender XDR filters incidents on `lastUpdateTime`, `createdTime`,
+//!   `status`, `assignedTo`; Graph also on `severity`, `classification` and
+//!   `determination`. `/api/alerts` filters on `alertCreationTime`, `lastUpdateTime`,
+//!   `incidentId`, `id`, `investigationId`, `assignedTo`, `detectionSource`,
+//!   `lastEventTime`, `status`, `severity`, `category` (numbers unquoted); `alerts_v2` on
+//!   `assignedTo`, `classification`, `determination`, `createdDateTime`,
+//!   `lastUpdateDateTime`, `severity`, `serviceSource`, `status`. Any other property is a
+//!   400.
+//! - **Alerts are the incidents' alerts.** An alert update (either surface) is what the
+//!   incident's Defender XDR view and Graph's `$expand=alerts` show; the incident's own
+//!   `lastUpdateTime` stays.
 //!
 //! ## Hostile input and control
 //!
 //! The emulator is a server people run next to their automation, so no request can take
-//! it down: an incidents `$filter` over the [`FilterLimits`] (100 levels of nesting, 1,000
+//! it down: an incidents or alerts `$filter` over the [`FilterLimits`] (100 levels of nesting, 1,000
 //! nodes) gets 400 "The query specified in the URI is not valid. The recursion limit has
 //! been exceeded." (or the node count message); a hunting query over the
 //! [`QueryLimits`] (nesting 100, 200 operators, 1,000 columns, strings of 1 MiB, 512 MiB
@@ -67,7 +90,8 @@
 //! ## Quotas
 //!
 //! Calls are counted per (tenant, app, API group) — `hunting` for the three hunting paths,
-//! `incidents` for list, get and update — against every call window of the [`Limits`], in
+//! `incidents` for incident list, get, update and comments, `alerts` for alert list, get,
+//! update and comments on both surfaces — against every call window of the [`Limits`], in
 //! [`WindowMode::Sliding`] (exact) or [`WindowMode::Fixed`] windows. A call over any window
 //! gets 429 with the real Defender body
 //! (`API calls quota exceeded! maximum allowed 45 per 00:01:00 You can send requests again
@@ -117,9 +141,11 @@
 
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod cli;
 mod clock;
 mod faults;
+mod filter;
 mod form;
 mod hunting;
 mod incidents;
@@ -137,8 +163,8 @@ pub use clock::Clock;
 pub use defender_core::limits::{ApiGroup, Limits};
 pub use defender_emulator_kql::{Limit, QueryLimits, PREEMPTED};
 pub use faults::{FaultKind, FaultSpec, FaultSpecError, ODD_429_VARIANTS};
+pub use filter::FilterLimits;
 pub use hunting::CostModel;
-pub use incidents::FilterLimits;
 pub use quota::{RuntimeScope, WindowMode};
 pub use server::{KeyStats, Stats, WindowStats};
 
@@ -173,9 +199,19 @@ pub const MAX_PAGE_SIZE: usize = 100;
 /// The default and largest page of a Graph incidents list (`$top` at most 50,
 /// API-FACTS section 6).
 pub const GRAPH_MAX_PAGE_SIZE: usize = 50;
+/// The largest `$top` of Defender's alert list, and its default page ("`$top` with max
+/// value of 10,000", "Maximum page size is 10,000": DD defender-endpoint/api/get-alerts.md).
+pub const ALERTS_MAX_PAGE_SIZE: usize = 10_000;
+/// The largest page of Graph's `alerts_v2` list. Graph documents no maximum `$top` for
+/// it, only `@odata.nextLink` paging (GD security-list-alerts_v2.md), so a larger `$top`
+/// is not refused: it is served in pages of this size with a next link. The number is
+/// ours.
+pub const GRAPH_ALERTS_PAGE_SIZE: usize = 200;
 
-/// Every application permission the emulator knows (API-FACTS section 5).
-pub const ALL_PERMISSIONS: [&str; 7] = [
+/// Every application permission the emulator knows (API-FACTS section 5; the alert
+/// permissions from DD defender-endpoint/api/get-alerts.md and GD
+/// security-list-alerts_v2.md).
+pub const ALL_PERMISSIONS: [&str; 11] = [
     "AdvancedHunting.Read.All",
     "Incident.Read.All",
     "Incident.ReadWrite.All",
@@ -183,6 +219,10 @@ pub const ALL_PERMISSIONS: [&str; 7] = [
     "ThreatHunting.Read.All",
     "SecurityIncident.Read.All",
     "SecurityIncident.ReadWrite.All",
+    "Alert.Read.All",
+    "Alert.ReadWrite.All",
+    "SecurityAlert.Read.All",
+    "SecurityAlert.ReadWrite.All",
 ];
 
 /// An app registration the token endpoint accepts.
@@ -412,7 +452,7 @@ impl EmulatorBuilder {
         self
     }
 
-    /// How many incidents to generate (default 300).
+    /// How many incidents to generate (default 300), each with one to three alerts.
     pub fn incidents(mut self, count: usize) -> Self {
         self.config.incidents = count;
         self
@@ -448,8 +488,8 @@ impl EmulatorBuilder {
         self
     }
 
-    /// How deep and how large an incidents `$filter` may be before it gets 400 (default
-    /// [`FilterLimits::default`]: 100 levels, 1,000 nodes).
+    /// How deep and how large an incidents or alerts `$filter` may be before it gets 400
+    /// (default [`FilterLimits::default`]: 100 levels, 1,000 nodes).
     pub fn filter_limits(mut self, limits: FilterLimits) -> Self {
         self.config.filter_limits = limits;
         self
@@ -554,7 +594,7 @@ impl EmulatorHandle {
         self.shared.reset(false);
     }
 
-    /// [`EmulatorHandle::reset`], and restores the generated incidents.
+    /// [`EmulatorHandle::reset`], and restores the generated incidents and their alerts.
     pub fn reset_all(&self) {
         self.shared.reset(true);
     }

@@ -25,13 +25,18 @@ use defender_emulator_kql::{Dataset, DatasetConfig, RunOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::alerts::Alert;
 use crate::faults::{Fault, FaultKind};
+use crate::filter::{Collection, Field, FieldValue, Filter};
 use crate::hunting::{self, HuntShape};
-use crate::incidents::{self, Dialect, Filter, Incident};
+use crate::incidents::{self, Dialect, Incident};
 use crate::quota::{CallWindows, RuntimeScope, RuntimeWindows, WindowMode};
 use crate::rng::mix;
 use crate::time::{ceil_secs, format_http_date, format_rfc3339, format_timespan};
-use crate::{App, Clock, Config, EmulatorError, GRAPH_MAX_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::{
+    App, Clock, Config, EmulatorError, ALERTS_MAX_PAGE_SIZE, GRAPH_ALERTS_PAGE_SIZE,
+    GRAPH_MAX_PAGE_SIZE, MAX_PAGE_SIZE,
+};
 
 type Key = (String, String);
 
@@ -146,7 +151,7 @@ pub struct KeyStats {
     pub tenant: String,
     /// The client id.
     pub client_id: String,
-    /// `hunting` or `incidents`.
+    /// `hunting`, `incidents` or `alerts`.
     pub group: String,
     /// Authenticated requests (admitted or not).
     pub requests: u64,
@@ -441,11 +446,12 @@ fn broken_response(status: StatusCode, data: Option<Vec<u8>>, declared: u64) -> 
 enum Route {
     Token(String),
     Hunt(HuntShape),
-    XdrList,
-    XdrOne(String),
-    GraphList,
-    GraphOne(String),
-    GraphComments(String),
+    /// `GET` a collection.
+    List(Collection),
+    /// `GET` or `PATCH` one item of a collection.
+    One(Collection, String),
+    /// `POST` a comment to one item of a Graph collection.
+    Comments(Collection, String),
 }
 
 impl Route {
@@ -453,38 +459,49 @@ impl Route {
         match self {
             Route::Token(_) => None,
             Route::Hunt(_) => Some(ApiGroup::Hunting),
-            _ => Some(ApiGroup::Incidents),
+            Route::List(c) | Route::One(c, _) | Route::Comments(c, _) => Some(served(*c).group),
         }
     }
 
     fn is_graph(&self) -> bool {
-        matches!(
-            self,
-            Route::Hunt(HuntShape::Graph)
-                | Route::GraphList
-                | Route::GraphOne(_)
-                | Route::GraphComments(_)
-        )
+        match self {
+            Route::Token(_) => false,
+            Route::Hunt(shape) => *shape == HuntShape::Graph,
+            Route::List(c) | Route::One(c, _) | Route::Comments(c, _) => {
+                c.dialect() == Dialect::Graph
+            }
+        }
     }
 
-    /// The token audience the route's service accepts.
-    fn audience(&self) -> Option<Audience> {
+    /// The token audiences the route's service accepts (none: any token).
+    fn audiences(&self) -> &'static [Audience] {
         match self {
-            Route::Token(_) => None,
-            Route::Hunt(HuntShape::Mde) => Some(Audience::Mde),
-            Route::Hunt(HuntShape::Xdr) | Route::XdrList | Route::XdrOne(_) => Some(Audience::Xdr),
-            Route::Hunt(HuntShape::Graph)
-            | Route::GraphList
-            | Route::GraphOne(_)
-            | Route::GraphComments(_) => Some(Audience::Graph),
+            Route::Token(_) => &[],
+            Route::Hunt(HuntShape::Mde) => &[Audience::Mde],
+            Route::Hunt(HuntShape::Xdr) => &[Audience::Xdr],
+            Route::Hunt(HuntShape::Graph) => &[Audience::Graph],
+            Route::List(c) | Route::One(c, _) | Route::Comments(c, _) => served(*c).audiences,
+        }
+    }
+
+    /// The application permissions of which the route needs one.
+    fn permissions(&self, method: &Method) -> &'static [&'static str] {
+        match self {
+            Route::Token(_) => &[],
+            Route::Hunt(HuntShape::Xdr) => &["AdvancedHunting.Read.All"],
+            Route::Hunt(HuntShape::Mde) => &["AdvancedQuery.Read.All"],
+            Route::Hunt(HuntShape::Graph) => &["ThreatHunting.Read.All"],
+            Route::One(c, _) if method == Method::PATCH => served(*c).write,
+            Route::Comments(c, _) => served(*c).write,
+            Route::List(c) | Route::One(c, _) => served(*c).read,
         }
     }
 
     fn allowed(&self) -> &'static [Method] {
         match self {
-            Route::Token(_) | Route::Hunt(_) | Route::GraphComments(_) => &[Method::POST],
-            Route::XdrList | Route::GraphList => &[Method::GET],
-            Route::XdrOne(_) | Route::GraphOne(_) => &[Method::GET, Method::PATCH],
+            Route::Token(_) | Route::Hunt(_) | Route::Comments(..) => &[Method::POST],
+            Route::List(_) => &[Method::GET],
+            Route::One(..) => &[Method::GET, Method::PATCH],
         }
     }
 }
@@ -494,17 +511,27 @@ fn route(path: &str) -> Option<Route> {
     let segs: Vec<&str> = trimmed.split('/').skip(1).collect();
     let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
+    let id = |i: usize| crate::form::decode(segs[i]);
     match l.as_slice() {
         [_, "oauth2", "v2.0", "token"] => Some(Route::Token(segs[0].to_owned())),
         ["api", "advancedhunting", "run"] => Some(Route::Hunt(HuntShape::Xdr)),
         ["api", "advancedqueries", "run"] => Some(Route::Hunt(HuntShape::Mde)),
         ["v1.0", "security", "runhuntingquery"] => Some(Route::Hunt(HuntShape::Graph)),
-        ["api", "incidents"] => Some(Route::XdrList),
-        ["api", "incidents", _] => Some(Route::XdrOne(segs[2].to_owned())),
-        ["v1.0", "security", "incidents"] => Some(Route::GraphList),
-        ["v1.0", "security", "incidents", _] => Some(Route::GraphOne(segs[3].to_owned())),
+        ["api", "incidents"] => Some(Route::List(Collection::XdrIncidents)),
+        ["api", "incidents", _] => Some(Route::One(Collection::XdrIncidents, id(2))),
+        // Defender for Endpoint's alerts, which the Defender XDR host serves too: the
+        // emulator serves both hosts from one base URL, so one route (and both tokens).
+        ["api", "alerts"] => Some(Route::List(Collection::MdeAlerts)),
+        ["api", "alerts", _] => Some(Route::One(Collection::MdeAlerts, id(2))),
+        ["v1.0", "security", "incidents"] => Some(Route::List(Collection::GraphIncidents)),
+        ["v1.0", "security", "incidents", _] => Some(Route::One(Collection::GraphIncidents, id(3))),
         ["v1.0", "security", "incidents", _, "comments"] => {
-            Some(Route::GraphComments(segs[3].to_owned()))
+            Some(Route::Comments(Collection::GraphIncidents, id(3)))
+        }
+        ["v1.0", "security", "alerts_v2"] => Some(Route::List(Collection::GraphAlerts)),
+        ["v1.0", "security", "alerts_v2", _] => Some(Route::One(Collection::GraphAlerts, id(3))),
+        ["v1.0", "security", "alerts_v2", _, "comments"] => {
+            Some(Route::Comments(Collection::GraphAlerts, id(3)))
         }
         _ => None,
     }
@@ -814,13 +841,13 @@ struct Caller {
     app_author: String,
 }
 
-/// Authenticates the bearer, checks its audience (when `audience` is given: the route's
-/// service refuses a token issued for another API) and the permission (any of `any_of`;
-/// none when it is empty); 401/403 otherwise.
+/// Authenticates the bearer, checks its audience (one of `audiences` when there are any:
+/// the route's service refuses a token issued for another API) and the permission (any
+/// of `any_of`; none when it is empty); 401/403 otherwise.
 fn authenticate(
     shared: &Shared,
     headers: &HeaderMap,
-    audience: Option<Audience>,
+    audiences: &[Audience],
     any_of: &[&str],
     rid: &str,
 ) -> Result<Caller, Reply> {
@@ -840,17 +867,17 @@ fn authenticate(
     if shared.clock.elapsed() >= info.expires_at {
         return Err(unauthorized("The access token has expired."));
     }
-    if let Some(want) = audience.filter(|a| *a != info.audience) {
-        return Err(match want {
+    if !audiences.is_empty() && !audiences.contains(&info.audience) {
+        let wanted: Vec<&str> = audiences.iter().map(|a| a.scope()).collect();
+        return Err(if audiences.contains(&Audience::Graph) {
             // Graph's text for a token of another resource.
-            Audience::Graph => {
-                unauthorized("Access token validation failure. Invalid audience.")
-            }
-            _ => unauthorized(&format!(
+            unauthorized("Access token validation failure. Invalid audience.")
+        } else {
+            unauthorized(&format!(
                 "The access token's audience is not valid for this API: it was issued for '{}'; request a token for '{}'.",
                 info.audience.scope(),
-                want.scope()
-            )),
+                wanted.join("' or '")
+            ))
         });
     }
     let app = shared
@@ -977,21 +1004,8 @@ async fn dispatch(shared: &Arc<Shared>, route: Route, req: Request, rid: String)
         return token(shared, tenant, &bytes);
     }
     let graph = route.is_graph();
-    let perms: &[&str] = match (&route, &method) {
-        (Route::Hunt(HuntShape::Xdr), _) => &["AdvancedHunting.Read.All"],
-        (Route::Hunt(HuntShape::Mde), _) => &["AdvancedQuery.Read.All"],
-        (Route::Hunt(HuntShape::Graph), _) => &["ThreatHunting.Read.All"],
-        (Route::XdrOne(_), &Method::PATCH) => &["Incident.ReadWrite.All"],
-        (Route::XdrList | Route::XdrOne(_), _) => &["Incident.Read.All", "Incident.ReadWrite.All"],
-        (Route::GraphOne(_), &Method::PATCH) | (Route::GraphComments(_), _) => {
-            &["SecurityIncident.ReadWrite.All"]
-        }
-        _ => &[
-            "SecurityIncident.Read.All",
-            "SecurityIncident.ReadWrite.All",
-        ],
-    };
-    let caller = match authenticate(shared, &parts.headers, route.audience(), perms, &rid) {
+    let perms = route.permissions(&method);
+    let caller = match authenticate(shared, &parts.headers, route.audiences(), perms, &rid) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -1004,23 +1018,15 @@ async fn dispatch(shared: &Arc<Shared>, route: Route, req: Request, rid: String)
         return r;
     }
     let query = parts.uri.query().unwrap_or("").to_owned();
+    let headers = &parts.headers;
     match route {
-        Route::Hunt(shape) => hunt(shared, &caller, shape, &parts.headers, &bytes, rid).await,
-        Route::XdrList => {
-            list_incidents(shared, &caller, Dialect::Xdr, &parts.headers, &query, rid)
+        Route::Hunt(shape) => hunt(shared, &caller, shape, headers, &bytes, rid).await,
+        Route::List(c) => list(shared, &caller, c, headers, &query, rid),
+        Route::One(c, id) if method == Method::PATCH => {
+            patch(shared, &caller, c, &id, headers, &bytes, rid)
         }
-        Route::GraphList => {
-            list_incidents(shared, &caller, Dialect::Graph, &parts.headers, &query, rid)
-        }
-        Route::XdrOne(id) | Route::GraphOne(id) => {
-            let dialect = if graph { Dialect::Graph } else { Dialect::Xdr };
-            if method == Method::PATCH {
-                patch_incident(shared, &caller, dialect, &id, &parts.headers, &bytes, rid)
-            } else {
-                get_incident(shared, &caller, dialect, &id, &parts.headers, &query, rid)
-            }
-        }
-        Route::GraphComments(id) => post_comment(shared, &caller, &id, &parts.headers, &bytes, rid),
+        Route::One(c, id) => get_one(shared, &caller, c, &id, headers, &query, rid),
+        Route::Comments(c, id) => post_comment(shared, &caller, c, &id, headers, &bytes, rid),
         Route::Token(_) => unreachable_reply(rid),
     }
 }
@@ -1223,7 +1229,15 @@ fn bad_request(message: impl Into<String>, rid: String) -> Reply {
     Reply::error(StatusCode::BAD_REQUEST, "BadRequest", message, rid)
 }
 
-fn json_object(headers: &HeaderMap, body: &[u8], rid: &str) -> Result<Map<String, Value>, Reply> {
+/// The request's JSON object; 415 without a JSON content type, 400 (with `code`) for a
+/// body that is not a JSON object.
+fn json_object(
+    headers: &HeaderMap,
+    body: &[u8],
+    rid: &str,
+    code: &str,
+) -> Result<Map<String, Value>, Reply> {
+    let bad = |m: String| Reply::error(StatusCode::BAD_REQUEST, code, m, rid.to_owned());
     if !is_json(headers) {
         return Err(Reply::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -1234,14 +1248,8 @@ fn json_object(headers: &HeaderMap, body: &[u8], rid: &str) -> Result<Map<String
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(bad_request(
-            "The request body must be a JSON object.",
-            rid.to_owned(),
-        )),
-        Err(e) => Err(bad_request(
-            format!("The request body is not valid JSON: {e}"),
-            rid.to_owned(),
-        )),
+        Ok(_) => Err(bad("The request body must be a JSON object.".into())),
+        Err(e) => Err(bad(format!("The request body is not valid JSON: {e}"))),
     }
 }
 
@@ -1261,7 +1269,7 @@ async fn hunt(
     body: &[u8],
     rid: String,
 ) -> Reply {
-    let m = match json_object(headers, body, &rid) {
+    let m = match json_object(headers, body, &rid, "BadRequest") {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -1380,173 +1388,366 @@ async fn hunt(
 }
 
 // ---------------------------------------------------------------------------------------
-// Incidents
+// Incidents and alerts
 
-fn list_incidents(
+/// What the server knows of each collection it lists: where it is, which quota and token
+/// it takes, which permissions, and how it pages.
+struct Served {
+    /// The collection's path.
+    path: &'static str,
+    /// Its `@odata.context` after the base URL (an entity adds `/$entity`).
+    metadata: &'static str,
+    group: ApiGroup,
+    /// The tokens it accepts, by audience.
+    audiences: &'static [Audience],
+    /// Reading takes one of these.
+    read: &'static [&'static str],
+    /// Updating (PATCH, comments) takes one of these.
+    write: &'static [&'static str],
+    /// The largest `$top`; a larger one is refused. `None`: any is taken.
+    max_top: Option<usize>,
+    /// The default and largest page.
+    page: usize,
+}
+
+fn served(c: Collection) -> Served {
+    match c {
+        Collection::XdrIncidents => Served {
+            path: "/api/incidents",
+            metadata: "/api/$metadata#Incidents",
+            group: ApiGroup::Incidents,
+            audiences: &[Audience::Xdr],
+            read: &["Incident.Read.All", "Incident.ReadWrite.All"],
+            write: &["Incident.ReadWrite.All"],
+            // At most 100 (DD api-list-incidents.md).
+            max_top: Some(MAX_PAGE_SIZE),
+            page: MAX_PAGE_SIZE,
+        },
+        Collection::GraphIncidents => Served {
+            path: "/v1.0/security/incidents",
+            metadata: "/v1.0/$metadata#security/incidents",
+            group: ApiGroup::Incidents,
+            audiences: &[Audience::Graph],
+            read: &[
+                "SecurityIncident.Read.All",
+                "SecurityIncident.ReadWrite.All",
+            ],
+            write: &["SecurityIncident.ReadWrite.All"],
+            // At most 50 (API-FACTS section 6).
+            max_top: Some(GRAPH_MAX_PAGE_SIZE),
+            page: GRAPH_MAX_PAGE_SIZE,
+        },
+        Collection::MdeAlerts => Served {
+            path: "/api/alerts",
+            metadata: "/api/$metadata#Alerts",
+            group: ApiGroup::Alerts,
+            // api.securitycenter.microsoft.com and api.security.microsoft.com both serve
+            // /api/alerts, each with its own token.
+            audiences: &[Audience::Mde, Audience::Xdr],
+            read: &["Alert.Read.All", "Alert.ReadWrite.All"],
+            write: &["Alert.ReadWrite.All"],
+            max_top: Some(ALERTS_MAX_PAGE_SIZE),
+            page: ALERTS_MAX_PAGE_SIZE,
+        },
+        Collection::GraphAlerts => Served {
+            path: "/v1.0/security/alerts_v2",
+            metadata: "/v1.0/$metadata#security/alerts_v2",
+            group: ApiGroup::Alerts,
+            audiences: &[Audience::Graph],
+            read: &["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"],
+            write: &["SecurityAlert.ReadWrite.All"],
+            // Graph documents no maximum `$top` here: none is refused, pages are capped.
+            max_top: None,
+            page: GRAPH_ALERTS_PAGE_SIZE,
+        },
+    }
+}
+
+/// A 400 for a query option of the collection: Defender for Endpoint's `ODataError`
+/// ("Invalid OData URI query (the specific error is specified)", DD common-errors.md),
+/// `BadRequest` elsewhere.
+fn query_error(c: Collection, message: impl Into<String>, rid: String) -> Reply {
+    let code = match c {
+        Collection::MdeAlerts => "ODataError",
+        _ => "BadRequest",
+    };
+    Reply::error(StatusCode::BAD_REQUEST, code, message, rid)
+}
+
+/// The 400 for a `$top` over the collection's maximum `max`; `top` as the request wrote it.
+fn top_refused(c: Collection, max: usize, top: &str, rid: String) -> Reply {
+    let exceeded = format!(
+        "The limit of '{max}' for Top query has been exceeded. The value from the incoming request is '{top}'."
+    );
+    match c {
+        // ODataLib's words with an empty code (API-FACTS section 6).
+        Collection::GraphIncidents | Collection::GraphAlerts => Reply::error(
+            StatusCode::BAD_REQUEST,
+            "",
+            format!("The query specified in the URI is not valid. {exceeded}"),
+            rid,
+        ),
+        // Ours: Defender for Endpoint documents the maximum (10,000), not this text.
+        Collection::MdeAlerts => {
+            query_error(c, format!("Invalid OData URI query: {exceeded}"), rid)
+        }
+        Collection::XdrIncidents => query_error(c, exceeded, rid),
+    }
+}
+
+/// The query options of a list request, checked: `$filter`, `$top`, `$skip`, `$expand`.
+struct ListQuery {
+    filter: Option<Filter>,
+    /// The `$filter` and `$expand` as sent, for the next link.
+    raw_filter: Option<String>,
+    expand: Option<String>,
+    skip: usize,
+    /// This page's size: `$top`, or the default, at most the collection's page.
+    page: usize,
+}
+
+impl ListQuery {
+    fn parse(shared: &Shared, c: Collection, query: &str, rid: &str) -> Result<ListQuery, Reply> {
+        let params = crate::form::parse(query);
+        let param = |name: &str| {
+            params
+                .iter()
+                .rev()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let raw_filter = param("$filter").filter(|f| !f.trim().is_empty());
+        let filter = match &raw_filter {
+            Some(f) => Some(
+                Filter::parse_within(f, c, shared.cfg.filter_limits)
+                    .map_err(|e| query_error(c, e, rid.to_owned()))?,
+            ),
+            None => None,
+        };
+        // A count; one too large for this machine is as good as the largest.
+        let count = |name: &str| -> Result<Option<(usize, String)>, Reply> {
+            let Some(v) = param(name) else {
+                return Ok(None);
+            };
+            let t = v.trim();
+            let n = match t.parse::<usize>() {
+                Ok(n) => n,
+                Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => usize::MAX,
+                Err(_) => {
+                    return Err(query_error(
+                        c,
+                        format!("The value '{v}' of {name} is not a non-negative integer."),
+                        rid.to_owned(),
+                    ))
+                }
+            };
+            Ok(Some((n, t.to_owned())))
+        };
+        let top = count("$top")?;
+        let skip = count("$skip")?.map_or(0, |(n, _)| n);
+        let rules = served(c);
+        if let (Some(max), Some((t, written))) = (rules.max_top, &top) {
+            if *t > max {
+                return Err(top_refused(c, max, written, rid.to_owned()));
+            }
+        }
+        Ok(ListQuery {
+            filter,
+            raw_filter,
+            expand: param("$expand"),
+            skip,
+            page: top.map_or(rules.page, |(t, _)| t.min(rules.page)),
+        })
+    }
+
+    /// Whether `$expand` names `what`.
+    fn expands(&self, what: &str) -> bool {
+        self.expand
+            .as_ref()
+            .is_some_and(|e| e.to_ascii_lowercase().contains(what))
+    }
+
+    /// The number of `items` the filter keeps, and this page of them rendered.
+    fn page_of<'a, T: 'a>(
+        &self,
+        items: impl Iterator<Item = &'a T>,
+        value: impl Fn(&T, Field) -> FieldValue,
+        render: impl Fn(&T) -> Value,
+    ) -> (usize, Vec<Value>) {
+        let mut total = 0;
+        let mut out = Vec::new();
+        for item in items {
+            if self
+                .filter
+                .as_ref()
+                .is_none_or(|f| f.matches(&|field| value(item, field)))
+            {
+                if total >= self.skip && out.len() < self.page {
+                    out.push(render(item));
+                }
+                total += 1;
+            }
+        }
+        (total, out)
+    }
+
+    /// The link to the page after this one, when items remain.
+    fn next_link(&self, url: &str, total: usize) -> Option<String> {
+        let next = self.skip.saturating_add(self.page);
+        if self.page == 0 || next >= total {
+            return None;
+        }
+        let mut q = Vec::new();
+        if let Some(f) = &self.raw_filter {
+            q.push(format!("$filter={}", crate::form::encode(f)));
+        }
+        if let Some(e) = &self.expand {
+            q.push(format!("$expand={}", crate::form::encode(e)));
+        }
+        q.push(format!("$top={}", self.page));
+        q.push(format!("$skip={next}"));
+        Some(format!("{url}?{}", q.join("&")))
+    }
+}
+
+fn render_incident(i: &Incident, c: Collection, tenant: &str, expand_alerts: bool) -> Value {
+    match c.dialect() {
+        Dialect::Xdr => i.to_xdr(),
+        Dialect::Graph => i.to_graph(tenant, expand_alerts),
+    }
+}
+
+fn render_alert(a: &Alert, c: Collection, tenant: &str, expand_evidence: bool) -> Value {
+    match c.dialect() {
+        Dialect::Xdr => a.to_mde(tenant, expand_evidence),
+        Dialect::Graph => a.to_graph(tenant),
+    }
+}
+
+/// What `$expand` adds to an item of the collection.
+fn expandable(c: Collection) -> &'static str {
+    match c {
+        Collection::MdeAlerts => "evidence",
+        _ => "alerts",
+    }
+}
+
+impl MutState {
+    fn incident_mut(&mut self, id: &str) -> Option<&mut Incident> {
+        let n = id.trim().parse::<i64>().ok()?;
+        self.incidents.get_mut(&n)
+    }
+
+    /// The alert `id`, in whichever incident holds it.
+    fn alert_mut(&mut self, id: &str) -> Option<&mut Alert> {
+        self.incidents
+            .values_mut()
+            .flat_map(|i| i.alerts.iter_mut())
+            .find(|a| a.id() == id)
+    }
+}
+
+/// `GET` a collection: newest first (incidents by id, alerts by their incident's id, then
+/// in the incident's order), which is stable under updates, so paging neither repeats nor
+/// skips; `@odata.nextLink` while items remain.
+fn list(
     shared: &Shared,
     caller: &Caller,
-    dialect: Dialect,
+    c: Collection,
     headers: &HeaderMap,
     query: &str,
     rid: String,
 ) -> Reply {
-    let params = crate::form::parse(query);
-    let param = |name: &str| {
-        params
-            .iter()
-            .rev()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let filter = match param("$filter") {
-        Some(f) if !f.trim().is_empty() => {
-            match Filter::parse_within(&f, dialect, shared.cfg.filter_limits) {
-                Ok(f) => Some(f),
-                Err(e) => return bad_request(e, rid),
-            }
-        }
-        _ => None,
-    };
-    let parse_n = |name: &str| -> Result<Option<usize>, Reply> {
-        match param(name) {
-            None => Ok(None),
-            Some(v) => v.trim().parse::<usize>().map(Some).map_err(|_| {
-                bad_request(
-                    format!("The value '{v}' of {name} is not a non-negative integer."),
-                    rid.clone(),
-                )
-            }),
-        }
-    };
-    let top = match parse_n("$top") {
-        Ok(t) => t,
+    let q = match ListQuery::parse(shared, c, query, &rid) {
+        Ok(q) => q,
         Err(r) => return r,
     };
-    let skip = match parse_n("$skip") {
-        Ok(s) => s.unwrap_or(0),
-        Err(r) => return r,
-    };
-    // Defender XDR: at most 100 (DD api-list-incidents.md); Graph: at most 50, refused in
-    // ODataLib's words with an empty code (API-FACTS section 6).
-    let max_page = match dialect {
-        Dialect::Xdr => MAX_PAGE_SIZE,
-        Dialect::Graph => GRAPH_MAX_PAGE_SIZE,
-    };
-    if let Some(t) = top.filter(|t| *t > max_page) {
-        return match dialect {
-            Dialect::Xdr => bad_request(
-                format!(
-                    "The limit of '{max_page}' for Top query has been exceeded. The value from the incoming request is '{t}'."
-                ),
-                rid,
-            ),
-            Dialect::Graph => Reply::error(
-                StatusCode::BAD_REQUEST,
-                "",
-                format!(
-                    "The query specified in the URI is not valid. The limit of '{max_page}' for Top query has been exceeded. The value from the incoming request is '{t}'."
-                ),
-                rid,
-            ),
-        };
-    }
-    let page = top.unwrap_or(max_page);
-    let expand_alerts = param("$expand").is_some_and(|e| e.to_ascii_lowercase().contains("alerts"));
+    let tenant = caller.key.0.as_str();
+    let dialect = c.dialect();
+    let expand = q.expands(expandable(c));
     let st = lock(&shared.state);
-    // Newest first, by id: stable under updates, so paging neither repeats nor skips.
-    let matching: Vec<&Incident> = st
-        .incidents
-        .values()
-        .rev()
-        .filter(|i| filter.as_ref().is_none_or(|f| f.matches(i)))
-        .collect();
-    let total = matching.len();
-    let base = host_base(shared, headers);
-    let value: Vec<Value> = matching
-        .iter()
-        .skip(skip)
-        .take(page)
-        .map(|i| match dialect {
-            Dialect::Xdr => i.to_xdr(),
-            Dialect::Graph => i.to_graph(&caller.key.0, expand_alerts),
-        })
-        .collect();
-    let (path, context) = match dialect {
-        Dialect::Xdr => ("/api/incidents", format!("{base}/api/$metadata#Incidents")),
-        Dialect::Graph => (
-            "/v1.0/security/incidents",
-            format!("{base}/v1.0/$metadata#security/incidents"),
+    let incidents = st.incidents.values().rev();
+    let (total, value) = match c {
+        Collection::XdrIncidents | Collection::GraphIncidents => q.page_of(
+            incidents,
+            |i, f| i.filter_value(f, dialect),
+            |i| render_incident(i, c, tenant, expand),
+        ),
+        Collection::MdeAlerts | Collection::GraphAlerts => q.page_of(
+            incidents.flat_map(|i| &i.alerts),
+            |a, f| a.filter_value(f, dialect),
+            |a| render_alert(a, c, tenant, expand),
         ),
     };
+    drop(st);
+    let base = host_base(shared, headers);
+    let rules = served(c);
     let mut out = Map::new();
-    out.insert("@odata.context".into(), Value::String(context));
+    out.insert(
+        "@odata.context".into(),
+        Value::String(format!("{base}{}", rules.metadata)),
+    );
     out.insert("value".into(), Value::Array(value));
-    let next = skip.saturating_add(page);
-    if page > 0 && next < total {
-        let mut q = Vec::new();
-        if let Some(f) = param("$filter").filter(|f| !f.trim().is_empty()) {
-            q.push(format!("$filter={}", crate::form::encode(&f)));
-        }
-        if let Some(e) = param("$expand") {
-            q.push(format!("$expand={}", crate::form::encode(&e)));
-        }
-        q.push(format!("$top={page}"));
-        q.push(format!("$skip={next}"));
-        out.insert(
-            "@odata.nextLink".into(),
-            Value::String(format!("{base}{path}?{}", q.join("&"))),
-        );
+    if let Some(next) = q.next_link(&format!("{base}{}", rules.path), total) {
+        out.insert("@odata.nextLink".into(), Value::String(next));
     }
     Reply::value(StatusCode::OK, &Value::Object(out))
 }
 
-fn not_found_incident(id: &str, rid: String) -> Reply {
-    Reply::error(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        format!("Incident {id} was not found."),
-        rid,
-    )
-}
-
-fn render(caller: &Caller, i: &Incident, dialect: Dialect, expand: bool) -> Value {
-    match dialect {
-        Dialect::Xdr => i.to_xdr(),
-        Dialect::Graph => i.to_graph(&caller.key.0, expand),
+fn not_found(c: Collection, id: &str, rid: String) -> Reply {
+    match c {
+        Collection::XdrIncidents | Collection::GraphIncidents => Reply::error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("Incident {id} was not found."),
+            rid,
+        ),
+        // Ours, of the documented form ("Machine 123123123 was not found", DD
+        // defender-endpoint/api/common-errors.md).
+        Collection::MdeAlerts => Reply::error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!("Alert {id} was not found"),
+            rid,
+        ),
+        Collection::GraphAlerts => Reply::error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("Alert {id} was not found."),
+            rid,
+        ),
     }
 }
 
-fn get_incident(
+fn get_one(
     shared: &Shared,
     caller: &Caller,
-    dialect: Dialect,
+    c: Collection,
     id: &str,
     headers: &HeaderMap,
     query: &str,
     rid: String,
 ) -> Reply {
     let expand = crate::form::parse(query).iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("$expand") && v.to_ascii_lowercase().contains("alerts")
+        k.eq_ignore_ascii_case("$expand") && v.to_ascii_lowercase().contains(expandable(c))
     });
-    let Ok(n) = id.trim().parse::<i64>() else {
-        return not_found_incident(id, rid);
-    };
-    let st = lock(&shared.state);
-    match st.incidents.get(&n) {
-        Some(i) => {
-            let mut v = render(caller, i, dialect, expand);
-            let base = host_base(shared, headers);
-            with_context(
-                &mut v,
-                match dialect {
-                    Dialect::Graph => format!("{base}/v1.0/$metadata#security/incidents/$entity"),
-                    Dialect::Xdr => format!("{base}/api/$metadata#Incidents/$entity"),
-                },
-            );
-            Reply::value(StatusCode::OK, &v)
+    let tenant = caller.key.0.as_str();
+    let mut st = lock(&shared.state);
+    let found = match c {
+        Collection::XdrIncidents | Collection::GraphIncidents => st
+            .incident_mut(id)
+            .map(|i| render_incident(i, c, tenant, expand)),
+        Collection::MdeAlerts | Collection::GraphAlerts => {
+            st.alert_mut(id).map(|a| render_alert(a, c, tenant, expand))
         }
-        None => not_found_incident(id, rid),
-    }
+    };
+    drop(st);
+    let Some(mut v) = found else {
+        return not_found(c, id, rid);
+    };
+    let base = host_base(shared, headers);
+    with_context(&mut v, format!("{base}{}/$entity", served(c).metadata));
+    Reply::value(StatusCode::OK, &v)
 }
 
 /// Puts `@odata.context` first in an entity, as OData writes it.
@@ -1559,17 +1760,19 @@ fn with_context(v: &mut Value, context: String) {
     }
 }
 
-/// `POST /v1.0/security/incidents/{id}/comments` (GD security-incident-post-comments.md):
-/// appends one comment and answers 200 with the incident's whole comment collection.
+/// `POST /v1.0/security/incidents/{id}/comments` (GD security-incident-post-comments.md)
+/// and `POST /v1.0/security/alerts_v2/{id}/comments` (GD security-alert-post-comments.md):
+/// appends one comment and answers 200 with the item's whole comment collection.
 fn post_comment(
     shared: &Shared,
     caller: &Caller,
+    c: Collection,
     id: &str,
     headers: &HeaderMap,
     body: &[u8],
     rid: String,
 ) -> Reply {
-    let m = match json_object(headers, body, &rid) {
+    let m = match json_object(headers, body, &rid, "BadRequest") {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -1580,7 +1783,7 @@ fn post_comment(
             "@odata.type" | "comment" | "createdByDisplayName" | "createdDateTime"
         ) {
             return bad_request(
-                format!("The property '{key}' does not exist on type 'microsoft.graph.security.alertComment'. Make sure to only use property names that are defined by the type or mark the type as open type."),
+                incidents::unknown_property(key, "microsoft.graph.security.alertComment"),
                 rid,
             );
         }
@@ -1592,55 +1795,88 @@ fn post_comment(
         }
         Some(_) => return bad_request("'comment' must be a string.", rid),
     };
-    let Ok(n) = id.trim().parse::<i64>() else {
-        return not_found_incident(id, rid);
-    };
     let now_ms = shared.clock.unix_ms();
+    let author = caller.app_author.as_str();
     let mut st = lock(&shared.state);
-    let Some(inc) = st.incidents.get_mut(&n) else {
-        return not_found_incident(id, rid);
+    let comments = match c {
+        Collection::GraphIncidents => st.incident_mut(id).map(|inc| {
+            incidents::add_comment(inc, comment, author, now_ms);
+            &inc.comments
+        }),
+        Collection::GraphAlerts => st.alert_mut(id).map(|a| {
+            a.add_comment(comment, author, now_ms);
+            &a.comments
+        }),
+        // No route posts comments to Defender's collections.
+        Collection::XdrIncidents | Collection::MdeAlerts => return unreachable_reply(rid),
     };
-    incidents::add_comment(inc, comment, &caller.app_author, now_ms);
-    let value = inc.graph_comments();
+    let Some(comments) = comments else {
+        return not_found(c, id, rid);
+    };
+    let value: Vec<Value> = comments.iter().map(|c| c.to_graph(true)).collect();
+    drop(st);
+    let base = host_base(shared, headers);
+    let context = match c {
+        // As the alert page's example names it.
+        Collection::GraphAlerts => format!(
+            "{base}/v1.0/$metadata#security/alerts_v2('{}')/comments",
+            crate::form::encode(id)
+        ),
+        _ => format!("{base}/v1.0/$metadata#Collection(microsoft.graph.security.alertComment)"),
+    };
     Reply::value(
         StatusCode::OK,
-        &json!({
-            "@odata.context": format!(
-                "{}/v1.0/$metadata#Collection(microsoft.graph.security.alertComment)",
-                host_base(shared, headers)
-            ),
-            "value": value,
-        }),
+        &json!({"@odata.context": context, "value": value}),
     )
 }
 
-fn patch_incident(
+/// `PATCH` one incident or alert; 200 with the updated item. Defender for Endpoint refuses
+/// a bad body with `InvalidRequestBody` (DD common-errors.md), the others with
+/// `BadRequest`.
+fn patch(
     shared: &Shared,
     caller: &Caller,
-    dialect: Dialect,
+    c: Collection,
     id: &str,
     headers: &HeaderMap,
     body: &[u8],
     rid: String,
 ) -> Reply {
-    let m = match json_object(headers, body, &rid) {
+    let code = match c {
+        Collection::MdeAlerts => "InvalidRequestBody",
+        _ => "BadRequest",
+    };
+    let m = match json_object(headers, body, &rid, code) {
         Ok(m) => m,
         Err(r) => return r,
     };
-    let Ok(n) = id.trim().parse::<i64>() else {
-        return not_found_incident(id, rid);
-    };
+    let dialect = c.dialect();
     let now_ms = shared.clock.unix_ms();
+    let author = caller.app_author.as_str();
+    let tenant = caller.key.0.as_str();
     let mut st = lock(&shared.state);
-    let Some(inc) = st.incidents.get_mut(&n) else {
-        return not_found_incident(id, rid);
+    let result = match c {
+        Collection::XdrIncidents | Collection::GraphIncidents => st.incident_mut(id).map(|inc| {
+            incidents::apply_patch(inc, &m, dialect, author, now_ms)
+                .map(|()| render_incident(inc, c, tenant, false))
+        }),
+        Collection::MdeAlerts | Collection::GraphAlerts => st.alert_mut(id).map(|a| {
+            a.apply_patch(&m, dialect, author, now_ms)
+                .map(|()| render_alert(a, c, tenant, false))
+        }),
     };
-    match incidents::apply_patch(inc, &m, dialect, &caller.app_author, now_ms) {
-        Ok(()) => {
-            let v = render(caller, inc, dialect, false);
-            Reply::value(StatusCode::OK, &v)
-        }
-        Err(e) => bad_request(e, rid),
+    drop(st);
+    match result {
+        None => not_found(c, id, rid),
+        Some(Ok(v)) => Reply::value(StatusCode::OK, &v),
+        // Defender for Endpoint's documented text, then what is wrong (ours).
+        Some(Err(e)) if c == Collection::MdeAlerts => Reply::error(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("Request body is incorrect: {e}"),
+            rid,
+        ),
+        Some(Err(e)) => bad_request(e, rid),
     }
 }
 
@@ -1684,7 +1920,7 @@ fn check_control(shared: &Shared, headers: &HeaderMap, rid: &str) -> Result<(), 
             rid.to_owned(),
         ));
     }
-    authenticate(shared, headers, None, &[], rid).map(|_| ())
+    authenticate(shared, headers, &[], &[], rid).map(|_| ())
 }
 
 async fn control(shared: &Shared, req: Request) -> Reply {

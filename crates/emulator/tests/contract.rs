@@ -15,24 +15,10 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 /// Fixtures for calls the emulator does not serve at all.
-const NOT_SERVED: &[(&str, &str)] = &[
-    (
-        "graph_alerts_v2_list.json",
-        "the emulator has no /v1.0/security/alerts_v2 route (alerts come only through $expand=alerts)",
-    ),
-    (
-        "graph_alert_get.json",
-        "the emulator has no /v1.0/security/alerts_v2/{id} route",
-    ),
-    (
-        "mde_alerts_list.json",
-        "the emulator has no MDE /api/alerts route",
-    ),
-    (
-        "graph_error_lowercase_innererror.json",
-        "Graph's generic error example (an upload range error); nothing the emulator serves answers it",
-    ),
-];
+const NOT_SERVED: &[(&str, &str)] = &[(
+    "graph_error_lowercase_innererror.json",
+    "Graph's generic error example (an upload range error); nothing the emulator serves answers it",
+)];
 
 /// Where the emulator's answer lacks something a fixture has, deliberately or for now:
 /// `(fixture, path, reason)`. A difference at `path` (or under it) is printed, not failed;
@@ -202,7 +188,7 @@ fn check(name: &str, call: &str, got: &Value) {
 
 fn roomy() -> defender_emulator::EmulatorBuilder {
     small().limits(
-        "2021,incidents.calls=10000/1m,hunting.calls=1000/1m,hunting.runtime=none"
+        "2021,incidents.calls=10000/1m,alerts.calls=10000/1m,hunting.calls=1000/1m,hunting.runtime=none"
             .parse()
             .unwrap(),
     )
@@ -210,6 +196,8 @@ fn roomy() -> defender_emulator::EmulatorBuilder {
 
 const XDR_INCIDENTS: &str = "/api/incidents";
 const GRAPH_INCIDENTS: &str = "/v1.0/security/incidents";
+const MDE_ALERTS: &str = "/api/alerts";
+const GRAPH_ALERTS: &str = "/v1.0/security/alerts_v2";
 const HUNT_QUERY: &str =
     "DeviceProcessEvents | take 2 | project Timestamp, FileName, InitiatingProcessFileName";
 
@@ -270,6 +258,9 @@ const COMPARED: &[&str] = &[
     "graph_incidents_list_expand_alerts.json",
     "graph_incident_get.json",
     "graph_incident_comments_post.json",
+    "graph_alerts_v2_list.json",
+    "graph_alert_get.json",
+    "mde_alerts_list.json",
     "xdr_hunt.json",
     "mde_hunt.json",
     "graph_hunt.json",
@@ -340,6 +331,59 @@ async fn graph_incidents_have_the_documented_shape() {
     assert_eq!(s, StatusCode::OK, "{v}");
     check("graph_incident_get.json", &format!("GET {one}"), &v);
 
+    let body = json!({
+        "@odata.type": "microsoft.graph.security.alertComment",
+        "comment": "Demo for docs",
+    });
+    let (s, v) = json(
+        env.post_json(&token, &format!("{one}/comments"), &body)
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    check(
+        "graph_incident_comments_post.json",
+        &format!("POST {one}/comments"),
+        &v,
+    );
+}
+
+#[tokio::test]
+async fn alerts_have_the_documented_shape() {
+    let env = Env::start(roomy()).await;
+    let token = env.token().await;
+    // A comment first, so the comments' shape gets compared too.
+    let (_, v) = json(env.get(&token, &format!("{MDE_ALERTS}?$top=1")).await).await;
+    let id = v["value"][0]["id"].as_str().expect("an alert").to_owned();
+    let body = json!({"comment": "expected? checking with DBA team"});
+    let (s, v) = json(
+        env.patch(&token, &format!("{MDE_ALERTS}/{id}"), &body)
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // DD get-alerts.md, Example 2.
+    let path = format!("{MDE_ALERTS}?$top=10&$expand=evidence");
+    let (s, v) = json(env.get(&token, &path).await).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["value"][0]["id"], id.as_str());
+    check("mde_alerts_list.json", &format!("GET {path}"), &v);
+
+    let (s, v) = json(env.get(&token, GRAPH_ALERTS).await).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    check(
+        "graph_alerts_v2_list.json",
+        &format!("GET {GRAPH_ALERTS}"),
+        &v,
+    );
+
+    let one = format!("{GRAPH_ALERTS}/{id}");
+    let (s, v) = json(env.get(&token, &one).await).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    check("graph_alert_get.json", &format!("GET {one}"), &v);
+
+    // The comments fixture is the alert page's example (GD security-alert-post-comments.md).
     let body = json!({
         "@odata.type": "microsoft.graph.security.alertComment",
         "comment": "Demo for docs",

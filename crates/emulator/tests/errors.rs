@@ -14,8 +14,10 @@ async fn unknown_paths_and_wrong_methods() {
     for path in [
         "/",
         "/api",
-        "/api/alerts",
-        "/v1.0/security/alerts_v2",
+        "/api/machines",
+        // The legacy Graph alerts (v1), which alerts_v2 replaced.
+        "/v1.0/security/alerts",
+        "/v1.0/security/alerts_v2/x/y",
         "/_emulator/nope",
     ] {
         let (s, v) = json(env.get(&token, path).await).await;

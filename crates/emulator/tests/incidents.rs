@@ -13,26 +13,6 @@ fn roomy() -> defender_emulator::EmulatorBuilder {
     small().limits("2021,incidents.calls=10000/1m".parse().unwrap())
 }
 
-async fn all_pages(env: &Env, token: &str, first: &str) -> (Vec<Value>, usize) {
-    let mut url = format!("{}{first}", env.base);
-    let mut out = Vec::new();
-    let mut pages = 0;
-    loop {
-        let (s, v) = json(env.get_url(token, &url).await).await;
-        assert_eq!(s, StatusCode::OK, "{url}: {v}");
-        pages += 1;
-        out.extend(v["value"].as_array().unwrap().iter().cloned());
-        match v["@odata.nextLink"].as_str() {
-            Some(next) => {
-                assert!(next.starts_with(&env.base), "{next}");
-                url = next.to_owned();
-            }
-            None => break,
-        }
-    }
-    (out, pages)
-}
-
 #[tokio::test]
 async fn xdr_list_pages_with_next_links() {
     let env = Env::start(roomy()).await;
@@ -187,18 +167,6 @@ async fn filters_on_the_documented_fields() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
         envelope(&v, "BadRequest");
     }
-}
-
-fn urlenc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~'():".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The emulator refuses what the real services refuse, each in the service's own status
 //! and body (issue 13): Graph's page size, PATCH properties, comments route, envelope and
 //! `$expand`; token audiences; MDE's case-sensitive body; Graph's Timespan forms and
-//! filters.
+//! filters; and the alert routes' page size, unknown alerts, PATCH bodies, audiences and
+//! permissions.
 
 mod common;
 
@@ -10,10 +11,12 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const GRAPH_INCIDENTS: &str = "/v1.0/security/incidents";
+const MDE_ALERTS: &str = "/api/alerts";
+const GRAPH_ALERTS: &str = "/v1.0/security/alerts_v2";
 
 fn roomy() -> defender_emulator::EmulatorBuilder {
     small().limits(
-        "2021,incidents.calls=10000/1m,hunting.calls=1000/1m,hunting.runtime=none"
+        "2021,incidents.calls=10000/1m,alerts.calls=10000/1m,hunting.calls=1000/1m,hunting.runtime=none"
             .parse()
             .unwrap(),
     )
@@ -565,4 +568,316 @@ async fn graph_filters_on_severity_classification_and_determination() {
             "{m}"
         );
     }
+}
+
+/// The id of the `n`th alert of Defender's list.
+async fn alert_id(env: &Env, token: &str, n: usize) -> String {
+    let (s, v) = json(
+        env.get(token, &format!("{MDE_ALERTS}?$top=1&$skip={n}"))
+            .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["value"][0]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn mde_alerts_top_over_10000_is_refused() {
+    let env = Env::start(roomy()).await;
+    let token = env.token().await;
+    for top in ["10001", "50000", "99999999999999999999999"] {
+        let (s, v) = json(env.get(&token, &format!("{MDE_ALERTS}?$top={top}")).await).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{top}");
+        assert_eq!(
+            envelope(&v, "ODataError"),
+            format!("Invalid OData URI query: The limit of '10000' for Top query has been exceeded. The value from the incoming request is '{top}'.")
+        );
+        assert!(v["error"]["target"].is_string());
+        assert!(v["error"].get("innerError").is_none());
+    }
+    let (s, _) = json(env.get(&token, &format!("{MDE_ALERTS}?$top=10000")).await).await;
+    assert_eq!(s, StatusCode::OK);
+    // The other query options' refusals are Defender for Endpoint's ODataError too.
+    for q in [
+        "$top=-1",
+        "$skip=x",
+        "$filter=title%20eq%20'x'",
+        "$filter=incidentId%20eq%20'12'",
+        "$filter=status%20eq%20'Active'",
+    ] {
+        let (s, v) = json(env.get(&token, &format!("{MDE_ALERTS}?{q}")).await).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{q}");
+        envelope(&v, "ODataError");
+    }
+}
+
+#[tokio::test]
+async fn unknown_alerts_are_404_in_each_services_envelope() {
+    let env = Env::start(roomy()).await;
+    let token = env.token().await;
+    let (s, v) = json(env.get(&token, &format!("{MDE_ALERTS}/da000_nope")).await).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        envelope(&v, "ResourceNotFound"),
+        "Alert da000_nope was not found"
+    );
+    assert!(v["error"]["target"].is_string());
+    let (s, v) = json(
+        env.patch(
+            &token,
+            &format!("{MDE_ALERTS}/da000_nope"),
+            &json!({"status": "New"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    envelope(&v, "ResourceNotFound");
+
+    let (s, v) = json(env.get(&token, &format!("{GRAPH_ALERTS}/da000_nope")).await).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        graph_envelope(&v),
+        (
+            "NotFound".to_owned(),
+            "Alert da000_nope was not found.".to_owned()
+        )
+    );
+    let (s, v) = json(
+        env.patch(
+            &token,
+            &format!("{GRAPH_ALERTS}/da000_nope"),
+            &json!({"status": "new"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    graph_envelope(&v);
+    let (s, v) = json(
+        env.post_json(
+            &token,
+            &format!("{GRAPH_ALERTS}/da000_nope/comments"),
+            &json!({"comment": "x"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    graph_envelope(&v);
+    // An incident id is not an alert id.
+    let (s, _) = json(env.get(&token, &format!("{MDE_ALERTS}/1000")).await).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn mde_alert_patch_refuses_unknown_properties_and_wrong_values() {
+    let env = Env::start(roomy()).await;
+    let token = env.token().await;
+    let one = format!("{MDE_ALERTS}/{}", alert_id(&env, &token, 3).await);
+    let (_, before) = json(env.get(&token, &one).await).await;
+    for (body, detail) in [
+        (
+            json!({"Status": "Resolved"}),
+            "The property 'Status' does not exist or cannot be updated (the body parameters are case-sensitive: status, assignedTo, classification, determination, comment)",
+        ),
+        (
+            json!({"status": "Resolved", "tags": ["x"]}),
+            "The property 'tags' does not exist or cannot be updated (the body parameters are case-sensitive: status, assignedTo, classification, determination, comment)",
+        ),
+        (
+            json!({"status": "Active"}),
+            "Invalid value 'Active' for status (allowed: New, InProgress, Resolved)",
+        ),
+        (
+            json!({"status": "Resolved", "classification": "Bogus"}),
+            "Invalid value 'Bogus' for classification (allowed: Unknown, TruePositive, InformationalExpectedActivity, FalsePositive)",
+        ),
+        (json!({"status": null}), "`status` may not be null"),
+        (json!({"assignedTo": 5}), "`assignedTo` must be a string"),
+        (json!({"comment": ["x"]}), "`comment` must be a string"),
+    ] {
+        let (s, v) = json(env.patch(&token, &one, &body).await).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(
+            envelope(&v, "InvalidRequestBody"),
+            format!("Request body is incorrect: {detail}"),
+            "{body}"
+        );
+        assert!(v["error"]["target"].is_string());
+    }
+    // Malformed JSON is an incorrect body too.
+    let r = env
+        .http
+        .patch(format!("{}{one}", env.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{\"status\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let (_, v) = json(r).await;
+    envelope(&v, "InvalidRequestBody");
+    let (_, after) = json(env.get(&token, &one).await).await;
+    assert_eq!(before, after, "a refused PATCH changes nothing");
+    // Every documented property is taken, in the documented spellings.
+    for classification in [
+        "TruePositive",
+        "informationalExpectedActivity",
+        "FALSEPOSITIVE",
+        "Unknown",
+    ] {
+        let (s, v) = json(
+            env.patch(&token, &one, &json!({"classification": classification}))
+                .await,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{classification}: {v}");
+        assert!(v["classification"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(classification));
+    }
+    for status in ["New", "InProgress", "Resolved"] {
+        let (s, v) = json(env.patch(&token, &one, &json!({"status": status})).await).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["status"], status);
+    }
+}
+
+#[tokio::test]
+async fn graph_alert_patch_refuses_properties_the_alert_type_lacks() {
+    let env = Env::start(roomy()).await;
+    let token = env.token().await;
+    let one = format!("{GRAPH_ALERTS}/{}", alert_id(&env, &token, 5).await);
+    let (_, before) = json(env.get(&token, &one).await).await;
+    for (property, body) in [
+        ("comment", json!({"status": "resolved", "comment": "done"})),
+        ("tags", json!({"tags": ["x"]})),
+        ("customTags", json!({"customTags": ["x"]})),
+        ("Status", json!({"Status": "resolved"})),
+    ] {
+        let (s, v) = json(env.patch(&token, &one, &body).await).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{property}");
+        let (code, message) = graph_envelope(&v);
+        assert_eq!(code, "BadRequest");
+        assert_eq!(
+            message,
+            format!("The property '{property}' does not exist on type 'microsoft.graph.security.alert'. Make sure to only use property names that are defined by the type or mark the type as open type.")
+        );
+    }
+    for (body, message) in [
+        (
+            json!({"status": "active"}),
+            "Invalid value 'active' for status (allowed: new, inProgress, resolved)",
+        ),
+        (
+            json!({"classification": "bogus"}),
+            "Invalid value 'bogus' for classification (allowed: unknown, truePositive, informationalExpectedActivity, falsePositive)",
+        ),
+        (json!({"customDetails": "x"}), "`customDetails` must be an object"),
+    ] {
+        let (s, v) = json(env.patch(&token, &one, &body).await).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(graph_envelope(&v), ("BadRequest".to_owned(), message.to_owned()));
+    }
+    let (_, after) = json(env.get(&token, &one).await).await;
+    assert_eq!(before, after, "a refused PATCH changes nothing");
+}
+
+#[tokio::test]
+async fn alert_routes_check_audiences_and_permissions() {
+    use defender_emulator::{
+        App, DEFAULT_CLIENT_ID as C, DEFAULT_SECRET as S, DEFAULT_TENANT as T,
+    };
+    let env = Env::start(
+        roomy()
+            .app(App::new(
+                T,
+                "reader",
+                "s2",
+                &["Alert.Read.All", "SecurityAlert.Read.All"],
+            ))
+            .app(App::new(
+                T,
+                "incidents-only",
+                "s3",
+                &["Incident.ReadWrite.All", "SecurityIncident.ReadWrite.All"],
+            )),
+    )
+    .await;
+    let token = env.token().await;
+    let id = alert_id(&env, &token, 0).await;
+    let mde = env.scoped_token(T, C, S, MDE_SCOPE).await;
+    let graph = env.scoped_token(T, C, S, GRAPH_SCOPE).await;
+    let xdr = env.scoped_token(T, C, S, XDR_SCOPE).await;
+    let send = |token: &str, path: &str| {
+        let r = env
+            .http
+            .get(format!("{}{path}", env.base))
+            .bearer_auth(token);
+        async move { json(r.send().await.unwrap()).await }
+    };
+    // A Graph token on Defender's alerts: Defender's 401, naming both Defender tokens.
+    let (s, v) = send(&graph, MDE_ALERTS).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        envelope(&v, "Unauthorized"),
+        format!("The access token's audience is not valid for this API: it was issued for '{GRAPH_SCOPE}'; request a token for '{MDE_SCOPE}' or '{XDR_SCOPE}'.")
+    );
+    // Defender tokens on Graph's alerts: Graph's 401.
+    for t in [&mde, &xdr] {
+        let (s, v) = send(t, &format!("{GRAPH_ALERTS}/{id}")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            graph_envelope(&v),
+            (
+                "InvalidAuthenticationToken".to_owned(),
+                "Access token validation failure. Invalid audience.".to_owned()
+            )
+        );
+    }
+    // Defender for Endpoint's token is not one for Defender XDR's incidents.
+    let (s, _) = send(&mde, "/api/incidents?$top=1").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Reading takes a read permission, updating a ReadWrite one.
+    let reader = env.token_of(T, "reader", "s2").await;
+    for path in [MDE_ALERTS.to_owned(), format!("{GRAPH_ALERTS}/{id}")] {
+        let (s, _) = json(env.get(&reader, &path).await).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+    }
+    let (s, v) = json(
+        env.patch(
+            &reader,
+            &format!("{MDE_ALERTS}/{id}"),
+            &json!({"status": "New"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(envelope(&v, "Forbidden").contains("Alert.ReadWrite.All"));
+    let (s, v) = json(
+        env.post_json(
+            &reader,
+            &format!("{GRAPH_ALERTS}/{id}/comments"),
+            &json!({"comment": "x"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(graph_envelope(&v).1.contains("SecurityAlert.ReadWrite.All"));
+    // Incident permissions are not alert permissions.
+    let other = env.token_of(T, "incidents-only", "s3").await;
+    for path in [MDE_ALERTS, GRAPH_ALERTS] {
+        let (s, _) = json(env.get(&other, path).await).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(
+        env.get(&other, "/api/incidents?$top=1").await.status(),
+        StatusCode::OK
+    );
 }

@@ -229,6 +229,41 @@ pub async fn json(r: Response) -> (StatusCode, Value) {
     (s, v)
 }
 
+/// Follows `@odata.nextLink` from `first` to the last page: every item, and the number of
+/// pages.
+pub async fn all_pages(env: &Env, token: &str, first: &str) -> (Vec<Value>, usize) {
+    let mut url = format!("{}{first}", env.base);
+    let mut out = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (s, v) = json(env.get_url(token, &url).await).await;
+        assert_eq!(s, StatusCode::OK, "{url}: {v}");
+        pages += 1;
+        out.extend(v["value"].as_array().unwrap().iter().cloned());
+        match v["@odata.nextLink"].as_str() {
+            Some(next) => {
+                assert!(next.starts_with(&env.base), "{next}");
+                url = next.to_owned();
+            }
+            None => break,
+        }
+    }
+    (out, pages)
+}
+
+/// Percent-encodes a query value such as a `$filter`.
+pub fn urlenc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~'():".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Asserts the `{"error":{"code","message",...}}` envelope and returns the message.
 pub fn envelope(v: &Value, code: &str) -> String {
     assert_eq!(v["error"]["code"], code, "{v}");
