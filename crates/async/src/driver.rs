@@ -225,7 +225,6 @@ impl Shared {
                 Output::Event(Event::Warning { message }) => {
                     tracing::warn!(%message, "defender engine");
                 }
-                Output::Event(_) => {}
                 Output::Quota(op) => self.spawn_quota(op),
                 Output::Wait(t) => {
                     if st.timer != t {

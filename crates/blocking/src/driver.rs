@@ -142,6 +142,10 @@ struct Slot {
     waiting: bool,
     /// Its next request, for its thread to send (the engine has at most one per call).
     transmit: Option<Transmit>,
+    /// The request its thread is exchanging now: if the thread unwinds out of the
+    /// exchange (a panic in the HTTP stack or a middleware), [`Shared::abandon`] settles
+    /// it as a request that may have run.
+    sending: Option<SendId>,
     /// How it ended.
     outcome: Option<Result<Value, Error>>,
     /// Another thread asked to stop it ([`Shared::cancel`]): its own thread abandons it.
@@ -359,6 +363,7 @@ impl Shared {
                 transmit: None,
                 outcome: None,
                 cancelled: false,
+                sending: None,
             },
         );
         self.drain(&mut st);
@@ -388,12 +393,17 @@ impl Shared {
                 return Ok(Step::Done(Err(Error::Cancelled)));
             }
             if let Some(t) = slot.transmit.take() {
+                slot.sending = Some(t.id);
                 // Shared work must not wait behind this exchange: a waiting thread takes it.
                 wake_for_work(&mut st);
                 drop(st);
-                match self.transmit(t) {
+                let sent = self.transmit(t);
+                st = self.lock()?;
+                if let Some(slot) = st.slots.get_mut(&id) {
+                    slot.sending = None;
+                }
+                match sent {
                     Sent::Answer(input) => {
-                        st = self.lock()?;
                         self.answer(&mut st, input);
                         continue;
                     }
@@ -476,8 +486,20 @@ impl Shared {
         match self.state.lock() {
             Ok(mut st) => {
                 let now = Instant::now();
-                let unsent = st.slots.remove(&id).and_then(|s| s.transmit);
+                let (unsent, sending) = st
+                    .slots
+                    .remove(&id)
+                    .map_or((None, None), |s| (s.transmit, s.sending));
                 st.engine.cancel(id, now);
+                if let Some(send) = sending {
+                    // The thread unwound out of the exchange: the request may have run,
+                    // so its running time is charged and its reservation released.
+                    let error = TransportError::new(
+                        TransportErrorKind::Other,
+                        "the call was given up while its request was in flight",
+                    );
+                    st.engine.handle_transport_error(send, error, now);
+                }
                 if let Some((send, end)) = end {
                     st.engine.handle_stream_end(send, end, now);
                 }
@@ -551,7 +573,6 @@ impl Shared {
                 Output::Event(Event::Warning { message }) => {
                     tracing::warn!(%message, "defender engine");
                 }
-                Output::Event(_) => {}
                 Output::Quota(op) => st.work.push_back(Work::Quota(op)),
                 Output::Wait(t) => {
                     let earlier = match (t, st.timer) {

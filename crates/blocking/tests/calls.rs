@@ -132,3 +132,48 @@ fn a_panicking_token_provider_fails_calls_instead_of_hanging_them() {
     assert_eq!(env.api_requests(), 0);
     env.rt.block_on(env.emulator.shutdown());
 }
+
+/// A panic inside the HTTP exchange (here in a ureq middleware, code the caller gave the
+/// client) unwinds out of the call; the request may have reached the server, so its
+/// running-time reservation is charged and released, not left held by an orphan.
+#[test]
+fn a_panic_inside_the_exchange_releases_what_the_call_held() {
+    use std::sync::atomic::AtomicBool;
+    let limits = Limits::parse("2021,hunting.calls=100/1m").expect("spec");
+    let env = Env::start(limits.clone(), WindowMode::Sliding);
+    let armed = Arc::new(AtomicBool::new(true));
+    let trip = armed.clone();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .middleware(
+            move |req: http::Request<ureq::SendBody>, next: ureq::middleware::MiddlewareNext| {
+                if req.uri().path().contains("advanced") && trip.swap(false, Ordering::SeqCst) {
+                    panic!("the middleware broke (expected by the test)");
+                }
+                next.handle(req)
+            },
+        )
+        .build()
+        .into();
+    let client = env.builder(limits).agent(agent).build().expect("builds");
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        client.hunt("AlertInfo | take 1")
+    }));
+    assert!(unwound.is_err(), "the panic reaches the caller");
+    assert!(!armed.load(Ordering::SeqCst), "the middleware ran");
+    let hunting = client
+        .quota()
+        .expect("quota")
+        .into_iter()
+        .find(|g| g.group == ApiGroup::Hunting)
+        .expect("hunting");
+    assert_eq!(hunting.active_calls, 0, "{hunting:?}");
+    assert_eq!(
+        hunting.runtime_reserved,
+        Duration::ZERO,
+        "the reservation of the unwound call is released: {hunting:?}"
+    );
+    // The client goes on.
+    client.hunt("AlertInfo | take 1").expect("the next hunt");
+    env.rt.block_on(env.emulator.shutdown());
+}

@@ -400,7 +400,11 @@ impl SimClient for EngineClient {
                     call: id.0,
                     ok: false,
                 },
-                Output::Event(_) => continue,
+                // The simulated clients use client credentials (no NeedToken) and
+                // have nobody to tell of a wait or a warning.
+                Output::Event(Event::Waiting { .. } | Event::NeedToken | Event::Warning { .. }) => {
+                    continue
+                }
                 Output::Wait(t) => ClientOutput::Wait(t),
             };
         }
