@@ -77,8 +77,8 @@ pub enum Progress {
         group: defender_core::ApiGroup,
         /// For how long from now.
         wait: Duration,
-        /// The limit, in words.
-        reason: String,
+        /// Which limit binds, or what the server asked (`Display` says it in words).
+        reason: defender_core::WaitReason,
     },
 }
 

@@ -54,6 +54,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::alerts::{self, Alert, AlertId, AlertPage, AlertQuery, AlertUpdate};
@@ -497,6 +498,40 @@ pub enum Admission {
     Unavailable(String),
 }
 
+/// Why a call waits (or, past the policy's `max_wait`, fails with
+/// [`Error::QuotaWait`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitReason {
+    /// A call window is full.
+    Calls(CallLimit),
+    /// A running-time window is spent.
+    Runtime(crate::limits::RuntimeLimit),
+    /// Queries in flight hold the running-time budget.
+    RuntimeHeld,
+    /// The group is blocked until a retry time the server gave (a 429 seen earlier).
+    ServerRetryTime,
+    /// This call's answer asked to wait this long (a 429's or a 5xx's `Retry-After`).
+    ServerAsked(Duration),
+    /// The shared quota store said no; its words.
+    Store(String),
+}
+
+impl fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitReason::Calls(l) => write!(f, "{l}"),
+            WaitReason::Runtime(l) => write!(f, "{l}"),
+            WaitReason::RuntimeHeld => f.write_str("the running-time budget"),
+            WaitReason::ServerRetryTime => f.write_str("the server's retry time"),
+            WaitReason::ServerAsked(d) => {
+                write!(f, "the server asked to wait {}", format_duration(*d))
+            }
+            WaitReason::Store(s) => f.write_str(s),
+        }
+    }
+}
+
 /// Something the caller should know.
 ///
 /// Deliberately exhaustive: a driver must route every event, so a new one is a
@@ -526,8 +561,8 @@ pub enum Event {
         group: ApiGroup,
         /// Until when.
         until: Instant,
-        /// Which limit, in words ("15 calls per 1m").
-        reason: String,
+        /// Which limit binds, or what the server asked.
+        reason: WaitReason,
     },
     /// With [`Auth::External`]: fetch a token and give it to [`Engine::handle_token`]
     /// (within [`Config::token_timeout`]; a later answer is still taken).
@@ -1267,7 +1302,7 @@ impl Engine {
                             continue;
                         }
                     }
-                    self.wait_or_fail(id, retry_at, reason.clone());
+                    self.wait_or_fail(id, retry_at, WaitReason::Store(reason.clone()));
                 }
             }
             Admission::Unavailable(message) => {
@@ -1513,8 +1548,8 @@ impl Engine {
                 Ok(t) => t,
                 Err(denied) => {
                     let reason = match denied.limit {
-                        Some(l) => l.to_string(),
-                        None => "the server's retry time".to_owned(),
+                        Some(l) => WaitReason::Calls(l),
+                        None => WaitReason::ServerRetryTime,
                     };
                     if !self.wait_or_fail(id, denied.retry_at, reason) {
                         blocked.push(group);
@@ -1530,8 +1565,8 @@ impl Engine {
                     Err(denied) => {
                         self.quotas.get_mut(&group).expect("exists").release(ticket); // as above
                         let reason = match denied.limit {
-                            Some(l) => l.to_string(),
-                            None => "the running-time budget".to_owned(),
+                            Some(l) => WaitReason::Runtime(l),
+                            None => WaitReason::RuntimeHeld,
                         };
                         match denied.retry_at {
                             Some(t) => {
@@ -1605,7 +1640,7 @@ impl Engine {
 
     /// The call must wait until `retry_at`: within `max_wait` it waits (true is returned
     /// when it failed instead, so the group is not blocked by it).
-    fn wait_or_fail(&mut self, id: CallId, retry_at: Instant, reason: String) -> bool {
+    fn wait_or_fail(&mut self, id: CallId, retry_at: Instant, reason: WaitReason) -> bool {
         let now = self.now;
         let max_wait = self.policy.max_wait();
         let state = self.calls.get_mut(&id).expect("caller holds a live id"); // only called for queued calls
@@ -1620,7 +1655,7 @@ impl Engine {
                     retry_at,
                     wait: retry_at.saturating_duration_since(now),
                     max_wait,
-                    limit: reason,
+                    reason,
                 },
             );
             return true;
@@ -2236,7 +2271,7 @@ impl Engine {
                         id,
                         group,
                         until: retry_at,
-                        reason: format!("the server asked to wait {}", format_duration(wait)),
+                        reason: WaitReason::ServerAsked(wait),
                     });
                 }
                 self.calls.insert(id, state);

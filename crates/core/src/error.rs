@@ -203,7 +203,7 @@ pub enum TransportErrorKind {
 pub enum Error {
     /// The quota for this group is spent and waiting would exceed the policy's `max_wait`.
     /// Nothing was sent.
-    #[error("the {group} quota is spent ({limit}); retry in {} (the policy allows waiting {})", format_duration(*wait), format_duration(*max_wait))]
+    #[error("the {group} quota is spent ({reason}); retry in {} (the policy allows waiting {})", format_duration(*wait), format_duration(*max_wait))]
     QuotaWait {
         /// The API group.
         group: ApiGroup,
@@ -213,8 +213,8 @@ pub enum Error {
         wait: Duration,
         /// The policy's maximum wait.
         max_wait: Duration,
-        /// The limit that binds, in words.
-        limit: String,
+        /// The limit that binds.
+        reason: crate::engine::WaitReason,
     },
     /// The server answered 429 and the policy would not wait for its retry time.
     #[error("the server throttled the {group} call: {message}; retry in {}", retry_after.map(format_duration).unwrap_or_else(|| "a while".into()))]

@@ -52,7 +52,9 @@ pub mod throttle;
 pub mod timefmt;
 pub mod token;
 
-pub use engine::{Auth, Call, CallId, Config, Engine, Event, Output, SendId, Transmit, Value};
+pub use engine::{
+    Auth, Call, CallId, Config, Engine, Event, Output, SendId, Transmit, Value, WaitReason,
+};
 pub use error::{ApiError, Error, ErrorDetails, InnerError, TransportError, TransportErrorKind};
 pub use limits::{ApiGroup, CallLimit, GroupLimits, Limits, Preset, RuntimeLimit};
 pub use surface::{Cloud, Endpoints, Surface};
