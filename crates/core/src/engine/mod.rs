@@ -1,0 +1,1087 @@
+//! The engine: every call's life, from submission to one final event.
+//!
+//! ```text
+//!  submit ─► Queued ─(token usable; local quota and running-time budget admit)──────► Outbox
+//!             ▲  │ └─(shared store: QuotaOp::Acquire)─► Admitting ─(Admitted)────────► Outbox
+//!             │  │                                          └─(Denied: wait)─► Queued
+//!             │  └─(wait > max_wait)─► Failed(QuotaWait)
+//!             │                                  poll_output hands the Transmit ─► InFlight
+//!             │                                                                      │
+//!             └─(429 / 5xx / transport / 401 once: retry per policy; an update      │
+//!                whose outcome is unknown comes back as a read-back) ◄── response ◄──┘
+//!                                        2xx ─► Completed (an update may go on to
+//!                                               Graph's comment step)   other ─► Failed
+//!  cancel: Queued/Admitting ─► gone; Outbox ─► gone, quota given back;
+//!          InFlight ─► Orphan: its answer (or transport error) settles the quota and
+//!          running time, and nobody hears of it.
+//!  HuntStream: a 2xx's body goes to the caller through a HuntStreamer; its end comes
+//!          back as handle_stream_end (Complete, or broken: retried only before rows).
+//! ```
+//!
+//! Where each rule lives: `config` (what a caller sets), `protocol` (calls,
+//! values, transmits, quota operations, events), `request` (building a call's HTTP
+//! request), `response` (status, headers and body to an outcome; decoding), `update`
+//! (calls that change something), `token` (the access token's timing), `streamer` (rows
+//! of a streamed hunt); this file holds admission, retries and timers.
+//!
+//! Methods come in two kinds, as in quinn-proto: inputs are `handle_*` (and `submit`,
+//! `cancel`), outputs come from [`Engine::poll_output`]. **After every input, drain
+//! `poll_output` until it returns [`Output::Wait`].** `Wait(Some(t))` is always later than
+//! the latest `now` the engine was given; a spurious or early `handle_timeout` is a
+//! harmless no-op. Every submitted call ends in exactly one `Completed` or `Failed` event.
+//!
+//! ```
+//! use defender_core::engine::{Auth, Call, Config, Engine, Event, Output};
+//! use defender_core::policy::{Failure, Policy, Retry};
+//! use defender_core::hunting::HuntRequest;
+//! use defender_core::token::{ClientCredentials, Secret};
+//! use defender_core::{Endpoints, Limits, Surface};
+//! use std::time::{Duration, Instant};
+//!
+//! #[derive(Debug)]
+//! struct NoRetry;
+//! impl Policy for NoRetry {
+//!     fn max_wait(&self) -> Duration { Duration::from_secs(60) }
+//!     fn retry(&mut self, _: &Failure) -> Retry { Retry::Stop }
+//! }
+//!
+//! # #[allow(clippy::disallowed_methods)]
+//! let now = Instant::now();
+//! let config = Config::new(
+//!     Surface::DefenderXdr,
+//!     Auth::ClientCredentials(ClientCredentials::new("tenant", "app", Secret::new("secret"))),
+//! );
+//! let mut engine = Engine::new(config, Box::new(NoRetry), now).unwrap();
+//! let id = engine.submit(Call::Hunt(HuntRequest::new("DeviceProcessEvents | take 1")), now);
+//! // The first thing it asks for is a token.
+//! let Output::Transmit(t) = engine.poll_output() else { panic!() };
+//! assert!(t.request.uri().path().ends_with("/oauth2/v2.0/token"));
+//! let token = http::Response::new(br#"{"access_token":"x","expires_in":3599}"#.to_vec());
+//! engine.handle_response(t.id, token, now, std::time::UNIX_EPOCH);
+//! // Then the hunt itself.
+//! let Output::Transmit(t) = engine.poll_output() else { panic!() };
+//! assert_eq!(t.request.uri().path(), "/api/advancedhunting/run");
+//! let body = br#"{"Schema":[{"Name":"a","Type":"String"}],"Results":[{"a":"b"}]}"#.to_vec();
+//! engine.handle_response(t.id, http::Response::new(body), now, std::time::UNIX_EPOCH);
+//! let Output::Event(Event::Completed { id: done, .. }) = engine.poll_output() else { panic!() };
+//! assert_eq!(done, id);
+//! assert!(matches!(engine.poll_output(), Output::Wait(None)));
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::alerts::{self, Alert, AlertId, AlertPage, AlertQuery, AlertUpdate};
+use crate::change::{Change, Record};
+use crate::error::{ApiError, Error, TransportError, TransportErrorKind};
+use crate::hunting::{Column, HuntRequest, HuntResponse, HuntResult, HuntSummary, Stats};
+use crate::incidents::{
+    max_top, CommentCollection, Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate,
+};
+use crate::limits::{format_duration, ApiGroup, CallLimit, Limits};
+use crate::policy::{Failure, FailureKind, Policy, Retry, Truncation};
+use crate::quota::{Quota, Ticket, WindowUsage};
+use crate::runtime::{Reservation, RunningTime};
+use crate::stream::{DecodeError, DecodeEvent, RowDecoder};
+use crate::surface::{Endpoints, Surface};
+use crate::throttle::Throttle;
+use crate::token::{AccessToken, ClientCredentials};
+
+mod config;
+mod protocol;
+mod request;
+mod response;
+mod streamer;
+mod token;
+mod update;
+
+pub use config::*;
+pub use protocol::*;
+use response::running_time;
+pub use streamer::*;
+use token::TokenState;
+use update::UpdateStep;
+
+#[derive(Debug)]
+enum Phase {
+    Queued,
+    /// Asking the shared store.
+    Admitting(AdmitId),
+    /// Admitted; the transmit sits in the outbox, not yet handed to the transport.
+    Outbox(SendId),
+    InFlight(SendId),
+}
+
+#[derive(Debug)]
+struct CallState {
+    call: Call,
+    group: ApiGroup,
+    submitted: Instant,
+    /// When the call (re)entered the queue: `max_wait` counts from here.
+    queued_since: Instant,
+    attempts: u32,
+    not_before: Option<Instant>,
+    phase: Phase,
+    ticket: Option<Ticket>,
+    reservation: Option<Reservation>,
+    /// With a shared store: its ticket, and whether it holds a running-time reservation.
+    store: Option<(StoreTicket, bool)>,
+    token_retried: bool,
+    sent_at: Option<Instant>,
+    announced_until: Option<Instant>,
+    /// An update whose outcome is unknown: the next attempt reads the incident back
+    /// instead of sending the change again.
+    verify: bool,
+    /// When the first request of an update that may have reached the server was sent:
+    /// a comment read back must be newer than this to be ours.
+    maybe_applied_since: Option<Instant>,
+    /// Which request of an update is next (Graph sends a comment as a second call).
+    step: UpdateStep,
+    /// Graph: what the PATCH step answered, merged with the comments at the end.
+    patched: Option<Record>,
+}
+
+#[derive(Debug)]
+enum SendTarget {
+    Token,
+    Call(CallId),
+    /// A call cancelled while in flight: settle its accounting when the answer comes.
+    Orphan {
+        group: ApiGroup,
+        reservation: Option<Reservation>,
+        store: Option<(StoreTicket, bool)>,
+        sent_at: Instant,
+    },
+}
+
+/// How many recent running times the reservation estimate looks at.
+const RECENT_RUNTIMES: usize = 32;
+
+/// The sans-IO engine. See the module docs for the loop it expects.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    policy: Box<dyn Policy>,
+    quotas: BTreeMap<ApiGroup, Quota>,
+    runtime: RunningTime,
+    /// The running times of the latest queries: a reservation is their maximum, so that
+    /// queries in flight rarely overrun what they hold (the server charges on completion).
+    recent_runtimes: VecDeque<Duration>,
+    token: TokenState,
+    calls: BTreeMap<CallId, CallState>,
+    sends: HashMap<SendId, SendTarget>,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    quota_ops: VecDeque<QuotaOp>,
+    /// Shared store: the outstanding admission of each group, the call it is for, and
+    /// when the store's answer counts as missing.
+    admitting: BTreeMap<ApiGroup, (AdmitId, CallId, Instant)>,
+    /// Admissions given up on (the store did not answer in time): a late `Admitted`
+    /// gives its ticket back.
+    abandoned: HashMap<AdmitId, ApiGroup>,
+    /// Updates that may have been applied, until the call ends or a read-back settles it.
+    unsure: HashMap<CallId, Change>,
+    next_admit: u64,
+    next_call: u64,
+    next_send: u64,
+    now: Instant,
+    dirty: bool,
+}
+
+impl Engine {
+    /// A new engine. Fails when an endpoint would send credentials over plain HTTP to a
+    /// host other than loopback.
+    pub fn new(config: Config, policy: Box<dyn Policy>, now: Instant) -> Result<Engine, Error> {
+        config.endpoints.check_secure()?;
+        let quotas = ApiGroup::ALL
+            .into_iter()
+            .map(|g| (g, Quota::new(&config.limits.group(g).calls, config.margin)))
+            .collect();
+        let runtime = RunningTime::new(&config.limits.hunting.runtime, config.margin);
+        Ok(Engine {
+            config,
+            policy,
+            quotas,
+            runtime,
+            recent_runtimes: VecDeque::new(),
+            token: TokenState::default(),
+            calls: BTreeMap::new(),
+            sends: HashMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            quota_ops: VecDeque::new(),
+            admitting: BTreeMap::new(),
+            abandoned: HashMap::new(),
+            unsure: HashMap::new(),
+            next_admit: 0,
+            next_call: 0,
+            next_send: 0,
+            now,
+            dirty: false,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Submits a call; its end comes as one `Completed` or `Failed` event.
+    pub fn submit(&mut self, call: Call, now: Instant) -> CallId {
+        let now = self.advance(now);
+        self.next_call += 1;
+        let id = CallId(self.next_call);
+        let group = call.group();
+        let step = UpdateStep::first(&call, self.config.surface);
+        self.calls.insert(
+            id,
+            CallState {
+                call,
+                group,
+                submitted: now,
+                queued_since: now,
+                attempts: 0,
+                not_before: None,
+                phase: Phase::Queued,
+                ticket: None,
+                reservation: None,
+                store: None,
+                token_retried: false,
+                sent_at: None,
+                announced_until: None,
+                verify: false,
+                maybe_applied_since: None,
+                step,
+                patched: None,
+            },
+        );
+        self.dirty = true;
+        id
+    }
+
+    /// Cancels a call. A call not yet handed to the transport gives back its quota; one in
+    /// flight has been sent and still counts. Ends with `Failed { error: Cancelled }`
+    /// unless the call had already ended.
+    pub fn cancel(&mut self, id: CallId, now: Instant) {
+        self.advance(now);
+        let Some(state) = self.calls.remove(&id) else {
+            return;
+        };
+        match state.phase {
+            // The store's answer finds no call and gives back what it admitted.
+            Phase::Queued | Phase::Admitting(_) => {}
+            Phase::Outbox(send) => {
+                self.outbox.retain(|t| t.id != send);
+                self.sends.remove(&send);
+                self.give_back(state);
+            }
+            Phase::InFlight(send) => {
+                self.sends.insert(
+                    send,
+                    SendTarget::Orphan {
+                        group: state.group,
+                        reservation: state.reservation,
+                        store: state.store,
+                        sent_at: state.sent_at.unwrap_or(self.now),
+                    },
+                );
+            }
+        }
+        self.fail(id, Error::Cancelled);
+        self.dirty = true;
+    }
+
+    /// A timer fired. Early or repeated calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        self.dirty = true;
+    }
+
+    /// The transport's answer to a transmit. `wall_now` reads HTTP-date retry times.
+    pub fn handle_response(
+        &mut self,
+        id: SendId,
+        response: http::Response<Vec<u8>>,
+        now: Instant,
+        wall_now: SystemTime,
+    ) {
+        self.advance(now);
+        self.dirty = true;
+        let Some(target) = self.sends.remove(&id) else {
+            return;
+        };
+        let status = response.status().as_u16();
+        match target {
+            SendTarget::Token => self.token_response(status, response.body()),
+            SendTarget::Orphan {
+                group,
+                reservation,
+                store,
+                sent_at,
+            } => {
+                // Nobody waits for the answer, but what it says about the quota counts.
+                if status == 429 {
+                    let throttle = Throttle::parse(response.headers(), response.body(), wall_now);
+                    self.apply_throttle(group, &throttle);
+                }
+                let held = reservation.is_some() || store.as_ref().is_some_and(|s| s.1);
+                if held {
+                    let actual = if response.status().is_success() {
+                        let stats = HuntResponse::from_slice(response.body())
+                            .ok()
+                            .and_then(|h| h.stats);
+                        running_time(stats.as_ref(), self.now.saturating_duration_since(sent_at))
+                    } else {
+                        Duration::ZERO
+                    };
+                    self.settle(group, reservation, store, actual);
+                }
+            }
+            SendTarget::Call(call_id) => self.call_response(call_id, response, wall_now),
+        }
+    }
+
+    /// The transport could not complete a transmit.
+    pub fn handle_transport_error(&mut self, id: SendId, error: TransportError, now: Instant) {
+        self.advance(now);
+        self.dirty = true;
+        let Some(target) = self.sends.remove(&id) else {
+            return;
+        };
+        match target {
+            SendTarget::Token => {
+                self.token.fetching = false;
+                self.token.fetch_send = None;
+                self.token_failed(
+                    Error::Transport {
+                        attempts: self.token.attempts,
+                        error,
+                    },
+                    Some(FailureKind::Token),
+                );
+            }
+            SendTarget::Orphan {
+                group,
+                reservation,
+                store,
+                sent_at,
+            } => {
+                let ran = self.ran_for(error.kind, sent_at);
+                self.settle(group, reservation, store, ran);
+            }
+            SendTarget::Call(call_id) => {
+                let Some(mut state) = self.calls.remove(&call_id) else {
+                    return;
+                };
+                let ran = self.ran_for(error.kind, state.sent_at.unwrap_or(self.now));
+                self.settle(
+                    state.group,
+                    state.reservation.take(),
+                    state.store.take(),
+                    ran,
+                );
+                state.ticket = None;
+                let attempts = state.attempts;
+                if !state.idempotent() && error.kind != TransportErrorKind::Connect {
+                    // The update was written: the server may have applied it.
+                    let kind = FailureKind::Transport(error.kind);
+                    let error = Error::Transport { attempts, error };
+                    return self.ambiguous_update(call_id, state, kind, None, error);
+                }
+                if error.kind == TransportErrorKind::BodyTooLarge {
+                    self.fail(
+                        call_id,
+                        Error::Transport {
+                            attempts: state.attempts,
+                            error,
+                        },
+                    );
+                    return;
+                }
+                let failure = Failure {
+                    group: state.group,
+                    attempt: state.attempts,
+                    kind: FailureKind::Transport(error.kind),
+                    server_wait: None,
+                    elapsed: self.now.saturating_duration_since(state.submitted),
+                    idempotent: state.idempotent(),
+                };
+                self.retry_or_fail(call_id, state, failure, None, || Error::Transport {
+                    attempts,
+                    error,
+                });
+            }
+        }
+    }
+
+    /// A streamed hunt's body ended (see [`Call::HuntStream`]; only for a transmit with
+    /// [`Transmit::stream`] whose status was 2xx). With no row handed out, a network
+    /// failure is retried like any other; after rows were handed out nothing is retried
+    /// (they would come twice) and the call fails with what broke.
+    pub fn handle_stream_end(&mut self, id: SendId, end: StreamEnd, now: Instant) {
+        if let StreamEnd::Transport { error, rows: 0 } = end {
+            return self.handle_transport_error(id, error, now);
+        }
+        self.advance(now);
+        self.dirty = true;
+        let Some(target) = self.sends.remove(&id) else {
+            return;
+        };
+        match target {
+            SendTarget::Token => {}
+            SendTarget::Orphan {
+                group,
+                reservation,
+                store,
+                sent_at,
+            } => {
+                let elapsed = self.now.saturating_duration_since(sent_at);
+                let running = match &end {
+                    StreamEnd::Complete { stats, .. } => running_time(stats.as_ref(), elapsed),
+                    _ => elapsed,
+                };
+                self.settle(group, reservation, store, running);
+            }
+            SendTarget::Call(call_id) => {
+                let Some(mut state) = self.calls.remove(&call_id) else {
+                    return;
+                };
+                state.ticket = None;
+                let elapsed = self
+                    .now
+                    .saturating_duration_since(state.sent_at.unwrap_or(self.now));
+                let (reservation, store) = (state.reservation.take(), state.store.take());
+                match end {
+                    StreamEnd::Complete {
+                        schema,
+                        stats,
+                        rows,
+                    } => {
+                        self.policy.on_success();
+                        let running = running_time(stats.as_ref(), elapsed);
+                        self.settle(state.group, reservation, store, running);
+                        self.record_runtime(running);
+                        let row_cap = self.config.limits.hunting.rows;
+                        let truncated = row_cap.is_some_and(|cap| rows >= cap);
+                        if let Some(e) = self.refuse_truncated(&state.call, truncated) {
+                            return self.fail(call_id, e);
+                        }
+                        self.events.push_back(Event::Completed {
+                            id: call_id,
+                            value: Value::HuntStreamed(HuntSummary {
+                                schema,
+                                rows,
+                                stats,
+                                running_time: running,
+                                truncated,
+                                row_cap,
+                            }),
+                        });
+                    }
+                    StreamEnd::Transport { error, .. } => {
+                        self.settle(state.group, reservation, store, elapsed);
+                        self.fail(
+                            call_id,
+                            Error::Transport {
+                                attempts: state.attempts,
+                                error,
+                            },
+                        );
+                    }
+                    StreamEnd::Decode(e) => {
+                        self.settle(state.group, reservation, store, elapsed);
+                        self.fail(
+                            call_id,
+                            Error::Decode {
+                                what: "hunting",
+                                len: e.offset() as usize,
+                                message: e.to_string(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn record_runtime(&mut self, running: Duration) {
+        if self.recent_runtimes.len() == RECENT_RUNTIMES {
+            self.recent_runtimes.pop_front();
+        }
+        self.recent_runtimes.push_back(running);
+    }
+
+    /// What the driver must do next. Drain until `Wait`.
+    pub fn poll_output(&mut self) -> Output {
+        if self.dirty {
+            self.dirty = false;
+            self.drive();
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Output::Event(e);
+        }
+        if let Some(op) = self.quota_ops.pop_front() {
+            return Output::Quota(op);
+        }
+        if let Some(t) = self.outbox.pop_front() {
+            if let Some(call) = t.call.and_then(|c| self.calls.get_mut(&c)) {
+                call.phase = Phase::InFlight(t.id);
+            }
+            return Output::Transmit(t);
+        }
+        Output::Wait(
+            self.next_timer()
+                .map(|t| t.max(self.now + Duration::from_millis(1))),
+        )
+    }
+
+    /// Usage of every group's quota at `now`.
+    pub fn usage(&self, now: Instant) -> Vec<GroupUsage> {
+        let now = now.max(self.now);
+        self.quotas
+            .iter()
+            .map(|(group, q)| GroupUsage {
+                group: *group,
+                windows: q.usage(now),
+                blocked_until: q.blocked_until().filter(|b| *b > now),
+                runtime: if *group == ApiGroup::Hunting {
+                    self.runtime
+                        .limits()
+                        .iter()
+                        .map(|l| (*l, self.runtime.charged(l, now)))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                runtime_reserved: if *group == ApiGroup::Hunting {
+                    self.runtime.reserved()
+                } else {
+                    Duration::ZERO
+                },
+                active_calls: self.calls.values().filter(|c| c.group == *group).count(),
+            })
+            .collect()
+    }
+
+    /// Calls not yet ended.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Running time charged since the engine started.
+    pub fn running_time_spent(&self) -> Duration {
+        self.runtime.spent_total()
+    }
+
+    fn advance(&mut self, now: Instant) -> Instant {
+        if now > self.now {
+            self.now = now;
+        }
+        self.now
+    }
+
+    fn ran_for(&self, kind: TransportErrorKind, sent_at: Instant) -> Duration {
+        match kind {
+            // Never reached the server: nothing ran.
+            TransportErrorKind::Connect => Duration::ZERO,
+            _ => self.now.saturating_duration_since(sent_at),
+        }
+    }
+
+    /// An admitted call that was not sent gives back its slot and reservation.
+    fn give_back(&mut self, state: CallState) {
+        if let Some(t) = state.ticket {
+            if let Some(q) = self.quotas.get_mut(&state.group) {
+                q.release(t);
+            }
+        }
+        if let Some(r) = state.reservation {
+            self.runtime.cancel(r);
+        }
+        if let Some((ticket, _)) = state.store {
+            self.quota_ops.push_back(QuotaOp::Release {
+                group: state.group,
+                ticket,
+            });
+        }
+    }
+
+    /// A sent call's answer (or its failure) came: its reservation turns into a charge of
+    /// what it ran, locally or in the shared store. A store ticket without a reservation
+    /// needs nothing more: the call stays counted in its windows.
+    fn settle(
+        &mut self,
+        group: ApiGroup,
+        reservation: Option<Reservation>,
+        store: Option<(StoreTicket, bool)>,
+        running: Duration,
+    ) {
+        if let Some(r) = reservation {
+            self.runtime.complete(r, running, self.now);
+        }
+        if let Some((ticket, true)) = store {
+            self.quota_ops.push_back(QuotaOp::Complete {
+                group,
+                ticket,
+                running,
+            });
+        }
+    }
+
+    /// The reservation for the next hunting call: the longest recent running time.
+    fn runtime_estimate(&self) -> Duration {
+        self.recent_runtimes
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(self.config.runtime_estimate)
+    }
+
+    /// With a shared store: the store's answer to an [`QuotaOp::Acquire`].
+    pub fn handle_admission(&mut self, id: AdmitId, answer: Admission, now: Instant) {
+        self.advance(now);
+        self.dirty = true;
+        let call = self
+            .admitting
+            .iter()
+            .find(|(_, (a, _, _))| *a == id)
+            .map(|(g, (_, c, _))| (*g, *c));
+        let Some((group, call_id)) = call else {
+            // Given up on (too late): a slot it admitted goes back. Otherwise unknown or
+            // already answered (a transport bug): nothing to match it with.
+            if let Some(group) = self.abandoned.remove(&id) {
+                if let Admission::Admitted(ticket) = answer {
+                    self.quota_ops.push_back(QuotaOp::Release { group, ticket });
+                }
+            }
+            return;
+        };
+        self.admitting.remove(&group);
+        let waiting = self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| matches!(c.phase, Phase::Admitting(a) if a == id));
+        if !waiting {
+            // The call was cancelled or failed meanwhile.
+            if let Admission::Admitted(ticket) = answer {
+                self.quota_ops.push_back(QuotaOp::Release { group, ticket });
+            }
+            return;
+        }
+        match answer {
+            Admission::Admitted(ticket) => {
+                let reserved = group == ApiGroup::Hunting;
+                let token = self.usable_token().map(|t| t.token.clone());
+                let state = self.calls.get_mut(&call_id).expect("checked above");
+                state.phase = Phase::Queued;
+                match token {
+                    Some(token) => self.dispatch(
+                        call_id,
+                        token.expose(),
+                        None,
+                        None,
+                        Some((ticket, reserved)),
+                    ),
+                    None => {
+                        // The token lapsed while the store decided: give the slot back and
+                        // ask again once a token is there.
+                        self.quota_ops.push_back(QuotaOp::Release { group, ticket });
+                    }
+                }
+            }
+            Admission::Denied {
+                retry_after,
+                reason,
+            } => {
+                let jitter = self.policy.admission_jitter(retry_after);
+                let retry_at = self.now + retry_after.max(Duration::from_millis(1)) + jitter;
+                // Every queued call of the group waits for the same instant.
+                let queued: Vec<CallId> = self
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| c.group == group)
+                    .filter(|(_, c)| matches!(c.phase, Phase::Queued | Phase::Admitting(_)))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in queued {
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.phase = Phase::Queued;
+                        if c.not_before.is_some_and(|t| t >= retry_at) {
+                            continue;
+                        }
+                    }
+                    self.wait_or_fail(id, retry_at, WaitReason::Store(reason.clone()));
+                }
+            }
+            Admission::Unavailable(message) => {
+                self.calls.remove(&call_id);
+                self.fail(call_id, Error::QuotaStore { message });
+            }
+        }
+    }
+
+    /// Ends a call with `error`; for an update that may have been applied, the error
+    /// becomes [`Error::OutcomeUnknown`] carrying it.
+    fn fail(&mut self, id: CallId, error: Error) {
+        let error = match self.unsure.remove(&id) {
+            Some(change) => Error::OutcomeUnknown {
+                change: Box::new(change),
+                cause: Box::new(error),
+            },
+            None => error,
+        };
+        self.events.push_back(Event::Failed { id, error });
+    }
+
+    fn complete(&mut self, id: CallId, value: Value) {
+        self.unsure.remove(&id);
+        self.events.push_back(Event::Completed { id, value });
+    }
+
+    fn warn(&mut self, message: String) {
+        self.events.push_back(Event::Warning { message });
+    }
+
+    fn next_send_id(&mut self) -> SendId {
+        self.next_send += 1;
+        SendId(self.next_send)
+    }
+
+    fn drive(&mut self) {
+        let now = self.now;
+        // A store that has not answered in time counts as unavailable for the call that
+        // asked; its late answer is given back.
+        let late: Vec<(ApiGroup, AdmitId, CallId)> = self
+            .admitting
+            .iter()
+            .filter(|(_, (_, _, by))| *by <= now)
+            .map(|(g, (a, c, _))| (*g, *a, *c))
+            .collect();
+        for (group, admit, call) in late {
+            self.admitting.remove(&group);
+            self.abandoned.insert(admit, group);
+            let waiting = self
+                .calls
+                .get(&call)
+                .is_some_and(|c| matches!(c.phase, Phase::Admitting(a) if a == admit));
+            if waiting {
+                self.calls.remove(&call);
+                let message = format!(
+                    "the store did not answer within {} (store_timeout)",
+                    format_duration(self.config.store_timeout)
+                );
+                self.fail(call, Error::QuotaStore { message });
+            }
+        }
+        // A token provider that has not answered in time failed.
+        if self.token.fetch_deadline.is_some_and(|by| by <= now) {
+            self.token.fetching = false;
+            self.token.fetch_deadline = None;
+            let message = format!(
+                "the token provider did not answer within {} (token_timeout)",
+                format_duration(self.config.token_timeout)
+            );
+            self.token_failed(Error::TokenUnavailable { message }, None);
+        }
+        // Deadlines of calls not yet sent.
+        let expired: Vec<(CallId, Duration)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Queued | Phase::Admitting(_)))
+            .filter_map(|(id, c)| {
+                let d = self.policy.deadline(c.group)?;
+                (now >= c.submitted + d).then_some((*id, d))
+            })
+            .collect();
+        for (id, deadline) in expired {
+            self.calls.remove(&id);
+            self.fail(id, Error::DeadlineExceeded { deadline });
+        }
+
+        let any_queued = self
+            .calls
+            .values()
+            .any(|c| matches!(c.phase, Phase::Queued));
+        if !any_queued {
+            return;
+        }
+        // Tokens: fetch when none is usable, or ahead of expiry while calls are active.
+        let needs_fetch = match &self.token.current {
+            None => true,
+            Some(t) => !t.is_fresh(now),
+        };
+        if needs_fetch && !self.token.fetching && self.token.not_before.is_none_or(|t| t <= now) {
+            self.start_token_fetch();
+        }
+        let Some(token) = self.usable_token().map(|t| t.token.clone()) else {
+            return;
+        };
+
+        let mut blocked: Vec<ApiGroup> = Vec::new();
+        let ids: Vec<CallId> = self.calls.keys().copied().collect();
+        for id in ids {
+            let Some(state) = self.calls.get(&id) else {
+                continue;
+            };
+            if !matches!(state.phase, Phase::Queued) || blocked.contains(&state.group) {
+                continue;
+            }
+            if state.not_before.is_some_and(|t| t > now) {
+                // Backing off after a failure; a server-given time also blocks its group.
+                continue;
+            }
+            let group = state.group;
+            if self.config.quota == QuotaMode::Shared {
+                // One admission at a time per group: the store's answer for one call tells
+                // whether the others may try.
+                if !self.admitting.contains_key(&group) {
+                    self.next_admit += 1;
+                    let admit = AdmitId(self.next_admit);
+                    let timeout = now + self.config.store_timeout;
+                    self.admitting.insert(group, (admit, id, timeout));
+                    self.calls.get_mut(&id).expect("present").phase = Phase::Admitting(admit); // looked up above
+                    let estimate = if group == ApiGroup::Hunting {
+                        self.runtime_estimate()
+                    } else {
+                        Duration::ZERO
+                    };
+                    self.quota_ops.push_back(QuotaOp::Acquire {
+                        id: admit,
+                        group,
+                        estimate,
+                    });
+                }
+                blocked.push(group);
+                continue;
+            }
+            let quota = self
+                .quotas
+                .get_mut(&group)
+                .expect("a quota exists for every group"); // built from ApiGroup::ALL
+            let ticket = match quota.try_acquire(now) {
+                Ok(t) => t,
+                Err(denied) => {
+                    let reason = match denied.limit {
+                        Some(l) => WaitReason::Calls(l),
+                        None => WaitReason::ServerRetryTime,
+                    };
+                    if !self.wait_or_fail(id, denied.retry_at, reason) {
+                        blocked.push(group);
+                    }
+                    continue;
+                }
+            };
+            let mut reservation = None;
+            if group == ApiGroup::Hunting {
+                let estimate = self.runtime_estimate();
+                match self.runtime.try_reserve(now, estimate) {
+                    Ok(r) => reservation = Some(r),
+                    Err(denied) => {
+                        self.quotas.get_mut(&group).expect("exists").release(ticket); // as above
+                        let reason = match denied.limit {
+                            Some(l) => WaitReason::Runtime(l),
+                            None => WaitReason::RuntimeHeld,
+                        };
+                        match denied.retry_at {
+                            Some(t) => {
+                                if !self.wait_or_fail(id, t, reason) {
+                                    blocked.push(group);
+                                }
+                            }
+                            // Held by queries in flight: their answers wake us.
+                            None => blocked.push(group),
+                        }
+                        continue;
+                    }
+                }
+            }
+            self.dispatch(id, token.expose(), Some(ticket), reservation, None);
+        }
+    }
+
+    /// An admitted call: build its request and put it in the outbox (or fail it when the
+    /// request cannot be built, giving back what it was admitted with).
+    fn dispatch(
+        &mut self,
+        id: CallId,
+        token: &str,
+        ticket: Option<Ticket>,
+        reservation: Option<Reservation>,
+        store: Option<(StoreTicket, bool)>,
+    ) {
+        let now = self.now;
+        let Some(state) = self.calls.get(&id) else {
+            return;
+        };
+        let group = state.group;
+        let stream = matches!(state.call, Call::HuntStream(_));
+        let request = match self.build_request(&state.call, state.verify, state.step, token) {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(mut state) = self.calls.remove(&id) {
+                    state.ticket = ticket;
+                    state.reservation = reservation;
+                    state.store = store;
+                    self.give_back(state);
+                }
+                self.fail(id, e);
+                return;
+            }
+        };
+        let send = self.next_send_id();
+        let timeout = self.policy.request_timeout(group);
+        let state = self.calls.get_mut(&id).expect("present"); // looked up above, not removed since
+        state.attempts += 1;
+        state.phase = Phase::Outbox(send);
+        state.ticket = ticket;
+        state.reservation = reservation;
+        state.store = store;
+        state.sent_at = Some(now);
+        state.not_before = None;
+        state.announced_until = None;
+        let attempt = state.attempts;
+        self.sends.insert(send, SendTarget::Call(id));
+        self.outbox.push_back(Transmit {
+            id: send,
+            call: Some(id),
+            group: Some(group),
+            attempt,
+            request,
+            timeout,
+            stream,
+        });
+    }
+
+    /// The call must wait until `retry_at`: within `max_wait` it waits (true is returned
+    /// when it failed instead, so the group is not blocked by it).
+    fn wait_or_fail(&mut self, id: CallId, retry_at: Instant, reason: WaitReason) -> bool {
+        let now = self.now;
+        let max_wait = self.policy.max_wait();
+        let state = self.calls.get_mut(&id).expect("caller holds a live id"); // only called for queued calls
+        let total = retry_at.saturating_duration_since(state.queued_since);
+        if total > max_wait {
+            let group = state.group;
+            self.calls.remove(&id);
+            self.fail(
+                id,
+                Error::QuotaWait {
+                    group,
+                    retry_at,
+                    wait: retry_at.saturating_duration_since(now),
+                    max_wait,
+                    reason,
+                },
+            );
+            return true;
+        }
+        state.not_before = Some(retry_at);
+        if state.announced_until != Some(retry_at) {
+            state.announced_until = Some(retry_at);
+            let group = state.group;
+            self.events.push_back(Event::Waiting {
+                id,
+                group,
+                until: retry_at,
+                reason,
+            });
+        }
+        false
+    }
+
+    fn retry_or_fail(
+        &mut self,
+        id: CallId,
+        mut state: CallState,
+        failure: Failure,
+        server_wait: Option<Duration>,
+        error: impl FnOnce() -> Error,
+    ) {
+        match self.policy.retry(&failure) {
+            Retry::After(backoff) => {
+                let wait = backoff.max(server_wait.unwrap_or_default());
+                let retry_at = self.now + wait;
+                state.phase = Phase::Queued;
+                state.queued_since = self.now;
+                state.not_before = Some(retry_at);
+                let max_wait = self.policy.max_wait();
+                // Every wait the server asks for is held to `max_wait` (a 429's, and a
+                // 5xx's `Retry-After`); the policy's own backoff is not.
+                let server_asked = failure.kind == FailureKind::Throttled || server_wait.is_some();
+                if server_asked && wait > max_wait {
+                    self.fail(id, error());
+                    return;
+                }
+                if let Some(deadline) = self.policy.deadline(state.group) {
+                    if retry_at >= state.submitted + deadline {
+                        self.fail(id, error());
+                        return;
+                    }
+                }
+                if server_asked {
+                    let group = state.group;
+                    state.announced_until = Some(retry_at);
+                    self.events.push_back(Event::Waiting {
+                        id,
+                        group,
+                        until: retry_at,
+                        reason: WaitReason::ServerAsked(wait),
+                    });
+                }
+                self.calls.insert(id, state);
+            }
+            Retry::Stop => self.fail(id, error()),
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        // Anything due at or before `now` was acted on by the last `drive`; offering it
+        // again would spin.
+        let now = self.now;
+        let mut t: Option<Instant> = None;
+        let mut offer = |x: Instant| {
+            if x > now {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        for (_, _, by) in self.admitting.values() {
+            offer(*by);
+        }
+        if let Some(by) = self.token.fetch_deadline {
+            offer(by);
+        }
+        let mut any_queued = false;
+        for c in self.calls.values() {
+            if matches!(c.phase, Phase::Admitting(_)) {
+                if let Some(d) = self.policy.deadline(c.group) {
+                    offer(c.submitted + d);
+                }
+            }
+            if matches!(c.phase, Phase::Queued) {
+                any_queued = true;
+                if let Some(nb) = c.not_before {
+                    offer(nb);
+                }
+                if let Some(d) = self.policy.deadline(c.group) {
+                    offer(c.submitted + d);
+                }
+            }
+        }
+        if any_queued {
+            if let Some(nb) = self.token.not_before {
+                offer(nb);
+            }
+            if let Some(tok) = &self.token.current {
+                if !self.token.fetching {
+                    offer(tok.refresh_at());
+                }
+            }
+            for q in self.quotas.values() {
+                if let Some(b) = q.blocked_until() {
+                    offer(b);
+                }
+            }
+        }
+        t
+    }
+}
