@@ -5,6 +5,7 @@
 
 mod alerts;
 mod output;
+mod records;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -27,7 +28,8 @@ use defender_policy::StandardPolicy;
 use defender_redis::{AcquireRequest, AsyncRedisQuotaStore, OnRedisError, QuotaKey, StoreConfig};
 use futures_util::StreamExt;
 
-use output::{Format, Sink};
+use output::Format;
+use records::{Destination, RecordOutput};
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -40,6 +42,9 @@ Exit codes:
   7  a result was truncated at the row cap and --split none was given
   8  an update (of an incident or an alert) may or may not have been applied (the
      answer was lost and reading it back failed): read it before sending it again
+  9  could not write the output (the file cannot be created, the disk is full)
+
+A reader that stops early (`| head`) ends the command quietly, with exit code 0.
 
 Credentials: --tenant (AZURE_TENANT_ID), --client-id (AZURE_CLIENT_ID), and the secret
 only from AZURE_CLIENT_SECRET or --client-secret-file. With --emulator none are needed.";
@@ -159,9 +164,8 @@ struct HuntArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-    /// Write to this file instead of standard output.
-    #[arg(long, short)]
-    output: Option<PathBuf>,
+    #[command(flatten)]
+    dest: Destination,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,20 +203,21 @@ enum IncidentsCommand {
         /// Every page, not just the first.
         #[arg(long)]
         all: bool,
-        /// Output format.
+        /// Output format: json and ndjson carry each incident as the API sent it.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// Write to this file instead of standard output.
-        #[arg(long, short)]
-        output: Option<PathBuf>,
+        #[command(flatten)]
+        how: RecordOutput,
     },
-    /// Show one incident.
+    /// Show one incident, as the API sent it.
     Get {
         /// The incident id.
         id: String,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+        #[command(flatten)]
+        how: RecordOutput,
     },
     /// Update one incident.
     Update {
@@ -239,6 +244,8 @@ enum IncidentsCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+        #[command(flatten)]
+        how: RecordOutput,
     },
 }
 
@@ -270,7 +277,9 @@ fn parse_classification(s: &str) -> Result<Classification, String> {
     s.parse()
 }
 
-/// A failure, with the exit code it maps to and one or two plain sentences.
+/// A failure, with the exit code it maps to and one or two plain sentences. Code 0 is
+/// the reader of standard output having gone away (a closed pipe): the command stops
+/// quietly.
 #[derive(Debug)]
 struct Failure {
     code: u8,
@@ -288,6 +297,30 @@ impl Failure {
         Failure {
             code: 6,
             message: format!("{what}: {e}."),
+        }
+    }
+    /// Writing the output failed: exit 9, or quietly 0 when the reader closed the pipe.
+    fn write(what: impl std::fmt::Display, e: std::io::Error) -> Failure {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Failure {
+                code: 0,
+                message: String::new(),
+            };
+        }
+        Failure {
+            code: 9,
+            message: format!("{what}: {e}."),
+        }
+    }
+    /// Writing rows or a record failed.
+    fn output(e: std::io::Error) -> Failure {
+        Failure::write("could not write the output", e)
+    }
+    /// A bug: what should not fail did.
+    fn internal(e: &dyn std::fmt::Display) -> Failure {
+        Failure {
+            code: 6,
+            message: format!("internal error: {e}."),
         }
     }
 }
@@ -353,6 +386,7 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code: 0, .. }) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("defender: {}", f.message);
             ExitCode::from(f.code)
@@ -574,22 +608,6 @@ fn read_query(args: &HuntArgs) -> Result<String, Failure> {
     Ok(q)
 }
 
-fn open_sink(output: &Option<PathBuf>, format: Format) -> Result<Sink, Failure> {
-    let w: Box<dyn Write + Send> = match output {
-        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(
-            |e| Failure::usage(format!("could not create {}: {e}", p.display())),
-        )?)),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
-    };
-    Ok(Sink::new(
-        w,
-        format,
-        console::Term::stdout()
-            .size_checked()
-            .map(|(_, w)| w as usize),
-    ))
-}
-
 async fn hunt(client: &Client, ui: &Ui, args: HuntArgs) -> Result<(), Failure> {
     let query = read_query(&args)?;
     let split: Split = args.split.parse().map_err(Failure::usage)?;
@@ -600,8 +618,8 @@ async fn hunt(client: &Client, ui: &Ui, args: HuntArgs) -> Result<(), Failure> {
     let spinner = ui.spinner("running the query");
     // Rows are written as they arrive (a table waits for all of them to size its columns).
     let mut stream = client.hunt_stream_request(HuntRequest { query, timespan });
-    let mut sink = open_sink(&args.output, args.format)?;
-    let write = |e| Failure::io("could not write", e);
+    let mut sink = args.dest.sink(args.format)?;
+    let write = Failure::output;
     let mut columns: Option<Vec<String>> = None;
     let mut failure = None;
     while let Some(item) = stream.next().await {
@@ -689,8 +707,8 @@ async fn hunt_range(
     } else {
         indicatif::ProgressDrawTarget::hidden()
     });
-    let mut sink = open_sink(&args.output, args.format)?;
-    let write = |e| Failure::io("could not write", e);
+    let mut sink = args.dest.sink(args.format)?;
+    let write = Failure::output;
     let mut columns: Option<Vec<String>> = None;
     let mut failure = None;
     while let Some(window) = hunt.next_window().await {
@@ -786,7 +804,7 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
             expand,
             all,
             format,
-            output,
+            how,
         } => {
             let mut f = match filter {
                 Some(raw) => IncidentFilter::raw(raw),
@@ -831,54 +849,13 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
                 skip: None,
                 expand_alerts: expand.is_some(),
             };
-            let columns: Vec<String> = [
-                "incidentId",
-                "incidentName",
-                "status",
-                "severity",
-                "assignedTo",
-                "lastUpdateTime",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let mut sink = open_sink(&output, format)?;
-            sink.header(&columns)
-                .map_err(|e| Failure::io("could not write", e))?;
-            let spinner = ui.spinner("listing incidents");
-            let mut stream = std::pin::pin!(client.incidents().list(query));
-            let mut n = 0usize;
-            let mut failure = None;
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(incident) => {
-                        let row = incident_row(&incident);
-                        sink.row(&columns, &row)
-                            .map_err(|e| Failure::io("could not write", e))?;
-                        n += 1;
-                        spinner.set_message(format!("{n} incidents"));
-                        if !all && n >= top as usize {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            spinner.finish_and_clear();
-            // What was fetched is written before any error is reported.
-            sink.finish()
-                .map_err(|e| Failure::io("could not write", e))?;
-            match failure {
-                Some(e) => Err(e.into()),
-                None => Ok(()),
-            }
+            let limit = (!all).then_some(top as usize);
+            let stream = client.incidents().list(query);
+            records::write_all(ui, stream, limit, format, &how).await
         }
-        IncidentsCommand::Get { id, format } => {
+        IncidentsCommand::Get { id, format, how } => {
             let incident = client.incidents().get(id.as_str()).await?;
-            print_incident(&incident, format)
+            records::write_one(&incident, format, &how)
         }
         IncidentsCommand::Update {
             id,
@@ -889,6 +866,7 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
             tags,
             comment,
             format,
+            how,
         } => {
             let update = IncidentUpdate {
                 status,
@@ -902,51 +880,9 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
                 return Err(Failure::usage("nothing to update: give --status, --assigned-to, --classification, --determination, --tag or --comment"));
             }
             let incident = client.incidents().update(id.as_str(), update).await?;
-            print_incident(&incident, format)
+            records::write_one(&incident, format, &how)
         }
     }
-}
-
-fn incident_row(
-    i: &defender_core::incidents::Incident,
-) -> serde_json::Map<String, serde_json::Value> {
-    let mut m = serde_json::Map::new();
-    let s = |v: &Option<String>| {
-        v.clone()
-            .map(serde_json::Value::String)
-            .unwrap_or(serde_json::Value::Null)
-    };
-    m.insert(
-        "incidentId".into(),
-        i.incident_id.as_ref().map(|x| x.0.clone()).into(),
-    );
-    m.insert("incidentName".into(), s(&i.incident_name));
-    m.insert("status".into(), s(&i.status));
-    m.insert("severity".into(), s(&i.severity));
-    m.insert("assignedTo".into(), s(&i.assigned_to));
-    m.insert("lastUpdateTime".into(), s(&i.last_update_time));
-    m
-}
-
-fn print_incident(
-    incident: &defender_core::incidents::Incident,
-    format: Format,
-) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    // The same names on every surface, whatever the service called them.
-    let value = serde_json::to_value(incident.clone().canonical()).map_err(|e| Failure {
-        code: 6,
-        message: e.to_string(),
-    })?;
-    let text = match format {
-        Format::Json | Format::Table => serde_json::to_string_pretty(&value),
-        Format::Ndjson | Format::Csv => serde_json::to_string(&value),
-    }
-    .map_err(|e| Failure {
-        code: 6,
-        message: e.to_string(),
-    })?;
-    writeln!(out, "{text}").map_err(|e| Failure::io("could not write", e))
 }
 
 async fn show_limits(
@@ -991,7 +927,7 @@ async fn show_limits(
         lines.extend(shared_usage(client, config, &tenant, &app).await?);
     }
     for l in lines {
-        writeln!(out, "{l}").map_err(|e| Failure::io("could not write", e))?;
+        writeln!(out, "{l}").map_err(Failure::output)?;
     }
     Ok(())
 }
