@@ -4,10 +4,11 @@
 #![forbid(unsafe_code)]
 
 mod alerts;
+mod limits;
 mod output;
 mod records;
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -25,7 +26,7 @@ use defender_core::timefmt::{format_rfc3339, parse_rfc3339};
 use defender_core::{Cloud, Error, Surface};
 use defender_emulator::{EmulatorArgs, EmulatorHandle};
 use defender_policy::StandardPolicy;
-use defender_redis::{AcquireRequest, AsyncRedisQuotaStore, OnRedisError, QuotaKey, StoreConfig};
+use defender_redis::{AsyncRedisQuotaStore, OnRedisError, StoreConfig};
 use futures_util::StreamExt;
 
 use output::Format;
@@ -133,9 +134,10 @@ enum Command {
     /// List, get and update alerts.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
-    /// Show the effective limits (and, with --emulator, this process's quota usage; with
-    /// --quota-store, the usage shared by every process of the app).
-    Limits,
+    /// Show the effective limits, without credentials (and, with --emulator, this
+    /// process's quota usage; with --quota-store, the usage shared by every process of the
+    /// app).
+    Limits(limits::LimitsArgs),
     /// Run the emulator as a server until Ctrl-C.
     Emulator(EmulatorArgs),
 }
@@ -540,15 +542,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         builder = builder.redis_quota(c.clone());
     }
+    if let (Command::Limits(args), None) = (&cli.command, &emulator) {
+        // The limits are known without credentials, and so is the shared usage.
+        return limits::show(args, cli.api, &limits, None, store.zip(scope)).await;
+    }
     let client = builder.build()?;
     let waits = spawn_wait_reporter(&client, &ui);
     let result = match cli.command {
         Command::Hunt(args) => hunt(&client, &ui, args).await,
         Command::Incidents(cmd) => incidents(&client, &ui, cmd).await,
         Command::Alerts(cmd) => alerts::alerts(&client, &ui, cmd).await,
-        Command::Limits => {
+        Command::Limits(args) => {
             let shared = store.zip(scope);
-            show_limits(&client, emulator.is_some(), shared).await
+            limits::show(&args, cli.api, &limits, Some(&client), shared).await
         }
         Command::Emulator(_) => unreachable!("handled above"),
     };
@@ -883,122 +889,6 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
             records::write_one(&incident, format, &how)
         }
     }
-}
-
-async fn show_limits(
-    client: &Client,
-    with_usage: bool,
-    shared: Option<(StoreConfig, (String, String))>,
-) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    let limits = client.limits();
-    let mut lines = vec![format!("API: {}", client.surface())];
-    for group in defender_core::ApiGroup::ALL {
-        let g = limits.group(group);
-        let calls: Vec<String> = g.calls.iter().map(|c| c.to_string()).collect();
-        lines.push(format!(
-            "{group}: calls {}",
-            if calls.is_empty() {
-                "unlimited".into()
-            } else {
-                calls.join(", ")
-            }
-        ));
-        if !g.runtime.is_empty() {
-            let rt: Vec<String> = g.runtime.iter().map(|r| r.to_string()).collect();
-            lines.push(format!("{group}: {}", rt.join(", ")));
-        }
-        if let Some(rows) = g.rows {
-            lines.push(format!("{group}: at most {rows} rows per result"));
-        }
-        if let Some(l) = g.lookback {
-            lines.push(format!("{group}: data of the last {}", format_duration(l)));
-        }
-    }
-    lines.push(format!("spec: {}", limits.to_spec()));
-    if with_usage {
-        for usage in client.quota().await? {
-            for w in &usage.windows {
-                lines.push(format!("usage {}: {} of {}", usage.group, w.used, w.limit));
-            }
-        }
-    }
-    if let Some((config, (tenant, app))) = shared {
-        lines.extend(shared_usage(client, config, &tenant, &app).await?);
-    }
-    for l in lines {
-        writeln!(out, "{l}").map_err(Failure::output)?;
-    }
-    Ok(())
-}
-
-/// The usage every process of the app shares, read from the quota store.
-async fn shared_usage(
-    client: &Client,
-    config: StoreConfig,
-    tenant: &str,
-    app: &str,
-) -> Result<Vec<String>, Failure> {
-    let url = config.redacted_url();
-    let store_failure = |e: defender_redis::StoreError| Failure {
-        code: 6,
-        message: format!("{e}."),
-    };
-    let store = AsyncRedisQuotaStore::open(config).map_err(store_failure)?;
-    let mut lines = vec![format!("shared quota: {url} (tenant {tenant}, app {app})")];
-    // The clients here keep the default margin.
-    let margin = defender_core::engine::DEFAULT_MARGIN;
-    for group in defender_core::ApiGroup::ALL {
-        let limits = client.limits().group(group);
-        let key = QuotaKey::new(tenant, app, group);
-        let u = store
-            .usage(&key, &AcquireRequest::group(limits, margin))
-            .await
-            .map_err(store_failure)?;
-        if u.local {
-            lines.push(format!(
-                "shared {group}: the store is unreachable; this process's own count follows"
-            ));
-        }
-        for w in &u.calls {
-            let next = if w.next_free_in.is_zero() {
-                "a slot is free now".to_owned()
-            } else {
-                format!("next free slot in {}", format_duration(w.next_free_in))
-            };
-            lines.push(format!(
-                "shared {group}: {} of {} ({next})",
-                w.used, w.limit
-            ));
-        }
-        for r in &u.runtime {
-            lines.push(format!(
-                "shared {group}: {} of running time charged in {}",
-                format_duration(r.charged),
-                r.limit
-            ));
-        }
-        if u.in_flight > 0 {
-            lines.push(format!(
-                "shared {group}: {} queries in flight hold {}",
-                u.in_flight,
-                format_duration(u.reserved)
-            ));
-        }
-        if !u.blocked_for.is_zero() {
-            lines.push(format!(
-                "shared {group}: the server asked to wait {} more",
-                format_duration(u.blocked_for)
-            ));
-        }
-        if !u.runtime_blocked_for.is_zero() {
-            lines.push(format!(
-                "shared {group}: running-time budget spent for {} more",
-                format_duration(u.runtime_blocked_for)
-            ));
-        }
-    }
-    Ok(lines)
 }
 
 #[cfg(test)]

@@ -259,6 +259,47 @@ fn limits_command() {
     assert!(text.contains("usage incidents"), "{text}");
 }
 
+/// `defender limits` needs no credentials (no tenant, no secret, no --emulator): it prints
+/// the preset, as text or as JSON.
+#[test]
+fn limits_need_no_credentials() {
+    let text = defender(&["limits"]);
+    assert_eq!(code(&text), 0, "{}", stderr(&text));
+    assert!(
+        stdout(&text).contains("hunting: calls 45 calls per 1m"),
+        "{}",
+        stdout(&text)
+    );
+    let json = defender(&[
+        "--api",
+        "graph",
+        "--limits",
+        "graph,incidents.calls=7/1m",
+        "limits",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code(&json), 0, "{}", stderr(&json));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("one document");
+    assert_eq!(doc["api"], "graph");
+    assert_eq!(
+        doc["groups"]["incidents"]["calls"][0],
+        serde_json::json!({"max": 7, "per": "1m"})
+    );
+    assert_eq!(doc["groups"]["hunting"]["rows"], 100_000);
+    assert!(doc["spec"]
+        .as_str()
+        .unwrap()
+        .contains("incidents.calls=7/1m"));
+    assert!(
+        doc.get("usage").is_none(),
+        "no usage without a client: {doc}"
+    );
+    let usage = defender(&["--emulator", "limits", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&usage)).expect("one document");
+    assert_eq!(doc["usage"]["incidents"][0]["used"], 0, "{doc}");
+}
+
 #[test]
 fn exit_codes() {
     // 2: usage.
