@@ -11,11 +11,7 @@ use defender_core::incidents::Classification;
 
 use crate::output::Format;
 use crate::records::{self, RecordOutput};
-use crate::{parse_classification, parse_since, Failure, Ui};
-
-fn parse_alert_status(s: &str) -> Result<AlertStatus, String> {
-    s.parse()
-}
+use crate::{parse_since, values, Failure, Ui};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AlertsCommand {
@@ -24,8 +20,8 @@ pub(crate) enum AlertsCommand {
         /// A raw OData $filter, `and`-ed with the options below.
         #[arg(long)]
         filter: Option<String>,
-        /// Only alerts with this status (New, InProgress, Resolved).
-        #[arg(long, value_parser = parse_alert_status)]
+        /// Only alerts with this status.
+        #[arg(long, ignore_case = true, value_parser = values::alert_status())]
         status: Option<AlertStatus>,
         /// Only alerts of this severity (informational, low, medium, high).
         #[arg(long)]
@@ -37,7 +33,7 @@ pub(crate) enum AlertsCommand {
         #[arg(long, value_parser = parse_since)]
         updated_since: Option<SystemTime>,
         /// Only alerts with this classification (Graph only).
-        #[arg(long, value_parser = parse_classification)]
+        #[arg(long, ignore_case = true, value_parser = values::classification())]
         classification: Option<Classification>,
         /// Only alerts of this incident (Defender only).
         #[arg(long)]
@@ -75,14 +71,14 @@ pub(crate) enum AlertsCommand {
     Update {
         /// The alert id.
         id: String,
-        /// New status (New, InProgress, Resolved).
-        #[arg(long, value_parser = parse_alert_status)]
+        /// New status.
+        #[arg(long, ignore_case = true, value_parser = values::alert_status())]
         status: Option<AlertStatus>,
         /// New assignee.
         #[arg(long)]
         assigned_to: Option<String>,
-        /// New classification (TruePositive, InformationalExpectedActivity, FalsePositive).
-        #[arg(long, value_parser = parse_classification)]
+        /// New classification.
+        #[arg(long, ignore_case = true, value_parser = values::classification())]
         classification: Option<Classification>,
         /// New determination.
         #[arg(long)]

@@ -7,6 +7,7 @@ mod alerts;
 mod limits;
 mod output;
 mod records;
+mod values;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -55,10 +56,10 @@ only from AZURE_CLIENT_SECRET or --client-secret-file. With --emulator none are 
 #[command(name = "defender", version, after_help = AFTER_HELP)]
 struct Cli {
     /// Which API: Defender XDR, Defender for Endpoint or Microsoft Graph.
-    #[arg(long, global = true, default_value = "xdr", value_parser = parse_surface)]
+    #[arg(long, global = true, default_value = "xdr", ignore_case = true, value_parser = values::api())]
     api: Surface,
     /// The cloud.
-    #[arg(long, global = true, default_value = "global", value_parser = parse_cloud)]
+    #[arg(long, global = true, default_value = "global", ignore_case = true, value_parser = values::cloud())]
     cloud: Cloud,
     /// The tenant id or domain.
     #[arg(long, global = true, env = "AZURE_TENANT_ID")]
@@ -161,8 +162,8 @@ struct HuntArgs {
     to: Option<SystemTime>,
     /// With a range: split it to get past the row cap (auto bisects windows at the cap;
     /// a duration such as 1d sets the first windows; none sends one query).
-    #[arg(long, default_value = "auto")]
-    split: String,
+    #[arg(long, default_value = "auto", value_name = "auto|none|DURATION", value_parser = values::SplitParser)]
+    split: Split,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -178,7 +179,7 @@ enum IncidentsCommand {
         #[arg(long, conflicts_with_all = ["status", "assigned_to", "updated_since"])]
         filter: Option<String>,
         /// Only incidents with this status.
-        #[arg(long, value_parser = parse_status)]
+        #[arg(long, ignore_case = true, value_parser = values::incident_status())]
         status: Option<IncidentStatus>,
         /// Only incidents assigned to this user.
         #[arg(long)]
@@ -190,7 +191,7 @@ enum IncidentsCommand {
         #[arg(long)]
         severity: Option<String>,
         /// Only incidents with this classification (Graph only).
-        #[arg(long, value_parser = parse_classification)]
+        #[arg(long, ignore_case = true, value_parser = values::classification())]
         classification: Option<Classification>,
         /// Only incidents with this determination (Graph only).
         #[arg(long)]
@@ -225,14 +226,14 @@ enum IncidentsCommand {
     Update {
         /// The incident id.
         id: String,
-        /// New status (Active, Resolved, InProgress, Redirected).
-        #[arg(long, value_parser = parse_status)]
+        /// New status.
+        #[arg(long, ignore_case = true, value_parser = values::incident_status())]
         status: Option<IncidentStatus>,
         /// New assignee.
         #[arg(long)]
         assigned_to: Option<String>,
-        /// New classification (TruePositive, InformationalExpectedActivity, FalsePositive).
-        #[arg(long, value_parser = parse_classification)]
+        /// New classification.
+        #[arg(long, ignore_case = true, value_parser = values::classification())]
         classification: Option<Classification>,
         /// New determination.
         #[arg(long)]
@@ -251,12 +252,6 @@ enum IncidentsCommand {
     },
 }
 
-fn parse_surface(s: &str) -> Result<Surface, String> {
-    s.parse()
-}
-fn parse_cloud(s: &str) -> Result<Cloud, String> {
-    s.parse()
-}
 fn parse_limits(s: &str) -> Result<Limits, String> {
     Limits::parse(s).map_err(|e| e.to_string())
 }
@@ -271,12 +266,6 @@ fn parse_since(s: &str) -> Result<SystemTime, String> {
         return Ok(SystemTime::now() - d);
     }
     parse_time(s)
-}
-fn parse_status(s: &str) -> Result<IncidentStatus, String> {
-    s.parse()
-}
-fn parse_classification(s: &str) -> Result<Classification, String> {
-    s.parse()
 }
 
 /// A failure, with the exit code it maps to and one or two plain sentences. Code 0 is
@@ -616,7 +605,7 @@ fn read_query(args: &HuntArgs) -> Result<String, Failure> {
 
 async fn hunt(client: &Client, ui: &Ui, args: HuntArgs) -> Result<(), Failure> {
     let query = read_query(&args)?;
-    let split: Split = args.split.parse().map_err(Failure::usage)?;
+    let split = args.split;
     if let (Some((from, to)), false) = (time_range(&args)?, split == Split::None) {
         return hunt_range(client, ui, &args, &query, from, to, split).await;
     }

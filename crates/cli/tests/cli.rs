@@ -300,6 +300,89 @@ fn limits_need_no_credentials() {
     assert_eq!(doc["usage"]["incidents"][0]["used"], 0, "{doc}");
 }
 
+/// Help lists the values each enumeration takes; the spellings of before still parse.
+#[test]
+fn help_lists_the_accepted_values() {
+    let help = stdout(&defender(&["--help"]));
+    for v in ["xdr", "mde", "graph", "global", "gcc", "gcc-high", "dod"] {
+        assert!(help.contains(&format!("- {v}:")), "{v} in {help}");
+    }
+    let list = stdout(&defender(&["incidents", "list", "--help"]));
+    for v in [
+        "Active",
+        "Resolved",
+        "InProgress",
+        "Redirected",
+        "TruePositive",
+        "FalsePositive",
+    ] {
+        assert!(list.contains(&format!("- {v}")), "{v} in {list}");
+    }
+    let alerts = stdout(&defender(&["alerts", "update", "--help"]));
+    assert!(
+        alerts.contains("[possible values: New, InProgress, Resolved]"),
+        "{alerts}"
+    );
+    let hunt = stdout(&defender(&["hunt", "--help"]));
+    assert!(
+        hunt.contains("- auto:") && hunt.contains("- none:"),
+        "{hunt}"
+    );
+    let bad = defender(&["--emulator", "incidents", "list", "--status", "Closed"]);
+    assert_eq!(code(&bad), 2);
+    assert!(
+        stderr(&bad).contains("[possible values: Active, Resolved, InProgress, Redirected]"),
+        "{}",
+        stderr(&bad)
+    );
+    // Any case, the core's aliases, and a duration for --split.
+    let ok = defender(&[
+        "--emulator",
+        "--api",
+        "XDR",
+        "--cloud",
+        "public",
+        "incidents",
+        "list",
+        "--status",
+        "inprogress",
+        "--top",
+        "3",
+        "--format",
+        "ndjson",
+    ]);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    assert!(
+        stdout(&ok)
+            .lines()
+            .all(|l| l.contains("\"status\":\"InProgress\"")),
+        "{}",
+        stdout(&ok)
+    );
+    let split = defender(&[
+        "--emulator",
+        "hunt",
+        "AlertInfo | take 2",
+        "--timespan",
+        "2d",
+        "--split",
+        "1d",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(code(&split), 0, "{}", stderr(&split));
+    let bad_split = defender(&[
+        "--emulator",
+        "hunt",
+        "AlertInfo",
+        "--timespan",
+        "2d",
+        "--split",
+        "sometimes",
+    ]);
+    assert_eq!(code(&bad_split), 2);
+}
+
 #[test]
 fn exit_codes() {
     // 2: usage.
