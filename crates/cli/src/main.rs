@@ -5,6 +5,7 @@
 
 mod alerts;
 mod limits;
+mod log;
 mod output;
 mod records;
 mod values;
@@ -112,9 +113,13 @@ struct Cli {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     quota_store_fallback_share: Option<u32>,
-    /// More detail on standard error.
+    /// More detail on standard error: -v logs every HTTP call (429s and token requests
+    /// included), -vv debug events, -vvv trace events. RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// How log lines on standard error are written.
+    #[arg(long, global = true, value_enum, default_value_t = log::LogFormat::Text)]
+    log_format: log::LogFormat,
     /// Only errors on standard error.
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -364,6 +369,7 @@ impl From<BuildError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    log::init(cli.verbose, cli.quiet, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -388,7 +394,6 @@ fn main() -> ExitCode {
 /// Progress display: only on a terminal, never on standard output.
 struct Ui {
     enabled: bool,
-    quiet: bool,
 }
 
 impl Ui {
@@ -404,16 +409,14 @@ impl Ui {
     }
 
     fn warn(&self, msg: &str) {
-        if !self.quiet {
-            eprintln!("defender: {msg}");
-        }
+        // -q filters warnings out of the log.
+        tracing::warn!("{msg}");
     }
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let ui = Ui {
         enabled: !cli.no_progress && !cli.quiet && std::io::stderr().is_terminal(),
-        quiet: cli.quiet,
     };
     if let Command::Emulator(args) = &cli.command {
         let builder = args.clone().into_builder();
@@ -456,9 +459,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             .client_secret(defender_emulator::DEFAULT_SECRET)
             .base_url(emu.base_url())
             .login_url(emu.base_url());
-        if cli.verbose > 0 {
-            eprintln!("defender: emulator at {}", emu.base_url());
-        }
+        tracing::debug!(url = %emu.base_url(), "an emulator runs in this process");
         scope = Some((
             defender_emulator::DEFAULT_TENANT.to_owned(),
             defender_emulator::DEFAULT_CLIENT_ID.to_owned(),
@@ -536,7 +537,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         return limits::show(args, cli.api, &limits, None, store.zip(scope)).await;
     }
     let client = builder.build()?;
-    let waits = spawn_wait_reporter(&client, &ui);
+    let waits = spawn_wait_reporter(&client);
     let result = match cli.command {
         Command::Hunt(args) => hunt(&client, &ui, args).await,
         Command::Incidents(cmd) => incidents(&client, &ui, cmd).await,
@@ -554,22 +555,33 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     result
 }
 
-/// Turns the client's waits into a line on standard error (a spinner on a terminal).
-fn spawn_wait_reporter(client: &Client, ui: &Ui) -> tokio::task::JoinHandle<()> {
+/// Logs the client's waits of a second or more, with their reason and until when, on a
+/// terminal or not: a job that waits for quota says so instead of looking hung.
+fn spawn_wait_reporter(client: &Client) -> tokio::task::JoinHandle<()> {
+    use tokio::sync::broadcast::error::RecvError;
     let mut rx = client.progress();
-    let show = ui.enabled;
     tokio::spawn(async move {
-        while let Ok(Progress::Waiting {
-            group,
-            wait,
-            reason,
-        }) = rx.recv().await
-        {
-            if show && wait >= Duration::from_secs(1) {
-                eprintln!(
-                    "waiting {} for the {group} quota: {reason}",
-                    format_duration(Duration::from_secs(wait.as_secs()))
-                );
+        loop {
+            match rx.recv().await {
+                Ok(Progress::Waiting {
+                    group,
+                    wait,
+                    reason,
+                }) if wait >= Duration::from_secs(1) => {
+                    let until = format_rfc3339(SystemTime::now() + wait);
+                    let span = format_duration(Duration::from_secs(wait.as_secs()));
+                    tracing::info!(
+                        %group,
+                        wait_secs = wait.as_secs(),
+                        %until,
+                        %reason,
+                        "waiting {span} for the {group} quota"
+                    );
+                }
+                // Shorter waits, and progress this version does not know, are not logged.
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => break,
             }
         }
     })

@@ -383,6 +383,56 @@ fn help_lists_the_accepted_values() {
     assert_eq!(code(&bad_split), 2);
 }
 
+/// Piped (no terminal), a wait for quota is logged with its reason and until when, as text
+/// or as JSON; -q keeps it quiet, and -v logs each HTTP call with its status.
+#[test]
+fn quota_waits_are_logged_when_piped() {
+    // Three pages at two calls per 3 s: the third waits.
+    let list = |extra: &[&str]| {
+        let mut a = vec!["--emulator", "--limits", "xdr,incidents.calls=2/3s"];
+        a.extend_from_slice(extra);
+        a.extend([
+            "incidents",
+            "list",
+            "--all",
+            "--top",
+            "100",
+            "--format",
+            "csv",
+        ]);
+        let out = defender(&a);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(stdout(&out).lines().count(), 1 + 300);
+        stderr(&out)
+    };
+    let text = list(&[]);
+    let line = text
+        .lines()
+        .find(|l| l.contains("waiting") && l.contains("incidents quota"))
+        .unwrap_or_else(|| panic!("a wait in {text}"));
+    assert!(line.contains("until=20"), "until when: {line}");
+    assert!(line.contains("reason=2 calls per 3s"), "why: {line}");
+
+    let json = list(&["--log-format", "json"]);
+    let event: serde_json::Value = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON lines"))
+        .find(|e| e["fields"]["group"] == "incidents")
+        .unwrap_or_else(|| panic!("a wait in {json}"));
+    assert_eq!(event["level"], "INFO");
+    assert_eq!(event["fields"]["reason"], "2 calls per 3s");
+    assert!(event["fields"]["until"].as_str().unwrap().ends_with('Z'));
+    assert!(event["fields"]["wait_secs"].as_u64().unwrap() >= 1);
+
+    assert_eq!(list(&["-q"]), "", "-q logs errors only");
+    let calls = list(&["-v"]);
+    assert!(
+        calls.contains("group=\"token\"") && calls.contains("status=200"),
+        "{calls}"
+    );
+    assert!(!calls.contains("emulator-secret"), "no secret in the log");
+}
+
 #[test]
 fn exit_codes() {
     // 2: usage.
