@@ -146,6 +146,12 @@ enum Command {
     Limits(limits::LimitsArgs),
     /// Run the emulator as a server until Ctrl-C.
     Emulator(EmulatorArgs),
+    /// Print a completion script for a shell, e.g. `defender completions bash >
+    /// /etc/bash_completion.d/defender`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -418,6 +424,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let ui = Ui {
         enabled: !cli.no_progress && !cli.quiet && std::io::stderr().is_terminal(),
     };
+    if let Command::Completions { shell } = cli.command {
+        return completions(shell);
+    }
     if let Command::Emulator(args) = &cli.command {
         let builder = args.clone().into_builder();
         return defender_emulator::serve_until_ctrl_c(builder)
@@ -546,13 +555,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let shared = store.zip(scope);
             limits::show(&args, cli.api, &limits, Some(&client), shared).await
         }
-        Command::Emulator(_) => unreachable!("handled above"),
+        Command::Emulator(_) | Command::Completions { .. } => unreachable!("handled above"),
     };
     waits.abort();
     if let Some(emu) = emulator {
         emu.shutdown().await;
     }
     result
+}
+
+/// Writes the completion script for `shell` (built in memory first: clap_complete panics
+/// on a write error, and a closed pipe must end quietly).
+fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "defender", &mut script);
+    let mut out = std::io::stdout().lock();
+    out.write_all(&script)
+        .and_then(|()| out.flush())
+        .map_err(Failure::output)
 }
 
 /// Logs the client's waits of a second or more, with their reason and until when, on a

@@ -433,6 +433,27 @@ fn quota_waits_are_logged_when_piped() {
     assert!(!calls.contains("emulator-secret"), "no secret in the log");
 }
 
+/// `defender completions SHELL` prints a script for each shell, naming the subcommands,
+/// the options and the values of the enumerations; without credentials.
+#[test]
+fn completions_generate_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = defender(&["completions", shell]);
+        assert_eq!(code(&out), 0, "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        for word in ["incidents", "csv-raw"] {
+            assert!(script.contains(word), "{shell}: {word} in {script}");
+        }
+        // clap_complete's PowerShell and Elvish scripts complete no values.
+        if ["bash", "zsh", "fish"].contains(&shell) {
+            for word in ["gcc-high", "InProgress"] {
+                assert!(script.contains(word), "{shell}: {word} in {script}");
+            }
+        }
+    }
+    assert_eq!(code(&defender(&["completions", "tcsh"])), 2);
+}
+
 #[test]
 fn exit_codes() {
     // 2: usage.
