@@ -4,9 +4,13 @@
 #![forbid(unsafe_code)]
 
 mod alerts;
+mod limits;
+mod log;
 mod output;
+mod records;
+mod values;
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -24,10 +28,11 @@ use defender_core::timefmt::{format_rfc3339, parse_rfc3339};
 use defender_core::{Cloud, Error, Surface};
 use defender_emulator::{EmulatorArgs, EmulatorHandle};
 use defender_policy::StandardPolicy;
-use defender_redis::{AcquireRequest, AsyncRedisQuotaStore, OnRedisError, QuotaKey, StoreConfig};
+use defender_redis::{AsyncRedisQuotaStore, OnRedisError, StoreConfig};
 use futures_util::StreamExt;
 
-use output::{Format, Sink};
+use output::Format;
+use records::{Destination, RecordOutput};
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -40,6 +45,9 @@ Exit codes:
   7  a result was truncated at the row cap and --split none was given
   8  an update (of an incident or an alert) may or may not have been applied (the
      answer was lost and reading it back failed): read it before sending it again
+  9  could not write the output (the file cannot be created, the disk is full)
+
+A reader that stops early (`| head`) ends the command quietly, with exit code 0.
 
 Credentials: --tenant (AZURE_TENANT_ID), --client-id (AZURE_CLIENT_ID), and the secret
 only from AZURE_CLIENT_SECRET or --client-secret-file. With --emulator none are needed.";
@@ -49,10 +57,10 @@ only from AZURE_CLIENT_SECRET or --client-secret-file. With --emulator none are 
 #[command(name = "defender", version, after_help = AFTER_HELP)]
 struct Cli {
     /// Which API: Defender XDR, Defender for Endpoint or Microsoft Graph.
-    #[arg(long, global = true, default_value = "xdr", value_parser = parse_surface)]
+    #[arg(long, global = true, default_value = "xdr", ignore_case = true, value_parser = values::api())]
     api: Surface,
     /// The cloud.
-    #[arg(long, global = true, default_value = "global", value_parser = parse_cloud)]
+    #[arg(long, global = true, default_value = "global", ignore_case = true, value_parser = values::cloud())]
     cloud: Cloud,
     /// The tenant id or domain.
     #[arg(long, global = true, env = "AZURE_TENANT_ID")]
@@ -105,9 +113,13 @@ struct Cli {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     quota_store_fallback_share: Option<u32>,
-    /// More detail on standard error.
+    /// More detail on standard error: -v logs every HTTP call (429s and token requests
+    /// included), -vv debug events, -vvv trace events. RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// How log lines on standard error are written.
+    #[arg(long, global = true, value_enum, default_value_t = log::LogFormat::Text)]
+    log_format: log::LogFormat,
     /// Only errors on standard error.
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -128,11 +140,18 @@ enum Command {
     /// List, get and update alerts.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
-    /// Show the effective limits (and, with --emulator, this process's quota usage; with
-    /// --quota-store, the usage shared by every process of the app).
-    Limits,
+    /// Show the effective limits, without credentials (and, with --emulator, this
+    /// process's quota usage; with --quota-store, the usage shared by every process of the
+    /// app).
+    Limits(limits::LimitsArgs),
     /// Run the emulator as a server until Ctrl-C.
     Emulator(EmulatorArgs),
+    /// Print a completion script for a shell, e.g. `defender completions bash >
+    /// /etc/bash_completion.d/defender`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -154,14 +173,13 @@ struct HuntArgs {
     to: Option<SystemTime>,
     /// With a range: split it to get past the row cap (auto bisects windows at the cap;
     /// a duration such as 1d sets the first windows; none sends one query).
-    #[arg(long, default_value = "auto")]
-    split: String,
+    #[arg(long, default_value = "auto", value_name = "auto|none|DURATION", value_parser = values::SplitParser)]
+    split: Split,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-    /// Write to this file instead of standard output.
-    #[arg(long, short)]
-    output: Option<PathBuf>,
+    #[command(flatten)]
+    dest: Destination,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,7 +190,7 @@ enum IncidentsCommand {
         #[arg(long, conflicts_with_all = ["status", "assigned_to", "updated_since"])]
         filter: Option<String>,
         /// Only incidents with this status.
-        #[arg(long, value_parser = parse_status)]
+        #[arg(long, ignore_case = true, value_parser = values::incident_status())]
         status: Option<IncidentStatus>,
         /// Only incidents assigned to this user.
         #[arg(long)]
@@ -184,7 +202,7 @@ enum IncidentsCommand {
         #[arg(long)]
         severity: Option<String>,
         /// Only incidents with this classification (Graph only).
-        #[arg(long, value_parser = parse_classification)]
+        #[arg(long, ignore_case = true, value_parser = values::classification())]
         classification: Option<Classification>,
         /// Only incidents with this determination (Graph only).
         #[arg(long)]
@@ -199,33 +217,34 @@ enum IncidentsCommand {
         /// Every page, not just the first.
         #[arg(long)]
         all: bool,
-        /// Output format.
+        /// Output format: json and ndjson carry each incident as the API sent it.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// Write to this file instead of standard output.
-        #[arg(long, short)]
-        output: Option<PathBuf>,
+        #[command(flatten)]
+        how: RecordOutput,
     },
-    /// Show one incident.
+    /// Show one incident, as the API sent it.
     Get {
         /// The incident id.
         id: String,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+        #[command(flatten)]
+        how: RecordOutput,
     },
     /// Update one incident.
     Update {
         /// The incident id.
         id: String,
-        /// New status (Active, Resolved, InProgress, Redirected).
-        #[arg(long, value_parser = parse_status)]
+        /// New status.
+        #[arg(long, ignore_case = true, value_parser = values::incident_status())]
         status: Option<IncidentStatus>,
         /// New assignee.
         #[arg(long)]
         assigned_to: Option<String>,
-        /// New classification (TruePositive, InformationalExpectedActivity, FalsePositive).
-        #[arg(long, value_parser = parse_classification)]
+        /// New classification.
+        #[arg(long, ignore_case = true, value_parser = values::classification())]
         classification: Option<Classification>,
         /// New determination.
         #[arg(long)]
@@ -239,15 +258,11 @@ enum IncidentsCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+        #[command(flatten)]
+        how: RecordOutput,
     },
 }
 
-fn parse_surface(s: &str) -> Result<Surface, String> {
-    s.parse()
-}
-fn parse_cloud(s: &str) -> Result<Cloud, String> {
-    s.parse()
-}
 fn parse_limits(s: &str) -> Result<Limits, String> {
     Limits::parse(s).map_err(|e| e.to_string())
 }
@@ -263,14 +278,10 @@ fn parse_since(s: &str) -> Result<SystemTime, String> {
     }
     parse_time(s)
 }
-fn parse_status(s: &str) -> Result<IncidentStatus, String> {
-    s.parse()
-}
-fn parse_classification(s: &str) -> Result<Classification, String> {
-    s.parse()
-}
 
-/// A failure, with the exit code it maps to and one or two plain sentences.
+/// A failure, with the exit code it maps to and one or two plain sentences. Code 0 is
+/// the reader of standard output having gone away (a closed pipe): the command stops
+/// quietly.
 #[derive(Debug)]
 struct Failure {
     code: u8,
@@ -288,6 +299,30 @@ impl Failure {
         Failure {
             code: 6,
             message: format!("{what}: {e}."),
+        }
+    }
+    /// Writing the output failed: exit 9, or quietly 0 when the reader closed the pipe.
+    fn write(what: impl std::fmt::Display, e: std::io::Error) -> Failure {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Failure {
+                code: 0,
+                message: String::new(),
+            };
+        }
+        Failure {
+            code: 9,
+            message: format!("{what}: {e}."),
+        }
+    }
+    /// Writing rows or a record failed.
+    fn output(e: std::io::Error) -> Failure {
+        Failure::write("could not write the output", e)
+    }
+    /// A bug: what should not fail did.
+    fn internal(e: &dyn std::fmt::Display) -> Failure {
+        Failure {
+            code: 6,
+            message: format!("internal error: {e}."),
         }
     }
 }
@@ -340,6 +375,7 @@ impl From<BuildError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    log::init(cli.verbose, cli.quiet, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -353,6 +389,7 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code: 0, .. }) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("defender: {}", f.message);
             ExitCode::from(f.code)
@@ -363,7 +400,6 @@ fn main() -> ExitCode {
 /// Progress display: only on a terminal, never on standard output.
 struct Ui {
     enabled: bool,
-    quiet: bool,
 }
 
 impl Ui {
@@ -379,17 +415,18 @@ impl Ui {
     }
 
     fn warn(&self, msg: &str) {
-        if !self.quiet {
-            eprintln!("defender: {msg}");
-        }
+        // -q filters warnings out of the log.
+        tracing::warn!("{msg}");
     }
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let ui = Ui {
         enabled: !cli.no_progress && !cli.quiet && std::io::stderr().is_terminal(),
-        quiet: cli.quiet,
     };
+    if let Command::Completions { shell } = cli.command {
+        return completions(shell);
+    }
     if let Command::Emulator(args) = &cli.command {
         let builder = args.clone().into_builder();
         return defender_emulator::serve_until_ctrl_c(builder)
@@ -431,9 +468,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             .client_secret(defender_emulator::DEFAULT_SECRET)
             .base_url(emu.base_url())
             .login_url(emu.base_url());
-        if cli.verbose > 0 {
-            eprintln!("defender: emulator at {}", emu.base_url());
-        }
+        tracing::debug!(url = %emu.base_url(), "an emulator runs in this process");
         scope = Some((
             defender_emulator::DEFAULT_TENANT.to_owned(),
             defender_emulator::DEFAULT_CLIENT_ID.to_owned(),
@@ -506,17 +541,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         builder = builder.redis_quota(c.clone());
     }
+    if let (Command::Limits(args), None) = (&cli.command, &emulator) {
+        // The limits are known without credentials, and so is the shared usage.
+        return limits::show(args, cli.api, &limits, None, store.zip(scope)).await;
+    }
     let client = builder.build()?;
-    let waits = spawn_wait_reporter(&client, &ui);
+    let waits = spawn_wait_reporter(&client);
     let result = match cli.command {
         Command::Hunt(args) => hunt(&client, &ui, args).await,
         Command::Incidents(cmd) => incidents(&client, &ui, cmd).await,
         Command::Alerts(cmd) => alerts::alerts(&client, &ui, cmd).await,
-        Command::Limits => {
+        Command::Limits(args) => {
             let shared = store.zip(scope);
-            show_limits(&client, emulator.is_some(), shared).await
+            limits::show(&args, cli.api, &limits, Some(&client), shared).await
         }
-        Command::Emulator(_) => unreachable!("handled above"),
+        Command::Emulator(_) | Command::Completions { .. } => unreachable!("handled above"),
     };
     waits.abort();
     if let Some(emu) = emulator {
@@ -525,22 +564,46 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     result
 }
 
-/// Turns the client's waits into a line on standard error (a spinner on a terminal).
-fn spawn_wait_reporter(client: &Client, ui: &Ui) -> tokio::task::JoinHandle<()> {
+/// Writes the completion script for `shell` (built in memory first: clap_complete panics
+/// on a write error, and a closed pipe must end quietly).
+fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "defender", &mut script);
+    let mut out = std::io::stdout().lock();
+    out.write_all(&script)
+        .and_then(|()| out.flush())
+        .map_err(Failure::output)
+}
+
+/// Logs the client's waits of a second or more, with their reason and until when, on a
+/// terminal or not: a job that waits for quota says so instead of looking hung.
+fn spawn_wait_reporter(client: &Client) -> tokio::task::JoinHandle<()> {
+    use tokio::sync::broadcast::error::RecvError;
     let mut rx = client.progress();
-    let show = ui.enabled;
     tokio::spawn(async move {
-        while let Ok(Progress::Waiting {
-            group,
-            wait,
-            reason,
-        }) = rx.recv().await
-        {
-            if show && wait >= Duration::from_secs(1) {
-                eprintln!(
-                    "waiting {} for the {group} quota: {reason}",
-                    format_duration(Duration::from_secs(wait.as_secs()))
-                );
+        loop {
+            match rx.recv().await {
+                Ok(Progress::Waiting {
+                    group,
+                    wait,
+                    reason,
+                }) if wait >= Duration::from_secs(1) => {
+                    let until = format_rfc3339(SystemTime::now() + wait);
+                    let span = format_duration(Duration::from_secs(wait.as_secs()));
+                    tracing::info!(
+                        %group,
+                        wait_secs = wait.as_secs(),
+                        %until,
+                        %reason,
+                        "waiting {span} for the {group} quota"
+                    );
+                }
+                // Shorter waits, and progress this version does not know, are not logged.
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => break,
             }
         }
     })
@@ -574,25 +637,9 @@ fn read_query(args: &HuntArgs) -> Result<String, Failure> {
     Ok(q)
 }
 
-fn open_sink(output: &Option<PathBuf>, format: Format) -> Result<Sink, Failure> {
-    let w: Box<dyn Write + Send> = match output {
-        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(
-            |e| Failure::usage(format!("could not create {}: {e}", p.display())),
-        )?)),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
-    };
-    Ok(Sink::new(
-        w,
-        format,
-        console::Term::stdout()
-            .size_checked()
-            .map(|(_, w)| w as usize),
-    ))
-}
-
 async fn hunt(client: &Client, ui: &Ui, args: HuntArgs) -> Result<(), Failure> {
     let query = read_query(&args)?;
-    let split: Split = args.split.parse().map_err(Failure::usage)?;
+    let split = args.split;
     if let (Some((from, to)), false) = (time_range(&args)?, split == Split::None) {
         return hunt_range(client, ui, &args, &query, from, to, split).await;
     }
@@ -600,8 +647,8 @@ async fn hunt(client: &Client, ui: &Ui, args: HuntArgs) -> Result<(), Failure> {
     let spinner = ui.spinner("running the query");
     // Rows are written as they arrive (a table waits for all of them to size its columns).
     let mut stream = client.hunt_stream_request(HuntRequest { query, timespan });
-    let mut sink = open_sink(&args.output, args.format)?;
-    let write = |e| Failure::io("could not write", e);
+    let mut sink = args.dest.sink(args.format)?;
+    let write = Failure::output;
     let mut columns: Option<Vec<String>> = None;
     let mut failure = None;
     while let Some(item) = stream.next().await {
@@ -689,8 +736,8 @@ async fn hunt_range(
     } else {
         indicatif::ProgressDrawTarget::hidden()
     });
-    let mut sink = open_sink(&args.output, args.format)?;
-    let write = |e| Failure::io("could not write", e);
+    let mut sink = args.dest.sink(args.format)?;
+    let write = Failure::output;
     let mut columns: Option<Vec<String>> = None;
     let mut failure = None;
     while let Some(window) = hunt.next_window().await {
@@ -786,7 +833,7 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
             expand,
             all,
             format,
-            output,
+            how,
         } => {
             let mut f = match filter {
                 Some(raw) => IncidentFilter::raw(raw),
@@ -831,54 +878,13 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
                 skip: None,
                 expand_alerts: expand.is_some(),
             };
-            let columns: Vec<String> = [
-                "incidentId",
-                "incidentName",
-                "status",
-                "severity",
-                "assignedTo",
-                "lastUpdateTime",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let mut sink = open_sink(&output, format)?;
-            sink.header(&columns)
-                .map_err(|e| Failure::io("could not write", e))?;
-            let spinner = ui.spinner("listing incidents");
-            let mut stream = std::pin::pin!(client.incidents().list(query));
-            let mut n = 0usize;
-            let mut failure = None;
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(incident) => {
-                        let row = incident_row(&incident);
-                        sink.row(&columns, &row)
-                            .map_err(|e| Failure::io("could not write", e))?;
-                        n += 1;
-                        spinner.set_message(format!("{n} incidents"));
-                        if !all && n >= top as usize {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            spinner.finish_and_clear();
-            // What was fetched is written before any error is reported.
-            sink.finish()
-                .map_err(|e| Failure::io("could not write", e))?;
-            match failure {
-                Some(e) => Err(e.into()),
-                None => Ok(()),
-            }
+            let limit = (!all).then_some(top as usize);
+            let stream = client.incidents().list(query);
+            records::write_all(ui, stream, limit, format, &how).await
         }
-        IncidentsCommand::Get { id, format } => {
+        IncidentsCommand::Get { id, format, how } => {
             let incident = client.incidents().get(id.as_str()).await?;
-            print_incident(&incident, format)
+            records::write_one(&incident, format, &how)
         }
         IncidentsCommand::Update {
             id,
@@ -889,6 +895,7 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
             tags,
             comment,
             format,
+            how,
         } => {
             let update = IncidentUpdate {
                 status,
@@ -902,167 +909,9 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
                 return Err(Failure::usage("nothing to update: give --status, --assigned-to, --classification, --determination, --tag or --comment"));
             }
             let incident = client.incidents().update(id.as_str(), update).await?;
-            print_incident(&incident, format)
+            records::write_one(&incident, format, &how)
         }
     }
-}
-
-fn incident_row(
-    i: &defender_core::incidents::Incident,
-) -> serde_json::Map<String, serde_json::Value> {
-    let mut m = serde_json::Map::new();
-    let s = |v: &Option<String>| {
-        v.clone()
-            .map(serde_json::Value::String)
-            .unwrap_or(serde_json::Value::Null)
-    };
-    m.insert(
-        "incidentId".into(),
-        i.incident_id.as_ref().map(|x| x.0.clone()).into(),
-    );
-    m.insert("incidentName".into(), s(&i.incident_name));
-    m.insert("status".into(), s(&i.status));
-    m.insert("severity".into(), s(&i.severity));
-    m.insert("assignedTo".into(), s(&i.assigned_to));
-    m.insert("lastUpdateTime".into(), s(&i.last_update_time));
-    m
-}
-
-fn print_incident(
-    incident: &defender_core::incidents::Incident,
-    format: Format,
-) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    // The same names on every surface, whatever the service called them.
-    let value = serde_json::to_value(incident.clone().canonical()).map_err(|e| Failure {
-        code: 6,
-        message: e.to_string(),
-    })?;
-    let text = match format {
-        Format::Json | Format::Table => serde_json::to_string_pretty(&value),
-        Format::Ndjson | Format::Csv => serde_json::to_string(&value),
-    }
-    .map_err(|e| Failure {
-        code: 6,
-        message: e.to_string(),
-    })?;
-    writeln!(out, "{text}").map_err(|e| Failure::io("could not write", e))
-}
-
-async fn show_limits(
-    client: &Client,
-    with_usage: bool,
-    shared: Option<(StoreConfig, (String, String))>,
-) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    let limits = client.limits();
-    let mut lines = vec![format!("API: {}", client.surface())];
-    for group in defender_core::ApiGroup::ALL {
-        let g = limits.group(group);
-        let calls: Vec<String> = g.calls.iter().map(|c| c.to_string()).collect();
-        lines.push(format!(
-            "{group}: calls {}",
-            if calls.is_empty() {
-                "unlimited".into()
-            } else {
-                calls.join(", ")
-            }
-        ));
-        if !g.runtime.is_empty() {
-            let rt: Vec<String> = g.runtime.iter().map(|r| r.to_string()).collect();
-            lines.push(format!("{group}: {}", rt.join(", ")));
-        }
-        if let Some(rows) = g.rows {
-            lines.push(format!("{group}: at most {rows} rows per result"));
-        }
-        if let Some(l) = g.lookback {
-            lines.push(format!("{group}: data of the last {}", format_duration(l)));
-        }
-    }
-    lines.push(format!("spec: {}", limits.to_spec()));
-    if with_usage {
-        for usage in client.quota().await? {
-            for w in &usage.windows {
-                lines.push(format!("usage {}: {} of {}", usage.group, w.used, w.limit));
-            }
-        }
-    }
-    if let Some((config, (tenant, app))) = shared {
-        lines.extend(shared_usage(client, config, &tenant, &app).await?);
-    }
-    for l in lines {
-        writeln!(out, "{l}").map_err(|e| Failure::io("could not write", e))?;
-    }
-    Ok(())
-}
-
-/// The usage every process of the app shares, read from the quota store.
-async fn shared_usage(
-    client: &Client,
-    config: StoreConfig,
-    tenant: &str,
-    app: &str,
-) -> Result<Vec<String>, Failure> {
-    let url = config.redacted_url();
-    let store_failure = |e: defender_redis::StoreError| Failure {
-        code: 6,
-        message: format!("{e}."),
-    };
-    let store = AsyncRedisQuotaStore::open(config).map_err(store_failure)?;
-    let mut lines = vec![format!("shared quota: {url} (tenant {tenant}, app {app})")];
-    // The clients here keep the default margin.
-    let margin = defender_core::engine::DEFAULT_MARGIN;
-    for group in defender_core::ApiGroup::ALL {
-        let limits = client.limits().group(group);
-        let key = QuotaKey::new(tenant, app, group);
-        let u = store
-            .usage(&key, &AcquireRequest::group(limits, margin))
-            .await
-            .map_err(store_failure)?;
-        if u.local {
-            lines.push(format!(
-                "shared {group}: the store is unreachable; this process's own count follows"
-            ));
-        }
-        for w in &u.calls {
-            let next = if w.next_free_in.is_zero() {
-                "a slot is free now".to_owned()
-            } else {
-                format!("next free slot in {}", format_duration(w.next_free_in))
-            };
-            lines.push(format!(
-                "shared {group}: {} of {} ({next})",
-                w.used, w.limit
-            ));
-        }
-        for r in &u.runtime {
-            lines.push(format!(
-                "shared {group}: {} of running time charged in {}",
-                format_duration(r.charged),
-                r.limit
-            ));
-        }
-        if u.in_flight > 0 {
-            lines.push(format!(
-                "shared {group}: {} queries in flight hold {}",
-                u.in_flight,
-                format_duration(u.reserved)
-            ));
-        }
-        if !u.blocked_for.is_zero() {
-            lines.push(format!(
-                "shared {group}: the server asked to wait {} more",
-                format_duration(u.blocked_for)
-            ));
-        }
-        if !u.runtime_blocked_for.is_zero() {
-            lines.push(format!(
-                "shared {group}: running-time budget spent for {} more",
-                format_duration(u.runtime_blocked_for)
-            ));
-        }
-    }
-    Ok(lines)
 }
 
 #[cfg(test)]

@@ -207,11 +207,12 @@ fn incidents_list_get_update() {
         .lines()
         .all(|l| l.contains("\"status\":\"Active\"")));
 
-    let id = rows[0]["incidentId"].as_str().unwrap().to_owned();
+    // Defender XDR's ids are numbers, and stay numbers.
+    let id = rows[0]["incidentId"].as_u64().unwrap().to_string();
     let get = defender(&["--emulator", "incidents", "get", &id]);
     assert_eq!(code(&get), 0);
     let inc: serde_json::Value = serde_json::from_str(&stdout(&get)).unwrap();
-    assert_eq!(inc["incidentId"].as_str(), Some(id.as_str()));
+    assert_eq!(inc["incidentId"].to_string(), id);
 
     let upd = defender(&[
         "--emulator",
@@ -256,6 +257,201 @@ fn limits_command() {
     let text = stdout(&out);
     assert!(text.contains("hunting: calls 30 calls per 1m"), "{text}");
     assert!(text.contains("usage incidents"), "{text}");
+}
+
+/// `defender limits` needs no credentials (no tenant, no secret, no --emulator): it prints
+/// the preset, as text or as JSON.
+#[test]
+fn limits_need_no_credentials() {
+    let text = defender(&["limits"]);
+    assert_eq!(code(&text), 0, "{}", stderr(&text));
+    assert!(
+        stdout(&text).contains("hunting: calls 45 calls per 1m"),
+        "{}",
+        stdout(&text)
+    );
+    let json = defender(&[
+        "--api",
+        "graph",
+        "--limits",
+        "graph,incidents.calls=7/1m",
+        "limits",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code(&json), 0, "{}", stderr(&json));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("one document");
+    assert_eq!(doc["api"], "graph");
+    assert_eq!(
+        doc["groups"]["incidents"]["calls"][0],
+        serde_json::json!({"max": 7, "per": "1m"})
+    );
+    assert_eq!(doc["groups"]["hunting"]["rows"], 100_000);
+    assert!(doc["spec"]
+        .as_str()
+        .unwrap()
+        .contains("incidents.calls=7/1m"));
+    assert!(
+        doc.get("usage").is_none(),
+        "no usage without a client: {doc}"
+    );
+    let usage = defender(&["--emulator", "limits", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&usage)).expect("one document");
+    assert_eq!(doc["usage"]["incidents"][0]["used"], 0, "{doc}");
+}
+
+/// Help lists the values each enumeration takes; the spellings of before still parse.
+#[test]
+fn help_lists_the_accepted_values() {
+    let help = stdout(&defender(&["--help"]));
+    for v in ["xdr", "mde", "graph", "global", "gcc", "gcc-high", "dod"] {
+        assert!(help.contains(&format!("- {v}:")), "{v} in {help}");
+    }
+    let list = stdout(&defender(&["incidents", "list", "--help"]));
+    for v in [
+        "Active",
+        "Resolved",
+        "InProgress",
+        "Redirected",
+        "TruePositive",
+        "FalsePositive",
+    ] {
+        assert!(list.contains(&format!("- {v}")), "{v} in {list}");
+    }
+    let alerts = stdout(&defender(&["alerts", "update", "--help"]));
+    assert!(
+        alerts.contains("[possible values: New, InProgress, Resolved]"),
+        "{alerts}"
+    );
+    let hunt = stdout(&defender(&["hunt", "--help"]));
+    assert!(
+        hunt.contains("- auto:") && hunt.contains("- none:"),
+        "{hunt}"
+    );
+    let bad = defender(&["--emulator", "incidents", "list", "--status", "Closed"]);
+    assert_eq!(code(&bad), 2);
+    assert!(
+        stderr(&bad).contains("[possible values: Active, Resolved, InProgress, Redirected]"),
+        "{}",
+        stderr(&bad)
+    );
+    // Any case, the core's aliases, and a duration for --split.
+    let ok = defender(&[
+        "--emulator",
+        "--api",
+        "XDR",
+        "--cloud",
+        "public",
+        "incidents",
+        "list",
+        "--status",
+        "inprogress",
+        "--top",
+        "3",
+        "--format",
+        "ndjson",
+    ]);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    assert!(
+        stdout(&ok)
+            .lines()
+            .all(|l| l.contains("\"status\":\"InProgress\"")),
+        "{}",
+        stdout(&ok)
+    );
+    let split = defender(&[
+        "--emulator",
+        "hunt",
+        "AlertInfo | take 2",
+        "--timespan",
+        "2d",
+        "--split",
+        "1d",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(code(&split), 0, "{}", stderr(&split));
+    let bad_split = defender(&[
+        "--emulator",
+        "hunt",
+        "AlertInfo",
+        "--timespan",
+        "2d",
+        "--split",
+        "sometimes",
+    ]);
+    assert_eq!(code(&bad_split), 2);
+}
+
+/// Piped (no terminal), a wait for quota is logged with its reason and until when, as text
+/// or as JSON; -q keeps it quiet, and -v logs each HTTP call with its status.
+#[test]
+fn quota_waits_are_logged_when_piped() {
+    // Three pages at two calls per 3 s: the third waits.
+    let list = |extra: &[&str]| {
+        let mut a = vec!["--emulator", "--limits", "xdr,incidents.calls=2/3s"];
+        a.extend_from_slice(extra);
+        a.extend([
+            "incidents",
+            "list",
+            "--all",
+            "--top",
+            "100",
+            "--format",
+            "csv",
+        ]);
+        let out = defender(&a);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(stdout(&out).lines().count(), 1 + 300);
+        stderr(&out)
+    };
+    let text = list(&[]);
+    let line = text
+        .lines()
+        .find(|l| l.contains("waiting") && l.contains("incidents quota"))
+        .unwrap_or_else(|| panic!("a wait in {text}"));
+    assert!(line.contains("until=20"), "until when: {line}");
+    assert!(line.contains("reason=2 calls per 3s"), "why: {line}");
+
+    let json = list(&["--log-format", "json"]);
+    let event: serde_json::Value = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON lines"))
+        .find(|e| e["fields"]["group"] == "incidents")
+        .unwrap_or_else(|| panic!("a wait in {json}"));
+    assert_eq!(event["level"], "INFO");
+    assert_eq!(event["fields"]["reason"], "2 calls per 3s");
+    assert!(event["fields"]["until"].as_str().unwrap().ends_with('Z'));
+    assert!(event["fields"]["wait_secs"].as_u64().unwrap() >= 1);
+
+    assert_eq!(list(&["-q"]), "", "-q logs errors only");
+    let calls = list(&["-v"]);
+    assert!(
+        calls.contains("group=\"token\"") && calls.contains("status=200"),
+        "{calls}"
+    );
+    assert!(!calls.contains("emulator-secret"), "no secret in the log");
+}
+
+/// `defender completions SHELL` prints a script for each shell, naming the subcommands,
+/// the options and the values of the enumerations; without credentials.
+#[test]
+fn completions_generate_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = defender(&["completions", shell]);
+        assert_eq!(code(&out), 0, "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        for word in ["incidents", "csv-raw"] {
+            assert!(script.contains(word), "{shell}: {word} in {script}");
+        }
+        // clap_complete's PowerShell and Elvish scripts complete no values.
+        if ["bash", "zsh", "fish"].contains(&shell) {
+            for word in ["gcc-high", "InProgress"] {
+                assert!(script.contains(word), "{shell}: {word} in {script}");
+            }
+        }
+    }
+    assert_eq!(code(&defender(&["completions", "tcsh"])), 2);
 }
 
 #[test]
@@ -825,4 +1021,424 @@ fn alerts_list_get_update_on_every_api() {
         "{}",
         stderr(&mde_source)
     );
+}
+
+/// The service's own JSON for `path`, fetched with a plain HTTP GET and a token of the
+/// API's scope.
+fn api_json(
+    rt: &tokio::runtime::Runtime,
+    base: &str,
+    path: &str,
+    scope: &str,
+) -> serde_json::Value {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let scope = scope.replace(':', "%3A").replace('/', "%2F");
+        let token: serde_json::Value = serde_json::from_str(
+            &http
+                .post(format!(
+                    "{base}/{}/oauth2/v2.0/token",
+                    defender_emulator::DEFAULT_TENANT
+                ))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "client_id={}&client_secret={}&grant_type=client_credentials&scope={scope}",
+                    defender_emulator::DEFAULT_CLIENT_ID,
+                    defender_emulator::DEFAULT_SECRET
+                ))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let token = token["access_token"].as_str().expect("a token").to_owned();
+        let body = http
+            .get(format!("{base}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
+    })
+}
+
+/// Asserts `got` is `want`, field by field and with the same JSON types (serde_json's
+/// numbers compare their kind: 7 is not 7.0, nor "7").
+fn assert_same_json(got: &serde_json::Value, want: &serde_json::Value, what: &str) {
+    let (g, w) = (got.as_object().unwrap(), want.as_object().unwrap());
+    let gk: Vec<&String> = g.keys().collect();
+    let wk: Vec<&String> = w.keys().collect();
+    assert_eq!(gk, wk, "{what}: the same fields");
+    for (k, v) in w {
+        assert_eq!(&g[k], v, "{what}: field {k}");
+    }
+    assert_eq!(got, want, "{what}");
+}
+
+/// `json`, `ndjson` and `get --format json` write each incident exactly as the service
+/// sent it: every field (alerts, comments, devices, entities and fields the models do not
+/// know), under the service's names and with its types; on Defender XDR and on Graph.
+#[test]
+fn incidents_are_written_as_the_api_sent_them() {
+    let (rt, emu) = emulator("2021");
+    let base = emu.base_url();
+    for (api, path, scope) in [
+        (
+            "xdr",
+            "/api/incidents",
+            "https://api.security.microsoft.com/.default",
+        ),
+        (
+            "graph",
+            "/v1.0/security/incidents",
+            "https://graph.microsoft.com/.default",
+        ),
+    ] {
+        let run = |rest: &[&str]| {
+            let mut a = remote(&base, &["--api", api]);
+            a.extend_from_slice(rest);
+            let out = with_secret(&a, "emulator-secret");
+            assert_eq!(code(&out), 0, "{api} {rest:?}: {}", stderr(&out));
+            stdout(&out)
+        };
+        let first: serde_json::Value = serde_json::from_str(
+            run(&["incidents", "list", "--top", "1", "--format", "ndjson"]).trim(),
+        )
+        .unwrap();
+        let id = match api {
+            "xdr" => first["incidentId"]
+                .as_u64()
+                .expect("XDR's id is a number")
+                .to_string(),
+            _ => first["id"]
+                .as_str()
+                .expect("Graph's id is a string")
+                .to_owned(),
+        };
+        run(&[
+            "incidents",
+            "update",
+            &id,
+            "--comment",
+            "seen by the CLI test",
+        ]);
+        let got = api_json(&rt, &base, &format!("{path}/{id}"), scope);
+        // `@odata.context` describes the response, not the incident: `get` keeps it as
+        // sent, a listed incident has none.
+        let mut want = got.clone();
+        want.as_object_mut().unwrap().remove("@odata.context");
+        assert!(
+            want["comments"].as_array().is_some_and(|c| !c.is_empty()),
+            "{api}: {want}"
+        );
+        if api == "xdr" {
+            assert!(
+                want["alerts"].as_array().is_some_and(|a| !a.is_empty()),
+                "{want}"
+            );
+        } else {
+            assert!(
+                want["tenantId"].is_string(),
+                "a field the model does not know: {want}"
+            );
+        }
+        let same_id = |v: &serde_json::Value| match api {
+            "xdr" => v["incidentId"].as_u64().map(|n| n.to_string()) == Some(id.clone()),
+            _ => v["id"].as_str() == Some(id.as_str()),
+        };
+        let ndjson = run(&["incidents", "list", "--all", "--format", "ndjson"]);
+        let line = ndjson
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| same_id(v))
+            .expect("the incident is listed");
+        assert_same_json(&line, &want, &format!("{api} ndjson"));
+        let json: serde_json::Value =
+            serde_json::from_str(&run(&["incidents", "list", "--all", "--format", "json"]))
+                .unwrap();
+        let doc = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| same_id(v))
+            .unwrap();
+        assert_same_json(doc, &want, &format!("{api} json"));
+        let get: serde_json::Value =
+            serde_json::from_str(&run(&["incidents", "get", &id, "--format", "json"])).unwrap();
+        assert_same_json(&get, &got, &format!("{api} get"));
+    }
+    drop(rt);
+}
+
+/// `get` and `update` honour `--format` and `--output`; `--columns` picks top-level
+/// fields for table and CSV, on incidents and alerts alike.
+#[test]
+fn get_and_update_honour_format_output_and_columns() {
+    let dir = std::env::temp_dir().join(format!("defender-cli-get-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("incident.csv");
+    let out = defender(&[
+        "--emulator",
+        "incidents",
+        "get",
+        "1000",
+        "--format",
+        "csv",
+        "--columns",
+        "incidentId,severity,tags",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("incidentId,severity,tags"));
+    assert!(lines.next().unwrap().starts_with("1000,"), "{text}");
+    assert_eq!(lines.next(), None);
+
+    let upd = defender(&[
+        "--emulator",
+        "incidents",
+        "update",
+        "1000",
+        "--status",
+        "InProgress",
+        "--format",
+        "ndjson",
+    ]);
+    assert_eq!(code(&upd), 0, "{}", stderr(&upd));
+    assert_eq!(stdout(&upd).lines().count(), 1, "one line");
+    let v: serde_json::Value = serde_json::from_str(stdout(&upd).trim()).unwrap();
+    assert_eq!(v["status"], "InProgress");
+
+    let table = defender(&[
+        "--emulator",
+        "incidents",
+        "get",
+        "1000",
+        "--format",
+        "table",
+    ]);
+    assert!(
+        stdout(&table).starts_with("incidentId  incidentName"),
+        "{}",
+        stdout(&table)
+    );
+    let alerts = defender(&[
+        "--emulator",
+        "alerts",
+        "list",
+        "--top",
+        "3",
+        "--format",
+        "csv",
+        "--columns",
+        "id,category",
+    ]);
+    assert_eq!(code(&alerts), 0, "{}", stderr(&alerts));
+    let text = stdout(&alerts);
+    assert_eq!(text.lines().next(), Some("id,category"));
+    assert!(text
+        .lines()
+        .skip(1)
+        .all(|l| l.split(',').nth(1).is_some_and(|c| !c.is_empty())));
+    let id = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_owned();
+    let file = dir.join("alert.json");
+    let get = defender(&[
+        "--emulator",
+        "alerts",
+        "get",
+        &id,
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&get), 0, "{}", stderr(&get));
+    let alert: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(alert["id"].as_str(), Some(id.as_str()));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A hunt whose cells hold newlines, quotes, commas, Unicode and formulas.
+const AWKWARD: &str = r#"AlertInfo | take 3 | project Text = "line one\nline \"two\", with a comma", Cjk = "日本語 🦀", Formula = strcat("=", "HYPERLINK(\"http://x\")"), Dash = "-2+3", Plain = "ok""#;
+
+fn read_csv(text: &str) -> Vec<Vec<String>> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes())
+        .records()
+        .map(|r| r.expect("valid CSV").iter().map(str::to_owned).collect())
+        .collect()
+}
+
+/// CSV is lossless (RFC 4180 through the csv crate's reader) and safe: a cell that a
+/// spreadsheet would run as a formula gets a leading `'`, unless `--csv-raw`.
+#[test]
+fn csv_round_trips_and_defuses_formulas() {
+    let json = defender(&["--emulator", "hunt", AWKWARD, "--format", "ndjson"]);
+    assert_eq!(code(&json), 0, "{}", stderr(&json));
+    let rows: Vec<serde_json::Value> = stdout(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    let columns = ["Text", "Cjk", "Formula", "Dash", "Plain"];
+    let expected = |escape: bool| -> Vec<Vec<String>> {
+        let mut out = vec![columns.iter().map(|c| c.to_string()).collect::<Vec<_>>()];
+        for r in &rows {
+            out.push(
+                columns
+                    .iter()
+                    .map(|c| {
+                        let s = r[*c].as_str().unwrap().to_owned();
+                        if escape && (s.starts_with('=') || s.starts_with('-')) {
+                            format!("'{s}")
+                        } else {
+                            s
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        out
+    };
+    assert_eq!(rows[0]["Text"], "line one\nline \"two\", with a comma");
+    assert_eq!(rows[0]["Formula"], "=HYPERLINK(\"http://x\")");
+
+    let safe = defender(&["--emulator", "hunt", AWKWARD, "--format", "csv"]);
+    assert_eq!(code(&safe), 0, "{}", stderr(&safe));
+    let read = read_csv(&stdout(&safe));
+    assert_eq!(read, expected(true));
+    assert_eq!(read[1][2], "'=HYPERLINK(\"http://x\")");
+
+    let raw = defender(&[
+        "--emulator",
+        "hunt",
+        AWKWARD,
+        "--format",
+        "csv",
+        "--csv-raw",
+    ]);
+    assert_eq!(code(&raw), 0, "{}", stderr(&raw));
+    let read = read_csv(&stdout(&raw));
+    assert_eq!(read, expected(false));
+    assert_eq!(read[1][2], "=HYPERLINK(\"http://x\")");
+
+    let help = stdout(&defender(&["hunt", "--help"]));
+    assert!(
+        help.contains("--csv-raw") && help.contains("formula"),
+        "{help}"
+    );
+}
+
+/// A table escapes control characters (an ESC cannot reach the terminal) and measures
+/// display width, so CJK and emoji cells align with ASCII ones.
+#[test]
+fn tables_escape_control_characters_and_align_wide_text() {
+    let q = "AlertInfo | take 2 | project Name = iff(Severity == \"nope\", \"x\", \"日本語🦀\"), Esc = \"a\u{1b}[2Jb\", Next = \"end\"";
+    let out = defender(&["--emulator", "hunt", q]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains('\u{1b}'), "no raw ESC: {text:?}");
+    assert!(text.contains("a\\u{1b}[2Jb"), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    // The column `Esc` starts at the same display column on every line.
+    let col = |l: &str, at: &str| {
+        let i = l.find(at).unwrap_or_else(|| panic!("{at} in {l}"));
+        unicode_display_width(&l[..i])
+    };
+    assert_eq!(col(lines[0], "Esc"), col(lines[2], "a\\u"), "{text}");
+    assert_eq!(col(lines[0], "Next"), col(lines[3], "end"), "{text}");
+    assert_eq!(
+        col(lines[0], "Esc"),
+        8 + 2,
+        "日本語🦀 is 8 columns wide: {text}"
+    );
+}
+
+/// Display width as terminals count it, for the characters the table test uses.
+fn unicode_display_width(s: &str) -> usize {
+    s.chars()
+        .map(|c| match c {
+            '\u{3000}'..='\u{9fff}' | '\u{1f300}'..='\u{1faff}' => 2,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// A reader that stops early ends the command quietly (exit 0, nothing on standard
+/// error); a local write failure has its own exit code, 9.
+#[test]
+fn closed_pipes_are_quiet_and_write_failures_exit_9() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_defender"))
+        .args([
+            "--emulator",
+            "hunt",
+            "DeviceProcessEvents | take 1000",
+            "--format",
+            "csv",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.starts_with("Timestamp,"), "{first}");
+    drop(reader);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+
+    let missing = defender(&[
+        "--emulator",
+        "hunt",
+        "AlertInfo | take 1",
+        "--format",
+        "csv",
+        "-o",
+        "/nonexistent-dir/x.csv",
+    ]);
+    assert_eq!(code(&missing), 9, "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("/nonexistent-dir/x.csv"),
+        "{}",
+        stderr(&missing)
+    );
+    if std::path::Path::new("/dev/full").exists() {
+        let full = defender(&[
+            "--emulator",
+            "incidents",
+            "list",
+            "--all",
+            "-o",
+            "/dev/full",
+        ]);
+        assert_eq!(code(&full), 9, "a full disk: {}", stderr(&full));
+        assert!(
+            stderr(&full).contains("could not write the output"),
+            "{}",
+            stderr(&full)
+        );
+    }
+    let help = stdout(&defender(&["--help"]));
+    assert!(help.contains("9  could not write the output"), "{help}");
 }

@@ -1,0 +1,228 @@
+//! `defender limits`: the effective limits, which need no credentials; with --emulator
+//! also this process's usage, with --quota-store the usage every process of the app
+//! shares. As text, or as one JSON document.
+
+use std::io::Write;
+use std::time::Duration;
+
+use defender_async::Client;
+use defender_core::limits::{format_duration, CallLimit, Limits};
+use defender_core::{ApiGroup, Surface};
+use defender_redis::{AcquireRequest, AsyncRedisQuotaStore, QuotaKey, StoreConfig};
+use serde_json::{json, Map, Value};
+
+use crate::Failure;
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LimitsArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = LimitsFormat::Text)]
+    format: LimitsFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LimitsFormat {
+    /// One line per limit.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// What `defender limits` shows, built as text lines and as JSON in one pass.
+struct Report {
+    lines: Vec<String>,
+    json: Map<String, Value>,
+}
+
+impl Report {
+    fn line(&mut self, l: String) {
+        self.lines.push(l);
+    }
+}
+
+/// Writes the limits of `surface`; `client` (an emulator's) adds its usage, `shared`
+/// (a store and the tenant and app it counts for) the usage shared through the store.
+pub(crate) async fn show(
+    args: &LimitsArgs,
+    surface: Surface,
+    limits: &Limits,
+    client: Option<&Client>,
+    shared: Option<(StoreConfig, (String, String))>,
+) -> Result<(), Failure> {
+    let mut r = Report {
+        lines: vec![format!("API: {surface}")],
+        json: Map::new(),
+    };
+    r.json.insert("api".into(), json!(surface.name()));
+    let mut groups = Map::new();
+    for group in ApiGroup::ALL {
+        let g = limits.group(group);
+        let calls: Vec<String> = g.calls.iter().map(|c| c.to_string()).collect();
+        r.line(format!(
+            "{group}: calls {}",
+            if calls.is_empty() {
+                "unlimited".into()
+            } else {
+                calls.join(", ")
+            }
+        ));
+        if !g.runtime.is_empty() {
+            let rt: Vec<String> = g.runtime.iter().map(|r| r.to_string()).collect();
+            r.line(format!("{group}: {}", rt.join(", ")));
+        }
+        if let Some(rows) = g.rows {
+            r.line(format!("{group}: at most {rows} rows per result"));
+        }
+        if let Some(l) = g.lookback {
+            r.line(format!("{group}: data of the last {}", format_duration(l)));
+        }
+        groups.insert(
+            group.to_string(),
+            json!({
+                "calls": g.calls.iter().map(call_json).collect::<Vec<_>>(),
+                "runtime": g.runtime.iter().map(|l| json!({
+                    "budget": format_duration(l.budget),
+                    "per": format_duration(l.per),
+                })).collect::<Vec<_>>(),
+                "rows": g.rows,
+                "lookback": g.lookback.map(format_duration),
+            }),
+        );
+    }
+    r.json.insert("groups".into(), Value::Object(groups));
+    r.line(format!("spec: {}", limits.to_spec()));
+    r.json.insert("spec".into(), json!(limits.to_spec()));
+    if let Some(client) = client {
+        let mut usage = Map::new();
+        for u in client.quota().await? {
+            let mut windows = Vec::new();
+            for w in &u.windows {
+                r.line(format!("usage {}: {} of {}", u.group, w.used, w.limit));
+                let mut v = call_json(&w.limit);
+                v["used"] = json!(w.used);
+                windows.push(v);
+            }
+            usage.insert(u.group.to_string(), Value::Array(windows));
+        }
+        r.json.insert("usage".into(), Value::Object(usage));
+    }
+    if let Some((config, (tenant, app))) = shared {
+        shared_usage(&mut r, limits, config, &tenant, &app).await?;
+    }
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        LimitsFormat::Text => {
+            for l in &r.lines {
+                writeln!(out, "{l}").map_err(Failure::output)?;
+            }
+        }
+        LimitsFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &r.json)
+                .map_err(|e| Failure::output(e.into()))?;
+            writeln!(out).map_err(Failure::output)?;
+        }
+    }
+    out.flush().map_err(Failure::output)
+}
+
+fn call_json(c: &CallLimit) -> Value {
+    json!({ "max": c.max, "per": format_duration(c.per) })
+}
+
+/// The usage every process of the app shares, read from the quota store.
+async fn shared_usage(
+    r: &mut Report,
+    limits: &Limits,
+    config: StoreConfig,
+    tenant: &str,
+    app: &str,
+) -> Result<(), Failure> {
+    let url = config.redacted_url();
+    let store_failure = |e: defender_redis::StoreError| Failure {
+        code: 6,
+        message: format!("{e}."),
+    };
+    let store = AsyncRedisQuotaStore::open(config).map_err(store_failure)?;
+    r.line(format!("shared quota: {url} (tenant {tenant}, app {app})"));
+    let mut groups = Map::new();
+    // The clients here keep the default margin.
+    let margin = defender_core::engine::DEFAULT_MARGIN;
+    for group in ApiGroup::ALL {
+        let key = QuotaKey::new(tenant, app, group);
+        let u = store
+            .usage(&key, &AcquireRequest::group(limits.group(group), margin))
+            .await
+            .map_err(store_failure)?;
+        if u.local {
+            r.line(format!(
+                "shared {group}: the store is unreachable; this process's own count follows"
+            ));
+        }
+        let mut calls = Vec::new();
+        for w in &u.calls {
+            let next = if w.next_free_in.is_zero() {
+                "a slot is free now".to_owned()
+            } else {
+                format!("next free slot in {}", format_duration(w.next_free_in))
+            };
+            r.line(format!(
+                "shared {group}: {} of {} ({next})",
+                w.used, w.limit
+            ));
+            let mut v = call_json(&w.limit);
+            v["used"] = json!(w.used);
+            v["next_free_in"] = json!(format_duration(w.next_free_in));
+            calls.push(v);
+        }
+        let mut runtime = Vec::new();
+        for l in &u.runtime {
+            r.line(format!(
+                "shared {group}: {} of running time charged in {}",
+                format_duration(l.charged),
+                l.limit
+            ));
+            runtime.push(json!({
+                "charged": format_duration(l.charged),
+                "budget": format_duration(l.limit.budget),
+                "per": format_duration(l.limit.per),
+            }));
+        }
+        if u.in_flight > 0 {
+            r.line(format!(
+                "shared {group}: {} queries in flight hold {}",
+                u.in_flight,
+                format_duration(u.reserved)
+            ));
+        }
+        if !u.blocked_for.is_zero() {
+            r.line(format!(
+                "shared {group}: the server asked to wait {} more",
+                format_duration(u.blocked_for)
+            ));
+        }
+        if !u.runtime_blocked_for.is_zero() {
+            r.line(format!(
+                "shared {group}: running-time budget spent for {} more",
+                format_duration(u.runtime_blocked_for)
+            ));
+        }
+        let span = |d: Duration| json!(format_duration(d));
+        groups.insert(
+            group.to_string(),
+            json!({
+                "store_unreachable": u.local,
+                "calls": calls,
+                "runtime": runtime,
+                "in_flight": u.in_flight,
+                "reserved": span(u.reserved),
+                "server_wait": span(u.blocked_for),
+                "runtime_wait": span(u.runtime_blocked_for),
+            }),
+        );
+    }
+    r.json.insert(
+        "shared".into(),
+        json!({ "store": url, "tenant": tenant, "app": app, "groups": groups }),
+    );
+    Ok(())
+}
