@@ -35,6 +35,19 @@ pub enum KqlError {
     /// with a number).
     #[error("Semantic error: {0}")]
     Semantic(String),
+    /// Valid KQL that this emulator does not implement: the limit is the emulator's,
+    /// not the query's (the real service may well run it).
+    #[error(
+        "'{feature}' is valid KQL but not supported by this emulator (line [{line},{column}])"
+    )]
+    NotSupported {
+        /// The operator, function or form, e.g. `mv-apply` or `make_series()`.
+        feature: String,
+        /// 1-based line where it appears.
+        line: u32,
+        /// 1-based column (characters).
+        column: u32,
+    },
     /// Expressions nest deeper than the evaluator allows.
     #[error("Query could not be parsed: the expression nesting exceeds {0} levels")]
     TooDeep(u32),

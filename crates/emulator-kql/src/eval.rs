@@ -1,13 +1,20 @@
 //! Binding (name resolution, type checking, constant folding) and evaluation.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::data::{ColumnData, Dataset, Table};
+use crate::dynamic;
 use crate::error::KqlError;
 use crate::limits::{value_bytes, Budget, Limit};
 use crate::output::{Column, QueryOutput};
-use crate::parse::{Ast, AstKind, BinOp, Item, OpKind, Parser, SortKey, Src, StrOp};
+use crate::parse::{
+    Ast, AstKind, BinOp, ExpandItem, FuncDef, Item, JoinKey, JoinKind, Let, LetRhs, ListOp, OpKind,
+    ParsePart, Parser, SortKey, Source, Src, StrOp, TabExpr, Union,
+};
 use crate::value::{order_cmp, DataType, KeyVal, Value, TICKS_PER_DAY, TICKS_PER_MS};
 use crate::RunOptions;
 
@@ -30,6 +37,34 @@ enum Func {
     StartOfDay,
     Iff,
     StrCat,
+    /// `case(c1, v1, c2, v2, ..., else)`
+    Case,
+    ParseJson,
+    ExtractJson,
+    ArrayLength,
+    /// `split(text, delimiter [, index])`
+    Split,
+    StrCatArray,
+    PackArray,
+    BagPack,
+    /// `x[i]`, `x.y`
+    Index,
+    ToLong,
+    ToReal,
+    ToBool,
+    ToDateTime,
+    Round,
+}
+
+/// What a compiled regular expression is used for.
+#[derive(Debug, Clone)]
+enum RegexUse {
+    /// `text matches regex re`
+    Matches,
+    /// `extract(re, group, text [, typeof(T)])`
+    Extract(usize),
+    /// `extract_all(re, [groups,] text)`: every match, the groups of each.
+    ExtractAll(Vec<usize>),
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +90,12 @@ enum CKind {
         negated: bool,
         ci: bool,
     },
+    /// `has_any` (`all` false) and `has_all` over constant terms.
+    HasTerms {
+        e: Box<CExpr>,
+        terms: Vec<Arc<str>>,
+        all: bool,
+    },
     Between {
         e: Box<CExpr>,
         lo: Box<CExpr>,
@@ -62,6 +103,11 @@ enum CKind {
         negated: bool,
     },
     Func(Func, Vec<CExpr>),
+    Regex {
+        re: Arc<regex::Regex>,
+        usage: RegexUse,
+        text: Box<CExpr>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -85,7 +131,8 @@ impl CExpr {
                 vec![a, b]
             }
             CKind::StrOp { l, r, .. } => vec![l, r],
-            CKind::In { e, .. } => vec![e],
+            CKind::In { e, .. } | CKind::HasTerms { e, .. } => vec![e],
+            CKind::Regex { text, .. } => vec![text],
             CKind::Between { e, lo, hi, .. } => vec![e, lo, hi],
             CKind::Func(_, args) => args.iter().collect(),
         }
@@ -203,6 +250,59 @@ fn eval<R: Row>(e: &CExpr, r: &R, bg: &Budget) -> Value {
             });
             Value::Bool(found != *negated)
         }
+        CKind::HasTerms { e, terms, all } => match eval(e, r, bg) {
+            Value::Str(h) => {
+                let has = |t: &Arc<str>| str_op(StrOp::Has, false, &h, t);
+                Value::Bool(if *all {
+                    terms.iter().all(has)
+                } else {
+                    terms.iter().any(has)
+                })
+            }
+            _ => Value::Null,
+        },
+        CKind::Regex { re, usage, text } => {
+            let Value::Str(s) = eval(text, r, bg) else {
+                return Value::Null;
+            };
+            match usage {
+                RegexUse::Matches => Value::Bool(re.is_match(&s)),
+                RegexUse::Extract(g) => {
+                    let v = re
+                        .captures(&s)
+                        .and_then(|c| c.get(*g))
+                        .map_or(Value::Null, |m| Value::str(m.as_str()));
+                    convert(v, e.ty)
+                }
+                RegexUse::ExtractAll(groups) => {
+                    let mut out = Vec::new();
+                    let mut bytes = 0usize;
+                    for c in re.captures_iter(&s) {
+                        let texts: Vec<serde_json::Value> = groups
+                            .iter()
+                            .map(|g| {
+                                let t = c.get(*g).map_or("", |m| m.as_str());
+                                bytes += 32 + t.len();
+                                serde_json::Value::String(t.to_string())
+                            })
+                            .collect();
+                        out.push(if groups.len() == 1 {
+                            texts.into_iter().next().unwrap_or_default()
+                        } else {
+                            serde_json::Value::Array(texts)
+                        });
+                        if !bg.string_ok(bytes) {
+                            return Value::Null;
+                        }
+                    }
+                    if out.is_empty() {
+                        Value::Null
+                    } else {
+                        dynamic::array(out)
+                    }
+                }
+            }
+        }
         CKind::Between { e, lo, hi, negated } => {
             let v = eval(e, r, bg);
             let (lo, hi) = (eval(lo, r, bg), eval(hi, r, bg));
@@ -213,7 +313,7 @@ fn eval<R: Row>(e: &CExpr, r: &R, bg: &Budget) -> Value {
                 _ => Value::Null,
             }
         }
-        CKind::Func(f, args) => call(*f, args, r, bg),
+        CKind::Func(f, args) => call(*f, args, r, bg, e.ty),
     }
 }
 
@@ -243,8 +343,66 @@ fn not3(x: u8) -> u8 {
     }
 }
 
-fn call<R: Row>(f: Func, args: &[CExpr], r: &R, bg: &Budget) -> Value {
+/// `v` converted to `ty` as `tolong()`, `todouble()`, `tobool()`, `todatetime()`,
+/// `tostring()` do (strings are parsed); null when it does not convert.
+fn convert(v: Value, ty: DataType) -> Value {
+    use DataType as T;
+    match (ty, v) {
+        (_, Value::Null) => Value::Null,
+        (T::String, v @ Value::Str(_)) => v,
+        (T::String, v) => Value::str(&v.to_text()),
+        (T::Dynamic, v) => v,
+        (T::Int | T::Long, Value::Int(i)) => Value::Int(i),
+        (T::Int | T::Long, Value::Real(f)) if f.is_finite() && f.abs() < 9.2e18 => {
+            Value::Int(f.trunc() as i64)
+        }
+        (T::Int | T::Long, Value::Bool(b)) => Value::Int(i64::from(b)),
+        (T::Int | T::Long, Value::DateTime(t) | Value::TimeSpan(t)) => Value::Int(t),
+        (T::Int | T::Long, Value::Str(s)) => match s.trim().parse::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => convert(convert(Value::Str(s), T::Real), ty),
+        },
+        (T::Real, Value::Real(f)) => Value::Real(f),
+        (T::Real, Value::Int(i)) => Value::Real(i as f64),
+        (T::Real, Value::Bool(b)) => Value::Real(f64::from(u8::from(b))),
+        (T::Real, Value::Str(s)) => s.trim().parse::<f64>().map_or(Value::Null, Value::Real),
+        (T::Bool, Value::Bool(b)) => Value::Bool(b),
+        (T::Bool, Value::Int(i)) => Value::Bool(i != 0),
+        (T::Bool, Value::Str(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Value::Bool(true),
+            "false" | "0" => Value::Bool(false),
+            _ => Value::Null,
+        },
+        (T::DateTime, Value::DateTime(t)) => Value::DateTime(t),
+        (T::DateTime, Value::Str(s)) => {
+            crate::value::parse_datetime(&s).map_or(Value::Null, Value::DateTime)
+        }
+        (T::TimeSpan, Value::TimeSpan(t)) => Value::TimeSpan(t),
+        (T::TimeSpan, Value::Str(s)) => {
+            crate::value::parse_timespan_text(&s).map_or(Value::Null, Value::TimeSpan)
+        }
+        _ => Value::Null,
+    }
+}
+
+/// `v` as `ty` without parsing (`mv-expand ... to typeof(T)`): a value of another
+/// type is null.
+fn cast_only(v: Value, ty: DataType) -> Value {
+    use DataType as T;
+    match (ty, &v) {
+        (T::Dynamic, _)
+        | (T::String, Value::Str(_))
+        | (T::Int | T::Long, Value::Int(_))
+        | (T::Bool, Value::Bool(_)) => v,
+        (T::Real, Value::Real(_) | Value::Int(_)) => convert(v, T::Real),
+        (T::DateTime | T::TimeSpan, Value::Str(_)) => convert(v, ty),
+        _ => Value::Null,
+    }
+}
+
+fn call<R: Row>(f: Func, args: &[CExpr], r: &R, bg: &Budget, ty: DataType) -> Value {
     let a0 = || eval(&args[0], r, bg);
+    let a1 = || eval(&args[1], r, bg);
     match f {
         Func::ToLower | Func::ToUpper => match a0() {
             Value::Str(s) => {
@@ -279,9 +437,16 @@ fn call<R: Row>(f: Func, args: &[CExpr], r: &R, bg: &Budget) -> Value {
         }
         Func::ToStr => match a0() {
             s @ Value::Str(_) => s,
-            v => Value::str(&v.to_text()),
+            v => {
+                let t = v.to_text();
+                if bg.string_ok(t.len()) {
+                    Value::str(&t)
+                } else {
+                    Value::Null
+                }
+            }
         },
-        Func::Bin => bin(a0(), eval(&args[1], r, bg)),
+        Func::Bin => bin(a0(), a1()),
         Func::StartOfDay => match a0() {
             Value::DateTime(t) => t
                 .checked_sub(t.rem_euclid(TICKS_PER_DAY))
@@ -289,9 +454,21 @@ fn call<R: Row>(f: Func, args: &[CExpr], r: &R, bg: &Budget) -> Value {
             _ => Value::Null,
         },
         Func::Iff => match truth(&a0()) {
-            1 => eval(&args[1], r, bg),
-            _ => eval(&args[2], r, bg),
+            1 => convert(a1(), ty),
+            _ => convert(eval(&args[2], r, bg), ty),
         },
+        Func::Case => {
+            let mut pairs = args.chunks_exact(2);
+            for p in pairs.by_ref() {
+                if truth(&eval(&p[0], r, bg)) == 1 {
+                    return convert(eval(&p[1], r, bg), ty);
+                }
+            }
+            match pairs.remainder() {
+                [e] => convert(eval(e, r, bg), ty),
+                _ => Value::Null,
+            }
+        }
         Func::StrCat => {
             // Checked after every argument, so `strcat(a, a)` of strings at the limit
             // never builds more than twice the limit.
@@ -303,6 +480,91 @@ fn call<R: Row>(f: Func, args: &[CExpr], r: &R, bg: &Budget) -> Value {
                 }
             }
             Value::str(&s)
+        }
+        Func::ParseJson => dynamic::parse_json(a0()),
+        Func::ExtractJson => match (a0(), a1()) {
+            (Value::Str(p), Value::Str(t)) => dynamic::extract_json(&p, &t),
+            _ => Value::Null,
+        },
+        Func::ArrayLength => match dynamic::elements(&a0()) {
+            Some(e) => Value::Int(e.len() as i64),
+            None => Value::Null,
+        },
+        Func::Split => {
+            let (Value::Str(s), Value::Str(d)) = (a0(), a1()) else {
+                return Value::Null;
+            };
+            let parts = dynamic::split(&s, &d);
+            match args.get(2).map(|a| eval(a, r, bg)) {
+                None => dynamic::array(parts),
+                Some(Value::Int(i)) => {
+                    let picked = usize::try_from(i)
+                        .ok()
+                        .and_then(|i| parts.into_iter().nth(i));
+                    dynamic::array(picked.into_iter().collect())
+                }
+                Some(_) => Value::Null,
+            }
+        }
+        Func::StrCatArray => {
+            let arr = a0();
+            let (Some(items), d) = (dynamic::elements(&arr), a1()) else {
+                return Value::Null;
+            };
+            let d = d.to_text();
+            let mut s = String::new();
+            for (i, j) in items.iter().enumerate() {
+                if i > 0 {
+                    s.push_str(&d);
+                }
+                dynamic::element_text(j, &mut s);
+                if !bg.string_ok(s.len()) {
+                    return Value::Null;
+                }
+            }
+            Value::str(&s)
+        }
+        Func::PackArray => {
+            let items: Vec<_> = args
+                .iter()
+                .map(|a| dynamic::to_json(&eval(a, r, bg)))
+                .collect();
+            let v = dynamic::array(items);
+            if bg.string_ok(value_bytes(&v)) {
+                v
+            } else {
+                Value::Null
+            }
+        }
+        Func::BagPack => {
+            let pairs = args
+                .chunks_exact(2)
+                .map(|p| {
+                    (
+                        eval(&p[0], r, bg).to_text(),
+                        dynamic::to_json(&eval(&p[1], r, bg)),
+                    )
+                })
+                .collect();
+            let v = dynamic::bag(pairs);
+            if bg.string_ok(value_bytes(&v)) {
+                v
+            } else {
+                Value::Null
+            }
+        }
+        Func::Index => dynamic::index(&a0(), &a1()),
+        Func::ToLong | Func::ToReal | Func::ToBool | Func::ToDateTime => convert(a0(), ty),
+        Func::Round => {
+            let digits = args.get(1).map_or(Value::Int(0), |a| eval(a, r, bg));
+            match (a0(), digits) {
+                (Value::Int(i), _) => Value::Int(i),
+                (Value::Real(x), Value::Int(d)) => {
+                    let p = 10f64.powi(d.clamp(-300, 300) as i32);
+                    Value::Real((x * p).round() / p)
+                }
+                _ => Value::Null,
+            }
         }
     }
 }
@@ -803,10 +1065,14 @@ impl<'a> Filter<'a> {
 // ---------------------------------------------------------------------------------------
 // Binding
 
-struct Binder<'s> {
+struct Binder<'s, 'a> {
+    ctx: &'s Ctx<'a>,
     src: &'s Src<'s>,
+    scope: &'s Scope,
     cols: &'s [FCol],
-    lets: &'s [(String, Value, DataType)],
+    /// The parameters of the user function whose body is being bound, each bound to
+    /// the caller's argument.
+    params: &'s [(String, CExpr)],
     now: i64,
     op: &'s str,
     bg: &'s Budget,
@@ -816,9 +1082,165 @@ fn type_err(what: String) -> KqlError {
     KqlError::Semantic(what)
 }
 
-const AGGREGATES: [&str; 7] = ["count", "countif", "dcount", "min", "max", "sum", "avg"];
+/// The aggregation functions `summarize` runs.
+pub(crate) const AGGREGATES: [&str; 16] = [
+    "count",
+    "countif",
+    "dcount",
+    "dcountif",
+    "min",
+    "max",
+    "sum",
+    "avg",
+    "make_set",
+    "makeset",
+    "make_list",
+    "makelist",
+    "make_bag",
+    "arg_max",
+    "arg_min",
+    "take_any",
+];
 
-impl Binder<'_> {
+/// Functions of KQL (scalar and aggregation) that the emulator does not implement: a
+/// call to one is [`KqlError::NotSupported`], a call to any other unknown name
+/// [`KqlError::UnknownFunction`].
+const KNOWN_FUNCTIONS: &[&str] = &[
+    "abs",
+    "acos",
+    "any",
+    "anyif",
+    "array_concat",
+    "array_index_of",
+    "array_reverse",
+    "array_slice",
+    "array_sort_asc",
+    "array_sort_desc",
+    "array_sum",
+    "asin",
+    "atan",
+    "avgif",
+    "bag_keys",
+    "bag_merge",
+    "bag_remove_keys",
+    "base64_decode_tostring",
+    "base64_encode_tostring",
+    "base64_decode_toarray",
+    "bin_at",
+    "binary_and",
+    "binary_or",
+    "binary_xor",
+    "ceiling",
+    "coalesce",
+    "column_ifexists",
+    "cos",
+    "countof",
+    "datetime_add",
+    "datetime_diff",
+    "datetime_part",
+    "dayofmonth",
+    "dayofweek",
+    "dayofyear",
+    "dcount_hll",
+    "endofday",
+    "endofmonth",
+    "endofweek",
+    "endofyear",
+    "exp",
+    "extract_json",
+    "format_datetime",
+    "format_timespan",
+    "geo_info_from_ip_address",
+    "getmonth",
+    "getyear",
+    "has_any_ipv4",
+    "has_any_ipv4_prefix",
+    "has_ipv4",
+    "has_ipv4_prefix",
+    "hash",
+    "hash_sha256",
+    "hash_md5",
+    "hourofday",
+    "indexof",
+    "ipv4_compare",
+    "ipv4_is_in_range",
+    "ipv4_is_match",
+    "ipv4_is_private",
+    "ipv6_compare",
+    "isascii",
+    "isfinite",
+    "isnan",
+    "log",
+    "log10",
+    "make_datetime",
+    "make_list_if",
+    "make_list_with_nulls",
+    "make_set_if",
+    "make_timespan",
+    "materialize",
+    "max_of",
+    "maxif",
+    "min_of",
+    "minif",
+    "monthofyear",
+    "new_guid",
+    "next",
+    "pack_all",
+    "parse_command_line",
+    "parse_ipv4",
+    "parse_path",
+    "parse_url",
+    "parse_urlquery",
+    "parse_user_agent",
+    "parse_xml",
+    "percentile",
+    "percentiles",
+    "pow",
+    "prev",
+    "rand",
+    "range",
+    "replace",
+    "replace_regex",
+    "replace_string",
+    "reverse",
+    "row_number",
+    "set_difference",
+    "set_has_element",
+    "set_intersect",
+    "set_union",
+    "sign",
+    "sin",
+    "sqrt",
+    "startofmonth",
+    "startofweek",
+    "startofyear",
+    "stdev",
+    "strcmp",
+    "string_size",
+    "strrep",
+    "substring",
+    "sumif",
+    "take_anyif",
+    "tan",
+    "tohex",
+    "totimespan",
+    "translate",
+    "trim",
+    "trim_end",
+    "trim_start",
+    "unixtime_milliseconds_todatetime",
+    "unixtime_seconds_todatetime",
+    "url_decode",
+    "url_encode",
+    "variance",
+    "week_of_year",
+    "zip",
+    "FileProfile",
+    "DeviceFromIP",
+    "AssignedIPAddresses",
+];
+
+impl<'a> Binder<'_, 'a> {
     fn bind(&self, a: &Ast) -> Res<CExpr> {
         let e = self.bind_inner(a)?;
         // Constant folding.
@@ -833,6 +1255,72 @@ impl Binder<'_> {
         Ok(e)
     }
 
+    /// A binder for the same columns with another scope and parameters.
+    fn with<'t>(&'t self, scope: &'t Scope, params: &'t [(String, CExpr)]) -> Binder<'t, 'a> {
+        Binder {
+            ctx: self.ctx,
+            src: self.src,
+            scope,
+            cols: self.cols,
+            params,
+            now: self.now,
+            op: self.op,
+            bg: self.bg,
+        }
+    }
+
+    /// The values of a list item that is a table (`in (T | project X)`, `in (SomeLet)`):
+    /// the first column of its rows.
+    fn table_values(&self, a: &Ast) -> Res<Option<(Vec<Value>, DataType)>> {
+        let Some(t) = self.ctx.as_tabular(a, self.scope) else {
+            return Ok(None);
+        };
+        let f = self.ctx.tabular(&t, self.scope)?;
+        let Some(c) = f.cols.first() else {
+            return Ok(Some((Vec::new(), DataType::String)));
+        };
+        let ty = c.ty;
+        let mut vals = Vec::with_capacity(f.len);
+        for i in 0..f.len {
+            self.bg.row()?;
+            let v = f.value(0, i);
+            self.bg.charge(value_bytes(&v));
+            vals.push(v);
+        }
+        Ok(Some((vals, ty)))
+    }
+
+    /// The constant values of an `in`/`has_any` list, arrays flattened.
+    fn list_values(&self, list: &[Ast], want: DataType, strings: bool) -> Res<Vec<Value>> {
+        let mut set = Vec::with_capacity(list.len());
+        for item in list {
+            if let Some((vals, ty)) = self.table_values(item)? {
+                if !strings && !comparable(want, ty) {
+                    return Err(cannot_compare(want, ty));
+                }
+                set.extend(vals);
+                continue;
+            }
+            let v = self.bind(item)?;
+            let CKind::Lit(val) = v.kind else {
+                return Err(self.src.error_at(
+                    item.start,
+                    item.end,
+                    "the list must hold constant values",
+                ));
+            };
+            if let Some(items) = dynamic::elements(&val) {
+                set.extend(items.iter().map(|j| Value::from_json(j.clone())));
+                continue;
+            }
+            if !strings && !comparable(want, v.ty) {
+                return Err(cannot_compare(want, v.ty));
+            }
+            set.push(val);
+        }
+        Ok(set)
+    }
+
     fn bind_inner(&self, a: &Ast) -> Res<CExpr> {
         use DataType as T;
         Ok(match &a.kind {
@@ -843,7 +1331,9 @@ impl Binder<'_> {
                         kind: CKind::Col(c),
                         ty: self.cols[c].ty,
                     }
-                } else if let Some((_, v, t)) = self.lets.iter().rev().find(|(l, _, _)| l == n) {
+                } else if let Some((_, e)) = self.params.iter().rev().find(|(p, _)| p == n) {
+                    e.clone()
+                } else if let Some(Binding::Scalar(v, t)) = lookup(self.scope, n) {
                     CExpr::lit(v.clone(), *t)
                 } else {
                     return Err(KqlError::UnknownColumn {
@@ -865,6 +1355,18 @@ impl Binder<'_> {
                     kind: CKind::Neg(Box::new(x)),
                 }
             }
+            AstKind::Binary(BinOp::Matches, l, r) => {
+                let text = to_string_expr(self.bind(l)?);
+                let re = self.regex(r)?;
+                CExpr {
+                    ty: T::Bool,
+                    kind: CKind::Regex {
+                        re,
+                        usage: RegexUse::Matches,
+                        text: Box::new(text),
+                    },
+                }
+            }
             AstKind::Binary(op, l, r) => {
                 let (l, r) = (self.bind(l)?, self.bind(r)?);
                 self.binary(*op, l, r)?
@@ -872,33 +1374,43 @@ impl Binder<'_> {
             AstKind::In {
                 expr,
                 list,
+                op,
                 negated,
-                ci,
             } => {
                 let e = self.bind(expr)?;
-                let mut set = Vec::with_capacity(list.len());
-                for item in list {
-                    let v = self.bind(item)?;
-                    let CKind::Lit(val) = v.kind else {
-                        return Err(self.src.error_at(
-                            item.start,
-                            item.end,
-                            "the 'in' operator needs constant values",
-                        ));
-                    };
-                    if !comparable(e.ty, v.ty) || (*ci && e.ty != T::String) {
-                        return Err(cannot_compare(e.ty, v.ty));
+                match op {
+                    ListOp::In { ci } => {
+                        if *ci && !matches!(e.ty, T::String | T::Dynamic) {
+                            return Err(cannot_compare(e.ty, T::String));
+                        }
+                        let set = self.list_values(list, e.ty, false)?;
+                        self.bg.charge(set.iter().map(value_bytes).sum());
+                        self.bg.status()?;
+                        CExpr {
+                            ty: T::Bool,
+                            kind: CKind::In {
+                                e: Box::new(e),
+                                set,
+                                negated: *negated,
+                                ci: *ci,
+                            },
+                        }
                     }
-                    set.push(val);
-                }
-                CExpr {
-                    ty: T::Bool,
-                    kind: CKind::In {
-                        e: Box::new(e),
-                        set,
-                        negated: *negated,
-                        ci: *ci,
-                    },
+                    ListOp::HasAny | ListOp::HasAll => {
+                        let terms = self
+                            .list_values(list, T::String, true)?
+                            .iter()
+                            .map(|v| Arc::from(v.to_text()))
+                            .collect();
+                        CExpr {
+                            ty: T::Bool,
+                            kind: CKind::HasTerms {
+                                e: Box::new(to_string_expr(e)),
+                                terms,
+                                all: *op == ListOp::HasAll,
+                            },
+                        }
+                    }
                 }
             }
             AstKind::Between {
@@ -932,8 +1444,62 @@ impl Binder<'_> {
                     },
                 }
             }
+            AstKind::Index(base, key) => {
+                let base = self.bind(base)?;
+                let key = self.bind(key)?;
+                if base.ty != T::Dynamic {
+                    return Err(type_err(format!(
+                        "only a dynamic value can be indexed, not a {}",
+                        base.ty.kql_name()
+                    )));
+                }
+                if !matches!(key.ty, T::String | T::Int | T::Long | T::Dynamic) {
+                    return Err(type_err(format!(
+                        "a dynamic value is indexed by a string or an integer, not a {}",
+                        key.ty.kql_name()
+                    )));
+                }
+                CExpr {
+                    ty: T::Dynamic,
+                    kind: CKind::Func(Func::Index, vec![base, key]),
+                }
+            }
+            AstKind::TypeOf(_) | AstKind::Star => {
+                return Err(self
+                    .src
+                    .error_at(a.start, a.end, "not allowed in this position"))
+            }
+            AstKind::Tabular(_) => {
+                return Err(self.src.error_at(
+                    a.start,
+                    a.end,
+                    "a tabular expression where a scalar is expected (try toscalar())",
+                ))
+            }
             AstKind::Call(name, args) => self.call(name, args, a)?,
         })
+    }
+
+    /// A constant regular expression, compiled once with bounded size (the `regex`
+    /// crate runs in time linear in the text, so only the compiled size needs a cap).
+    fn regex(&self, a: &Ast) -> Res<Arc<regex::Regex>> {
+        let e = self.bind(a)?;
+        let CKind::Lit(Value::Str(p)) = &e.kind else {
+            return Err(self.src.error_at(
+                a.start,
+                a.end,
+                "the regular expression must be a constant string",
+            ));
+        };
+        regex::RegexBuilder::new(p)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(Arc::new)
+            .map_err(|e| {
+                self.src
+                    .error_at(a.start, a.end, format!("invalid regular expression: {e}"))
+            })
     }
 
     fn binary(&self, op: BinOp, l: CExpr, r: CExpr) -> Res<CExpr> {
@@ -969,7 +1535,8 @@ impl Binder<'_> {
                 }
             }
             BinOp::EqCi | BinOp::NeCi => {
-                if l.ty != T::String || r.ty != T::String {
+                let stringy = |t: T| t == T::String || t == T::Dynamic;
+                if !stringy(l.ty) || !stringy(r.ty) {
                     return Err(type_err(format!(
                         "the '{}' operator expects string arguments, got {} and {}",
                         op.text(),
@@ -1037,6 +1604,9 @@ impl Binder<'_> {
 
     fn call(&self, name: &str, args: &[Ast], a: &Ast) -> Res<CExpr> {
         use DataType as T;
+        if let Some(Binding::Func(def, def_scope)) = lookup(self.scope, name) {
+            return self.user_call(name, def, def_scope, args, a);
+        }
         if AGGREGATES.contains(&name) {
             return Err(type_err(format!(
                 "the aggregation function '{name}()' can only be used in 'summarize'"
@@ -1045,10 +1615,21 @@ impl Binder<'_> {
         let arity = match name {
             "now" => 0..=0,
             "ago" | "not" | "tolower" | "toupper" | "strlen" | "isempty" | "isnotempty"
-            | "isnull" | "isnotnull" | "tostring" | "startofday" => 1..=1,
-            "bin" | "floor" => 2..=2,
+            | "isnull" | "isnotnull" | "tostring" | "startofday" | "parse_json" | "todynamic"
+            | "toobject" | "array_length" | "tolong" | "toint" | "todouble" | "toreal"
+            | "tobool" | "toboolean" | "todatetime" | "toscalar" => 1..=1,
+            "bin" | "floor" | "extractjson" | "strcat_array" => 2..=2,
+            "round" => 1..=2,
+            "split" => 2..=3,
+            "extract" => 3..=4,
+            "extract_all" => 2..=3,
             "iff" | "iif" => 3..=3,
-            "strcat" => 1..=64,
+            "case" => 3..=255,
+            "strcat" | "pack_array" => 1..=64,
+            "bag_pack" | "pack" => 2..=128,
+            _ if KNOWN_FUNCTIONS.contains(&name) => {
+                return Err(self.src.unsupported(a.start, a.end, format!("{name}()")))
+            }
             _ => return Err(KqlError::UnknownFunction(name.to_string())),
         };
         if !arity.contains(&args.len()) {
@@ -1058,9 +1639,14 @@ impl Binder<'_> {
                 format!("function '{name}' expects {} argument(s)", arity.start()),
             ));
         }
+        match name {
+            "toscalar" => return self.toscalar(&args[0]),
+            "extract" | "extract_all" => return self.bind_extract(name, args),
+            _ => {}
+        }
         let args = args.iter().map(|x| self.bind(x)).collect::<Res<Vec<_>>>()?;
         let want = |i: usize, t: T| -> Res<()> {
-            if args[i].ty == t {
+            if args[i].ty == t || args[i].ty == T::Dynamic {
                 Ok(())
             } else {
                 Err(type_err(format!(
@@ -1075,6 +1661,7 @@ impl Binder<'_> {
             kind: CKind::Func(f, args),
             ty,
         };
+        let strings = |args: Vec<CExpr>| args.into_iter().map(to_string_expr).collect();
         Ok(match name {
             "now" => CExpr::lit(Value::DateTime(self.now), T::DateTime),
             "ago" => {
@@ -1097,20 +1684,9 @@ impl Binder<'_> {
                     kind: CKind::Not(Box::new(args.remove(0))),
                 }
             }
-            "tolower" | "toupper" => {
-                let arg = args.into_iter().map(to_string_expr).collect();
-                let func = if name == "tolower" {
-                    Func::ToLower
-                } else {
-                    Func::ToUpper
-                };
-                f(func, T::String, arg)
-            }
-            "strlen" => f(
-                Func::StrLen,
-                T::Long,
-                args.into_iter().map(to_string_expr).collect(),
-            ),
+            "tolower" => f(Func::ToLower, T::String, strings(args)),
+            "toupper" => f(Func::ToUpper, T::String, strings(args)),
+            "strlen" => f(Func::StrLen, T::Long, strings(args)),
             "isempty" => f(Func::IsEmpty, T::Bool, args),
             "isnotempty" => f(Func::IsNotEmpty, T::Bool, args),
             "isnull" => f(Func::IsNull, T::Bool, args),
@@ -1143,24 +1719,236 @@ impl Binder<'_> {
             }
             "iff" | "iif" => {
                 want(0, T::Bool)?;
-                let (a, b) = (args[1].ty, args[2].ty);
-                let ty = if a == b {
-                    a
-                } else if a.is_numeric() && b.is_numeric() {
-                    T::Real
-                } else {
-                    return Err(type_err(format!(
-                        "function '{name}': the two branches have different types ({} and {})",
-                        a.kql_name(),
-                        b.kql_name()
-                    )));
-                };
+                let ty = unify(name, &[args[1].ty, args[2].ty])?;
                 f(Func::Iff, ty, args)
+            }
+            "case" => {
+                let mut types = Vec::new();
+                for (i, a) in args.iter().enumerate() {
+                    if i % 2 == 0 && i + 1 < args.len() {
+                        want(i, T::Bool)?;
+                    } else {
+                        types.push(a.ty);
+                    }
+                }
+                if args.len() % 2 == 0 {
+                    return Err(type_err(
+                        "function 'case' expects an odd number of arguments (the last is the else value)"
+                            .to_string(),
+                    ));
+                }
+                let ty = unify(name, &types)?;
+                f(Func::Case, ty, args)
+            }
+            "parse_json" | "todynamic" | "toobject" => f(Func::ParseJson, T::Dynamic, args),
+            "extractjson" => f(Func::ExtractJson, T::String, strings(args)),
+            "array_length" => f(Func::ArrayLength, T::Long, args),
+            "split" => {
+                let mut args = args;
+                let idx = args.len().checked_sub(3).map(|_| args.remove(2));
+                let mut args: Vec<CExpr> = strings(args);
+                if let Some(i) = idx {
+                    if !matches!(i.ty, T::Int | T::Long) {
+                        return Err(type_err(
+                            "function 'split' expects an integer index".to_string(),
+                        ));
+                    }
+                    args.push(i);
+                }
+                f(Func::Split, T::Dynamic, args)
+            }
+            "strcat_array" => f(Func::StrCatArray, T::String, args),
+            "pack_array" => f(Func::PackArray, T::Dynamic, args),
+            "bag_pack" | "pack" => {
+                if args.len() % 2 != 0 {
+                    return Err(type_err(format!(
+                        "function '{name}' expects key and value pairs"
+                    )));
+                }
+                f(Func::BagPack, T::Dynamic, args)
+            }
+            "tolong" => f(Func::ToLong, T::Long, args),
+            "toint" => f(Func::ToLong, T::Int, args),
+            "todouble" | "toreal" => f(Func::ToReal, T::Real, args),
+            "tobool" | "toboolean" => f(Func::ToBool, T::Bool, args),
+            "todatetime" => f(Func::ToDateTime, T::DateTime, args),
+            "round" => {
+                if !args[0].ty.is_numeric() && args[0].ty != T::Dynamic {
+                    return Err(type_err(format!(
+                        "function 'round' expects a number, got {}",
+                        args[0].ty.kql_name()
+                    )));
+                }
+                let ty = args[0].ty;
+                f(Func::Round, ty, args)
             }
             _ => f(Func::StrCat, T::String, args),
         })
     }
+
+    /// `extract(re, group, text [, typeof(T)])`, `extract_all(re, [groups,] text)`.
+    fn bind_extract(&self, name: &str, args: &[Ast]) -> Res<CExpr> {
+        let re = self.regex(&args[0])?;
+        let group = |a: &Ast| -> Res<usize> {
+            match self.bind(a)?.kind {
+                CKind::Lit(Value::Int(g)) if g >= 0 && (g as usize) < re.captures_len() => {
+                    Ok(g as usize)
+                }
+                _ => Err(self.src.error_at(
+                    a.start,
+                    a.end,
+                    "expected the number of a capture group of the regular expression",
+                )),
+            }
+        };
+        if name == "extract" {
+            let g = group(&args[1])?;
+            let text = to_string_expr(self.bind(&args[2])?);
+            let ty = match args.get(3).map(|a| &a.kind) {
+                None => DataType::String,
+                Some(AstKind::TypeOf(t)) => *t,
+                Some(_) => {
+                    return Err(self
+                        .src
+                        .error_at(args[3].start, args[3].end, "expected typeof(T)"))
+                }
+            };
+            return Ok(CExpr {
+                ty,
+                kind: CKind::Regex {
+                    re,
+                    usage: RegexUse::Extract(g),
+                    text: Box::new(text),
+                },
+            });
+        }
+        let groups = if args.len() == 3 {
+            let g = self.bind(&args[1])?;
+            let CKind::Lit(v) = &g.kind else {
+                return Err(self.src.error_at(
+                    args[1].start,
+                    args[1].end,
+                    "expected a constant array of groups",
+                ));
+            };
+            let items = dynamic::elements(v).unwrap_or_default();
+            let mut out = Vec::new();
+            for j in items {
+                match j.as_u64() {
+                    Some(n) if (n as usize) < re.captures_len() => out.push(n as usize),
+                    _ => {
+                        return Err(self.src.error_at(
+                            args[1].start,
+                            args[1].end,
+                            "expected the numbers of capture groups",
+                        ))
+                    }
+                }
+            }
+            out
+        } else if re.captures_len() > 1 {
+            (1..re.captures_len()).collect()
+        } else {
+            vec![0]
+        };
+        let text = to_string_expr(self.bind(&args[args.len() - 1])?);
+        Ok(CExpr {
+            ty: DataType::Dynamic,
+            kind: CKind::Regex {
+                re,
+                usage: RegexUse::ExtractAll(groups),
+                text: Box::new(text),
+            },
+        })
+    }
+
+    /// `toscalar(T | ...)`: the first column of the first row (null when empty).
+    fn toscalar(&self, a: &Ast) -> Res<CExpr> {
+        match self.table_values(a)? {
+            Some((vals, ty)) => Ok(CExpr::lit(
+                vals.into_iter().next().unwrap_or(Value::Null),
+                ty,
+            )),
+            None => self.bind(a),
+        }
+    }
+
+    /// A call of a user function in a scalar expression: its body bound with the
+    /// parameters standing for the caller's arguments.
+    fn user_call(
+        &self,
+        name: &str,
+        def: &FuncDef,
+        def_scope: &Scope,
+        args: &[Ast],
+        a: &Ast,
+    ) -> Res<CExpr> {
+        let _guard = self.ctx.enter_call()?;
+        if args.len() > def.params.len() {
+            return Err(self.src.error_at(
+                a.start,
+                a.end,
+                format!("function '{name}' expects {} argument(s)", def.params.len()),
+            ));
+        }
+        let mut params = Vec::new();
+        for (i, p) in def.params.iter().enumerate() {
+            if p.tabular {
+                return Err(self
+                    .src
+                    .unsupported(a.start, a.end, "tabular function parameters"));
+            }
+            let e = match (args.get(i), &p.default) {
+                (Some(x), _) => self.bind(x)?,
+                (None, Some(d)) => self.with(def_scope, &[]).bind(d)?,
+                (None, None) => {
+                    return Err(self.src.error_at(
+                        a.start,
+                        a.end,
+                        format!("function '{name}': no value for parameter '{}'", p.name),
+                    ))
+                }
+            };
+            params.push((p.name.clone(), e));
+        }
+        let scope = self.ctx.bind_lets(&def.lets, def_scope.clone())?;
+        match &def.body {
+            LetRhs::Expr(body) => self.with(&scope, &params).bind(body),
+            _ => Err(self.src.error_at(
+                a.start,
+                a.end,
+                format!("function '{name}' returns a table where a scalar is expected"),
+            )),
+        }
+    }
 }
+
+/// The type of values that may come from any of `types` (the branches of `iff` and
+/// `case`): one type, numbers widened to real, anything with a dynamic is dynamic.
+fn unify(name: &str, types: &[DataType]) -> Res<DataType> {
+    let mut ty = types[0];
+    for &t in &types[1..] {
+        ty = if t == ty {
+            ty
+        } else if t.is_numeric() && ty.is_numeric() {
+            DataType::Real
+        } else if t == DataType::Dynamic || ty == DataType::Dynamic {
+            DataType::Dynamic
+        } else {
+            return Err(type_err(format!(
+                "function '{name}': the branches have different types ({} and {})",
+                ty.kql_name(),
+                t.kql_name()
+            )));
+        };
+    }
+    Ok(ty)
+}
+
+/// The compiled size a regular expression of a query may have (the `regex` crate's
+/// own default is 10 MiB; 1 MiB is ample for hunting patterns and keeps a hostile
+/// `(a{1000}){1000}` from costing the process more).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 fn to_string_expr(e: CExpr) -> CExpr {
     if e.ty == DataType::String {
@@ -1180,7 +1968,7 @@ fn to_string_expr(e: CExpr) -> CExpr {
 }
 
 fn comparable(a: DataType, b: DataType) -> bool {
-    a == b || (a.is_numeric() && b.is_numeric())
+    a == b || (a.is_numeric() && b.is_numeric()) || a == DataType::Dynamic || b == DataType::Dynamic
 }
 
 fn cannot_compare(a: DataType, b: DataType) -> KqlError {
@@ -1192,77 +1980,86 @@ fn cannot_compare(a: DataType, b: DataType) -> KqlError {
 }
 
 // ---------------------------------------------------------------------------------------
-// Running a query
+// Running a query: scopes, the context of one run, tabular expressions
+
+/// What a name stands for.
+pub(crate) enum Binding {
+    Scalar(Value, DataType),
+    /// A tabular `let`: evaluated where it is used, in the scope it was defined in.
+    Tabular(Rc<TabExpr>, Scope),
+    /// A user function and the scope it was defined in (its body sees only the names
+    /// defined before it, so a function cannot call itself).
+    Func(Rc<FuncDef>, Scope),
+}
+
+/// One name in scope, and the scope around it.
+pub(crate) struct Env {
+    parent: Scope,
+    name: String,
+    binding: Binding,
+}
+
+/// The names in scope: a persistent list, newest first, shared by what captured it.
+pub(crate) type Scope = Option<Rc<Env>>;
+
+fn lookup<'s>(scope: &'s Scope, name: &str) -> Option<&'s Binding> {
+    let mut cur = scope.as_ref();
+    while let Some(env) = cur {
+        if env.name == name {
+            return Some(&env.binding);
+        }
+        cur = env.parent.as_ref();
+    }
+    None
+}
+
+fn define(scope: Scope, name: &str, binding: Binding) -> Scope {
+    Some(Rc::new(Env {
+        parent: scope,
+        name: name.to_string(),
+        binding,
+    }))
+}
+
+/// Everything one run of a query shares.
+pub(crate) struct Ctx<'a> {
+    data: &'a Dataset,
+    src: &'a Src<'a>,
+    opts: &'a RunOptions,
+    now: i64,
+    bg: &'a Budget,
+    /// Rows read from tables (after the lookback cut), over every table reference.
+    scanned: Cell<u64>,
+    /// Nested evaluations of tabular `let`s and calls of user functions.
+    calls: Cell<u32>,
+}
+
+/// Leaves one nested evaluation when dropped.
+pub(crate) struct CallGuard<'c>(&'c Cell<u32>);
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
 
 pub(crate) fn run(query: &str, data: &Dataset, opts: &RunOptions) -> Res<QueryOutput> {
     let src = Src { text: query };
     let q = Parser::new(&src, opts.limits.max_nesting)?.parse_query()?;
-    let now = opts.now_unix_ms.saturating_mul(TICKS_PER_MS);
-    let bg = Budget::new(opts.limits);
-    if q.ops.len() > opts.limits.max_operators {
+    if q.operators > opts.limits.max_operators {
         return Err(KqlError::LimitExceeded(Limit::Operators));
     }
-
-    let mut lets: Vec<(String, Value, DataType)> = Vec::new();
-    for (name, ast) in &q.lets {
-        let b = Binder {
-            src: &src,
-            cols: &[],
-            lets: &lets,
-            now,
-            op: "let",
-            bg: &bg,
-        };
-        let e = b.bind(ast)?;
-        let v = match e.kind {
-            CKind::Lit(v) => v,
-            _ => eval(&e, &NoRow, &bg),
-        };
-        bg.status()?;
-        lets.push((name.clone(), v, e.ty));
-    }
-
-    let (tname, ts, te) = &q.table;
-    let Some(table) = data.table(tname) else {
-        if lets.iter().any(|(l, _, _)| l == tname) {
-            return Err(src.error_at(*ts, *te, "tabular let statements are not supported"));
-        }
-        return Err(KqlError::UnknownTable(tname.clone()));
+    let bg = Budget::new(opts.limits);
+    let ctx = Ctx {
+        data,
+        src: &src,
+        opts,
+        now: opts.now_unix_ms.saturating_mul(TICKS_PER_MS),
+        bg: &bg,
+        scanned: Cell::new(0),
+        calls: Cell::new(0),
     };
-    let stamps = table.timestamps();
-    let lo = match opts.lookback_ms {
-        Some(ms) => {
-            let cut = now.saturating_sub(ms.saturating_mul(TICKS_PER_MS));
-            stamps.partition_point(|t| *t < cut)
-        }
-        None => 0,
-    };
-    let hi = table.row_count();
-    let mut frame = Frame {
-        table: Some(table),
-        sel: (lo as u32..hi as u32).collect(),
-        len: hi - lo,
-        cols: table
-            .schema()
-            .iter()
-            .enumerate()
-            .map(|(j, c)| FCol {
-                name: c.name.clone(),
-                ty: c.data_type,
-                src: ColSrc::Table(j),
-            })
-            .collect(),
-        extra: Vec::new(),
-    };
-
-    for op in &q.ops {
-        frame = apply(frame, op, &src, &lets, now, &bg)?;
-        if frame.cols.len() > opts.limits.max_columns {
-            return Err(KqlError::LimitExceeded(Limit::Columns));
-        }
-        bg.check_time();
-        bg.status()?;
-    }
+    let scope = ctx.bind_lets(&q.lets, None)?;
+    let frame = ctx.tabular(&q.body, &scope)?;
 
     let n = frame.len.min(opts.row_cap);
     let rows = (0..n)
@@ -1279,13 +2076,378 @@ pub(crate) fn run(query: &str, data: &Dataset, opts: &RunOptions) -> Res<QueryOu
             })
             .collect(),
         rows,
-        rows_scanned: (hi - lo) as u64,
-        operators: q.ops.len() as u32,
+        rows_scanned: ctx.scanned.get(),
+        operators: q.operators as u32,
         truncated: frame.len > opts.row_cap,
     })
 }
 
-fn const_count(b: &Binder<'_>, a: &Ast, what: &str) -> Res<usize> {
+impl<'a> Ctx<'a> {
+    fn binder<'s>(&'s self, scope: &'s Scope, cols: &'s [FCol], op: &'s str) -> Binder<'s, 'a> {
+        Binder {
+            ctx: self,
+            src: self.src,
+            scope,
+            cols,
+            params: &[],
+            now: self.now,
+            op,
+            bg: self.bg,
+        }
+    }
+
+    /// Enters a tabular `let` or a user function; a chain of them deeper than the
+    /// nesting limit is refused like a deep expression.
+    fn enter_call(&self) -> Res<CallGuard<'_>> {
+        let d = self.calls.get() + 1;
+        if d > self.opts.limits.max_nesting {
+            return Err(KqlError::TooDeep(self.opts.limits.max_nesting));
+        }
+        self.calls.set(d);
+        Ok(CallGuard(&self.calls))
+    }
+
+    /// Adds `lets` to `scope`, in order.
+    fn bind_lets(&self, lets: &[Let], mut scope: Scope) -> Res<Scope> {
+        for l in lets {
+            let binding = match &l.rhs {
+                LetRhs::Func(def) => Binding::Func(def.clone(), scope.clone()),
+                LetRhs::Tabular(t) => Binding::Tabular(Rc::new(t.clone()), scope.clone()),
+                LetRhs::Expr(ast) => match self.as_tabular(ast, &scope) {
+                    Some(t) => Binding::Tabular(Rc::new(t), scope.clone()),
+                    None => {
+                        let e = self.binder(&scope, &[], "let").bind(ast)?;
+                        let v = match e.kind {
+                            CKind::Lit(v) => v,
+                            _ => eval(&e, &NoRow, self.bg),
+                        };
+                        self.bg.status()?;
+                        Binding::Scalar(v, e.ty)
+                    }
+                },
+            };
+            scope = define(scope, &l.name, binding);
+        }
+        Ok(scope)
+    }
+
+    /// `a` as a tabular expression, if it is one in `scope`: a parenthesised pipeline,
+    /// the name of a table or tabular `let`, or a call of a function returning a table.
+    fn as_tabular(&self, a: &Ast, scope: &Scope) -> Option<TabExpr> {
+        let source = match &a.kind {
+            AstKind::Tabular(t) => return Some((**t).clone()),
+            AstKind::Call(n, args) if n == "materialize" && args.len() == 1 => {
+                return self.as_tabular(&args[0], scope)
+            }
+            AstKind::Name(n) => {
+                let tabular = match lookup(scope, n) {
+                    Some(Binding::Tabular(..)) => true,
+                    Some(Binding::Func(def, def_scope)) => {
+                        def.params.iter().all(|p| p.default.is_some())
+                            && self.returns_table(def, def_scope)
+                    }
+                    Some(Binding::Scalar(..)) => false,
+                    None => self.data.table(n).is_some(),
+                };
+                if !tabular {
+                    return None;
+                }
+                Source::Name {
+                    name: n.clone(),
+                    start: a.start,
+                    end: a.end,
+                }
+            }
+            AstKind::Call(n, args) => match lookup(scope, n) {
+                Some(Binding::Func(def, def_scope)) if self.returns_table(def, def_scope) => {
+                    Source::Call {
+                        name: n.clone(),
+                        args: args.clone(),
+                        start: a.start,
+                        end: a.end,
+                    }
+                }
+                _ => return None,
+            },
+            _ => return None,
+        };
+        Some(TabExpr {
+            source,
+            ops: Vec::new(),
+        })
+    }
+
+    fn returns_table(&self, def: &FuncDef, def_scope: &Scope) -> bool {
+        match &def.body {
+            LetRhs::Tabular(_) => true,
+            LetRhs::Expr(e) => def.lets.is_empty() && self.as_tabular(e, def_scope).is_some(),
+            LetRhs::Func(_) => false,
+        }
+    }
+
+    fn tabular(&self, t: &TabExpr, scope: &Scope) -> Res<Frame<'a>> {
+        let mut frame = self.source(&t.source, scope)?;
+        for op in &t.ops {
+            frame = self.apply(frame, op, scope)?;
+            if frame.cols.len() > self.opts.limits.max_columns {
+                return Err(KqlError::LimitExceeded(Limit::Columns));
+            }
+            self.bg.check_time();
+            self.bg.status()?;
+        }
+        Ok(frame)
+    }
+
+    fn source(&self, s: &Source, scope: &Scope) -> Res<Frame<'a>> {
+        match s {
+            Source::Name { name, start, end } => {
+                if name.contains('*') {
+                    return Err(self.src.error_at(
+                        *start,
+                        *end,
+                        "a wildcard table name is only allowed in 'union'",
+                    ));
+                }
+                match lookup(scope, name) {
+                    Some(Binding::Tabular(t, def_scope)) => {
+                        let _guard = self.enter_call()?;
+                        self.tabular(t, def_scope)
+                    }
+                    Some(Binding::Func(def, def_scope)) => {
+                        self.call_tabular(name, def, def_scope, &[], scope, *start, *end)
+                    }
+                    Some(Binding::Scalar(..)) => {
+                        Err(type_err(format!("'{name}' is a scalar value, not a table")))
+                    }
+                    None => match self.data.table(name) {
+                        Some(t) => Ok(self.table_frame(t)),
+                        None => Err(KqlError::UnknownTable(name.clone())),
+                    },
+                }
+            }
+            Source::Call {
+                name,
+                args,
+                start,
+                end,
+            } => match lookup(scope, name) {
+                Some(Binding::Func(def, def_scope)) => {
+                    self.call_tabular(name, def, def_scope, args, scope, *start, *end)
+                }
+                _ if KNOWN_FUNCTIONS.contains(&name.as_str()) => {
+                    Err(self.src.unsupported(*start, *end, format!("{name}()")))
+                }
+                _ => Err(KqlError::UnknownFunction(name.clone())),
+            },
+            Source::Union(u) => self.union(u, None, scope),
+            Source::Print(items) => {
+                let one = Frame::computed(Vec::new(), 1);
+                let b = self.binder(scope, &[], "print");
+                project(one, items, false, &b)
+            }
+            Source::Paren(t) => self.tabular(t, scope),
+        }
+    }
+
+    /// The rows of `table` inside the lookback window.
+    fn table_frame(&self, table: &'a Table) -> Frame<'a> {
+        let stamps = table.timestamps();
+        let lo = match self.opts.lookback_ms {
+            Some(ms) => {
+                let cut = self.now.saturating_sub(ms.saturating_mul(TICKS_PER_MS));
+                stamps.partition_point(|t| *t < cut)
+            }
+            None => 0,
+        };
+        let hi = table.row_count();
+        self.scanned.set(self.scanned.get() + (hi - lo) as u64);
+        Frame {
+            table: Some(table),
+            sel: (lo as u32..hi as u32).collect(),
+            len: hi - lo,
+            cols: table
+                .schema()
+                .iter()
+                .enumerate()
+                .map(|(j, c)| FCol {
+                    name: c.name.clone(),
+                    ty: c.data_type,
+                    src: ColSrc::Table(j),
+                })
+                .collect(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// A user function called where a table is expected.
+    #[allow(clippy::too_many_arguments)]
+    fn call_tabular(
+        &self,
+        name: &str,
+        def: &FuncDef,
+        def_scope: &Scope,
+        args: &[Ast],
+        scope: &Scope,
+        start: usize,
+        end: usize,
+    ) -> Res<Frame<'a>> {
+        let _guard = self.enter_call()?;
+        if args.len() > def.params.len() {
+            return Err(self.src.error_at(
+                start,
+                end,
+                format!("function '{name}' expects {} argument(s)", def.params.len()),
+            ));
+        }
+        let mut inner = def_scope.clone();
+        for (i, p) in def.params.iter().enumerate() {
+            if p.tabular {
+                return Err(self
+                    .src
+                    .unsupported(start, end, "tabular function parameters"));
+            }
+            let e = match (args.get(i), &p.default) {
+                (Some(x), _) => self.binder(scope, &[], name).bind(x)?,
+                (None, Some(d)) => self.binder(def_scope, &[], name).bind(d)?,
+                (None, None) => {
+                    return Err(self.src.error_at(
+                        start,
+                        end,
+                        format!("function '{name}': no value for parameter '{}'", p.name),
+                    ))
+                }
+            };
+            let v = match e.kind {
+                CKind::Lit(v) => v,
+                _ => eval(&e, &NoRow, self.bg),
+            };
+            inner = define(inner, &p.name, Binding::Scalar(v, e.ty));
+        }
+        let inner = self.bind_lets(&def.lets, inner)?;
+        let body = match &def.body {
+            LetRhs::Tabular(t) => Some(t.clone()),
+            LetRhs::Expr(e) => self.as_tabular(e, &inner),
+            LetRhs::Func(_) => None,
+        };
+        match body {
+            Some(t) => self.tabular(&t, &inner),
+            None => Err(self.src.error_at(
+                start,
+                end,
+                format!("function '{name}' returns a scalar where a table is expected"),
+            )),
+        }
+    }
+
+    /// `union` of `first` (the piped input, if any) and the items of `u`.
+    fn union(&self, u: &Union, first: Option<Frame<'a>>, scope: &Scope) -> Res<Frame<'a>> {
+        let mut inputs: Vec<(String, Frame<'a>)> = Vec::new();
+        if let Some(f) = first {
+            inputs.push(("union_arg0".to_string(), f));
+        }
+        for item in &u.items {
+            match &item.source {
+                Source::Name { name, .. } if item.ops.is_empty() && name.contains('*') => {
+                    for t in self.data.tables() {
+                        if glob(name, t.name()) {
+                            inputs.push((t.name().to_string(), self.table_frame(t)));
+                        }
+                    }
+                }
+                Source::Name { name, .. } if item.ops.is_empty() => {
+                    inputs.push((name.clone(), self.tabular(item, scope)?));
+                }
+                _ => {
+                    let label = format!("union_arg{}", inputs.len());
+                    inputs.push((label, self.tabular(item, scope)?));
+                }
+            }
+        }
+        // Output columns: by name and type, in order of first appearance; a name with
+        // two types becomes `name_type` for each (as the service does).
+        let mut keys: Vec<(String, DataType)> = Vec::new();
+        for (_, f) in &inputs {
+            for c in &f.cols {
+                if !keys.iter().any(|(n, t)| *n == c.name && *t == c.ty) {
+                    keys.push((c.name.clone(), c.ty));
+                }
+            }
+        }
+        if u.inner {
+            keys.retain(|(n, t)| {
+                inputs
+                    .iter()
+                    .all(|(_, f)| f.cols.iter().any(|c| c.name == *n && c.ty == *t))
+            });
+        }
+        let total: usize = inputs.iter().map(|(_, f)| f.len).sum();
+        let mut out: Vec<(String, DataType, Vec<Value>)> = Vec::new();
+        if let Some(ws) = &u.with_source {
+            let mut vals = Vec::with_capacity(total);
+            for (label, f) in &inputs {
+                let v = Value::str(label);
+                vals.extend(std::iter::repeat_n(v, f.len));
+            }
+            out.push((ws.clone(), DataType::String, vals));
+        }
+        for (name, ty) in &keys {
+            let clash = keys.iter().filter(|(n, _)| n == name).count() > 1;
+            let out_name = if clash {
+                format!("{name}_{}", ty.kql_name())
+            } else {
+                name.clone()
+            };
+            let mut vals = Vec::with_capacity(total);
+            for (_, f) in &inputs {
+                match f.cols.iter().position(|c| c.name == *name && c.ty == *ty) {
+                    Some(c) => {
+                        for i in 0..f.len {
+                            self.bg.row()?;
+                            let v = f.value(c, i);
+                            self.bg.charge(value_bytes(&v));
+                            vals.push(v);
+                        }
+                    }
+                    None => {
+                        self.bg.charge(f.len * std::mem::size_of::<Value>());
+                        self.bg.status()?;
+                        vals.extend(std::iter::repeat_n(Value::Null, f.len));
+                    }
+                }
+            }
+            out.push((out_name, *ty, vals));
+        }
+        let cols: Vec<FCol> = out
+            .iter()
+            .map(|(n, t, _)| FCol {
+                name: n.clone(),
+                ty: *t,
+                src: ColSrc::Extra(0),
+            })
+            .collect();
+        check_unique(&cols, "union")?;
+        Ok(Frame::computed(out, total))
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any text.
+fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for p in &parts[1..parts.len() - 1] {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn const_count(b: &Binder<'_, '_>, a: &Ast, what: &str) -> Res<usize> {
     match b.bind(a)?.kind {
         CKind::Lit(Value::Int(n)) if n >= 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
         _ => Err(b.src.error_at(
@@ -1325,140 +2487,434 @@ fn check_unique(cols: &[FCol], op: &str) -> Res<()> {
     Ok(())
 }
 
-fn apply<'a>(
+/// `project` (`extend` false) and `extend` of `items` over `frame`.
+fn project<'a>(
     mut frame: Frame<'a>,
-    op: &crate::parse::Operator,
-    src: &Src<'_>,
-    lets: &[(String, Value, DataType)],
-    now: i64,
-    bg: &Budget,
+    items: &[Item],
+    extend: bool,
+    b: &Binder<'_, '_>,
 ) -> Res<Frame<'a>> {
-    let cols = frame.cols.clone();
-    let b = Binder {
-        src,
-        cols: &cols,
-        lets,
-        now,
-        op: &op.name,
-        bg,
-    };
-    match &op.kind {
-        OpKind::Where(pred) => {
-            let e = b.bind(pred)?;
-            if e.ty != DataType::Bool {
-                return Err(type_err(format!(
-                    "'{}' operator: the predicate must be a boolean expression, got {}",
-                    op.name,
-                    e.ty.kql_name()
-                )));
+    let cols = b.cols;
+    let mut new_cols = if extend { cols.to_vec() } else { Vec::new() };
+    let mut auto = 0usize;
+    for Item { name, expr } in items {
+        let e = b.bind(expr)?;
+        let name = match name {
+            Some(n) => n.clone(),
+            None => default_name(&e, cols, &mut auto),
+        };
+        let src = match e.kind {
+            CKind::Col(c) => cols[c].src,
+            _ => {
+                frame.extra.push(frame.compute(&e, b.bg)?);
+                ColSrc::Extra(frame.extra.len() - 1)
             }
-            let filter = Filter::build(&e, &frame, bg);
-            bg.status()?;
-            let mut keep = Vec::with_capacity(frame.len);
-            for i in 0..frame.len {
-                bg.row()?;
-                keep.push(filter.test(&frame, i, bg) == 1);
-            }
-            bg.status()?;
-            drop(filter);
-            frame.retain(&keep);
+        };
+        let col = FCol {
+            name,
+            ty: e.ty,
+            src,
+        };
+        match new_cols.iter().position(|c| c.name == col.name) {
+            Some(p) if extend => new_cols[p] = col,
+            _ => new_cols.push(col),
         }
-        OpKind::Project(items) | OpKind::Extend(items) => {
-            let extend = matches!(op.kind, OpKind::Extend(_));
-            let mut new_cols = if extend { cols.clone() } else { Vec::new() };
-            let mut auto = 0usize;
-            for Item { name, expr } in items {
-                let e = b.bind(expr)?;
-                let name = match name {
-                    Some(n) => n.clone(),
-                    None => default_name(&e, &cols, &mut auto),
-                };
-                let src = match e.kind {
-                    CKind::Col(c) => cols[c].src,
-                    _ => {
-                        frame.extra.push(frame.compute(&e, bg)?);
-                        ColSrc::Extra(frame.extra.len() - 1)
-                    }
-                };
-                let col = FCol {
-                    name,
-                    ty: e.ty,
-                    src,
-                };
-                match new_cols.iter().position(|c| c.name == col.name) {
-                    Some(p) if extend => new_cols[p] = col,
-                    _ => new_cols.push(col),
-                }
-                if new_cols.len() > bg.limits.max_columns {
-                    return Err(KqlError::LimitExceeded(Limit::Columns));
-                }
-            }
-            check_unique(&new_cols, &op.name)?;
-            frame.cols = new_cols;
-            frame.gc();
+        if new_cols.len() > b.bg.limits.max_columns {
+            return Err(KqlError::LimitExceeded(Limit::Columns));
         }
-        OpKind::ProjectAway(names) => {
-            for (n, s, e) in names {
-                if frame.index(n).is_none() {
-                    return Err(src.error_at(
-                        *s,
-                        *e,
-                        format!("'project-away' operator: Failed to resolve column named '{n}'"),
-                    ));
-                }
-            }
-            frame
-                .cols
-                .retain(|c| !names.iter().any(|(n, _, _)| *n == c.name));
-            frame.gc();
-        }
-        OpKind::ProjectRename(pairs) => {
-            for (new, old, s, e) in pairs {
-                let Some(i) = frame.index(old) else {
-                    return Err(src.error_at(
-                        *s,
-                        *e,
-                        format!(
-                            "'project-rename' operator: Failed to resolve column named '{old}'"
-                        ),
-                    ));
-                };
-                frame.cols[i].name = new.clone();
-            }
-            check_unique(&frame.cols, &op.name)?;
-        }
-        OpKind::Take(n) => {
-            let n = const_count(&b, n, &op.name)?;
-            frame.truncate(n);
-        }
-        OpKind::Top(n, keys) => {
-            let n = const_count(&b, n, &op.name)?;
-            let perm = sort_perm(&frame, &b, keys, Some(n))?;
-            frame.permute(&perm);
-        }
-        OpKind::Sort(keys) => {
-            let perm = sort_perm(&frame, &b, keys, None)?;
-            frame.permute(&perm);
-        }
-        OpKind::Count => {
-            return Ok(Frame::computed(
-                vec![(
-                    "Count".to_string(),
-                    DataType::Long,
-                    vec![Value::Int(frame.len as i64)],
-                )],
-                1,
-            ))
-        }
-        OpKind::Distinct(items) => return summarize(&frame, &b, &[], items, false),
-        OpKind::Summarize { aggs, by } => return summarize(&frame, &b, aggs, by, true),
     }
+    check_unique(&new_cols, b.op)?;
+    frame.cols = new_cols;
+    frame.gc();
     Ok(frame)
+}
+
+/// Replaces the column named `name` (or appends one) with computed `vals`.
+fn set_column(frame: &mut Frame<'_>, name: &str, ty: DataType, vals: Vec<Value>) {
+    frame.extra.push(vals);
+    let col = FCol {
+        name: name.to_string(),
+        ty,
+        src: ColSrc::Extra(frame.extra.len() - 1),
+    };
+    match frame.index(name) {
+        Some(p) => frame.cols[p] = col,
+        None => frame.cols.push(col),
+    }
+}
+
+impl<'a> Ctx<'a> {
+    fn apply(
+        &self,
+        mut frame: Frame<'a>,
+        op: &crate::parse::Operator,
+        scope: &Scope,
+    ) -> Res<Frame<'a>> {
+        let (src, bg) = (self.src, self.bg);
+        let cols = frame.cols.clone();
+        let b = self.binder(scope, &cols, &op.name);
+        match &op.kind {
+            OpKind::Where(pred) => {
+                let e = b.bind(pred)?;
+                if e.ty != DataType::Bool {
+                    return Err(type_err(format!(
+                        "'{}' operator: the predicate must be a boolean expression, got {}",
+                        op.name,
+                        e.ty.kql_name()
+                    )));
+                }
+                let filter = Filter::build(&e, &frame, bg);
+                bg.status()?;
+                let mut keep = Vec::with_capacity(frame.len);
+                for i in 0..frame.len {
+                    bg.row()?;
+                    keep.push(filter.test(&frame, i, bg) == 1);
+                }
+                bg.status()?;
+                drop(filter);
+                frame.retain(&keep);
+            }
+            OpKind::Project(items) => return project(frame, items, false, &b),
+            OpKind::Extend(items) => return project(frame, items, true, &b),
+            OpKind::ProjectAway(names) => {
+                for (n, s, e) in names {
+                    if frame.index(n).is_none() {
+                        return Err(src.error_at(
+                            *s,
+                            *e,
+                            format!(
+                                "'project-away' operator: Failed to resolve column named '{n}'"
+                            ),
+                        ));
+                    }
+                }
+                frame
+                    .cols
+                    .retain(|c| !names.iter().any(|(n, _, _)| *n == c.name));
+                frame.gc();
+            }
+            OpKind::ProjectRename(pairs) => {
+                for (new, old, s, e) in pairs {
+                    let Some(i) = frame.index(old) else {
+                        return Err(src.error_at(
+                            *s,
+                            *e,
+                            format!(
+                                "'project-rename' operator: Failed to resolve column named '{old}'"
+                            ),
+                        ));
+                    };
+                    frame.cols[i].name = new.clone();
+                }
+                check_unique(&frame.cols, &op.name)?;
+            }
+            OpKind::Take(n) => {
+                let n = const_count(&b, n, &op.name)?;
+                frame.truncate(n);
+            }
+            OpKind::Top(n, keys) => {
+                let n = const_count(&b, n, &op.name)?;
+                let perm = sort_perm(&frame, &b, keys, Some(n))?;
+                frame.permute(&perm);
+            }
+            OpKind::Sort(keys) => {
+                let perm = sort_perm(&frame, &b, keys, None)?;
+                frame.permute(&perm);
+            }
+            OpKind::Count => {
+                return Ok(Frame::computed(
+                    vec![(
+                        "Count".to_string(),
+                        DataType::Long,
+                        vec![Value::Int(frame.len as i64)],
+                    )],
+                    1,
+                ))
+            }
+            OpKind::Distinct(items) => return summarize(&frame, &b, &[], items, false),
+            OpKind::Summarize { aggs, by } => return summarize(&frame, &b, aggs, by, true),
+            OpKind::Join { kind, right, on } => {
+                let right = self.tabular(right, scope)?;
+                return self.join(&frame, &right, *kind, on);
+            }
+            OpKind::Union(u) => return self.union(u, Some(frame), scope),
+            OpKind::MvExpand { items, limit } => {
+                return mv_expand(&frame, items, limit.as_ref(), &b)
+            }
+            OpKind::Parse { expr, pattern } => {
+                let e = to_string_expr(b.bind(expr)?);
+                let texts = frame.compute(&e, bg)?;
+                let names: Vec<(&str, DataType)> = pattern
+                    .iter()
+                    .filter_map(|p| match p {
+                        ParsePart::Col(n, t) => Some((n.as_str(), *t)),
+                        _ => None,
+                    })
+                    .collect();
+                let mut out: Vec<Vec<Value>> = vec![Vec::with_capacity(frame.len); names.len()];
+                for t in &texts {
+                    bg.row()?;
+                    let found = match t {
+                        Value::Str(s) => parse_pattern(s, pattern),
+                        _ => None,
+                    };
+                    for (k, (_, ty)) in names.iter().enumerate() {
+                        let v = match &found {
+                            Some(vals) => vals[k].clone(),
+                            None if *ty == DataType::String => Value::str(""),
+                            None => Value::Null,
+                        };
+                        bg.charge(value_bytes(&v));
+                        out[k].push(v);
+                    }
+                }
+                bg.status()?;
+                for ((name, ty), vals) in names.into_iter().zip(out) {
+                    set_column(&mut frame, name, ty, vals);
+                }
+                frame.gc();
+            }
+            OpKind::Render => {}
+        }
+        Ok(frame)
+    }
+
+    /// `left | join kind=... (right) on ...`.
+    fn join(
+        &self,
+        left: &Frame<'a>,
+        right: &Frame<'a>,
+        kind: JoinKind,
+        on: &[JoinKey],
+    ) -> Res<Frame<'a>> {
+        let bg = self.bg;
+        let mut lk = Vec::new();
+        let mut rk = Vec::new();
+        for k in on {
+            let find = |f: &Frame<'_>, n: &str, side: &str| {
+                f.index(n).ok_or_else(|| {
+                    self.src.error_at(
+                        k.start,
+                        k.end,
+                        format!("'join' operator: Failed to resolve column named '{n}' on the {side} side"),
+                    )
+                })
+            };
+            let (l, r) = (
+                find(left, &k.left, "left")?,
+                find(right, &k.right, "right")?,
+            );
+            if !comparable(left.cols[l].ty, right.cols[r].ty) {
+                return Err(cannot_compare(left.cols[l].ty, right.cols[r].ty));
+            }
+            lk.push(l);
+            rk.push(r);
+        }
+        let keys = |f: &Frame<'_>, cs: &[usize]| -> Res<Vec<Option<Vec<KeyVal>>>> {
+            let mut out = Vec::with_capacity(f.len);
+            for i in 0..f.len {
+                bg.row()?;
+                let key: Vec<KeyVal> = cs
+                    .iter()
+                    .map(|c| KeyVal(join_key(f.value(*c, i))))
+                    .collect();
+                bg.charge(key.iter().map(|k| value_bytes(&k.0)).sum());
+                // A null key matches nothing.
+                out.push((!key.iter().any(|k| matches!(k.0, Value::Null))).then_some(key));
+            }
+            bg.status()?;
+            Ok(out)
+        };
+        let (lkeys, rkeys) = (keys(left, &lk)?, keys(right, &rk)?);
+        let per_row = (left.cols.len() + right.cols.len()) * std::mem::size_of::<Value>();
+        let pairs = crate::join::pairs(kind, &lkeys, &rkeys, &mut || {
+            bg.charge(per_row);
+            bg.row()
+        })?;
+        let (use_left, use_right) = match kind {
+            JoinKind::LeftSemi | JoinKind::LeftAnti => (true, false),
+            JoinKind::RightSemi | JoinKind::RightAnti => (false, true),
+            _ => (true, true),
+        };
+        let mut out: Vec<(String, DataType, Vec<Value>)> = Vec::new();
+        let mut gather = |f: &Frame<'_>, side: usize| -> Res<()> {
+            for (c, col) in f.cols.iter().enumerate() {
+                let mut name = col.name.clone();
+                let mut n = 0;
+                while out.iter().any(|(o, _, _)| *o == name) {
+                    n += 1;
+                    name = format!("{}{n}", col.name);
+                }
+                let mut vals = Vec::with_capacity(pairs.len());
+                for p in &pairs {
+                    bg.row()?;
+                    let i = if side == 0 { p.0 } else { p.1 };
+                    vals.push(i.map_or(Value::Null, |i| f.value(c, i)));
+                }
+                out.push((name, col.ty, vals));
+            }
+            Ok(())
+        };
+        if use_left {
+            gather(left, 0)?;
+        }
+        if use_right {
+            gather(right, 1)?;
+        }
+        bg.status()?;
+        Ok(Frame::computed(out, pairs.len()))
+    }
+}
+
+/// A join key with `Int` and `Real` made comparable (`1 == 1.0`).
+fn join_key(v: Value) -> Value {
+    match v {
+        Value::Real(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::Int(f as i64),
+        v => v,
+    }
+}
+
+/// `mv-expand`: each row repeated once per element of the expanded arrays (in
+/// parallel, the shorter ones padded with null; a null value gives one row, an empty
+/// array none).
+fn mv_expand<'a>(
+    frame: &Frame<'a>,
+    items: &[ExpandItem],
+    limit: Option<&Ast>,
+    b: &Binder<'_, '_>,
+) -> Res<Frame<'a>> {
+    let bg = b.bg;
+    let limit = match limit {
+        Some(a) => const_count(b, a, "mv-expand")?,
+        None => usize::MAX,
+    };
+    let mut auto = 0;
+    let mut bound = Vec::new();
+    for it in items {
+        let e = b.bind(&it.expr)?;
+        let name = match &it.name {
+            Some(n) => n.clone(),
+            None => default_name(&e, b.cols, &mut auto),
+        };
+        bound.push((name, e, it.to));
+    }
+    let mut rows: Vec<Option<u32>> = Vec::new();
+    let mut expanded: Vec<Vec<Value>> = vec![Vec::new(); bound.len()];
+    for i in 0..frame.len {
+        bg.row()?;
+        let row = FrameRow { f: frame, i };
+        let vals: Vec<Vec<Value>> = bound
+            .iter()
+            .map(|(_, e, to)| {
+                let v = eval(e, &row, bg);
+                let elems: Vec<Value> = match &v {
+                    Value::Dynamic(j) => match &**j {
+                        serde_json::Value::Array(a) => {
+                            a.iter().map(|x| Value::from_json(x.clone())).collect()
+                        }
+                        serde_json::Value::Object(m) => m
+                            .iter()
+                            .map(|(k, x)| dynamic::bag(vec![(k.clone(), x.clone())]))
+                            .collect(),
+                        _ => vec![v.clone()],
+                    },
+                    _ => vec![v],
+                };
+                match to {
+                    Some(t) => elems.into_iter().map(|x| cast_only(x, *t)).collect(),
+                    None => elems,
+                }
+            })
+            .collect();
+        let n = vals.iter().map(Vec::len).max().unwrap_or(0).min(limit);
+        for j in 0..n {
+            bg.row()?;
+            rows.push(Some(i as u32));
+            for (k, v) in vals.iter().enumerate() {
+                let x = v.get(j).cloned().unwrap_or(Value::Null);
+                bg.charge(value_bytes(&x) + frame.cols.len() * std::mem::size_of::<Value>());
+                expanded[k].push(x);
+            }
+        }
+    }
+    bg.status()?;
+    let mut out: Vec<(String, DataType, Vec<Value>)> = Vec::new();
+    for (c, col) in frame.cols.iter().enumerate() {
+        let vals = rows
+            .iter()
+            .map(|i| i.map_or(Value::Null, |i| frame.value(c, i as usize)))
+            .collect();
+        out.push((col.name.clone(), col.ty, vals));
+    }
+    for ((name, _, to), vals) in bound.into_iter().zip(expanded) {
+        let ty = to.unwrap_or(DataType::Dynamic);
+        match out.iter().position(|(n, _, _)| *n == name) {
+            Some(p) => out[p] = (name, ty, vals),
+            None => out.push((name, ty, vals)),
+        }
+    }
+    Ok(Frame::computed(out, rows.len()))
+}
+
+/// Matches `text` against a `parse` pattern (simple mode: each column takes the text up
+/// to the first occurrence of the literal after it, the last one the rest; `*` skips
+/// the same way). The values of the columns, or `None` when it does not match.
+fn parse_pattern(text: &str, pattern: &[ParsePart]) -> Option<Vec<Value>> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    // The column (or `*`, as `None`) waiting for the next literal to end it.
+    let mut pending: Option<Option<DataType>> = None;
+    let finish = |out: &mut Vec<Value>, ty: Option<DataType>, s: &str| -> Option<()> {
+        if let Some(ty) = ty {
+            let v = convert(Value::str(s), ty);
+            if matches!(v, Value::Null) && ty != DataType::String {
+                return None;
+            }
+            out.push(v);
+        }
+        Some(())
+    };
+    for part in pattern {
+        match part {
+            ParsePart::Lit(l) => {
+                let rest = &text[pos..];
+                match pending.take() {
+                    Some(ty) => {
+                        let at = rest.find(l.as_str())?;
+                        finish(&mut out, ty, &rest[..at])?;
+                        pos += at + l.len();
+                    }
+                    None => {
+                        if !rest.starts_with(l.as_str()) {
+                            return None;
+                        }
+                        pos += l.len();
+                    }
+                }
+            }
+            ParsePart::Star => {
+                if let Some(Some(ty)) = pending.take() {
+                    finish(&mut out, Some(ty), "")?;
+                }
+                pending = Some(None);
+            }
+            ParsePart::Col(_, ty) => {
+                if let Some(Some(prev)) = pending.take() {
+                    finish(&mut out, Some(prev), "")?;
+                }
+                pending = Some(Some(*ty));
+            }
+        }
+    }
+    if let Some(Some(ty)) = pending {
+        finish(&mut out, Some(ty), &text[pos..])?;
+    }
+    Some(out)
 }
 
 fn sort_perm(
     frame: &Frame<'_>,
-    b: &Binder<'_>,
+    b: &Binder<'_, '_>,
     keys: &[SortKey],
     top: Option<usize>,
 ) -> Res<Vec<u32>> {
@@ -1530,6 +2986,13 @@ enum Acc {
     SumReal(f64),
     SumSpan(i64),
     Avg(f64, i64),
+    /// `make_set`: the values seen (for uniqueness) and the array in first-seen order.
+    Set(HashSet<KeyVal>, Vec<serde_json::Value>),
+    List(Vec<serde_json::Value>),
+    Bag(serde_json::Map<String, serde_json::Value>),
+    /// `arg_max`/`arg_min`: the best key so far and the chosen columns of its row.
+    Arg(Value, Vec<Value>),
+    Any(Option<Value>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1537,17 +3000,26 @@ enum AggKind {
     Count,
     CountIf,
     DCount,
+    DCountIf,
     Min,
     Max,
     Sum,
     Avg,
+    MakeSet(usize),
+    MakeList(usize),
+    MakeBag(usize),
+    /// `arg_max` (`true`) or `arg_min`.
+    Arg(bool),
+    TakeAny,
 }
 
 struct Agg {
     kind: AggKind,
-    arg: Option<CExpr>,
-    name: String,
-    ty: DataType,
+    /// The arguments: the value (and the predicate of the `*if` forms); for `arg_max`
+    /// the key and then the columns to return.
+    args: Vec<CExpr>,
+    /// The output columns: one, or for `arg_max` the key and each returned column.
+    outputs: Vec<(String, DataType)>,
 }
 
 impl Agg {
@@ -1555,20 +3027,28 @@ impl Agg {
         match self.kind {
             AggKind::Count => Acc::Count(0),
             AggKind::CountIf => Acc::CountIf(0),
-            AggKind::DCount => Acc::DCount(HashSet::new()),
+            AggKind::DCount | AggKind::DCountIf => Acc::DCount(HashSet::new()),
             AggKind::Min => Acc::Min(Value::Null),
             AggKind::Max => Acc::Max(Value::Null),
-            AggKind::Sum => match self.ty {
+            AggKind::Sum => match self.outputs[0].1 {
                 DataType::Real => Acc::SumReal(0.0),
                 DataType::TimeSpan => Acc::SumSpan(0),
                 _ => Acc::SumInt(0),
             },
             AggKind::Avg => Acc::Avg(0.0, 0),
+            AggKind::MakeSet(_) => Acc::Set(HashSet::new(), Vec::new()),
+            AggKind::MakeList(_) => Acc::List(Vec::new()),
+            AggKind::MakeBag(_) => Acc::Bag(serde_json::Map::new()),
+            AggKind::Arg(_) => Acc::Arg(Value::Null, Vec::new()),
+            AggKind::TakeAny => Acc::Any(None),
         }
     }
 }
 
-fn bind_agg(b: &Binder<'_>, item: &Item) -> Res<Agg> {
+/// The default `max_size` of `make_set`/`make_list`/`make_bag` (the service's, 1,048,576).
+const MAKE_MAX: usize = 1 << 20;
+
+fn bind_agg(b: &Binder<'_, '_>, item: &Item, by_names: &[String]) -> Res<Agg> {
     use DataType as T;
     let AstKind::Call(fname, args) = &item.expr.kind else {
         return Err(b.src.error_at(
@@ -1577,45 +3057,65 @@ fn bind_agg(b: &Binder<'_>, item: &Item) -> Res<Agg> {
             "summarize expects an aggregation function such as count()",
         ));
     };
-    let kind = match fname.as_str() {
-        "count" => AggKind::Count,
-        "countif" => AggKind::CountIf,
-        "dcount" => AggKind::DCount,
-        "min" => AggKind::Min,
-        "max" => AggKind::Max,
-        "sum" => AggKind::Sum,
-        "avg" => AggKind::Avg,
-        other => {
-            return Err(
-                if other.starts_with("make_") || other.starts_with("arg_") || other.ends_with("if")
-                {
-                    b.src.error_at(
-                        item.expr.start,
-                        item.expr.end,
-                        format!("the aggregation '{other}()' is not supported by the emulator"),
-                    )
-                } else {
-                    KqlError::UnknownFunction(other.to_string())
-                },
-            )
-        }
-    };
-    let want = usize::from(kind != AggKind::Count);
-    if args.len() != want {
-        return Err(b.src.error_at(
+    let wrong_args = |want: &str| {
+        b.src.error_at(
             item.expr.start,
             item.expr.end,
             format!("'{fname}()' expects {want} argument(s)"),
-        ));
+        )
+    };
+    let max_size = |a: Option<&Ast>| -> Res<usize> {
+        match a {
+            None => Ok(MAKE_MAX),
+            Some(a) => const_count(b, a, fname).map(|n| n.min(MAKE_MAX)),
+        }
+    };
+    let (kind, nargs) = match fname.as_str() {
+        "count" => (AggKind::Count, 0..=0),
+        "countif" => (AggKind::CountIf, 1..=1),
+        "dcount" => (AggKind::DCount, 1..=2),
+        "dcountif" => (AggKind::DCountIf, 2..=3),
+        "min" => (AggKind::Min, 1..=1),
+        "max" => (AggKind::Max, 1..=1),
+        "sum" => (AggKind::Sum, 1..=1),
+        "avg" => (AggKind::Avg, 1..=1),
+        "make_set" | "makeset" => (AggKind::MakeSet(max_size(args.get(1))?), 1..=2),
+        "make_list" | "makelist" => (AggKind::MakeList(max_size(args.get(1))?), 1..=2),
+        "make_bag" => (AggKind::MakeBag(max_size(args.get(1))?), 1..=2),
+        "arg_max" => (AggKind::Arg(true), 2..=usize::MAX),
+        "arg_min" => (AggKind::Arg(false), 2..=usize::MAX),
+        "take_any" | "any" => (AggKind::TakeAny, 1..=1),
+        other if KNOWN_FUNCTIONS.contains(&other) => {
+            return Err(b
+                .src
+                .unsupported(item.expr.start, item.expr.end, format!("{other}()")))
+        }
+        other => return Err(KqlError::UnknownFunction(other.to_string())),
+    };
+    if !nargs.contains(&args.len()) {
+        return Err(wrong_args(&nargs.start().to_string()));
     }
-    let arg = args.first().map(|a| b.bind(a)).transpose()?;
-    let arg_ty = arg.as_ref().map(|a| a.ty);
+    if let AggKind::Arg(max) = kind {
+        return bind_arg(b, item, max, args, by_names);
+    }
+    // The value and, for `*if`, the predicate; size and accuracy arguments are consts.
+    let used = match kind {
+        AggKind::Count => 0,
+        AggKind::DCountIf => 2,
+        _ => 1,
+    };
+    let bound = args[..used]
+        .iter()
+        .map(|a| b.bind(a))
+        .collect::<Res<Vec<_>>>()?;
+    let arg_ty = bound.first().map(|a| a.ty);
     let ty = match (kind, arg_ty) {
-        (AggKind::Count | AggKind::CountIf | AggKind::DCount, _) => T::Long,
-        (AggKind::Min | AggKind::Max, Some(t)) => t,
+        (AggKind::Count | AggKind::CountIf | AggKind::DCount | AggKind::DCountIf, _) => T::Long,
+        (AggKind::Min | AggKind::Max | AggKind::TakeAny, Some(t)) => t,
         (AggKind::Sum, Some(t)) if t == T::Real || t == T::TimeSpan => t,
         (AggKind::Sum, Some(t)) if t.is_numeric() => T::Long,
         (AggKind::Avg, Some(t)) if t.is_numeric() => T::Real,
+        (AggKind::MakeSet(_) | AggKind::MakeList(_) | AggKind::MakeBag(_), Some(_)) => T::Dynamic,
         (_, t) => {
             return Err(type_err(format!(
                 "'{fname}()' cannot be applied to an argument of type {}",
@@ -1623,33 +3123,148 @@ fn bind_agg(b: &Binder<'_>, item: &Item) -> Res<Agg> {
             )))
         }
     };
-    if kind == AggKind::CountIf && arg_ty != Some(T::Bool) {
-        return Err(type_err(
-            "'countif()' expects a boolean predicate".to_string(),
-        ));
+    let pred = match kind {
+        AggKind::CountIf => bound.first(),
+        AggKind::DCountIf => bound.get(1),
+        _ => None,
+    };
+    if pred.is_some_and(|p| p.ty != T::Bool) {
+        return Err(type_err(format!("'{fname}()' expects a boolean predicate")));
     }
     let name = match &item.name {
         Some(n) => n.clone(),
         None => {
-            let suffix = match arg.as_ref().map(|a| &a.kind) {
+            let prefix = match kind {
+                AggKind::MakeSet(_) => "set",
+                AggKind::MakeList(_) => "list",
+                AggKind::MakeBag(_) => "bag",
+                AggKind::TakeAny => "any",
+                _ => fname.as_str(),
+            };
+            let suffix = match bound.first().map(|a| &a.kind) {
                 Some(CKind::Col(c)) if kind != AggKind::CountIf => b.cols[*c].name.clone(),
                 _ => String::new(),
             };
-            format!("{fname}_{suffix}")
+            format!("{prefix}_{suffix}")
         }
     };
     Ok(Agg {
         kind,
-        arg,
-        name,
-        ty,
+        args: bound,
+        outputs: vec![(name, ty)],
     })
+}
+
+/// `arg_max(key, cols...)` / `arg_min`: the key's column, then the columns asked for
+/// (`*`: every input column but the `by` keys and the key).
+fn bind_arg(
+    b: &Binder<'_, '_>,
+    item: &Item,
+    max: bool,
+    args: &[Ast],
+    by_names: &[String],
+) -> Res<Agg> {
+    let key = b.bind(&args[0])?;
+    let mut auto = 0;
+    let key_name = match &item.name {
+        Some(n) => n.clone(),
+        None => default_name(&key, b.cols, &mut auto),
+    };
+    let mut outputs = vec![(key_name.clone(), key.ty)];
+    let mut bound = vec![key];
+    for a in &args[1..] {
+        if let AstKind::Star = a.kind {
+            for (c, col) in b.cols.iter().enumerate() {
+                if col.name != key_name
+                    && !by_names.contains(&col.name)
+                    && !outputs.iter().any(|(n, _)| *n == col.name)
+                {
+                    outputs.push((col.name.clone(), col.ty));
+                    bound.push(CExpr {
+                        kind: CKind::Col(c),
+                        ty: col.ty,
+                    });
+                }
+            }
+            continue;
+        }
+        let e = b.bind(a)?;
+        let name = default_name(&e, b.cols, &mut auto);
+        outputs.push((name, e.ty));
+        bound.push(e);
+    }
+    Ok(Agg {
+        kind: AggKind::Arg(max),
+        args: bound,
+        outputs,
+    })
+}
+
+/// `Some(call)` if `a` is a call of an aggregation function.
+fn is_agg_call(a: &Ast) -> bool {
+    matches!(&a.kind, AstKind::Call(n, _) if AGGREGATES.contains(&n.as_str()) || matches!(n.as_str(), "any" | "makeset" | "makelist"))
+}
+
+/// `a` with each aggregation call in it replaced by the name of a hidden column
+/// `__agg<k>`, the calls appended to `calls`.
+fn lift_aggs(a: &Ast, calls: &mut Vec<Ast>) -> Ast {
+    if is_agg_call(a) {
+        calls.push(a.clone());
+        return Ast {
+            kind: AstKind::Name(format!("__agg{}", calls.len() - 1)),
+            ..a.clone()
+        };
+    }
+    let mut lift = |x: &Ast| Box::new(lift_aggs(x, calls));
+    let kind = match &a.kind {
+        AstKind::Neg(x) => AstKind::Neg(lift(x)),
+        AstKind::Binary(op, l, r) => {
+            let l = lift(l);
+            AstKind::Binary(*op, l, lift(r))
+        }
+        AstKind::Index(x, k) => {
+            let x = lift(x);
+            AstKind::Index(x, lift(k))
+        }
+        AstKind::Between {
+            expr,
+            lo,
+            hi,
+            negated,
+        } => {
+            let expr = lift(expr);
+            let lo = lift(lo);
+            AstKind::Between {
+                expr,
+                lo,
+                hi: lift(hi),
+                negated: *negated,
+            }
+        }
+        AstKind::In {
+            expr,
+            list,
+            op,
+            negated,
+        } => AstKind::In {
+            expr: lift(expr),
+            list: list.clone(),
+            op: *op,
+            negated: *negated,
+        },
+        AstKind::Call(n, args) => AstKind::Call(
+            n.clone(),
+            args.iter().map(|x| lift_aggs(x, calls)).collect(),
+        ),
+        k => k.clone(),
+    };
+    Ast { kind, ..a.clone() }
 }
 
 fn summarize<'a>(
     frame: &Frame<'a>,
-    b: &Binder<'_>,
-    aggs: &[Item],
+    b: &Binder<'_, '_>,
+    items: &[Item],
     by: &[Item],
     is_summarize: bool,
 ) -> Res<Frame<'a>> {
@@ -1663,10 +3278,42 @@ fn summarize<'a>(
         };
         keys.push((name, e));
     }
-    let aggs = aggs
-        .iter()
-        .map(|a| bind_agg(b, a))
-        .collect::<Res<Vec<_>>>()?;
+    let by_names: Vec<String> = keys.iter().map(|(n, _)| n.clone()).collect();
+    // Each item is an aggregation (its own columns) or an expression over hidden ones.
+    let mut aggs = Vec::new();
+    let mut exprs: Vec<(usize, String, Ast)> = Vec::new();
+    for (k, item) in items.iter().enumerate() {
+        if is_agg_call(&item.expr) {
+            aggs.push(bind_agg(b, item, &by_names)?);
+            continue;
+        }
+        let mut calls = Vec::new();
+        let lifted = lift_aggs(&item.expr, &mut calls);
+        if calls.is_empty() {
+            // A scalar call: its own error (an unknown function) comes first.
+            b.bind(&item.expr)?;
+            return Err(b.src.error_at(
+                item.expr.start,
+                item.expr.end,
+                "summarize expects an aggregation function such as count()",
+            ));
+        }
+        let base = aggs.len();
+        for (j, c) in calls.into_iter().enumerate() {
+            let hidden = Item {
+                name: Some(format!("__agg{j}")),
+                expr: c,
+            };
+            aggs.push(bind_agg(b, &hidden, &by_names)?);
+        }
+        let name = item.name.clone().unwrap_or_else(|| {
+            auto += 1;
+            format!("Column{auto}")
+        });
+        exprs.push((k, name, lifted));
+        // Hidden columns of this item are numbered from 0 within the item.
+        let _ = base;
+    }
 
     let mut groups: HashMap<Vec<KeyVal>, usize> = HashMap::new();
     let mut group_keys: Vec<Vec<KeyVal>> = Vec::new();
@@ -1697,8 +3344,7 @@ fn summarize<'a>(
             }
         };
         for (acc, agg) in accs[g].iter_mut().zip(&aggs) {
-            let v = agg.arg.as_ref().map_or(Value::Null, |e| eval(e, &row, bg));
-            bg.charge(update(acc, v));
+            bg.charge(update(acc, agg, &row, bg));
         }
     }
     bg.status()?;
@@ -1712,9 +3358,42 @@ fn summarize<'a>(
             out[k].2.push(v.0);
         }
     }
+    // Aggregate columns, per item: an item's own, or the hidden ones of an expression.
+    let mut agg_cols: Vec<Vec<(String, DataType, Vec<Value>)>> = Vec::new();
     for (j, agg) in aggs.iter().enumerate() {
-        let vals = accs.iter_mut().map(|a| finish(&mut a[j])).collect();
-        out.push((agg.name.clone(), agg.ty, vals));
+        let mut cols: Vec<(String, DataType, Vec<Value>)> = agg
+            .outputs
+            .iter()
+            .map(|(name, ty)| (name.clone(), *ty, Vec::with_capacity(n)))
+            .collect();
+        for a in accs.iter_mut() {
+            for (c, v) in finish(&mut a[j], agg).into_iter().enumerate() {
+                cols[c].2.push(v);
+            }
+        }
+        agg_cols.push(cols);
+    }
+    let mut agg_iter = agg_cols.into_iter();
+    let mut expr_iter = exprs.into_iter().peekable();
+    for (k, item) in items.iter().enumerate() {
+        match expr_iter.peek() {
+            Some((ek, _, _)) if *ek == k => {
+                let (_, name, lifted) = expr_iter.next().unwrap_or_else(|| unreachable!());
+                // The hidden columns of this expression, then the expression over them.
+                let mut calls = Vec::new();
+                lift_aggs(&item.expr, &mut calls);
+                let mut hidden = out.clone();
+                for _ in 0..calls.len() {
+                    hidden.extend(agg_iter.next().unwrap_or_default());
+                }
+                let tmp = Frame::computed(hidden, n);
+                let tb = b.ctx.binder(b.scope, &tmp.cols, b.op);
+                let e = tb.bind(&lifted)?;
+                let vals = tmp.compute(&e, bg)?;
+                out.push((name, e.ty, vals));
+            }
+            _ => out.extend(agg_iter.next().unwrap_or_default()),
+        }
     }
     let names: Vec<FCol> = out
         .iter()
@@ -1725,22 +3404,22 @@ fn summarize<'a>(
         })
         .collect();
     check_unique(&names, b.op)?;
-    let f = Frame::computed(out, n);
-    Ok(Frame {
-        table: None,
-        sel: Vec::new(),
-        len: f.len,
-        cols: f.cols,
-        extra: f.extra,
-    })
+    Ok(Frame::computed(out, n))
 }
 
-/// Folds `v` into `acc`; returns the bytes the accumulator now holds in addition.
-fn update(acc: &mut Acc, v: Value) -> usize {
+/// Folds the row into `acc`; returns the bytes the accumulator now holds in addition.
+fn update<R: Row>(acc: &mut Acc, agg: &Agg, row: &R, bg: &Budget) -> usize {
+    let v = || agg.args.first().map_or(Value::Null, |e| eval(e, row, bg));
     match acc {
         Acc::Count(c) => *c += 1,
-        Acc::CountIf(c) => *c += i64::from(matches!(v, Value::Bool(true))),
+        Acc::CountIf(c) => *c += i64::from(matches!(v(), Value::Bool(true))),
         Acc::DCount(set) => {
+            if agg.kind == AggKind::DCountIf
+                && !matches!(eval(&agg.args[1], row, bg), Value::Bool(true))
+            {
+                return 0;
+            }
+            let v = v();
             if !matches!(v, Value::Null) {
                 let bytes = value_bytes(&v);
                 if set.insert(KeyVal(v)) {
@@ -1748,47 +3427,145 @@ fn update(acc: &mut Acc, v: Value) -> usize {
                 }
             }
         }
-        Acc::Min(m) => {
-            if !matches!(v, Value::Null)
-                && (matches!(m, Value::Null) || order_cmp(&v, m) == Ordering::Less)
-            {
-                *m = v;
-            }
-        }
-        Acc::Max(m) => {
-            if !matches!(v, Value::Null)
-                && (matches!(m, Value::Null) || order_cmp(&v, m) == Ordering::Greater)
-            {
+        Acc::Min(m) | Acc::Max(m) => {
+            let want = if matches!(agg.kind, AggKind::Min) {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
+            let v = v();
+            if !matches!(v, Value::Null) && (matches!(m, Value::Null) || order_cmp(&v, m) == want) {
                 *m = v;
             }
         }
         Acc::SumInt(s) => {
-            if let Value::Int(i) = v {
+            if let Value::Int(i) = v() {
                 *s = s.wrapping_add(i);
             }
         }
         Acc::SumReal(s) => {
+            let v = v();
             if let Value::Int(_) | Value::Real(_) = v {
                 *s += as_f64(&v);
             }
         }
         Acc::SumSpan(s) => {
-            if let Value::TimeSpan(t) = v {
+            if let Value::TimeSpan(t) = v() {
                 *s = s.wrapping_add(t);
             }
         }
         Acc::Avg(s, n) => {
+            let v = v();
             if let Value::Int(_) | Value::Real(_) = v {
                 *s += as_f64(&v);
                 *n += 1;
+            }
+        }
+        Acc::Set(seen, list) => {
+            let AggKind::MakeSet(max) = agg.kind else {
+                return 0;
+            };
+            let v = v();
+            // A set of an array is the set of its elements.
+            let items: Vec<Value> = match dynamic::elements(&v) {
+                Some(e) => e.iter().map(|j| Value::from_json(j.clone())).collect(),
+                None => vec![v],
+            };
+            let mut bytes = 0;
+            for v in items {
+                if list.len() >= max || matches!(v, Value::Null) {
+                    break;
+                }
+                let j = dynamic::to_json(&v);
+                let b = 2 * value_bytes(&v);
+                if seen.insert(KeyVal(v)) {
+                    list.push(j);
+                    bytes += b;
+                }
+            }
+            return bytes;
+        }
+        Acc::List(list) => {
+            let AggKind::MakeList(max) = agg.kind else {
+                return 0;
+            };
+            let v = v();
+            let items: Vec<serde_json::Value> = match dynamic::elements(&v) {
+                Some(e) => e.to_vec(),
+                None if matches!(v, Value::Null) => Vec::new(),
+                None => vec![dynamic::to_json(&v)],
+            };
+            let mut bytes = 0;
+            for j in items {
+                if list.len() >= max {
+                    break;
+                }
+                bytes += dynamic::json_bytes(&j);
+                list.push(j);
+            }
+            return bytes;
+        }
+        Acc::Bag(map) => {
+            let AggKind::MakeBag(max) = agg.kind else {
+                return 0;
+            };
+            if let Value::Dynamic(j) = v() {
+                if let serde_json::Value::Object(m) = &*j {
+                    let mut bytes = 0;
+                    for (k, x) in m {
+                        if map.len() >= max {
+                            break;
+                        }
+                        if !map.contains_key(k) {
+                            bytes += k.len() + dynamic::json_bytes(x);
+                            map.insert(k.clone(), x.clone());
+                        }
+                    }
+                    return bytes;
+                }
+            }
+        }
+        Acc::Arg(best, cols) => {
+            let AggKind::Arg(max) = agg.kind else {
+                return 0;
+            };
+            let k = v();
+            let better = !matches!(k, Value::Null)
+                && (matches!(best, Value::Null)
+                    || order_cmp(&k, best)
+                        == if max {
+                            Ordering::Greater
+                        } else {
+                            Ordering::Less
+                        });
+            if better || (cols.is_empty() && !matches!(k, Value::Null)) {
+                *best = k;
+                *cols = agg.args[1..].iter().map(|e| eval(e, row, bg)).collect();
+                return cols.iter().map(value_bytes).sum();
+            }
+            if cols.is_empty() && matches!(best, Value::Null) {
+                // Every key so far null: the row is still the answer until a key is seen.
+                *cols = agg.args[1..].iter().map(|e| eval(e, row, bg)).collect();
+                return cols.iter().map(value_bytes).sum();
+            }
+        }
+        Acc::Any(slot) => {
+            if slot.is_none() {
+                let v = v();
+                if !matches!(v, Value::Null) {
+                    let b = value_bytes(&v);
+                    *slot = Some(v);
+                    return b;
+                }
             }
         }
     }
     0
 }
 
-fn finish(acc: &mut Acc) -> Value {
-    match acc {
+/// The output values of an accumulator (one per output column of its aggregation).
+fn finish(acc: &mut Acc, agg: &Agg) -> Vec<Value> {
+    let one = match acc {
         Acc::Count(c) | Acc::CountIf(c) => Value::Int(*c),
         Acc::DCount(s) => Value::Int(s.len() as i64),
         Acc::Min(v) | Acc::Max(v) => std::mem::replace(v, Value::Null),
@@ -1802,7 +3579,19 @@ fn finish(acc: &mut Acc) -> Value {
                 Value::Real(*s / *n as f64)
             }
         }
-    }
+        Acc::Set(_, list) | Acc::List(list) => {
+            dynamic::shared(serde_json::Value::Array(std::mem::take(list)))
+        }
+        Acc::Bag(map) => dynamic::shared(serde_json::Value::Object(std::mem::take(map))),
+        Acc::Arg(best, cols) => {
+            let mut out = vec![std::mem::replace(best, Value::Null)];
+            out.extend(std::mem::take(cols));
+            out.resize(agg.outputs.len(), Value::Null);
+            return out;
+        }
+        Acc::Any(slot) => slot.take().unwrap_or(Value::Null),
+    };
+    vec![one]
 }
 
 /// Default hunting window: 30 days in milliseconds.

@@ -19,23 +19,41 @@
 //!
 //! ## The KQL subset
 //!
-//! `let NAME = <scalar>;` statements, then a table name and `|`-separated operators:
-//! `where`, `project`, `project-away`, `project-rename`, `extend`, `take`/`limit`,
-//! `top N by`, `sort by`/`order by` (`asc`/`desc`, default `desc`), `summarize` (`count()`,
-//! `countif()`, `dcount()`, `min()`, `max()`, `sum()`, `avg()`, optionally `by` keys, e.g.
-//! `bin(Timestamp, 1h)`), `count`, `distinct`.
+//! Statements: `let NAME = <scalar>;`, `let NAME = <tabular>;` and user functions
+//! `let f = (a: string, n: long = 5) { <scalar or tabular body> };`. Then a source — a
+//! table, a tabular `let`, a function call, `(...)`, `materialize(...)`, `print`, or
+//! `union [withsource=Col] [kind=inner|outer] T1, (T2 | ...), Device*Events` — and
+//! `|`-separated operators: `where`, `project`, `project-away`, `project-rename`,
+//! `extend`, `take`/`limit`, `top N by`, `sort by`/`order by` (`asc`/`desc`, default
+//! `desc`), `summarize` (`count()`, `countif()`, `dcount()`, `dcountif()`, `min()`,
+//! `max()`, `sum()`, `avg()`, `make_set()`/`makeset()`, `make_list()`/`makelist()`,
+//! `make_bag()`, `arg_max()`/`arg_min()` (with `*`), `take_any()`, and expressions over
+//! them such as `100.0 * countif(x) / count()`; optionally `by` keys), `count`,
+//! `distinct`, `join` (every kind: `innerunique`, the default, `inner`, `leftouter`,
+//! `rightouter`, `fullouter`, `leftanti`, `rightanti`, `leftsemi`, `rightsemi`; `on Col`
+//! or `on $left.A == $right.B`; `hint.*` accepted and ignored), `union`, `mv-expand`
+//! (`to typeof(T)`, `limit N`), `parse ... with` (simple and relaxed), `serialize`,
+//! `render` (ignored).
 //!
 //! Expressions: columns; string (`'..'`, `".."`, `@'..'`), integer, real, `true`/`false`,
-//! `datetime(..)`, timespan (`1d`, `2h`, `30m`, `10s`, `100ms`, `timespan(..)`) literals;
-//! `ago()`, `now()`, `bin()`, `tolower()`, `toupper()`, `strlen()`, `tostring()`,
-//! `isempty()`, `isnotempty()`, `isnull()`, `isnotnull()`, `startofday()`, `iff()`,
-//! `strcat()`, `not()`; arithmetic (`+ - * / %`, datetime ± timespan); comparisons; `=~`,
-//! `!~`, `contains`, `has`, `startswith`, `endswith`, `hasprefix`, `hassuffix` (with `!`
-//! and `_cs` variants; case-insensitive unless `_cs`); `in`, `!in`, `in~`, `!in~`;
-//! `between (a .. b)` (inclusive); `and`, `or`, parentheses.
+//! `datetime(..)`, timespan (`1d`, `2h`, `30m`, `10s`, `100ms`, `timespan(..)`) and
+//! `dynamic([...])`/`dynamic({...})` literals; member access `x.y`, `x["y"]` and
+//! indexing `x[i]` (negative from the end; a missing key is null); `ago()`, `now()`,
+//! `bin()`, `tolower()`, `toupper()`, `strlen()`, `tostring()`, `tolong()`, `toint()`,
+//! `todouble()`, `tobool()`, `todatetime()`, `round()`, `isempty()`, `isnotempty()`,
+//! `isnull()`, `isnotnull()`, `startofday()`, `iff()`, `case()`, `strcat()`, `not()`,
+//! `parse_json()`/`todynamic()`, `extractjson()`, `pack_array()`, `bag_pack()`/`pack()`,
+//! `array_length()`, `split()`, `strcat_array()`, `extract()`, `extract_all()`,
+//! `toscalar()`; arithmetic (`+ - * / %`, datetime ± timespan); comparisons; `=~`, `!~`,
+//! `contains`, `has`, `startswith`, `endswith`, `hasprefix`, `hassuffix` (with `!` and
+//! `_cs` variants; case-insensitive unless `_cs`); `has_any`, `has_all`, `matches regex`
+//! (the `regex` crate's syntax); `in`, `!in`, `in~`, `!in~` (over constants, arrays and
+//! tables: `in (SomeLet)`); `between (a .. b)` (inclusive); `and`, `or`, parentheses.
 //!
-//! Anything else is a [`KqlError`] whose message names what was not understood. The
-//! engine never panics on any input.
+//! Anything else is a [`KqlError`] whose message names what was not understood; valid
+//! KQL the emulator does not implement is [`KqlError::NotSupported`] ("... is valid KQL
+//! but not supported by this emulator"), so a user knows whose limit it is. The engine
+//! never panics on any input.
 //!
 //! ## Limits
 //!
@@ -92,8 +110,10 @@
 //! ```
 
 mod data;
+mod dynamic;
 mod error;
 mod eval;
+mod join;
 mod limits;
 mod output;
 mod parse;

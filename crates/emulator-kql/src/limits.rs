@@ -172,6 +172,7 @@ pub(crate) fn value_bytes(v: &Value) -> usize {
     std::mem::size_of::<Value>()
         + match v {
             Value::Str(s) => s.len(),
+            Value::Dynamic(j) => crate::dynamic::json_bytes(j),
             _ => 0,
         }
 }

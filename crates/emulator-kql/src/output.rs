@@ -58,6 +58,7 @@ pub fn value_to_json(v: &Value) -> serde_json::Value {
             .unwrap_or_else(|| J::String(v.to_text())),
         Value::Str(s) => J::String(s.to_string()),
         Value::DateTime(_) | Value::TimeSpan(_) => J::String(v.to_text()),
+        Value::Dynamic(j) => (**j).clone(),
     }
 }
 
@@ -190,6 +191,9 @@ fn write_value(out: &mut Vec<u8>, v: &Value, text: &mut String) {
             text.clear();
             format_timespan(*t, text);
             write_str(out, text);
+        }
+        Value::Dynamic(j) => {
+            let _ = serde_json::to_writer(&mut *out, &**j);
         }
     }
 }

@@ -28,14 +28,24 @@ pub(crate) struct Token {
     pub end: usize,
 }
 
-const OPS: [&str; 22] = [
+const OPS: [&str; 26] = [
     "==", "!=", "<=", ">=", "=~", "!~", "..", "|", ",", "(", ")", ";", "=", "<", ">", "+", "-",
-    "*", "/", "%", "[", "]",
+    "*", "/", "%", "[", "]", ".", "{", "}", ":",
 ];
 
+/// Characters that are not Unicode white space but that editors and copy-paste leave
+/// at the start of a query (a byte-order mark, zero-width spaces and joiners): skipped.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{feff}' | '\u{200b}'..='\u{200d}' | '\u{2060}')
+}
+
 /// Hyphenated operator names joined into one identifier.
-const HYPHENATED: [&str; 8] = [
+const HYPHENATED: [&str; 12] = [
     "project-away",
+    "sample-distinct",
+    "top-nested",
+    "top-hitters",
+    "parse-kv",
     "project-rename",
     "project-keep",
     "project-reorder",
@@ -66,7 +76,9 @@ pub(crate) struct Src<'a> {
 }
 
 impl Src<'_> {
-    pub fn error_at(&self, start: usize, end: usize, hint: impl Into<String>) -> KqlError {
+    /// The 1-based line and column (in characters) of byte `start`, and the text of the
+    /// token at `start..end` (at most 60 characters).
+    fn locate(&self, start: usize, end: usize) -> (u32, u32, String) {
         let mut start = start.min(self.text.len());
         while !self.text.is_char_boundary(start) {
             start -= 1;
@@ -80,11 +92,26 @@ impl Src<'_> {
         let line_start = before.rfind('\n').map_or(0, |p| p + 1);
         let column = self.text[line_start..start].chars().count() as u32 + 1;
         let token: String = self.text[start..end].chars().take(60).collect();
+        (line, column, token)
+    }
+
+    pub fn error_at(&self, start: usize, end: usize, hint: impl Into<String>) -> KqlError {
+        let (line, column, token) = self.locate(start, end);
         KqlError::Syntax {
             token,
             line,
             column,
             hint: hint.into(),
+        }
+    }
+
+    /// Valid KQL at `start..end` that the emulator does not implement.
+    pub fn unsupported(&self, start: usize, end: usize, feature: impl Into<String>) -> KqlError {
+        let (line, column, _) = self.locate(start, end);
+        KqlError::NotSupported {
+            feature: feature.into(),
+            line,
+            column,
         }
     }
 }
@@ -104,7 +131,7 @@ pub(crate) fn lex(src: &Src<'_>) -> Result<Vec<Token>, KqlError> {
     let char_at = |i: usize| text[i..].chars().next().unwrap_or('\0');
     while i < b.len() {
         let c = char_at(i);
-        if c.is_whitespace() {
+        if c.is_whitespace() || is_invisible(c) {
             i += c.len_utf8();
             continue;
         }
@@ -328,7 +355,13 @@ pub(crate) enum BinOp {
     NeCi,
     And,
     Or,
-    Str { op: StrOp, negated: bool, cs: bool },
+    Str {
+        op: StrOp,
+        negated: bool,
+        cs: bool,
+    },
+    /// `matches regex`
+    Matches,
 }
 
 impl BinOp {
@@ -349,6 +382,7 @@ impl BinOp {
             BinOp::NeCi => "!~".into(),
             BinOp::And => "and".into(),
             BinOp::Or => "or".into(),
+            BinOp::Matches => "matches regex".into(),
             BinOp::Str { op, negated, cs } => {
                 let base = match op {
                     StrOp::Contains => "contains",
@@ -366,6 +400,14 @@ impl BinOp {
             }
         }
     }
+}
+
+/// The operators that take a parenthesised list: `in`, `in~`, `has_any`, `has_all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListOp {
+    In { ci: bool },
+    HasAny,
+    HasAll,
 }
 
 #[derive(Debug, Clone)]
@@ -387,8 +429,8 @@ pub(crate) enum AstKind {
     In {
         expr: Box<Ast>,
         list: Vec<Ast>,
+        op: ListOp,
         negated: bool,
-        ci: bool,
     },
     Between {
         expr: Box<Ast>,
@@ -397,6 +439,14 @@ pub(crate) enum AstKind {
         negated: bool,
     },
     Call(String, Vec<Ast>),
+    /// `x.y` (the key as a string literal) and `x[i]`, `x["y"]`.
+    Index(Box<Ast>, Box<Ast>),
+    /// `typeof(T)`, an argument of `extract()` and `mv-expand ... to`.
+    TypeOf(DataType),
+    /// `*` as an argument (`arg_max(Timestamp, *)`).
+    Star,
+    /// A tabular expression where a scalar is expected: `in (T | ...)`, `toscalar(...)`.
+    Tabular(Box<TabExpr>),
 }
 
 /// `[name =] expr`
@@ -413,6 +463,72 @@ pub(crate) struct SortKey {
     pub nulls_first: Option<bool>,
 }
 
+/// The kinds of `join` (`innerunique` is the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JoinKind {
+    InnerUnique,
+    Inner,
+    LeftOuter,
+    RightOuter,
+    FullOuter,
+    LeftAnti,
+    RightAnti,
+    LeftSemi,
+    RightSemi,
+}
+
+impl JoinKind {
+    fn from_name(s: &str) -> Option<JoinKind> {
+        Some(match s {
+            "innerunique" => JoinKind::InnerUnique,
+            "inner" => JoinKind::Inner,
+            "leftouter" => JoinKind::LeftOuter,
+            "rightouter" => JoinKind::RightOuter,
+            "fullouter" | "outer" => JoinKind::FullOuter,
+            "leftanti" | "anti" | "leftantisemi" => JoinKind::LeftAnti,
+            "rightanti" | "rightantisemi" => JoinKind::RightAnti,
+            "leftsemi" | "semi" => JoinKind::LeftSemi,
+            "rightsemi" => JoinKind::RightSemi,
+            _ => return None,
+        })
+    }
+}
+
+/// One `on` condition of a join: the left and right column names.
+#[derive(Debug, Clone)]
+pub(crate) struct JoinKey {
+    pub left: String,
+    pub right: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// `union [withsource=Name] T1, (T2 | ...), Device*Events`.
+#[derive(Debug, Clone)]
+pub(crate) struct Union {
+    pub with_source: Option<String>,
+    /// `kind=inner`: only the columns every input has.
+    pub inner: bool,
+    /// `Source::Name` items may hold `*` wildcards.
+    pub items: Vec<TabExpr>,
+}
+
+/// One piece of a `parse` pattern.
+#[derive(Debug, Clone)]
+pub(crate) enum ParsePart {
+    Lit(String),
+    Star,
+    Col(String, DataType),
+}
+
+/// One column of `mv-expand`: `[name =] expr [to typeof(T)]`.
+#[derive(Debug, Clone)]
+pub(crate) struct ExpandItem {
+    pub name: Option<String>,
+    pub expr: Ast,
+    pub to: Option<DataType>,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) enum OpKind {
     Where(Ast),
@@ -423,9 +539,28 @@ pub(crate) enum OpKind {
     Take(Ast),
     Top(Ast, Vec<SortKey>),
     Sort(Vec<SortKey>),
-    Summarize { aggs: Vec<Item>, by: Vec<Item> },
+    Summarize {
+        aggs: Vec<Item>,
+        by: Vec<Item>,
+    },
     Count,
     Distinct(Vec<Item>),
+    Join {
+        kind: JoinKind,
+        right: Box<TabExpr>,
+        on: Vec<JoinKey>,
+    },
+    Union(Union),
+    MvExpand {
+        items: Vec<ExpandItem>,
+        limit: Option<Ast>,
+    },
+    Parse {
+        expr: Ast,
+        pattern: Vec<ParsePart>,
+    },
+    /// `render` only shapes a chart in the portal: the rows pass unchanged.
+    Render,
 }
 
 #[derive(Debug, Clone)]
@@ -434,11 +569,88 @@ pub(crate) struct Operator {
     pub kind: OpKind,
 }
 
+/// Where a tabular expression's rows come from.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// A table, a tabular `let` or a function without arguments; in a `union` it may
+    /// hold `*` wildcards.
+    Name {
+        name: String,
+        start: usize,
+        end: usize,
+    },
+    /// A user function called with arguments.
+    Call {
+        name: String,
+        args: Vec<Ast>,
+        start: usize,
+        end: usize,
+    },
+    Union(Union),
+    Print(Vec<Item>),
+    Paren(Box<TabExpr>),
+}
+
+/// A source followed by `|`-separated operators.
+#[derive(Debug, Clone)]
+pub(crate) struct TabExpr {
+    pub source: Source,
+    pub ops: Vec<Operator>,
+}
+
+/// One parameter of a user function: `name: type [= default]`, or `T: (*)` (tabular).
+#[derive(Debug, Clone)]
+pub(crate) struct Param {
+    pub name: String,
+    pub tabular: bool,
+    pub default: Option<Ast>,
+}
+
+/// `let f = (params) { [let ...;] body };`
+#[derive(Debug, Clone)]
+pub(crate) struct FuncDef {
+    pub params: Vec<Param>,
+    pub lets: Vec<Let>,
+    pub body: LetRhs,
+}
+
+/// The right-hand side of a `let` (and a function body). A scalar expression that is
+/// only a name or a call may still be tabular (a table, a tabular `let`): the evaluator
+/// decides, knowing the names in scope.
+#[derive(Debug, Clone)]
+pub(crate) enum LetRhs {
+    Expr(Ast),
+    Tabular(TabExpr),
+    Func(std::rc::Rc<FuncDef>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Let {
+    pub name: String,
+    pub rhs: LetRhs,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Query {
-    pub lets: Vec<(String, Ast)>,
-    pub table: (String, usize, usize),
-    pub ops: Vec<Operator>,
+    pub lets: Vec<Let>,
+    pub body: TabExpr,
+    /// Pipeline operators in the whole query (every tabular expression counted).
+    pub operators: usize,
+}
+
+/// The type named in `typeof(...)`, a `parse` column or a function parameter.
+pub(crate) fn type_named(s: &str) -> Option<DataType> {
+    Some(match s {
+        "string" | "guid" => DataType::String,
+        "long" => DataType::Long,
+        "int" => DataType::Int,
+        "real" | "double" | "decimal" => DataType::Real,
+        "bool" | "boolean" => DataType::Bool,
+        "datetime" | "date" => DataType::DateTime,
+        "timespan" | "time" => DataType::TimeSpan,
+        "dynamic" => DataType::Dynamic,
+        _ => return None,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -450,22 +662,19 @@ pub(crate) struct Parser<'a> {
     pos: usize,
     depth: u32,
     max_depth: u32,
+    operators: usize,
 }
 
-const UNSUPPORTED_OPS: [&str; 22] = [
-    "join",
-    "union",
+/// Query operators that are valid KQL but that the emulator does not run.
+const UNSUPPORTED_OPS: [&str; 24] = [
     "lookup",
-    "parse",
     "parse-where",
-    "mv-expand",
+    "parse-kv",
     "mv-apply",
     "make-series",
-    "render",
     "evaluate",
     "invoke",
     "as",
-    "serialize",
     "sample",
     "sample-distinct",
     "project-keep",
@@ -475,6 +684,37 @@ const UNSUPPORTED_OPS: [&str; 22] = [
     "fork",
     "facet",
     "getschema",
+    "top-nested",
+    "top-hitters",
+    "scan",
+    "partition",
+    "reduce",
+    "consume",
+    "externaldata",
+];
+
+/// Tabular sources that are valid KQL but that the emulator does not run.
+const UNSUPPORTED_SOURCES: [&str; 7] = [
+    "find",
+    "search",
+    "datatable",
+    "range",
+    "externaldata",
+    "evaluate",
+    "cluster",
+];
+
+/// The `name=value` parameters operators take (besides `hint.*`); any other `name =`
+/// is a column assignment.
+const OP_PARAMS: [&str; 8] = [
+    "kind",
+    "withsource",
+    "isfuzzy",
+    "bagexpansion",
+    "with_itemindex",
+    "flags",
+    "decodeblocks",
+    "bin_legacy",
 ];
 
 type PResult<T> = Result<T, KqlError>;
@@ -488,6 +728,7 @@ impl<'a> Parser<'a> {
             pos: 0,
             depth: 0,
             max_depth,
+            operators: 0,
         })
     }
 
@@ -518,6 +759,10 @@ impl<'a> Parser<'a> {
         let t = self.tok();
         self.src.error_at(t.start, t.end, hint)
     }
+    fn unsupported(&self, feature: impl Into<String>) -> KqlError {
+        let t = self.tok();
+        self.src.unsupported(t.start, t.end, feature)
+    }
     fn is_op(&self, op: &str) -> bool {
         matches!(self.peek(), Tok::Op(o) if *o == op)
     }
@@ -532,53 +777,336 @@ impl<'a> Parser<'a> {
             Err(self.err(format!("expected '{op}'")))
         }
     }
+    fn expect_word(&mut self, w: &str) -> PResult<()> {
+        if self.is_word(w) {
+            self.bump();
+            Ok(())
+        } else {
+            Err(self.err(format!("expected '{w}'")))
+        }
+    }
     fn ident(&mut self, what: &str) -> PResult<(String, usize, usize)> {
         match self.peek().clone() {
             Tok::Ident(s) if !s.starts_with('!') => {
                 let t = self.bump();
                 Ok((s, t.start, t.end))
             }
+            // `['Column Name']`
+            Tok::Op("[") if matches!(self.peek_at(1), Tok::Str(_)) => {
+                let start = self.bump().start;
+                let Tok::Str(s) = self.bump().tok else {
+                    return Err(self.err(format!("expected {what}")));
+                };
+                self.expect_op("]")?;
+                Ok((s, start, self.prev_end()))
+            }
             _ => Err(self.err(format!("expected {what}"))),
         }
     }
+    fn enter(&mut self) -> PResult<()> {
+        self.depth += 1;
+        if self.depth > self.max_depth {
+            return Err(KqlError::TooDeep(self.max_depth));
+        }
+        Ok(())
+    }
+
+    /// Whether the tokens from here to the end of this expression (a `,`, `;` or closing
+    /// bracket at this level) contain a `|` at this level: a tabular expression.
+    fn looks_tabular(&self) -> bool {
+        let mut depth = 0i32;
+        for t in &self.toks[self.pos..] {
+            match &t.tok {
+                Tok::Op("(" | "[" | "{") => depth += 1,
+                Tok::Op(")" | "]" | "}") => {
+                    if depth == 0 {
+                        return false;
+                    }
+                    depth -= 1;
+                }
+                Tok::Op("," | ";") if depth == 0 => return false,
+                Tok::Op("|") if depth == 0 => return true,
+                Tok::Eof => return false,
+                _ => {}
+            }
+        }
+        false
+    }
 
     pub fn parse_query(&mut self) -> PResult<Query> {
-        let mut lets = Vec::new();
-        while self.is_word("let") {
-            self.bump();
-            let (name, _, _) = self.ident("a name after 'let'")?;
-            self.expect_op("=")?;
-            let e = self.expr()?;
-            if !self.is_op(";") {
-                return Err(
-                    self.err("expected ';' after a let statement (only scalar lets are supported)")
-                );
-            }
-            self.bump();
-            lets.push((name, e));
+        let lets = self.lets()?;
+        if matches!(self.peek(), Tok::Eof) && !lets.is_empty() {
+            return Err(self.err("expected a tabular expression after the let statements"));
         }
-        let table = match self.peek().clone() {
-            Tok::Ident(s) if !s.starts_with('!') => {
-                let t = self.bump();
-                (s, t.start, t.end)
-            }
-            Tok::Eof if self.pos > 0 => {
-                return Err(self.err("expected a tabular expression after the let statements"))
-            }
-            _ => return Err(self.err("expected a table name")),
-        };
-        let mut ops = Vec::new();
-        while self.is_op("|") {
-            self.bump();
-            ops.push(self.operator()?);
-        }
+        let body = self.tabular()?;
         while self.is_op(";") {
             self.bump();
         }
         if !matches!(self.peek(), Tok::Eof) {
             return Err(self.err(""));
         }
-        Ok(Query { lets, table, ops })
+        Ok(Query {
+            lets,
+            body,
+            operators: self.operators,
+        })
+    }
+
+    /// `let name = ...;` statements.
+    fn lets(&mut self) -> PResult<Vec<Let>> {
+        let mut lets = Vec::new();
+        while self.is_word("let") {
+            self.bump();
+            let (name, _, _) = self.ident("a name after 'let'")?;
+            self.expect_op("=")?;
+            let rhs = if self.is_function_def() {
+                LetRhs::Func(std::rc::Rc::new(self.function_def()?))
+            } else {
+                self.let_rhs()?
+            };
+            self.expect_op(";")?;
+            lets.push(Let { name, rhs });
+        }
+        Ok(lets)
+    }
+
+    fn let_rhs(&mut self) -> PResult<LetRhs> {
+        if self.looks_tabular() {
+            return Ok(LetRhs::Tabular(self.tabular()?));
+        }
+        if matches!(self.peek(), Tok::Ident(w) if w == "union" || w == "print") {
+            return Ok(LetRhs::Tabular(self.tabular()?));
+        }
+        let e = self.expr()?;
+        Ok(match e.kind {
+            AstKind::Tabular(t) => LetRhs::Tabular(*t),
+            _ => LetRhs::Expr(e),
+        })
+    }
+
+    /// `(` followed by `)` `{`, or by `name :`.
+    fn is_function_def(&self) -> bool {
+        self.is_op("(")
+            && matches!(
+                (self.peek_at(1), self.peek_at(2)),
+                (Tok::Op(")"), Tok::Op("{")) | (Tok::Ident(_), Tok::Op(":"))
+            )
+    }
+
+    fn function_def(&mut self) -> PResult<FuncDef> {
+        self.expect_op("(")?;
+        let mut params = Vec::new();
+        while !self.is_op(")") {
+            let (name, _, _) = self.ident("a parameter name")?;
+            self.expect_op(":")?;
+            let tabular = if self.is_op("(") {
+                // A tabular parameter's schema, `(*)` or `(A: string, ...)`: not checked.
+                let mut depth = 0;
+                loop {
+                    match self.bump().tok {
+                        Tok::Op("(") => depth += 1,
+                        Tok::Op(")") => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        Tok::Eof => return Err(self.err("expected ')'")),
+                        _ => {}
+                    }
+                }
+                true
+            } else {
+                let (ty, _, _) = self.ident("a type")?;
+                if type_named(&ty).is_none() {
+                    self.pos -= 1;
+                    return Err(self.err("unknown type"));
+                }
+                false
+            };
+            let default = if self.is_op("=") {
+                self.bump();
+                Some(self.expr()?)
+            } else {
+                None
+            };
+            params.push(Param {
+                name,
+                tabular,
+                default,
+            });
+            if !self.is_op(",") {
+                break;
+            }
+            self.bump();
+        }
+        self.expect_op(")")?;
+        self.expect_op("{")?;
+        let lets = self.lets()?;
+        let body = self.let_rhs()?;
+        while self.is_op(";") {
+            self.bump();
+        }
+        self.expect_op("}")?;
+        Ok(FuncDef { params, lets, body })
+    }
+
+    /// A source and its `|` operators.
+    fn tabular(&mut self) -> PResult<TabExpr> {
+        self.enter()?;
+        let r = self.tabular_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn tabular_inner(&mut self) -> PResult<TabExpr> {
+        let source = self.source()?;
+        let mut ops = Vec::new();
+        while self.is_op("|") {
+            self.bump();
+            ops.push(self.operator()?);
+        }
+        Ok(TabExpr { source, ops })
+    }
+
+    fn source(&mut self) -> PResult<Source> {
+        let t = self.tok().clone();
+        match t.tok {
+            Tok::Op("(") => {
+                self.bump();
+                let inner = self.tabular()?;
+                self.expect_op(")")?;
+                Ok(Source::Paren(Box::new(inner)))
+            }
+            Tok::Ident(ref w) if w == "union" => {
+                self.bump();
+                Ok(Source::Union(self.union_body()?))
+            }
+            Tok::Ident(ref w) if w == "print" => {
+                self.bump();
+                Ok(Source::Print(self.items()?))
+            }
+            Tok::Ident(ref w) if UNSUPPORTED_SOURCES.contains(&w.as_str()) => {
+                Err(self.unsupported(w.clone()))
+            }
+            Tok::Ident(ref w) if w == "materialize" && matches!(self.peek_at(1), Tok::Op("(")) => {
+                self.bump();
+                self.bump();
+                let inner = self.tabular()?;
+                self.expect_op(")")?;
+                Ok(Source::Paren(Box::new(inner)))
+            }
+            Tok::Ident(ref w) if !w.starts_with('!') && matches!(self.peek_at(1), Tok::Op("(")) => {
+                let name = w.clone();
+                self.bump();
+                let args = self.call_args()?;
+                Ok(Source::Call {
+                    name,
+                    args,
+                    start: t.start,
+                    end: self.prev_end(),
+                })
+            }
+            Tok::Ident(_) | Tok::Op("[") => {
+                let (name, start, end) = self.ident("a table name")?;
+                Ok(Source::Name { name, start, end })
+            }
+            _ => Err(self.err("expected a table name")),
+        }
+    }
+
+    /// `name = value` parameters of `join`, `union`, `mv-expand`, `parse` (`kind=inner`,
+    /// `hint.strategy=shuffle`, `withsource=T`), names lower-cased with their values.
+    fn op_params(&mut self) -> PResult<Vec<(String, String, usize, usize)>> {
+        let mut out = Vec::new();
+        while let Tok::Ident(first) = self.peek().clone() {
+            let lower = first.to_ascii_lowercase();
+            if !OP_PARAMS.contains(&lower.as_str()) && lower != "hint" {
+                break;
+            }
+            // `a.b.c =`: count the dotted name's tokens before the `=`.
+            let mut k = 1;
+            while matches!(self.peek_at(k), Tok::Op("."))
+                && matches!(self.peek_at(k + 1), Tok::Ident(_))
+            {
+                k += 2;
+            }
+            if !matches!(self.peek_at(k), Tok::Op("=")) {
+                break;
+            }
+            let start = self.tok().start;
+            let mut name = first.to_ascii_lowercase();
+            self.bump();
+            while self.is_op(".") {
+                self.bump();
+                if let Tok::Ident(s) = self.bump().tok {
+                    name.push('.');
+                    name.push_str(&s.to_ascii_lowercase());
+                }
+            }
+            self.expect_op("=")?;
+            let v = self.bump();
+            let value = match v.tok {
+                Tok::Ident(s) | Tok::Str(s) => s,
+                Tok::Int(i) => i.to_string(),
+                _ => return Err(self.src.error_at(v.start, v.end, "expected a value")),
+            };
+            out.push((name, value, start, v.end));
+        }
+        Ok(out)
+    }
+
+    fn union_body(&mut self) -> PResult<Union> {
+        let mut u = Union {
+            with_source: None,
+            inner: false,
+            items: Vec::new(),
+        };
+        for (name, value, s, e) in self.op_params()? {
+            match name.as_str() {
+                "withsource" => u.with_source = Some(value),
+                "kind" if value == "inner" => u.inner = true,
+                "kind" if value == "outer" => {}
+                "kind" => return Err(self.src.error_at(s, e, "expected 'inner' or 'outer'")),
+                _ => {}
+            }
+        }
+        loop {
+            let item = if self.is_op("(") {
+                self.bump();
+                let t = self.tabular()?;
+                self.expect_op(")")?;
+                t
+            } else {
+                // A name, possibly with `*` wildcards: adjacent identifier and `*` tokens.
+                let start = self.tok().start;
+                let mut name = String::new();
+                let mut end = start;
+                while matches!(self.peek(), Tok::Ident(_) | Tok::Op("*"))
+                    && (name.is_empty() || self.tok().start == end)
+                {
+                    let t = self.bump();
+                    match t.tok {
+                        Tok::Ident(s) => name.push_str(&s),
+                        _ => name.push('*'),
+                    }
+                    end = t.end;
+                }
+                if name.is_empty() {
+                    return Err(self.err("expected a table name"));
+                }
+                TabExpr {
+                    source: Source::Name { name, start, end },
+                    ops: Vec::new(),
+                }
+            };
+            u.items.push(item);
+            if !self.is_op(",") {
+                break;
+            }
+            self.bump();
+        }
+        Ok(u)
     }
 
     fn operator(&mut self) -> PResult<Operator> {
@@ -586,10 +1114,16 @@ impl<'a> Parser<'a> {
             Tok::Ident(_) => self.ident("an operator")?,
             _ => return Err(self.err("expected a query operator")),
         };
+        self.operators += 1;
         let kind = match name.as_str() {
             "where" | "filter" => OpKind::Where(self.expr()?),
             "project" => OpKind::Project(self.items()?),
             "extend" => OpKind::Extend(self.items()?),
+            "serialize" => OpKind::Extend(if self.is_op("|") || matches!(self.peek(), Tok::Eof) {
+                Vec::new()
+            } else {
+                self.items()?
+            }),
             "project-away" => {
                 let mut v = vec![self.ident("a column name")?];
                 while self.is_op(",") {
@@ -615,20 +1149,15 @@ impl<'a> Parser<'a> {
             "take" | "limit" => OpKind::Take(self.expr()?),
             "top" => {
                 let n = self.expr()?;
-                if !self.is_word("by") {
-                    return Err(self.err("expected 'by'"));
-                }
-                self.bump();
+                self.expect_word("by")?;
                 OpKind::Top(n, self.sort_keys()?)
             }
             "sort" | "order" => {
-                if !self.is_word("by") {
-                    return Err(self.err("expected 'by'"));
-                }
-                self.bump();
+                self.expect_word("by")?;
                 OpKind::Sort(self.sort_keys()?)
             }
             "summarize" => {
+                self.op_params()?;
                 let aggs = if self.is_word("by") {
                     Vec::new()
                 } else {
@@ -647,11 +1176,28 @@ impl<'a> Parser<'a> {
             }
             "count" => OpKind::Count,
             "distinct" => OpKind::Distinct(self.items()?),
+            "join" => self.join()?,
+            "union" => OpKind::Union(self.union_body()?),
+            "mv-expand" => self.mv_expand()?,
+            "parse" => self.parse_op()?,
+            "render" => {
+                // Visualisation arguments: skipped up to the next operator.
+                let mut depth = 0i32;
+                loop {
+                    match self.peek() {
+                        Tok::Eof => break,
+                        Tok::Op("|" | ";" | ")") if depth <= 0 => break,
+                        Tok::Op("(") => depth += 1,
+                        Tok::Op(")") => depth -= 1,
+                        _ => {}
+                    }
+                    self.bump();
+                }
+                OpKind::Render
+            }
             other if UNSUPPORTED_OPS.contains(&other) => {
                 self.pos -= 1;
-                return Err(self.err(format!(
-                    "the '{other}' operator is not supported by the emulator"
-                )));
+                return Err(self.unsupported(other));
             }
             _ => {
                 self.pos -= 1;
@@ -661,6 +1207,182 @@ impl<'a> Parser<'a> {
         Ok(Operator { name, kind })
     }
 
+    fn join(&mut self) -> PResult<OpKind> {
+        let mut kind = JoinKind::InnerUnique;
+        for (name, value, s, e) in self.op_params()? {
+            if name == "kind" {
+                kind = JoinKind::from_name(&value)
+                    .ok_or_else(|| self.src.error_at(s, e, "unknown join kind"))?;
+            }
+            // `hint.*` and the rest change how the service runs a join, not its result.
+        }
+        let right = if self.is_op("(") {
+            self.bump();
+            let t = self.tabular()?;
+            self.expect_op(")")?;
+            t
+        } else {
+            TabExpr {
+                source: self.source()?,
+                ops: Vec::new(),
+            }
+        };
+        if self.is_word("where") {
+            return Err(self.unsupported("join ... where"));
+        }
+        self.expect_word("on")?;
+        let mut on = Vec::new();
+        loop {
+            let e = self.expr()?;
+            on.push(self.join_key(&e)?);
+            if !self.is_op(",") {
+                break;
+            }
+            self.bump();
+        }
+        Ok(OpKind::Join {
+            kind,
+            right: Box::new(right),
+            on,
+        })
+    }
+
+    /// `Col`, or `$left.A == $right.B` (either side first).
+    fn join_key(&self, e: &Ast) -> PResult<JoinKey> {
+        let side = |a: &Ast| -> Option<(bool, String)> {
+            let AstKind::Index(base, key) = &a.kind else {
+                return None;
+            };
+            let (AstKind::Name(b), AstKind::Lit(Value::Str(k), _)) = (&base.kind, &key.kind) else {
+                return None;
+            };
+            match b.as_str() {
+                "$left" => Some((true, k.to_string())),
+                "$right" => Some((false, k.to_string())),
+                _ => None,
+            }
+        };
+        let (left, right) = match &e.kind {
+            AstKind::Name(n) => (n.clone(), n.clone()),
+            AstKind::Binary(BinOp::Eq, a, b) => match (side(a), side(b)) {
+                (Some((true, l)), Some((false, r))) | (Some((false, r)), Some((true, l))) => (l, r),
+                _ => {
+                    return Err(self.src.error_at(
+                        e.start,
+                        e.end,
+                        "expected '$left.Column == $right.Column'",
+                    ))
+                }
+            },
+            _ => {
+                return Err(self.src.error_at(
+                    e.start,
+                    e.end,
+                    "expected a column name or '$left.Column == $right.Column'",
+                ))
+            }
+        };
+        Ok(JoinKey {
+            left,
+            right,
+            start: e.start,
+            end: e.end,
+        })
+    }
+
+    fn type_of(&mut self) -> PResult<DataType> {
+        self.expect_word("typeof")?;
+        self.expect_op("(")?;
+        let (t, s, e) = self.ident("a type")?;
+        let ty = type_named(&t).ok_or_else(|| self.src.error_at(s, e, "unknown type"))?;
+        self.expect_op(")")?;
+        Ok(ty)
+    }
+
+    fn mv_expand(&mut self) -> PResult<OpKind> {
+        for (name, value, s, e) in self.op_params()? {
+            match (name.as_str(), value.as_str()) {
+                ("bagexpansion", "bag") | ("kind", "bag") => {}
+                ("bagexpansion" | "kind" | "with_itemindex", _) => {
+                    return Err(self
+                        .src
+                        .unsupported(s, e, format!("mv-expand {name}={value}")))
+                }
+                _ => {}
+            }
+        }
+        let mut items = Vec::new();
+        loop {
+            let name = match (self.peek(), self.peek_at(1)) {
+                (Tok::Ident(s), Tok::Op("=")) => {
+                    let s = s.clone();
+                    self.bump();
+                    self.bump();
+                    Some(s)
+                }
+                _ => None,
+            };
+            let expr = self.expr()?;
+            let to = if self.is_word("to") {
+                self.bump();
+                Some(self.type_of()?)
+            } else {
+                None
+            };
+            items.push(ExpandItem { name, expr, to });
+            if !self.is_op(",") {
+                break;
+            }
+            self.bump();
+        }
+        let limit = if self.is_word("limit") {
+            self.bump();
+            Some(self.expr()?)
+        } else {
+            None
+        };
+        Ok(OpKind::MvExpand { items, limit })
+    }
+
+    fn parse_op(&mut self) -> PResult<OpKind> {
+        for (name, value, s, e) in self.op_params()? {
+            if name == "kind" && value != "simple" && value != "relaxed" {
+                return Err(self.src.unsupported(s, e, format!("parse kind={value}")));
+            }
+        }
+        let expr = self.expr()?;
+        self.expect_word("with")?;
+        let mut pattern = Vec::new();
+        loop {
+            match self.peek().clone() {
+                Tok::Str(s) => {
+                    self.bump();
+                    pattern.push(ParsePart::Lit(s));
+                }
+                Tok::Op("*") => {
+                    self.bump();
+                    pattern.push(ParsePart::Star);
+                }
+                Tok::Ident(_) | Tok::Op("[") => {
+                    let (name, _, _) = self.ident("a column name")?;
+                    let ty = if self.is_op(":") {
+                        self.bump();
+                        let (t, s, e) = self.ident("a type")?;
+                        type_named(&t).ok_or_else(|| self.src.error_at(s, e, "unknown type"))?
+                    } else {
+                        DataType::String
+                    };
+                    pattern.push(ParsePart::Col(name, ty));
+                }
+                _ => break,
+            }
+        }
+        if pattern.is_empty() {
+            return Err(self.err("expected a parse pattern"));
+        }
+        Ok(OpKind::Parse { expr, pattern })
+    }
+
     fn items(&mut self) -> PResult<Vec<Item>> {
         let mut v = Vec::new();
         loop {
@@ -668,6 +1390,12 @@ impl<'a> Parser<'a> {
                 (Tok::Ident(s), Tok::Op("=")) if !s.starts_with('!') => {
                     let s = s.clone();
                     self.bump();
+                    self.bump();
+                    Some(s)
+                }
+                // `(A, B) = arg_max(...)` is not supported; `['a b'] = x` is.
+                (Tok::Op("["), Tok::Str(_)) if matches!(self.peek_at(3), Tok::Op("=")) => {
+                    let (s, _, _) = self.ident("a column name")?;
                     self.bump();
                     Some(s)
                 }
@@ -720,14 +1448,6 @@ impl<'a> Parser<'a> {
     }
 
     // ---- expressions -------------------------------------------------------------------
-
-    fn enter(&mut self) -> PResult<()> {
-        self.depth += 1;
-        if self.depth > self.max_depth {
-            return Err(KqlError::TooDeep(self.max_depth));
-        }
-        Ok(())
-    }
 
     fn node(&self, kind: AstKind, start: usize, children: &[&Ast]) -> PResult<Ast> {
         let depth = 1 + children.iter().map(|c| c.depth).max().unwrap_or(0);
@@ -821,6 +1541,47 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// A parenthesised, comma-separated list of expressions (a tabular expression is
+    /// allowed as an item: `in (T | project X)`).
+    fn list(&mut self) -> PResult<Vec<Ast>> {
+        self.expect_op("(")?;
+        let mut list = Vec::new();
+        if !self.is_op(")") {
+            loop {
+                list.push(self.list_item()?);
+                if !self.is_op(",") {
+                    break;
+                }
+                self.bump();
+            }
+        }
+        self.expect_op(")")?;
+        Ok(list)
+    }
+
+    fn list_item(&mut self) -> PResult<Ast> {
+        if self.looks_tabular() {
+            let start = self.tok().start;
+            let t = self.tabular()?;
+            return Ok(Ast {
+                kind: AstKind::Tabular(Box::new(t)),
+                start,
+                end: self.prev_end(),
+                depth: 1,
+            });
+        }
+        if self.is_op("*") && matches!(self.peek_at(1), Tok::Op(")" | ",")) {
+            let t = self.bump();
+            return Ok(Ast {
+                kind: AstKind::Star,
+                start: t.start,
+                end: t.end,
+                depth: 1,
+            });
+        }
+        self.expr()
+    }
+
     fn cmp_expr(&mut self) -> PResult<Ast> {
         let mut l = self.add_expr()?;
         loop {
@@ -835,36 +1596,39 @@ impl<'a> Parser<'a> {
                 Tok::Ident(w) => w.clone(),
                 _ => break,
             };
+            let list_op = match word.as_str() {
+                "in" | "!in" => Some(ListOp::In { ci: false }),
+                "in~" | "!in~" => Some(ListOp::In { ci: true }),
+                "has_any" => Some(ListOp::HasAny),
+                "has_all" => Some(ListOp::HasAll),
+                _ => None,
+            };
+            if let Some(op) = list_op {
+                self.bump();
+                let list = self.list()?;
+                let depth = 1 + list.iter().map(|a| a.depth).max().unwrap_or(0).max(l.depth);
+                if depth > self.max_depth {
+                    return Err(KqlError::TooDeep(self.max_depth));
+                }
+                l = Ast {
+                    kind: AstKind::In {
+                        expr: Box::new(l),
+                        list,
+                        op,
+                        negated: word.starts_with('!'),
+                    },
+                    start,
+                    end: self.prev_end(),
+                    depth,
+                };
+                continue;
+            }
             match word.as_str() {
-                "in" | "!in" | "in~" | "!in~" => {
+                "matches" if matches!(self.peek_at(1), Tok::Ident(r) if r == "regex") => {
                     self.bump();
-                    self.expect_op("(")?;
-                    let mut list = Vec::new();
-                    if !self.is_op(")") {
-                        loop {
-                            list.push(self.expr()?);
-                            if !self.is_op(",") {
-                                break;
-                            }
-                            self.bump();
-                        }
-                    }
-                    self.expect_op(")")?;
-                    let depth = 1 + list.iter().map(|a| a.depth).max().unwrap_or(0).max(l.depth);
-                    if depth > self.max_depth {
-                        return Err(KqlError::TooDeep(self.max_depth));
-                    }
-                    l = Ast {
-                        kind: AstKind::In {
-                            expr: Box::new(l),
-                            list,
-                            negated: word.starts_with('!'),
-                            ci: word.ends_with('~'),
-                        },
-                        start,
-                        end: self.prev_end(),
-                        depth,
-                    };
+                    self.bump();
+                    let r = self.add_expr()?;
+                    l = self.binary(BinOp::Matches, l, r, start)?;
                 }
                 "between" | "!between" => {
                     self.bump();
@@ -964,7 +1728,53 @@ impl<'a> Parser<'a> {
             }
             return self.node(AstKind::Neg(Box::new(inner.clone())), start, &[&inner]);
         }
-        self.primary()
+        self.postfix()
+    }
+
+    /// A primary followed by `.member` and `[index]` accesses.
+    fn postfix(&mut self) -> PResult<Ast> {
+        let mut e = self.primary()?;
+        loop {
+            let start = e.start;
+            let key = if self.is_op(".") {
+                self.bump();
+                let t = self.tok().clone();
+                let name = match t.tok {
+                    Tok::Ident(s) if !s.starts_with('!') => s,
+                    Tok::Op("[") => {
+                        // `x.['a b']`
+                        let (s, _, _) = self.ident("a member name")?;
+                        self.pos -= 1;
+                        s
+                    }
+                    _ => return Err(self.err("expected a member name")),
+                };
+                self.bump();
+                Ast {
+                    kind: AstKind::Lit(Value::str(&name), DataType::String),
+                    start: t.start,
+                    end: t.end,
+                    depth: 1,
+                }
+            } else if self.is_op("[") {
+                self.bump();
+                let k = self.expr()?;
+                self.expect_op("]")?;
+                k
+            } else {
+                break;
+            };
+            e = self.node(
+                AstKind::Index(Box::new(e.clone()), Box::new(key.clone())),
+                start,
+                &[&e, &key],
+            )?;
+        }
+        Ok(e)
+    }
+
+    fn call_args(&mut self) -> PResult<Vec<Ast>> {
+        self.list()
     }
 
     fn primary(&mut self) -> PResult<Ast> {
@@ -1001,9 +1811,28 @@ impl<'a> Parser<'a> {
             }
             Tok::Op("(") => {
                 self.bump();
+                if self.looks_tabular() {
+                    let inner = self.tabular()?;
+                    self.expect_op(")")?;
+                    return Ok(Ast {
+                        kind: AstKind::Tabular(Box::new(inner)),
+                        start: t.start,
+                        end: self.prev_end(),
+                        depth: 1,
+                    });
+                }
                 let e = self.expr()?;
                 self.expect_op(")")?;
                 Ok(e)
+            }
+            Tok::Op("[") if matches!(self.peek_at(1), Tok::Str(_)) => {
+                let (name, start, end) = self.ident("a column name")?;
+                Ok(Ast {
+                    kind: AstKind::Name(name),
+                    start,
+                    end,
+                    depth: 1,
+                })
             }
             Tok::Ident(w) if !w.starts_with('!') => {
                 let w = w.clone();
@@ -1011,21 +1840,31 @@ impl<'a> Parser<'a> {
                 match w.as_str() {
                     "true" => return Ok(lit(Value::Bool(true), DataType::Bool)),
                     "false" => return Ok(lit(Value::Bool(false), DataType::Bool)),
+                    "dynamic" if self.is_op("(") => {
+                        self.bump();
+                        let v = self.json_value()?;
+                        self.expect_op(")")?;
+                        return Ok(Ast {
+                            kind: AstKind::Lit(Value::from_json(v), DataType::Dynamic),
+                            start: t.start,
+                            end: self.prev_end(),
+                            depth: 1,
+                        });
+                    }
+                    "typeof" if self.is_op("(") => {
+                        self.pos -= 1;
+                        let ty = self.type_of()?;
+                        return Ok(Ast {
+                            kind: AstKind::TypeOf(ty),
+                            start: t.start,
+                            end: self.prev_end(),
+                            depth: 1,
+                        });
+                    }
                     _ => {}
                 }
                 if self.is_op("(") {
-                    self.bump();
-                    let mut args = Vec::new();
-                    if !self.is_op(")") {
-                        loop {
-                            args.push(self.expr()?);
-                            if !self.is_op(",") {
-                                break;
-                            }
-                            self.bump();
-                        }
-                    }
-                    self.expect_op(")")?;
+                    let args = self.call_args()?;
                     let refs: Vec<&Ast> = args.iter().collect();
                     let depth = 1 + refs.iter().map(|a| a.depth).max().unwrap_or(0);
                     if depth > self.max_depth {
@@ -1048,6 +1887,71 @@ impl<'a> Parser<'a> {
             Tok::Eof => Err(self.err("unexpected end of query")),
             _ => Err(self.err("expected an expression")),
         }
+    }
+
+    /// The JSON-like text of a `dynamic(...)` literal: arrays, property bags (keys in
+    /// either quote), strings, numbers, `true`, `false`, `null`, datetimes and timespans.
+    fn json_value(&mut self) -> PResult<serde_json::Value> {
+        use serde_json::Value as J;
+        self.enter()?;
+        let t = self.bump();
+        let v = match t.tok {
+            Tok::Op("[") => {
+                let mut items = Vec::new();
+                while !self.is_op("]") {
+                    items.push(self.json_value()?);
+                    if !self.is_op(",") {
+                        break;
+                    }
+                    self.bump();
+                }
+                self.expect_op("]")?;
+                J::Array(items)
+            }
+            Tok::Op("{") => {
+                let mut map = serde_json::Map::new();
+                while !self.is_op("}") {
+                    let k = match self.bump().tok {
+                        Tok::Str(s) | Tok::Ident(s) => s,
+                        _ => {
+                            self.pos -= 1;
+                            return Err(self.err("expected a property name"));
+                        }
+                    };
+                    self.expect_op(":")?;
+                    map.insert(k, self.json_value()?);
+                    if !self.is_op(",") {
+                        break;
+                    }
+                    self.bump();
+                }
+                self.expect_op("}")?;
+                J::Object(map)
+            }
+            Tok::Str(s) => J::String(s),
+            Tok::Int(i) => J::from(i),
+            Tok::Real(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+            Tok::Op("-") => match self.bump().tok {
+                Tok::Int(i) => J::from(i.wrapping_neg()),
+                Tok::Real(f) => serde_json::Number::from_f64(-f).map_or(J::Null, J::Number),
+                _ => {
+                    self.pos -= 1;
+                    return Err(self.err("expected a number"));
+                }
+            },
+            Tok::Ident(w) if w == "true" => J::Bool(true),
+            Tok::Ident(w) if w == "false" => J::Bool(false),
+            Tok::Ident(w) if w == "null" => J::Null,
+            Tok::DateTime(d) => d.map_or(J::Null, |d| J::String(Value::DateTime(d).to_text())),
+            Tok::TimeSpan(x) => J::String(Value::TimeSpan(x).to_text()),
+            _ => {
+                return Err(self
+                    .src
+                    .error_at(t.start, t.end, "expected a dynamic literal value"))
+            }
+        };
+        self.depth -= 1;
+        Ok(v)
     }
 }
 

@@ -29,6 +29,8 @@ pub enum DataType {
     DateTime,
     /// `TimeSpan`
     TimeSpan,
+    /// `Object`: a KQL `dynamic` (an array, a property bag or any scalar).
+    Dynamic,
 }
 
 impl DataType {
@@ -42,6 +44,7 @@ impl DataType {
             DataType::String => "String",
             DataType::DateTime => "DateTime",
             DataType::TimeSpan => "TimeSpan",
+            DataType::Dynamic => "Object",
         }
     }
 
@@ -55,6 +58,7 @@ impl DataType {
             DataType::String => "string",
             DataType::DateTime => "datetime",
             DataType::TimeSpan => "timespan",
+            DataType::Dynamic => "dynamic",
         }
     }
 
@@ -83,12 +87,31 @@ pub enum Value {
     DateTime(i64),
     /// A signed duration in 100-ns ticks.
     TimeSpan(i64),
+    /// A `dynamic` array or property bag. Scalars taken out of one (`x.y`, `x[0]`) are
+    /// the plain variants above; build one with [`Value::from_json`].
+    Dynamic(Arc<serde_json::Value>),
 }
 
 impl Value {
     /// A string value.
     pub fn str(s: &str) -> Value {
         Value::Str(Arc::from(s))
+    }
+
+    /// The value of a JSON document: arrays and objects become [`Value::Dynamic`],
+    /// scalars the plain variants (integers that fit `Int`, other numbers `Real`).
+    pub fn from_json(j: serde_json::Value) -> Value {
+        use serde_json::Value as J;
+        match j {
+            J::Null => Value::Null,
+            J::Bool(b) => Value::Bool(b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => n.as_f64().map_or(Value::Null, Value::Real),
+            },
+            J::String(s) => Value::str(&s),
+            j @ (J::Array(_) | J::Object(_)) => Value::Dynamic(Arc::new(j)),
+        }
     }
 
     /// A datetime value from Unix milliseconds.
@@ -130,6 +153,9 @@ impl Value {
             Value::Str(s) => out.push_str(s),
             Value::DateTime(t) => format_datetime(*t, out),
             Value::TimeSpan(t) => format_timespan(*t, out),
+            Value::Dynamic(j) => {
+                let _ = write!(out, "{j}");
+            }
         }
     }
 }
@@ -155,6 +181,7 @@ pub(crate) fn order_cmp(a: &Value, b: &Value) -> Ordering {
             Value::Str(_) => 3,
             Value::DateTime(_) => 4,
             Value::TimeSpan(_) => 5,
+            Value::Dynamic(_) => 6,
         }
     }
     match (a, b) {
@@ -167,6 +194,7 @@ pub(crate) fn order_cmp(a: &Value, b: &Value) -> Ordering {
         (Value::DateTime(x), Value::DateTime(y)) | (Value::TimeSpan(x), Value::TimeSpan(y)) => {
             x.cmp(y)
         }
+        (Value::Dynamic(x), Value::Dynamic(y)) => x.to_string().cmp(&y.to_string()),
         _ => rank(a).cmp(&rank(b)),
     }
 }
@@ -205,6 +233,7 @@ impl Hash for KeyVal {
             Value::Str(s) => (4u8, s.as_ref()).hash(h),
             Value::DateTime(t) => (5u8, t).hash(h),
             Value::TimeSpan(t) => (6u8, t).hash(h),
+            Value::Dynamic(j) => (7u8, j.to_string()).hash(h),
         }
     }
 }

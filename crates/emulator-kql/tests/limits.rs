@@ -245,3 +245,44 @@ fn a_long_needle_is_searched_in_linear_time() {
     assert_eq!(out.rows[0][0], defender_emulator_kql::Value::Int(0));
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+#[test]
+fn a_join_that_explodes_is_stopped_at_the_memory_limit() {
+    let small = with(QueryLimits {
+        max_memory_bytes: 16 * 1024 * 1024,
+        ..QueryLimits::default()
+    });
+    // Every row matches every row: ~3,000 x 3,000 pairs of 30 columns.
+    let q = "DeviceProcessEvents | extend k = 1 | join kind=inner (DeviceProcessEvents | extend k = 1) on k";
+    assert_eq!(over(q, &small), Limit::Memory);
+    // The same join on a selective key runs.
+    let out = run(
+        "DeviceProcessEvents | join kind=inner (DeviceProcessEvents) on ReportId | count",
+        data(),
+        &small,
+    )
+    .unwrap();
+    assert!(out.rows[0][0].as_i64().unwrap() > 0);
+}
+
+#[test]
+fn an_mv_expand_that_explodes_is_stopped() {
+    let small = with(QueryLimits {
+        max_memory_bytes: 16 * 1024 * 1024,
+        ..QueryLimits::default()
+    });
+    let q = "DeviceProcessEvents | summarize l = make_list(ReportId) | extend r = l | mv-expand l | mv-expand r";
+    assert_eq!(over(q, &small), Limit::Memory);
+    // make_list itself is charged: a list of every string of a large table.
+    let tiny = with(QueryLimits {
+        max_memory_bytes: 64 * 1024,
+        ..QueryLimits::default()
+    });
+    assert_eq!(
+        over(
+            "DeviceProcessEvents | summarize make_list(ProcessCommandLine)",
+            &tiny
+        ),
+        Limit::Memory
+    );
+}

@@ -341,7 +341,43 @@ proptest! {
 
 // ---- arbitrary input never panics --------------------------------------------------------
 
-const TOKENS: [&str; 68] = [
+const TOKENS: [&str; 104] = [
+    "join",
+    "kind=fullouter",
+    "on",
+    "$left.ReportId",
+    "==",
+    "$right.ReportId",
+    "union",
+    "withsource=S",
+    "Device*Events",
+    "mv-expand",
+    "to typeof(long)",
+    "parse",
+    "with",
+    "*",
+    "dynamic([1, {\"a\": []}])",
+    "{",
+    "}",
+    "[",
+    "]",
+    ".",
+    ":",
+    "let",
+    "=",
+    ";",
+    "has_any",
+    "matches regex",
+    "extract(\"(a)\", 1, ",
+    "make_set(",
+    "arg_max(",
+    "pack_array(",
+    "split(",
+    "print",
+    "(x: string) {",
+    "parse_json(",
+    "case(",
+    "\u{feff}",
     "9223372036854775807",
     "0",
     "1e308",
@@ -553,5 +589,162 @@ fn empty_and_tiny_tables_work() {
     for t in TABLE_NAMES {
         let out = run(&format!("{t} | where Timestamp > ago(40d) | summarize count() by bin(Timestamp, 1h) | sort by Timestamp"), &d, &opts()).unwrap();
         assert!(out.rows.len() <= 1);
+    }
+}
+
+// ---- join against a nested-loop reference --------------------------------------------------
+
+const JOIN_KINDS: [&str; 9] = [
+    "innerunique",
+    "inner",
+    "leftouter",
+    "rightouter",
+    "fullouter",
+    "leftanti",
+    "rightanti",
+    "leftsemi",
+    "rightsemi",
+];
+
+/// `(id, key)` rows of a query that projects `Id` and `K` (a null key as `None`).
+fn id_key_rows(query: &str) -> Vec<(i64, Option<i64>)> {
+    let out = run(query, data(), &opts()).unwrap_or_else(|e| panic!("{query}: {e}"));
+    out.rows
+        .iter()
+        .map(|r| (r[0].as_i64().unwrap(), r[1].as_i64()))
+        .collect()
+}
+
+/// The `(left id, right id)` pairs a join of `kind` must produce: a nested loop.
+fn nested_loop(
+    kind: &str,
+    left: &[(i64, Option<i64>)],
+    right: &[(i64, Option<i64>)],
+) -> Vec<(Option<i64>, Option<i64>)> {
+    let eq = |a: Option<i64>, b: Option<i64>| a.is_some() && a == b;
+    let left: Vec<(i64, Option<i64>)> = if kind == "innerunique" {
+        // One left row per key, the first; a null key joins nothing.
+        let mut seen = Vec::new();
+        left.iter()
+            .filter(|(_, k)| {
+                k.is_some() && !seen.contains(k) && {
+                    seen.push(*k);
+                    true
+                }
+            })
+            .copied()
+            .collect()
+    } else {
+        left.to_vec()
+    };
+    let mut out = Vec::new();
+    let inner = |out: &mut Vec<_>| {
+        for l in &left {
+            for r in right {
+                if eq(l.1, r.1) {
+                    out.push((Some(l.0), Some(r.0)));
+                }
+            }
+        }
+    };
+    let lonely_left = |out: &mut Vec<_>, want_match: bool| {
+        for l in &left {
+            if right.iter().any(|r| eq(l.1, r.1)) == want_match {
+                out.push((Some(l.0), None));
+            }
+        }
+    };
+    let lonely_right = |out: &mut Vec<_>, want_match: bool| {
+        for r in right {
+            if left.iter().any(|l| eq(l.1, r.1)) == want_match {
+                out.push((None, Some(r.0)));
+            }
+        }
+    };
+    match kind {
+        "innerunique" | "inner" => inner(&mut out),
+        "leftouter" => {
+            inner(&mut out);
+            lonely_left(&mut out, false);
+        }
+        "rightouter" => {
+            inner(&mut out);
+            lonely_right(&mut out, false);
+        }
+        "fullouter" => {
+            inner(&mut out);
+            lonely_left(&mut out, false);
+            lonely_right(&mut out, false);
+        }
+        "leftanti" => lonely_left(&mut out, false),
+        "leftsemi" => lonely_left(&mut out, true),
+        "rightanti" => lonely_right(&mut out, false),
+        _ => lonely_right(&mut out, true),
+    }
+    out.sort();
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Random small tables (rows of two tables, keys modulo a small number, some null)
+    /// joined by every kind, both `on` forms, with and without a hint.
+    #[test]
+    fn join_matches_a_nested_loop(
+        kind in proptest::sample::select(JOIN_KINDS.to_vec()),
+        ln in 0usize..25, rn in 0usize..25,
+        lm in 1i64..6, rm in 1i64..6, null_every in 3i64..9,
+        dollar in any::<bool>(), hint in any::<bool>(),
+    ) {
+        let left = format!(
+            "DeviceLogonEvents | take {ln} | project Id = ReportId, K = iff(ReportId % {null_every} == 0, tolong(''), ReportId % {lm})"
+        );
+        let right_key = if dollar { "K2" } else { "K" };
+        let right = format!(
+            "DeviceNetworkEvents | take {rn} | project Id = ReportId, {right_key} = iff(ReportId % {null_every} == 1, tolong(''), ReportId % {rm})"
+        );
+        let on = if dollar { "$left.K == $right.K2" } else { "K" };
+        let hint = if hint { "hint.strategy=shuffle " } else { "" };
+        let joined = format!("{left} | join {hint}kind={kind} ({right}) on {on}");
+        let out = run(&joined, data(), &opts()).unwrap_or_else(|e| panic!("{joined}: {e}"));
+        let names: Vec<&str> = out.schema.iter().map(|c| c.name.as_str()).collect();
+        let (li, ri) = match kind {
+            "leftanti" | "leftsemi" => {
+                prop_assert_eq!(&names, &["Id", "K"]);
+                (Some(0), None)
+            }
+            "rightanti" | "rightsemi" => {
+                prop_assert_eq!(&names, &["Id", right_key]);
+                (None, Some(0))
+            }
+            _ => {
+                prop_assert_eq!(&names, &["Id", "K", "Id1", if dollar { "K2" } else { "K1" }]);
+                (Some(0), Some(2))
+            }
+        };
+        let mut got: Vec<(Option<i64>, Option<i64>)> = out
+            .rows
+            .iter()
+            .map(|r| (li.and_then(|i| r[i].as_i64()), ri.and_then(|i| r[i].as_i64())))
+            .collect();
+        got.sort();
+        let want = nested_loop(kind, &id_key_rows(&left), &id_key_rows(&right));
+        prop_assert_eq!(got, want, "{}", joined);
+    }
+}
+
+/// No prefix of a query that uses the new language features panics.
+#[test]
+fn every_prefix_of_rich_queries_is_an_answer_not_a_panic() {
+    let queries = [
+        r#"let T = (AlertEvidence | where EntityType == "Machine" | distinct DeviceId); DeviceProcessEvents | join kind=leftouter hint.strategy=broadcast T on $left.DeviceId == $right.DeviceId | summarize arg_max(Timestamp, *), make_set(FileName, 5) by DeviceName"#,
+        r#"let f = (n: string = "x") { print a = dynamic({"k": [1, 2]}).k[-1], b = n }; union withsource=S f(), (f("y") | mv-expand c = pack_array(1, 2) to typeof(long)) | parse b with * "x" rest"#,
+        r#"DeviceProcessEvents | where ProcessCommandLine has_any ("a", "b") and FolderPath matches regex @"\\w+" | extend e = extract_all(@"(\d)", ProcessCommandLine), c = case(true, 1, 2) | render table"#,
+    ];
+    for q in queries {
+        for (i, _) in q.char_indices() {
+            let _ = run(&q[..i], data(), &opts());
+        }
     }
 }
