@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask ci | bench | sim`.
+//! Project tasks: `cargo xtask ci | bench | sim | soak | fuzz | man`.
 //!
 //! - `ci`: what CI runs (`.ci/run`).
 //! - `bench`: every criterion benchmark of the workspace, the simulated day, and the
@@ -10,6 +10,10 @@
 //! - `sim [--quick]`: our engine and three baselines (governor, exponential backoff, a
 //!   fixed sleep) through a simulated day of three workloads in both window modes,
 //!   printed as markdown tables (`--quick`: three simulated hours, a few seconds).
+//! - `man [DIR]`: the `defender` man pages (`defender.1`, `defender-hunt.1`...) into DIR
+//!   (default `target/man`), generated from the CLI's own definition by `clap_mangen`
+//!   through the binary's hidden `defender man DIR`, so xtask itself stays free of the
+//!   CLI's dependencies. Read one with `man -l target/man/defender.1`.
 
 use std::path::PathBuf;
 use std::process::{exit, Command};
@@ -104,8 +108,23 @@ fn main() {
                         .unwrap_or(false)
                 })
         }
+        "man" => {
+            let dir = match args.get(1) {
+                Some(d) => PathBuf::from(d),
+                None => workspace_root().join("target").join("man"),
+            };
+            let dir = dir.display().to_string();
+            let ok = run(
+                "cargo",
+                &["run", "--quiet", "-p", "defender-cli", "--", "man", &dir],
+            );
+            if ok {
+                eprintln!("wrote {dir}/defender.1 and a page per subcommand");
+            }
+            ok
+        }
         _ => {
-            eprintln!("usage: cargo xtask ci | bench | sim [--quick] | soak [CALLS] | fuzz [TARGET...] [SECONDS]");
+            eprintln!("usage: cargo xtask ci | bench | sim [--quick] | soak [CALLS] | fuzz [TARGET...] [SECONDS] | man [DIR]");
             task == "help"
         }
     };
@@ -133,9 +152,13 @@ fn example<'a>(name: &'a str, args: &[&'a str]) -> Vec<&'a str> {
 
 /// The workspace's `docs/`, wherever cargo is run from.
 fn docs_dir() -> String {
+    workspace_root().join("docs").display().to_string()
+}
+
+/// The workspace's root, wherever cargo is run from.
+fn workspace_root() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let root = root.parent().map(PathBuf::from).unwrap_or(root);
-    root.join("docs").display().to_string()
+    root.parent().map(PathBuf::from).unwrap_or(root)
 }
 
 fn run(cmd: &str, args: &[&str]) -> bool {

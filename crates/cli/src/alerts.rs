@@ -9,8 +9,8 @@ use defender_async::Client;
 use defender_core::alerts::{max_top, AlertFilter, AlertQuery, AlertStatus, AlertUpdate};
 use defender_core::incidents::Classification;
 
-use crate::output::Format;
-use crate::records::{self, RecordOutput};
+use crate::output::OutputArgs;
+use crate::records::{self, RecordColumns};
 use crate::{parse_since, values, Failure, Ui};
 
 #[derive(Debug, Subcommand)]
@@ -51,21 +51,15 @@ pub(crate) enum AlertsCommand {
         /// Every page, not just the first.
         #[arg(long)]
         all: bool,
-        /// Output format: json and ndjson carry each alert as the API sent it.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
         #[command(flatten)]
-        how: RecordOutput,
+        how: RecordColumns,
     },
     /// Show one alert, as the API sent it.
     Get {
         /// The alert id.
         id: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Json)]
-        format: Format,
         #[command(flatten)]
-        how: RecordOutput,
+        how: RecordColumns,
     },
     /// Update one alert (never sent twice: exit code 8 when the outcome is unknown).
     Update {
@@ -86,15 +80,17 @@ pub(crate) enum AlertsCommand {
         /// A comment to add.
         #[arg(long)]
         comment: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Json)]
-        format: Format,
         #[command(flatten)]
-        how: RecordOutput,
+        how: RecordColumns,
     },
 }
 
-pub(crate) async fn alerts(client: &Client, ui: &Ui, cmd: AlertsCommand) -> Result<(), Failure> {
+pub(crate) async fn alerts(
+    client: &Client,
+    ui: &Ui,
+    out: &OutputArgs,
+    cmd: AlertsCommand,
+) -> Result<(), Failure> {
     let surface = client.surface();
     match cmd {
         AlertsCommand::List {
@@ -109,7 +105,6 @@ pub(crate) async fn alerts(client: &Client, ui: &Ui, cmd: AlertsCommand) -> Resu
             top,
             expand,
             all,
-            format,
             how,
         } => {
             let mut f = filter.map(AlertFilter::raw).unwrap_or_default();
@@ -159,11 +154,11 @@ pub(crate) async fn alerts(client: &Client, ui: &Ui, cmd: AlertsCommand) -> Resu
                 expand_evidence: expand.is_some(),
             };
             let limit = (!all).then_some(top as usize);
-            records::write_all(ui, client.alerts().list(query), limit, format, &how).await
+            records::write_all(ui, client.alerts().list(query), limit, out, &how).await
         }
-        AlertsCommand::Get { id, format, how } => {
+        AlertsCommand::Get { id, how } => {
             let alert = client.alerts().get(id.as_str()).await?;
-            records::write_one(&alert, format, &how)
+            records::write_one(&alert, out, &how)
         }
         AlertsCommand::Update {
             id,
@@ -172,7 +167,6 @@ pub(crate) async fn alerts(client: &Client, ui: &Ui, cmd: AlertsCommand) -> Resu
             classification,
             determination,
             comment,
-            format,
             how,
         } => {
             let update = AlertUpdate {
@@ -188,7 +182,7 @@ pub(crate) async fn alerts(client: &Client, ui: &Ui, cmd: AlertsCommand) -> Resu
                 ));
             }
             let alert = client.alerts().update(id.as_str(), update).await?;
-            records::write_one(&alert, format, &how)
+            records::write_one(&alert, out, &how)
         }
     }
 }

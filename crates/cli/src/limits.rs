@@ -11,22 +11,8 @@ use defender_core::{ApiGroup, Surface};
 use defender_redis::{AcquireRequest, AsyncRedisQuotaStore, QuotaKey, StoreConfig};
 use serde_json::{json, Map, Value};
 
+use crate::output::{Format, OutputArgs};
 use crate::Failure;
-
-#[derive(Debug, Clone, clap::Args)]
-pub(crate) struct LimitsArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = LimitsFormat::Text)]
-    format: LimitsFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LimitsFormat {
-    /// One line per limit.
-    Text,
-    /// One JSON document.
-    Json,
-}
 
 /// What `defender limits` shows, built as text lines and as JSON in one pass.
 struct Report {
@@ -43,12 +29,19 @@ impl Report {
 /// Writes the limits of `surface`; `client` (an emulator's) adds its usage, `shared`
 /// (a store and the tenant and app it counts for) the usage shared through the store.
 pub(crate) async fn show(
-    args: &LimitsArgs,
+    out: &OutputArgs,
     surface: Surface,
     limits: &Limits,
     client: Option<&Client>,
     shared: Option<(StoreConfig, (String, String))>,
 ) -> Result<(), Failure> {
+    // Text (`-o table`, the default, or `-o text`), or JSON; rows and columns do not fit.
+    let format = out.format(Format::Table);
+    if matches!(format, Format::Csv | Format::Tsv) {
+        return Err(Failure::usage(
+            "defender limits writes text (-o table) or JSON (-o json, -o ndjson)",
+        ));
+    }
     let mut r = Report {
         lines: vec![format!("API: {surface}")],
         json: Map::new(),
@@ -109,20 +102,24 @@ pub(crate) async fn show(
     if let Some((config, (tenant, app))) = shared {
         shared_usage(&mut r, limits, config, &tenant, &app).await?;
     }
-    let mut out = std::io::stdout().lock();
-    match args.format {
-        LimitsFormat::Text => {
+    let (mut w, _) = out.writer()?;
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut w, &r.json).map_err(|e| Failure::output(e.into()))?
+        }
+        Format::Ndjson => {
+            serde_json::to_writer(&mut w, &r.json).map_err(|e| Failure::output(e.into()))?
+        }
+        _ => {
             for l in &r.lines {
-                writeln!(out, "{l}").map_err(Failure::output)?;
+                writeln!(w, "{l}").map_err(Failure::output)?;
             }
         }
-        LimitsFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &r.json)
-                .map_err(|e| Failure::output(e.into()))?;
-            writeln!(out).map_err(Failure::output)?;
-        }
     }
-    out.flush().map_err(Failure::output)
+    if matches!(format, Format::Json | Format::Ndjson) {
+        writeln!(w).map_err(Failure::output)?;
+    }
+    w.flush().map_err(Failure::output)
 }
 
 fn call_json(c: &CallLimit) -> Value {

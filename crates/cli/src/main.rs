@@ -7,6 +7,7 @@ mod alerts;
 mod limits;
 mod log;
 mod output;
+mod params;
 mod records;
 mod values;
 
@@ -31,8 +32,8 @@ use defender_policy::StandardPolicy;
 use defender_redis::{AsyncRedisQuotaStore, OnRedisError, StoreConfig};
 use futures_util::StreamExt;
 
-use output::Format;
-use records::{Destination, RecordOutput};
+use output::{Format, OutputArgs};
+use records::RecordColumns;
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -52,45 +53,51 @@ A reader that stops early (`| head`) ends the command quietly, with exit code 0.
 Credentials: --tenant (AZURE_TENANT_ID), --client-id (AZURE_CLIENT_ID), and the secret
 only from AZURE_CLIENT_SECRET or --client-secret-file. With --emulator none are needed.";
 
+// The help headings of the global options.
+const API: &str = "API";
+const AUTH: &str = "Authentication";
+const QUOTA: &str = "Quota";
+const LOGGING: &str = "Logging";
+
 /// Advanced hunting and incidents on the Microsoft Defender APIs, quota-exact.
 #[derive(Debug, Parser)]
 #[command(name = "defender", version, after_help = AFTER_HELP)]
 struct Cli {
     /// Which API: Defender XDR, Defender for Endpoint or Microsoft Graph.
-    #[arg(long, global = true, default_value = "xdr", ignore_case = true, value_parser = values::api())]
+    #[arg(long, global = true, default_value = "xdr", ignore_case = true, value_parser = values::api(), help_heading = API)]
     api: Surface,
     /// The cloud.
-    #[arg(long, global = true, default_value = "global", ignore_case = true, value_parser = values::cloud())]
+    #[arg(long, global = true, default_value = "global", ignore_case = true, value_parser = values::cloud(), help_heading = API)]
     cloud: Cloud,
+    /// Send API calls to this base URL instead (a proxy, an emulator).
+    #[arg(long, global = true, help_heading = API)]
+    base_url: Option<String>,
+    /// Start an emulator in-process and run against it: no tenant, secret or network.
+    #[arg(long, global = true, help_heading = API)]
+    emulator: bool,
     /// The tenant id or domain.
-    #[arg(long, global = true, env = "AZURE_TENANT_ID")]
+    #[arg(long, global = true, env = "AZURE_TENANT_ID", help_heading = AUTH)]
     tenant: Option<String>,
     /// The app registration's client id.
-    #[arg(long, global = true, env = "AZURE_CLIENT_ID")]
+    #[arg(long, global = true, env = "AZURE_CLIENT_ID", help_heading = AUTH)]
     client_id: Option<String>,
     /// A file holding the client secret (else AZURE_CLIENT_SECRET; never a plain flag).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = AUTH)]
     client_secret_file: Option<PathBuf>,
-    /// Send API calls to this base URL instead (a proxy, an emulator).
-    #[arg(long, global = true)]
-    base_url: Option<String>,
     /// Send token requests to this base URL instead.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = AUTH)]
     login_url: Option<String>,
     /// The limits: a preset (2021, xdr, mde, graph) and overrides, such as
     /// `xdr,hunting.calls=45/1m`. Default: the API's preset.
-    #[arg(long, global = true, value_parser = parse_limits)]
+    #[arg(long, global = true, value_parser = parse_limits, help_heading = QUOTA)]
     limits: Option<Limits>,
     /// How long to wait for quota before giving up (e.g. 30s, 10m).
-    #[arg(long, global = true, default_value = "5m", value_parser = parse_duration_arg)]
+    #[arg(long, global = true, default_value = "5m", value_parser = parse_duration_arg, help_heading = QUOTA)]
     max_wait: Duration,
-    /// Start an emulator in-process and run against it: no tenant, secret or network.
-    #[arg(long, global = true)]
-    emulator: bool,
     /// Share the quota with every other process of the same app through this Redis
     /// (redis://[user:password@]host:port[/db]): calls, running time and the server's
     /// retry times are counted once for all of them.
-    #[arg(long, global = true, env = "DEFENDER_QUOTA_STORE", value_name = "URL")]
+    #[arg(long, global = true, env = "DEFENDER_QUOTA_STORE", value_name = "URL", help_heading = QUOTA)]
     quota_store: Option<String>,
     /// When the quota store cannot be reached: fail the call (exit 6), or fall back to this
     /// process's own quota with a warning.
@@ -99,6 +106,7 @@ struct Cli {
         global = true,
         env = "DEFENDER_QUOTA_STORE_FALLBACK",
         default_value = "fail",
+        help_heading = QUOTA,
         value_parser = ["fail", "local"]
     )]
     quota_store_fallback: String,
@@ -110,22 +118,25 @@ struct Cli {
         global = true,
         env = "DEFENDER_QUOTA_STORE_FALLBACK_SHARE",
         value_name = "N",
-        value_parser = clap::value_parser!(u32).range(1..)
+        value_parser = clap::value_parser!(u32).range(1..),
+        help_heading = QUOTA
     )]
     quota_store_fallback_share: Option<u32>,
     /// More detail on standard error: -v logs every HTTP call (429s and token requests
     /// included), -vv debug events, -vvv trace events. RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = LOGGING)]
     verbose: u8,
     /// How log lines on standard error are written.
-    #[arg(long, global = true, value_enum, default_value_t = log::LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = log::LogFormat::Text, help_heading = LOGGING)]
     log_format: log::LogFormat,
     /// Only errors on standard error.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = LOGGING)]
     quiet: bool,
     /// No progress bars or spinners.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = LOGGING)]
     no_progress: bool,
+    #[command(flatten)]
+    output: OutputArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -143,7 +154,7 @@ enum Command {
     /// Show the effective limits, without credentials (and, with --emulator, this
     /// process's quota usage; with --quota-store, the usage shared by every process of the
     /// app).
-    Limits(limits::LimitsArgs),
+    Limits,
     /// Run the emulator as a server until Ctrl-C.
     Emulator(EmulatorArgs),
     /// Print a completion script for a shell, e.g. `defender completions bash >
@@ -152,17 +163,37 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write the man pages (defender.1 and one per subcommand) to a directory; what
+    /// `cargo xtask man` runs.
+    #[command(hide = true)]
+    Man {
+        /// The directory (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
 struct HuntArgs {
     /// The query; `-` reads it from standard input.
     query: Option<String>,
-    /// Read the query from a file.
-    #[arg(long, conflicts_with = "query")]
-    file: Option<PathBuf>,
-    /// Only data of this last span (e.g. 7d): sent as Graph's Timespan, or added to the
-    /// query as a time filter on the other APIs.
+    /// Read the query from a file (`-`: standard input), for long KQL.
+    #[arg(
+        long,
+        visible_alias = "file",
+        value_name = "PATH",
+        conflicts_with = "query"
+    )]
+    query_file: Option<PathBuf>,
+    /// A value for the query, put before it as `let NAME = "VALUE";` (quoted: `\` and
+    /// `"` escaped). Typed: NAME:long=5, NAME:real=0.5, NAME:bool=true,
+    /// NAME:datetime=2026-11-01T00:00:00Z, NAME:timespan=1h. Repeat for several.
+    #[arg(long = "param", value_name = "NAME[:TYPE]=VALUE", value_parser = params::parse)]
+    params: Vec<params::Param>,
+    /// Only data of this last span (e.g. 7d). Graph takes it as a Timespan; elsewhere the
+    /// query gets `let _start = datetime(..); let _end = datetime(..);` before it and
+    /// `| where Timestamp >= _start and Timestamp < _end` after its table (after leading
+    /// comments and `let` statements; after a `union`'s operands). A query starting with
+    /// `search`, `print`... is refused: filter on _start and _end in it yourself.
     #[arg(long, conflicts_with_all = ["from", "to"], value_parser = parse_duration_arg)]
     timespan: Option<Duration>,
     /// Start of the time range (RFC 3339, e.g. 2026-11-01T00:00:00Z).
@@ -175,11 +206,6 @@ struct HuntArgs {
     /// a duration such as 1d sets the first windows; none sends one query).
     #[arg(long, default_value = "auto", value_name = "auto|none|DURATION", value_parser = values::SplitParser)]
     split: Split,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
-    #[command(flatten)]
-    dest: Destination,
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,21 +243,15 @@ enum IncidentsCommand {
         /// Every page, not just the first.
         #[arg(long)]
         all: bool,
-        /// Output format: json and ndjson carry each incident as the API sent it.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
         #[command(flatten)]
-        how: RecordOutput,
+        how: RecordColumns,
     },
     /// Show one incident, as the API sent it.
     Get {
         /// The incident id.
         id: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Json)]
-        format: Format,
         #[command(flatten)]
-        how: RecordOutput,
+        how: RecordColumns,
     },
     /// Update one incident.
     Update {
@@ -255,11 +275,8 @@ enum IncidentsCommand {
         /// A comment to add.
         #[arg(long)]
         comment: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Json)]
-        format: Format,
         #[command(flatten)]
-        how: RecordOutput,
+        how: RecordColumns,
     },
 }
 
@@ -427,6 +444,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Completions { shell } = cli.command {
         return completions(shell);
     }
+    if let Command::Man { dir } = &cli.command {
+        return man(dir);
+    }
     if let Command::Emulator(args) = &cli.command {
         let builder = args.clone().into_builder();
         return defender_emulator::serve_until_ctrl_c(builder)
@@ -541,21 +561,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         builder = builder.redis_quota(c.clone());
     }
-    if let (Command::Limits(args), None) = (&cli.command, &emulator) {
+    if let (Command::Limits, None) = (&cli.command, &emulator) {
         // The limits are known without credentials, and so is the shared usage.
-        return limits::show(args, cli.api, &limits, None, store.zip(scope)).await;
+        return limits::show(&cli.output, cli.api, &limits, None, store.zip(scope)).await;
     }
     let client = builder.build()?;
     let waits = spawn_wait_reporter(&client);
     let result = match cli.command {
-        Command::Hunt(args) => hunt(&client, &ui, args).await,
-        Command::Incidents(cmd) => incidents(&client, &ui, cmd).await,
-        Command::Alerts(cmd) => alerts::alerts(&client, &ui, cmd).await,
-        Command::Limits(args) => {
+        Command::Hunt(args) => hunt(&client, &ui, &cli.output, args).await,
+        Command::Incidents(cmd) => incidents(&client, &ui, &cli.output, cmd).await,
+        Command::Alerts(cmd) => alerts::alerts(&client, &ui, &cli.output, cmd).await,
+        Command::Limits => {
             let shared = store.zip(scope);
-            limits::show(&args, cli.api, &limits, Some(&client), shared).await
+            limits::show(&cli.output, cli.api, &limits, Some(&client), shared).await
         }
-        Command::Emulator(_) | Command::Completions { .. } => unreachable!("handled above"),
+        Command::Emulator(_) | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled above")
+        }
     };
     waits.abort();
     if let Some(emu) = emulator {
@@ -575,6 +597,20 @@ fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
     out.write_all(&script)
         .and_then(|()| out.flush())
         .map_err(Failure::output)
+}
+
+/// Writes the man pages to `dir`: `defender.1`, and `defender-hunt.1`,
+/// `defender-incidents-list.1`... for the subcommands (hidden ones left out).
+fn man(dir: &std::path::Path) -> Result<(), Failure> {
+    use clap::CommandFactory;
+    let failed = |e| {
+        Failure::write(
+            format!("could not write the man pages to {}", dir.display()),
+            e,
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    clap_mangen::generate_to(Cli::command(), dir).map_err(failed)
 }
 
 /// Logs the client's waits of a second or more, with their reason and until when, on a
@@ -609,16 +645,20 @@ fn spawn_wait_reporter(client: &Client) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// The query (from the argument, --query-file or standard input), with the --param
+/// statements before it.
 fn read_query(args: &HuntArgs) -> Result<String, Failure> {
-    let q = match (&args.query, &args.file) {
-        (Some(q), _) if q == "-" => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| Failure::io("could not read the query", e))?;
-            s
-        }
+    let stdin = || {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map(|_| s)
+            .map_err(|e| Failure::io("could not read the query from standard input", e))
+    };
+    let q = match (&args.query, &args.query_file) {
+        (Some(q), _) if q == "-" => stdin()?,
         (Some(q), _) => q.clone(),
+        (None, Some(f)) if f.as_os_str() == "-" => stdin()?,
         (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| {
             Failure::usage(format!(
                 "could not read the query file {}: {e}",
@@ -627,27 +667,27 @@ fn read_query(args: &HuntArgs) -> Result<String, Failure> {
         })?,
         (None, None) => {
             return Err(Failure::usage(
-                "give a query, --file F, or - to read it from standard input",
+                "give a query, --query-file PATH, or - to read it from standard input",
             ))
         }
     };
     if q.trim().is_empty() {
         return Err(Failure::usage("the query is empty"));
     }
-    Ok(q)
+    Ok(params::prepend(&args.params, &q))
 }
 
-async fn hunt(client: &Client, ui: &Ui, args: HuntArgs) -> Result<(), Failure> {
+async fn hunt(client: &Client, ui: &Ui, out: &OutputArgs, args: HuntArgs) -> Result<(), Failure> {
     let query = read_query(&args)?;
     let split = args.split;
     if let (Some((from, to)), false) = (time_range(&args)?, split == Split::None) {
-        return hunt_range(client, ui, &args, &query, from, to, split).await;
+        return hunt_range(client, ui, out, &query, from, to, split).await;
     }
     let (query, timespan) = scope_query(client.surface(), &query, &args)?;
     let spinner = ui.spinner("running the query");
     // Rows are written as they arrive (a table waits for all of them to size its columns).
     let mut stream = client.hunt_stream_request(HuntRequest { query, timespan });
-    let mut sink = args.dest.sink(args.format)?;
+    let mut sink = out.sink(Format::Table)?;
     let write = Failure::output;
     let mut columns: Option<Vec<String>> = None;
     let mut failure = None;
@@ -705,7 +745,7 @@ async fn hunt(client: &Client, ui: &Ui, args: HuntArgs) -> Result<(), Failure> {
 async fn hunt_range(
     client: &Client,
     ui: &Ui,
-    args: &HuntArgs,
+    out: &OutputArgs,
     query: &str,
     from: SystemTime,
     to: SystemTime,
@@ -736,7 +776,7 @@ async fn hunt_range(
     } else {
         indicatif::ProgressDrawTarget::hidden()
     });
-    let mut sink = args.dest.sink(args.format)?;
+    let mut sink = out.sink(Format::Table)?;
     let write = Failure::output;
     let mut columns: Option<Vec<String>> = None;
     let mut failure = None;
@@ -819,7 +859,12 @@ fn scope_query(
     Ok((scoped.query, scoped.timespan))
 }
 
-async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<(), Failure> {
+async fn incidents(
+    client: &Client,
+    ui: &Ui,
+    out: &OutputArgs,
+    cmd: IncidentsCommand,
+) -> Result<(), Failure> {
     match cmd {
         IncidentsCommand::List {
             filter,
@@ -832,7 +877,6 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
             top,
             expand,
             all,
-            format,
             how,
         } => {
             let mut f = match filter {
@@ -880,11 +924,11 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
             };
             let limit = (!all).then_some(top as usize);
             let stream = client.incidents().list(query);
-            records::write_all(ui, stream, limit, format, &how).await
+            records::write_all(ui, stream, limit, out, &how).await
         }
-        IncidentsCommand::Get { id, format, how } => {
+        IncidentsCommand::Get { id, how } => {
             let incident = client.incidents().get(id.as_str()).await?;
-            records::write_one(&incident, format, &how)
+            records::write_one(&incident, out, &how)
         }
         IncidentsCommand::Update {
             id,
@@ -894,7 +938,6 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
             determination,
             tags,
             comment,
-            format,
             how,
         } => {
             let update = IncidentUpdate {
@@ -909,7 +952,7 @@ async fn incidents(client: &Client, ui: &Ui, cmd: IncidentsCommand) -> Result<()
                 return Err(Failure::usage("nothing to update: give --status, --assigned-to, --classification, --determination, --tag or --comment"));
             }
             let incident = client.incidents().update(id.as_str(), update).await?;
-            records::write_one(&incident, format, &how)
+            records::write_one(&incident, out, &how)
         }
     }
 }

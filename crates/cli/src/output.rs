@@ -1,23 +1,96 @@
-//! Output formats: `table` sizes its columns on the first rows and streams the rest, `csv`
-//! and `ndjson` stream rows as they come, `json` is one document.
+//! Output: the options every command shares (`-o/--output FORMAT`, `--out-file PATH`,
+//! `--csv-raw`, as the Azure CLI and kubectl name them) and the formats: `table` sizes its
+//! columns on the first rows and streams the rest, `csv`, `tsv` and `ndjson` stream rows
+//! as they come, `json` is one document.
 //!
 //! What reaches a terminal or a spreadsheet is made safe at this one place: a table shows
 //! control characters escaped (an ESC in a hunted command line cannot drive the
-//! terminal), and a CSV cell a spreadsheet would run as a formula gets a leading `'`
-//! unless `--csv-raw` is given.
+//! terminal), and a CSV or TSV cell a spreadsheet would run as a formula gets a leading
+//! `'` unless `--csv-raw` is given.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 use unicode_width::UnicodeWidthChar;
+
+use crate::Failure;
+
+/// The output options, global: they go before or after the subcommand.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Output")]
+pub struct OutputArgs {
+    /// The output format. Default: table for hunts and lists, json for get and update,
+    /// text (table) for limits.
+    #[arg(
+        short = 'o',
+        long = "output",
+        visible_alias = "format",
+        global = true,
+        value_enum,
+        value_name = "FORMAT"
+    )]
+    pub format: Option<Format>,
+    /// Write to this file instead of standard output.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub out_file: Option<PathBuf>,
+    /// CSV and TSV: write cells as they are. By default a text cell beginning with =, +,
+    /// -, @, a tab or a carriage return gets a leading ' so a spreadsheet shows it as text
+    /// instead of running it as a formula (hunted values such as command lines and email
+    /// subjects are chosen by attackers).
+    #[arg(long, global = true)]
+    pub csv_raw: bool,
+}
+
+impl OutputArgs {
+    /// The format asked for, or the command's `default`.
+    pub fn format(&self, default: Format) -> Format {
+        self.format.unwrap_or(default)
+    }
+
+    /// The file or standard output, and the terminal's width when the output is one.
+    pub fn writer(&self) -> Result<(Box<dyn Write + Send>, Option<usize>), Failure> {
+        use std::io::IsTerminal;
+        match &self.out_file {
+            Some(p) => {
+                let file = std::fs::File::create(p)
+                    .map_err(|e| Failure::write(format!("could not create {}", p.display()), e))?;
+                Ok((Box::new(io::BufWriter::new(file)), None))
+            }
+            None => {
+                let width = io::stdout()
+                    .is_terminal()
+                    .then(|| console::Term::stdout().size_checked())
+                    .flatten()
+                    .map(|(_, w)| usize::from(w));
+                Ok((Box::new(io::BufWriter::new(io::stdout())), width))
+            }
+        }
+    }
+
+    /// A sink for the format asked for (else `default`) on the file or standard output.
+    pub fn sink(&self, default: Format) -> Result<Sink, Failure> {
+        let (out, width) = self.writer()?;
+        let formulas = if self.csv_raw {
+            Formulas::Raw
+        } else {
+            Formulas::Escape
+        };
+        Ok(Sink::new(out, self.format(default), width, formulas))
+    }
+}
 
 /// An output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Columns that fit the terminal.
+    #[value(alias = "text")]
     Table,
     /// Comma-separated values with a header row (RFC 4180).
     Csv,
+    /// Tab-separated values with a header row, one line per row: no quoting; a
+    /// backslash, tab, newline or carriage return in a cell is written \\, \t, \n, \r.
+    Tsv,
     /// One JSON document: an array of rows.
     Json,
     /// One JSON object per line.
@@ -47,6 +120,10 @@ enum Inner {
         out: Box<dyn Write + Send>,
         first: bool,
     },
+    Tsv {
+        out: Box<dyn Write + Send>,
+        formulas: Formulas,
+    },
     Ndjson(Box<dyn Write + Send>),
     Table(Table),
 }
@@ -64,6 +141,7 @@ impl Sink {
                 out: Box::new(csv::Writer::from_writer(out)),
                 formulas,
             },
+            Format::Tsv => Inner::Tsv { out, formulas },
             Format::Json => Inner::Json { out, first: true },
             Format::Ndjson => Inner::Ndjson(out),
             Format::Table => Inner::Table(Table::new(out, width)),
@@ -81,6 +159,12 @@ impl Sink {
                 let cells: Vec<_> = columns.iter().map(|c| defuse(c, *formulas)).collect();
                 out.write_record(cells.iter().map(|c| c.as_bytes()))
                     .map_err(csv_io)
+            }
+            Inner::Tsv { out, formulas } => {
+                if columns.is_empty() {
+                    return Ok(());
+                }
+                tsv_line(out, columns.iter().map(|c| defuse(c, *formulas)))
             }
             Inner::Json { out, .. } => write!(out, "["),
             Inner::Ndjson(_) => Ok(()),
@@ -105,6 +189,13 @@ impl Sink {
                 out.write_record(cells.iter().map(|c| c.as_bytes()))
                     .map_err(csv_io)
             }
+            Inner::Tsv { out, formulas } => tsv_line(
+                out,
+                columns.iter().map(|c| match row.get(c) {
+                    Some(Value::String(s)) => defuse(s, *formulas),
+                    other => std::borrow::Cow::Owned(cell(other)),
+                }),
+            ),
             Inner::Ndjson(out) => writeln!(out, "{}", ordered(columns, row)),
             Inner::Json { out, first } => {
                 if !*first {
@@ -138,7 +229,7 @@ impl Sink {
                 writeln!(out, "{}]", if first { "" } else { "\n" })?;
                 out.flush()
             }
-            Inner::Ndjson(mut out) => out.flush(),
+            Inner::Tsv { mut out, .. } | Inner::Ndjson(mut out) => out.flush(),
             Inner::Table(t) => t.finish(),
         }
     }
@@ -153,7 +244,44 @@ fn csv_io(e: csv::Error) -> io::Error {
     }
 }
 
-/// A CSV text cell, with a leading `'` when a spreadsheet would run it as a formula.
+/// One TSV line: the cells escaped, joined by tabs.
+fn tsv_line<'a>(
+    out: &mut dyn Write,
+    cells: impl Iterator<Item = std::borrow::Cow<'a, str>>,
+) -> io::Result<()> {
+    let mut line = String::new();
+    for (i, c) in cells.enumerate() {
+        if i > 0 {
+            line.push('\t');
+        }
+        line.push_str(&tsv_escaped(&c));
+    }
+    line.push('\n');
+    out.write_all(line.as_bytes())
+}
+
+/// A TSV cell: backslash, tab, newline and carriage return escaped, so that a tab
+/// always separates cells and a newline always ends a row (the escapes of PostgreSQL's
+/// text COPY and of `mlr --itsv`).
+fn tsv_escaped(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['\\', '\t', '\n', '\r']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A CSV or TSV text cell, with a leading `'` when a spreadsheet would run it as a
+/// formula.
 fn defuse(s: &str, formulas: Formulas) -> std::borrow::Cow<'_, str> {
     if formulas == Formulas::Escape && s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         std::borrow::Cow::Owned(format!("'{s}"))
@@ -353,6 +481,15 @@ mod tests {
         assert_eq!(line(&["日本語".into(), "x".into()], &widths), "日…   x");
         assert_eq!(line(&["abcdef".into(), "xy".into()], &widths), "abc…  xy");
         assert_eq!(width("🦀a"), 3);
+    }
+
+    #[test]
+    fn tsv_cells_escape_what_would_split_them() {
+        assert_eq!(tsv_escaped("plain"), "plain");
+        assert_eq!(tsv_escaped("a\tb\nc\rd\\e"), "a\\tb\\nc\\rd\\\\e");
+        let mut out = Vec::new();
+        tsv_line(&mut out, ["x\ty".into(), "".into(), "z".into()].into_iter()).unwrap();
+        assert_eq!(out, b"x\\ty\t\tz\n");
     }
 
     #[test]

@@ -1,10 +1,7 @@
 //! Incidents and alerts on their way out, written once for both: `json` and `ndjson`
 //! carry each record exactly as the API sent it (every field, unknown ones included,
-//! under the body's names and with its JSON types); `table` and `csv` show summary
+//! under the body's names and with its JSON types); `table`, `csv` and `tsv` show summary
 //! columns, which `--columns` chooses among the record's top-level fields.
-
-use std::io::Write;
-use std::path::PathBuf;
 
 use defender_core::alerts::Alert;
 use defender_core::incidents::Incident;
@@ -12,60 +9,20 @@ use defender_core::Error;
 use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value};
 
-use crate::output::{Format, Formulas, Sink};
+use crate::output::{Format, OutputArgs};
 use crate::{Failure, Ui};
 
-/// Where and how output is written: shared by every command that writes rows.
+/// The columns of incidents and alerts in table, CSV and TSV.
 #[derive(Debug, Clone, clap::Args)]
-pub(crate) struct Destination {
-    /// Write to this file instead of standard output.
-    #[arg(long, short, value_name = "PATH")]
-    pub output: Option<PathBuf>,
-    /// CSV: write cells as they are. By default a text cell beginning with =, +, -, @,
-    /// a tab or a carriage return gets a leading ' so a spreadsheet shows it as text
-    /// instead of running it as a formula (hunted values such as command lines and email
-    /// subjects are chosen by attackers).
-    #[arg(long)]
-    pub csv_raw: bool,
-}
-
-impl Destination {
-    /// A sink for `format` on the file or standard output; the terminal's width is used
-    /// only when standard output is a terminal and the rows go there.
-    pub fn sink(&self, format: Format) -> Result<Sink, Failure> {
-        use std::io::IsTerminal;
-        let (out, width): (Box<dyn Write + Send>, _) = match &self.output {
-            Some(p) => {
-                let file = std::fs::File::create(p)
-                    .map_err(|e| Failure::write(format!("could not create {}", p.display()), e))?;
-                (Box::new(std::io::BufWriter::new(file)), None)
-            }
-            None => {
-                let width = std::io::stdout()
-                    .is_terminal()
-                    .then(|| console::Term::stdout().size_checked())
-                    .flatten()
-                    .map(|(_, w)| usize::from(w));
-                (Box::new(std::io::BufWriter::new(std::io::stdout())), width)
-            }
-        };
-        let formulas = if self.csv_raw {
-            Formulas::Raw
-        } else {
-            Formulas::Escape
-        };
-        Ok(Sink::new(out, format, width, formulas))
-    }
-}
-
-/// How incidents and alerts are written.
-#[derive(Debug, Clone, clap::Args)]
-pub(crate) struct RecordOutput {
-    #[command(flatten)]
-    pub to: Destination,
-    /// Table and CSV: these columns (top-level fields of the record, e.g.
+pub(crate) struct RecordColumns {
+    /// Table, CSV and TSV: these columns (top-level fields of the record, e.g.
     /// incidentId,severity,classification) instead of the summary.
-    #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "A,B,C",
+        help_heading = "Output"
+    )]
     pub columns: Vec<String>,
 }
 
@@ -138,11 +95,12 @@ pub(crate) async fn write_all<R: Record>(
     ui: &Ui,
     stream: impl Stream<Item = Result<R, Error>>,
     limit: Option<usize>,
-    format: Format,
-    how: &RecordOutput,
+    out: &OutputArgs,
+    how: &RecordColumns,
 ) -> Result<(), Failure> {
+    let format = out.format(Format::Table);
     let columns = columns::<R>(format, how);
-    let mut sink = how.to.sink(format)?;
+    let mut sink = out.sink(format)?;
     sink.header(&columns).map_err(Failure::output)?;
     let spinner = ui.spinner(&format!("listing {}", R::NOUN));
     let mut stream = std::pin::pin!(stream);
@@ -174,13 +132,14 @@ pub(crate) async fn write_all<R: Record>(
 }
 
 /// Writes one record (`get`, `update`): `json` as one object, `ndjson` as one line,
-/// `table` and `csv` as a header and one row.
+/// `table`, `csv` and `tsv` as a header and one row.
 pub(crate) fn write_one<R: Record>(
     record: &R,
-    format: Format,
-    how: &RecordOutput,
+    out: &OutputArgs,
+    how: &RecordColumns,
 ) -> Result<(), Failure> {
-    let mut sink = how.to.sink(format)?;
+    let format = out.format(Format::Json);
+    let mut sink = out.sink(format)?;
     if format == Format::Json {
         // One object, not an array of one: what `get` has always printed.
         let value = Value::Object(as_sent(record)?);
@@ -193,25 +152,27 @@ pub(crate) fn write_one<R: Record>(
     sink.finish().map_err(Failure::output)
 }
 
-/// The columns of table and CSV; none for JSON, which carries every field.
-fn columns<R: Record>(format: Format, how: &RecordOutput) -> Vec<String> {
+/// The columns of table, CSV and TSV; none for JSON, which carries every field.
+fn columns<R: Record>(format: Format, how: &RecordColumns) -> Vec<String> {
     match format {
         Format::Json | Format::Ndjson => Vec::new(),
-        Format::Table | Format::Csv if !how.columns.is_empty() => how
+        Format::Table | Format::Csv | Format::Tsv if !how.columns.is_empty() => how
             .columns
             .iter()
             .map(|c| c.trim().to_owned())
             .filter(|c| !c.is_empty())
             .collect(),
-        Format::Table | Format::Csv => R::SUMMARY.iter().map(|c| c.to_string()).collect(),
+        Format::Table | Format::Csv | Format::Tsv => {
+            R::SUMMARY.iter().map(|c| c.to_string()).collect()
+        }
     }
 }
 
-/// The record as JSON writes it, or for table and CSV as sent plus the summary's names
+/// The record as JSON writes it, or for table, CSV and TSV as sent plus the summary's names
 /// the surface lacks (Graph says `displayName` where the summary says `incidentName`).
 fn row<R: Record>(record: &R, format: Format) -> Result<Map<String, Value>, Failure> {
     let mut m = as_sent(record)?;
-    if matches!(format, Format::Table | Format::Csv) {
+    if matches!(format, Format::Table | Format::Csv | Format::Tsv) {
         for (k, v) in record.summary() {
             m.entry(k).or_insert(v);
         }

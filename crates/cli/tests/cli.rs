@@ -140,7 +140,7 @@ fn output_file_and_stdin_query() {
             "-",
             "--format",
             "csv",
-            "--output",
+            "--out-file",
             file.to_str().unwrap(),
         ])
         .stdin(std::process::Stdio::piped())
@@ -1177,7 +1177,7 @@ fn incidents_are_written_as_the_api_sent_them() {
     drop(rt);
 }
 
-/// `get` and `update` honour `--format` and `--output`; `--columns` picks top-level
+/// `get` and `update` honour `--format` and `--out-file`; `--columns` picks top-level
 /// fields for table and CSV, on incidents and alerts alike.
 #[test]
 fn get_and_update_honour_format_output_and_columns() {
@@ -1193,7 +1193,7 @@ fn get_and_update_honour_format_output_and_columns() {
         "csv",
         "--columns",
         "incidentId,severity,tags",
-        "--output",
+        "--out-file",
         file.to_str().unwrap(),
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -1264,7 +1264,7 @@ fn get_and_update_honour_format_output_and_columns() {
         "alerts",
         "get",
         &id,
-        "-o",
+        "--out-file",
         file.to_str().unwrap(),
     ]);
     assert_eq!(code(&get), 0, "{}", stderr(&get));
@@ -1414,7 +1414,7 @@ fn closed_pipes_are_quiet_and_write_failures_exit_9() {
         "AlertInfo | take 1",
         "--format",
         "csv",
-        "-o",
+        "--out-file",
         "/nonexistent-dir/x.csv",
     ]);
     assert_eq!(code(&missing), 9, "{}", stderr(&missing));
@@ -1429,7 +1429,7 @@ fn closed_pipes_are_quiet_and_write_failures_exit_9() {
             "incidents",
             "list",
             "--all",
-            "-o",
+            "--out-file",
             "/dev/full",
         ]);
         assert_eq!(code(&full), 9, "a full disk: {}", stderr(&full));
@@ -1441,4 +1441,345 @@ fn closed_pipes_are_quiet_and_write_failures_exit_9() {
     }
     let help = stdout(&defender(&["--help"]));
     assert!(help.contains("9  could not write the output"), "{help}");
+}
+
+/// `-o/--output` names the format as in the Azure CLI and kubectl, before or after the
+/// subcommand; `--format` is its alias and gives the same bytes.
+#[test]
+fn output_names_the_format_and_format_is_its_alias() {
+    let q = "AlertInfo | take 5 | project AlertId, Title, Severity";
+    let by_o = defender(&["--emulator", "hunt", q, "-o", "json"]);
+    assert_eq!(code(&by_o), 0, "{}", stderr(&by_o));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&by_o)).expect("JSON");
+    assert_eq!(doc.as_array().map(Vec::len), Some(5));
+    for other in [
+        vec!["--emulator", "hunt", q, "--format", "json"],
+        vec!["--emulator", "hunt", q, "--output", "json"],
+        vec!["--emulator", "-o", "json", "hunt", q],
+    ] {
+        let out = defender(&other);
+        assert_eq!(code(&out), 0, "{other:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), stdout(&by_o), "{other:?}");
+    }
+    let get_o = defender(&["--emulator", "incidents", "get", "1000", "-o", "ndjson"]);
+    let get_f = defender(&[
+        "--emulator",
+        "incidents",
+        "get",
+        "1000",
+        "--format",
+        "ndjson",
+    ]);
+    assert_eq!(code(&get_o), 0, "{}", stderr(&get_o));
+    assert_eq!(stdout(&get_o).lines().count(), 1);
+    // Each run has its own emulator, with its own address and clock: the same record,
+    // field for field, if not the same instants.
+    let parsed =
+        |o: &Output| -> serde_json::Value { serde_json::from_str(stdout(o).trim()).unwrap() };
+    let (a, b) = (parsed(&get_o), parsed(&get_f));
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&a), keys(&b));
+    for field in ["incidentId", "incidentName", "severity", "status"] {
+        assert_eq!(a[field], b[field], "{field}");
+    }
+    assert_eq!(a["incidentId"], 1000);
+    let limits_o = defender(&["-o", "json", "limits"]);
+    let limits_f = defender(&["limits", "--format", "json"]);
+    assert_eq!(code(&limits_o), 0, "{}", stderr(&limits_o));
+    assert!(stdout(&limits_o).starts_with('{'));
+    assert_eq!(stdout(&limits_o), stdout(&limits_f));
+    // -o takes a format now, not a file: a path is refused with the formats listed.
+    let path = defender(&["--emulator", "hunt", q, "-o", "/tmp/x.csv"]);
+    assert_eq!(code(&path), 2);
+    assert!(stderr(&path).contains("tsv"), "{}", stderr(&path));
+}
+
+/// `--out-file PATH` writes there (hunts, lists, get and limits), and nothing to stdout.
+#[test]
+fn out_file_writes_the_file() {
+    let dir = std::env::temp_dir().join(format!("defender-cli-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases: [(&str, Vec<&str>, usize); 3] = [
+        (
+            "hunt.tsv",
+            vec!["hunt", "AlertInfo | take 6", "-o", "tsv"],
+            7,
+        ),
+        (
+            "incidents.csv",
+            vec!["incidents", "list", "--top", "4", "-o", "csv"],
+            5,
+        ),
+        ("limits.json", vec!["limits", "-o", "json"], 0),
+    ];
+    for (name, args, lines) in cases {
+        let file = dir.join(name);
+        let mut a = vec!["--emulator", "--out-file", file.to_str().unwrap()];
+        a.extend(args);
+        let out = defender(&a);
+        assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{name}: {}", stdout(&out));
+        let text = std::fs::read_to_string(&file).unwrap();
+        if lines > 0 {
+            assert_eq!(text.lines().count(), lines, "{name}: {text}");
+        } else {
+            let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(doc["api"], "xdr");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// TSV: one line per row, a tab between cells; a tab, newline, carriage return or
+/// backslash in a cell is written `\t`, `\n`, `\r`, `\\`, so unescaping gives the value.
+#[test]
+fn tsv_escapes_tabs_and_newlines() {
+    let q = r#"AlertInfo | take 2 | project Tab = "a\tb", Lines = "one\ntwo\r\n", Slash = "C:\\new", Formula = "=1+1", Cjk = "日本語""#;
+    let json = defender(&["--emulator", "hunt", q, "-o", "ndjson"]);
+    assert_eq!(code(&json), 0, "{}", stderr(&json));
+    let rows: Vec<serde_json::Value> = stdout(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows[0]["Tab"], "a\tb");
+    assert_eq!(rows[0]["Slash"], "C:\\new");
+    let tsv = defender(&["--emulator", "hunt", q, "-o", "tsv"]);
+    assert_eq!(code(&tsv), 0, "{}", stderr(&tsv));
+    let text = stdout(&tsv);
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert_eq!(
+        lines.len(),
+        1 + 2 + 1,
+        "header, two rows, a final newline: {text:?}"
+    );
+    assert_eq!(lines[0], "Tab\tLines\tSlash\tFormula\tCjk");
+    assert_eq!(lines[1], "a\\tb\tone\\ntwo\\r\\n\tC:\\\\new\t'=1+1\t日本語");
+    let unescape = |c: &str| {
+        let mut out = String::new();
+        let mut it = c.chars();
+        while let Some(ch) = it.next() {
+            if ch != '\\' {
+                out.push(ch);
+                continue;
+            }
+            out.push(match it.next() {
+                Some('t') => '\t',
+                Some('n') => '\n',
+                Some('r') => '\r',
+                Some('\\') => '\\',
+                other => panic!("unknown escape {other:?} in {c}"),
+            });
+        }
+        out
+    };
+    let columns: Vec<&str> = lines[0].split('\t').collect();
+    for (line, row) in lines[1..3].iter().zip(&rows) {
+        let cells: Vec<&str> = line.split('\t').collect();
+        assert_eq!(cells.len(), columns.len(), "{line}");
+        for (c, cell) in columns.iter().zip(cells) {
+            let want = row[*c].as_str().unwrap();
+            let want = if want.starts_with('=') {
+                format!("'{want}")
+            } else {
+                want.to_owned()
+            };
+            assert_eq!(unescape(cell), want, "{c}");
+        }
+    }
+    let raw = defender(&["--emulator", "hunt", q, "-o", "tsv", "--csv-raw"]);
+    assert!(stdout(&raw).lines().nth(1).unwrap().contains("\t=1+1\t"));
+}
+
+/// `--timespan` binds a query to the range with the library's one rule, whether the range
+/// is split or not: a query that starts with a comment or `let` statements gets the filter
+/// after its table (rows within the day); one that starts with `search` is refused with
+/// what to write instead.
+#[test]
+fn timespan_binds_let_queries_and_refuses_search() {
+    use defender_core::timefmt::parse_rfc3339;
+    use std::time::{Duration, SystemTime};
+    let q = "// the last day's alerts\nlet sev = \"x\";\nAlertInfo | where Severity != sev | project Timestamp";
+    let stamps = |extra: &[&str]| -> Vec<SystemTime> {
+        let mut a = vec!["--emulator", "hunt", q, "-o", "ndjson"];
+        a.extend_from_slice(extra);
+        let out = defender(&a);
+        assert_eq!(code(&out), 0, "{extra:?}: {}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                parse_rfc3339(v["Timestamp"].as_str().unwrap()).unwrap()
+            })
+            .collect()
+    };
+    let all = stamps(&[]);
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    assert!(
+        all.iter().any(|t| *t < now - 2 * day),
+        "unscoped, the query reaches further back"
+    );
+    for split in ["auto", "none"] {
+        let scoped = stamps(&["--timespan", "1d", "--split", split]);
+        assert!(!scoped.is_empty(), "--split {split}: rows of the last day");
+        assert!(scoped.len() < all.len(), "--split {split}");
+        // A minute of slack for the clocks of this test and the command.
+        let from = now - day - Duration::from_secs(60);
+        assert!(
+            scoped.iter().all(|t| *t >= from),
+            "--split {split}: every row within the day"
+        );
+    }
+    for split in ["auto", "none"] {
+        let search = defender(&[
+            "--emulator",
+            "hunt",
+            "search \"mimikatz\"",
+            "--timespan",
+            "1d",
+            "--split",
+            split,
+        ]);
+        assert_eq!(code(&search), 2, "--split {split}");
+        let err = stderr(&search);
+        assert!(
+            err.contains("`search`")
+                && err.contains("union T1, T2 | search")
+                && err.contains("_start"),
+            "--split {split}: {err}"
+        );
+    }
+}
+
+/// `--param` values reach the query as KQL literals: a string with `"` and `\` comes back
+/// as it was given, a typed long is a number; a name that is not a KQL identifier, or a
+/// value that is not of its type, is a usage error. `--query-file` (alias `--file`) reads
+/// the query from a file or, with `-`, from standard input.
+#[test]
+fn params_are_quoted_and_query_files_read() {
+    let value = r#"C:\Users\"admin" \n;| take 0"#;
+    let q = "AlertInfo | take 1 | extend P = p, N = n + 1 | project P, N";
+    let out = defender(&[
+        "--emulator",
+        "hunt",
+        q,
+        "--param",
+        &format!("p={value}"),
+        "--param",
+        "n:long=41",
+        "-o",
+        "ndjson",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let row: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(row["P"], value, "the string round-trips");
+    assert_eq!(row["N"], 42, "a typed long is a number");
+    for bad in ["a-b=1", "let=1", "1x=1", "n:long=5; AlertInfo", "x:guid=1"] {
+        let o = defender(&["--emulator", "hunt", q, "--param", bad]);
+        assert_eq!(code(&o), 2, "{bad}");
+        assert!(stderr(&o).contains("--param"), "{bad}: {}", stderr(&o));
+    }
+
+    let dir = std::env::temp_dir().join(format!("defender-cli-qf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("q.kql");
+    std::fs::write(&file, "// long KQL\nAlertInfo\n| take n\n").unwrap();
+    for flag in ["--query-file", "--file"] {
+        let o = defender(&[
+            "--emulator",
+            "hunt",
+            flag,
+            file.to_str().unwrap(),
+            "--param",
+            "n:long=3",
+            "-o",
+            "csv",
+        ]);
+        assert_eq!(code(&o), 0, "{flag}: {}", stderr(&o));
+        assert_eq!(stdout(&o).lines().count(), 1 + 3, "{flag}");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_defender"))
+        .args(["--emulator", "hunt", "--query-file", "-", "-o", "csv"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"AlertInfo | take 2")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0);
+    assert_eq!(String::from_utf8(o.stdout).unwrap().lines().count(), 3);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Help groups the global options under headings; the output options are listed with
+/// `--format` as an alias of `-o/--output`.
+#[test]
+fn help_groups_the_global_options() {
+    let help = stdout(&defender(&["--help"]));
+    let at = |h: &str| {
+        help.find(&format!("\n{h}:\n"))
+            .unwrap_or_else(|| panic!("heading {h} in {help}"))
+    };
+    let headings = ["API", "Authentication", "Quota", "Logging", "Output"];
+    for pair in headings.windows(2) {
+        assert!(at(pair[0]) < at(pair[1]), "{pair:?} in order");
+    }
+    let section = |h: &str| {
+        let start = at(h);
+        let end = headings
+            .iter()
+            .map(|o| at(o))
+            .filter(|&i| i > start)
+            .min()
+            .unwrap_or(help.len());
+        help[start..end].to_owned()
+    };
+    assert!(section("Authentication").contains("--client-secret-file"));
+    assert!(section("Quota").contains("--quota-store"));
+    assert!(section("Logging").contains("--log-format"));
+    let output = section("Output");
+    for word in [
+        "-o, --output <FORMAT>",
+        "--format",
+        "--out-file <PATH>",
+        "tsv",
+    ] {
+        assert!(output.contains(word), "{word} in {output}");
+    }
+    let hunt = stdout(&defender(&["hunt", "--help"]));
+    assert!(
+        hunt.contains("Output:") && hunt.contains("--param") && hunt.contains("--query-file"),
+        "{hunt}"
+    );
+}
+
+/// The man pages generate (what `cargo xtask man` runs): defender.1 names every command,
+/// and each subcommand has its own page with its options.
+#[test]
+fn man_pages_generate() {
+    let dir = std::env::temp_dir().join(format!("defender-cli-man-{}", std::process::id()));
+    let out = defender(&["man", dir.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let page = std::fs::read_to_string(dir.join("defender.1")).expect("defender.1");
+    assert!(page.contains(".TH defender 1"), "{page}");
+    for command in ["hunt", "incidents", "alerts", "limits", "completions"] {
+        assert!(
+            page.contains(&format!("defender\\-{command}(1)")),
+            "{command} in {page}"
+        );
+    }
+    assert!(
+        !page.contains("defender\\-man"),
+        "the hidden command is left out"
+    );
+    let hunt = std::fs::read_to_string(dir.join("defender-hunt.1")).expect("defender-hunt.1");
+    assert!(hunt.contains("\\-\\-timespan") && hunt.contains("\\-\\-param"));
+    assert!(dir.join("defender-incidents-list.1").exists());
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -56,21 +56,27 @@ impl HuntRequest {
 
     /// A request for `query` over `[from, to)` on `surface`: Graph gets a `Timespan`
     /// (`start/end`); Defender XDR and Defender for Endpoint, which take none, get the
-    /// filter in the query, after its first table (`T | where Timestamp >= datetime(..)
-    /// and Timestamp < datetime(..) | ...`). A query that does not start with a table name
-    /// (a `let`, a `union`) cannot be scoped that way: an error says to filter in it.
+    /// range in the query, bound by the same rule as a ranged hunt
+    /// ([`range`](crate::range)): `let _start = datetime(..); let _end = datetime(..);`
+    /// before it, and `| where Timestamp >= _start and Timestamp < _end` after its
+    /// table (after any leading comments and `let` statements; after the operands of a
+    /// `union`), unless the query filters on `_start` and `_end` itself. A query this
+    /// cannot bind (`search`, `print`...) is refused with what to write instead. On
+    /// Graph, a query that names `_start` and `_end` gets them bound too.
     ///
     /// ```
     /// use defender_core::hunting::HuntRequest;
     /// use defender_core::Surface;
     /// use std::time::{Duration, UNIX_EPOCH};
     /// let (from, to) = (UNIX_EPOCH + Duration::from_secs(1_700_000_000), UNIX_EPOCH + Duration::from_secs(1_700_003_600));
-    /// let r = HuntRequest::scoped(Surface::DefenderXdr, "AlertInfo | take 5", from, to).unwrap();
-    /// assert!(r.query.starts_with("AlertInfo | where Timestamp >= datetime(2023-11-14T22:13:20"));
+    /// let r = HuntRequest::scoped(Surface::DefenderXdr, "let n = 5;\nAlertInfo | take n", from, to).unwrap();
+    /// assert!(r.query.starts_with("let _start = datetime(2023-11-14T22:13:20"));
+    /// assert!(r.query.ends_with("let n = 5;\nAlertInfo | where Timestamp >= _start and Timestamp < _end | take n"));
     /// assert!(r.timespan.is_none());
     /// let g = HuntRequest::scoped(Surface::Graph, "AlertInfo | take 5", from, to).unwrap();
     /// assert_eq!(g.query, "AlertInfo | take 5");
     /// assert!(g.timespan.unwrap().contains('/'));
+    /// assert!(HuntRequest::scoped(Surface::DefenderXdr, "search \"x\"", from, to).is_err());
     /// ```
     pub fn scoped(
         surface: crate::Surface,
@@ -78,6 +84,7 @@ impl HuntRequest {
         from: std::time::SystemTime,
         to: std::time::SystemTime,
     ) -> Result<HuntRequest, crate::Error> {
+        use crate::range::{bind, bind_template, names_window};
         use crate::timefmt::format_rfc3339;
         if from >= to {
             return Err(crate::Error::InvalidRequest(
@@ -85,43 +92,22 @@ impl HuntRequest {
             ));
         }
         if surface == crate::Surface::Graph {
+            let query = match names_window(query) {
+                true => bind(query.trim(), from, to),
+                false => query.to_owned(),
+            };
             return Ok(HuntRequest::new(query).with_timespan(format!(
                 "{}/{}",
                 format_rfc3339(from),
                 format_rfc3339(to)
             )));
         }
-        let q = query.trim_start();
-        let table_end = q
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(q.len());
-        let first = &q[..table_end];
-        if table_end == 0
-            || [
-                "let",
-                "union",
-                "search",
-                "find",
-                "print",
-                "range",
-                "datatable",
-            ]
-            .contains(&first)
-        {
-            return Err(crate::Error::InvalidRequest(format!(
-                "{surface} takes no Timespan and the query does not start with a table name: \
-                 filter on Timestamp in the query instead"
-            )));
-        }
-        let filter = format!(
-            " | where Timestamp >= datetime({}) and Timestamp < datetime({})",
-            format_rfc3339(from),
-            format_rfc3339(to)
-        );
-        Ok(HuntRequest::new(format!(
-            "{first}{filter}{}",
-            &q[table_end..]
-        )))
+        let template = bind_template(query).map_err(|e| {
+            crate::Error::InvalidRequest(format!(
+                "{surface} takes no Timespan, so the range goes into the query: {e}"
+            ))
+        })?;
+        Ok(HuntRequest::new(bind(&template, from, to)))
     }
 }
 

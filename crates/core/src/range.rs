@@ -155,8 +155,15 @@ pub enum RangeError {
     #[error("the whole range lies before the data window; there is no data to hunt")]
     NoData,
     /// The query names no window and does not start with a table name.
-    #[error("the query must start with a table name, or filter on _start and _end itself (`| where Timestamp >= _start and Timestamp < _end`)")]
+    #[error("the query must start with a table name (after any `let` statements) or `union`, or filter on _start and _end itself (`| where Timestamp >= _start and Timestamp < _end`)")]
     NeedsPlaceholders,
+    /// The query names no window and starts with an operator the range cannot be put
+    /// after (`search`, `find`, `print`...).
+    #[error("a query starting with `{operator}` cannot be bound to a time range: start it with the tables to hunt (`union T1, T2 | search ...`, `T | search ...`), or filter on _start and _end yourself (`... | where Timestamp >= _start and Timestamp < _end`)")]
+    Unscopable {
+        /// The operator it starts with.
+        operator: String,
+    },
 }
 
 /// A warning the hunt started with.
@@ -520,23 +527,110 @@ fn midpoint(start: SystemTime, end: SystemTime) -> Option<SystemTime> {
         })
 }
 
-/// Turns the user's query into a template over `_start` and `_end`.
-fn bind_template(query: &str) -> Result<String, RangeError> {
+/// Turns the user's query into a template over `_start` and `_end`: the one rule that
+/// binds a query to a time range, for ranged hunts and for
+/// [`HuntRequest::scoped`](crate::hunting::HuntRequest::scoped) alike.
+///
+/// - A query that names both placeholders is kept as it is.
+/// - Leading comments and `let`, `set` and `declare` statements are kept as they are;
+///   the rule applies to the tabular expression after them.
+/// - That expression starting with a table name gets the filter after the name (a
+///   let-bound name too: it must then have a `Timestamp` column); starting with
+///   `union`, the filter goes after the union's operands (before its first `|`).
+/// - Anything else is refused with what to write instead: `search` (its default scope
+///   is every table, each window would scan them all: name the tables), `find`,
+///   `print`, `range`, `datatable`, `evaluate` (no table's `Timestamp` to filter).
+pub(crate) fn bind_template(query: &str) -> Result<String, RangeError> {
+    const FILTER: &str = "| where Timestamp >= _start and Timestamp < _end";
     let q = query.trim();
-    if names(q, "_start") && names(q, "_end") {
+    if names_window(q) {
         return Ok(q.to_owned());
     }
-    let table_end = q
+    let (head, body) = q.split_at(statements_end(q));
+    let word_end = body
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(q.len());
-    let table = &q[..table_end];
-    if table.is_empty() || table == "let" || table.as_bytes()[0].is_ascii_digit() {
-        return Err(RangeError::NeedsPlaceholders);
+        .unwrap_or(body.len());
+    let first = &body[..word_end];
+    match first {
+        "union" => {
+            let at = top_level(body, b'|').unwrap_or(body.len());
+            // A newline, not a space: the operands may end in a `//` comment.
+            let tail = &body[at..];
+            let sep = if tail.is_empty() { "" } else { "\n" };
+            Ok(format!(
+                "{head}{}\n{FILTER}{sep}{tail}",
+                body[..at].trim_end()
+            ))
+        }
+        "search" | "find" | "print" | "range" | "datatable" | "evaluate" | "let" | "set"
+        | "declare" => Err(RangeError::Unscopable {
+            operator: first.to_owned(),
+        }),
+        _ if first.is_empty() || first.as_bytes()[0].is_ascii_digit() => {
+            Err(RangeError::NeedsPlaceholders)
+        }
+        _ => Ok(format!("{head}{first} {FILTER}{}", &body[word_end..])),
     }
-    Ok(format!(
-        "{table} | where Timestamp >= _start and Timestamp < _end{}",
-        &q[table_end..]
-    ))
+}
+
+/// Where the leading comments and `let`/`set`/`declare` statements of `q` end.
+fn statements_end(q: &str) -> usize {
+    let mut at = 0;
+    loop {
+        let rest = &q[at..];
+        let trimmed = rest.trim_start();
+        at += rest.len() - trimmed.len();
+        if trimmed.starts_with("//") {
+            at += trimmed.find('\n').map_or(trimmed.len(), |n| n + 1);
+            continue;
+        }
+        let word = trimmed
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or("");
+        if !matches!(word, "let" | "set" | "declare") {
+            return at;
+        }
+        match top_level(trimmed, b';') {
+            Some(semi) => at += semi + 1,
+            // An unterminated statement: the caller refuses it by its first word.
+            None => return at,
+        }
+    }
+}
+
+/// The first `byte` of `s` outside strings, comments and brackets.
+fn top_level(s: &str, byte: u8) -> Option<usize> {
+    let b = s.as_bytes();
+    let (mut i, mut depth) = (0usize, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            q @ (b'"' | b'\'') => {
+                // `@"..."` is verbatim: no escapes (a doubled quote reads as two strings).
+                let verbatim = i > 0 && b[i - 1] == b'@';
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' && !verbatim { 2 } else { 1 };
+                }
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            c if c == byte && depth == 0 => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Whether the query names both placeholders, `_start` and `_end`.
+pub(crate) fn names_window(q: &str) -> bool {
+    names(q, "_start") && names(q, "_end")
 }
 
 fn names(q: &str, ident: &str) -> bool {
@@ -548,7 +642,7 @@ fn names(q: &str, ident: &str) -> bool {
     })
 }
 
-fn bind(template: &str, start: SystemTime, end: SystemTime) -> String {
+pub(crate) fn bind(template: &str, start: SystemTime, end: SystemTime) -> String {
     format!(
         "let _start = datetime({}); let _end = datetime({});\n{template}",
         format_rfc3339(start),
@@ -591,8 +685,45 @@ mod tests {
         );
         let own = "T | where Timestamp between (_start .. _end)";
         assert_eq!(bind_template(own).unwrap(), own);
+        // Leading comments and `let` statements (with `;` and `|` inside strings,
+        // brackets and comments) stay before the table the filter follows.
+        let q = "// recent logons\nlet who = \"a;b|c\"; let f = (x:long) { let y = x; y };\nDeviceLogonEvents | where AccountName == who";
         assert_eq!(
-            bind_template("let x = 1; T"),
+            bind_template(q).unwrap(),
+            "// recent logons\nlet who = \"a;b|c\"; let f = (x:long) { let y = x; y };\nDeviceLogonEvents | where Timestamp >= _start and Timestamp < _end | where AccountName == who"
+        );
+        assert_eq!(
+            bind_template("let s = @'C:\\'; // ; |\nT").unwrap(),
+            "let s = @'C:\\'; // ; |\nT | where Timestamp >= _start and Timestamp < _end"
+        );
+        // A union: after its operands, on a line of its own (an operand may end in a
+        // comment).
+        assert_eq!(
+            bind_template("union A, (B | where x == '|') // two\n| take 1").unwrap(),
+            "union A, (B | where x == '|') // two\n| where Timestamp >= _start and Timestamp < _end\n| take 1"
+        );
+        assert_eq!(
+            bind_template("union A, B").unwrap(),
+            "union A, B\n| where Timestamp >= _start and Timestamp < _end"
+        );
+        for (q, op) in [
+            ("search \"x\"", "search"),
+            ("// c\nprint 1", "print"),
+            ("let x = 1", "let"),
+            ("let x = 1; find \"y\"", "find"),
+        ] {
+            assert_eq!(
+                bind_template(q),
+                Err(RangeError::Unscopable {
+                    operator: op.into()
+                }),
+                "{q}"
+            );
+        }
+        let search = bind_template("search \"x\"").unwrap_err().to_string();
+        assert!(search.contains("union T1, T2 | search"), "{search}");
+        assert_eq!(
+            bind_template("let x = 1;"),
             Err(RangeError::NeedsPlaceholders)
         );
         assert_eq!(
