@@ -222,6 +222,10 @@ impl Shared {
                     });
                 }
                 Output::Event(Event::NeedToken) => self.fetch_token(),
+                Output::Event(Event::TokenRefreshed {
+                    valid_for,
+                    replaced,
+                }) => log_token(valid_for, replaced),
                 Output::Event(Event::Warning { message }) => {
                     tracing::warn!(%message, "defender engine");
                 }
@@ -769,4 +773,15 @@ fn map_err(e: reqwest::Error) -> TransportError {
     };
     // The URL holds no secret (tokens travel in a header), but keep messages short.
     TransportError::new(kind, e.without_url().to_string())
+}
+
+/// A new access token: a refresh is worth a line at the default level, the first fetch
+/// only in debug logs. No secret is logged.
+fn log_token(valid_for: Duration, replaced: bool) {
+    let valid_for_s = valid_for.as_secs();
+    if replaced {
+        tracing::info!(valid_for_s, "access token refreshed");
+    } else {
+        tracing::debug!(valid_for_s, "access token fetched");
+    }
 }

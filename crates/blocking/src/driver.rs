@@ -570,6 +570,10 @@ impl Shared {
                     }
                 }
                 Output::Event(Event::NeedToken) => st.work.push_back(Work::Token),
+                Output::Event(Event::TokenRefreshed {
+                    valid_for,
+                    replaced,
+                }) => log_token(valid_for, replaced),
                 Output::Event(Event::Warning { message }) => {
                     tracing::warn!(%message, "defender engine");
                 }
@@ -931,6 +935,17 @@ fn error_kind(e: &ureq::Error) -> TransportErrorKind {
         ureq::Error::Io(_) | ureq::Error::Protocol(_) => TransportErrorKind::Closed,
         ureq::Error::BodyExceedsLimit(_) => TransportErrorKind::BodyTooLarge,
         _ => TransportErrorKind::Other,
+    }
+}
+
+/// A new access token: a refresh is worth a line at the default level, the first fetch
+/// only in debug logs. No secret is logged.
+fn log_token(valid_for: Duration, replaced: bool) {
+    let valid_for_s = valid_for.as_secs();
+    if replaced {
+        tracing::info!(valid_for_s, "access token refreshed");
+    } else {
+        tracing::debug!(valid_for_s, "access token fetched");
     }
 }
 

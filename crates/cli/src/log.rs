@@ -4,7 +4,7 @@
 //! | flag      | what is logged                                                        |
 //! |-----------|-----------------------------------------------------------------------|
 //! | `-q`      | errors only                                                           |
-//! | (none)    | warnings (a quota store fallen back to the local quota) and waits of a second or more, with their reason and until when |
+//! | (none)    | warnings (a quota store fallen back to the local quota), waits of a second or more with their reason and until when (a 429's included), and token refreshes |
 //! | `-v`      | and every HTTP call as it ends: its group (`token` for a token request), attempt and status (a 429 too); the CLI's own debug events |
 //! | `-vv`     | and the client's debug events (every wait, transport errors)        |
 //! | `-vvv`    | and trace events of the defender crates                               |

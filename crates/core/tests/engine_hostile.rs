@@ -47,6 +47,8 @@ struct Run {
     ended: Vec<(CallId, Result<(), Error>)>,
     sent: usize,
     ops: Vec<QuotaOp>,
+    /// Every `TokenRefreshed`: how long the token is good for, whether it replaced one.
+    tokens: Vec<(Duration, bool)>,
 }
 
 impl Run {
@@ -67,6 +69,7 @@ impl Run {
             ended: Vec::new(),
             sent: 0,
             ops: Vec::new(),
+            tokens: Vec::new(),
         }
     }
 
@@ -95,7 +98,11 @@ impl Run {
                 Output::Event(Event::Waiting { until, .. }) => self.waiting.push(until),
                 Output::Event(Event::Completed { id, .. }) => self.ended.push((id, Ok(()))),
                 Output::Event(Event::Failed { id, error }) => self.ended.push((id, Err(error))),
-                Output::Event(_) => {}
+                Output::Event(Event::TokenRefreshed {
+                    valid_for,
+                    replaced,
+                }) => self.tokens.push((valid_for, replaced)),
+                Output::Event(Event::NeedToken) => {}
                 Output::Quota(op) => self.ops.push(op),
                 Output::Wait(t) => return t,
             }
@@ -367,6 +374,13 @@ fn a_token_provider_that_never_answers_fails_the_calls_in_time() {
         now,
     );
     engine.submit(Call::GetIncident(IncidentId::from(2)), now);
+    assert!(matches!(
+        engine.poll_output(),
+        Output::Event(Event::TokenRefreshed {
+            replaced: false,
+            ..
+        })
+    ));
     assert!(matches!(engine.poll_output(), Output::Transmit(_)));
 }
 
@@ -442,4 +456,31 @@ fn a_filter_the_surface_does_not_take_is_refused_before_sending() {
         "{:?}",
         run.ended
     );
+}
+
+/// The first token is announced as fetched, a later one as a refresh (for logs), and
+/// neither announcement carries the token.
+#[test]
+fn new_tokens_are_announced_without_the_secret() {
+    let mut run = Run::new(Duration::from_secs(60), |_| {});
+    let ok = |_: &http::Request<Vec<u8>>| Some(status(200, &[], r#"{"incidentId":1}"#));
+    run.engine
+        .submit(Call::GetIncident(IncidentId::from(1)), run.now);
+    run.drain(ok);
+    assert_eq!(run.tokens, vec![(Duration::from_secs(3599), false)]);
+    // Past the token's lifetime, the next call fetches a new one.
+    let later = run.now + Duration::from_secs(3600);
+    run.advance_to(later);
+    run.engine
+        .submit(Call::GetIncident(IncidentId::from(1)), run.now);
+    run.drain(ok);
+    assert_eq!(run.tokens.len(), 2, "{:?}", run.tokens);
+    assert!(run.tokens[1].1, "the second token replaced the first");
+    assert_eq!(run.ended.len(), 2);
+    assert!(run.ended.iter().all(|(_, r)| r.is_ok()));
+    assert!(run
+        .debug
+        .iter()
+        .filter(|d| d.contains("TokenRefreshed"))
+        .all(|d| !d.contains(TOKEN)));
 }

@@ -402,9 +402,12 @@ impl SimClient for EngineClient {
                 },
                 // The simulated clients use client credentials (no NeedToken) and
                 // have nobody to tell of a wait or a warning.
-                Output::Event(Event::Waiting { .. } | Event::NeedToken | Event::Warning { .. }) => {
-                    continue
-                }
+                Output::Event(
+                    Event::Waiting { .. }
+                    | Event::NeedToken
+                    | Event::Warning { .. }
+                    | Event::TokenRefreshed { .. },
+                ) => continue,
                 Output::Wait(t) => ClientOutput::Wait(t),
             };
         }

@@ -58,7 +58,8 @@
 //! assert!(t.request.uri().path().ends_with("/oauth2/v2.0/token"));
 //! let token = http::Response::new(br#"{"access_token":"x","expires_in":3599}"#.to_vec());
 //! engine.handle_response(t.id, token, now, std::time::UNIX_EPOCH);
-//! // Then the hunt itself.
+//! // The new token is announced (for logs), then the hunt goes.
+//! let Output::Event(Event::TokenRefreshed { replaced: false, .. }) = engine.poll_output() else { panic!() };
 //! let Output::Transmit(t) = engine.poll_output() else { panic!() };
 //! assert_eq!(t.request.uri().path(), "/api/advancedhunting/run");
 //! let body = br#"{"Schema":[{"Name":"a","Type":"String"}],"Results":[{"a":"b"}]}"#.to_vec();

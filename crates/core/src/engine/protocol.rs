@@ -330,6 +330,14 @@ pub enum Event {
         /// Which limit binds, or what the server asked.
         reason: WaitReason,
     },
+    /// A new access token is in use: the first one (`replaced` false), or one that
+    /// replaced an older or expired token (a refresh). For logs: no secret in it.
+    TokenRefreshed {
+        /// How long the new token is good for.
+        valid_for: Duration,
+        /// Whether it replaced an earlier token.
+        replaced: bool,
+    },
     /// With [`Auth::External`]: fetch a token and give it to [`Engine::handle_token`]
     /// (within [`Config::token_timeout`]; a later answer is still taken).
     NeedToken,

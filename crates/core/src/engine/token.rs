@@ -24,13 +24,23 @@ impl Engine {
         self.token.fetching = false;
         self.token.fetch_deadline = None;
         match token {
-            Ok(t) => {
-                self.token.current = Some(t);
-                self.token.attempts = 0;
-            }
+            Ok(t) => self.accept_token(t),
             Err(e) => self.token_failed(e, None),
         }
         self.dirty = true;
+    }
+
+    /// A token arrived (fetched by the engine or given by the caller): it is the one
+    /// calls use from now on, and the caller hears of it ([`Event::TokenRefreshed`]).
+    fn accept_token(&mut self, t: AccessToken) {
+        let valid_for = t.expires_at.saturating_duration_since(self.now);
+        let replaced = self.token.current.replace(t).is_some();
+        self.token.attempts = 0;
+        self.token.not_before = None;
+        self.events.push_back(Event::TokenRefreshed {
+            valid_for,
+            replaced,
+        });
     }
 
     pub(super) fn usable_token(&self) -> Option<&AccessToken> {
@@ -74,11 +84,7 @@ impl Engine {
         self.token.fetching = false;
         self.token.fetch_send = None;
         match crate::token::parse_token_response(status, body, self.now) {
-            Ok(t) => {
-                self.token.current = Some(t);
-                self.token.attempts = 0;
-                self.token.not_before = None;
-            }
+            Ok(t) => self.accept_token(t),
             Err(e @ Error::Server { .. }) => self.token_failed(e, Some(FailureKind::Token)),
             Err(e) => self.token_failed(e, None),
         }
