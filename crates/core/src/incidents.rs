@@ -969,98 +969,38 @@ impl Incident {
     }
 }
 
-impl<'de> Deserialize<'de> for Incident {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Map::<String, Value>::deserialize(d)?;
-        let wire = Wire::observe(&map);
-        let mut model =
-            Incident::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?;
-        model.wire = wire;
-        Ok(model)
-    }
+/// Serde for a model read and written through its [`Wire`]: read with the derived
+/// (remote) impl and remember how the body named its fields; write the derived form and
+/// restore those names with the model's field table.
+macro_rules! wire_serde {
+    ($($model:ident => $fields:ident),+ $(,)?) => {$(
+        impl<'de> Deserialize<'de> for $model {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let map = Map::<String, Value>::deserialize(d)?;
+                let wire = Wire::observe(&map);
+                let mut model =
+                    $model::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?;
+                model.wire = wire;
+                Ok(model)
+            }
+        }
+
+        impl Serialize for $model {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let canonical = $model::serialize(self, serde_json::value::Serializer)
+                    .map_err(serde::ser::Error::custom)?;
+                self.wire.restore(canonical, $fields).serialize(s)
+            }
+        }
+    )+};
 }
 
-impl Serialize for Incident {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let canonical = Incident::serialize(self, serde_json::value::Serializer)
-            .map_err(serde::ser::Error::custom)?;
-        self.wire.restore(canonical, INCIDENT_FIELDS).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Comment {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Map::<String, Value>::deserialize(d)?;
-        let wire = Wire::observe(&map);
-        let mut model =
-            Comment::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?;
-        model.wire = wire;
-        Ok(model)
-    }
-}
-
-impl Serialize for Comment {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let canonical = Comment::serialize(self, serde_json::value::Serializer)
-            .map_err(serde::ser::Error::custom)?;
-        self.wire.restore(canonical, COMMENT_FIELDS).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Alert {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Map::<String, Value>::deserialize(d)?;
-        let wire = Wire::observe(&map);
-        let mut model = Alert::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?;
-        model.wire = wire;
-        Ok(model)
-    }
-}
-
-impl Serialize for Alert {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let canonical = Alert::serialize(self, serde_json::value::Serializer)
-            .map_err(serde::ser::Error::custom)?;
-        self.wire.restore(canonical, ALERT_FIELDS).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Device {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Map::<String, Value>::deserialize(d)?;
-        let wire = Wire::observe(&map);
-        let mut model =
-            Device::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?;
-        model.wire = wire;
-        Ok(model)
-    }
-}
-
-impl Serialize for Device {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let canonical = Device::serialize(self, serde_json::value::Serializer)
-            .map_err(serde::ser::Error::custom)?;
-        self.wire.restore(canonical, DEVICE_FIELDS).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Entity {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Map::<String, Value>::deserialize(d)?;
-        let wire = Wire::observe(&map);
-        let mut model =
-            Entity::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?;
-        model.wire = wire;
-        Ok(model)
-    }
-}
-
-impl Serialize for Entity {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let canonical = Entity::serialize(self, serde_json::value::Serializer)
-            .map_err(serde::ser::Error::custom)?;
-        self.wire.restore(canonical, ENTITY_FIELDS).serialize(s)
-    }
+wire_serde! {
+    Incident => INCIDENT_FIELDS,
+    Comment => COMMENT_FIELDS,
+    Alert => ALERT_FIELDS,
+    Device => DEVICE_FIELDS,
+    Entity => ENTITY_FIELDS,
 }
 
 /// A model's typed fields: the name it writes, and the other names it reads.
