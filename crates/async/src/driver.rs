@@ -1,44 +1,27 @@
-//! The engine shared by every clone of a `Client`, and the loop that drives it. No
-//! decision is made here.
-//!
-//! The engine sits behind a `std::sync::Mutex`, held only for short sections that never
-//! `.await`. A call's own future does its own work, so the common case hands nothing
-//! between tasks:
+//! The dispatcher shared by every clone of a `Client`, and the IO it asks for. No
+//! decision is made here: routing, slots, timers and the settlement of a dropped call are
+//! `defender_core::dispatch`'s; this module moves bytes and wakes tasks.
 //!
 //! ```text
-//!  call future:  lock ─ submit ─ drain ─ unlock ── perform its Transmit (HTTP) ──
-//!                lock ─ handle_response ─ drain ─ unlock ── its Completed/Failed: return
-//!
-//!  drain (whoever holds the lock), until Wait:
-//!    Transmit of a call      ──► that call's slot, and wake it (the caller sends it)
-//!    Transmit of a token     ──► a spawned task: performs it, then handle_response + drain
-//!    Completed / Failed      ──► that call's slot, and wake it
-//!    Waiting                 ──► the progress broadcast
-//!    NeedToken               ──► a spawned task: the TokenProvider, then handle_token + drain
-//!    Quota(op)               ──► a spawned task: the QuotaStore, then handle_admission + drain
-//!    Wait(t)                 ──► the timer task sleeps until t, then handle_timeout + drain
+//!  call future:  lock ─ submit ─ next ─ unlock ── Send: perform the HTTP exchange ──
+//!                lock ─ handle_response ─ next ─ unlock ── Done: return
+//!                                                       └─ Wait: await its Notify
+//!  after every input (whoever holds the lock): work (a token request, the token
+//!  provider, a quota-store operation) goes to a spawned task that answers it; progress
+//!  goes to the broadcast; a changed timer goes to the timer task, which fires it (a
+//!  call whose future nobody polls still gets its admission, and its transmit waits in
+//!  its slot).
 //! ```
 //!
-//! A call's future dropped before its end cancels the call (`Engine::cancel`) and answers
-//! a transmit it held: never sent (`Connect`: nothing ran, nothing is charged) or in
-//! flight (`Other`: what it may have run is charged), so the engine's accounting settles.
-//! Its [`Caller`] does this on drop.
-//!
-//! Streamed hunts (`Call::HuntStream`, see `crate::HuntStream`): when the response to a
-//! call's own transmit is a 2xx, [`Caller::drive`] keeps the unread body
-//! ([`Drive::Body`]); the stream's polls read it a chunk at a time, unlocked, as its
-//! consumer takes the rows, then hand its end to the engine ([`Caller::end_body`]) and
-//! drive again (a break before any row is retried). Meanwhile the call's slot holds
-//! neither a transmit nor a result: the call is in flight. A stream dropped early drops
-//! its caller, which cancels the call and tells the engine the body was cut short
-//! (`Closed`), so its running time is settled.
+//! A call's future dropped before its end abandons the call ([`Caller`]'s `Drop`): the
+//! dispatcher settles what it held (a transmit never sent, a request in flight, a body
+//! being read). Streamed hunts read their body here ([`Body`]) for `crate::HuntStream`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use defender_core::engine::{Call, CallId, Engine, Event, GroupUsage, Output, QuotaOp, SendId};
-use defender_core::engine::{HuntStreamer, StreamEnd, StreamItem, Transmit, Value};
+use defender_core::dispatch::{Dispatcher, HuntCursor, Next, Wake, Work};
+use defender_core::engine::{Admission, Call, CallId, Engine, GroupUsage, SendId, Transmit, Value};
 use defender_core::token::AccessToken;
 use defender_core::{Error, Limits, Surface, TransportError, TransportErrorKind};
 use tokio::runtime::Handle;
@@ -47,9 +30,19 @@ use tracing::Instrument;
 
 use crate::{Progress, QuotaStore, TokenProvider};
 
+/// A task's wake primitive, for the dispatcher.
+#[derive(Debug, Clone)]
+struct Waker(Arc<Notify>);
+
+impl Wake for Waker {
+    fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// What every clone of one `Client` shares.
 pub(crate) struct Shared {
-    state: Mutex<State>,
+    dispatcher: Mutex<Dispatcher<Waker>>,
     http: reqwest::Client,
     provider: Option<Arc<dyn TokenProvider>>,
     store: Option<Arc<dyn QuotaStore>>,
@@ -58,27 +51,10 @@ pub(crate) struct Shared {
     pub(crate) surface: Surface,
     pub(crate) limits: Limits,
     pub(crate) progress: broadcast::Sender<Progress>,
-    /// Where token fetches, store operations and the timer run (also from `Drop`, which
-    /// may run outside the runtime's context).
+    /// Where work runs (also from `Drop`, which may run outside the runtime's context).
     runtime: Handle,
-    /// Tells the timer task that the engine's timer changed, or that the client is gone.
+    /// Tells the timer task that the timer changed, or that the client is gone.
     timer_changed: Arc<Notify>,
-}
-
-/// Behind the mutex.
-struct State {
-    engine: Engine,
-    /// The calls whose futures wait, by id.
-    slots: HashMap<CallId, Slot>,
-    /// The engine's latest `Wait`.
-    timer: Option<Instant>,
-}
-
-/// What the engine gave one call, for its future to pick up.
-struct Slot {
-    transmit: Option<Transmit>,
-    result: Option<Result<Value, Error>>,
-    wake: Arc<Notify>,
 }
 
 /// Everything `Shared::start` needs.
@@ -94,16 +70,12 @@ pub(crate) struct Parts {
 }
 
 impl Shared {
-    /// The shared state, and its timer task on the current runtime.
+    /// The shared state, on the current runtime.
     pub(crate) fn start(parts: Parts) -> Arc<Shared> {
         let (progress, _) = broadcast::channel(64);
         let timer_changed = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                engine: parts.engine,
-                slots: HashMap::new(),
-                timer: None,
-            }),
+            dispatcher: Mutex::new(Dispatcher::new(parts.engine)),
             http: parts.http,
             provider: parts.provider,
             store: parts.store,
@@ -121,56 +93,67 @@ impl Shared {
         shared
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while the lock was held is a bug already reported; the engine's state
-        // is still the best there is.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Runs `f` on the dispatcher, then hands out what it queued: work to tasks of its
+    /// own, progress to subscribers.
+    fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut Dispatcher<Waker>) -> R) -> R {
+        // A panic while the lock was held is a bug already reported; the dispatcher's
+        // state is still the best there is.
+        let mut d = self
+            .dispatcher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let timer = d.timer();
+        let out = f(&mut d);
+        self.hand_out(&mut d);
+        if d.timer() != timer {
+            self.timer_changed.notify_one();
+        }
+        out
+    }
+
+    fn hand_out(self: &Arc<Self>, d: &mut MutexGuard<'_, Dispatcher<Waker>>) {
+        while let Some(work) = d.take_work() {
+            self.spawn_work(work);
+        }
+        while let Some(p) = d.poll_progress() {
+            let _ = self.progress.send(p);
+        }
     }
 
     /// Makes one call: submits it, performs its transmits in this future, returns its end.
     /// A streamed hunt's rows are decoded and dropped: its value is the summary
     /// (`HuntStream` hands the rows out).
     pub(crate) async fn call(self: &Arc<Self>, call: Call) -> Result<Value, Error> {
-        // From the first `.await` on, a dropped future cancels the call through the caller.
-        let mut caller = self.submit(call);
-        loop {
-            match caller.drive().await {
-                Drive::Done(result) => return *result,
-                Drive::Body => {
-                    while let Some(item) = caller.read_item().await {
-                        if let BodyItem::End(_, end) = item {
-                            caller.end_body(end);
-                        }
-                    }
-                }
+        if let Call::HuntStream(request) = call {
+            use futures_util::StreamExt;
+            let mut stream = crate::HuntStream::new(self.clone(), request);
+            while let Some(item) = stream.next().await {
+                item?;
             }
+            return stream
+                .take_summary()
+                .map(Value::HuntStreamed)
+                .ok_or(Error::Cancelled);
+        }
+        // From the first `.await` on, a dropped future abandons the call through the caller.
+        let mut caller = self.submit(call);
+        match caller.drive().await {
+            Drive::Done(result) => *result,
+            // Only a streamed hunt's transmit streams.
+            Drive::Body(_) => Err(Error::Cancelled),
         }
     }
 
     /// Submits a call for a future to drive with [`Caller::drive`]. Dropping the caller
-    /// before `drive` returned [`Drive::Done`] cancels the call.
+    /// before `drive` returned [`Drive::Done`] abandons the call.
     pub(crate) fn submit(self: &Arc<Self>, call: Call) -> Caller {
         let wake = Arc::new(Notify::new());
-        let mut st = self.lock();
-        let id = st.engine.submit(call, Instant::now());
-        st.slots.insert(
-            id,
-            Slot {
-                transmit: None,
-                result: None,
-                wake: wake.clone(),
-            },
-        );
-        self.drain(&mut st, Some(id));
-        let next = Some(next_step(&mut st, id));
-        drop(st);
+        let waker = Waker(wake.clone());
+        let id = self.with(|d| d.submit(call, waker, Instant::now()));
         Caller {
             shared: self.clone(),
             id,
             wake,
-            next,
-            sending: None,
-            body: None,
             ended: false,
         }
     }
@@ -185,128 +168,59 @@ impl Shared {
     }
 
     /// Usage of every group's quota now.
-    pub(crate) fn usage(&self) -> Vec<GroupUsage> {
-        self.lock().engine.usage(Instant::now())
+    pub(crate) fn usage(self: &Arc<Self>) -> Vec<GroupUsage> {
+        self.with(|d| d.usage(Instant::now()))
     }
 
-    /// Drains the engine's outputs until `Wait` (the engine's rule after every input),
-    /// routing each to whom it concerns. `me` is the call whose future drains (not woken).
-    fn drain(self: &Arc<Self>, st: &mut State, me: Option<CallId>) {
-        loop {
-            match st.engine.poll_output() {
-                Output::Transmit(t) => match t.call.and_then(|c| st.slots.get_mut(&c)) {
-                    Some(slot) => {
-                        let wake = t.call != me;
-                        slot.transmit = Some(t);
-                        if wake {
-                            slot.wake.notify_one();
-                        }
-                    }
-                    // A token request (no call's future waits for it).
-                    None => self.spawn_transmit(t),
-                },
-                Output::Event(Event::Completed { id, value }) => finish(st, id, Ok(value), me),
-                Output::Event(Event::Failed { id, error }) => finish(st, id, Err(error), me),
-                Output::Event(Event::Waiting {
-                    group,
-                    until,
-                    reason,
-                    ..
-                }) => {
-                    let wait = until.saturating_duration_since(Instant::now());
-                    tracing::debug!(%group, wait_ms = wait.as_millis() as u64, %reason, "waiting for quota");
-                    let _ = self.progress.send(Progress::Waiting {
-                        group,
-                        wait,
-                        reason,
+    /// Performs work that belongs to no call in a task of its own, and answers it.
+    fn spawn_work(self: &Arc<Self>, work: Work) {
+        let shared = self.clone();
+        self.runtime.spawn(async move {
+            match work {
+                Work::Send(t) => {
+                    let send = t.id;
+                    let answer = shared.exchange(*t).await;
+                    shared.with(|d| {
+                        d.handle_response(send, answer, Instant::now(), SystemTime::now())
                     });
                 }
-                Output::Event(Event::NeedToken) => self.fetch_token(),
-                Output::Event(Event::TokenRefreshed {
-                    valid_for,
-                    replaced,
-                }) => log_token(valid_for, replaced),
-                Output::Event(Event::Warning { message }) => {
-                    tracing::warn!(%message, "defender engine");
+                Work::FetchToken => {
+                    let token = match &shared.provider {
+                        Some(p) => p.token(&shared.scope).await.map(|(secret, life)| {
+                            let now = Instant::now();
+                            AccessToken::new(secret, now, now + life)
+                        }),
+                        None => Err(no_provider()),
+                    };
+                    shared.with(|d| d.handle_token(token, Instant::now()));
                 }
-                Output::Quota(op) => self.spawn_quota(op),
-                Output::Wait(t) => {
-                    if st.timer != t {
-                        st.timer = t;
-                        self.timer_changed.notify_one();
+                Work::Quota(op) => {
+                    let answer = match &shared.store {
+                        Some(store) => store.perform(op).await,
+                        // The engine asks only when built with a store: unreachable, but answer.
+                        None => match op {
+                            defender_core::engine::QuotaOp::Acquire { id, .. } => Some((
+                                id,
+                                Admission::Unavailable("no quota store was given".into()),
+                            )),
+                            _ => None,
+                        },
+                    };
+                    if let Some((id, admission)) = answer {
+                        shared.with(|d| d.handle_admission(id, admission, Instant::now()));
                     }
-                    return;
                 }
             }
+        });
+    }
+
+    /// A request read whole (a token request, or any call that does not stream).
+    async fn exchange(&self, t: Transmit) -> Result<http::Response<Vec<u8>>, TransportError> {
+        match self.perform(t).await {
+            Performed::Answer(answer) => answer,
+            // Only a streamed hunt's transmit streams, and only its caller sends it.
+            Performed::Body(_) => Err(closed("nobody reads this body")),
         }
-    }
-
-    /// Performs a transmit nobody's future waits for (a token request) in a task.
-    fn spawn_transmit(self: &Arc<Self>, t: Transmit) {
-        let shared = self.clone();
-        self.runtime.spawn(async move {
-            let send = t.id;
-            let performed = shared.perform(t).await;
-            let mut st = shared.lock();
-            match performed {
-                Performed::Answer(result) => answer(&mut st.engine, send, result),
-                Performed::Body(body) => {
-                    // Only a call's own future sends a streamed hunt (token requests never
-                    // stream); here nobody would take the rows.
-                    let end = body.streamer.broken(closed("nobody reads this body"));
-                    st.engine.handle_stream_end(send, end, Instant::now());
-                }
-            }
-            shared.drain(&mut st, None);
-        });
-    }
-
-    /// Performs a shared-store operation in a task of its own; an admission comes back
-    /// as an input.
-    fn spawn_quota(self: &Arc<Self>, op: QuotaOp) {
-        let shared = self.clone();
-        self.runtime.spawn(async move {
-            let answer = match &shared.store {
-                Some(store) => store.perform(op).await,
-                // The engine asks only when built with a store: unreachable, but answer.
-                None => match op {
-                    QuotaOp::Acquire { id, .. } => Some((
-                        id,
-                        defender_core::engine::Admission::Unavailable(
-                            "no quota store was given".into(),
-                        ),
-                    )),
-                    _ => None,
-                },
-            };
-            if let Some((id, admission)) = answer {
-                let mut st = shared.lock();
-                st.engine.handle_admission(id, admission, Instant::now());
-                shared.drain(&mut st, None);
-            }
-        });
-    }
-
-    /// Asks the token provider in a task of its own.
-    fn fetch_token(self: &Arc<Self>) {
-        let shared = self.clone();
-        self.runtime.spawn(async move {
-            let result = match &shared.provider {
-                Some(p) => p.token(&shared.scope).await.map(|(secret, life)| {
-                    let now = Instant::now();
-                    AccessToken::new(secret, now, now + life)
-                }),
-                None => Err(Error::Auth(defender_core::ApiError {
-                    code: "NoTokenProvider".into(),
-                    message: "the engine asked for a token but no provider was given".into(),
-                    target: None,
-                    ..defender_core::ApiError::default()
-                })),
-            };
-            let mut st = shared.lock();
-            st.engine.handle_token(result, Instant::now());
-            shared.drain(&mut st, None);
-        });
     }
 
     /// One transmit over HTTP, in a span naming its group, attempt, status and (for a
@@ -347,7 +261,6 @@ impl Shared {
                 send,
                 response,
                 timeout,
-                streamer: HuntStreamer::new(),
                 span,
             })),
             Err(e) => Performed::Answer(Err(e)),
@@ -374,164 +287,70 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// What a call's future does next.
-enum Step {
-    /// Return this.
-    End(Result<Value, Error>),
-    /// Perform this transmit of the call.
-    Send(Transmit),
-    /// Wait to be woken.
-    Wait,
-}
-
-/// Reads a call's slot (removing it at the end).
-fn next_step(st: &mut State, id: CallId) -> Step {
-    let slot = st
-        .slots
-        .get_mut(&id)
-        .expect("a call's slot stays until its future ends"); // removed only here and by its guard
-    if let Some(result) = slot.result.take() {
-        st.slots.remove(&id);
-        return Step::End(result);
-    }
-    match slot.transmit.take() {
-        Some(t) => Step::Send(t),
-        None => Step::Wait,
-    }
-}
-
-/// A call a future started ([`Shared::submit`]) and drives ([`Caller::drive`]).
-///
-/// Dropped before its end was seen, it cancels the call and answers what it held, so
-/// the engine's accounting settles: a transmit never sent (`Connect`: nothing ran,
-/// nothing is charged), one in flight (`Other`: what it may have run is charged), a
-/// streamed body being read (cut short by the caller: `Closed`, charged likewise).
+/// A call a future started ([`Shared::submit`]) and drives ([`Caller::drive`]). Dropped
+/// before its end was seen, it abandons the call: the dispatcher settles what it held.
 pub(crate) struct Caller {
     shared: Arc<Shared>,
     pub(crate) id: CallId,
     wake: Arc<Notify>,
-    /// What the engine gave the call last, not yet acted on.
-    next: Option<Step>,
-    /// The transmit this caller is performing.
-    sending: Option<SendId>,
-    /// A streamed hunt's body being read.
-    body: Option<Box<Body>>,
     ended: bool,
 }
 
 /// Where driving a call stopped.
 pub(crate) enum Drive {
-    /// The call ended (boxed: the other variant is empty).
+    /// The call ended (boxed: it is large).
     Done(Box<Result<Value, Error>>),
-    /// A streamed hunt's body is arriving (only for [`Call::HuntStream`]): take its items
-    /// with [`Caller::read_item`], hand its end to [`Caller::end_body`], then drive
-    /// again (the engine may retry).
-    Body,
+    /// A streamed hunt's body is arriving (only for [`Call::HuntStream`]): read it, hand
+    /// its end to the dispatcher, then drive again (the engine may retry).
+    Body(Box<Body>),
 }
 
 impl Caller {
     /// Performs the call's transmits until it ends or a streamed body arrives.
     pub(crate) async fn drive(&mut self) -> Drive {
         loop {
-            let step = match self.next.take() {
-                Some(step) => step,
-                None => next_step(&mut self.shared.lock(), self.id),
-            };
-            match step {
-                Step::End(result) => {
+            let next = self.shared.with(|d| {
+                let next = d.next(self.id, Instant::now());
+                if matches!(next, Next::Wait) {
+                    d.park(self.id);
+                }
+                next
+            });
+            match next {
+                Next::Done(result) => {
                     self.ended = true;
                     return Drive::Done(Box::new(result));
                 }
-                Step::Send(t) => {
+                Next::Send(t) => {
                     let send = t.id;
-                    self.sending = Some(send);
-                    let performed = self.shared.perform(t).await;
-                    self.sending = None;
-                    match performed {
+                    match self.shared.perform(t).await {
                         Performed::Body(body) => {
-                            self.body = Some(body);
-                            return Drive::Body;
+                            self.shared.with(|d| d.handle_body(send));
+                            return Drive::Body(body);
                         }
-                        Performed::Answer(result) => {
-                            let mut st = self.shared.lock();
-                            answer(&mut st.engine, send, result);
-                            self.shared.drain(&mut st, Some(self.id));
-                            self.next = Some(next_step(&mut st, self.id));
-                        }
+                        Performed::Answer(answer) => self.shared.with(|d| {
+                            d.handle_response(send, answer, Instant::now(), SystemTime::now())
+                        }),
                     }
                 }
-                // Another caller, a spawned task or the timer task fills the slot.
-                Step::Wait => self.wake.notified().await,
+                // Woken by news (a permit is kept if it came first).
+                Next::Wait => self.wake.notified().await,
             }
         }
     }
 
-    /// The body's next item if it needs no more bytes; `None` when it does, or when no
-    /// body is being read.
-    pub(crate) fn ready_item(&mut self) -> Option<BodyItem> {
-        self.body.as_mut()?.ready_item()
-    }
-
-    /// The body's next item, reading more of it as needed; `None` when no body is being
-    /// read. After [`BodyItem::End`], give the end to [`Caller::end_body`].
-    pub(crate) async fn read_item(&mut self) -> Option<BodyItem> {
-        Some(self.body.as_mut()?.next_item().await)
-    }
-
-    /// The body ended ([`BodyItem::End`]): the engine completes the call, fails it, or (a
-    /// break before any row) retries it; [`Caller::drive`] tells which.
-    pub(crate) fn end_body(&mut self, end: StreamEnd) {
-        let Some(body) = self.body.take() else {
-            return;
-        };
-        let mut st = self.shared.lock();
-        st.engine.handle_stream_end(body.send, end, Instant::now());
-        self.shared.drain(&mut st, Some(self.id));
-        self.next = Some(next_step(&mut st, self.id));
+    /// Hands a streamed body's end to the dispatcher.
+    pub(crate) fn end_body(&self, send: SendId, end: defender_core::engine::StreamEnd) {
+        self.shared
+            .with(|d| d.handle_stream_end(send, end, Instant::now()));
     }
 }
 
 impl Drop for Caller {
     fn drop(&mut self) {
-        if self.ended {
-            return;
+        if !self.ended {
+            self.shared.with(|d| d.abandon(self.id, Instant::now()));
         }
-        let mut st = self.shared.lock();
-        let Some(slot) = st.slots.remove(&self.id) else {
-            // Its end was taken from the slot (and is dropped unread).
-            return;
-        };
-        let now = Instant::now();
-        // A no-op for a call that already ended.
-        st.engine.cancel(self.id, now);
-        // The engine counts a polled transmit as in flight: answer it so its reservation
-        // and shared-store ticket settle.
-        let unsent = match self.next.take() {
-            Some(Step::Send(t)) => Some(t),
-            _ => None,
-        };
-        for t in [slot.transmit, unsent].into_iter().flatten() {
-            let e = TransportError::new(
-                TransportErrorKind::Connect,
-                "the call was dropped before its request was sent",
-            );
-            st.engine.handle_transport_error(t.id, e, now);
-        }
-        if let Some(send) = self.sending {
-            let e = TransportError::new(
-                TransportErrorKind::Other,
-                "the call was dropped while its request was in flight",
-            );
-            st.engine.handle_transport_error(send, e, now);
-        }
-        if let Some(body) = self.body.take() {
-            // The server ran the query: the running time so far is charged.
-            let end = body
-                .streamer
-                .broken(closed("the caller stopped reading the body"));
-            st.engine.handle_stream_end(body.send, end, now);
-        }
-        self.shared.drain(&mut st, None);
     }
 }
 
@@ -559,68 +378,32 @@ impl Head {
 }
 
 /// A streamed hunt's body, read a chunk at a time (as hyper hands them over) by the
-/// future that takes its items, with no lock held. Nothing reads ahead of the caller:
-/// with one element of the document in the decoder, one chunk is what a streamed hunt
-/// holds in memory however slow its reader.
+/// future that takes its items, with no lock held. Nothing reads ahead of the caller.
 pub(crate) struct Body {
-    send: SendId,
+    pub(crate) send: SendId,
     response: reqwest::Response,
     /// Bounds each read (not the whole body: that takes as long as its reader takes).
     timeout: Duration,
-    streamer: HuntStreamer,
     /// The span of the call's request, entered while reading.
-    span: tracing::Span,
-}
-
-/// What a streamed body gave.
-pub(crate) enum BodyItem {
-    /// The next item.
-    Item(StreamItem),
-    /// The body ended: its last items, and how it ended (for [`Caller::end_body`]).
-    End(Vec<StreamItem>, StreamEnd),
+    pub(crate) span: tracing::Span,
 }
 
 impl Body {
-    /// The next item if the decoder has one without more bytes.
-    fn ready_item(&mut self) -> Option<BodyItem> {
-        match self.streamer.next_item() {
-            Ok(Some(item)) => Some(BodyItem::Item(item)),
-            Ok(None) => None,
-            Err(e) => Some(BodyItem::End(Vec::new(), StreamEnd::Decode(e))),
-        }
-    }
-
-    /// The next item, reading more of the body when the decoder needs it. After
-    /// [`BodyItem::End`], the body is done.
-    async fn next_item(&mut self) -> BodyItem {
-        loop {
-            if let Some(item) = self.ready_item() {
-                return item;
-            }
-            let read = tokio::time::timeout(self.timeout, self.response.chunk())
-                .instrument(self.span.clone())
-                .await;
-            let error = match read {
-                Ok(Ok(Some(chunk))) => {
-                    self.streamer.feed(&chunk);
-                    continue;
-                }
-                Ok(Ok(None)) => {
-                    let (rest, end) = std::mem::take(&mut self.streamer).finish();
-                    if let StreamEnd::Complete { rows, .. } = &end {
-                        self.span.record("rows", rows);
-                    }
-                    return BodyItem::End(rest, end);
-                }
-                Ok(Err(e)) => map_err(e),
-                Err(_) => timed_out(self.timeout),
-            };
-            self.span.in_scope(|| {
-                tracing::debug!(kind = %error.kind, rows = self.streamer.rows(), "streamed body broken");
-            });
-            let end = std::mem::take(&mut self.streamer).broken(error);
-            return BodyItem::End(Vec::new(), end);
-        }
+    /// Reads the next chunk of the body into `cursor` (or tells it the body ended or broke).
+    pub(crate) async fn read_into(&mut self, cursor: &mut HuntCursor) {
+        let read = tokio::time::timeout(self.timeout, self.response.chunk())
+            .instrument(self.span.clone())
+            .await;
+        let error = match read {
+            Ok(Ok(Some(chunk))) => return cursor.feed(&chunk),
+            Ok(Ok(None)) => return cursor.eof(),
+            Ok(Err(e)) => map_err(e),
+            Err(_) => timed_out(self.timeout),
+        };
+        self.span.in_scope(|| {
+            tracing::debug!(kind = %error.kind, "streamed body broken");
+        });
+        cursor.broken(error);
     }
 }
 
@@ -635,44 +418,28 @@ fn timed_out(timeout: Duration) -> TransportError {
     )
 }
 
-/// A call's end into its slot; its future is woken unless it is the one draining.
-fn finish(st: &mut State, id: CallId, result: Result<Value, Error>, me: Option<CallId>) {
-    if let Some(slot) = st.slots.get_mut(&id) {
-        slot.result = Some(result);
-        if me != Some(id) {
-            slot.wake.notify_one();
-        }
-    }
+fn no_provider() -> Error {
+    Error::Auth(defender_core::ApiError {
+        code: "NoTokenProvider".into(),
+        message: "the engine asked for a token but no provider was given".into(),
+        target: None,
+        ..defender_core::ApiError::default()
+    })
 }
 
-/// The transport's answer, as an input.
-fn answer(
-    engine: &mut Engine,
-    send: SendId,
-    result: Result<http::Response<Vec<u8>>, TransportError>,
-) {
-    let now = Instant::now();
-    match result {
-        Ok(resp) => engine.handle_response(send, resp, now, SystemTime::now()),
-        Err(e) => engine.handle_transport_error(send, e, now),
-    }
-}
-
-/// Sleeps until the engine's timer, then `handle_timeout` and drain; ends with the last
-/// client handle. Holds only a weak reference, so it keeps nothing alive.
+/// Sleeps until the dispatcher's timer, then fires it; ends with the last client handle.
+/// Holds only a weak reference, so it keeps nothing alive.
 async fn timers(shared: Weak<Shared>, changed: Arc<Notify>) {
     loop {
         let next = match shared.upgrade() {
-            Some(s) => s.lock().timer,
+            Some(s) => s.with(|d| d.timer()),
             None => return,
         };
         tokio::select! {
             _ = changed.notified() => {}
             _ = sleep_until(next) => {
                 let Some(s) = shared.upgrade() else { return };
-                let mut st = s.lock();
-                st.engine.handle_timeout(Instant::now());
-                s.drain(&mut st, None);
+                s.with(|d| d.handle_timeout(Instant::now()));
             }
         }
     }
@@ -773,15 +540,4 @@ fn map_err(e: reqwest::Error) -> TransportError {
     };
     // The URL holds no secret (tokens travel in a header), but keep messages short.
     TransportError::new(kind, e.without_url().to_string())
-}
-
-/// A new access token: a refresh is worth a line at the default level, the first fetch
-/// only in debug logs. No secret is logged.
-fn log_token(valid_for: Duration, replaced: bool) {
-    let valid_for_s = valid_for.as_secs();
-    if replaced {
-        tracing::info!(valid_for_s, "access token refreshed");
-    } else {
-        tracing::debug!(valid_for_s, "access token fetched");
-    }
 }

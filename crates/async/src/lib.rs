@@ -77,20 +77,7 @@ pub trait TokenProvider: Send + Sync + std::fmt::Debug {
     async fn token(&self, scope: &str) -> Result<(Secret, Duration), Error>;
 }
 
-/// Progress the client reports while calls wait (for progress displays).
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Progress {
-    /// A call waits for quota or a server-given retry time.
-    Waiting {
-        /// The API group.
-        group: defender_core::ApiGroup,
-        /// For how long from now.
-        wait: Duration,
-        /// Which limit binds, or what the server asked (`Display` says it in words).
-        reason: defender_core::WaitReason,
-    },
-}
+pub use defender_core::dispatch::Progress;
 
 /// A shared handle to one client: one engine, one quota, one token.
 #[derive(Debug, Clone)]
@@ -178,7 +165,7 @@ impl Client {
 
     /// [`Client::hunt_stream`] for a full request (with a Graph `Timespan`).
     pub fn hunt_stream_request(&self, request: HuntRequest) -> HuntStream {
-        HuntStream::new(self.clone(), request)
+        HuntStream::new(self.inner.clone(), request)
     }
 
     /// Runs `query` over `[from, to)` in windows, past the row cap: every row once, in

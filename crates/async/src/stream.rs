@@ -1,35 +1,28 @@
 //! Streamed hunts: rows handed to the caller while the body arrives.
 //!
-//! The stream's own polls do the work, as a call's future does for every other call:
-//! `poll_next` drives the call (`Caller::drive`, see the driver module) until its body
-//! arrives, then reads the body a chunk at a time only when the decoder has no item
-//! left. Nothing reads ahead of the caller, so memory stays at one chunk and one element
-//! of the document however many rows come and however slowly they are taken.
-//!
-//! ```text
-//!  new ──poll──► start ──► drive ──► body ──item──► caller
-//!                  ▲         │ done    │ end
-//!                  │         ▼         ▼
-//!                  │       summary   end_body ──► drive (a break before any row is retried)
-//!  drop before the end: the call's `Caller` cancels it and reports the body cut short
-//! ```
+//! The stream's own polls do the work, as a call's future does for every other call. The
+//! rules (the schema once, a body's end settled before its last items, nothing after an
+//! error) are `defender_core::dispatch::HuntCursor`'s; this module does its IO: submit and
+//! drive the call, read the body a chunk at a time only when the cursor has no item left.
+//! Nothing reads ahead of the caller, so memory stays at one chunk and one element of the
+//! document however many rows come and however slowly they are taken.
 //!
 //! Between items the state is idle in the stream; while an item needs IO it moves into
-//! one boxed future that gives it back with the item. Items the decoder already holds go
-//! out without that future.
+//! one boxed future that gives it back with the item. Items the cursor already holds go
+//! out without that future. Dropped before the end, the call's `Caller` abandons it.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use defender_core::engine::{Call, StreamItem, Value};
-use defender_core::hunting::{Column, HuntRequest, HuntSummary};
+use defender_core::dispatch::{CursorStep, HuntCursor};
+use defender_core::engine::{Call, StreamEnd, StreamItem};
+use defender_core::hunting::{HuntRequest, HuntSummary};
 use defender_core::Error;
 use futures_util::stream::{FusedStream, Stream};
 
-use crate::driver::{BodyItem, Caller, Drive};
-use crate::Client;
+use crate::driver::{Body, Caller, Drive, Shared};
 
 /// A streamed hunt: a [`Stream`] of the schema, then every row, as the response body
 /// arrives. After an `Err` it ends; after it returned `None` on success,
@@ -59,25 +52,22 @@ pub struct HuntStream {
     /// The state between items; `None` while `step` holds it.
     run: Option<Box<Run>>,
     /// The IO for the next item, which gives the state back with it.
-    step: Option<Step>,
+    step: Option<StepFuture>,
 }
 
 /// The future that reads up to the next item.
-type Step = Pin<Box<dyn Future<Output = (Box<Run>, Option<Result<StreamItem, Error>>)> + Send>>;
+type StepFuture =
+    Pin<Box<dyn Future<Output = (Box<Run>, Option<Result<StreamItem, Error>>)> + Send>>;
 
 impl HuntStream {
-    pub(crate) fn new(client: Client, request: HuntRequest) -> HuntStream {
+    pub(crate) fn new(shared: Arc<Shared>, request: HuntRequest) -> HuntStream {
         HuntStream {
             run: Some(Box::new(Run {
-                client,
+                shared,
                 request: Some(request),
                 caller: None,
-                pending: VecDeque::new(),
-                schema: None,
-                rows: 0,
-                end: None,
-                done: false,
-                summary: None,
+                body: None,
+                cursor: HuntCursor::new(),
             })),
             step: None,
         }
@@ -86,7 +76,11 @@ impl HuntStream {
     /// The summary (row count, statistics, running time charged, truncation), once the
     /// stream returned `None` after success.
     pub fn summary(&self) -> Option<&HuntSummary> {
-        self.run.as_ref()?.summary.as_ref()
+        self.run.as_ref()?.cursor.summary()
+    }
+
+    pub(crate) fn take_summary(&mut self) -> Option<HuntSummary> {
+        self.run.as_mut()?.cursor.take_summary()
     }
 }
 
@@ -123,9 +117,7 @@ impl Stream for HuntStream {
 
 impl FusedStream for HuntStream {
     fn is_terminated(&self) -> bool {
-        self.run
-            .as_ref()
-            .is_some_and(|r| r.done && r.pending.is_empty())
+        self.run.as_ref().is_some_and(|r| r.cursor.is_finished())
     }
 }
 
@@ -135,61 +127,47 @@ impl std::fmt::Debug for HuntStream {
         match &self.run {
             Some(run) => d
                 .field("call", &run.caller.as_ref().map(|c| c.id))
-                .field("rows", &run.rows)
-                .field("done", &run.done),
+                .field("rows", &run.cursor.rows())
+                .field("done", &run.cursor.is_finished()),
             None => d.field("reading", &true),
         };
         d.finish_non_exhaustive()
     }
 }
 
-/// A streamed hunt's state. Dropped before the end, its [`Caller`] cancels the call.
+/// A streamed hunt's state. Dropped before the end, its [`Caller`] abandons the call.
 struct Run {
-    client: Client,
-    /// The request, until the first poll submits it.
+    shared: Arc<Shared>,
+    /// The request, until the cursor says to submit it.
     request: Option<HuntRequest>,
-    /// The call, from the first poll until its end was seen.
+    /// The call, from its submission until its end was seen.
     caller: Option<Caller>,
-    /// Items decoded after the body's last chunk.
-    pending: VecDeque<StreamItem>,
-    /// The schema handed out (a retry's body repeats it).
-    schema: Option<Vec<Column>>,
-    /// Rows handed out.
-    rows: u64,
-    /// How the call ended, to report once `pending` is empty.
-    end: Option<Result<HuntSummary, Error>>,
-    /// Nothing more to hand out.
-    done: bool,
-    summary: Option<HuntSummary>,
+    /// The body being read.
+    body: Option<Box<Body>>,
+    cursor: HuntCursor,
 }
 
 impl Run {
     /// What can be handed out without IO; `None` when the next item needs some.
     fn ready(&mut self) -> Option<Option<Result<StreamItem, Error>>> {
         loop {
-            if let Some(item) = self.pending.pop_front() {
-                match hand_out(&mut self.schema, &mut self.rows, item) {
-                    Some(item) => return Some(Some(Ok(item))),
-                    None => continue,
+            match self.cursor.step() {
+                CursorStep::Item(item) => return Some(Some(item)),
+                CursorStep::Finished => return Some(None),
+                CursorStep::Start => {
+                    let request = self.request.take()?; // only the first step says Start
+                    self.caller = Some(self.shared.submit(Call::HuntStream(request)));
                 }
-            }
-            if let Some(end) = self.end.take() {
-                // The items decoded before the end went out first.
-                self.done = true;
-                return Some(match end {
-                    Ok(summary) => {
-                        self.summary = Some(summary);
-                        None
+                CursorStep::Settle(send, end) => {
+                    if let (Some(body), StreamEnd::Complete { rows, .. }) = (&self.body, &end) {
+                        body.span.record("rows", rows);
                     }
-                    Err(e) => Some(Err(e)),
-                });
-            }
-            if self.done {
-                return Some(None);
-            }
-            let item = self.caller.as_mut()?.ready_item()?;
-            if let Some(item) = self.take(item) {
-                return Some(Some(Ok(item)));
+                    self.body = None;
+                    if let Some(caller) = &self.caller {
+                        caller.end_body(send, end);
+                    }
+                }
+                CursorStep::Drive | CursorStep::Read => return None,
             }
         }
     }
@@ -200,64 +178,23 @@ impl Run {
             if let Some(out) = self.ready() {
                 return out;
             }
-            let Some(caller) = &mut self.caller else {
-                let Some(request) = self.request.take() else {
-                    // Not reached: a call's end sets `done` when it goes out.
-                    self.done = true;
-                    return None;
-                };
-                self.caller = Some(self.client.inner.submit(Call::HuntStream(request)));
-                continue;
-            };
-            if let Some(item) = caller.read_item().await {
-                if let Some(item) = self.take(item) {
-                    return Some(Ok(item));
+            if let Some(body) = &mut self.body {
+                body.read_into(&mut self.cursor).await;
+            } else if let Some(caller) = &mut self.caller {
+                match caller.drive().await {
+                    Drive::Done(outcome) => {
+                        self.caller = None;
+                        self.cursor.done(*outcome);
+                    }
+                    Drive::Body(body) => {
+                        self.cursor.body(body.send);
+                        self.body = Some(body);
+                    }
                 }
-                continue;
+            } else {
+                // Not reached: the cursor asks for IO only while the call runs.
+                self.cursor.fail(Error::Cancelled);
             }
-            if let Drive::Done(outcome) = caller.drive().await {
-                self.caller = None;
-                self.end = Some(match *outcome {
-                    Ok(Value::HuntStreamed(summary)) => Ok(summary),
-                    Ok(other) => Err(crate::unexpected(other)),
-                    Err(e) => Err(e),
-                });
-            }
-        }
-    }
-
-    /// An item of the body: the item to hand out, or `None` after its end, which went to
-    /// the engine (before the last items go out, so the engine settles the running time
-    /// at once: a body read to its end is never retried, so these items are final).
-    fn take(&mut self, item: BodyItem) -> Option<StreamItem> {
-        match item {
-            BodyItem::Item(item) => hand_out(&mut self.schema, &mut self.rows, item),
-            BodyItem::End(rest, end) => {
-                self.pending.extend(rest);
-                if let Some(caller) = &mut self.caller {
-                    caller.end_body(end);
-                }
-                None
-            }
-        }
-    }
-}
-
-/// `item`, unless it repeats the schema handed out (a retry's body starts with it again).
-fn hand_out(
-    schema: &mut Option<Vec<Column>>,
-    rows: &mut u64,
-    item: StreamItem,
-) -> Option<StreamItem> {
-    match item {
-        StreamItem::Schema(cols) if schema.as_ref() == Some(&cols) => None,
-        StreamItem::Schema(cols) => {
-            *schema = Some(cols.clone());
-            Some(StreamItem::Schema(cols))
-        }
-        StreamItem::Row(row) => {
-            *rows += 1;
-            Some(StreamItem::Row(row))
         }
     }
 }

@@ -1,78 +1,93 @@
-//! How calls run: no driver thread. The engine sits behind a mutex shared by every clone
-//! of a `Client`, and each calling thread drives it for itself. No decision is made here.
+//! How calls run: no driver thread. The dispatcher (`defender_core::dispatch`) sits
+//! behind a mutex shared by every clone of a `Client`, and each calling thread drives its
+//! own call. No decision is made here: this module moves bytes and wakes threads.
 //!
 //! ```text
-//!  call ──► lock, submit, drain
-//!             │
+//!  call ──► lock, submit
 //!   ┌────────►▼
-//!   │    own transmit? ──yes──► hand queued shared work to a waiting thread;
-//!   │         │ no              unlock, HTTP, lock, handle_response, drain ──────┐
-//!   │         ▼                                                                  │
-//!   │    outcome? ──yes──► return (shared work still queued: a waiting thread    │
-//!   │         │ no          takes it, or this one does it first)                 │
-//!   │         ▼                                                                  │
-//!   │    shared work? ──yes──► unlock, perform, lock, answer, drain ─────────────┤
-//!   │         │ no   (a token, a store operation)                                │
-//!   │         ▼                                                                  │
-//!   │    timer due? ──yes──► handle_timeout, drain ──────────────────────────────┤
-//!   │         │ no                                                               │
-//!   │         ▼                                                                  │
-//!   │    wait on the call's condvar, at most until the engine's timer ───────────┤
-//!   └────────────────────────────────────────────────────────────────────────────┘
+//!   │     next(id) ── Send ──► hand queued work to a parked thread; unlock, HTTP,
+//!   │       │                  lock, handle_response ─────────────────────────────┐
+//!   │       ├──── Done ──► return (queued work goes to a parked thread first, or   │
+//!   │       │              this one performs it)                                   │
+//!   │       └──── Wait ──► work queued? unlock, perform, lock, answer ─────────────┤
+//!   │                      else park on the call's condvar, at most until the      │
+//!   │                      dispatcher's timer (next fires it) ─────────────────────┤
+//!   └──────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! The mutex is never held during IO. Draining routes every output: a transmit or a final
-//! event of another call goes into that call's slot and wakes its thread; tokens and
-//! store operations ("shared work") go into one queue that whichever thread is free
-//! performs. In the common case the calling thread sends its own request: no hand-off.
-//!
-//! Timers: every thread waiting on its condvar waits at most until the engine's latest
-//! `Wait(Some(t))`, and a drain that moves that instant earlier wakes them all, so a timer
-//! fires while any caller waits. Only queued calls have timers, and a queued call's thread
-//! is never inside its own HTTP exchange: it waits (and so owns the timers) or is busy
-//! with shared work and looks at the timer when it is done.
-//!
-//! Streamed hunts (`Call::HuntStream`, see `crate::HuntStream`): when the response to a
-//! call's own transmit is a 2xx, `drive` returns the unread body to the calling thread,
-//! which reads it a chunk at a time, unlocked, as its consumer takes the rows, then hands
-//! its end to the engine (`end_body`) and drives again (a break before any row is
-//! retried). Its slot stays, neither waiting nor holding a transmit: like a thread inside
-//! its own exchange, it takes no shared work and owns no timer (the call is in flight).
-//! A consumer that stops early abandons the call: the engine cancels it and is told the
-//! body was cut short, so its running time is settled.
+//! The mutex is never held during IO. Work that belongs to no call (a token request, a
+//! store operation) is performed by whichever calling thread is free; the token provider
+//! and the quota store run on worker threads of their own (code we did not write may hang,
+//! and must not hold a calling thread). Shared work never waits behind a thread's own
+//! exchange (a hunting query may run for minutes): a thread about to send its own
+//! request hands queued work to a parked thread.
 //!
 //! Another thread may stop a call ([`Shared::cancel`]: a ranged hunt dropped with windows
-//! still running): the request is marked in its slot and its condvar woken; the call's own
-//! thread, the only one that sends its requests, abandons it at its next look, before
-//! sending anything more.
-//!
-//! Shared work never waits behind a thread's own exchange (a hunting query may run for
-//! minutes): a thread about to send its own request hands queued shared work to a
-//! waiting thread. The work's beneficiaries (calls waiting for a token or an admission)
-//! have threads that are waiting or busy here, so some thread takes it.
+//! still running); a thread that unwinds out of its call (a panic in the HTTP stack or a
+//! middleware) or drops a stream abandons it ([`Shared::abandon`]): the dispatcher
+//! settles what it held.
 
-use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use defender_core::dispatch::{Dispatcher, HuntCursor, Next, Wake, Work};
 use defender_core::engine::{
-    Admission, AdmitId, Call, CallId, Engine, Event, GroupUsage, HuntStreamer, Output, QuotaOp,
-    SendId, StreamEnd, StreamItem, Transmit, Value,
+    Admission, AdmitId, Call, CallId, Engine, GroupUsage, QuotaOp, SendId, StreamEnd, Transmit,
+    Value,
 };
 use defender_core::token::AccessToken;
 use defender_core::{Error, TransportError, TransportErrorKind};
 
 use crate::{Progress, QuotaStore, TokenProvider};
 
-/// What every clone of a client shares: the engine and the means to do its IO.
+/// A thread's wake primitive, for the dispatcher.
+#[derive(Debug, Clone)]
+struct Waker(Arc<Condvar>);
+
+impl Wake for Waker {
+    fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Everything behind the mutex.
+struct State {
+    dispatcher: Dispatcher<Waker>,
+    progress: Option<mpsc::Sender<Progress>>,
+}
+
+impl State {
+    /// Gives the dispatcher the answer of some IO.
+    fn answer(&mut self, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::Response(send, answer) => {
+                self.dispatcher
+                    .handle_response(send, answer, now, SystemTime::now())
+            }
+            Input::Admission(id, answer) => self.dispatcher.handle_admission(id, answer, now),
+            Input::Token(t) => self.dispatcher.handle_token(t, now),
+        }
+    }
+
+    /// Hands progress out.
+    fn flush(&mut self) {
+        while let Some(p) = self.dispatcher.poll_progress() {
+            if let Some(tx) = &self.progress {
+                let _ = tx.send(p);
+            }
+        }
+    }
+}
+
+/// What every clone of a client shares: the dispatcher and the means to do its IO.
 pub(crate) struct Shared {
     state: Arc<Mutex<State>>,
     agent: ureq::Agent,
     provider: Option<Arc<dyn TokenProvider>>,
     scope: String,
     max_body: usize,
-    progress: Option<mpsc::Sender<Progress>>,
     store: Option<Arc<dyn QuotaStore>>,
     /// The threads that ask the token provider and the quota store (started on first
     /// use): code we did not write may hang, and must not hold a calling thread.
@@ -80,8 +95,8 @@ pub(crate) struct Shared {
     store_worker: std::sync::OnceLock<Worker>,
 }
 
-/// A thread that runs jobs in order and hands their answers to the engine's queue of
-/// inputs, waking the waiting threads to take them. It ends when the client is dropped.
+/// A thread that runs jobs in order and hands their answers to the dispatcher, waking
+/// parked threads for the work that follows. It ends when the client is dropped.
 struct Worker {
     jobs: Mutex<mpsc::Sender<Job>>,
 }
@@ -97,11 +112,9 @@ impl Worker {
                 for job in rx {
                     let Some(input) = job() else { continue };
                     let Ok(mut st) = state.lock() else { return };
-                    st.inputs.push_back(input);
-                    // Any waiting thread can answer it; one that is busy finds it later.
-                    for slot in st.slots.values().filter(|s| s.waiting) {
-                        slot.wake.notify_one();
-                    }
+                    st.answer(input);
+                    st.flush();
+                    st.dispatcher.wake_for_work();
                 }
             });
         if let Err(e) = spawned {
@@ -121,48 +134,7 @@ impl Worker {
     }
 }
 
-/// Everything behind the mutex.
-struct State {
-    engine: Engine,
-    /// The calls in progress, one per calling thread.
-    slots: HashMap<CallId, Slot>,
-    /// Tokens to fetch and store operations to perform, by whichever thread is free.
-    work: VecDeque<Work>,
-    /// The engine's latest `Wait`: when `handle_timeout` is due.
-    timer: Option<Instant>,
-    /// Answers of the token provider and the quota store, from their worker threads,
-    /// for any calling thread to hand to the engine.
-    inputs: VecDeque<Input>,
-}
-
-/// One call's mailbox.
-struct Slot {
-    wake: Arc<Condvar>,
-    /// Its thread waits on `wake`.
-    waiting: bool,
-    /// Its next request, for its thread to send (the engine has at most one per call).
-    transmit: Option<Transmit>,
-    /// The request its thread is exchanging now: if the thread unwinds out of the
-    /// exchange (a panic in the HTTP stack or a middleware), [`Shared::abandon`] settles
-    /// it as a request that may have run.
-    sending: Option<SendId>,
-    /// How it ended.
-    outcome: Option<Result<Value, Error>>,
-    /// Another thread asked to stop it ([`Shared::cancel`]): its own thread abandons it.
-    cancelled: bool,
-}
-
-/// IO that does not belong to one call.
-enum Work {
-    /// A token request (or a request whose caller is gone).
-    Transmit(Box<Transmit>),
-    /// An operation on the shared quota store.
-    Quota(QuotaOp),
-    /// A token from the token provider.
-    Token,
-}
-
-/// The answer of some IO, for the engine.
+/// The answer of some IO, for the dispatcher.
 enum Input {
     Response(SendId, Result<http::Response<Vec<u8>>, TransportError>),
     Admission(AdmitId, Admission),
@@ -171,16 +143,10 @@ enum Input {
 
 /// What sending a request came to.
 enum Sent {
-    /// The whole answer, for the engine.
-    Answer(Input),
+    /// The whole answer.
+    Answer(Result<http::Response<Vec<u8>>, TransportError>),
     /// A streamed hunt's 2xx head: the body is still to be read.
     Body(Box<Body>),
-}
-
-/// A response: read whole, or a streamed hunt's, whose body is read as the rows are taken.
-enum Head {
-    Whole(http::Response<Vec<u8>>),
-    Streamed(http::Response<ureq::Body>),
 }
 
 /// A call this thread started ([`Shared::start`]) and drives.
@@ -205,53 +171,26 @@ const CHUNK: usize = 64 * 1024;
 /// A streamed hunt's body, read a chunk at a time by the thread that takes its items,
 /// with no lock held: a slow reader slows the read, nothing piles up.
 pub(crate) struct Body {
-    send: SendId,
+    pub(crate) send: SendId,
     reader: ureq::BodyReader<'static>,
     chunk: Box<[u8]>,
-    streamer: HuntStreamer,
     /// The span of the call's request, entered while reading.
-    span: tracing::Span,
-}
-
-/// What a streamed body gave.
-pub(crate) enum BodyItem {
-    /// The next item.
-    Item(StreamItem),
-    /// The body ended: its last items, and how it ended (for [`Shared::end_body`]).
-    End(Vec<StreamItem>, StreamEnd),
+    pub(crate) span: tracing::Span,
 }
 
 impl Body {
-    /// The request this body answers.
-    pub(crate) fn send(&self) -> SendId {
-        self.send
-    }
-
-    /// The next item, reading more of the body when the decoder needs it. After
-    /// [`BodyItem::End`], the body is done.
-    pub(crate) fn next_item(&mut self) -> BodyItem {
+    /// Reads the next chunk of the body into `cursor` (or tells it the body ended or broke).
+    pub(crate) fn read_into(&mut self, cursor: &mut HuntCursor) {
+        let _enter = self.span.enter();
         loop {
-            match self.streamer.next_item() {
-                Ok(Some(item)) => return BodyItem::Item(item),
-                Ok(None) => {}
-                Err(e) => return BodyItem::End(Vec::new(), StreamEnd::Decode(e)),
-            }
-            let _enter = self.span.enter();
             match std::io::Read::read(&mut self.reader, &mut self.chunk) {
-                Ok(0) => {
-                    let (rest, end) = std::mem::take(&mut self.streamer).finish();
-                    if let StreamEnd::Complete { rows, .. } = &end {
-                        self.span.record("rows", rows);
-                    }
-                    return BodyItem::End(rest, end);
-                }
-                Ok(n) => self.streamer.feed(&self.chunk[..n]),
+                Ok(0) => return cursor.eof(),
+                Ok(n) => return cursor.feed(&self.chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let error = map_io(e);
-                    tracing::debug!(kind = %error.kind, rows = self.streamer.rows(), "streamed body broken");
-                    let end = std::mem::take(&mut self.streamer).broken(error);
-                    return BodyItem::End(Vec::new(), end);
+                    tracing::debug!(kind = %error.kind, "streamed body broken");
+                    return cursor.broken(error);
                 }
             }
         }
@@ -262,7 +201,6 @@ impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Body")
             .field("send", &self.send)
-            .field("rows", &self.streamer.rows())
             .finish_non_exhaustive()
     }
 }
@@ -282,32 +220,28 @@ impl Shared {
     pub(crate) fn new(parts: Parts) -> Shared {
         Shared {
             state: Arc::new(Mutex::new(State {
-                engine: parts.engine,
-                slots: HashMap::new(),
-                work: VecDeque::new(),
-                timer: None,
-                inputs: VecDeque::new(),
+                dispatcher: Dispatcher::new(parts.engine),
+                progress: parts.progress,
             })),
             agent: parts.agent,
             provider: parts.provider,
             scope: parts.scope,
             max_body: parts.max_body,
-            progress: parts.progress,
             store: parts.store,
             token_worker: std::sync::OnceLock::new(),
             store_worker: std::sync::OnceLock::new(),
         }
     }
 
-    /// A panic while the engine was borrowed leaves it in an unknown state: the client is
-    /// then unusable, as a stopped driver was.
+    /// A panic while the dispatcher was borrowed leaves it in an unknown state: the
+    /// client is then unusable, as a stopped driver was.
     fn lock(&self) -> Result<MutexGuard<'_, State>, Error> {
         self.state.lock().map_err(|_| Error::Shutdown)
     }
 
     /// Usage of every group's quota now.
     pub(crate) fn usage(&self) -> Result<Vec<GroupUsage>, Error> {
-        Ok(self.lock()?.engine.usage(Instant::now()))
+        Ok(self.lock()?.dispatcher.usage(Instant::now()))
     }
 
     /// Makes one call on this thread, blocking until it ends. A streamed hunt's rows are
@@ -323,29 +257,32 @@ impl Shared {
         call: Call,
         started: impl FnOnce(CallId),
     ) -> Result<Value, Error> {
+        if let Call::HuntStream(request) = call {
+            // Abandons the call if this thread leaves early (a panic, an error).
+            let mut run = crate::stream::Guarded {
+                shared: self,
+                run: crate::stream::Run::new(request),
+            };
+            while let Some(item) = run.run.next(self) {
+                item?;
+            }
+            let summary = run.run.take_summary();
+            return summary.map(Value::HuntStreamed).ok_or(Error::Cancelled);
+        }
         let caller = self.start(call)?;
         started(caller.id);
-        // Cancels the call if this thread leaves early (a panic, a poisoned engine).
+        // Abandons the call if this thread leaves early (a panic, a poisoned client).
         let mut guard = CallGuard {
             shared: self,
             id: Some(caller.id),
         };
-        loop {
-            match self.drive(&caller)? {
-                Step::Done(outcome) => {
-                    guard.id = None;
-                    return outcome;
-                }
-                Step::Body(mut body) => {
-                    let end = loop {
-                        match body.next_item() {
-                            BodyItem::Item(_) => {}
-                            BodyItem::End(_, end) => break end,
-                        }
-                    };
-                    self.end_body(body.send(), end)?;
-                }
+        match self.drive(&caller)? {
+            Step::Done(outcome) => {
+                guard.id = None;
+                outcome
             }
+            // Only a streamed hunt's transmit streams.
+            Step::Body(_) => Err(Error::Cancelled),
         }
     }
 
@@ -354,19 +291,10 @@ impl Shared {
     pub(crate) fn start(&self, call: Call) -> Result<Caller, Error> {
         let wake = Arc::new(Condvar::new());
         let mut st = self.lock()?;
-        let id = st.engine.submit(call, Instant::now());
-        st.slots.insert(
-            id,
-            Slot {
-                wake: wake.clone(),
-                waiting: false,
-                transmit: None,
-                outcome: None,
-                cancelled: false,
-                sending: None,
-            },
-        );
-        self.drain(&mut st);
+        let id = st
+            .dispatcher
+            .submit(call, Waker(wake.clone()), Instant::now());
+        st.flush();
         Ok(Caller { id, wake })
     }
 
@@ -374,83 +302,77 @@ impl Shared {
     /// arrives ([`Step::Body`]: read it, hand its end to [`Shared::end_body`], then
     /// drive again, since the engine may retry).
     pub(crate) fn drive(&self, caller: &Caller) -> Result<Step, Error> {
-        let Caller { id, wake } = caller;
-        let id = *id;
+        let id = caller.id;
         let mut st = self.lock()?;
         loop {
-            if let Some(input) = st.inputs.pop_front() {
-                self.answer(&mut st, input);
-                continue;
-            }
-            let slot = st
-                .slots
-                .get_mut(&id)
-                .expect("a slot lives until its call returns"); // removed only below, or by abandon after the last drive
-            if slot.cancelled && slot.outcome.is_none() {
-                // Checked before sending: a cancelled call's request never goes out.
-                drop(st);
-                self.abandon(id, None);
-                return Ok(Step::Done(Err(Error::Cancelled)));
-            }
-            if let Some(t) = slot.transmit.take() {
-                slot.sending = Some(t.id);
-                // Shared work must not wait behind this exchange: a waiting thread takes it.
-                wake_for_work(&mut st);
-                drop(st);
-                let sent = self.transmit(t);
-                st = self.lock()?;
-                if let Some(slot) = st.slots.get_mut(&id) {
-                    slot.sending = None;
-                }
-                match sent {
-                    Sent::Answer(input) => {
-                        self.answer(&mut st, input);
-                        continue;
-                    }
-                    Sent::Body(body) => return Ok(Step::Body(body)),
-                }
-            }
-            if slot.outcome.is_some() && (st.work.is_empty() || wake_for_work(&mut st)) {
-                // Done; queued shared work, if any, went to a waiting thread.
-                let outcome = st.slots.remove(&id).and_then(|s| s.outcome);
-                return Ok(Step::Done(outcome.expect("checked above"))); // the slot had an outcome
-            }
-            if let Some(work) = st.work.pop_front() {
-                drop(st);
-                let input = self.perform(work);
-                st = self.lock()?;
-                if let Some(input) = input {
-                    self.answer(&mut st, input);
-                }
-                continue;
-            }
             let now = Instant::now();
-            match st.timer {
-                Some(t) if t <= now => {
-                    st.engine.handle_timeout(now);
-                    self.drain(&mut st);
+            match st.dispatcher.next(id, now) {
+                Next::Done(outcome) => {
+                    // Queued work goes to a parked thread, or this one performs it first.
+                    while st.dispatcher.has_work() && !st.dispatcher.wake_for_work() {
+                        st = self.perform_one(st)?;
+                    }
+                    st.flush();
+                    return Ok(Step::Done(outcome));
                 }
-                timer => {
-                    set_waiting(&mut st, id, true);
+                Next::Send(t) => {
+                    // Work must not wait behind this exchange: a parked thread takes it.
+                    st.dispatcher.wake_for_work();
+                    st.flush();
+                    drop(st);
+                    let send = t.id;
+                    let sent = self.transmit(t);
+                    st = self.lock()?;
+                    match sent {
+                        Sent::Answer(answer) => st.answer(Input::Response(send, answer)),
+                        Sent::Body(body) => {
+                            st.dispatcher.handle_body(send);
+                            return Ok(Step::Body(body));
+                        }
+                    }
+                }
+                Next::Wait if st.dispatcher.has_work() => st = self.perform_one(st)?,
+                Next::Wait => {
+                    st.flush();
+                    st.dispatcher.park(id);
+                    let timer = st.dispatcher.timer();
                     st = match timer {
-                        Some(t) => wake
-                            .wait_timeout(st, t - now)
-                            .map(|(st, _)| st)
-                            .map_err(|_| Error::Shutdown)?,
-                        None => wake.wait(st).map_err(|_| Error::Shutdown)?,
-                    };
-                    set_waiting(&mut st, id, false);
+                        Some(t) => {
+                            let wait = t.saturating_duration_since(now);
+                            caller.wake.wait_timeout(st, wait).map(|(st, _)| st).ok()
+                        }
+                        None => caller.wake.wait(st).ok(),
+                    }
+                    .ok_or(Error::Shutdown)?;
                 }
             }
         }
     }
 
-    /// A streamed body ended ([`BodyItem::End`]): the engine completes the call, fails it,
-    /// or (a break before any row) retries it.
+    /// Performs one piece of queued work, unlocked, and answers it.
+    fn perform_one<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+    ) -> Result<MutexGuard<'a, State>, Error> {
+        let Some(work) = st.dispatcher.take_work() else {
+            return Ok(st);
+        };
+        st.flush();
+        drop(st);
+        let input = self.perform(work);
+        let mut st = self.lock()?;
+        if let Some(input) = input {
+            st.answer(input);
+        }
+        Ok(st)
+    }
+
+    /// A streamed body ended: the engine completes the call, fails it, or (a break before
+    /// any row) retries it.
     pub(crate) fn end_body(&self, send: SendId, end: StreamEnd) -> Result<(), Error> {
         let mut st = self.lock()?;
-        st.engine.handle_stream_end(send, end, Instant::now());
-        self.drain(&mut st);
+        st.dispatcher.handle_stream_end(send, end, Instant::now());
+        st.flush();
         Ok(())
     }
 
@@ -460,140 +382,23 @@ impl Shared {
     /// quota back; one already sent is answered and counted as usual. A call that
     /// already ended, or an unknown id, is left alone.
     pub(crate) fn cancel(&self, id: CallId) {
-        let mut st = match self.state.lock() {
-            Ok(st) => st,
-            // The drivers see the poison themselves and stop.
-            Err(_) => return,
-        };
-        if let Some(slot) = st.slots.get_mut(&id) {
-            slot.cancelled = true;
-            slot.wake.notify_one();
+        // On a poisoned lock the drivers see the poison themselves and stop.
+        if let Ok(mut st) = self.state.lock() {
+            st.dispatcher.cancel(id);
         }
     }
 
-    /// Gives up a call this thread started and has not seen end: the engine cancels it,
-    /// settles what it had sent (a body being read, given as `body`, was cut short by
-    /// the caller), and every waiting thread wakes to take over what this one held.
-    pub(crate) fn abandon(&self, id: CallId, body: Option<Box<Body>>) {
-        let end = body.map(|b| {
-            let send = b.send;
-            let error = TransportError::new(
-                TransportErrorKind::Closed,
-                "the caller stopped reading the body",
-            );
-            (send, b.streamer.broken(error))
-        });
+    /// Gives up a call this thread started and has not seen end: the dispatcher settles
+    /// what it held, and parked threads wake to take over the work that follows.
+    pub(crate) fn abandon(&self, id: CallId) {
         match self.state.lock() {
             Ok(mut st) => {
-                let now = Instant::now();
-                let (unsent, sending) = st
-                    .slots
-                    .remove(&id)
-                    .map_or((None, None), |s| (s.transmit, s.sending));
-                st.engine.cancel(id, now);
-                if let Some(send) = sending {
-                    // The thread unwound out of the exchange: the request may have run,
-                    // so its running time is charged and its reservation released.
-                    let error = TransportError::new(
-                        TransportErrorKind::Other,
-                        "the call was given up while its request was in flight",
-                    );
-                    st.engine.handle_transport_error(send, error, now);
-                }
-                if let Some((send, end)) = end {
-                    st.engine.handle_stream_end(send, end, now);
-                }
-                if let Some(t) = unsent {
-                    // Handed to the call's thread, never sent: nothing ran on the server.
-                    let error = TransportError::new(
-                        TransportErrorKind::Connect,
-                        "the call was given up before its request was sent",
-                    );
-                    st.engine.handle_transport_error(t.id, error, now);
-                }
-                self.drain(&mut st);
-                for slot in st.slots.values() {
-                    slot.wake.notify_one();
-                }
+                st.dispatcher.abandon(id, Instant::now());
+                st.flush();
+                st.dispatcher.wake_for_work();
             }
-            Err(poisoned) => {
-                // The engine cannot be trusted: wake everyone to see the poison and stop.
-                for slot in poisoned.into_inner().slots.values() {
-                    slot.wake.notify_one();
-                }
-            }
-        }
-    }
-
-    /// Gives the engine the answer of some IO, then drains it.
-    fn answer(&self, st: &mut State, input: Input) {
-        let now = Instant::now();
-        match input {
-            Input::Response(id, Ok(resp)) => {
-                st.engine.handle_response(id, resp, now, SystemTime::now())
-            }
-            Input::Response(id, Err(e)) => st.engine.handle_transport_error(id, e, now),
-            Input::Admission(id, answer) => st.engine.handle_admission(id, answer, now),
-            Input::Token(t) => st.engine.handle_token(t, now),
-        }
-        self.drain(st);
-    }
-
-    /// Drains the engine until `Wait`, routing every output.
-    fn drain(&self, st: &mut State) {
-        loop {
-            match st.engine.poll_output() {
-                Output::Transmit(t) => match t.call.and_then(|c| st.slots.get_mut(&c)) {
-                    Some(slot) => {
-                        debug_assert!(slot.transmit.is_none(), "one request per call at a time");
-                        slot.transmit = Some(t);
-                        slot.wake.notify_one();
-                    }
-                    None => st.work.push_back(Work::Transmit(Box::new(t))),
-                },
-                Output::Event(Event::Completed { id, value }) => finish(st, id, Ok(value)),
-                Output::Event(Event::Failed { id, error }) => finish(st, id, Err(error)),
-                Output::Event(Event::Waiting {
-                    group,
-                    until,
-                    reason,
-                    ..
-                }) => {
-                    let wait = until.saturating_duration_since(Instant::now());
-                    tracing::debug!(%group, wait_ms = wait.as_millis() as u64, %reason, "waiting for quota");
-                    if let Some(p) = &self.progress {
-                        let _ = p.send(Progress::Waiting {
-                            group,
-                            wait,
-                            reason,
-                        });
-                    }
-                }
-                Output::Event(Event::NeedToken) => st.work.push_back(Work::Token),
-                Output::Event(Event::TokenRefreshed {
-                    valid_for,
-                    replaced,
-                }) => log_token(valid_for, replaced),
-                Output::Event(Event::Warning { message }) => {
-                    tracing::warn!(%message, "defender engine");
-                }
-                Output::Quota(op) => st.work.push_back(Work::Quota(op)),
-                Output::Wait(t) => {
-                    let earlier = match (t, st.timer) {
-                        (Some(new), Some(old)) => new < old,
-                        (Some(_), None) => true,
-                        (None, _) => false,
-                    };
-                    st.timer = t;
-                    if earlier {
-                        // Waiting threads sleep until the old instant at most: re-arm them.
-                        for slot in st.slots.values().filter(|s| s.waiting) {
-                            slot.wake.notify_one();
-                        }
-                    }
-                    return;
-                }
-            }
+            // The engine cannot be trusted: wake everyone to see the poison and stop.
+            Err(poisoned) => poisoned.into_inner().dispatcher.wake_all(),
         }
     }
 
@@ -612,9 +417,9 @@ impl Shared {
         let result = send(&self.agent, t.request, t.timeout, t.stream).and_then(|resp| {
             span.record("status", resp.status().as_u16());
             if t.stream && resp.status().is_success() {
-                Ok(Head::Streamed(resp))
+                Ok(Err(resp))
             } else {
-                read_body(resp, self.max_body).map(Head::Whole)
+                read_body(resp, self.max_body).map(Ok)
             }
         });
         if let Err(e) = &result {
@@ -622,38 +427,34 @@ impl Shared {
         }
         drop(enter);
         match result {
-            Ok(Head::Streamed(resp)) => Sent::Body(Box::new(Body {
+            Ok(Err(streamed)) => Sent::Body(Box::new(Body {
                 send: t.id,
-                reader: resp.into_body().into_reader(),
+                reader: streamed.into_body().into_reader(),
                 chunk: vec![0; CHUNK].into_boxed_slice(),
-                streamer: HuntStreamer::new(),
                 span,
             })),
-            Ok(Head::Whole(resp)) => Sent::Answer(Input::Response(t.id, Ok(resp))),
-            Err(e) => Sent::Answer(Input::Response(t.id, Err(e))),
+            Ok(Ok(resp)) => Sent::Answer(Ok(resp)),
+            Err(e) => Sent::Answer(Err(e)),
         }
     }
 
-    /// Performs shared work. A panic in the caller's token provider or store fails what
-    /// depended on it instead of leaving it waiting forever.
+    /// Performs work that belongs to no call. A panic in the caller's token provider or
+    /// store fails what depended on it instead of leaving it waiting forever.
     fn perform(&self, work: Work) -> Option<Input> {
         match work {
-            Work::Transmit(t) => match self.transmit(*t) {
-                Sent::Answer(input) => Some(input),
-                Sent::Body(body) => {
-                    // Only a call's own thread sends a streamed hunt; a caller gone before
-                    // its request was sent leaves nobody for the rows.
-                    let end = body.streamer.broken(TransportError::new(
+            Work::Send(t) => {
+                let send = t.id;
+                let answer = match self.transmit(*t) {
+                    Sent::Answer(answer) => answer,
+                    // Only a streamed hunt's transmit streams, and only its caller sends it.
+                    Sent::Body(_) => Err(TransportError::new(
                         TransportErrorKind::Closed,
                         "nobody reads this body",
-                    ));
-                    let mut st = self.lock().ok()?;
-                    st.engine.handle_stream_end(body.send, end, Instant::now());
-                    self.drain(&mut st);
-                    None
-                }
-            },
-            Work::Token => {
+                    )),
+                };
+                Some(Input::Response(send, answer))
+            }
+            Work::FetchToken => {
                 let Some(provider) = self.provider.clone() else {
                     return Some(Input::Token(Err(provider_error(
                         "the engine asked for a token but no provider was given",
@@ -709,9 +510,7 @@ impl Shared {
             }
         }
     }
-}
 
-impl Shared {
     /// Hands `job` to the worker in `cell` (started on first use); runs it here when no
     /// worker thread could be started.
     fn offload(&self, cell: &std::sync::OnceLock<Worker>, name: &str, job: Job) -> Option<Input> {
@@ -743,39 +542,7 @@ fn provider_error(message: &str) -> Error {
     })
 }
 
-fn set_waiting(st: &mut State, id: CallId, waiting: bool) {
-    if let Some(slot) = st.slots.get_mut(&id) {
-        slot.waiting = waiting;
-    }
-}
-
-/// A call ended: its thread takes the outcome from its slot.
-fn finish(st: &mut State, id: CallId, outcome: Result<Value, Error>) {
-    if let Some(slot) = st.slots.get_mut(&id) {
-        slot.outcome = Some(outcome);
-        slot.wake.notify_one();
-    }
-}
-
-/// Wakes waiting threads for the queued shared work (one per item); whether any woke.
-fn wake_for_work(st: &mut State) -> bool {
-    let mut wanted = st.work.len();
-    let mut woke = false;
-    for slot in st.slots.values_mut().filter(|s| s.waiting) {
-        if wanted == 0 {
-            break;
-        }
-        // Not waiting any more as far as the next hand-off is concerned.
-        slot.waiting = false;
-        slot.wake.notify_one();
-        wanted -= 1;
-        woke = true;
-    }
-    woke
-}
-
-/// Cleans up after a call that did not return normally (a panic, or a poisoned engine):
-/// see [`Shared::abandon`].
+/// Abandons a call whose thread did not return normally (a panic, a poisoned client).
 struct CallGuard<'a> {
     shared: &'a Shared,
     id: Option<CallId>,
@@ -784,7 +551,7 @@ struct CallGuard<'a> {
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id {
-            self.shared.abandon(id, None);
+            self.shared.abandon(id);
         }
     }
 }
@@ -935,17 +702,6 @@ fn error_kind(e: &ureq::Error) -> TransportErrorKind {
         ureq::Error::Io(_) | ureq::Error::Protocol(_) => TransportErrorKind::Closed,
         ureq::Error::BodyExceedsLimit(_) => TransportErrorKind::BodyTooLarge,
         _ => TransportErrorKind::Other,
-    }
-}
-
-/// A new access token: a refresh is worth a line at the default level, the first fetch
-/// only in debug logs. No secret is logged.
-fn log_token(valid_for: Duration, replaced: bool) {
-    let valid_for_s = valid_for.as_secs();
-    if replaced {
-        tracing::info!(valid_for_s, "access token refreshed");
-    } else {
-        tracing::debug!(valid_for_s, "access token fetched");
     }
 }
 

@@ -1,26 +1,19 @@
 //! Streamed hunts: rows handed to the caller while the body arrives.
 //!
-//! The iterator's own thread does the work, as for every other call: `next` drives the
-//! call (`Shared::drive`, see the driver module) until its body arrives, then reads the
-//! body a chunk at a time only when the decoder has no item left. Nothing reads ahead of
-//! the caller, so memory stays at one chunk and one element of the document however many
-//! rows come and however slowly they are taken.
-//!
-//! ```text
-//!  new ──next──► start ──► drive ──► body ──item──► caller
-//!                  ▲         │ done    │ end
-//!                  │         ▼         ▼
-//!                  │       summary   end_body ──► drive (a break before any row is retried)
-//!  drop before the end: abandon (cancel the call, report the body cut short)
-//! ```
+//! The iterator's own thread does the work, as for every other call. The rules (the
+//! schema once, a body's end settled before its last items, nothing after an error) are
+//! `defender_core::dispatch::HuntCursor`'s; this module does its IO: start and drive the
+//! call, read the body a chunk at a time only when the cursor has no item left. Nothing
+//! reads ahead of the caller, so memory stays at one chunk and one element of the
+//! document however many rows come and however slowly they are taken. Dropped before the
+//! end, the call is abandoned: the dispatcher settles the body cut short.
 
-use std::collections::VecDeque;
-
-use defender_core::engine::{Call, StreamItem, Value};
-use defender_core::hunting::{Column, HuntRequest, HuntSummary};
+use defender_core::dispatch::{CursorStep, HuntCursor};
+use defender_core::engine::{Call, StreamEnd, StreamItem};
+use defender_core::hunting::{HuntRequest, HuntSummary};
 use defender_core::Error;
 
-use crate::driver::{Body, BodyItem, Caller, Step};
+use crate::driver::{Body, Caller, Shared, Step};
 use crate::Client;
 
 /// A streamed hunt: an iterator over the schema, then every row, as the response body
@@ -44,45 +37,21 @@ use crate::Client;
 /// charged as for any query the server ran.
 pub struct HuntStream {
     client: Client,
-    /// The request, until the first `next` submits it.
-    request: Option<HuntRequest>,
-    /// The call, from the first `next` until its end was seen.
-    caller: Option<Caller>,
-    /// The body being read.
-    body: Option<Box<Body>>,
-    /// Items decoded after the body's last chunk.
-    pending: VecDeque<StreamItem>,
-    /// The schema handed out (a retry's body repeats it).
-    schema: Option<Vec<Column>>,
-    /// Rows handed out.
-    rows: u64,
-    /// How the call ended, to report once `pending` is empty.
-    end: Option<Result<HuntSummary, Error>>,
-    /// Nothing more to hand out.
-    done: bool,
-    summary: Option<HuntSummary>,
+    run: Run,
 }
 
 impl HuntStream {
     pub(crate) fn new(client: Client, request: HuntRequest) -> HuntStream {
         HuntStream {
             client,
-            request: Some(request),
-            caller: None,
-            body: None,
-            pending: VecDeque::new(),
-            schema: None,
-            rows: 0,
-            end: None,
-            done: false,
-            summary: None,
+            run: Run::new(request),
         }
     }
 
     /// The summary (row count, statistics, running time charged, truncation), once the
     /// iterator returned `None` after success.
     pub fn summary(&self) -> Option<&HuntSummary> {
-        self.summary.as_ref()
+        self.run.cursor.summary()
     }
 }
 
@@ -90,116 +59,117 @@ impl Iterator for HuntStream {
     type Item = Result<StreamItem, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let shared = &self.client.inner.shared;
-        loop {
-            if let Some(item) = self.pending.pop_front() {
-                match hand_out(&mut self.schema, &mut self.rows, item) {
-                    Some(item) => return Some(Ok(item)),
-                    None => continue,
-                }
-            }
-            if let Some(end) = self.end.take() {
-                // The items decoded before the end went out first.
-                self.done = true;
-                return match end {
-                    Ok(summary) => {
-                        self.summary = Some(summary);
-                        None
-                    }
-                    Err(e) => Some(Err(e)),
-                };
-            }
-            if self.done {
-                return None;
-            }
-            if let Some(body) = &mut self.body {
-                match body.next_item() {
-                    BodyItem::Item(item) => {
-                        match hand_out(&mut self.schema, &mut self.rows, item) {
-                            Some(item) => return Some(Ok(item)),
-                            None => continue,
-                        }
-                    }
-                    BodyItem::End(rest, end) => {
-                        let send = body.send();
-                        self.body = None;
-                        self.pending.extend(rest);
-                        // Reported before the last items go out, so the engine settles the
-                        // running time at once (a body that was read to its end is never
-                        // retried, so these items are final).
-                        if let Err(e) = shared.end_body(send, end) {
-                            self.end = Some(Err(e));
-                        }
-                        continue;
-                    }
-                }
-            }
-            let Some(caller) = &self.caller else {
-                let Some(request) = self.request.take() else {
-                    // Not reached: a call's end sets `done` when it goes out.
-                    self.done = true;
-                    return None;
-                };
-                match shared.start(Call::HuntStream(request)) {
-                    Ok(caller) => self.caller = Some(caller),
-                    Err(e) => self.end = Some(Err(e)),
-                }
-                continue;
-            };
-            match shared.drive(caller) {
-                Ok(Step::Body(body)) => self.body = Some(body),
-                Ok(Step::Done(outcome)) => {
-                    self.caller = None;
-                    self.end = Some(match outcome {
-                        Ok(Value::HuntStreamed(summary)) => Ok(summary),
-                        Ok(other) => Err(crate::unexpected(other)),
-                        Err(e) => Err(e),
-                    });
-                }
-                // The engine is unusable (poisoned): `Drop` wakes the other callers.
-                Err(e) => self.end = Some(Err(e)),
-            }
-        }
-    }
-}
-
-/// `item`, unless it repeats the schema handed out (a retry's body starts with it again).
-fn hand_out(
-    schema: &mut Option<Vec<Column>>,
-    rows: &mut u64,
-    item: StreamItem,
-) -> Option<StreamItem> {
-    match item {
-        StreamItem::Schema(cols) if schema.as_ref() == Some(&cols) => None,
-        StreamItem::Schema(cols) => {
-            *schema = Some(cols.clone());
-            Some(StreamItem::Schema(cols))
-        }
-        StreamItem::Row(row) => {
-            *rows += 1;
-            Some(StreamItem::Row(row))
-        }
+        self.run.next(&self.client.inner.shared)
     }
 }
 
 impl Drop for HuntStream {
     fn drop(&mut self) {
-        if let Some(caller) = self.caller.take() {
-            self.client
-                .inner
-                .shared
-                .abandon(caller.id, self.body.take());
-        }
+        self.run.abandon(&self.client.inner.shared);
+    }
+}
+
+/// A [`Run`] abandoned when dropped before its end (`Shared::call` of a streamed hunt).
+pub(crate) struct Guarded<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) run: Run,
+}
+
+impl Drop for Guarded<'_> {
+    fn drop(&mut self) {
+        self.run.abandon(self.shared);
     }
 }
 
 impl std::fmt::Debug for HuntStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HuntStream")
-            .field("call", &self.caller.as_ref().map(|c| c.id))
-            .field("reading", &self.body.is_some())
-            .field("rows", &self.rows)
-            .field("done", &self.done)
+            .field("call", &self.run.caller.as_ref().map(|c| c.id))
+            .field("reading", &self.run.body.is_some())
+            .field("rows", &self.run.cursor.rows())
+            .field("done", &self.run.cursor.is_finished())
             .finish_non_exhaustive()
+    }
+}
+
+/// A streamed hunt's IO around its cursor. Whoever holds it abandons the call if it is
+/// dropped before the end (a `Caller` is only an id here).
+pub(crate) struct Run {
+    /// The request, until the cursor says to start it.
+    request: Option<HuntRequest>,
+    /// The call, from its start until its end was seen.
+    caller: Option<Caller>,
+    /// The body being read.
+    body: Option<Box<Body>>,
+    cursor: HuntCursor,
+}
+
+impl Run {
+    pub(crate) fn new(request: HuntRequest) -> Run {
+        Run {
+            request: Some(request),
+            caller: None,
+            body: None,
+            cursor: HuntCursor::new(),
+        }
+    }
+
+    /// Gives the call up if it has not ended.
+    fn abandon(&mut self, shared: &Shared) {
+        if let Some(caller) = self.caller.take() {
+            shared.abandon(caller.id);
+        }
+    }
+
+    pub(crate) fn take_summary(&mut self) -> Option<HuntSummary> {
+        self.cursor.take_summary()
+    }
+
+    /// The next item, doing the IO it needs on this thread.
+    pub(crate) fn next(&mut self, shared: &Shared) -> Option<Result<StreamItem, Error>> {
+        loop {
+            match self.cursor.step() {
+                CursorStep::Item(item) => return Some(item),
+                CursorStep::Finished => return None,
+                CursorStep::Start => match self
+                    .request
+                    .take()
+                    .map(|r| shared.start(Call::HuntStream(r)))
+                {
+                    Some(Ok(caller)) => self.caller = Some(caller),
+                    Some(Err(e)) => self.cursor.fail(e),
+                    None => self.cursor.fail(Error::Cancelled),
+                },
+                CursorStep::Settle(send, end) => {
+                    if let (Some(body), StreamEnd::Complete { rows, .. }) = (&self.body, &end) {
+                        body.span.record("rows", rows);
+                    }
+                    self.body = None;
+                    if let Err(e) = shared.end_body(send, end) {
+                        self.cursor.fail(e);
+                    }
+                }
+                CursorStep::Read => match &mut self.body {
+                    Some(body) => body.read_into(&mut self.cursor),
+                    None => self.cursor.fail(Error::Cancelled),
+                },
+                CursorStep::Drive => match self.caller.as_ref().map(|c| shared.drive(c)) {
+                    Some(Ok(Step::Body(body))) => {
+                        self.cursor.body(body.send);
+                        self.body = Some(body);
+                    }
+                    Some(Ok(Step::Done(outcome))) => {
+                        self.caller = None;
+                        self.cursor.done(outcome);
+                    }
+                    // The client is unusable (poisoned): abandoning wakes the other callers.
+                    Some(Err(e)) => {
+                        self.abandon(shared);
+                        self.cursor.fail(e);
+                    }
+                    None => self.cursor.fail(Error::Cancelled),
+                },
+            }
+        }
     }
 }

@@ -36,6 +36,7 @@
 
 pub mod alerts;
 pub mod change;
+pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod hunting;

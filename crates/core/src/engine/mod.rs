@@ -150,6 +150,8 @@ enum SendTarget {
     /// A call cancelled while in flight: settle its accounting when the answer comes.
     Orphan {
         group: ApiGroup,
+        /// Its place in the call windows: given back when the request was never sent.
+        ticket: Option<Ticket>,
         reservation: Option<Reservation>,
         store: Option<(StoreTicket, bool)>,
         sent_at: Instant,
@@ -282,6 +284,7 @@ impl Engine {
                     send,
                     SendTarget::Orphan {
                         group: state.group,
+                        ticket: state.ticket,
                         reservation: state.reservation,
                         store: state.store,
                         sent_at: state.sent_at.unwrap_or(self.now),
@@ -291,6 +294,65 @@ impl Engine {
         }
         self.fail(id, Error::Cancelled);
         self.dirty = true;
+    }
+
+    /// The caller gave up a request the engine handed out (see [`Held`]): the call is
+    /// cancelled if it was not already, and what it held is settled once, by what
+    /// happened to the request rather than by a made-up transport error. An unknown or
+    /// already answered `id` is a no-op.
+    pub fn abandon(&mut self, id: SendId, held: Held, now: Instant) {
+        if let Some(SendTarget::Call(call)) = self.sends.get(&id) {
+            let call = *call;
+            self.cancel(call, now);
+        }
+        self.advance(now);
+        self.dirty = true;
+        match self.sends.remove(&id) {
+            None | Some(SendTarget::Call(_)) => {}
+            Some(SendTarget::Token) => {
+                self.token.fetching = false;
+                self.token.fetch_send = None;
+                let error = TransportError::new(
+                    TransportErrorKind::Other,
+                    "the token request was given up by the transport",
+                );
+                self.token_failed(
+                    Error::Transport {
+                        attempts: self.token.attempts,
+                        error,
+                    },
+                    Some(FailureKind::Token),
+                );
+            }
+            Some(SendTarget::Orphan {
+                group,
+                ticket,
+                reservation,
+                store,
+                sent_at,
+            }) => match held {
+                // Never sent: its place in the windows, its reservation and its store
+                // admission go back as if it had been cancelled in the outbox.
+                Held::Unsent => {
+                    if let Some(t) = ticket {
+                        if let Some(q) = self.quotas.get_mut(&group) {
+                            q.release(t);
+                        }
+                    }
+                    if let Some(r) = reservation {
+                        self.runtime.cancel(r);
+                    }
+                    if let Some((ticket, _)) = store {
+                        self.quota_ops.push_back(QuotaOp::Release { group, ticket });
+                    }
+                }
+                // Sent: it counts, and what it may have run is charged.
+                Held::InFlight | Held::Body => {
+                    let ran = self.now.saturating_duration_since(sent_at);
+                    self.settle(group, reservation, store, ran);
+                }
+            },
+        }
     }
 
     /// A timer fired. Early or repeated calls are harmless.
@@ -320,6 +382,7 @@ impl Engine {
                 reservation,
                 store,
                 sent_at,
+                ..
             } => {
                 // Nobody waits for the answer, but what it says about the quota counts.
                 if status == 429 {
@@ -367,6 +430,7 @@ impl Engine {
                 reservation,
                 store,
                 sent_at,
+                ..
             } => {
                 let ran = self.ran_for(error.kind, sent_at);
                 self.settle(group, reservation, store, ran);
@@ -436,6 +500,7 @@ impl Engine {
                 reservation,
                 store,
                 sent_at,
+                ..
             } => {
                 let elapsed = self.now.saturating_duration_since(sent_at);
                 let running = match &end {

@@ -171,6 +171,21 @@ pub enum StreamItem {
     Row(crate::hunting::Row),
 }
 
+/// What a caller held of a call it gave up (its future dropped, its thread unwound, its
+/// stream dropped), for [`Engine::abandon`]: how the request's accounting settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// A transmit handed out and never sent: nothing ran, nothing is charged, its place
+    /// in the call windows is given back.
+    Unsent,
+    /// A request sent whose answer was not seen: it counts, and the time since it was
+    /// sent is charged as running time (it may have run).
+    InFlight,
+    /// A streamed hunt's body, cut short by its reader: the query ran; the time since it
+    /// was sent is charged.
+    Body,
+}
+
 /// An admission's handle: answer it with [`Engine::handle_admission`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AdmitId(pub u64);
