@@ -15,18 +15,19 @@
 //!
 //! A call's future dropped before its end abandons the call ([`Caller`]'s `Drop`): the
 //! dispatcher settles what it held (a transmit never sent, a request in flight, a body
-//! being read). Streamed hunts read their body here ([`Body`]) for `crate::HuntStream`.
+//! being read). The HTTP exchange itself is `crate::http`'s.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use defender_core::dispatch::{Dispatcher, HuntCursor, Next, Wake, Work};
+use defender_core::dispatch::{Dispatcher, Next, Wake, Work};
 use defender_core::engine::{Admission, Call, CallId, Engine, GroupUsage, SendId, Transmit, Value};
 use defender_core::token::AccessToken;
 use defender_core::{Error, Limits, Surface, TransportError, TransportErrorKind};
+
+use crate::http::{Body, Performed};
 use tokio::runtime::Handle;
 use tokio::sync::{broadcast, Notify};
-use tracing::Instrument;
 
 use crate::{Progress, QuotaStore, TokenProvider};
 
@@ -133,14 +134,18 @@ impl Shared {
             return stream
                 .take_summary()
                 .map(Value::HuntStreamed)
-                .ok_or(Error::Cancelled);
+                .ok_or(Error::Internal {
+                    message: "a streamed hunt ended without its summary".into(),
+                });
         }
         // From the first `.await` on, a dropped future abandons the call through the caller.
         let mut caller = self.submit(call);
         match caller.drive().await {
             Drive::Done(result) => *result,
             // Only a streamed hunt's transmit streams.
-            Drive::Body(_) => Err(Error::Cancelled),
+            Drive::Body(_) => Err(Error::Internal {
+                message: "a call that does not stream got a streamed body".into(),
+            }),
         }
     }
 
@@ -219,52 +224,14 @@ impl Shared {
         match self.perform(t).await {
             Performed::Answer(answer) => answer,
             // Only a streamed hunt's transmit streams, and only its caller sends it.
-            Performed::Body(_) => Err(closed("nobody reads this body")),
+            Performed::Body(_) => Err(TransportError::new(
+                TransportErrorKind::Closed,
+                "nobody reads this body",
+            )),
         }
     }
-
-    /// One transmit over HTTP, in a span naming its group, attempt, status and (for a
-    /// streamed body) rows, never its headers: the token is one. A streamed hunt's 2xx
-    /// body is left to be read ([`Performed::Body`]); every other body is read whole, up
-    /// to the size limit.
     async fn perform(&self, t: Transmit) -> Performed {
-        let group = t.group.map_or("token", |g| g.as_str());
-        let span = tracing::info_span!(
-            "defender.call",
-            group,
-            attempt = t.attempt,
-            status = tracing::field::Empty,
-            rows = tracing::field::Empty,
-        );
-        let (send, timeout) = (t.id, t.timeout);
-        let head = async {
-            let head = if t.stream {
-                send_streamed(&self.http, t.request, timeout, self.max_body).await
-            } else {
-                perform(&self.http, t.request, timeout, self.max_body)
-                    .await
-                    .map(Head::Whole)
-            };
-            match &head {
-                Ok(h) => {
-                    tracing::Span::current().record("status", h.status().as_u16());
-                }
-                Err(e) => tracing::debug!(kind = %e.kind, "transport error"),
-            }
-            head
-        }
-        .instrument(span.clone())
-        .await;
-        match head {
-            Ok(Head::Whole(r)) => Performed::Answer(Ok(r)),
-            Ok(Head::Streamed(response)) => Performed::Body(Box::new(Body {
-                send,
-                response,
-                timeout,
-                span,
-            })),
-            Err(e) => Performed::Answer(Err(e)),
-        }
+        crate::http::exchange(&self.http, t, self.max_body).await
     }
 }
 
@@ -354,70 +321,6 @@ impl Drop for Caller {
     }
 }
 
-/// What sending a request came to.
-enum Performed {
-    /// The whole answer, for the engine.
-    Answer(Result<http::Response<Vec<u8>>, TransportError>),
-    /// A streamed hunt's 2xx head: the body is still to be read.
-    Body(Box<Body>),
-}
-
-/// A response: read whole, or a streamed hunt's, whose body is read as the rows are taken.
-enum Head {
-    Whole(http::Response<Vec<u8>>),
-    Streamed(reqwest::Response),
-}
-
-impl Head {
-    fn status(&self) -> http::StatusCode {
-        match self {
-            Head::Whole(r) => r.status(),
-            Head::Streamed(r) => r.status(),
-        }
-    }
-}
-
-/// A streamed hunt's body, read a chunk at a time (as hyper hands them over) by the
-/// future that takes its items, with no lock held. Nothing reads ahead of the caller.
-pub(crate) struct Body {
-    pub(crate) send: SendId,
-    response: reqwest::Response,
-    /// Bounds each read (not the whole body: that takes as long as its reader takes).
-    timeout: Duration,
-    /// The span of the call's request, entered while reading.
-    pub(crate) span: tracing::Span,
-}
-
-impl Body {
-    /// Reads the next chunk of the body into `cursor` (or tells it the body ended or broke).
-    pub(crate) async fn read_into(&mut self, cursor: &mut HuntCursor) {
-        let read = tokio::time::timeout(self.timeout, self.response.chunk())
-            .instrument(self.span.clone())
-            .await;
-        let error = match read {
-            Ok(Ok(Some(chunk))) => return cursor.feed(&chunk),
-            Ok(Ok(None)) => return cursor.eof(),
-            Ok(Err(e)) => map_err(e),
-            Err(_) => timed_out(self.timeout),
-        };
-        self.span.in_scope(|| {
-            tracing::debug!(kind = %error.kind, "streamed body broken");
-        });
-        cursor.broken(error);
-    }
-}
-
-fn closed(message: &str) -> TransportError {
-    TransportError::new(TransportErrorKind::Closed, message)
-}
-
-fn timed_out(timeout: Duration) -> TransportError {
-    TransportError::new(
-        TransportErrorKind::Timeout,
-        format!("no answer within {timeout:?}"),
-    )
-}
-
 fn no_provider() -> Error {
     Error::Auth(defender_core::ApiError {
         code: "NoTokenProvider".into(),
@@ -450,94 +353,4 @@ async fn sleep_until(t: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
-}
-
-/// One HTTP exchange: the request as the engine built it, the body read up to `max`;
-/// `timeout` bounds the whole exchange.
-pub(crate) async fn perform(
-    http: &reqwest::Client,
-    request: http::Request<Vec<u8>>,
-    timeout: Duration,
-    max: usize,
-) -> Result<http::Response<Vec<u8>>, TransportError> {
-    let mut req = to_reqwest(request)?;
-    *req.timeout_mut() = Some(timeout);
-    let resp = http.execute(req).await.map_err(map_err)?;
-    read_body(resp, max).await
-}
-
-/// A streamed hunt's exchange. A 2xx body is left unread: it takes as long as its
-/// reader takes over the rows, so `timeout` bounds the exchange up to the response head,
-/// then each read ([`Body`]). Any other body is read whole, up to `max`, within
-/// `timeout` from the head.
-async fn send_streamed(
-    http: &reqwest::Client,
-    request: http::Request<Vec<u8>>,
-    timeout: Duration,
-    max: usize,
-) -> Result<Head, TransportError> {
-    let req = to_reqwest(request)?;
-    let resp = tokio::time::timeout(timeout, http.execute(req))
-        .await
-        .map_err(|_| timed_out(timeout))?
-        .map_err(map_err)?;
-    if resp.status().is_success() {
-        return Ok(Head::Streamed(resp));
-    }
-    tokio::time::timeout(timeout, read_body(resp, max))
-        .await
-        .map_err(|_| timed_out(timeout))?
-        .map(Head::Whole)
-}
-
-fn to_reqwest(request: http::Request<Vec<u8>>) -> Result<reqwest::Request, TransportError> {
-    reqwest::Request::try_from(request)
-        .map_err(|e| TransportError::new(TransportErrorKind::Other, e.without_url().to_string()))
-}
-
-/// Reads a whole body, up to `max` bytes.
-async fn read_body(
-    mut resp: reqwest::Response,
-    max: usize,
-) -> Result<http::Response<Vec<u8>>, TransportError> {
-    let declared = resp.content_length().map(|n| n as usize);
-    if declared.is_some_and(|n| n > max) {
-        return Err(too_large(max));
-    }
-    let mut out = http::Response::builder()
-        .status(resp.status())
-        .version(resp.version());
-    if let Some(h) = out.headers_mut() {
-        *h = resp.headers().clone();
-    }
-    let mut body = Vec::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = resp.chunk().await.map_err(map_err)? {
-        if body.len() + chunk.len() > max {
-            return Err(too_large(max));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    out.body(body)
-        .map_err(|e| TransportError::new(TransportErrorKind::Other, e.to_string()))
-}
-
-fn too_large(max: usize) -> TransportError {
-    TransportError::new(
-        TransportErrorKind::BodyTooLarge,
-        format!("the response body exceeds {max} bytes"),
-    )
-}
-
-fn map_err(e: reqwest::Error) -> TransportError {
-    let kind = if e.is_timeout() {
-        TransportErrorKind::Timeout
-    } else if e.is_connect() {
-        TransportErrorKind::Connect
-    } else if e.is_body() || e.is_decode() || e.is_request() {
-        TransportErrorKind::Closed
-    } else {
-        TransportErrorKind::Other
-    };
-    // The URL holds no secret (tokens travel in a header), but keep messages short.
-    TransportError::new(kind, e.without_url().to_string())
 }

@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 mod driver;
+mod http;
 mod range;
 mod shared;
 mod stream;
@@ -125,10 +126,7 @@ impl Client {
 
     /// Runs a hunting request.
     pub async fn hunt_request(&self, request: HuntRequest) -> Result<HuntResult, Error> {
-        match self.call(Call::Hunt(request)).await? {
-            Value::Hunt(r) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        self.call(Call::Hunt(request)).await?.into_hunt()
     }
 
     /// Runs a hunting query and hands its rows out while the body arrives: a [`Stream`]
@@ -217,14 +215,6 @@ impl Client {
     }
 }
 
-fn unexpected(v: Value) -> Error {
-    Error::Decode {
-        what: "response",
-        len: 0,
-        message: format!("unexpected value for this call: {v:?}"),
-    }
-}
-
 /// The incidents API of a [`Client`].
 #[derive(Debug, Clone, Copy)]
 pub struct Incidents<'a> {
@@ -235,26 +225,22 @@ impl<'a> Incidents<'a> {
     /// Every incident matching `query`, page after page, as a stream. An error ends the
     /// stream after the incidents already fetched were yielded.
     pub fn list(&self, query: IncidentQuery) -> impl Stream<Item = Result<Incident, Error>> + 'a {
-        paged(self.client, Call::ListIncidents(query), |v| match v {
-            Value::Incidents { page, next } => Ok((page.value, next)),
-            other => Err(unexpected(other)),
+        paged(self.client, Call::ListIncidents(query), |v| {
+            v.into_incidents().map(|(page, next)| (page.value, next))
         })
     }
 
     /// One page, and the call for the next one (for callers that page themselves).
     pub async fn page(&self, call: Call) -> Result<(IncidentPage, Option<Call>), Error> {
-        match self.client.call(call).await? {
-            Value::Incidents { page, next } => Ok((page, next)),
-            other => Err(unexpected(other)),
-        }
+        self.client.call(call).await?.into_incidents()
     }
 
     /// One incident; [`Error::NotFound`] when it does not exist.
     pub async fn get(&self, id: impl Into<IncidentId>) -> Result<Incident, Error> {
-        match self.client.call(Call::GetIncident(id.into())).await? {
-            Value::Incident(i) => Ok(*i),
-            other => Err(unexpected(other)),
-        }
+        self.client
+            .call(Call::GetIncident(id.into()))
+            .await?
+            .into_incident()
     }
 
     /// Updates one incident and returns it as the server now has it.
@@ -263,14 +249,10 @@ impl<'a> Incidents<'a> {
         id: impl Into<IncidentId>,
         update: IncidentUpdate,
     ) -> Result<Incident, Error> {
-        match self
-            .client
+        self.client
             .call(Call::UpdateIncident(id.into(), update))
             .await?
-        {
-            Value::Incident(i) => Ok(*i),
-            other => Err(unexpected(other)),
-        }
+            .into_incident()
     }
 }
 
@@ -312,26 +294,22 @@ impl<'a> Alerts<'a> {
     /// Every alert matching `query`, page after page, as a stream. An error ends the
     /// stream after the alerts already fetched were yielded.
     pub fn list(&self, query: AlertQuery) -> impl Stream<Item = Result<Alert, Error>> + 'a {
-        paged(self.client, Call::ListAlerts(query), |v| match v {
-            Value::Alerts { page, next } => Ok((page.value, next)),
-            other => Err(unexpected(other)),
+        paged(self.client, Call::ListAlerts(query), |v| {
+            v.into_alerts().map(|(page, next)| (page.value, next))
         })
     }
 
     /// One page, and the call for the next one (for callers that page themselves).
     pub async fn page(&self, call: Call) -> Result<(AlertPage, Option<Call>), Error> {
-        match self.client.call(call).await? {
-            Value::Alerts { page, next } => Ok((page, next)),
-            other => Err(unexpected(other)),
-        }
+        self.client.call(call).await?.into_alerts()
     }
 
     /// One alert; [`Error::NotFound`] when it does not exist.
     pub async fn get(&self, id: impl Into<AlertId>) -> Result<Alert, Error> {
-        match self.client.call(Call::GetAlert(id.into())).await? {
-            Value::Alert(a) => Ok(*a),
-            other => Err(unexpected(other)),
-        }
+        self.client
+            .call(Call::GetAlert(id.into()))
+            .await?
+            .into_alert()
     }
 
     /// Updates one alert and returns it as the server now has it. Like an incident
@@ -341,14 +319,10 @@ impl<'a> Alerts<'a> {
         id: impl Into<AlertId>,
         update: AlertUpdate,
     ) -> Result<Alert, Error> {
-        match self
-            .client
+        self.client
             .call(Call::UpdateAlert(id.into(), update))
             .await?
-        {
-            Value::Alert(a) => Ok(*a),
-            other => Err(unexpected(other)),
-        }
+            .into_alert()
     }
 }
 
@@ -479,10 +453,8 @@ fn default_http() -> Result<reqwest::Client, BuildError> {
         .https_only(false) // the engine refuses plain HTTP except to loopback
         .redirect(reqwest::redirect::Policy::none()) // a redirect must not carry the token elsewhere
         .build()
-        .map_err(|e| {
-            BuildError::Insecure(Error::InvalidRequest(format!(
-                "could not build the HTTP client: {e}"
-            )))
+        .map_err(|e| BuildError::HttpClient {
+            message: e.to_string(),
         })
 }
 

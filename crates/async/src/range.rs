@@ -136,14 +136,10 @@ impl RangeHunt {
                     if panics {
                         panic!("injected into the window's task");
                     }
-                    match client
+                    client
                         .call(Call::HuntWindow(HuntRequest::new(w.query)))
                         .await
-                    {
-                        Ok(Value::Hunt(r)) => Ok(r),
-                        Ok(other) => Err(crate::unexpected(other)),
-                        Err(e) => Err(e),
-                    }
+                        .and_then(Value::into_hunt)
                 });
                 self.running.push(Box::pin(WindowTask {
                     start: w.start,

@@ -22,7 +22,8 @@ use defender_core::hunting::{HuntRequest, HuntSummary};
 use defender_core::Error;
 use futures_util::stream::{FusedStream, Stream};
 
-use crate::driver::{Body, Caller, Drive, Shared};
+use crate::driver::{Caller, Drive, Shared};
+use crate::http::Body;
 
 /// A streamed hunt: a [`Stream`] of the schema, then every row, as the response body
 /// arrives. After an `Err` it ends; after it returned `None` on success,

@@ -29,9 +29,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use defender_core::dispatch::{Dispatcher, HuntCursor, Next, Wake, Work};
+use defender_core::dispatch::{Dispatcher, Next, Wake, Work};
 use defender_core::engine::{
     Admission, AdmitId, Call, CallId, Engine, GroupUsage, QuotaOp, SendId, StreamEnd, Transmit,
     Value,
@@ -39,6 +39,7 @@ use defender_core::engine::{
 use defender_core::token::AccessToken;
 use defender_core::{Error, TransportError, TransportErrorKind};
 
+use crate::http::{Body, Sent};
 use crate::{Progress, QuotaStore, TokenProvider};
 
 /// A thread's wake primitive, for the dispatcher.
@@ -141,14 +142,6 @@ enum Input {
     Token(Result<AccessToken, Error>),
 }
 
-/// What sending a request came to.
-enum Sent {
-    /// The whole answer.
-    Answer(Result<http::Response<Vec<u8>>, TransportError>),
-    /// A streamed hunt's 2xx head: the body is still to be read.
-    Body(Box<Body>),
-}
-
 /// A call this thread started ([`Shared::start`]) and drives.
 #[derive(Debug)]
 pub(crate) struct Caller {
@@ -162,47 +155,6 @@ pub(crate) enum Step {
     Done(Result<Value, Error>),
     /// A streamed hunt's body is arriving (only for [`Call::HuntStream`]).
     Body(Box<Body>),
-}
-
-/// Bytes read from a streamed body at a time. With one element of the document in the
-/// decoder, this is what a streamed hunt holds in memory however slow its reader.
-const CHUNK: usize = 64 * 1024;
-
-/// A streamed hunt's body, read a chunk at a time by the thread that takes its items,
-/// with no lock held: a slow reader slows the read, nothing piles up.
-pub(crate) struct Body {
-    pub(crate) send: SendId,
-    reader: ureq::BodyReader<'static>,
-    chunk: Box<[u8]>,
-    /// The span of the call's request, entered while reading.
-    pub(crate) span: tracing::Span,
-}
-
-impl Body {
-    /// Reads the next chunk of the body into `cursor` (or tells it the body ended or broke).
-    pub(crate) fn read_into(&mut self, cursor: &mut HuntCursor) {
-        let _enter = self.span.enter();
-        loop {
-            match std::io::Read::read(&mut self.reader, &mut self.chunk) {
-                Ok(0) => return cursor.eof(),
-                Ok(n) => return cursor.feed(&self.chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let error = map_io(e);
-                    tracing::debug!(kind = %error.kind, "streamed body broken");
-                    return cursor.broken(error);
-                }
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for Body {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Body")
-            .field("send", &self.send)
-            .finish_non_exhaustive()
-    }
 }
 
 /// What a client is built with.
@@ -267,7 +219,9 @@ impl Shared {
                 item?;
             }
             let summary = run.run.take_summary();
-            return summary.map(Value::HuntStreamed).ok_or(Error::Cancelled);
+            return summary.map(Value::HuntStreamed).ok_or(Error::Internal {
+                message: "a streamed hunt ended without its summary".into(),
+            });
         }
         let caller = self.start(call)?;
         started(caller.id);
@@ -282,7 +236,9 @@ impl Shared {
                 outcome
             }
             // Only a streamed hunt's transmit streams.
-            Step::Body(_) => Err(Error::Cancelled),
+            Step::Body(_) => Err(Error::Internal {
+                message: "a call that does not stream got a streamed body".into(),
+            }),
         }
     }
 
@@ -402,40 +358,9 @@ impl Shared {
         }
     }
 
-    /// Sends one request, under the call's span. A streamed hunt's 2xx body is left to
-    /// be read ([`Sent::Body`]); every other body is read up to the size limit.
+    /// Sends one request ([`crate::http::exchange`]).
     fn transmit(&self, t: Transmit) -> Sent {
-        let group = t.group.map_or("token", |g| g.as_str());
-        let span = tracing::info_span!(
-            "defender.call",
-            group,
-            attempt = t.attempt,
-            status = tracing::field::Empty,
-            rows = tracing::field::Empty,
-        );
-        let enter = span.enter();
-        let result = send(&self.agent, t.request, t.timeout, t.stream).and_then(|resp| {
-            span.record("status", resp.status().as_u16());
-            if t.stream && resp.status().is_success() {
-                Ok(Err(resp))
-            } else {
-                read_body(resp, self.max_body).map(Ok)
-            }
-        });
-        if let Err(e) = &result {
-            tracing::debug!(kind = %e.kind, "transport error");
-        }
-        drop(enter);
-        match result {
-            Ok(Err(streamed)) => Sent::Body(Box::new(Body {
-                send: t.id,
-                reader: streamed.into_body().into_reader(),
-                chunk: vec![0; CHUNK].into_boxed_slice(),
-                span,
-            })),
-            Ok(Ok(resp)) => Sent::Answer(Ok(resp)),
-            Err(e) => Sent::Answer(Err(e)),
-        }
+        crate::http::exchange(&self.agent, t, self.max_body)
     }
 
     /// Performs work that belongs to no call. A panic in the caller's token provider or
@@ -553,172 +478,5 @@ impl Drop for CallGuard<'_> {
         if let Some(id) = self.id {
             self.shared.abandon(id);
         }
-    }
-}
-
-/// One HTTP exchange: the request as the engine built it, the body read up to `max`.
-pub fn perform(
-    agent: &ureq::Agent,
-    request: http::Request<Vec<u8>>,
-    timeout: Duration,
-    max: usize,
-) -> Result<http::Response<Vec<u8>>, TransportError> {
-    read_body(send(agent, request, timeout, false)?, max)
-}
-
-/// Sends a request and reads the response head. `timeout` bounds the whole exchange,
-/// except for a streamed body, which takes as long as its reader takes over the rows:
-/// there it bounds each phase up to the head, then each read.
-fn send(
-    agent: &ureq::Agent,
-    request: http::Request<Vec<u8>>,
-    timeout: Duration,
-    stream: bool,
-) -> Result<http::Response<ureq::Body>, TransportError> {
-    let config = agent.configure_request(request);
-    let config = if stream {
-        let t = Some(timeout);
-        config
-            .timeout_global(None)
-            .timeout_per_call(None)
-            .timeout_recv_body(None)
-            .timeout_resolve(t)
-            .timeout_connect(t)
-            .timeout_send_request(t)
-            .timeout_send_body(t)
-            .timeout_recv_response(t)
-            .timeout_per_read(t)
-    } else {
-        config.timeout_global(Some(timeout))
-    };
-    agent.run(config.build()).map_err(map_err)
-}
-
-/// Reads a whole body, up to `max` bytes.
-fn read_body(
-    mut resp: http::Response<ureq::Body>,
-    max: usize,
-) -> Result<http::Response<Vec<u8>>, TransportError> {
-    let declared = resp
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(too_large(max));
-    }
-    let bytes = resp
-        .body_mut()
-        .with_config()
-        .limit(max as u64)
-        .read_to_vec()
-        .map_err(|e| match e {
-            ureq::Error::BodyExceedsLimit(_) => too_large(max),
-            other => map_err(other),
-        })?;
-    let (parts, _) = resp.into_parts();
-    Ok(http::Response::from_parts(parts, bytes))
-}
-
-/// Resolves IP literals (the emulator, a local proxy) on the calling thread and hands
-/// names to ureq's own resolver. That one spawns a thread for every lookup when the
-/// request has a timeout, and ureq resolves before it looks for a pooled connection: on
-/// loopback that thread cost more than the rest of the exchange.
-#[derive(Debug, Default)]
-pub(crate) struct LiteralResolver(ureq::unversioned::resolver::DefaultResolver);
-
-impl ureq::unversioned::resolver::Resolver for LiteralResolver {
-    fn resolve(
-        &self,
-        uri: &http::Uri,
-        config: &ureq::config::Config,
-        timeout: ureq::unversioned::transport::NextTimeout,
-    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
-        if config.ip_family() == ureq::config::IpFamily::Any {
-            if let Some(addr) = ip_literal(uri) {
-                let mut addrs = self.empty();
-                addrs.push(addr);
-                return Ok(addrs);
-            }
-        }
-        self.0.resolve(uri, config, timeout)
-    }
-}
-
-/// The address of a URI whose host is an IP address.
-fn ip_literal(uri: &http::Uri) -> Option<std::net::SocketAddr> {
-    let host = uri.host()?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let ip: std::net::IpAddr = host.parse().ok()?;
-    let port = match (uri.port_u16(), uri.scheme_str()) {
-        (Some(port), _) => port,
-        (None, Some("https")) => 443,
-        (None, Some("http")) => 80,
-        _ => return None,
-    };
-    Some(std::net::SocketAddr::new(ip, port))
-}
-
-fn too_large(max: usize) -> TransportError {
-    TransportError::new(
-        TransportErrorKind::BodyTooLarge,
-        format!("the response body exceeds {max} bytes"),
-    )
-}
-
-fn map_err(e: ureq::Error) -> TransportError {
-    TransportError::new(error_kind(&e), e.to_string())
-}
-
-/// A failed read of a body: ureq's errors come wrapped in `io::Error`.
-fn map_io(e: std::io::Error) -> TransportError {
-    let kind = match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
-    {
-        Some(inner) => error_kind(inner),
-        None => match e.kind() {
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-                TransportErrorKind::Timeout
-            }
-            _ => TransportErrorKind::Closed,
-        },
-    };
-    TransportError::new(kind, e.to_string())
-}
-
-fn error_kind(e: &ureq::Error) -> TransportErrorKind {
-    match e {
-        ureq::Error::Timeout(_) => TransportErrorKind::Timeout,
-        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => TransportErrorKind::Connect,
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            TransportErrorKind::Connect
-        }
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-            TransportErrorKind::Timeout
-        }
-        ureq::Error::Io(_) | ureq::Error::Protocol(_) => TransportErrorKind::Closed,
-        ureq::Error::BodyExceedsLimit(_) => TransportErrorKind::BodyTooLarge,
-        _ => TransportErrorKind::Other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ip_literals_resolve_without_a_lookup() {
-        let at = |u: &str| ip_literal(&u.parse().unwrap());
-        assert_eq!(
-            at("http://127.0.0.1:8080/api"),
-            Some("127.0.0.1:8080".parse().unwrap())
-        );
-        assert_eq!(at("https://[::1]/x"), Some("[::1]:443".parse().unwrap()));
-        assert_eq!(at("http://10.0.0.1"), Some("10.0.0.1:80".parse().unwrap()));
-        assert_eq!(at("https://api.security.microsoft.com/api"), None);
-        assert_eq!(at("/relative"), None);
     }
 }

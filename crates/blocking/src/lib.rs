@@ -27,8 +27,8 @@
 
 #![forbid(unsafe_code)]
 
-#[doc(hidden)]
-pub mod driver;
+mod driver;
+mod http;
 mod range;
 mod store;
 mod stream;
@@ -116,10 +116,7 @@ impl Client {
 
     /// Runs a hunting request.
     pub fn hunt_request(&self, request: HuntRequest) -> Result<HuntResult, Error> {
-        match self.call(Call::Hunt(request))? {
-            Value::Hunt(r) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        self.call(Call::Hunt(request))?.into_hunt()
     }
 
     /// Runs a hunting query and hands its rows out while the body arrives: the schema
@@ -195,14 +192,6 @@ impl Client {
     }
 }
 
-fn unexpected(v: Value) -> Error {
-    Error::Decode {
-        what: "response",
-        len: 0,
-        message: format!("unexpected value for this call: {v:?}"),
-    }
-}
-
 /// The incidents API of a [`Client`].
 #[derive(Debug, Clone, Copy)]
 pub struct Incidents<'a> {
@@ -213,26 +202,21 @@ impl<'a> Incidents<'a> {
     /// Every incident matching `query`, fetched a page at a time as the iterator is
     /// consumed. An error ends the iteration after the incidents already fetched.
     pub fn list(&self, query: IncidentQuery) -> IncidentIter<'a> {
-        Pages::new(self.client, Call::ListIncidents(query), |v| match v {
-            Value::Incidents { page, next } => Ok((page.value, next)),
-            other => Err(unexpected(other)),
+        Pages::new(self.client, Call::ListIncidents(query), |v| {
+            v.into_incidents().map(|(page, next)| (page.value, next))
         })
     }
 
     /// One page, and the call for the next one (for callers that page themselves).
     pub fn page(&self, call: Call) -> Result<(IncidentPage, Option<Call>), Error> {
-        match self.client.call(call)? {
-            Value::Incidents { page, next } => Ok((page, next)),
-            other => Err(unexpected(other)),
-        }
+        self.client.call(call)?.into_incidents()
     }
 
     /// One incident; [`Error::NotFound`] when it does not exist.
     pub fn get(&self, id: impl Into<IncidentId>) -> Result<Incident, Error> {
-        match self.client.call(Call::GetIncident(id.into()))? {
-            Value::Incident(i) => Ok(*i),
-            other => Err(unexpected(other)),
-        }
+        self.client
+            .call(Call::GetIncident(id.into()))?
+            .into_incident()
     }
 
     /// Updates one incident and returns it as the server now has it.
@@ -241,10 +225,9 @@ impl<'a> Incidents<'a> {
         id: impl Into<IncidentId>,
         update: IncidentUpdate,
     ) -> Result<Incident, Error> {
-        match self.client.call(Call::UpdateIncident(id.into(), update))? {
-            Value::Incident(i) => Ok(*i),
-            other => Err(unexpected(other)),
-        }
+        self.client
+            .call(Call::UpdateIncident(id.into(), update))?
+            .into_incident()
     }
 }
 
@@ -316,35 +299,27 @@ impl<'a> Alerts<'a> {
     /// Every alert matching `query`, fetched a page at a time as the iterator is
     /// consumed. An error ends the iteration after the alerts already fetched.
     pub fn list(&self, query: AlertQuery) -> AlertIter<'a> {
-        Pages::new(self.client, Call::ListAlerts(query), |v| match v {
-            Value::Alerts { page, next } => Ok((page.value, next)),
-            other => Err(unexpected(other)),
+        Pages::new(self.client, Call::ListAlerts(query), |v| {
+            v.into_alerts().map(|(page, next)| (page.value, next))
         })
     }
 
     /// One page, and the call for the next one (for callers that page themselves).
     pub fn page(&self, call: Call) -> Result<(AlertPage, Option<Call>), Error> {
-        match self.client.call(call)? {
-            Value::Alerts { page, next } => Ok((page, next)),
-            other => Err(unexpected(other)),
-        }
+        self.client.call(call)?.into_alerts()
     }
 
     /// One alert; [`Error::NotFound`] when it does not exist.
     pub fn get(&self, id: impl Into<AlertId>) -> Result<Alert, Error> {
-        match self.client.call(Call::GetAlert(id.into()))? {
-            Value::Alert(a) => Ok(*a),
-            other => Err(unexpected(other)),
-        }
+        self.client.call(Call::GetAlert(id.into()))?.into_alert()
     }
 
     /// Updates one alert and returns it as the server now has it. Like an incident
     /// update, it is never resent blindly: see [`Error::OutcomeUnknown`].
     pub fn update(&self, id: impl Into<AlertId>, update: AlertUpdate) -> Result<Alert, Error> {
-        match self.client.call(Call::UpdateAlert(id.into(), update))? {
-            Value::Alert(a) => Ok(*a),
-            other => Err(unexpected(other)),
-        }
+        self.client
+            .call(Call::UpdateAlert(id.into(), update))?
+            .into_alert()
     }
 }
 
@@ -512,7 +487,7 @@ pub fn default_agent() -> ureq::Agent {
     ureq::Agent::with_parts(
         config,
         ureq::unversioned::transport::DefaultConnector::new(),
-        driver::LiteralResolver::default(),
+        http::LiteralResolver::default(),
     )
 }
 

@@ -13,7 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use defender_core::engine::{Call, CallId, Value};
+use defender_core::engine::{Call, CallId};
 use defender_core::hunting::{HuntRequest, HuntResult};
 use defender_core::range::{
     ClampWarning, RangeError, RangeOptions, RangePlan, RangeProgress, WindowRequest, WindowRows,
@@ -153,10 +153,7 @@ fn run_window(client: &Client, stop: &Stop, w: WindowRequest) -> Result<HuntResu
     if let Some(id) = id {
         stop.unregister(id);
     }
-    match value? {
-        Value::Hunt(r) => Ok(r),
-        other => Err(crate::unexpected(other)),
-    }
+    value?.into_hunt()
 }
 
 impl Iterator for RangeHunt {

@@ -13,7 +13,8 @@ use defender_core::engine::{Call, StreamEnd, StreamItem};
 use defender_core::hunting::{HuntRequest, HuntSummary};
 use defender_core::Error;
 
-use crate::driver::{Body, Caller, Shared, Step};
+use crate::driver::{Caller, Shared, Step};
+use crate::http::Body;
 use crate::Client;
 
 /// A streamed hunt: an iterator over the schema, then every row, as the response body

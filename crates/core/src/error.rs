@@ -352,6 +352,14 @@ pub enum Error {
         /// The panic's message, when it was a string.
         message: String,
     },
+    /// The engine ended a call with a value of another kind of call: a bug in this
+    /// library, never the server's doing (a body that does not decode is
+    /// [`Error::Decode`]).
+    #[error("a bug in defender-rs, please report it: {message}")]
+    Internal {
+        /// What was expected and what came.
+        message: String,
+    },
     /// The shared quota store could not decide whether the call may go (Redis
     /// unreachable, or it refused the script). Nothing was sent.
     #[error("the shared quota store could not admit the call: {message}")]

@@ -82,6 +82,13 @@ pub enum BuildError {
          provider supplies the tokens)"
     )]
     SharedQuotaScope,
+    /// The HTTP client could not be built (its TLS setup failed: no usable root
+    /// certificates or crypto provider on this machine).
+    #[error("the HTTP client could not be built: {message}")]
+    HttpClient {
+        /// The HTTP library's error.
+        message: String,
+    },
     /// The shared quota store could not be set up (its URL does not parse).
     #[error("the shared quota store could not be set up: {message}")]
     QuotaStore {

@@ -114,13 +114,11 @@ impl AccessToken {
     }
 
     /// When to fetch the next one: five minutes before expiry, or at 90% of a shorter
-    /// lifetime, so calls never go out with a token about to lapse.
+    /// lifetime, so calls never go out with a token about to lapse (every token timing
+    /// rule lives in `engine`'s token cache: see
+    /// [`TOKEN_REFRESH_AHEAD`](crate::engine::TOKEN_REFRESH_AHEAD)).
     pub fn refresh_at(&self) -> Instant {
-        let life = self.expires_at.saturating_duration_since(self.obtained_at);
-        let ahead = Duration::from_secs(300).min(life / 10);
-        self.expires_at
-            .checked_sub(ahead)
-            .unwrap_or(self.obtained_at)
+        crate::engine::token_refresh_at(self.obtained_at, self.expires_at)
     }
 
     /// Usable at `now` (not yet at its refresh time).

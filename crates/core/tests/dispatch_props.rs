@@ -187,8 +187,8 @@ impl Model {
         prop_assert!(steppable);
         match self.d.next(id, self.now) {
             Next::Send(t) => {
-                prop_assert_eq!(t.call, Some(id), "a transmit went to another owner");
-                let group = t.group.expect("a call's transmit has a group");
+                prop_assert_eq!(t.call(), Some(id), "a transmit went to another owner");
+                let group = t.group().expect("a call's transmit has a group");
                 *self.sent.entry(group).or_default() += 1;
                 self.owners[k].2 = Owner::Holding(Box::new(t));
             }
@@ -259,7 +259,10 @@ impl Model {
         };
         match work {
             Work::Send(t) => {
-                prop_assert!(t.call.is_none(), "a call's request went to the shared work");
+                prop_assert!(
+                    t.call().is_none(),
+                    "a call's request went to the shared work"
+                );
                 let body = br#"{"access_token":"tok","expires_in":3599}"#.to_vec();
                 self.d
                     .handle_response(t.id, Ok(http::Response::new(body)), self.now, UNIX_EPOCH);
@@ -288,7 +291,7 @@ impl Model {
                     else {
                         unreachable!()
                     };
-                    let group = t.group.expect("a call's transmit has a group");
+                    let group = t.group().expect("a call's transmit has a group");
                     self.owners[k].2 = Owner::InFlight(t.id, group, t.stream);
                 }
             }

@@ -83,7 +83,7 @@ impl Run {
             let out = self.engine.poll_output();
             self.debug.push(format!("{out:?}"));
             match out {
-                Output::Transmit(t) if t.group.is_none() => {
+                Output::Transmit(t) if t.group().is_none() => {
                     let body = format!(r#"{{"access_token":"{TOKEN}","expires_in":3599}}"#);
                     let r = http::Response::new(body.into_bytes());
                     self.engine.handle_response(t.id, r, self.now, WALL);

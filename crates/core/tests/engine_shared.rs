@@ -119,7 +119,7 @@ impl Harness {
     fn drain(&mut self) -> Result<Option<Instant>, TestCaseError> {
         for _ in 0..10_000 {
             match self.engine.poll_output() {
-                Output::Transmit(t) => match t.group {
+                Output::Transmit(t) => match t.group() {
                     None => {
                         let body = br#"{"access_token":"tok","expires_in":3599}"#.to_vec();
                         self.engine.handle_response(

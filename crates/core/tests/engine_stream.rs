@@ -52,7 +52,7 @@ fn new_engine(spec: &str, truncation: Truncation) -> (Engine, Instant) {
 fn next_transmit(engine: &mut Engine, now: Instant) -> Transmit {
     loop {
         match engine.poll_output() {
-            Output::Transmit(t) if t.call.is_none() => {
+            Output::Transmit(t) if t.call().is_none() => {
                 let body = br#"{"access_token":"tok","expires_in":3599}"#.to_vec();
                 engine.handle_response(t.id, http::Response::new(body), now, UNIX_EPOCH);
             }

@@ -202,7 +202,7 @@ proptest! {
             prop_assert!(step < 5_000, "the run did not end");
             match engine.poll_output() {
                 Output::Transmit(t) => {
-                    if t.group.is_none() {
+                    if t.group().is_none() {
                         let body = br#"{"access_token":"tok","expires_in":3599}"#.to_vec();
                         engine.handle_response(t.id, http::Response::new(body), now, server.wall(now));
                         continue;
@@ -338,7 +338,7 @@ fn the_policy_sees_whether_a_resend_is_safe() {
     let mut methods = Vec::new();
     for _ in 0..100 {
         match engine.poll_output() {
-            Output::Transmit(t) if t.group.is_none() => {
+            Output::Transmit(t) if t.group().is_none() => {
                 let body = br#"{"access_token":"tok","expires_in":3599}"#.to_vec();
                 engine.handle_response(t.id, http::Response::new(body), now, WALL);
             }

@@ -256,6 +256,8 @@ pub trait SimClient {
 #[derive(Debug)]
 pub struct EngineClient {
     engine: Engine,
+    /// The transmits handed out, by number (the simulator speaks in numbers).
+    sends: std::collections::HashMap<u64, SendId>,
     workload: Workload,
     store: Option<Rc<RefCell<ModelStore>>>,
     now: Instant,
@@ -309,6 +311,7 @@ impl EngineClient {
         let engine = Engine::new(config, Box::new(policy), now).expect("https endpoints"); // the global endpoints are https
         EngineClient {
             engine,
+            sends: std::collections::HashMap::new(),
             workload,
             store: None,
             now,
@@ -356,7 +359,7 @@ impl SimClient for EngineClient {
             }
         };
         self.now = self.now.max(now);
-        self.engine.submit(call, now).0
+        self.engine.submit(call, now).get()
     }
 
     fn handle_response(
@@ -367,8 +370,9 @@ impl SimClient for EngineClient {
         wall: SystemTime,
     ) {
         self.now = self.now.max(now);
-        self.engine
-            .handle_response(SendId(send), response, now, wall);
+        if let Some(send) = self.sends.remove(&send) {
+            self.engine.handle_response(send, response, now, wall);
+        }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -388,16 +392,19 @@ impl SimClient for EngineClient {
                     }
                     continue;
                 }
-                Output::Transmit(t) => ClientOutput::Send {
-                    id: t.id.0,
-                    token: t.call.is_none(),
-                },
+                Output::Transmit(t) => {
+                    self.sends.insert(t.id.get(), t.id);
+                    ClientOutput::Send {
+                        id: t.id.get(),
+                        token: t.call().is_none(),
+                    }
+                }
                 Output::Event(Event::Completed { id, .. }) => ClientOutput::Ended {
-                    call: id.0,
+                    call: id.get(),
                     ok: true,
                 },
                 Output::Event(Event::Failed { id, .. }) => ClientOutput::Ended {
-                    call: id.0,
+                    call: id.get(),
                     ok: false,
                 },
                 // The simulated clients use client credentials (no NeedToken) and

@@ -147,15 +147,7 @@ impl HuntCursor {
 
     /// The call ended (what the dispatcher's `Next::Done` gave).
     pub fn done(&mut self, outcome: Result<Value, Error>) {
-        self.end = Some(match outcome {
-            Ok(Value::HuntStreamed(summary)) => Ok(summary),
-            Ok(other) => Err(Error::Decode {
-                what: "streamed hunt",
-                len: 0,
-                message: format!("a streamed hunt ended with another call's value: {other:?}"),
-            }),
-            Err(e) => Err(e),
-        });
+        self.end = Some(outcome.and_then(Value::into_hunt_summary));
     }
 
     /// The call could not go on (a poisoned client): the stream ends with `error`.

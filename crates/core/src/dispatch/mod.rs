@@ -78,8 +78,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::engine::{
-    Admission, AdmitId, Call, CallId, Engine, Event, GroupUsage, Held, Output, QuotaOp, SendId,
-    StreamEnd, Transmit, Value, WaitReason,
+    Admission, AdmitId, Call, CallId, Engine, Event, GroupUsage, Held, Output, Purpose, QuotaOp,
+    SendId, StreamEnd, Transmit, Value, WaitReason,
 };
 use crate::error::{Error, TransportError};
 use crate::limits::ApiGroup;
@@ -413,9 +413,9 @@ impl<W: Wake> Dispatcher<W> {
     fn drain(&mut self, now: Instant) {
         loop {
             match self.engine.poll_output() {
-                Output::Transmit(t) => match t.call {
-                    None => self.work.push_back(Work::Send(Box::new(t))),
-                    Some(call) => match self.slots.get_mut(&call) {
+                Output::Transmit(t) => match t.purpose {
+                    Purpose::Token => self.work.push_back(Work::Send(Box::new(t))),
+                    Purpose::Call { id: call, .. } => match self.slots.get_mut(&call) {
                         Some(slot) => {
                             debug_assert!(slot.ready.is_none(), "one request per call at a time");
                             slot.ready = Some(t);

@@ -87,7 +87,7 @@ impl Config {
             max_server_wait: DEFAULT_MAX_SERVER_WAIT,
             runtime_exhausted_wait: Duration::from_secs(900),
             store_timeout: Duration::from_secs(10),
-            token_timeout: Duration::from_secs(30),
+            token_timeout: DEFAULT_TOKEN_TIMEOUT,
             clock_skew: Duration::from_secs(60),
         }
     }

@@ -101,7 +101,11 @@ pub use config::*;
 pub use protocol::*;
 use response::running_time;
 pub use streamer::*;
-use token::TokenState;
+pub(crate) use token::refresh_at as token_refresh_at;
+use token::TokenCache;
+pub use token::{
+    DEFAULT_TOKEN_TIMEOUT, TOKEN_REFRESH_AHEAD, TOKEN_RETRY_WHILE_USABLE, TOKEN_USE_MARGIN,
+};
 use update::UpdateStep;
 
 #[derive(Debug)]
@@ -126,8 +130,8 @@ struct CallState {
     phase: Phase,
     ticket: Option<Ticket>,
     reservation: Option<Reservation>,
-    /// With a shared store: its ticket, and whether it holds a running-time reservation.
-    store: Option<(StoreTicket, bool)>,
+    /// With a shared store: what it admitted the call with.
+    store: Option<StoreHold>,
     token_retried: bool,
     sent_at: Option<Instant>,
     announced_until: Option<Instant>,
@@ -143,6 +147,15 @@ struct CallState {
     patched: Option<Record>,
 }
 
+/// What a shared store admitted a call with.
+#[derive(Debug)]
+struct StoreHold {
+    /// The store's ticket, handed back in `Release` or `Complete`.
+    ticket: StoreTicket,
+    /// Whether it holds a running-time reservation (a hunt): its answer must `Complete`.
+    reserved: bool,
+}
+
 #[derive(Debug)]
 enum SendTarget {
     Token,
@@ -153,7 +166,7 @@ enum SendTarget {
         /// Its place in the call windows: given back when the request was never sent.
         ticket: Option<Ticket>,
         reservation: Option<Reservation>,
-        store: Option<(StoreTicket, bool)>,
+        store: Option<StoreHold>,
         sent_at: Instant,
     },
 }
@@ -171,7 +184,7 @@ pub struct Engine {
     /// The running times of the latest queries: a reservation is their maximum, so that
     /// queries in flight rarely overrun what they hold (the server charges on completion).
     recent_runtimes: VecDeque<Duration>,
-    token: TokenState,
+    token: TokenCache,
     calls: BTreeMap<CallId, CallState>,
     sends: HashMap<SendId, SendTarget>,
     outbox: VecDeque<Transmit>,
@@ -208,7 +221,7 @@ impl Engine {
             quotas,
             runtime,
             recent_runtimes: VecDeque::new(),
-            token: TokenState::default(),
+            token: TokenCache::default(),
             calls: BTreeMap::new(),
             sends: HashMap::new(),
             outbox: VecDeque::new(),
@@ -309,21 +322,10 @@ impl Engine {
         self.dirty = true;
         match self.sends.remove(&id) {
             None | Some(SendTarget::Call(_)) => {}
-            Some(SendTarget::Token) => {
-                self.token.fetching = false;
-                self.token.fetch_send = None;
-                let error = TransportError::new(
-                    TransportErrorKind::Other,
-                    "the token request was given up by the transport",
-                );
-                self.token_failed(
-                    Error::Transport {
-                        attempts: self.token.attempts,
-                        error,
-                    },
-                    Some(FailureKind::Token),
-                );
-            }
+            Some(SendTarget::Token) => self.token_transport_error(TransportError::new(
+                TransportErrorKind::Other,
+                "the token request was given up by the transport",
+            )),
             Some(SendTarget::Orphan {
                 group,
                 ticket,
@@ -342,7 +344,7 @@ impl Engine {
                     if let Some(r) = reservation {
                         self.runtime.cancel(r);
                     }
-                    if let Some((ticket, _)) = store {
+                    if let Some(StoreHold { ticket, .. }) = store {
                         self.quota_ops.push_back(QuotaOp::Release { group, ticket });
                     }
                 }
@@ -389,7 +391,7 @@ impl Engine {
                     let throttle = Throttle::parse(response.headers(), response.body(), wall_now);
                     self.apply_throttle(group, &throttle);
                 }
-                let held = reservation.is_some() || store.as_ref().is_some_and(|s| s.1);
+                let held = reservation.is_some() || store.as_ref().is_some_and(|s| s.reserved);
                 if held {
                     let actual = if response.status().is_success() {
                         let stats = HuntResponse::from_slice(response.body())
@@ -414,17 +416,7 @@ impl Engine {
             return;
         };
         match target {
-            SendTarget::Token => {
-                self.token.fetching = false;
-                self.token.fetch_send = None;
-                self.token_failed(
-                    Error::Transport {
-                        attempts: self.token.attempts,
-                        error,
-                    },
-                    Some(FailureKind::Token),
-                );
-            }
+            SendTarget::Token => self.token_transport_error(error),
             SendTarget::Orphan {
                 group,
                 reservation,
@@ -591,7 +583,7 @@ impl Engine {
             return Output::Quota(op);
         }
         if let Some(t) = self.outbox.pop_front() {
-            if let Some(call) = t.call.and_then(|c| self.calls.get_mut(&c)) {
+            if let Some(call) = t.call().and_then(|c| self.calls.get_mut(&c)) {
                 call.phase = Phase::InFlight(t.id);
             }
             return Output::Transmit(t);
@@ -665,7 +657,7 @@ impl Engine {
         if let Some(r) = state.reservation {
             self.runtime.cancel(r);
         }
-        if let Some((ticket, _)) = state.store {
+        if let Some(StoreHold { ticket, .. }) = state.store {
             self.quota_ops.push_back(QuotaOp::Release {
                 group: state.group,
                 ticket,
@@ -680,13 +672,17 @@ impl Engine {
         &mut self,
         group: ApiGroup,
         reservation: Option<Reservation>,
-        store: Option<(StoreTicket, bool)>,
+        store: Option<StoreHold>,
         running: Duration,
     ) {
         if let Some(r) = reservation {
             self.runtime.complete(r, running, self.now);
         }
-        if let Some((ticket, true)) = store {
+        if let Some(StoreHold {
+            ticket,
+            reserved: true,
+        }) = store
+        {
             self.quota_ops.push_back(QuotaOp::Complete {
                 group,
                 ticket,
@@ -747,7 +743,7 @@ impl Engine {
                         token.expose(),
                         None,
                         None,
-                        Some((ticket, reserved)),
+                        Some(StoreHold { ticket, reserved }),
                     ),
                     None => {
                         // The token lapsed while the store decided: give the slot back and
@@ -841,15 +837,7 @@ impl Engine {
             }
         }
         // A token provider that has not answered in time failed.
-        if self.token.fetch_deadline.is_some_and(|by| by <= now) {
-            self.token.fetching = false;
-            self.token.fetch_deadline = None;
-            let message = format!(
-                "the token provider did not answer within {} (token_timeout)",
-                format_duration(self.config.token_timeout)
-            );
-            self.token_failed(Error::TokenUnavailable { message }, None);
-        }
+        self.token_provider_overdue(now);
         // Deadlines of calls not yet sent.
         let expired: Vec<(CallId, Duration)> = self
             .calls
@@ -873,13 +861,7 @@ impl Engine {
             return;
         }
         // Tokens: fetch when none is usable, or ahead of expiry while calls are active.
-        let needs_fetch = match &self.token.current {
-            None => true,
-            Some(t) => !t.is_fresh(now),
-        };
-        if needs_fetch && !self.token.fetching && self.token.not_before.is_none_or(|t| t <= now) {
-            self.start_token_fetch();
-        }
+        self.fetch_token_if_needed();
         let Some(token) = self.usable_token().map(|t| t.token.clone()) else {
             return;
         };
@@ -974,7 +956,7 @@ impl Engine {
         token: &str,
         ticket: Option<Ticket>,
         reservation: Option<Reservation>,
-        store: Option<(StoreTicket, bool)>,
+        store: Option<StoreHold>,
     ) {
         let now = self.now;
         let Some(state) = self.calls.get(&id) else {
@@ -1010,8 +992,7 @@ impl Engine {
         self.sends.insert(send, SendTarget::Call(id));
         self.outbox.push_back(Transmit {
             id: send,
-            call: Some(id),
-            group: Some(group),
+            purpose: Purpose::Call { id, group },
             attempt,
             request,
             timeout,
@@ -1113,7 +1094,7 @@ impl Engine {
         for (_, _, by) in self.admitting.values() {
             offer(*by);
         }
-        if let Some(by) = self.token.fetch_deadline {
+        if let Some(by) = self.token.provider_deadline() {
             offer(by);
         }
         let mut any_queued = false;
@@ -1134,13 +1115,8 @@ impl Engine {
             }
         }
         if any_queued {
-            if let Some(nb) = self.token.not_before {
-                offer(nb);
-            }
-            if let Some(tok) = &self.token.current {
-                if !self.token.fetching {
-                    offer(tok.refresh_at());
-                }
+            if let Some(t) = self.token.timer() {
+                offer(t);
             }
             for q in self.quotas.values() {
                 if let Some(b) = q.blocked_until() {

@@ -86,13 +86,98 @@ pub enum Value {
     HuntStreamed(HuntSummary),
 }
 
-/// A call's handle.
+/// The typed result of each kind of call: `client.call(c)?.into_incident()`. A value of
+/// another kind is [`Error::Internal`] (a bug), never mistaken for a decoding error.
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Hunt(_) => "a hunting result",
+            Value::Incidents { .. } => "a page of incidents",
+            Value::Incident(_) => "an incident",
+            Value::Alerts { .. } => "a page of alerts",
+            Value::Alert(_) => "an alert",
+            Value::HuntStreamed(_) => "a streamed hunt's summary",
+        }
+    }
+
+    fn not(self, wanted: &str) -> Error {
+        Error::Internal {
+            message: format!("the call wanted {wanted} and ended with {}", self.kind()),
+        }
+    }
+
+    /// The result of [`Call::Hunt`] or [`Call::HuntWindow`].
+    pub fn into_hunt(self) -> Result<HuntResult, Error> {
+        match self {
+            Value::Hunt(r) => Ok(r),
+            other => Err(other.not("a hunting result")),
+        }
+    }
+
+    /// The summary of [`Call::HuntStream`].
+    pub fn into_hunt_summary(self) -> Result<HuntSummary, Error> {
+        match self {
+            Value::HuntStreamed(s) => Ok(s),
+            other => Err(other.not("a streamed hunt's summary")),
+        }
+    }
+
+    /// The page of [`Call::ListIncidents`] or [`Call::NextIncidents`], and the next
+    /// page's call.
+    pub fn into_incidents(self) -> Result<(IncidentPage, Option<Call>), Error> {
+        match self {
+            Value::Incidents { page, next } => Ok((page, next)),
+            other => Err(other.not("a page of incidents")),
+        }
+    }
+
+    /// The incident of [`Call::GetIncident`] or [`Call::UpdateIncident`].
+    pub fn into_incident(self) -> Result<Incident, Error> {
+        match self {
+            Value::Incident(i) => Ok(*i),
+            other => Err(other.not("an incident")),
+        }
+    }
+
+    /// The page of [`Call::ListAlerts`] or [`Call::NextAlerts`], and the next page's call.
+    pub fn into_alerts(self) -> Result<(AlertPage, Option<Call>), Error> {
+        match self {
+            Value::Alerts { page, next } => Ok((page, next)),
+            other => Err(other.not("a page of alerts")),
+        }
+    }
+
+    /// The alert of [`Call::GetAlert`] or [`Call::UpdateAlert`].
+    pub fn into_alert(self) -> Result<Alert, Error> {
+        match self {
+            Value::Alert(a) => Ok(*a),
+            other => Err(other.not("an alert")),
+        }
+    }
+}
+
+/// A call's handle. Only the engine makes them ([`Engine::submit`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallId(pub u64);
+pub struct CallId(pub(crate) u64);
 
 /// A transmission's handle; answer it with `handle_response` or `handle_transport_error`.
+/// Only the engine makes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SendId(pub u64);
+pub struct SendId(pub(crate) u64);
+
+impl CallId {
+    /// The number (for logs and maps; calls are numbered from 1 in submission order).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl SendId {
+    /// The number (for logs and maps).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
 
 /// A request for the transport to perform. Its `Debug` shows the method, the URL, the
 /// header names and the body's length: never a header's value or the body (a bearer
@@ -100,10 +185,8 @@ pub struct SendId(pub u64);
 pub struct Transmit {
     /// Answer with this id.
     pub id: SendId,
-    /// The call it serves; `None` for a token request.
-    pub call: Option<CallId>,
-    /// The API group, `None` for a token request.
-    pub group: Option<ApiGroup>,
+    /// What it is for: a token, or a call of a group.
+    pub purpose: Purpose,
     /// Which attempt of the call this is (1 for the first).
     pub attempt: u32,
     /// The request. Its `Authorization` header holds a secret: never log it.
@@ -116,6 +199,51 @@ pub struct Transmit {
     pub stream: bool,
 }
 
+/// What a [`Transmit`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A token request: no call owns it (whoever is free performs it).
+    Token,
+    /// A request of a call, counted against its group's quota.
+    Call {
+        /// The call.
+        id: CallId,
+        /// Its API group.
+        group: ApiGroup,
+    },
+}
+
+impl Transmit {
+    /// The call it serves; `None` for a token request.
+    pub fn call(&self) -> Option<CallId> {
+        match self.purpose {
+            Purpose::Token => None,
+            Purpose::Call { id, .. } => Some(id),
+        }
+    }
+
+    /// The API group of the call it serves; `None` for a token request.
+    pub fn group(&self) -> Option<ApiGroup> {
+        match self.purpose {
+            Purpose::Token => None,
+            Purpose::Call { group, .. } => Some(group),
+        }
+    }
+
+    /// The span a transport performs it in: `defender.call` with its group (`token` for a
+    /// token request) and attempt, and empty `status` and `rows` for the transport to
+    /// record. Never a header (the token is one) or the body (a secret may be).
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "defender.call",
+            group = self.group().map_or("token", |g| g.as_str()),
+            attempt = self.attempt,
+            status = tracing::field::Empty,
+            rows = tracing::field::Empty,
+        )
+    }
+}
+
 impl std::fmt::Debug for Transmit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let headers: Vec<&str> = self
@@ -126,8 +254,7 @@ impl std::fmt::Debug for Transmit {
             .collect();
         f.debug_struct("Transmit")
             .field("id", &self.id)
-            .field("call", &self.call)
-            .field("group", &self.group)
+            .field("purpose", &self.purpose)
             .field("attempt", &self.attempt)
             .field("method", self.request.method())
             .field("uri", self.request.uri())
@@ -186,9 +313,10 @@ pub enum Held {
     Body,
 }
 
-/// An admission's handle: answer it with [`Engine::handle_admission`].
+/// An admission's handle: answer it with [`Engine::handle_admission`]. Only the engine
+/// makes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AdmitId(pub u64);
+pub struct AdmitId(pub(crate) u64);
 
 /// What a shared store gave for an admitted call (its ticket), kept by the engine and
 /// handed back in [`QuotaOp::Release`] or [`QuotaOp::Complete`]. Opaque to the engine.

@@ -77,7 +77,7 @@ impl Engine {
             }
             401 if !state.token_retried => {
                 // The token may have been revoked or expired early: fetch a new one, once.
-                self.token.current = None;
+                self.token.forget();
                 state.token_retried = true;
                 state.phase = Phase::Queued;
                 state.queued_since = self.now;
