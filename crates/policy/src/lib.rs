@@ -209,10 +209,8 @@ impl Policy for StandardPolicy {
     }
 
     fn request_timeout(&self, group: ApiGroup) -> Duration {
-        self.request_timeout.unwrap_or(match group {
-            ApiGroup::Hunting => Duration::from_secs(240),
-            _ => Duration::from_secs(60),
-        })
+        self.request_timeout
+            .unwrap_or_else(|| defender_core::policy::default_request_timeout(group))
     }
 
     fn truncation(&self) -> Truncation {
