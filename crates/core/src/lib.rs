@@ -49,6 +49,7 @@ pub mod runtime;
 pub mod settings;
 pub mod stream;
 pub mod surface;
+pub mod sync;
 pub mod throttle;
 pub mod timefmt;
 pub mod token;
