@@ -67,6 +67,11 @@ pub use defender_core::range::{RangeError, RangeOptions, RangeProgress, Split, W
 use defender_core::settings::{BuildError, Settings};
 use defender_core::token::{AccessToken, Secret};
 pub use defender_core::Error;
+/// Incremental sync: its state, options and batches.
+pub mod sync {
+    pub use defender_core::sync::{StateError, SyncBatch, SyncOptions, SyncState};
+}
+use defender_core::sync::{SyncBatch, SyncOptions, SyncRun, SyncState, SyncStep};
 use defender_core::{Limits, Surface};
 use defender_policy::StandardPolicy;
 
@@ -215,6 +220,35 @@ impl Client {
     }
 }
 
+/// A sync run ([`Incidents::sync`]).
+#[derive(Debug)]
+pub struct IncidentSync<'a> {
+    client: &'a Client,
+    run: SyncRun,
+}
+
+impl IncidentSync<'_> {
+    /// The next batch; `None` when everything up to the run's start (less the lag) was
+    /// handed out. An error ends the run; the batches before it stand.
+    pub async fn next_batch(&mut self) -> Option<Result<SyncBatch, Error>> {
+        loop {
+            match self.run.poll() {
+                SyncStep::Batch(batch) => return Some(Ok(batch)),
+                SyncStep::Done => return None,
+                SyncStep::Call(call) => {
+                    let handled = match self.client.call(call).await {
+                        Ok(value) => self.run.handle(value),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = handled {
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The incidents API of a [`Client`].
 #[derive(Debug, Clone, Copy)]
 pub struct Incidents<'a> {
@@ -233,6 +267,39 @@ impl<'a> Incidents<'a> {
     /// One page, and the call for the next one (for callers that page themselves).
     pub async fn page(&self, call: Call) -> Result<(IncidentPage, Option<Call>), Error> {
         self.client.call(call).await?.into_incidents()
+    }
+
+    /// A sync run from `state`'s checkpoint: batches of the incidents created or updated
+    /// since, that paging cannot skip (see [`defender_core::sync`]). Write each batch's
+    /// incidents, flush them, then save its checkpoint: a crash repeats at most that
+    /// batch, never loses one.
+    ///
+    /// ```no_run
+    /// # async fn run(client: defender_async::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use defender_async::sync::{SyncOptions, SyncState};
+    /// let mut state = SyncState::new(client.surface(), None, None);
+    /// let mut run = client.incidents().sync(&state, SyncOptions::default())?;
+    /// while let Some(batch) = run.next_batch().await {
+    ///     let batch = batch?;
+    ///     for incident in &batch.incidents {
+    ///         println!("{}", serde_json::to_string(incident)?);
+    ///     }
+    ///     state.advance(batch.checkpoint); // then write `state.to_json()` atomically
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn sync(&self, state: &SyncState, options: SyncOptions) -> Result<IncidentSync<'a>, Error> {
+        let run = SyncRun::start(
+            state,
+            &options,
+            self.client.surface(),
+            std::time::SystemTime::now(),
+        )
+        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        Ok(IncidentSync {
+            client: self.client,
+            run,
+        })
     }
 
     /// One incident; [`Error::NotFound`] when it does not exist.

@@ -151,8 +151,8 @@ pub(crate) struct Caller {
 
 /// Where driving a call stopped.
 pub(crate) enum Step {
-    /// The call ended.
-    Done(Result<Value, Error>),
+    /// The call ended (boxed: it is large).
+    Done(Box<Result<Value, Error>>),
     /// A streamed hunt's body is arriving (only for [`Call::HuntStream`]).
     Body(Box<Body>),
 }
@@ -233,7 +233,7 @@ impl Shared {
         match self.drive(&caller)? {
             Step::Done(outcome) => {
                 guard.id = None;
-                outcome
+                *outcome
             }
             // Only a streamed hunt's transmit streams.
             Step::Body(_) => Err(Error::Internal {
@@ -269,7 +269,7 @@ impl Shared {
                         st = self.perform_one(st)?;
                     }
                     st.flush();
-                    return Ok(Step::Done(outcome));
+                    return Ok(Step::Done(Box::new(outcome)));
                 }
                 Next::Send(t) => {
                     // Work must not wait behind this exchange: a parked thread takes it.

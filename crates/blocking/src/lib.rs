@@ -57,6 +57,11 @@ pub use defender_core::range::{RangeError, RangeOptions, RangeProgress, Split, W
 use defender_core::settings::{BuildError, Settings};
 use defender_core::token::Secret;
 pub use defender_core::Error;
+/// Incremental sync: its state, options and batches.
+pub mod sync {
+    pub use defender_core::sync::{StateError, SyncBatch, SyncOptions, SyncState};
+}
+use defender_core::sync::{SyncBatch, SyncOptions, SyncRun, SyncState, SyncStep};
 use defender_core::{Limits, Surface};
 use defender_policy::StandardPolicy;
 
@@ -192,6 +197,41 @@ impl Client {
     }
 }
 
+/// A sync run ([`Incidents::sync`]): an iterator of batches. An error ends it; the
+/// batches before it stand.
+#[derive(Debug)]
+pub struct IncidentSync<'a> {
+    client: &'a Client,
+    run: SyncRun,
+    failed: bool,
+}
+
+impl Iterator for IncidentSync<'_> {
+    type Item = Result<SyncBatch, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            match self.run.poll() {
+                SyncStep::Batch(batch) => return Some(Ok(batch)),
+                SyncStep::Done => return None,
+                SyncStep::Call(call) => {
+                    let handled = self
+                        .client
+                        .call(call)
+                        .and_then(|value| self.run.handle(value));
+                    if let Err(e) = handled {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The incidents API of a [`Client`].
 #[derive(Debug, Clone, Copy)]
 pub struct Incidents<'a> {
@@ -210,6 +250,39 @@ impl<'a> Incidents<'a> {
     /// One page, and the call for the next one (for callers that page themselves).
     pub fn page(&self, call: Call) -> Result<(IncidentPage, Option<Call>), Error> {
         self.client.call(call)?.into_incidents()
+    }
+
+    /// A sync run from `state`'s checkpoint: an iterator of batches of the incidents
+    /// created or updated since, that paging cannot skip (see [`defender_core::sync`]).
+    /// Write each batch's incidents, flush them, then save its checkpoint: a crash
+    /// repeats at most that batch, never loses one.
+    ///
+    /// ```no_run
+    /// # fn run(client: defender_blocking::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use defender_blocking::sync::{SyncOptions, SyncState};
+    /// let mut state = SyncState::new(client.surface(), None, None);
+    /// for batch in client.incidents().sync(&state, SyncOptions::default())? {
+    ///     let batch = batch?;
+    ///     for incident in &batch.incidents {
+    ///         println!("{}", serde_json::to_string(incident)?);
+    ///     }
+    ///     state.advance(batch.checkpoint); // then write `state.to_json()` atomically
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn sync(&self, state: &SyncState, options: SyncOptions) -> Result<IncidentSync<'a>, Error> {
+        let run = SyncRun::start(
+            state,
+            &options,
+            self.client.surface(),
+            std::time::SystemTime::now(),
+        )
+        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        Ok(IncidentSync {
+            client: self.client,
+            run,
+            failed: false,
+        })
     }
 
     /// One incident; [`Error::NotFound`] when it does not exist.

@@ -161,7 +161,7 @@ impl Run {
                     }
                     Some(Ok(Step::Done(outcome))) => {
                         self.caller = None;
-                        self.cursor.done(outcome);
+                        self.cursor.done(*outcome);
                     }
                     // The client is unusable (poisoned): abandoning wakes the other callers.
                     Some(Err(e)) => {

@@ -324,6 +324,10 @@ pub struct IncidentPage {
     /// Fields nobody documented (`@odata.context`, ...).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// The server's clock when it answered (its `Date` header), not part of the body:
+    /// a sync bounds its windows by it rather than by the local clock.
+    #[serde(skip)]
+    pub server_date: Option<std::time::SystemTime>,
 }
 
 /// An incident's status.

@@ -43,7 +43,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::incidents::{FilterField, FilterOp, IncidentFilter, IncidentQuery};
+use crate::engine::{Call, Value};
+use crate::error::Error;
+use crate::incidents::{FilterField, FilterOp, Incident, IncidentFilter, IncidentQuery};
 use crate::surface::Surface;
 use crate::timefmt::{format_rfc3339, parse_rfc3339};
 
@@ -203,6 +205,20 @@ impl SyncPlan {
         }
     }
 
+    /// The windows end at `upper` at the latest (the server's clock turned out to be
+    /// behind the one the plan was made with). Whether the next window changed (a page
+    /// listed for it is then dropped).
+    pub fn clip(&mut self, upper: SystemTime) -> bool {
+        let before = self.next_window();
+        self.pending.retain(|w| w.from < upper);
+        for w in &mut self.pending {
+            if w.to > upper {
+                w.to = upper;
+            }
+        }
+        self.next_window() != before
+    }
+
     /// Every incident updated before this was delivered.
     pub fn checkpoint(&self) -> SystemTime {
         self.checkpoint
@@ -216,6 +232,193 @@ impl SyncPlan {
     /// Windows too narrow to split that did not fit a page (followed by paging).
     pub fn unsplittable_windows(&self) -> u32 {
         self.unsplittable
+    }
+}
+
+/// Incidents of a sync run to hand out; once they are written and flushed, save
+/// `checkpoint` ([`SyncState::advance`]). A crash before that repeats this batch, never
+/// loses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncBatch {
+    /// The incidents, as the API sent them (unknown fields kept).
+    pub incidents: Vec<Incident>,
+    /// Every incident updated before this has now been handed out.
+    pub checkpoint: SystemTime,
+}
+
+/// What a sync run needs next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncStep {
+    /// Make this call and give its value to [`SyncRun::handle`].
+    Call(Call),
+    /// Hand these out, then save the checkpoint.
+    Batch(SyncBatch),
+    /// The run is over: everything up to its start (less the lag) was handed out.
+    Done,
+}
+
+/// The default settle lag: windows end this long before the run's start, so that a
+/// change the service stamped just before is visible when its window is listed.
+pub const DEFAULT_LAG: Duration = Duration::from_secs(5);
+
+/// How far back a first run starts by default: the 30 days the service keeps.
+pub const DEFAULT_SINCE: Duration = Duration::from_secs(30 * 86_400);
+
+/// How a sync run is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncOptions {
+    /// Where a first run starts (default: [`DEFAULT_SINCE`] before now).
+    pub since: Option<SystemTime>,
+    /// The settle lag ([`DEFAULT_LAG`]).
+    pub lag: Duration,
+}
+
+impl Default for SyncOptions {
+    fn default() -> SyncOptions {
+        SyncOptions {
+            since: None,
+            lag: DEFAULT_LAG,
+        }
+    }
+}
+
+/// One run of an incident sync, sans IO: [`SyncRun::poll`] says which call to make,
+/// [`SyncRun::handle`] takes its value, and batches come out in time order. Both clients
+/// drive it the same way (`incidents().sync(...)`).
+#[derive(Debug, Clone)]
+pub struct SyncRun {
+    plan: SyncPlan,
+    lag: Duration,
+    /// The call made and not yet answered: the window it lists, and for an unsplittable
+    /// window being paged the incidents of its pages so far.
+    listing: Option<(Window, Option<Vec<Incident>>)>,
+    /// The next page of an unsplittable window.
+    next_page: Option<Call>,
+    ready: Option<SyncBatch>,
+    /// Whether the server's clock was seen (the first answer's `Date`).
+    clock_checked: bool,
+}
+
+impl SyncRun {
+    /// A run from `state`'s checkpoint (or `since` on a first run) up to `now` (the local
+    /// clock: the first answer's `Date` header lowers it when the server's clock is
+    /// behind) less `lag`, listed `page_size` incidents at a time.
+    pub fn new(
+        state: &SyncState,
+        since: SystemTime,
+        now: SystemTime,
+        lag: Duration,
+        page_size: u32,
+    ) -> Result<SyncRun, StateError> {
+        let checkpoint = state.checkpoint_time()?;
+        Ok(SyncRun {
+            plan: SyncPlan::new(checkpoint, since, now, lag, page_size),
+            lag,
+            listing: None,
+            next_page: None,
+            ready: None,
+            clock_checked: false,
+        })
+    }
+
+    /// A run on `surface` (its largest page) with `options`, from the local clock `now`.
+    pub fn start(
+        state: &SyncState,
+        options: &SyncOptions,
+        surface: Surface,
+        now: SystemTime,
+    ) -> Result<SyncRun, StateError> {
+        let since = options
+            .since
+            .unwrap_or_else(|| now.checked_sub(DEFAULT_SINCE).unwrap_or(UNIX_EPOCH));
+        let top = crate::incidents::max_top(surface);
+        SyncRun::new(state, since, now, options.lag, top)
+    }
+
+    /// What to do next.
+    pub fn poll(&mut self) -> SyncStep {
+        if let Some(batch) = self.ready.take() {
+            return SyncStep::Batch(batch);
+        }
+        if let Some(call) = self.next_page.take() {
+            // `listing` keeps the window and its pages so far.
+            return SyncStep::Call(call);
+        }
+        match self.plan.next_window() {
+            Some(w) => {
+                self.listing = Some((w, None));
+                SyncStep::Call(Call::ListIncidents(w.query(self.plan.page_size())))
+            }
+            None => SyncStep::Done,
+        }
+    }
+
+    /// The value of the call [`SyncRun::poll`] asked for.
+    pub fn handle(&mut self, value: Value) -> Result<(), Error> {
+        let (page, next) = value.into_incidents()?;
+        let Some((window, paged)) = self.listing.take() else {
+            return Ok(());
+        };
+        if !self.clock_checked {
+            self.clock_checked = true;
+            if let Some(date) = page.server_date {
+                if self
+                    .plan
+                    .clip(date.checked_sub(self.lag).unwrap_or(UNIX_EPOCH))
+                {
+                    // The window listed reached past the server's clock: list again.
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(mut so_far) = paged {
+            // A later page of an unsplittable window.
+            so_far.extend(page.value);
+            return self.paged(window, so_far, next);
+        }
+        match self
+            .plan
+            .handle_page(window, page.value.len(), next.is_some())
+        {
+            Verdict::Split => {}
+            Verdict::Deliver { checkpoint } => {
+                self.ready = Some(SyncBatch {
+                    incidents: page.value,
+                    checkpoint,
+                });
+            }
+            Verdict::Page => return self.paged(window, page.value, next),
+        }
+        Ok(())
+    }
+
+    /// An unsplittable window's pages: follow them, then deliver them all.
+    fn paged(
+        &mut self,
+        window: Window,
+        so_far: Vec<Incident>,
+        next: Option<Call>,
+    ) -> Result<(), Error> {
+        match next {
+            Some(call) => {
+                self.listing = Some((window, Some(so_far)));
+                self.next_page = Some(call);
+            }
+            None => {
+                let checkpoint = self.plan.window_paged(window);
+                self.ready = Some(SyncBatch {
+                    incidents: so_far,
+                    checkpoint,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Windows that had to be paged (more incidents changed in one tick than a page
+    /// holds): for a report.
+    pub fn unsplittable_windows(&self) -> u32 {
+        self.plan.unsplittable_windows()
     }
 }
 
@@ -427,5 +630,68 @@ mod tests {
             SyncState::from_json(bad),
             Err(StateError::Checkpoint(_))
         ));
+    }
+
+    fn page(ids: &[u64], next: bool, date: Option<SystemTime>) -> Value {
+        let mut page: crate::incidents::IncidentPage = serde_json::from_value(serde_json::json!({
+            "value": ids.iter().map(|i| serde_json::json!({"incidentId": i})).collect::<Vec<_>>()
+        }))
+        .unwrap();
+        page.server_date = date;
+        let next = next.then(|| {
+            Call::NextIncidents("https://api.security.microsoft.com/api/incidents?$skip=2".into())
+        });
+        Value::Incidents { page, next }
+    }
+
+    #[test]
+    fn a_run_splits_pages_and_follows_an_unsplittable_window() {
+        let state = SyncState::new(Surface::DefenderXdr, None, None);
+        let mut run = SyncRun::new(&state, t(0), t(0) + TICK * 3, Duration::ZERO, 2).unwrap();
+        // [0, 3 ticks) is full: split into [0, 1) and [1, 3).
+        assert!(matches!(run.poll(), SyncStep::Call(Call::ListIncidents(_))));
+        run.handle(page(&[1, 2], true, None)).unwrap();
+        assert!(matches!(run.poll(), SyncStep::Call(Call::ListIncidents(_))));
+        // [0, 1 tick) is full and cannot be split: its pages are followed.
+        run.handle(page(&[1, 2], true, None)).unwrap();
+        assert!(matches!(run.poll(), SyncStep::Call(Call::NextIncidents(_))));
+        run.handle(page(&[3], false, None)).unwrap();
+        let SyncStep::Batch(b) = run.poll() else {
+            panic!()
+        };
+        assert_eq!(b.incidents.len(), 3);
+        assert_eq!(b.checkpoint, t(0) + TICK);
+        assert_eq!(run.unsplittable_windows(), 1);
+        assert!(matches!(run.poll(), SyncStep::Call(Call::ListIncidents(_))));
+        run.handle(page(&[4], false, None)).unwrap();
+        let SyncStep::Batch(b) = run.poll() else {
+            panic!()
+        };
+        assert_eq!((b.incidents.len(), b.checkpoint), (1, t(0) + TICK * 3));
+        assert_eq!(run.poll(), SyncStep::Done);
+    }
+
+    #[test]
+    fn a_server_clock_behind_ours_lowers_the_run_and_the_page_is_listed_again() {
+        let state = SyncState::new(Surface::DefenderXdr, None, None);
+        let lag = Duration::from_secs(5);
+        let mut run = SyncRun::new(&state, t(0), t(100), lag, 50).unwrap();
+        let SyncStep::Call(Call::ListIncidents(q)) = run.poll() else {
+            panic!()
+        };
+        assert!(q
+            .filter
+            .render(Surface::DefenderXdr)
+            .unwrap()
+            .contains("lastUpdateTime lt"));
+        // The server says it is 60 s earlier than we thought: the window shrinks.
+        run.handle(page(&[1], false, Some(t(40)))).unwrap();
+        assert!(matches!(run.poll(), SyncStep::Call(Call::ListIncidents(_))));
+        run.handle(page(&[1], false, Some(t(41)))).unwrap();
+        let SyncStep::Batch(b) = run.poll() else {
+            panic!()
+        };
+        assert_eq!(b.checkpoint, t(35));
+        assert_eq!(run.poll(), SyncStep::Done);
     }
 }

@@ -29,6 +29,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn sync_hands_out_each_change_once() {
+                conformance::sync_hands_out_each_change_once::<$driver>();
+            }
+
+            #[test]
             fn every_alert_call_on_every_surface() {
                 conformance::every_alert_call_on_every_surface::<$driver>();
             }

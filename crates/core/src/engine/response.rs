@@ -34,7 +34,18 @@ impl Engine {
                     }
                 }
             } else {
+                let date = response
+                    .headers()
+                    .get(http::header::DATE)
+                    .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
                 self.decode_success(&mut state, body, elapsed_call)
+                    .map(|v| match v {
+                        Value::Incidents { mut page, next } => {
+                            page.server_date = date;
+                            Value::Incidents { page, next }
+                        }
+                        other => other,
+                    })
             };
             match result {
                 Ok(value) => self.complete(call_id, value),
