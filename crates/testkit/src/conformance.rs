@@ -1633,7 +1633,7 @@ pub fn sync_hands_out_each_change_once<D: Driver>() {
             since: Some(std::time::UNIX_EPOCH),
             lag: Duration::ZERO,
         };
-        let mut run = |state: &mut SyncState| -> Vec<String> {
+        let run = |state: &mut SyncState| -> Vec<String> {
             let batches = d.sync(state, options).expect("the sync runs");
             let mut ids = Vec::new();
             for b in batches {
