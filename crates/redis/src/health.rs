@@ -44,19 +44,19 @@ pub(crate) fn is_outage(e: &RedisError) -> bool {
     // An untrusted certificate comes as an IO error, but waiting will not fix it.
     !crate::connection::is_certificate_error(e)
         && (e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || matches!(
-            e.kind(),
-            ErrorKind::Server(
-                ServerErrorKind::BusyLoading
-                    | ServerErrorKind::TryAgain
-                    | ServerErrorKind::MasterDown
-                    | ServerErrorKind::ClusterDown
-                    | ServerErrorKind::ReadOnly
-            )
-        ))
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || matches!(
+                e.kind(),
+                ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::ReadOnly
+                )
+            ))
 }
 
 /// 64 random bits: std's per-process random hash keys, mixed with the process id, the

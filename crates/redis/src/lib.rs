@@ -122,6 +122,32 @@
 //! doubling backoff and reconnects by itself on the next call after it. A Redis restart
 //! loses at most the current windows.
 //!
+//! ## TLS, Redis Cluster, failover
+//!
+//! [`StoreConfig::url`] takes `rediss://` (rustls with ring, the system's roots plus
+//! [`StoreConfig::extra_ca`]; the server's name is checked, and the redis crate's
+//! `#insecure` is not compiled in, so such a URL is refused) and
+//! `redis+cluster://host:port[,host:port…]` (or `rediss+cluster://`) for a Redis
+//! Cluster, run by the redis crate's cluster clients, which follow `MOVED` and `ASK`.
+//! A password or access key comes from the URL or from [`StoreConfig::password`]
+//! ([`StoreConfig::password_from_env`] reads `DEFENDER_QUOTA_STORE_PASSWORD`); it never
+//! reaches `Debug`, errors or logs. A certificate that is not trusted is
+//! [`StoreError::UntrustedCertificate`], not an outage: no fallback, no backoff, as
+//! waiting will not fix it. Entra ID for Azure Cache for Redis is not supported yet (the
+//! redis crate's `entra-id` feature would bring the Azure SDK; the project's own token
+//! sources have not landed): use an access key.
+//!
+//! **Failover.** Replication is asynchronous: a promoted replica lacks the writes the
+//! old primary acknowledged and had not sent yet, so the admissions of the replication
+//! lag (and, with a forced takeover, those the old primary took before it learned of the
+//! promotion) are forgotten, and each may let one extra call through in its windows;
+//! learned limits and retry times written in that gap are relearned from the next 429.
+//! Nothing else is lost. A call during the failover ends:
+//! the cluster client retries a command at most 3 times, 20 to 200 ms apart, within the
+//! response timeout; then the store reports an outage (fail or fall back, as
+//! configured), backs off, and reconnects to whatever primary the cluster names.
+//! Valkey speaks the same protocol and runs the same scripts, but is not tested here.
+//!
 //! ## Testing hook: the clock override
 //!
 //! [`RedisQuotaStore::set_now_override`] passes a fixed "now" (microseconds) to every
