@@ -48,7 +48,7 @@ impl fmt::Debug for StorePassword {
 
 /// A configured target, ready to connect.
 pub(crate) enum Target {
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     Cluster(Box<redis::cluster::ClusterClient>),
 }
 
@@ -176,7 +176,10 @@ impl Target {
             url: config.redacted_url(),
             source: crate::scrub(&config.url, source),
         };
-        let certs = config.tls_certificates()?;
+        let no_tls = |scheme: &str| StoreError::Tls {
+            url: config.redacted_url(),
+            reason: format!("a CA was given but the URL has no TLS: use {scheme}"),
+        };
         let password = config.password.as_ref().map(StorePassword::expose);
         if let Some(nodes) = cluster_nodes(&config.url) {
             let nodes = nodes.map_err(|msg| {
@@ -186,6 +189,9 @@ impl Target {
                 )))
             })?;
             let tls = nodes.first().is_some_and(|n| n.starts_with("rediss://"));
+            if config.extra_ca.is_some() && !tls {
+                return Err(no_tls("rediss+cluster://"));
+            }
             let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
                 .connection_timeout(config.connect_timeout)
                 .response_timeout(config.response_timeout)
@@ -203,14 +209,7 @@ impl Target {
             if let Some(pw) = password {
                 builder = builder.password(pw);
             }
-            if let Some(certs) = certs {
-                if !tls {
-                    return Err(StoreError::Tls {
-                        url: config.redacted_url(),
-                        reason: "a CA was given but the URL has no TLS: use rediss+cluster://"
-                            .into(),
-                    });
-                }
+            if let Some(certs) = config.tls_certificates()? {
                 builder = builder.certs(certs);
             }
             if tls {
@@ -230,21 +229,28 @@ impl Target {
             let settings = info.redis_settings().clone().set_password(pw);
             info = info.set_redis_settings(settings);
         }
-        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        let tls = match info.addr() {
+            redis::ConnectionAddr::TcpTls { insecure: true, .. } => {
+                return Err(invalid(RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "#insecure (no certificate check) is not supported: trust the server's \
+                     CA with --quota-store-ca / StoreConfig::extra_ca instead",
+                ))))
+            }
+            redis::ConnectionAddr::TcpTls { .. } => true,
+            _ => false,
+        };
+        if config.extra_ca.is_some() && !tls {
+            return Err(no_tls("rediss://"));
+        }
         if tls {
             install_crypto_provider();
         }
-        let client = match certs {
-            Some(certs) if tls => redis::Client::build_with_tls(info, certs),
-            Some(_) => {
-                return Err(StoreError::Tls {
-                    url: config.redacted_url(),
-                    reason: "a CA was given but the URL has no TLS: use rediss://".into(),
-                })
-            }
+        let client = match config.tls_certificates()? {
+            Some(certs) => redis::Client::build_with_tls(info, certs),
             None => redis::Client::open(info),
         };
-        client.map(Target::Single).map_err(invalid)
+        client.map(|c| Target::Single(Box::new(c))).map_err(invalid)
     }
 
     /// A blocking connection, with the configuration's timeouts.
