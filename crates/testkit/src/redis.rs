@@ -123,7 +123,7 @@ impl TestCerts {
             dir.path().join("ext.cnf"),
             format!(
                 "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
-                 extendedKeyUsage=serverAuth\nsubjectAltName={san}\n"
+                 extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName={san}\n"
             ),
         )
         .expect("ext.cnf");
@@ -254,6 +254,9 @@ impl RedisServer {
             cmd.args(["--requirepass", pw]);
         }
         if let Some(dir) = opts.cluster_dir {
+            if opts.tls.is_some() {
+                cmd.args(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+            }
             cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
                 .arg("--cluster-config-file")
                 .arg(dir.join(format!("nodes-{port}.conf")))
@@ -332,6 +335,8 @@ impl Drop for RedisServer {
 pub struct TestCluster {
     /// Every node.
     pub nodes: Vec<RedisServer>,
+    /// The CA of the nodes' certificates, with TLS (clients, replication and the bus).
+    ca: Option<PathBuf>,
     _dir: TempDir,
 }
 
@@ -339,27 +344,61 @@ impl TestCluster {
     /// Starts the nodes, creates the cluster, and waits until every node says
     /// `cluster_state:ok`. `None` as [`RedisServer::start`].
     pub fn start(primaries: usize, replicas: usize) -> Option<TestCluster> {
+        TestCluster::start_with(primaries, replicas, None)
+    }
+
+    /// [`TestCluster::start`], with TLS only when `tls` is given (its certificate must
+    /// name 127.0.0.1: the nodes announce that address).
+    pub fn start_with(
+        primaries: usize,
+        replicas: usize,
+        tls: Option<&TestCerts>,
+    ) -> Option<TestCluster> {
         let dir = TempDir::new("cluster");
         let mut nodes = Vec::new();
         for _ in 0..primaries * (1 + replicas) {
             nodes.push(RedisServer::start(&ServerOptions {
                 cluster_dir: Some(dir.path()),
+                tls,
                 ..Default::default()
             })?);
         }
-        let out = Command::new("redis-cli")
+        let mut cli = Command::new("redis-cli");
+        if let Some(certs) = tls {
+            cli.arg("--tls").arg("--cacert").arg(certs.ca());
+        }
+        let mut child = cli
             .arg("--cluster")
             .arg("create")
             .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
             .expect("redis-cli runs");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let cluster = TestCluster { nodes, _dir: dir };
+        // It waits for the nodes to join; with a bus that cannot connect, for ever.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("redis-cli --cluster create did not end within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut log = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            let _ = out.read_to_string(&mut log);
+        }
+        assert!(status.success(), "redis-cli --cluster create: {log}");
+        let cluster = TestCluster {
+            nodes,
+            ca: tls.map(TestCerts::ca),
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         for n in &cluster.nodes {
             while !cluster
@@ -398,13 +437,24 @@ impl TestCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        format!("redis+cluster://{}", nodes.join(","))
+        let scheme = if self.ca.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}+cluster://{}", nodes.join(","))
     }
 
     /// One command to the node on `port` (not following redirects), its reply as text.
     pub fn query(&self, port: u16, args: &[&str]) -> String {
         let run = || -> defender_redis::redis::RedisResult<String> {
-            let client = defender_redis::redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+            use defender_redis::redis::{Client, TlsCertificates};
+            let client = match &self.ca {
+                Some(ca) => Client::build_with_tls(
+                    format!("rediss://127.0.0.1:{port}"),
+                    TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(std::fs::read(ca)?),
+                    },
+                )?,
+                None => Client::open(format!("redis://127.0.0.1:{port}"))?,
+            };
             let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
             conn.set_read_timeout(Some(Duration::from_secs(5)))?;
             let mut cmd = defender_redis::redis::cmd(args[0]);

@@ -481,3 +481,35 @@ fn a_replica_promoted_while_four_processes_run() {
         .expect("ZCARD on the new primary");
     assert!(count > 0, "the new primary holds the windows");
 }
+
+#[test]
+fn both_clients_through_a_tls_cluster() {
+    let certs = TestCerts::generate(&["127.0.0.1"]);
+    let Some(cluster) = TestCluster::start_with(3, 0, Some(&certs)) else {
+        return;
+    };
+    let url = cluster.url();
+    assert!(url.starts_with("rediss+cluster://"), "{url}");
+    let limits = Limits::parse("2021,incidents.calls=1000/1m").expect("spec");
+    let env = Env::start(|b| b.limits(limits.clone()));
+    let mut store = StoreConfig::new(url);
+    store.prefix = unique("tls-cluster");
+    store.extra_ca = Some(certs.ca());
+    blocking_client(&env, &limits, store.clone())
+        .call(list_call())
+        .expect("the blocking client admits through rediss+cluster://");
+    env.rt
+        .block_on(async_client(&env, &limits, store.clone()).call(list_call()))
+        .expect("the async client admits through rediss+cluster://");
+    assert_eq!(shared_used(store.clone(), &limits), 2, "both counted");
+    // Without the CA: refused as untrusted, not as an outage.
+    store.extra_ca = None;
+    let e = RedisQuotaStore::open(store)
+        .expect("opens")
+        .ping()
+        .expect_err("untrusted");
+    assert!(
+        matches!(e, defender_redis::StoreError::UntrustedCertificate { .. }),
+        "{e:?}"
+    );
+}
