@@ -143,9 +143,11 @@
 //! promotion) are forgotten, and each may let one extra call through in its windows;
 //! learned limits and retry times written in that gap are relearned from the next 429.
 //! Nothing else is lost. A call during the failover ends:
-//! the cluster client retries a command at most 3 times, 20 to 200 ms apart, within the
-//! response timeout; then the store reports an outage (fail or fall back, as
-//! configured), backs off, and reconnects to whatever primary the cluster names.
+//! the cluster client follows redirects and retries a command at most 3 times, 20 to
+//! 200 ms apart, each try bounded by [`StoreConfig::response_timeout`] (the async one
+//! also bounds the whole at four response timeouts plus the waits); then the store
+//! reports an outage (fail or fall back, as configured), backs off, and its next
+//! connection asks the cluster which primary now serves the slot.
 //! Valkey speaks the same protocol and runs the same scripts, but is not tested here.
 //!
 //! ## Testing hook: the clock override

@@ -363,7 +363,8 @@ fn four_processes_share_one_quota_through_a_cluster() {
         share * 100.0,
         started.elapsed()
     );
-    assert!(share >= 0.9, "reached {:.1}% of the maximum", share * 100.0);
+    // The margin (100 ms per window) alone costs 5%; leave room for a loaded machine.
+    assert!(share >= 0.85, "reached {:.1}% of the maximum", share * 100.0);
 
     // Both clients in this process too (a fresh emulator, whose windows the workers have
     // not filled): each call counted once in the cluster's windows.
