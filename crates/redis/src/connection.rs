@@ -247,10 +247,18 @@ impl Target {
             install_crypto_provider();
         }
         let client = match config.tls_certificates()? {
-            Some(certs) => redis::Client::build_with_tls(info, certs),
-            None => redis::Client::open(info),
+            Some(certs) => {
+                redis::Client::build_with_tls(info, certs).map_err(|e| StoreError::Tls {
+                    url: config.redacted_url(),
+                    reason: format!(
+                        "the CA file could not be used ({}); give PEM certificates",
+                        crate::scrub(&config.url, e)
+                    ),
+                })?
+            }
+            None => redis::Client::open(info).map_err(invalid)?,
         };
-        client.map(|c| Target::Single(Box::new(c))).map_err(invalid)
+        Ok(Target::Single(Box::new(client)))
     }
 
     /// A blocking connection, with the configuration's timeouts.

@@ -386,6 +386,15 @@ fn an_unreachable_cluster_is_an_outage() {
     assert!(with_ca("redis+cluster://127.0.0.1:1", manifest).contains("rediss+cluster://"));
     assert!(with_ca("rediss://127.0.0.1:1", "/no/such/ca.pem").contains("could not be read"));
     assert!(with_ca("rediss://127.0.0.1:1", manifest).contains("no PEM certificate"));
+    let bad = std::env::temp_dir().join(format!("bad-ca-{}.pem", std::process::id()));
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let e = with_ca("rediss://127.0.0.1:1", &bad.to_string_lossy());
+    let _ = std::fs::remove_file(&bad);
+    assert!(e.contains("could not be used"), "{e}");
     // `#insecure` (no certificate check) is not compiled in.
     let e = invalid("rediss://127.0.0.1:1/#insecure");
     assert!(e.contains("insecure"), "{e}");
