@@ -468,7 +468,7 @@ impl ClientBuilder {
     /// ```
     #[cfg(feature = "redis")]
     pub fn redis_quota(mut self, config: defender_redis::StoreConfig) -> Self {
-        self.store = Some(shared::StoreChoice::Redis(config));
+        self.store = Some(shared::StoreChoice::Redis(Box::new(config)));
         self
     }
 

@@ -102,7 +102,7 @@ pub(crate) enum StoreChoice {
     Store(Arc<dyn QuotaStore>),
     /// Redis, opened and bound at `build()`.
     #[cfg(feature = "redis")]
-    Redis(defender_redis::StoreConfig),
+    Redis(Box<defender_redis::StoreConfig>),
 }
 
 impl StoreChoice {
@@ -120,7 +120,7 @@ impl StoreChoice {
             StoreChoice::Redis(store_config) => {
                 let (tenant, app) = scope?;
                 let store =
-                    defender_redis::AsyncRedisQuotaStore::open(store_config).map_err(|e| {
+                    defender_redis::AsyncRedisQuotaStore::open(*store_config).map_err(|e| {
                         defender_core::settings::BuildError::QuotaStore {
                             message: e.to_string(),
                         }

@@ -95,10 +95,17 @@ struct Cli {
     #[arg(long, global = true, default_value = "5m", value_parser = parse_duration_arg, help_heading = QUOTA)]
     max_wait: Duration,
     /// Share the quota with every other process of the same app through this Redis
-    /// (redis://[user:password@]host:port[/db]): calls, running time and the server's
-    /// retry times are counted once for all of them.
-    #[arg(long, global = true, env = "DEFENDER_QUOTA_STORE", value_name = "URL", help_heading = QUOTA)]
+    /// (redis://[user:password@]host:port[/db]; TLS: rediss://, e.g. Azure Cache for Redis
+    /// rediss://NAME.redis.cache.windows.net:6380; a cluster:
+    /// redis+cluster://host:port,host:port or rediss+cluster://): calls, running time and
+    /// the server's retry times are counted once for all of them. The password or access
+    /// key may come from DEFENDER_QUOTA_STORE_PASSWORD instead of the URL.
+    #[arg(long, global = true, env = "DEFENDER_QUOTA_STORE", hide_env_values = true, value_name = "URL", help_heading = QUOTA)]
     quota_store: Option<String>,
+    /// With a rediss:// quota store: a PEM file of CA certificates trusted besides the
+    /// system's (a server whose certificate a private CA signed).
+    #[arg(long, global = true, env = "DEFENDER_QUOTA_STORE_CA", value_name = "PATH", help_heading = QUOTA)]
+    quota_store_ca: Option<std::path::PathBuf>,
     /// When the quota store cannot be reached: fail the call (exit 6), or fall back to this
     /// process's own quota with a warning.
     #[arg(
@@ -456,6 +463,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 message: format!("the emulator stopped: {e}."),
             });
     }
+    if cli.quota_store_ca.is_some() && cli.quota_store.is_none() {
+        return Err(Failure::usage(
+            "--quota-store-ca applies to a rediss:// --quota-store: give both",
+        ));
+    }
     if cli.quota_store_fallback_share.is_some() && cli.quota_store_fallback != "local" {
         return Err(Failure::usage(
             "--quota-store-fallback-share applies to --quota-store-fallback local: give both",
@@ -526,7 +538,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     let share = cli.quota_store_fallback_share.unwrap_or(1);
     let store = cli.quota_store.as_ref().map(|url| {
-        let mut c = StoreConfig::new(url.clone());
+        let mut c = StoreConfig::new(url.clone()).password_from_env();
+        c.extra_ca = cli.quota_store_ca.clone();
         if cli.quota_store_fallback == "local" {
             c.on_error = OnRedisError::FallBackToLocal;
             c.fallback_share = share;

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use defender_core::limits::CallLimit;
 use defender_core::quota::QuotaKey;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisError, ScriptInvocation, Value};
+use redis::{RedisError, ScriptInvocation, Value};
+
+use crate::connection::{AsyncConn, Target};
 
 use crate::health::{is_outage, Common};
 use crate::{
@@ -21,8 +22,8 @@ use crate::{
 #[derive(Debug)]
 pub struct AsyncRedisQuotaStore {
     common: Common,
-    client: redis::Client,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    target: Target,
+    conn: Mutex<Option<AsyncConn>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
@@ -34,14 +35,10 @@ enum Failure {
 impl AsyncRedisQuotaStore {
     /// A store for `config`; connects on first use, so it opens even while Redis is down.
     pub fn open(config: StoreConfig) -> Result<AsyncRedisQuotaStore, StoreError> {
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|source| StoreError::InvalidUrl {
-                url: config.redacted_url(),
-                source: crate::scrub(&config.url, source),
-            })?;
+        let target = Target::open(&config)?;
         Ok(AsyncRedisQuotaStore {
             common: Common::new(config),
-            client,
+            target,
             conn: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
         })
@@ -62,7 +59,7 @@ impl AsyncRedisQuotaStore {
         self.common.set_now_override(now);
     }
 
-    fn current(&self) -> Option<MultiplexedConnection> {
+    fn current(&self) -> Option<AsyncConn> {
         self.conn
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -73,7 +70,7 @@ impl AsyncRedisQuotaStore {
         *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+    async fn connect(&self) -> Result<AsyncConn, RedisError> {
         if let Some(c) = self.current() {
             return Ok(c);
         }
@@ -82,14 +79,7 @@ impl AsyncRedisQuotaStore {
             return Ok(c);
         }
         let cfg = &self.common.config;
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(
-                &AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(cfg.connect_timeout))
-                    .set_response_timeout(Some(cfg.response_timeout)),
-            )
-            .await?;
+        let mut conn = self.target.connect_async(cfg).await?;
         if let Some(name) = &cfg.client_name {
             redis::cmd("CLIENT")
                 .arg("SETNAME")

@@ -41,20 +41,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Whether an error means Redis is unreachable or not serving (as opposed to refusing
 /// the script).
 pub(crate) fn is_outage(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || matches!(
-            e.kind(),
-            ErrorKind::Server(
-                ServerErrorKind::BusyLoading
-                    | ServerErrorKind::TryAgain
-                    | ServerErrorKind::MasterDown
-                    | ServerErrorKind::ClusterDown
-                    | ServerErrorKind::ReadOnly
-            )
-        )
+    // An untrusted certificate comes as an IO error, but waiting will not fix it.
+    !crate::connection::is_certificate_error(e)
+        && (e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || matches!(
+                e.kind(),
+                ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::ReadOnly
+                )
+            ))
 }
 
 /// 64 random bits: std's per-process random hash keys, mixed with the process id, the
@@ -138,7 +140,7 @@ impl Common {
 
     /// Records an outage; warns once per outage.
     pub(crate) fn failed(&self, e: RedisError) -> StoreError {
-        let e = crate::scrub(&self.config.url, e);
+        let e = self.scrub(e);
         let mut down = lock(&self.down);
         let base = self.config.reconnect_backoff;
         let backoff = match &*down {
@@ -189,10 +191,35 @@ impl Common {
         f(&mut lock(&self.local), self.now_override())
     }
 
+    /// `e` without any part of the URL's or the configured password.
+    fn scrub(&self, e: RedisError) -> RedisError {
+        let e = crate::scrub(&self.config.url, e);
+        match &self.config.password {
+            Some(pw) => crate::scrub_secret(pw.expose(), e),
+            None => e,
+        }
+    }
+
     pub(crate) fn redis_error(&self, e: RedisError) -> StoreError {
+        if crate::connection::is_certificate_error(&e) {
+            return StoreError::UntrustedCertificate {
+                url: self.url.clone(),
+                source: self.scrub(e),
+            };
+        }
+        let text = e.to_string();
+        if e.kind() == ErrorKind::AuthenticationFailed
+            || text.contains("NOAUTH")
+            || text.contains("WRONGPASS")
+        {
+            return StoreError::Unauthorized {
+                url: self.url.clone(),
+                source: self.scrub(e),
+            };
+        }
         StoreError::Redis {
             url: self.url.clone(),
-            source: crate::scrub(&self.config.url, e),
+            source: self.scrub(e),
         }
     }
 }

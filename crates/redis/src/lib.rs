@@ -122,6 +122,34 @@
 //! doubling backoff and reconnects by itself on the next call after it. A Redis restart
 //! loses at most the current windows.
 //!
+//! ## TLS, Redis Cluster, failover
+//!
+//! [`StoreConfig::url`] takes `rediss://` (rustls with ring, the system's roots plus
+//! [`StoreConfig::extra_ca`]; the server's name is checked, and the redis crate's
+//! `#insecure` is not compiled in, so such a URL is refused) and
+//! `redis+cluster://host:port[,host:port…]` (or `rediss+cluster://`) for a Redis
+//! Cluster, run by the redis crate's cluster clients, which follow `MOVED` and `ASK`.
+//! A password or access key comes from the URL or from [`StoreConfig::password`]
+//! ([`StoreConfig::password_from_env`] reads `DEFENDER_QUOTA_STORE_PASSWORD`); it never
+//! reaches `Debug`, errors or logs. A certificate that is not trusted is
+//! [`StoreError::UntrustedCertificate`], not an outage: no fallback, no backoff, as
+//! waiting will not fix it. Entra ID for Azure Cache for Redis is not supported yet (the
+//! redis crate's `entra-id` feature would bring the Azure SDK; the project's own token
+//! sources have not landed): use an access key.
+//!
+//! **Failover.** Replication is asynchronous: a promoted replica lacks the writes the
+//! old primary acknowledged and had not sent yet, so the admissions of the replication
+//! lag (and, with a forced takeover, those the old primary took before it learned of the
+//! promotion) are forgotten, and each may let one extra call through in its windows;
+//! learned limits and retry times written in that gap are relearned from the next 429.
+//! Nothing else is lost. A call during the failover ends:
+//! the cluster client follows redirects and retries a command at most 3 times, 20 to
+//! 200 ms apart, each try bounded by [`StoreConfig::response_timeout`] (the async one
+//! also bounds the whole at four response timeouts plus the waits); then the store
+//! reports an outage (fail or fall back, as configured), backs off, and its next
+//! connection asks the cluster which primary now serves the slot.
+//! Valkey speaks the same protocol and runs the same scripts, but is not tested here.
+//!
 //! ## Testing hook: the clock override
 //!
 //! [`RedisQuotaStore::set_now_override`] passes a fixed "now" (microseconds) to every
@@ -138,6 +166,7 @@ use defender_core::limits::{CallLimit, GroupLimits, RuntimeLimit};
 pub use defender_core::quota::QuotaKey;
 pub use redis;
 
+mod connection;
 mod health;
 mod keys;
 mod local;
@@ -150,6 +179,7 @@ mod asynchronous;
 
 #[cfg(feature = "async")]
 pub use asynchronous::AsyncRedisQuotaStore;
+pub use connection::StorePassword;
 pub use keys::{KeyLayout, RuntimeScope};
 #[cfg(feature = "async")]
 pub use shared::AsyncSharedQuota;
@@ -388,8 +418,22 @@ pub enum OnRedisError {
 /// How a store connects and behaves.
 #[derive(Clone)]
 pub struct StoreConfig {
-    /// The Redis URL (`redis://[user:password@]host:port[/db]`; no TLS).
+    /// Where the store is:
+    /// - one Redis: `redis://[user:password@]host:port[/db]`, or with TLS
+    ///   `rediss://[user:password@]host:port[/db]` (Azure Cache for Redis:
+    ///   `rediss://NAME.redis.cache.windows.net:6380`);
+    /// - a Redis Cluster: `redis+cluster://[user:password@]host:port[,host:port…]` (any
+    ///   of its primaries; the client learns the rest), with TLS `rediss+cluster://…`.
+    ///
+    /// TLS checks the server's certificate against the system's roots and
+    /// [`StoreConfig::extra_ca`], and its name against the URL's host.
     pub url: String,
+    /// The password or access key, instead of the URL's (which then needs none): see
+    /// [`StoreConfig::password_from_env`]. Never printed.
+    pub password: Option<StorePassword>,
+    /// A PEM file of one or more CA certificates trusted besides the system's roots, for
+    /// a `rediss://` server whose certificate a private CA signed.
+    pub extra_ca: Option<std::path::PathBuf>,
     /// The first part of every key (default `defender-quota`).
     pub prefix: String,
     /// What to do when Redis is unreachable (default [`OnRedisError::Fail`]).
@@ -436,6 +480,8 @@ impl StoreConfig {
     pub fn new(url: impl Into<String>) -> StoreConfig {
         StoreConfig {
             url: url.into(),
+            password: None,
+            extra_ca: None,
             prefix: "defender-quota".to_owned(),
             on_error: OnRedisError::Fail,
             connect_timeout: Duration::from_millis(200),
@@ -448,6 +494,52 @@ impl StoreConfig {
             client_name: None,
             runtime_scope: RuntimeScope::Tenant,
         }
+    }
+
+    /// [`StoreConfig::password`] from the environment variable [`PASSWORD_ENV`]
+    /// (`DEFENDER_QUOTA_STORE_PASSWORD`) when it is set and not empty; unchanged
+    /// otherwise. Keeps an access key (which may hold `/`, `+` and `=`) out of the URL,
+    /// and so out of process listings.
+    pub fn password_from_env(mut self) -> StoreConfig {
+        if let Some(pw) = std::env::var_os(PASSWORD_ENV) {
+            if let Some(pw) = pw.to_str().filter(|p| !p.is_empty()) {
+                self.password = Some(StorePassword::new(pw));
+            }
+        }
+        self
+    }
+
+    /// The extra roots as the redis crate takes them: every root of the system and those
+    /// of [`StoreConfig::extra_ca`] (the redis crate would use only the given ones).
+    pub(crate) fn tls_certificates(&self) -> Result<Option<redis::TlsCertificates>, StoreError> {
+        let Some(path) = &self.extra_ca else {
+            return Ok(None);
+        };
+        let fail = |reason: String| StoreError::Tls {
+            url: self.redacted_url(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            fail(format!(
+                "the CA file {} could not be read ({e}); give a PEM file holding the \
+                 certificate of the CA that signed the server's",
+                path.display()
+            ))
+        })?;
+        let text = String::from_utf8_lossy(&pem);
+        if !text.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(fail(format!(
+                "the CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            )));
+        }
+        let mut bundle = connection::system_roots_pem();
+        bundle.push('\n');
+        bundle.push_str(&text);
+        Ok(Some(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(bundle.into_bytes()),
+        }))
     }
 
     /// The URL with any password replaced by `***`, for messages.
@@ -498,6 +590,10 @@ pub(crate) fn cap_feedback(
     (retry_after, learned)
 }
 
+/// The environment variable [`StoreConfig::password_from_env`] reads: the password or
+/// access key of the quota store.
+pub const PASSWORD_ENV: &str = "DEFENDER_QUOTA_STORE_PASSWORD";
+
 /// The default of [`StoreConfig::max_server_wait`]: one day. Defender's longest documented
 /// windows are a day (running time per day); a wait longer than that is not a limit but a
 /// malformed or hostile answer. The same as the engine's own cap.
@@ -507,6 +603,8 @@ impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreConfig")
             .field("url", &self.redacted_url())
+            .field("password", &self.password)
+            .field("extra_ca", &self.extra_ca)
             .field("prefix", &self.prefix)
             .field("on_error", &self.on_error)
             .field("connect_timeout", &self.connect_timeout)
@@ -633,22 +731,31 @@ fn credentials(url: &str) -> Vec<&str> {
 /// a row; the redis crate's URL errors may quote the URL), an error of the same kind
 /// that says nothing more.
 pub(crate) fn scrub(url: &str, e: redis::RedisError) -> redis::RedisError {
+    credentials(url)
+        .into_iter()
+        .fold(e, |e, secret| scrub_secret(secret, e))
+}
+
+/// `e`, or when its text quotes any three characters in a row of `secret`, an error of
+/// the same kind that says nothing more.
+pub(crate) fn scrub_secret(secret: &str, e: redis::RedisError) -> redis::RedisError {
     let text = e.to_string();
-    let leaks = credentials(url).iter().any(|secret| {
-        let starts: Vec<usize> = secret.char_indices().map(|(i, _)| i).collect();
-        if starts.len() < 3 {
-            return text.contains(secret);
-        }
+    let starts: Vec<usize> = secret.char_indices().map(|(i, _)| i).collect();
+    let leaks = if secret.is_empty() {
+        false
+    } else if starts.len() < 3 {
+        text.contains(secret)
+    } else {
         // Every run of three characters.
         (0..starts.len() - 2).any(|k| {
             let end = starts.get(k + 3).copied().unwrap_or(secret.len());
             text.contains(&secret[starts[k]..end])
         })
-    });
+    };
     if leaks {
         redis::RedisError::from((
             e.kind(),
-            "(the error's text is withheld: it quoted part of the URL's credentials)",
+            "(the error's text is withheld: it quoted part of the credentials)",
         ))
     } else {
         e
@@ -684,6 +791,40 @@ pub enum StoreError {
         /// The Redis URL, without its password.
         url: String,
         /// The error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The TLS configuration is unusable (the CA file, or a CA for a URL without TLS).
+    #[error("the TLS settings of the shared quota store at {url} are unusable: {reason}")]
+    Tls {
+        /// The Redis URL, without its password.
+        url: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+    /// The server's TLS certificate was refused: not signed by a trusted root, or not
+    /// for the URL's host name. Not an outage: retrying will not help.
+    #[error(
+        "the shared quota store at {url} presented a TLS certificate that is not trusted \
+         ({source}); give the CA that signed it (--quota-store-ca PATH, or \
+         StoreConfig::extra_ca) and check that the URL's host is a name the certificate holds"
+    )]
+    UntrustedCertificate {
+        /// The Redis URL, without its password.
+        url: String,
+        /// The TLS error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// Redis refused the password or access key (or needs one and got none).
+    #[error(
+        "Redis at {url} refused the credentials ({source}); give the password or access key \
+         in the URL (redis[s]://:PASSWORD@host:port) or in DEFENDER_QUOTA_STORE_PASSWORD"
+    )]
+    Unauthorized {
+        /// The Redis URL, without its password.
+        url: String,
+        /// The error (it never quotes the password).
         #[source]
         source: redis::RedisError,
     },

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use defender_core::limits::CallLimit;
 use defender_core::quota::QuotaKey;
-use redis::{Connection, ScriptInvocation, Value};
+use redis::{ScriptInvocation, Value};
+
+use crate::connection::{SyncConn, Target};
 
 use crate::health::{is_outage, Common};
 use crate::{
@@ -18,8 +20,8 @@ use crate::{
 /// `Mutex`.
 pub struct RedisQuotaStore {
     common: Common,
-    client: redis::Client,
-    conn: Option<Connection>,
+    target: Target,
+    conn: Option<SyncConn>,
 }
 
 impl std::fmt::Debug for RedisQuotaStore {
@@ -41,14 +43,10 @@ enum Failure {
 impl RedisQuotaStore {
     /// A store for `config`; connects on first use, so it opens even while Redis is down.
     pub fn open(config: StoreConfig) -> Result<RedisQuotaStore, StoreError> {
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|source| StoreError::InvalidUrl {
-                url: config.redacted_url(),
-                source: crate::scrub(&config.url, source),
-            })?;
+        let target = Target::open(&config)?;
         Ok(RedisQuotaStore {
             common: Common::new(config),
-            client,
+            target,
             conn: None,
         })
     }
@@ -70,27 +68,23 @@ impl RedisQuotaStore {
         self.common.set_now_override(now);
     }
 
-    fn connect(&mut self) -> Result<&mut Connection, redis::RedisError> {
+    fn connect(&mut self) -> Result<&mut dyn redis::ConnectionLike, redis::RedisError> {
         if self.conn.is_none() {
             let cfg = &self.common.config;
-            let mut conn = self
-                .client
-                .get_connection_with_timeout(cfg.connect_timeout)?;
-            conn.set_read_timeout(Some(cfg.response_timeout))?;
-            conn.set_write_timeout(Some(cfg.response_timeout))?;
+            let mut conn = self.target.connect(cfg)?;
             if let Some(name) = &cfg.client_name {
                 redis::cmd("CLIENT")
                     .arg("SETNAME")
                     .arg(name)
-                    .query::<()>(&mut conn)?;
+                    .query::<()>(conn.as_dyn())?;
             }
             for script in scripts::all() {
-                script.load(&mut conn)?;
+                script.load(conn.as_dyn())?;
             }
             self.conn = Some(conn);
         }
         // Just set if it was empty.
-        self.conn.as_mut().ok_or_else(|| {
+        self.conn.as_mut().map(SyncConn::as_dyn).ok_or_else(|| {
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::NotConnected))
         })
     }

@@ -338,6 +338,68 @@ fn unreachable_redis_fails_with_a_typed_error() {
     ));
 }
 
+/// A cluster none of whose nodes answers is an outage like a single Redis: a typed
+/// error, or the local quota; and the configuration errors say what is wrong.
+#[test]
+fn an_unreachable_cluster_is_an_outage() {
+    let limits = [CallLimit { max: 3, per: HOUR }];
+    let req = AcquireRequest::calls(&limits, Duration::ZERO);
+    for on_error in [OnRedisError::Fail, OnRedisError::FallBackToLocal] {
+        let mut c = StoreConfig::new("redis+cluster://127.0.0.1:1,127.0.0.1:2");
+        c.on_error = on_error;
+        let mut store = RedisQuotaStore::open(c.clone()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let a = defender_redis::AsyncRedisQuotaStore::open(c).unwrap();
+        for answer in [
+            store.acquire(&key(), &req),
+            rt.block_on(a.acquire(&key(), &req)),
+        ] {
+            match on_error {
+                OnRedisError::Fail => {
+                    let e = answer.unwrap_err();
+                    assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+                }
+                _ => assert!(answer.unwrap().ticket().unwrap().is_local()),
+            }
+        }
+    }
+    let invalid = |url: &str| {
+        let e = RedisQuotaStore::open(StoreConfig::new(url)).unwrap_err();
+        assert!(matches!(e, StoreError::InvalidUrl { .. }), "{url}: {e:?}");
+        e.to_string()
+    };
+    assert!(invalid("redis+cluster://127.0.0.1:1/2").contains("database 0"));
+    assert!(invalid("redis+cluster://").contains("at least one node"));
+    // The CA: only for TLS, and it must be a readable PEM file.
+    let with_ca = |url: &str, ca: &str| {
+        let mut c = StoreConfig::new(url);
+        c.extra_ca = Some(ca.into());
+        let e = RedisQuotaStore::open(c).unwrap_err();
+        assert!(matches!(e, StoreError::Tls { .. }), "{e:?}");
+        e.to_string()
+    };
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    assert!(with_ca("redis://127.0.0.1:1", manifest).contains("use rediss://"));
+    assert!(with_ca("redis+cluster://127.0.0.1:1", manifest).contains("rediss+cluster://"));
+    assert!(with_ca("rediss://127.0.0.1:1", "/no/such/ca.pem").contains("could not be read"));
+    assert!(with_ca("rediss://127.0.0.1:1", manifest).contains("no PEM certificate"));
+    let bad = std::env::temp_dir().join(format!("bad-ca-{}.pem", std::process::id()));
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let e = with_ca("rediss://127.0.0.1:1", &bad.to_string_lossy());
+    let _ = std::fs::remove_file(&bad);
+    assert!(e.contains("could not be used"), "{e}");
+    // `#insecure` (no certificate check) is not compiled in.
+    let e = invalid("rediss://127.0.0.1:1/#insecure");
+    assert!(e.contains("insecure"), "{e}");
+}
+
 #[test]
 fn unreachable_redis_falls_back_to_the_local_quota() {
     let mut config = unreachable(OnRedisError::FallBackToLocal);
@@ -654,6 +716,12 @@ fn passwords_never_reach_messages() {
         ("user:Hn4Jk8@127.0.0.1:1", "Hn4Jk8"),
         ("redis://Mv2Bn7@127.0.0.1:1/0", "Mv2Bn7"),
         ("http://user:Hq8Nt2x@:::nonsense", "Hq8Nt2x"),
+        ("rediss://:Ts7Lk3@127.0.0.1:1", "Ts7Lk3"),
+        ("redis+cluster://:Cl5Tr8@127.0.0.1:1,127.0.0.1:2", "Cl5Tr8"),
+        ("rediss+cluster://u:Rc2Qm6@127.0.0.1:1", "Rc2Qm6"),
+        ("redis+cluster://u:Bd4Xp1@127.0.0.1:1/3", "Bd4Xp1"),
+        // The password given apart from the URL (DEFENDER_QUOTA_STORE_PASSWORD).
+        ("field:Fq9Vb3", "Fq9Vb3"),
     ];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -662,7 +730,14 @@ fn passwords_never_reach_messages() {
     let limits = [CallLimit { max: 3, per: HOUR }];
     let req = AcquireRequest::calls(&limits, Duration::ZERO);
     for (url, password) in cases {
-        let mut config = StoreConfig::new(url);
+        let mut config = match url.strip_prefix("field:") {
+            Some(pw) => {
+                let mut c = StoreConfig::new("rediss://127.0.0.1:1");
+                c.password = Some(defender_redis::StorePassword::new(pw));
+                c
+            }
+            None => StoreConfig::new(url),
+        };
         config.reconnect_backoff = Duration::from_millis(1);
         let mut texts = vec![format!("{config:?}"), config.redacted_url()];
         let mut error = |e: StoreError| {

@@ -7,8 +7,12 @@
 //! ```text
 //! quota-worker --base-url http://127.0.0.1:PORT --redis redis://127.0.0.1:6379 \
 //!     --prefix test-123 --limits 2021,incidents.calls=40/4s --calls 50 --concurrency 16 \
-//!     [--margin-ms 100] [--start-at UNIX_MS] [--on-error fail|local]
+//!     [--margin-ms 100] [--start-at UNIX_MS] [--on-error fail|local] [--ca PATH]
 //! ```
+//!
+//! The store's password, if any, comes from `DEFENDER_QUOTA_STORE_PASSWORD`. The JSON
+//! line also has `last_ok_ms` (when the last successful call ended) and `store_errors`
+//! (calls that failed because the quota store could not answer).
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -60,8 +64,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut store = StoreConfig::new(redis);
+    let mut store = StoreConfig::new(redis).password_from_env();
     store.prefix = prefix;
+    store.extra_ca = get("ca").map(Into::into);
     store.on_error = match get("on-error").as_deref() {
         Some("local") => OnRedisError::FallBackToLocal,
         _ => OnRedisError::Fail,
@@ -100,22 +105,33 @@ fn main() -> ExitCode {
             .map(|_| {
                 let client = client.clone();
                 async move {
-                    client
+                    let r = client
                         .call(Call::ListIncidents(IncidentQuery {
                             top: Some(1),
                             ..Default::default()
                         }))
-                        .await
+                        .await;
+                    (r, unix_ms(SystemTime::now()))
                 }
             })
             .buffer_unordered(concurrency)
             .collect()
             .await;
         let last = unix_ms(SystemTime::now());
-        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let ok = results.iter().filter(|(r, _)| r.is_ok()).count();
+        let last_ok = results
+            .iter()
+            .filter(|(r, _)| r.is_ok())
+            .map(|(_, at)| *at)
+            .max()
+            .unwrap_or(0);
+        let store_errors = results
+            .iter()
+            .filter(|(r, _)| matches!(r, Err(defender_core::Error::QuotaStore { .. })))
+            .count();
         let errors: Vec<String> = results
             .iter()
-            .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+            .filter_map(|(r, _)| r.as_ref().err().map(|e| e.to_string()))
             .take(5)
             .collect();
         println!(
@@ -126,6 +142,8 @@ fn main() -> ExitCode {
                 "errors": errors,
                 "first_ms": first as u64,
                 "last_ms": last as u64,
+                "last_ok_ms": last_ok as u64,
+                "store_errors": store_errors,
             })
         );
         ExitCode::SUCCESS
