@@ -229,8 +229,8 @@ async fn both_endpoints_refuse_like_entra() {
             (
                 path(DEFAULT_TENANT),
                 secret_form("nobody", "emulator-secret", what),
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
                 700016,
             ),
             (
@@ -245,7 +245,7 @@ async fn both_endpoints_refuse_like_entra() {
                 format!("grant_type=client_credentials&client_id={me}&{what}"),
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
-                7000218,
+                7000216,
             ),
             (
                 path(DEFAULT_TENANT),

@@ -265,7 +265,10 @@ fn grant(
         .iter()
         .find(|a| a.tenant.eq_ignore_ascii_case(tenant) && a.client_id == client_id)
     else {
-        return Err(invalid_client(
+        // Entra answers an unknown app with 400 `unauthorized_client`.
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
             700016,
             format!("AADSTS700016: Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant."),
         ));
@@ -287,8 +290,8 @@ fn grant(
         check_assertion(shared, app, tenant, base, assertion)?;
     } else if get("client_secret").is_empty() {
         return Err(invalid_client(
-            7000218,
-            "AADSTS7000218: The request body must contain the following parameter: 'client_assertion' or 'client_secret'.".into(),
+            7000216,
+            "AADSTS7000216: 'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.".into(),
         ));
     } else if get("client_secret") != app.secret {
         return Err(invalid_client(
