@@ -1,13 +1,14 @@
 //! The command line of the `defender-emulator` binary, reusable by other CLIs.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use defender_core::limits::{parse_duration, Limits};
 
 use crate::{
-    Clock, Emulator, EmulatorBuilder, EmulatorError, FaultSpec, RuntimeScope, WindowMode,
-    CONTROL_HEADER, CONTROL_HEADER_VALUE, DEFAULT_CLIENT_ID, DEFAULT_SECRET, DEFAULT_TENANT,
+    Clock, Emulator, EmulatorBuilder, EmulatorError, FaultSpec, RuntimeScope, Tls, WindowMode,
+    CONTROL_HEADER, CONTROL_HEADER_VALUE, DEFAULT_SECRET,
 };
 
 /// The emulator's options; `#[command(flatten)]` them into another CLI to reuse.
@@ -59,6 +60,76 @@ pub struct EmulatorArgs {
     /// and a bearer token from the emulator).
     #[arg(long)]
     pub allow_remote_control: bool,
+    /// The value the App Service managed identity endpoint (`/msi/token`) requires in
+    /// `X-IDENTITY-HEADER` (default: a random one, printed at start).
+    #[arg(long, value_name = "VALUE")]
+    pub identity_header: Option<String>,
+    /// Write a federated token to this file (`AZURE_FEDERATED_TOKEN_FILE`); the built-in
+    /// app accepts exactly that token as its client assertion (workload identity).
+    #[arg(long, value_name = "PATH")]
+    pub federated_token_out: Option<PathBuf>,
+    /// Serve HTTPS with a certificate made at start for `localhost` and `127.0.0.1`.
+    #[arg(long)]
+    pub tls: bool,
+    /// With `--tls`: write the certificate (PEM) here for clients to trust.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "tls",
+        conflicts_with = "tls_cert"
+    )]
+    pub tls_cert_out: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM) instead of a made one.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The built-in app's credentials, for the `defender-emulator` program. A CLI that has
+/// its own `--tenant`, `--client-id` and `--client-secret-file` (as `defender` does)
+/// passes them to [`EmulatorBuilder::tenant`] and its siblings instead.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CredentialArgs {
+    /// The built-in app's tenant id (default `emulator`).
+    #[arg(long, env = "AZURE_TENANT_ID")]
+    pub tenant: Option<String>,
+    /// The built-in app's client id (default `emulator-client`).
+    #[arg(long, env = "AZURE_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// A file holding the built-in app's client secret (else `AZURE_CLIENT_SECRET`, else
+    /// `emulator-secret`; never a plain flag).
+    #[arg(long, value_name = "PATH")]
+    pub client_secret_file: Option<PathBuf>,
+    /// A certificate (PEM) whose key signs the built-in app's client assertions.
+    #[arg(long, value_name = "PATH", env = "AZURE_CLIENT_CERTIFICATE_PATH")]
+    pub client_certificate: Option<PathBuf>,
+}
+
+impl CredentialArgs {
+    /// Sets these credentials (and `AZURE_CLIENT_SECRET` when no secret file is given) on
+    /// `builder`.
+    pub fn apply(self, mut builder: EmulatorBuilder) -> EmulatorBuilder {
+        if let Some(t) = self.tenant.filter(|t| !t.is_empty()) {
+            builder = builder.tenant(t);
+        }
+        if let Some(c) = self.client_id.filter(|c| !c.is_empty()) {
+            builder = builder.client_id(c);
+        }
+        if let Some(p) = self.client_secret_file {
+            builder = builder.client_secret_file(p);
+        } else if let Some(s) = std::env::var("AZURE_CLIENT_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+        {
+            builder = builder.client_secret(s);
+        }
+        if let Some(p) = self.client_certificate {
+            builder = builder.client_certificate_file(p);
+        }
+        builder
+    }
 }
 
 fn parse_limits(s: &str) -> Result<Limits, String> {
@@ -98,6 +169,19 @@ impl EmulatorArgs {
         if self.manual_clock {
             b = b.clock(Clock::manual_now());
         }
+        if let Some(h) = self.identity_header {
+            b = b.identity_header(h);
+        }
+        if let Some(p) = self.federated_token_out {
+            b = b.federated_token_out(p);
+        }
+        if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
+            b = b.tls(Tls::Files { cert, key });
+        } else if self.tls {
+            b = b.tls(Tls::Generated {
+                cert_out: self.tls_cert_out,
+            });
+        }
         b
     }
 }
@@ -106,11 +190,21 @@ impl EmulatorArgs {
 pub async fn serve_until_ctrl_c(builder: EmulatorBuilder) -> Result<(), EmulatorError> {
     let limits = builder.config.limits.to_spec();
     let faults = builder.config.faults.to_string();
+    let federated = builder.config.federated_token_out.clone();
+    let cert_out = match &builder.config.tls {
+        Some(Tls::Generated { cert_out }) => cert_out.clone(),
+        Some(Tls::Files { cert, .. }) => Some(cert.clone()),
+        None => None,
+    };
     let handle = builder.spawn().await?;
     let base = handle.base_url();
+    let tenant = handle.tenant();
     println!("Defender API emulator listening on {base}");
     println!();
-    println!("  token endpoint     POST {base}/{DEFAULT_TENANT}/oauth2/v2.0/token");
+    println!("  token endpoints    POST {base}/{tenant}/oauth2/v2.0/token (scope=)");
+    println!("                     POST {base}/{tenant}/oauth2/token (resource=)");
+    println!("  OpenID metadata    GET  {base}/{tenant}/v2.0/.well-known/openid-configuration");
+    println!("  managed identity   GET  {base}/msi/token (App Service)   GET  {base}/metadata/identity/oauth2/token (IMDS)");
     println!("  Defender XDR       POST {base}/api/advancedhunting/run");
     println!(
         "                     GET  {base}/api/incidents   GET/PATCH {base}/api/incidents/{{id}}"
@@ -130,9 +224,31 @@ pub async fn serve_until_ctrl_c(builder: EmulatorBuilder) -> Result<(), Emulator
     );
     println!();
     println!("  API base and login base: {base}");
-    println!("  AZURE_TENANT_ID={DEFAULT_TENANT}");
-    println!("  AZURE_CLIENT_ID={DEFAULT_CLIENT_ID}");
-    println!("  AZURE_CLIENT_SECRET={DEFAULT_SECRET}");
+    println!("  export AZURE_AUTHORITY_HOST={base}");
+    println!("  export AZURE_TENANT_ID={tenant}");
+    println!("  export AZURE_CLIENT_ID={}", handle.client_id());
+    if handle.default_secret() {
+        println!("  export AZURE_CLIENT_SECRET={DEFAULT_SECRET}");
+    } else {
+        println!("  (AZURE_CLIENT_SECRET: the secret you gave)");
+    }
+    if let Some(p) = &federated {
+        println!("  export AZURE_FEDERATED_TOKEN_FILE={}", p.display());
+    }
+    println!("  export IDENTITY_ENDPOINT={base}/msi/token");
+    println!("  export IDENTITY_HEADER={}", handle.identity_header());
+    match (&cert_out, handle.tls_certificate_pem()) {
+        (Some(p), _) => {
+            println!("  export SSL_CERT_FILE={}", p.display());
+            println!("  export REQUESTS_CA_BUNDLE={}", p.display());
+        }
+        (None, Some(_)) => {
+            println!(
+                "  (TLS: give --tls-cert-out PATH to write the certificate for clients to trust)"
+            );
+        }
+        (None, None) => {}
+    }
     println!();
     println!("  limits: {limits}");
     if !faults.is_empty() {

@@ -8,7 +8,10 @@
 //!
 //! | path | what |
 //! |---|---|
-//! | `POST /{tenant}/oauth2/v2.0/token` | client-credentials tokens |
+//! | `POST /{tenant}/oauth2/v2.0/token`, `POST /{tenant}/oauth2/token` | client-credentials tokens, v2 (`scope=`) and v1 (`resource=`): a secret, a client assertion signed by the registered certificate ([`EmulatorBuilder::client_certificate_pem`]) or the federated token ([`EmulatorBuilder::federated_token_out`]) |
+//! | `GET /{tenant}/v2.0/.well-known/openid-configuration`, `GET /{tenant}/.well-known/openid-configuration` | OpenID configuration pointing at the emulator |
+//! | `GET /msi/token` | App Service managed identity (`X-IDENTITY-HEADER`, [`EmulatorHandle::identity_header`]) |
+//! | `GET /metadata/identity/oauth2/token` | IMDS managed identity (`Metadata: true`) |
 //! | `POST /api/advancedhunting/run` | Defender XDR hunting (`Stats`, `Schema`, `Results`) |
 //! | `POST /api/advancedqueries/run` | Defender for Endpoint hunting (`Schema`, `Results`) |
 //! | `POST /v1.0/security/runHuntingQuery` | Graph hunting (`schema`, `results`; `Timespan`) |
@@ -153,12 +156,14 @@ mod quota;
 mod rng;
 mod server;
 mod time;
+mod tls;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use cli::{serve_until_ctrl_c, EmulatorArgs};
+pub use cli::{serve_until_ctrl_c, CredentialArgs, EmulatorArgs};
 pub use clock::Clock;
 pub use defender_core::limits::{ApiGroup, Limits};
 pub use defender_emulator_kql::{Limit, QueryLimits, PREEMPTED};
@@ -225,8 +230,8 @@ pub const ALL_PERMISSIONS: [&str; 11] = [
     "SecurityAlert.ReadWrite.All",
 ];
 
-/// An app registration the token endpoint accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An app registration the token endpoint accepts (its `Debug` leaves the secret out).
+#[derive(Clone, PartialEq, Eq)]
 pub struct App {
     /// The tenant id (the `{tenant}` of the token path; quotas are per tenant and app).
     pub tenant: String,
@@ -259,6 +264,66 @@ impl App {
             &ALL_PERMISSIONS,
         )
     }
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("tenant", &self.tenant)
+            .field("client_id", &self.client_id)
+            .field("secret", &"<redacted>")
+            .field("permissions", &self.permissions)
+            .finish()
+    }
+}
+
+/// Where a secret or a PEM document comes from: given, or a file read at spawn.
+#[derive(Clone)]
+pub(crate) enum Source {
+    Given(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Given(_) => f.write_str("Given(<redacted>)"),
+            Source::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+impl Source {
+    /// The text (a file's trimmed of surrounding white space), or why it cannot be read.
+    pub(crate) fn read(&self, what: &str) -> Result<String, EmulatorError> {
+        match self {
+            Source::Given(s) => Ok(s.clone()),
+            Source::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| {
+                    EmulatorError::Config(format!("could not read the {what} {}: {e}", p.display()))
+                }),
+        }
+    }
+}
+
+/// How the emulator serves HTTPS ([`EmulatorBuilder::tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Tls {
+    /// A certificate for `localhost` and `127.0.0.1` made at start (its PEM is
+    /// [`EmulatorHandle::tls_certificate_pem`]), written to `cert_out` when given.
+    Generated {
+        /// Where to write the certificate (PEM) for clients to trust.
+        cert_out: Option<PathBuf>,
+    },
+    /// A certificate chain and its private key from PEM files.
+    Files {
+        /// The certificate chain (PEM).
+        cert: PathBuf,
+        /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
 }
 
 /// Why the emulator could not start.
@@ -306,6 +371,17 @@ pub(crate) struct Config {
     pub query_limits: QueryLimits,
     pub allow_remote_control: bool,
     pub addr: SocketAddr,
+    /// The built-in app's tenant, client id and secret, when not the defaults.
+    pub tenant: Option<String>,
+    pub client_id: Option<String>,
+    pub secret: Option<Source>,
+    /// The certificate (PEM) whose key signs the built-in app's client assertions.
+    pub client_certificate: Option<Source>,
+    /// Where to write the federated token the built-in app accepts as an assertion.
+    pub federated_token_out: Option<PathBuf>,
+    /// The `X-IDENTITY-HEADER` of the App Service managed identity endpoint.
+    pub identity_header: Option<Source>,
+    pub tls: Option<Tls>,
 }
 
 impl Default for Config {
@@ -333,6 +409,13 @@ impl Default for Config {
             query_limits: QueryLimits::default(),
             allow_remote_control: false,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tenant: None,
+            client_id: None,
+            secret: None,
+            client_certificate: None,
+            federated_token_out: None,
+            identity_header: None,
+            tls: None,
         }
     }
 }
@@ -519,30 +602,98 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The built-in app's tenant id (default [`DEFAULT_TENANT`]).
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.config.tenant = Some(tenant.into());
+        self
+    }
+
+    /// The built-in app's client id (default [`DEFAULT_CLIENT_ID`]); also the client id
+    /// of the managed identity.
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.config.client_id = Some(client_id.into());
+        self
+    }
+
+    /// The built-in app's client secret (default [`DEFAULT_SECRET`]).
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.config.secret = Some(Source::Given(secret.into()));
+        self
+    }
+
+    /// Reads the built-in app's client secret from this file at spawn (trimmed).
+    pub fn client_secret_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.secret = Some(Source::File(path.into()));
+        self
+    }
+
+    /// Registers a certificate (PEM) for the built-in app: client assertions (JWTs signed
+    /// RS256 or PS256) verified with its public key are accepted instead of the secret.
+    pub fn client_certificate_pem(mut self, pem: impl Into<String>) -> Self {
+        self.config.client_certificate = Some(Source::Given(pem.into()));
+        self
+    }
+
+    /// [`EmulatorBuilder::client_certificate_pem`] from a PEM file read at spawn.
+    pub fn client_certificate_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.client_certificate = Some(Source::File(path.into()));
+        self
+    }
+
+    /// Writes a federated token to this file at spawn (workload identity's
+    /// `AZURE_FEDERATED_TOKEN_FILE`); the built-in app accepts exactly that token as its
+    /// client assertion.
+    pub fn federated_token_out(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.federated_token_out = Some(path.into());
+        self
+    }
+
+    /// The value the App Service managed identity endpoint (`/msi/token`) requires in
+    /// `X-IDENTITY-HEADER` (default: a random one, [`EmulatorHandle::identity_header`]).
+    pub fn identity_header(mut self, value: impl Into<String>) -> Self {
+        self.config.identity_header = Some(Source::Given(value.into()));
+        self
+    }
+
+    /// Serves HTTPS instead of HTTP (default HTTP).
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
     /// Generates the data, binds the socket and starts serving on the current tokio
     /// runtime.
     pub async fn spawn(self) -> Result<EmulatorHandle, EmulatorError> {
         let config = self.config;
         let addr = config.addr;
+        let tls = match &config.tls {
+            Some(t) => Some(tls::server_config(t)?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| EmulatorError::Bind { addr, source })?;
         let local = listener
             .local_addr()
             .map_err(|source| EmulatorError::Bind { addr, source })?;
-        let shared = server::Shared::new(config, local)?;
+        let shared = server::Shared::new(config, local, tls.is_some())?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let app = server::router(shared.clone());
         let mut rx2 = rx.clone();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = rx2.wait_for(|v| *v).await;
-            };
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        });
+        let tls_pem = tls.as_ref().map(|(_, pem)| pem.clone());
+        let task = match tls {
+            Some((server_config, _)) => tokio::spawn(tls::serve(listener, server_config, app, rx2)),
+            None => tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = rx2.wait_for(|v| *v).await;
+                };
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }),
+        };
         Ok(EmulatorHandle {
+            tls_pem,
             addr: local,
             shared,
             shutdown: tx,
@@ -554,6 +705,7 @@ impl EmulatorBuilder {
 /// A running emulator. Dropping it stops the server.
 #[derive(Debug)]
 pub struct EmulatorHandle {
+    tls_pem: Option<String>,
     addr: SocketAddr,
     shared: Arc<server::Shared>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -567,14 +719,44 @@ impl EmulatorHandle {
     }
 
     /// The base URL of every surface and of the token endpoint, such as
-    /// `http://127.0.0.1:8400` (no trailing slash).
+    /// `http://127.0.0.1:8400` (no trailing slash; `https://` with TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
-    /// The token endpoint of the built-in tenant.
+    /// The v2 token endpoint of the built-in app's tenant.
     pub fn token_url(&self) -> String {
-        format!("{}/{DEFAULT_TENANT}/oauth2/v2.0/token", self.base_url())
+        format!("{}/{}/oauth2/v2.0/token", self.base_url(), self.tenant())
+    }
+
+    /// The built-in app's tenant id (the one given, else [`DEFAULT_TENANT`]).
+    pub fn tenant(&self) -> &str {
+        &self.shared.primary().tenant
+    }
+
+    /// The built-in app's client id (the one given, else [`DEFAULT_CLIENT_ID`]).
+    pub fn client_id(&self) -> &str {
+        &self.shared.primary().client_id
+    }
+
+    /// Whether the built-in app's secret is the default one ([`DEFAULT_SECRET`]).
+    pub fn default_secret(&self) -> bool {
+        self.shared.primary().secret == DEFAULT_SECRET
+    }
+
+    /// The value `/msi/token` requires in `X-IDENTITY-HEADER`.
+    pub fn identity_header(&self) -> &str {
+        self.shared.identity_header()
+    }
+
+    /// The certificate (PEM) served over HTTPS, when TLS is on.
+    pub fn tls_certificate_pem(&self) -> Option<&str> {
+        self.tls_pem.as_deref()
     }
 
     /// Requests, 429s, faults and window usage so far (also `GET /_emulator/stats`).

@@ -33,6 +33,8 @@ use crate::incidents::{self, Dialect, Incident};
 use crate::quota::{CallWindows, RuntimeScope, RuntimeWindows, WindowMode};
 use crate::rng::mix;
 use crate::time::{ceil_secs, format_http_date, format_rfc3339, format_timespan};
+mod identity;
+
 use crate::{
     App, Clock, Config, EmulatorError, ALERTS_MAX_PAGE_SIZE, GRAPH_ALERTS_PAGE_SIZE,
     GRAPH_MAX_PAGE_SIZE, MAX_PAGE_SIZE,
@@ -125,6 +127,9 @@ pub(crate) struct Shared {
     random: u64,
     state: Mutex<MutState>,
     addr: SocketAddr,
+    /// `http` or `https`.
+    scheme: &'static str,
+    identity: identity::Identity,
 }
 
 /// Counters and window usage, as `GET /_emulator/stats` returns them.
@@ -184,11 +189,30 @@ fn lock(m: &Mutex<MutState>) -> MutexGuard<'_, MutState> {
 }
 
 impl Shared {
-    pub(crate) fn new(cfg: Config, addr: SocketAddr) -> Result<Arc<Shared>, EmulatorError> {
+    pub(crate) fn new(
+        cfg: Config,
+        addr: SocketAddr,
+        tls: bool,
+    ) -> Result<Arc<Shared>, EmulatorError> {
         let clock = cfg.clock.clone().unwrap_or_else(Clock::real);
         let mut apps = Vec::new();
         if cfg.builtin_app {
-            apps.push(App::builtin());
+            let mut app = App::builtin();
+            if let Some(t) = &cfg.tenant {
+                app.tenant = t.clone();
+            }
+            if let Some(c) = &cfg.client_id {
+                app.client_id = c.clone();
+            }
+            if let Some(s) = &cfg.secret {
+                app.secret = s.read("client secret file")?;
+            }
+            if app.tenant.is_empty() || app.client_id.is_empty() || app.secret.is_empty() {
+                return Err(EmulatorError::Config(
+                    "the tenant, client id and secret must not be empty".into(),
+                ));
+            }
+            apps.push(app);
         }
         apps.extend(cfg.apps.iter().cloned());
         if apps.is_empty() {
@@ -210,7 +234,10 @@ impl Shared {
         let random = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
+        let identity = identity::Identity::new(&cfg, random, &apps[0])?;
         Ok(Arc::new(Shared {
+            identity,
+            scheme: if tls { "https" } else { "http" },
             fault_seed: cfg.faults.seed.unwrap_or(cfg.seed),
             cfg,
             apps,
@@ -223,6 +250,16 @@ impl Shared {
             state: Mutex::new(state),
             addr,
         }))
+    }
+
+    /// The built-in app (or, without it, the first registered): the one the certificate,
+    /// the federated token and the managed identity belong to.
+    pub(crate) fn primary(&self) -> &App {
+        &self.apps[0]
+    }
+
+    pub(crate) fn identity_header(&self) -> &str {
+        &self.identity.identity_header
     }
 
     fn next_random(&self) -> u64 {
@@ -444,7 +481,10 @@ fn broken_response(status: StatusCode, data: Option<Vec<u8>>, declared: u64) -> 
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
-    Token(String),
+    /// A token endpoint: the tenant and the version.
+    Token(String, identity::Version),
+    /// Identity's GET routes: metadata documents and managed identity.
+    Identity(identity::IdRoute),
     Hunt(HuntShape),
     /// `GET` a collection.
     List(Collection),
@@ -457,7 +497,7 @@ enum Route {
 impl Route {
     fn group(&self) -> Option<ApiGroup> {
         match self {
-            Route::Token(_) => None,
+            Route::Token(..) | Route::Identity(_) => None,
             Route::Hunt(_) => Some(ApiGroup::Hunting),
             Route::List(c) | Route::One(c, _) | Route::Comments(c, _) => Some(served(*c).group),
         }
@@ -465,7 +505,7 @@ impl Route {
 
     fn is_graph(&self) -> bool {
         match self {
-            Route::Token(_) => false,
+            Route::Token(..) | Route::Identity(_) => false,
             Route::Hunt(shape) => *shape == HuntShape::Graph,
             Route::List(c) | Route::One(c, _) | Route::Comments(c, _) => {
                 c.dialect() == Dialect::Graph
@@ -476,7 +516,7 @@ impl Route {
     /// The token audiences the route's service accepts (none: any token).
     fn audiences(&self) -> &'static [Audience] {
         match self {
-            Route::Token(_) => &[],
+            Route::Token(..) | Route::Identity(_) => &[],
             Route::Hunt(HuntShape::Mde) => &[Audience::Mde],
             Route::Hunt(HuntShape::Xdr) => &[Audience::Xdr],
             Route::Hunt(HuntShape::Graph) => &[Audience::Graph],
@@ -487,7 +527,7 @@ impl Route {
     /// The application permissions of which the route needs one.
     fn permissions(&self, method: &Method) -> &'static [&'static str] {
         match self {
-            Route::Token(_) => &[],
+            Route::Token(..) | Route::Identity(_) => &[],
             Route::Hunt(HuntShape::Xdr) => &["AdvancedHunting.Read.All"],
             Route::Hunt(HuntShape::Mde) => &["AdvancedQuery.Read.All"],
             Route::Hunt(HuntShape::Graph) => &["ThreatHunting.Read.All"],
@@ -499,7 +539,8 @@ impl Route {
 
     fn allowed(&self) -> &'static [Method] {
         match self {
-            Route::Token(_) | Route::Hunt(_) | Route::Comments(..) => &[Method::POST],
+            Route::Token(..) | Route::Hunt(_) | Route::Comments(..) => &[Method::POST],
+            Route::Identity(_) => &[Method::GET],
             Route::List(_) => &[Method::GET],
             Route::One(..) => &[Method::GET, Method::PATCH],
         }
@@ -513,7 +554,23 @@ fn route(path: &str) -> Option<Route> {
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
     let id = |i: usize| crate::form::decode(segs[i]);
     match l.as_slice() {
-        [_, "oauth2", "v2.0", "token"] => Some(Route::Token(segs[0].to_owned())),
+        [_, "oauth2", "v2.0", "token"] => {
+            Some(Route::Token(segs[0].to_owned(), identity::Version::V2))
+        }
+        [_, "oauth2", "token"] => Some(Route::Token(segs[0].to_owned(), identity::Version::V1)),
+        [_, "v2.0", ".well-known", "openid-configuration"] => Some(Route::Identity(
+            identity::IdRoute::OpenId(segs[0].to_owned(), identity::Version::V2),
+        )),
+        [_, ".well-known", "openid-configuration"] => Some(Route::Identity(
+            identity::IdRoute::OpenId(segs[0].to_owned(), identity::Version::V1),
+        )),
+        [_, "discovery", "v2.0", "keys"] | [_, "discovery", "keys"] => {
+            Some(Route::Identity(identity::IdRoute::Keys(segs[0].to_owned())))
+        }
+        ["msi", "token"] => Some(Route::Identity(identity::IdRoute::AppService)),
+        ["metadata", "identity", "oauth2", "token"] => {
+            Some(Route::Identity(identity::IdRoute::Imds))
+        }
         ["api", "advancedhunting", "run"] => Some(Route::Hunt(HuntShape::Xdr)),
         ["api", "advancedqueries", "run"] => Some(Route::Hunt(HuntShape::Mde)),
         ["v1.0", "security", "runhuntingquery"] => Some(Route::Hunt(HuntShape::Graph)),
@@ -583,7 +640,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
 
     // Faults: decided before anything else, from the request's sequence number.
-    let eligible = !matches!(route, Route::Token(_)) || shared.cfg.faults.include_token;
+    let eligible =
+        !matches!(route, Route::Token(..) | Route::Identity(_)) || shared.cfg.faults.include_token;
     let fault = if eligible && !shared.cfg.faults.is_empty() {
         let n = shared.fault_seq.fetch_add(1, Ordering::SeqCst);
         shared.cfg.faults.decide(shared.fault_seed, n)
@@ -814,9 +872,9 @@ fn is_json(headers: &HeaderMap) -> bool {
 fn host_base(shared: &Shared, headers: &HeaderMap) -> String {
     match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
         Some(h) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()) => {
-            format!("http://{h}")
+            format!("{}://{h}", shared.scheme)
         }
-        _ => format!("http://{}", shared.addr),
+        _ => format!("{}://{}", shared.scheme, shared.addr),
     }
 }
 
@@ -996,12 +1054,18 @@ fn admit(shared: &Shared, caller: &Caller, group: ApiGroup, graph: bool) -> Resu
 async fn dispatch(shared: &Arc<Shared>, route: Route, req: Request, rid: String) -> Reply {
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
-    if let Route::Token(tenant) = &route {
+    if let Route::Token(tenant, version) = &route {
         let bytes = match read_body(shared, body, &rid).await {
             Ok(b) => b,
             Err(r) => return r,
         };
-        return token(shared, tenant, &bytes);
+        let base = host_base(shared, &parts.headers);
+        return identity::token(shared, tenant, *version, &base, &bytes);
+    }
+    if let Route::Identity(r) = &route {
+        let base = host_base(shared, &parts.headers);
+        let query = parts.uri.query().unwrap_or("");
+        return identity::get(shared, r, &base, &parts.headers, query);
     }
     let graph = route.is_graph();
     let perms = route.permissions(&method);
@@ -1027,7 +1091,7 @@ async fn dispatch(shared: &Arc<Shared>, route: Route, req: Request, rid: String)
         }
         Route::One(c, id) => get_one(shared, &caller, c, &id, headers, &query, rid),
         Route::Comments(c, id) => post_comment(shared, &caller, c, &id, headers, &bytes, rid),
-        Route::Token(_) => unreachable_reply(rid),
+        Route::Token(..) | Route::Identity(_) => unreachable_reply(rid),
     }
 }
 
@@ -1064,160 +1128,6 @@ fn aad_error(
             "timestamp": ts,
             "trace_id": trace,
             "correlation_id": corr,
-        }),
-    )
-}
-
-fn token(shared: &Shared, tenant: &str, body: &[u8]) -> Reply {
-    let form: HashMap<String, String> = crate::form::parse(&String::from_utf8_lossy(body))
-        .into_iter()
-        .collect();
-    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
-    if !shared
-        .apps
-        .iter()
-        .any(|a| a.tenant.eq_ignore_ascii_case(tenant))
-    {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            90002,
-            format!("AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
-            shared,
-        );
-    }
-    match get("grant_type") {
-        "client_credentials" => {}
-        "" => return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            900144,
-            "AADSTS900144: The request body must contain the following parameter: 'grant_type'."
-                .into(),
-            shared,
-        ),
-        g => {
-            return aad_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                70003,
-                format!("AADSTS70003: The app requested an unsupported grant type '{g}'."),
-                shared,
-            )
-        }
-    }
-    let client_id = get("client_id");
-    if client_id.is_empty() {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            900144,
-            "AADSTS900144: The request body must contain the following parameter: 'client_id'."
-                .into(),
-            shared,
-        );
-    }
-    let scope = get("scope");
-    if scope.is_empty() {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            90014,
-            "AADSTS90014: The required field 'scope' is missing from the credential. Ensure that you have all the necessary parameters for the login request.".into(),
-            shared,
-        );
-    }
-    if !scope.split_whitespace().all(|s| s.ends_with("/.default")) {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
-            1002012,
-            format!("AADSTS1002012: The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
-            shared,
-        );
-    }
-    let Some(app) = shared
-        .apps
-        .iter()
-        .find(|a| a.tenant.eq_ignore_ascii_case(tenant) && a.client_id == client_id)
-    else {
-        return aad_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            700016,
-            format!("AADSTS700016: Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant."),
-            shared,
-        );
-    };
-    if get("client_secret") != app.secret {
-        return aad_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            7000215,
-            format!("AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."),
-            shared,
-        );
-    }
-    // The token's audience is the scope's resource; a client-credentials token is for
-    // one resource only.
-    let audiences: Vec<Option<Audience>> =
-        scope.split_whitespace().map(Audience::of_scope).collect();
-    let audience = match audiences.as_slice() {
-        [Some(a), rest @ ..] if rest.iter().all(|r| *r == Some(*a)) => *a,
-        [Some(_), ..] => {
-            return aad_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_scope",
-                28000,
-                "AADSTS28000: Provided value for the input parameter scope is not valid because it contains more than one resource. Scope ".to_owned() + scope + " is not valid.",
-                shared,
-            )
-        }
-        _ => {
-            let resource = scope
-                .split_whitespace()
-                .find(|s| Audience::of_scope(s).is_none())
-                .unwrap_or(scope)
-                .trim_end_matches("/.default");
-            return aad_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_resource",
-                500011,
-                format!("AADSTS500011: The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."),
-                shared,
-            );
-        }
-    };
-    let token = format!(
-        "emu.{:016x}{:016x}{:016x}",
-        shared.next_random(),
-        shared.next_random(),
-        shared.next_random()
-    );
-    let lifetime = shared.cfg.token_lifetime;
-    {
-        let mut st = lock(&shared.state);
-        let now = shared.clock.elapsed();
-        // Forget expired tokens so the map does not grow without bound.
-        st.tokens.retain(|_, t| t.expires_at > now);
-        st.totals.tokens_issued += 1;
-        st.tokens.insert(
-            token.clone(),
-            TokenInfo {
-                tenant: app.tenant.clone(),
-                client_id: app.client_id.clone(),
-                expires_at: now + lifetime,
-                audience,
-            },
-        );
-    }
-    Reply::value(
-        StatusCode::OK,
-        &json!({
-            "token_type": "Bearer",
-            "expires_in": lifetime.as_secs(),
-            "ext_expires_in": lifetime.as_secs(),
-            "access_token": token,
         }),
     )
 }

@@ -58,8 +58,8 @@ async fn refuses_bad_credentials_like_the_identity_platform() {
             .await,
     )
     .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert_eq!(v["error"], "invalid_client");
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"], "unauthorized_client");
 
     let (s, v) = json(
         env.token_for("other-tenant", DEFAULT_CLIENT_ID, DEFAULT_SECRET)
