@@ -1,24 +1,21 @@
 //! A call's life through the client: a future dropped while it waits, while its request
 //! is admitted but unsent, or while its request is in flight cancels its call and gives
-//! back or settles what it held; tokens from a `TokenProvider` are fetched once for many
-//! callers.
+//! back or settles what it held; so does a ranged hunt dropped mid-window. (A token
+//! provider serving many callers is a conformance scenario both clients run.)
 
 mod common;
 
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use defender_async::{
     async_trait, Admission, AdmitId, Client, Progress, QuotaOp, QuotaStore, StoreTicket,
-    TokenProvider,
 };
 use defender_core::engine::{Call, GroupUsage};
 use defender_core::hunting::HuntRequest;
 use defender_core::incidents::IncidentQuery;
-use defender_core::token::Secret;
-use defender_core::{ApiGroup, Error, Limits};
+use defender_core::{ApiGroup, Limits};
 use defender_emulator::{EmulatorHandle, FaultSpec, WindowMode};
 use defender_policy::StandardPolicy;
 use futures_util::FutureExt;
@@ -192,73 +189,6 @@ async fn a_call_dropped_in_flight_completes_its_store_ticket() {
     // The completion goes to the store from a task of its own.
     rx.wait_for(|n| *n == 0).await.expect("the store lives");
     assert_eq!(usage(&client, ApiGroup::Hunting).await.active_calls, 0);
-}
-
-/// Fetches tokens from the emulator's token endpoint, as a broker would.
-#[derive(Debug)]
-struct Broker {
-    url: String,
-    fetches: AtomicUsize,
-}
-
-#[async_trait]
-impl TokenProvider for Broker {
-    async fn token(&self, scope: &str) -> Result<(Secret, Duration), Error> {
-        self.fetches.fetch_add(1, Ordering::SeqCst);
-        let form = [
-            ("client_id", defender_emulator::DEFAULT_CLIENT_ID),
-            ("client_secret", defender_emulator::DEFAULT_SECRET),
-            ("grant_type", "client_credentials"),
-            ("scope", scope),
-        ];
-        let body = form
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.replace(':', "%3A").replace('/', "%2F")))
-            .collect::<Vec<_>>()
-            .join("&");
-        let resp = reqwest::Client::new()
-            .post(&self.url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status());
-        let bytes = match resp {
-            Ok(r) => r.bytes().await.ok(),
-            Err(_) => None,
-        };
-        let token = bytes
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["access_token"].as_str().map(str::to_owned));
-        match token {
-            Some(t) => Ok((Secret::new(t), Duration::from_secs(3599))),
-            None => Err(Error::InvalidRequest("the broker got no token".into())),
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_provider_serves_many_callers_with_one_fetch() {
-    let limits = Limits::parse("2021,incidents.calls=100/1s").expect("spec");
-    let emu = common::emulator(&limits, WindowMode::Sliding).await;
-    let broker = Arc::new(Broker {
-        url: emu.token_url(),
-        fetches: AtomicUsize::new(0),
-    });
-    let client = Client::builder()
-        .base_url(emu.base_url())
-        .login_url(emu.base_url())
-        .limits_value(limits)
-        .token_provider(broker.clone())
-        .build()
-        .expect("the client builds");
-    common::list_concurrently(&[client], 8, 2).await;
-    assert_eq!(
-        broker.fetches.load(Ordering::SeqCst),
-        1,
-        "one fetch for all"
-    );
-    assert_eq!(common::api_requests(&emu.stats()), 16);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

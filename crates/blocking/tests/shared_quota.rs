@@ -1,5 +1,7 @@
-//! A quota store shared by two clients (two engines, as two processes would have):
-//! every call is admitted by the store, and the server never answers 429.
+//! A quota store, as the blocking client drives it: a store operation runs in the thread
+//! of a caller, and does not wait behind another caller's request. (Two clients sharing
+//! one store, and a store that is down or panics, are conformance scenarios both clients
+//! run.)
 
 mod common;
 
@@ -10,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use defender_blocking::{Admission, AdmitId, QuotaOp, QuotaStore, StoreTicket};
 use defender_core::quota::{Quota, Ticket};
-use defender_core::{ApiGroup, Error, Limits};
-use defender_emulator::WindowMode;
+use defender_core::{ApiGroup, Limits};
 
-use common::{Env, HoldServer};
+use common::HoldServer;
 
 /// The in-process quota of `defender-core` as a shared store: what Redis does, in memory.
 #[derive(Debug)]
@@ -95,99 +96,6 @@ impl QuotaStore for MemoryStore {
             _ => None,
         }
     }
-}
-
-/// A store that cannot decide (Redis down).
-#[derive(Debug)]
-struct DownStore;
-
-impl QuotaStore for DownStore {
-    fn perform(&self, op: QuotaOp) -> Option<(AdmitId, Admission)> {
-        match op {
-            QuotaOp::Acquire { id, .. } => Some((
-                id,
-                Admission::Unavailable("the store is down (test)".into()),
-            )),
-            _ => None,
-        }
-    }
-}
-
-/// A store that panics (a bug in the caller's store).
-#[derive(Debug)]
-struct PanickingStore;
-
-impl QuotaStore for PanickingStore {
-    fn perform(&self, _: QuotaOp) -> Option<(AdmitId, Admission)> {
-        panic!("the store broke (expected by the test)")
-    }
-}
-
-#[test]
-fn two_clients_sixteen_callers_one_store_exact_limits() {
-    for mode in [WindowMode::Sliding, WindowMode::Fixed] {
-        let limits = Limits::parse("2021,incidents.calls=20/1s").expect("spec");
-        let env = Env::start(limits.clone(), mode);
-        let store = Arc::new(MemoryStore::new(&limits, Duration::from_millis(500)));
-        let clients: Vec<_> = (0..2)
-            .map(|_| {
-                env.builder(limits.clone())
-                    .quota_store(store.clone())
-                    .build()
-                    .expect("builds")
-            })
-            .collect();
-        let done = common::callers(&clients, 16, 4);
-        assert_eq!(done, 64, "{mode:?}: every call succeeded");
-        let stats = env.emulator.stats();
-        assert_eq!(stats.throttled, 0, "{mode:?}: zero 429s: {stats:?}");
-        assert_eq!(env.api_requests(), 64, "{mode:?}: each call sent once");
-        assert_eq!(store.released.load(Ordering::Relaxed), 0);
-        assert_eq!(
-            store.admitted.load(Ordering::Relaxed),
-            64,
-            "{mode:?}: the store admitted every call"
-        );
-        env.rt.block_on(env.emulator.shutdown());
-    }
-}
-
-#[test]
-fn an_unavailable_store_is_a_typed_error_and_nothing_is_sent() {
-    let limits = Limits::parse("2021").expect("spec");
-    let env = Env::start(limits.clone(), WindowMode::Sliding);
-    let client = env
-        .builder(limits)
-        .quota_store(Arc::new(DownStore))
-        .build()
-        .expect("builds");
-    for _ in 0..3 {
-        match client.hunt("AlertInfo | take 1") {
-            Err(Error::QuotaStore { message }) => assert!(message.contains("down"), "{message}"),
-            other => panic!("expected a QuotaStore error, got {other:?}"),
-        }
-        match client.incidents().get(1u64) {
-            Err(Error::QuotaStore { .. }) => {}
-            other => panic!("expected a QuotaStore error, got {other:?}"),
-        }
-    }
-    assert_eq!(env.api_requests(), 0, "no API call was sent");
-    // A panicking store fails the call it was asked about; the client stays usable.
-    let client = env
-        .builder(Limits::parse("2021").expect("spec"))
-        .quota_store(Arc::new(PanickingStore))
-        .build()
-        .expect("builds");
-    for _ in 0..2 {
-        match client.hunt("AlertInfo | take 1") {
-            Err(Error::QuotaStore { message }) => {
-                assert!(message.contains("panicked"), "{message}")
-            }
-            other => panic!("expected a QuotaStore error, got {other:?}"),
-        }
-    }
-    assert_eq!(env.api_requests(), 0, "no API call was sent");
-    env.rt.block_on(env.emulator.shutdown());
 }
 
 /// A caller about to send its own request hands the store operation another call waits

@@ -163,7 +163,7 @@ enum Command {
     /// app).
     Limits,
     /// Run the emulator as a server until Ctrl-C.
-    Emulator(EmulatorArgs),
+    Emulator(Box<EmulatorArgs>),
     /// Print a completion script for a shell, e.g. `defender completions bash >
     /// /etc/bash_completion.d/defender`.
     Completions {
@@ -455,7 +455,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         return man(dir);
     }
     if let Command::Emulator(args) = &cli.command {
-        let builder = args.clone().into_builder();
+        // The global credential flags name the app the emulator accepts (its built-in
+        // one otherwise); the secret also comes from AZURE_CLIENT_SECRET.
+        let mut builder = (**args).clone().into_builder();
+        if let Some(t) = &cli.tenant {
+            builder = builder.tenant(t.clone());
+        }
+        if let Some(c) = &cli.client_id {
+            builder = builder.client_id(c.clone());
+        }
+        if let Some(f) = &cli.client_secret_file {
+            builder = builder.client_secret_file(f.clone());
+        } else if let Some(s) = std::env::var("AZURE_CLIENT_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+        {
+            builder = builder.client_secret(s);
+        }
         return defender_emulator::serve_until_ctrl_c(builder)
             .await
             .map_err(|e| Failure {

@@ -24,6 +24,14 @@ use defender_emulator::{
 };
 use defender_policy::StandardPolicy;
 
+mod range_drop;
+mod shared;
+mod streams;
+
+pub use range_drop::*;
+pub use shared::*;
+pub use streams::*;
+
 /// What a scenario needs to build a client.
 #[derive(Debug, Clone)]
 pub struct ClientSpec {
@@ -35,18 +43,133 @@ pub struct ClientSpec {
     pub limits: Limits,
     /// The policy.
     pub policy: StandardPolicy,
-    /// The client secret.
+    /// The client secret (used when `tokens` is [`Tokens::Secret`]).
     pub secret: String,
     /// The response body limit, when not the default.
     pub max_body_bytes: Option<usize>,
+    /// How the client gets its tokens.
+    pub tokens: Tokens,
+    /// Where the client's quota is kept.
+    pub store: Store,
+    /// The store and token timeouts, when not the defaults.
+    pub timeout: Option<Duration>,
+    /// Names no tenant and no app (for a client whose tokens come from a provider).
+    pub anonymous: bool,
+}
+
+impl ClientSpec {
+    /// This spec with a store or a token provider that misbehaves as `broken` says, and
+    /// `timeout` as the store and token timeout.
+    pub fn broken(mut self, broken: Broken, timeout: Duration) -> ClientSpec {
+        if broken.is_store() {
+            self.store = Store::Broken(broken);
+        } else {
+            self.tokens = Tokens::Broken(broken);
+        }
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// How a client gets its tokens.
+#[derive(Debug, Clone)]
+pub enum Tokens {
+    /// From the login endpoint, with the spec's client secret.
+    Secret,
+    /// From a provider that always gives this token.
+    Fixed(String),
+    /// From a provider that fetches them from the emulator's token endpoint.
+    Provider(Arc<EmulatorTokens>),
+    /// From a provider that misbehaves.
+    Broken(Broken),
+}
+
+/// Where a client keeps its quota.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// In the client.
+    Local,
+    /// In a store shared by clients, answered in the caller's thread.
+    Shared(Arc<dyn SyncStore>),
+    /// On Redis.
+    Redis(Box<defender_redis::StoreConfig>),
+    /// In a store that misbehaves.
+    Broken(Broken),
+}
+
+/// A quota store that answers at once, for either client (the async client is handed it
+/// behind an adapter that answers inline).
+pub trait SyncStore: std::fmt::Debug + Send + Sync {
+    /// Performs `op`, as `QuotaStore::perform` does.
+    fn perform(
+        &self,
+        op: defender_core::engine::QuotaOp,
+    ) -> Option<(
+        defender_core::engine::AdmitId,
+        defender_core::engine::Admission,
+    )>;
+}
+
+#[derive(Debug)]
+struct StoreAdapter(Arc<dyn SyncStore>);
+
+#[defender_async::async_trait]
+impl defender_async::QuotaStore for StoreAdapter {
+    async fn perform(
+        &self,
+        op: defender_core::engine::QuotaOp,
+    ) -> Option<(
+        defender_core::engine::AdmitId,
+        defender_core::engine::Admission,
+    )> {
+        self.0.perform(op)
+    }
+}
+
+impl defender_blocking::QuotaStore for StoreAdapter {
+    fn perform(
+        &self,
+        op: defender_core::engine::QuotaOp,
+    ) -> Option<(
+        defender_core::engine::AdmitId,
+        defender_core::engine::Admission,
+    )> {
+        self.0.perform(op)
+    }
+}
+
+/// A streamed hunt taken an item at a time; dropped before its end, it cancels its call.
+pub trait ItemStream: Iterator<Item = Result<StreamItem, Error>> + Send {
+    /// The summary, once the stream ended after success.
+    fn summary(&self) -> Option<HuntSummary>;
+}
+
+/// A ranged hunt taken a window at a time; dropped, it stops its windows.
+pub trait WindowStream: Iterator<Item = Result<WindowRows, Error>> + Send {
+    /// Windows, rows, splits and running time so far.
+    fn progress(&self) -> RangeProgress;
+    /// The start was clamped into the data window.
+    fn clamped(&self) -> bool;
 }
 
 /// A transport under test.
 pub trait Driver: Clone + Send + Sync + 'static {
     /// Its name, for messages.
     const NAME: &'static str;
-    /// Builds a client (inside or beside `rt`, as the transport needs).
-    fn connect(spec: &ClientSpec, rt: &tokio::runtime::Runtime) -> Self;
+    /// Whether a panic of its quota store fails the call with a message that names the
+    /// panic. The blocking client catches it; the async client performs a store
+    /// operation in a task of its own, which dies with the panic, and the call fails
+    /// when the store timeout runs out ("did not answer").
+    const NAMES_A_PANIC: bool;
+    /// Its streamed hunt.
+    type Stream: ItemStream;
+    /// Its ranged hunt.
+    type Range: WindowStream;
+    /// Builds a client (inside or beside `rt`, as the transport needs), or says why not.
+    fn build(
+        spec: &ClientSpec,
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<Self, defender_core::settings::BuildError>;
     /// Makes one call, blocking until it ends.
     fn call(&self, call: Call) -> Result<Value, Error>;
     /// The client's quota usage.
@@ -54,6 +177,40 @@ pub trait Driver: Clone + Send + Sync + 'static {
     /// An incident sync run from `state` through the client's `incidents().sync`, to its
     /// end: every batch, or the error that ended it.
     fn sync(&self, state: &SyncState, options: SyncOptions) -> Result<Vec<SyncBatch>, Error>;
+    /// Starts a streamed hunt (nothing is sent before its first item is asked for).
+    fn open_stream(&self, query: &str) -> Self::Stream;
+    /// Starts a ranged hunt.
+    fn open_range(
+        &self,
+        query: &str,
+        from: SystemTime,
+        to: SystemTime,
+        opts: RangeOptions,
+    ) -> Result<Self::Range, RangeError>;
+
+    /// Builds a client.
+    fn connect(spec: &ClientSpec, rt: &tokio::runtime::Runtime) -> Self {
+        Self::build(spec, rt).unwrap_or_else(|e| panic!("the {} client builds: {e}", Self::NAME))
+    }
+
+    /// A client whose token provider always gives `token`.
+    fn connect_with_token(spec: &ClientSpec, rt: &tokio::runtime::Runtime, token: String) -> Self {
+        let mut spec = spec.clone();
+        spec.tokens = Tokens::Fixed(token);
+        Self::connect(&spec, rt)
+    }
+
+    /// A client whose quota store or token provider misbehaves as `broken` says, with
+    /// `timeout` as its store and token timeout.
+    fn connect_broken(
+        spec: &ClientSpec,
+        rt: &tokio::runtime::Runtime,
+        broken: Broken,
+        timeout: Duration,
+    ) -> Self {
+        Self::connect(&spec.clone().broken(broken, timeout), rt)
+    }
+
     /// A ranged hunt, run to its end.
     // `Error` carries the server's error details (request ids); a test harness can afford it.
     #[allow(clippy::result_large_err)]
@@ -63,24 +220,38 @@ pub trait Driver: Clone + Send + Sync + 'static {
         from: SystemTime,
         to: SystemTime,
         opts: RangeOptions,
-    ) -> Result<RangeOutcome, RangeFailure>;
+    ) -> Result<RangeOutcome, RangeFailure> {
+        let mut hunt = self
+            .open_range(query, from, to, opts)
+            .map_err(RangeFailure::Plan)?;
+        let clamped = hunt.clamped();
+        let mut windows = Vec::new();
+        for w in hunt.by_ref() {
+            match w {
+                Ok(w) => windows.push(w),
+                Err(e) => return Err(RangeFailure::Hunt(e, windows)),
+            }
+        }
+        Ok(RangeOutcome {
+            windows,
+            progress: hunt.progress(),
+            clamped,
+        })
+    }
+
     /// A streamed hunt: `on_item` sees the schema and each row as it arrives; the summary
     /// at the end.
     fn hunt_stream(
         &self,
         query: &str,
         on_item: &mut dyn FnMut(StreamItem),
-    ) -> Result<HuntSummary, Error>;
-    /// A client whose token provider always gives `token`.
-    fn connect_with_token(spec: &ClientSpec, rt: &tokio::runtime::Runtime, token: String) -> Self;
-    /// A client whose quota store or token provider misbehaves as `broken` says, with
-    /// `timeout` as its store and token timeout.
-    fn connect_broken(
-        spec: &ClientSpec,
-        rt: &tokio::runtime::Runtime,
-        broken: Broken,
-        timeout: Duration,
-    ) -> Self;
+    ) -> Result<HuntSummary, Error> {
+        let mut stream = self.open_stream(query);
+        for item in stream.by_ref() {
+            on_item(item?);
+        }
+        Ok(stream.summary().expect("a summary once the stream ended"))
+    }
 }
 
 /// How a quota store or token provider misbehaves.
@@ -139,6 +310,70 @@ impl defender_blocking::TokenProvider for FixedToken {
             defender_core::token::Secret::new(self.0.clone()),
             Duration::from_secs(3_000),
         ))
+    }
+}
+
+/// A token provider that fetches tokens from the emulator's token endpoint, as a broker
+/// would, counting its fetches.
+#[derive(Debug)]
+pub struct EmulatorTokens {
+    url: String,
+    fetches: std::sync::atomic::AtomicUsize,
+}
+
+impl EmulatorTokens {
+    /// A provider for the emulator at `base_url`.
+    pub fn new(base_url: &str) -> EmulatorTokens {
+        EmulatorTokens {
+            url: format!("{base_url}/{DEFAULT_TENANT}/oauth2/v2.0/token"),
+            fetches: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// How many tokens it fetched.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn fetch(&self, scope: &str) -> Result<(defender_core::token::Secret, Duration), Error> {
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let scope = scope.replace(':', "%3A").replace('/', "%2F");
+        let body = format!(
+            "client_id={DEFAULT_CLIENT_ID}&client_secret={DEFAULT_SECRET}&grant_type=client_credentials&scope={scope}"
+        );
+        let answer = post_form(&self.url, &body);
+        let token = serde_json::from_str::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|v| v["access_token"].as_str().map(str::to_owned));
+        match token {
+            Some(t) => Ok((
+                defender_core::token::Secret::new(t),
+                Duration::from_secs(3_599),
+            )),
+            None => Err(Error::InvalidRequest("the broker got no token".into())),
+        }
+    }
+}
+
+/// An [`EmulatorTokens`] as the clients' token provider.
+#[derive(Debug)]
+struct Broker(Arc<EmulatorTokens>);
+
+#[defender_async::async_trait]
+impl defender_async::TokenProvider for Broker {
+    async fn token(&self, scope: &str) -> Result<(defender_core::token::Secret, Duration), Error> {
+        // Its plain socket IO on a thread of its own, off the runtime's workers.
+        let (this, scope) = (self.0.clone(), scope.to_owned());
+        tokio::task::spawn_blocking(move || this.fetch(&scope))
+            .await
+            .unwrap_or_else(|e| Err(Error::InvalidRequest(e.to_string())))
+    }
+}
+
+impl defender_blocking::TokenProvider for Broker {
+    fn token(&self, scope: &str) -> Result<(defender_core::token::Secret, Duration), Error> {
+        self.0.fetch(scope)
     }
 }
 
@@ -222,20 +457,41 @@ pub enum RangeFailure {
     Hunt(Error, Vec<WindowRows>),
 }
 
-/// A builder of `$client` (`defender_async` or `defender_blocking`) for `spec`: the
-/// surface, the emulator's app, URLs, limits and policy; each driver adds how it gets
-/// tokens.
-macro_rules! spec_builder {
-    ($client:ident, $spec:expr) => {
-        $client::Client::builder()
-            .surface($spec.surface)
-            .tenant(DEFAULT_TENANT)
-            .client_id(DEFAULT_CLIENT_ID)
-            .base_url(&$spec.base_url)
-            .login_url(&$spec.base_url)
-            .limits_value($spec.limits.clone())
-            .policy($spec.policy.clone())
-    };
+/// A `$client::Client` (`defender_async` or `defender_blocking`) built as `$spec` says:
+/// the surface, the emulator's app, URLs, limits, policy, tokens and quota store.
+macro_rules! build_client {
+    ($client:ident, $spec:expr) => {{
+        let spec: &ClientSpec = $spec;
+        let mut b = $client::Client::builder()
+            .surface(spec.surface)
+            .base_url(&spec.base_url)
+            .login_url(&spec.base_url)
+            .limits_value(spec.limits.clone())
+            .policy(spec.policy.clone())
+            .max_body_bytes(
+                spec.max_body_bytes
+                    .unwrap_or($client::DEFAULT_MAX_BODY_BYTES),
+            );
+        if !spec.anonymous {
+            b = b.tenant(DEFAULT_TENANT).client_id(DEFAULT_CLIENT_ID);
+        }
+        if let Some(t) = spec.timeout {
+            b = b.store_timeout(t).token_timeout(t);
+        }
+        b = match &spec.tokens {
+            Tokens::Secret => b.client_secret(spec.secret.clone()),
+            Tokens::Fixed(t) => b.token_provider(Arc::new(FixedToken(t.clone()))),
+            Tokens::Provider(p) => b.token_provider(Arc::new(Broker(p.clone()))),
+            Tokens::Broken(x) => b.token_provider(Arc::new(BrokenParts(*x))),
+        };
+        b = match &spec.store {
+            Store::Local => b,
+            Store::Shared(s) => b.quota_store(Arc::new(StoreAdapter(s.clone()))),
+            Store::Redis(c) => b.redis_quota((**c).clone()),
+            Store::Broken(x) => b.quota_store(Arc::new(BrokenParts(*x))),
+        };
+        b.build()
+    }};
 }
 
 /// The async client, driven from plain threads through its runtime's handle.
@@ -245,57 +501,84 @@ pub struct AsyncDriver {
     handle: tokio::runtime::Handle,
 }
 
+/// The async client's streamed hunt, polled from a plain thread.
+#[derive(Debug)]
+pub struct AsyncStream {
+    stream: Option<defender_async::HuntStream>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Iterator for AsyncStream {
+    type Item = Result<StreamItem, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use futures_util::StreamExt;
+        let stream = self.stream.as_mut()?;
+        self.handle.block_on(stream.next())
+    }
+}
+
+impl ItemStream for AsyncStream {
+    fn summary(&self) -> Option<HuntSummary> {
+        self.stream.as_ref()?.summary().cloned()
+    }
+}
+
+impl Drop for AsyncStream {
+    fn drop(&mut self) {
+        let _guard = self.handle.enter();
+        self.stream = None;
+    }
+}
+
+/// The async client's ranged hunt, polled from a plain thread.
+#[derive(Debug)]
+pub struct AsyncRange {
+    hunt: Option<defender_async::RangeHunt>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Iterator for AsyncRange {
+    type Item = Result<WindowRows, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let hunt = self.hunt.as_mut()?;
+        self.handle.block_on(hunt.next_window())
+    }
+}
+
+impl WindowStream for AsyncRange {
+    fn progress(&self) -> RangeProgress {
+        self.hunt.as_ref().expect("until dropped").progress()
+    }
+
+    fn clamped(&self) -> bool {
+        self.hunt.as_ref().is_some_and(|h| h.warning().is_some())
+    }
+}
+
+impl Drop for AsyncRange {
+    fn drop(&mut self) {
+        let _guard = self.handle.enter();
+        self.hunt = None;
+    }
+}
+
 impl Driver for AsyncDriver {
     const NAME: &'static str = "async";
+    const NAMES_A_PANIC: bool = false;
+    type Stream = AsyncStream;
+    type Range = AsyncRange;
 
-    fn connect(spec: &ClientSpec, rt: &tokio::runtime::Runtime) -> Self {
-        let _guard = rt.enter();
-        let client = spec_builder!(defender_async, spec)
-            .client_secret(spec.secret.clone())
-            .max_body_bytes(
-                spec.max_body_bytes
-                    .unwrap_or(defender_async::DEFAULT_MAX_BODY_BYTES),
-            )
-            .build()
-            .expect("the async client builds");
-        AsyncDriver {
-            client,
-            handle: rt.handle().clone(),
-        }
-    }
-
-    fn connect_with_token(spec: &ClientSpec, rt: &tokio::runtime::Runtime, token: String) -> Self {
-        let _guard = rt.enter();
-        let client = spec_builder!(defender_async, spec)
-            .token_provider(Arc::new(FixedToken(token)))
-            .build()
-            .expect("the async client builds");
-        AsyncDriver {
-            client,
-            handle: rt.handle().clone(),
-        }
-    }
-
-    fn connect_broken(
+    fn build(
         spec: &ClientSpec,
         rt: &tokio::runtime::Runtime,
-        broken: Broken,
-        timeout: Duration,
-    ) -> Self {
+    ) -> Result<Self, defender_core::settings::BuildError> {
         let _guard = rt.enter();
-        let mut b = spec_builder!(defender_async, spec)
-            .store_timeout(timeout)
-            .token_timeout(timeout);
-        let parts = Arc::new(BrokenParts(broken));
-        b = if broken.is_store() {
-            b.client_secret(spec.secret.clone()).quota_store(parts)
-        } else {
-            b.token_provider(parts)
-        };
-        AsyncDriver {
-            client: b.build().expect("the async client builds"),
+        Ok(AsyncDriver {
+            client: build_client!(defender_async, spec)?,
             handle: rt.handle().clone(),
-        }
+        })
     }
 
     fn call(&self, call: Call) -> Result<Value, Error> {
@@ -318,50 +601,25 @@ impl Driver for AsyncDriver {
         self.handle.block_on(self.client.quota())
     }
 
-    fn hunt_range(
+    fn open_stream(&self, query: &str) -> AsyncStream {
+        let _guard = self.handle.enter();
+        AsyncStream {
+            stream: Some(self.client.hunt_stream(query)),
+            handle: self.handle.clone(),
+        }
+    }
+
+    fn open_range(
         &self,
         query: &str,
         from: SystemTime,
         to: SystemTime,
         opts: RangeOptions,
-    ) -> Result<RangeOutcome, RangeFailure> {
-        let mut hunt = self
-            .client
-            .hunt_range(query, from, to, Some(opts))
-            .map_err(RangeFailure::Plan)?;
-        let clamped = hunt.warning().is_some();
-        let mut windows = Vec::new();
-        self.handle.block_on(async {
-            while let Some(w) = hunt.next_window().await {
-                match w {
-                    Ok(w) => windows.push(w),
-                    Err(e) => return Err(RangeFailure::Hunt(e, std::mem::take(&mut windows))),
-                }
-            }
-            Ok(())
-        })?;
-        Ok(RangeOutcome {
-            windows,
-            progress: hunt.progress(),
-            clamped,
-        })
-    }
-
-    fn hunt_stream(
-        &self,
-        query: &str,
-        on_item: &mut dyn FnMut(StreamItem),
-    ) -> Result<HuntSummary, Error> {
-        use futures_util::StreamExt;
-        self.handle.block_on(async {
-            let mut stream = self.client.hunt_stream(query);
-            while let Some(item) = stream.next().await {
-                on_item(item?);
-            }
-            Ok(stream
-                .summary()
-                .cloned()
-                .expect("a summary once the stream ended"))
+    ) -> Result<AsyncRange, RangeError> {
+        let _guard = self.handle.enter();
+        Ok(AsyncRange {
+            hunt: Some(self.client.hunt_range(query, from, to, Some(opts))?),
+            handle: self.handle.clone(),
         })
     }
 }
@@ -372,47 +630,35 @@ pub struct BlockingDriver {
     client: defender_blocking::Client,
 }
 
+impl ItemStream for defender_blocking::HuntStream {
+    fn summary(&self) -> Option<HuntSummary> {
+        defender_blocking::HuntStream::summary(self).cloned()
+    }
+}
+
+impl WindowStream for defender_blocking::RangeHunt {
+    fn progress(&self) -> RangeProgress {
+        defender_blocking::RangeHunt::progress(self)
+    }
+
+    fn clamped(&self) -> bool {
+        self.warning().is_some()
+    }
+}
+
 impl Driver for BlockingDriver {
     const NAME: &'static str = "blocking";
+    const NAMES_A_PANIC: bool = true;
+    type Stream = defender_blocking::HuntStream;
+    type Range = defender_blocking::RangeHunt;
 
-    fn connect(spec: &ClientSpec, _rt: &tokio::runtime::Runtime) -> Self {
-        let client = spec_builder!(defender_blocking, spec)
-            .client_secret(spec.secret.clone())
-            .max_body_bytes(
-                spec.max_body_bytes
-                    .unwrap_or(defender_blocking::DEFAULT_MAX_BODY_BYTES),
-            )
-            .build()
-            .expect("the blocking client builds");
-        BlockingDriver { client }
-    }
-
-    fn connect_with_token(spec: &ClientSpec, _rt: &tokio::runtime::Runtime, token: String) -> Self {
-        let client = spec_builder!(defender_blocking, spec)
-            .token_provider(Arc::new(FixedToken(token)))
-            .build()
-            .expect("the blocking client builds");
-        BlockingDriver { client }
-    }
-
-    fn connect_broken(
+    fn build(
         spec: &ClientSpec,
         _rt: &tokio::runtime::Runtime,
-        broken: Broken,
-        timeout: Duration,
-    ) -> Self {
-        let mut b = spec_builder!(defender_blocking, spec)
-            .store_timeout(timeout)
-            .token_timeout(timeout);
-        let parts = Arc::new(BrokenParts(broken));
-        b = if broken.is_store() {
-            b.client_secret(spec.secret.clone()).quota_store(parts)
-        } else {
-            b.token_provider(parts)
-        };
-        BlockingDriver {
-            client: b.build().expect("the blocking client builds"),
-        }
+    ) -> Result<Self, defender_core::settings::BuildError> {
+        Ok(BlockingDriver {
+            client: build_client!(defender_blocking, spec)?,
+        })
     }
 
     fn call(&self, call: Call) -> Result<Value, Error> {
@@ -427,45 +673,18 @@ impl Driver for BlockingDriver {
         self.client.quota()
     }
 
-    fn hunt_range(
+    fn open_stream(&self, query: &str) -> defender_blocking::HuntStream {
+        self.client.hunt_stream(query)
+    }
+
+    fn open_range(
         &self,
         query: &str,
         from: SystemTime,
         to: SystemTime,
         opts: RangeOptions,
-    ) -> Result<RangeOutcome, RangeFailure> {
-        let mut hunt = self
-            .client
-            .hunt_range(query, from, to, Some(opts))
-            .map_err(RangeFailure::Plan)?;
-        let clamped = hunt.warning().is_some();
-        let mut windows = Vec::new();
-        for w in hunt.by_ref() {
-            match w {
-                Ok(w) => windows.push(w),
-                Err(e) => return Err(RangeFailure::Hunt(e, windows)),
-            }
-        }
-        Ok(RangeOutcome {
-            windows,
-            progress: hunt.progress(),
-            clamped,
-        })
-    }
-
-    fn hunt_stream(
-        &self,
-        query: &str,
-        on_item: &mut dyn FnMut(StreamItem),
-    ) -> Result<HuntSummary, Error> {
-        let mut stream = self.client.hunt_stream(query);
-        for item in stream.by_ref() {
-            on_item(item?);
-        }
-        Ok(stream
-            .summary()
-            .cloned()
-            .expect("a summary once the stream ended"))
+    ) -> Result<defender_blocking::RangeHunt, RangeError> {
+        self.client.hunt_range(query, from, to, Some(opts))
     }
 }
 
@@ -511,6 +730,10 @@ impl Env {
                 .seed(3),
             secret: DEFAULT_SECRET.to_owned(),
             max_body_bytes: None,
+            tokens: Tokens::Secret,
+            store: Store::Local,
+            timeout: None,
+            anonymous: false,
         }
     }
 
@@ -1210,6 +1433,10 @@ fn paced_spec(server: &crate::paced::PacedServer) -> ClientSpec {
             .seed(3),
         secret: "paced-secret".to_owned(),
         max_body_bytes: None,
+        tokens: Tokens::Secret,
+        store: Store::Local,
+        timeout: None,
+        anonymous: false,
     }
 }
 

@@ -21,6 +21,7 @@
 
 pub mod baseline;
 pub mod conformance;
+pub mod firehose;
 pub mod paced;
 pub mod plot;
 pub mod redis;

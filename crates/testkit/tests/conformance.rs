@@ -87,6 +87,77 @@ macro_rules! suite {
             fn streamed_and_buffered_hunts_agree() {
                 conformance::streamed_and_buffered_hunts_agree::<$driver>();
             }
+
+            #[test]
+            fn a_stream_dropped_before_its_first_item_sends_nothing() {
+                conformance::a_stream_dropped_before_its_first_item_sends_nothing::<$driver>();
+            }
+
+            #[test]
+            fn a_stream_dropped_early_cancels_its_call_and_settles_its_running_time() {
+                conformance::a_stream_dropped_early_cancels_its_call_and_settles_its_running_time::<
+                    $driver,
+                >();
+            }
+
+            #[test]
+            fn a_slow_consumer_gets_every_row_of_a_large_result_once_in_order() {
+                conformance::a_slow_consumer_gets_every_row_of_a_large_result_once_in_order::<
+                    $driver,
+                >();
+            }
+
+            #[test]
+            fn a_stream_reads_no_further_ahead_than_the_socket_buffers() {
+                conformance::a_stream_reads_no_further_ahead_than_the_socket_buffers::<$driver>();
+            }
+
+            #[test]
+            fn a_consumer_slower_than_the_request_timeout_is_not_cut_off() {
+                conformance::a_consumer_slower_than_the_request_timeout_is_not_cut_off::<$driver>();
+            }
+
+            #[test]
+            fn a_body_broken_before_any_row_is_retried_without_a_second_schema() {
+                conformance::a_body_broken_before_any_row_is_retried_without_a_second_schema::<
+                    $driver,
+                >();
+            }
+
+            #[test]
+            fn a_streamed_call_gives_its_summary() {
+                conformance::a_streamed_call_gives_its_summary::<$driver>();
+            }
+
+            #[test]
+            fn two_clients_share_one_store_at_exact_limits() {
+                conformance::two_clients_share_one_store_at_exact_limits::<$driver>();
+            }
+
+            #[test]
+            fn an_unavailable_store_fails_the_call_and_sends_nothing() {
+                conformance::an_unavailable_store_fails_the_call_and_sends_nothing::<$driver>();
+            }
+
+            #[test]
+            fn two_clients_share_a_redis_quota_at_exact_limits() {
+                conformance::two_clients_share_a_redis_quota_at_exact_limits::<$driver>();
+            }
+
+            #[test]
+            fn redis_quota_build_errors_are_typed() {
+                conformance::redis_quota_build_errors_are_typed::<$driver>();
+            }
+
+            #[test]
+            fn a_token_provider_serves_many_callers_with_one_fetch() {
+                conformance::a_token_provider_serves_many_callers_with_one_fetch::<$driver>();
+            }
+
+            #[test]
+            fn a_dropped_hunt_sends_no_more_windows() {
+                conformance::a_dropped_hunt_sends_no_more_windows::<$driver>();
+            }
         }
     };
 }

@@ -43,30 +43,3 @@ pub fn builder(emu: &EmulatorHandle, limits: &Limits) -> ClientBuilder {
 pub fn api_requests(stats: &Stats) -> u64 {
     stats.keys.iter().map(|k| k.requests).sum()
 }
-
-/// `callers` tasks spread over `clients`, each making `per_caller` incident listings;
-/// panics when one fails.
-pub async fn list_concurrently(clients: &[Client], callers: usize, per_caller: usize) {
-    let tasks: Vec<_> = (0..callers)
-        .map(|t| {
-            let client = clients[t % clients.len()].clone();
-            tokio::spawn(async move {
-                for i in 0..per_caller {
-                    let call = defender_core::engine::Call::ListIncidents(
-                        defender_core::incidents::IncidentQuery {
-                            top: Some(1),
-                            ..Default::default()
-                        },
-                    );
-                    client
-                        .call(call)
-                        .await
-                        .unwrap_or_else(|e| panic!("caller {t} call {i}: {e}"));
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("no caller panicked");
-    }
-}

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: an emulator on its own runtime, clients
-//! configured for it, and many callers at once.
+//! configured for it, and a server that holds a request.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -9,8 +9,6 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use defender_blocking::{Client, ClientBuilder};
-use defender_core::engine::Call;
-use defender_core::incidents::IncidentQuery;
 use defender_core::Limits;
 use defender_emulator::{
     Emulator, EmulatorHandle, WindowMode, DEFAULT_CLIENT_ID, DEFAULT_SECRET, DEFAULT_TENANT,
@@ -59,34 +57,6 @@ impl Env {
     pub fn api_requests(&self) -> u64 {
         self.emulator.stats().keys.iter().map(|k| k.requests).sum()
     }
-}
-
-/// `threads` callers, caller `t` on `clients[t % clients.len()]`, each making `calls`
-/// one-incident listings that must all succeed. Returns how many succeeded.
-pub fn callers(clients: &[Client], threads: usize, calls: usize) -> u32 {
-    let done = std::sync::Arc::new(AtomicU32::new(0));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let client = clients[t % clients.len()].clone();
-            let done = done.clone();
-            std::thread::spawn(move || {
-                for i in 0..calls {
-                    let call = Call::ListIncidents(IncidentQuery {
-                        top: Some(1),
-                        ..Default::default()
-                    });
-                    client
-                        .call(call)
-                        .unwrap_or_else(|e| panic!("caller {t} call {i}: {e}"));
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().expect("no caller panicked");
-    }
-    done.load(Ordering::Relaxed)
 }
 
 /// A server that holds the first incident request until a second one has been answered:
