@@ -9,10 +9,17 @@
 //! ([`RunOptions::now_unix_ms`], [`DatasetConfig::anchor_unix_ms`]); the only clock it
 //! reads is the monotonic one, to stop a query at [`QueryLimits::max_run_time`].
 //!
-//! - [`Dataset::generate`] builds the tables (`DeviceProcessEvents`, `DeviceNetworkEvents`,
-//!   `DeviceLogonEvents`, `AlertInfo`, `AlertEvidence`, `EmailEvents`, `IdentityLogonEvents`)
-//!   from a seed; rows are sorted by `Timestamp` and span 40 days by default, so data older
-//!   than the 30-day hunting window exists and must stay invisible.
+//! - [`Dataset::generate`] builds every table of the Defender XDR advanced-hunting schema
+//!   ([`TABLE_NAMES`]: the `Device*`, `DeviceTvm*`, `Email*`, `UrlClickEvents`,
+//!   `Identity*`, `CloudAppEvents`, `Alert*` and `Behavior*` tables) with their documented
+//!   column names and types, from one schema description (`src/schema.txt`) and a seed.
+//!   The same devices, accounts, process ids, hashes, message and alert ids recur across
+//!   tables, and three attack stories are planted (a phishing mail whose macro runs an
+//!   encoded PowerShell that downloads a payload and schedules it; a Qakbot-like mail
+//!   theft; an lsass dump followed by lateral logons), so hunting queries find rows.
+//!   Event rows are sorted by `Timestamp` and span 40 days by default, so data older
+//!   than the 30-day hunting window exists and must stay invisible; the snapshot tables
+//!   without a `Timestamp` (`DeviceTvmSoftwareInventory`...) are always visible.
 //! - [`run`] parses and evaluates a query, applying the lookback window and the row cap.
 //! - [`QueryOutput::write_json`] writes the Defender (`Schema`/`Results`) or Graph
 //!   (`schema`/`results`) response body.
@@ -119,7 +126,10 @@ mod output;
 mod parse;
 mod value;
 
-pub use data::{ColumnSchema, Dataset, DatasetConfig, Table, TABLE_NAMES};
+pub use data::{
+    ColumnSchema, Dataset, DatasetConfig, Table, ENCODED_POWERSHELL, PHISH_IP, QAKBOT_IP,
+    TABLE_NAMES,
+};
 pub use error::KqlError;
 pub use limits::{Limit, QueryLimits, PREEMPTED};
 pub use output::{value_to_json, Column, JsonStyle, QueryOutput};

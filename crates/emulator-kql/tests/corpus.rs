@@ -413,7 +413,7 @@ DeviceNetworkEvents
     // 44. Processes of accounts seen in a credential alert (leftsemi through a let).
     (
         r#"let Suspects = AlertEvidence
-| where Category == "CredentialAccess" and EntityType == "User"
+| where Categories has "CredentialAccess" and EntityType == "User"
 | distinct AccountName;
 DeviceProcessEvents
 | join kind=leftsemi Suspects on AccountName
