@@ -15,6 +15,7 @@ use crate::parse::{
     Ast, AstKind, BinOp, ExpandItem, FuncDef, Item, JoinKey, JoinKind, Let, LetRhs, ListOp, OpKind,
     ParsePart, Parser, SortKey, Source, Src, StrOp, TabExpr, Union,
 };
+use crate::scalars;
 use crate::value::{order_cmp, DataType, KeyVal, Value, TICKS_PER_DAY, TICKS_PER_MS};
 use crate::RunOptions;
 
@@ -54,6 +55,24 @@ enum Func {
     ToBool,
     ToDateTime,
     Round,
+    /// `datetime_diff(part, a, b)`: period boundaries between `b` and `a`.
+    DatetimeDiff,
+    /// `format_datetime(dt, format)`
+    FormatDatetime,
+    /// `coalesce(a, b, ...)`: the first non-null (non-empty string) argument.
+    Coalesce,
+    ReplaceString,
+    /// `substring(text, start [, length])`, in characters.
+    Substring,
+    /// `indexof(text, lookup [, start])`, in characters, -1 when absent.
+    IndexOf,
+    /// `countof(text, search)`: occurrences, overlapping ones included.
+    CountOf,
+    /// Days since the last Sunday, as a timespan.
+    DayOfWeek,
+    HourOfDay,
+    Ipv4IsPrivate,
+    Base64DecodeToString,
 }
 
 /// What a compiled regular expression is used for.
@@ -566,7 +585,108 @@ fn call<R: Row>(f: Func, args: &[CExpr], r: &R, bg: &Budget, ty: DataType) -> Va
                 _ => Value::Null,
             }
         }
+        Func::DatetimeDiff => match (a0(), a1(), eval(&args[2], r, bg)) {
+            (Value::Str(part), Value::DateTime(a), Value::DateTime(b)) => {
+                scalars::datetime_diff(&part, a, b).map_or(Value::Null, Value::Int)
+            }
+            _ => Value::Null,
+        },
+        Func::FormatDatetime => match (a0(), a1()) {
+            (Value::DateTime(t), Value::Str(fmt)) if bg.string_ok(fmt.len() * 4) => {
+                Value::str(&scalars::format_datetime(t, &fmt))
+            }
+            _ => Value::Null,
+        },
+        Func::Coalesce => args
+            .iter()
+            .map(|a| eval(a, r, bg))
+            .find(|v| match v {
+                Value::Null => false,
+                Value::Str(s) => !s.is_empty(),
+                _ => true,
+            })
+            .map_or(Value::Null, |v| convert(v, ty)),
+        Func::ReplaceString => match (a0(), a1(), eval(&args[2], r, bg)) {
+            (Value::Str(t), Value::Str(from), Value::Str(to)) => {
+                if from.is_empty() {
+                    return Value::Str(t);
+                }
+                let n = t.matches(&*from).count();
+                let len = t.len() - n * from.len() + n * to.len();
+                if bg.string_ok(len) {
+                    Value::str(&t.replace(&*from, &to))
+                } else {
+                    Value::Null
+                }
+            }
+            _ => Value::Null,
+        },
+        Func::Substring => {
+            let len = args.get(2).map(|a| eval(a, r, bg));
+            match (a0(), a1(), len) {
+                (Value::Str(t), Value::Int(start), None) => {
+                    Value::str(&scalars::substring(&t, start, None))
+                }
+                (Value::Str(t), Value::Int(start), Some(Value::Int(n))) => {
+                    Value::str(&scalars::substring(&t, start, Some(n)))
+                }
+                _ => Value::Null,
+            }
+        }
+        Func::IndexOf => {
+            let start = args.get(2).map_or(Value::Int(0), |a| eval(a, r, bg));
+            match (a0(), a1(), start) {
+                (Value::Str(t), Value::Str(l), Value::Int(start)) => {
+                    scalars::indexof(&t, &l, start).map_or(Value::Null, Value::Int)
+                }
+                _ => Value::Null,
+            }
+        }
+        Func::CountOf => match (a0(), a1()) {
+            (Value::Str(t), Value::Str(l)) => Value::Int(scalars::countof(&t, &l)),
+            _ => Value::Null,
+        },
+        Func::DayOfWeek => match a0() {
+            Value::DateTime(t) => {
+                Value::TimeSpan((t.div_euclid(TICKS_PER_DAY) + 4).rem_euclid(7) * TICKS_PER_DAY)
+            }
+            _ => Value::Null,
+        },
+        Func::HourOfDay => match a0() {
+            Value::DateTime(t) => Value::Int(t.rem_euclid(TICKS_PER_DAY) / (TICKS_PER_DAY / 24)),
+            _ => Value::Null,
+        },
+        Func::Ipv4IsPrivate => match a0() {
+            Value::Str(ip) => scalars::ipv4_is_private(&ip).map_or(Value::Null, Value::Bool),
+            _ => Value::Null,
+        },
+        Func::Base64DecodeToString => match a0() {
+            Value::Str(t) => scalars::base64_decode(&t)
+                .and_then(|b| String::from_utf8(b).ok())
+                .map_or(Value::Null, |s| Value::str(&s)),
+            _ => Value::Null,
+        },
     }
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters.
+fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 fn bin(v: Value, size: Value) -> Value {
@@ -1621,6 +1741,11 @@ impl<'a> Binder<'_, 'a> {
             "bin" | "floor" | "extractjson" | "strcat_array" => 2..=2,
             "round" => 1..=2,
             "split" => 2..=3,
+            "datetime_diff" | "replace_string" => 3..=3,
+            "format_datetime" | "countof" => 2..=2,
+            "coalesce" => 2..=64,
+            "substring" | "indexof" => 2..=3,
+            "dayofweek" | "hourofday" | "ipv4_is_private" | "base64_decode_tostring" => 1..=1,
             "extract" => 3..=4,
             "extract_all" => 2..=3,
             "iff" | "iif" => 3..=3,
@@ -1782,6 +1907,54 @@ impl<'a> Binder<'_, 'a> {
                 let ty = args[0].ty;
                 f(Func::Round, ty, args)
             }
+            "datetime_diff" => {
+                want(0, T::String)?;
+                want(1, T::DateTime)?;
+                want(2, T::DateTime)?;
+                f(Func::DatetimeDiff, T::Long, args)
+            }
+            "format_datetime" => {
+                want(0, T::DateTime)?;
+                want(1, T::String)?;
+                f(Func::FormatDatetime, T::String, args)
+            }
+            "coalesce" => {
+                let types: Vec<T> = args.iter().map(|a| a.ty).collect();
+                let ty = unify(name, &types)?;
+                f(Func::Coalesce, ty, args)
+            }
+            "replace_string" => f(Func::ReplaceString, T::String, strings(args)),
+            "substring" | "indexof" => {
+                let mut args = args;
+                let rest = args.split_off(if name == "substring" { 1 } else { 2 });
+                for (i, a) in rest.iter().enumerate() {
+                    if !matches!(a.ty, T::Int | T::Long | T::Dynamic) {
+                        return Err(type_err(format!(
+                            "function '{name}' expects argument {} of type long, got {}",
+                            i + 1 + args.len(),
+                            a.ty.kql_name()
+                        )));
+                    }
+                }
+                let mut args: Vec<CExpr> = strings(args);
+                args.extend(rest);
+                if name == "substring" {
+                    f(Func::Substring, T::String, args)
+                } else {
+                    f(Func::IndexOf, T::Long, args)
+                }
+            }
+            "countof" => f(Func::CountOf, T::Long, strings(args)),
+            "dayofweek" | "hourofday" => {
+                want(0, T::DateTime)?;
+                if name == "dayofweek" {
+                    f(Func::DayOfWeek, T::TimeSpan, args)
+                } else {
+                    f(Func::HourOfDay, T::Int, args)
+                }
+            }
+            "ipv4_is_private" => f(Func::Ipv4IsPrivate, T::Bool, strings(args)),
+            "base64_decode_tostring" => f(Func::Base64DecodeToString, T::String, strings(args)),
             _ => f(Func::StrCat, T::String, args),
         })
     }
@@ -2430,23 +2603,6 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Whether `name` matches `pattern`, where `*` stands for any text.
-fn glob(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for p in &parts[1..parts.len() - 1] {
-        match rest.find(p) {
-            Some(i) => rest = &rest[i + p.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 fn const_count(b: &Binder<'_, '_>, a: &Ast, what: &str) -> Res<usize> {
     match b.bind(a)?.kind {
         CKind::Lit(Value::Int(n)) if n >= 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
@@ -2576,8 +2732,41 @@ impl<'a> Ctx<'a> {
             }
             OpKind::Project(items) => return project(frame, items, false, &b),
             OpKind::Extend(items) => return project(frame, items, true, &b),
+            OpKind::ProjectPick(patterns, keep) => {
+                let mut order: Vec<usize> = Vec::new();
+                for (p, s, e) in patterns {
+                    let hits: Vec<usize> = (0..frame.cols.len())
+                        .filter(|i| glob(p, &frame.cols[*i].name) && !order.contains(i))
+                        .collect();
+                    if hits.is_empty() && !p.contains('*') {
+                        return Err(src.error_at(
+                            *s,
+                            *e,
+                            format!(
+                                "'{}' operator: Failed to resolve column named '{p}'",
+                                op.name
+                            ),
+                        ));
+                    }
+                    order.extend(hits);
+                }
+                if *keep {
+                    order.sort_unstable();
+                } else {
+                    let rest: Vec<usize> = (0..frame.cols.len())
+                        .filter(|i| !order.contains(i))
+                        .collect();
+                    order.extend(rest);
+                }
+                let cols = std::mem::take(&mut frame.cols);
+                frame.cols = order.into_iter().map(|i| cols[i].clone()).collect();
+                frame.gc();
+            }
             OpKind::ProjectAway(names) => {
                 for (n, s, e) in names {
+                    if n.contains('*') {
+                        continue;
+                    }
                     if frame.index(n).is_none() {
                         return Err(src.error_at(
                             *s,
@@ -2590,7 +2779,7 @@ impl<'a> Ctx<'a> {
                 }
                 frame
                     .cols
-                    .retain(|c| !names.iter().any(|(n, _, _)| *n == c.name));
+                    .retain(|c| !names.iter().any(|(n, _, _)| glob(n, &c.name)));
                 frame.gc();
             }
             OpKind::ProjectRename(pairs) => {

@@ -124,6 +124,7 @@ mod join;
 mod limits;
 mod output;
 mod parse;
+mod scalars;
 mod value;
 
 pub use data::{

@@ -533,7 +533,10 @@ pub(crate) struct ExpandItem {
 pub(crate) enum OpKind {
     Where(Ast),
     Project(Vec<Item>),
+    /// Column names or `*` patterns (`Initiating*`).
     ProjectAway(Vec<(String, usize, usize)>),
+    /// `project-reorder` (false) and `project-keep` (true): names or `*` patterns.
+    ProjectPick(Vec<(String, usize, usize)>, bool),
     ProjectRename(Vec<(String, String, usize, usize)>),
     Extend(Vec<Item>),
     Take(Ast),
@@ -666,7 +669,7 @@ pub(crate) struct Parser<'a> {
 }
 
 /// Query operators that are valid KQL but that the emulator does not run.
-const UNSUPPORTED_OPS: [&str; 24] = [
+const UNSUPPORTED_OPS: [&str; 22] = [
     "lookup",
     "parse-where",
     "parse-kv",
@@ -677,8 +680,6 @@ const UNSUPPORTED_OPS: [&str; 24] = [
     "as",
     "sample",
     "sample-distinct",
-    "project-keep",
-    "project-reorder",
     "search",
     "find",
     "fork",
@@ -802,6 +803,34 @@ impl<'a> Parser<'a> {
             }
             _ => Err(self.err(format!("expected {what}"))),
         }
+    }
+    /// A column name or a pattern with `*` (`Initiating*`, `*Id`, `*`), with an
+    /// optional `asc`/`desc` (of `project-reorder`, accepted and ignored).
+    fn column_pattern(&mut self) -> PResult<(String, usize, usize)> {
+        if matches!(self.peek(), Tok::Op("[")) {
+            return self.ident("a column name");
+        }
+        let start = self.tok().start;
+        let mut name = String::new();
+        let mut end = start;
+        while matches!(self.peek(), Tok::Ident(s) if !s.starts_with('!')) || self.is_op("*") {
+            if !name.is_empty() && self.tok().start != end {
+                break;
+            }
+            let t = self.bump();
+            end = t.end;
+            match t.tok {
+                Tok::Ident(s) => name.push_str(&s),
+                _ => name.push('*'),
+            }
+        }
+        if name.is_empty() {
+            return Err(self.err("expected a column name".to_string()));
+        }
+        if matches!(self.peek(), Tok::Ident(s) if s == "asc" || s == "desc") {
+            self.bump();
+        }
+        Ok((name, start, end))
     }
     fn enter(&mut self) -> PResult<()> {
         self.depth += 1;
@@ -1124,13 +1153,16 @@ impl<'a> Parser<'a> {
             } else {
                 self.items()?
             }),
-            "project-away" => {
-                let mut v = vec![self.ident("a column name")?];
+            "project-away" | "project-reorder" | "project-keep" => {
+                let mut v = vec![self.column_pattern()?];
                 while self.is_op(",") {
                     self.bump();
-                    v.push(self.ident("a column name")?);
+                    v.push(self.column_pattern()?);
                 }
-                OpKind::ProjectAway(v)
+                match name.as_str() {
+                    "project-away" => OpKind::ProjectAway(v),
+                    n => OpKind::ProjectPick(v, n == "project-keep"),
+                }
             }
             "project-rename" => {
                 let mut v = Vec::new();

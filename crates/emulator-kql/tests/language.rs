@@ -106,8 +106,8 @@ fn invisible_characters_and_sources_that_are_not_tables() {
 #[test]
 fn valid_but_unsupported_is_named_and_located() {
     assert_eq!(
-        err("DeviceLogonEvents\n| extend x = substring(AccountName, 1)"),
-        "'substring()' is valid KQL but not supported by this emulator (line [2,14])"
+        err("DeviceLogonEvents\n| extend x = trim_start(@'\\s', AccountName)"),
+        "'trim_start()' is valid KQL but not supported by this emulator (line [2,14])"
     );
     assert_eq!(
         err("DeviceLogonEvents | mv-apply x = y on (take 1)"),

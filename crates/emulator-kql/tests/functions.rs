@@ -1,0 +1,163 @@
+//! Issue 18's cheaper functions and operators, each against a brute-force expectation
+//! over the generated rows: `project-reorder`, `project-keep` and `*` patterns in
+//! `project-away`; `datetime_diff`, `format_datetime`, `dayofweek`, `hourofday`,
+//! `coalesce`, `replace_string`, `substring`, `indexof`, `countof`, `ipv4_is_private`,
+//! `base64_decode_tostring`.
+
+use std::sync::OnceLock;
+
+use defender_emulator_kql::{
+    format_datetime, run, Dataset, DatasetConfig, QueryOutput, RunOptions, Value, TICKS_PER_DAY,
+    TICKS_PER_MS,
+};
+
+/// 2026-01-01T00:00:00Z
+const NOW: i64 = 1_767_225_600_000;
+
+fn data() -> &'static Dataset {
+    static D: OnceLock<Dataset> = OnceLock::new();
+    D.get_or_init(|| {
+        Dataset::generate(&DatasetConfig {
+            seed: 5,
+            rows_per_table: 1_500,
+            anchor_unix_ms: NOW,
+            ..DatasetConfig::default()
+        })
+    })
+}
+
+fn q(query: &str) -> QueryOutput {
+    let opts = RunOptions {
+        now_unix_ms: NOW,
+        ..RunOptions::default()
+    };
+    run(query, data(), &opts).unwrap_or_else(|e| panic!("{query}: {e}"))
+}
+
+fn names(out: &QueryOutput) -> Vec<String> {
+    out.schema.iter().map(|c| c.name.clone()).collect()
+}
+
+fn table_cols(t: &str) -> Vec<String> {
+    data()
+        .table(t)
+        .unwrap()
+        .schema()
+        .iter()
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn project_reorder_keep_and_away_patterns() {
+    let all = table_cols("DeviceNetworkEvents");
+    let out = q("DeviceNetworkEvents | take 3 | project-reorder RemoteUrl, Local* desc");
+    let mut want = vec!["RemoteUrl".to_string()];
+    want.extend(all.iter().filter(|c| c.starts_with("Local")).cloned());
+    let rest: Vec<String> = all.iter().filter(|c| !want.contains(c)).cloned().collect();
+    want.extend(rest);
+    assert_eq!(names(&out), want);
+    assert_eq!(out.rows.len(), 3);
+    // The values moved with their names.
+    let full = q("DeviceNetworkEvents | take 3");
+    let ix = |o: &QueryOutput, n: &str| o.schema.iter().position(|c| c.name == n).unwrap();
+    for (a, b) in out.rows.iter().zip(&full.rows) {
+        assert_eq!(a[0], b[ix(&full, "RemoteUrl")]);
+    }
+    let out = q("DeviceNetworkEvents | take 1 | project-keep *Port, DeviceName");
+    let want: Vec<String> = all
+        .iter()
+        .filter(|c| c.ends_with("Port") || *c == "DeviceName")
+        .cloned()
+        .collect();
+    assert_eq!(names(&out), want);
+    let out = q("DeviceNetworkEvents | take 1 | project-away Initiating*, *Session*");
+    let want: Vec<String> = all
+        .iter()
+        .filter(|c| !c.starts_with("Initiating") && !c.contains("Session"))
+        .cloned()
+        .collect();
+    assert_eq!(names(&out), want);
+    let e = run(
+        "AlertInfo | project-reorder Nope",
+        data(),
+        &RunOptions::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("'Nope'"), "{e}");
+}
+
+#[test]
+fn calendar_functions_against_tick_arithmetic() {
+    let out = q("DeviceLogonEvents | take 200 | project Timestamp, \
+                 d = datetime_diff('day', now(), Timestamp), \
+                 h = datetime_diff('hour', now(), Timestamp), \
+                 f = format_datetime(Timestamp, 'yyyy-MM-dd HH:mm:ss'), \
+                 w = dayofweek(Timestamp), hod = hourofday(Timestamp)");
+    let now = NOW * TICKS_PER_MS;
+    let hour = TICKS_PER_DAY / 24;
+    for r in &out.rows {
+        let Value::DateTime(t) = r[0] else { panic!() };
+        assert_eq!(
+            r[1],
+            Value::Int(now.div_euclid(TICKS_PER_DAY) - t.div_euclid(TICKS_PER_DAY))
+        );
+        assert_eq!(r[2], Value::Int(now.div_euclid(hour) - t.div_euclid(hour)));
+        let mut iso = String::new();
+        format_datetime(t, &mut iso);
+        assert_eq!(s(&r[3]), iso[..19].replace('T', " "));
+        // 1970-01-01 was a Thursday (day 4 counting from Sunday).
+        let dow = (t.div_euclid(TICKS_PER_DAY) + 4).rem_euclid(7);
+        assert_eq!(r[4], Value::TimeSpan(dow * TICKS_PER_DAY));
+        assert_eq!(r[5], Value::Int(t.rem_euclid(TICKS_PER_DAY) / hour));
+    }
+    let out = q(
+        "print m = datetime_diff('month', datetime(2024-03-01), datetime(2023-12-31)), \
+                 y = datetime_diff('year', datetime(2024-01-01), datetime(2023-12-31 23:59:59))",
+    );
+    assert_eq!(out.rows[0], vec![Value::Int(3), Value::Int(1)]);
+}
+
+#[test]
+fn string_functions_against_brute_force() {
+    let out = q(
+        "DeviceProcessEvents | take 300 | project ProcessCommandLine, \
+                 r = replace_string(ProcessCommandLine, '.exe', '.EXE'), \
+                 sub = substring(ProcessCommandLine, 3, 5), \
+                 ix = indexof(ProcessCommandLine, ' '), \
+                 c = countof(ProcessCommandLine, 'e'), \
+                 co = coalesce(AppGuardContainerId, FileName)",
+    );
+    let files = q("DeviceProcessEvents | take 300 | project FileName");
+    for (r, f) in out.rows.iter().zip(&files.rows) {
+        let cmd = s(&r[0]);
+        assert_eq!(s(&r[1]), cmd.replace(".exe", ".EXE"));
+        assert_eq!(s(&r[2]), cmd.chars().skip(3).take(5).collect::<String>());
+        let ix = cmd
+            .find(' ')
+            .map_or(-1, |b| cmd[..b].chars().count() as i64);
+        assert_eq!(r[3], Value::Int(ix));
+        assert_eq!(r[4], Value::Int(cmd.matches('e').count() as i64));
+        // AppGuardContainerId is empty: coalesce falls through to FileName.
+        assert_eq!(r[5], f[0]);
+    }
+    let out = q("DeviceNetworkEvents | take 300 | project RemoteIP, p = ipv4_is_private(RemoteIP)");
+    for r in &out.rows {
+        let ip = s(&r[0]);
+        let o: Vec<u32> = ip.split('.').map(|x| x.parse().unwrap()).collect();
+        let private =
+            o[0] == 10 || (o[0] == 172 && (16..32).contains(&o[1])) || (o[0] == 192 && o[1] == 168);
+        assert_eq!(r[1], Value::Bool(private), "{ip}");
+    }
+    let out = q(
+        "print a = base64_decode_tostring('SW52b2tlLVdlYlJlcXVlc3Q='), \
+                 b = base64_decode_tostring('%%%'), c = coalesce(tolong('x'), 7)",
+    );
+    assert_eq!(out.rows[0][0], Value::str("Invoke-WebRequest"));
+    assert_eq!(out.rows[0][1], Value::Null);
+    assert_eq!(out.rows[0][2], Value::Int(7));
+}
