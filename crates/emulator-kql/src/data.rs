@@ -262,6 +262,7 @@ fn default_rows(name: &str, config: &DatasetConfig, w: &World) -> usize {
         "DeviceTvmSoftwareVulnerabilitiesKB" => synth::CVES.len(),
         "DeviceTvmSoftwareVulnerabilities" => vulnerable(nd).len(),
         "DeviceInfo" | "DeviceNetworkInfo" => config.rows_per_table.min(nd * 40),
+        "EmailPostDeliveryEvents" => (config.rows_per_table / 8).max(20),
         _ => config.rows_per_table,
     }
 }
@@ -350,6 +351,13 @@ fn draw_ctx(
         }
         "DeviceEvents" => {
             c.image = Some(r.below(g.images.len()));
+            if c.image.is_some_and(|i| {
+                STORY_ONLY
+                    .iter()
+                    .any(|s| g.images[i].name.eq_ignore_ascii_case(s))
+            }) {
+                c.image = Some(pick(r, FILES));
+            }
             if r.chance(0.3) {
                 c.ip = Some(r.below(w.remote_ips.len()));
                 c.port = [443, 80, 53][r.below(3)];
@@ -380,6 +388,21 @@ fn draw_ctx(
         "EmailAttachmentInfo" | "EmailUrlInfo" | "EmailPostDeliveryEvents" => {
             c.dev = None;
             c.link = near(r, i, n, rows_of(g, "EmailEvents"));
+            if name == "EmailPostDeliveryEvents" {
+                // Mail is purged after delivery for a threat: the next threat mail.
+                // (Generic ZAP is of phish and spam; the planted malware mail has its own.)
+                let threat = |j: usize| {
+                    matches!(
+                        g.linked_value("EmailEvents", Some(j), "ThreatTypes")
+                            .as_str(),
+                        Some("Phish" | "Spam")
+                    )
+                };
+                let total = rows_of(g, "EmailEvents");
+                c.link = c
+                    .link
+                    .and_then(|j| (j..total).chain(0..j).find(|x| threat(*x)));
+            }
             c.image = Some(pick(
                 r,
                 &[
@@ -426,6 +449,17 @@ fn draw_ctx(
     }
     c
 }
+
+/// Files only the planted stories use: generic rows stay off them, so a hunt for them
+/// finds the story.
+const STORY_ONLY: &[&str] = &[
+    "lsass.exe",
+    "procdump64.exe",
+    "msra.exe",
+    "esentutl.exe",
+    "update.exe",
+    "wscript.exe",
+];
 
 const INITIATORS: &[&str] = &[
     "explorer.exe",

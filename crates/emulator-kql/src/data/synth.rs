@@ -265,6 +265,10 @@ impl Gen<'_> {
         self.built.iter().find(|t| t.name == name)
     }
     /// Column `col` of row `row` of an earlier table.
+    pub fn linked_value(&self, table: &str, row: Option<usize>, col: &str) -> Value {
+        self.linked(table, row, col)
+    }
+    /// Column `col` of row `row` of an earlier table.
     fn linked(&self, table: &str, row: Option<usize>, col: &str) -> Value {
         let (Some(t), Some(r)) = (self.built(table), row) else {
             return Value::str("");
@@ -981,7 +985,6 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
             })
         }),
         "UrlChain" => each(&|_| empty.clone()),
-        "IsClickedThrough" => each(&|c| Value::Bool(c.k % 3 == 0)),
         // Identity
         "Application" => each(&|c| {
             Value::str(match t {
