@@ -396,6 +396,30 @@ fn phishing(p: &mut Planter<'_>, who: Who, t0: i64) {
             ("InitiatingProcessCommandLine", v(ENCODED_POWERSHELL)),
         ],
     );
+    // Discovery from the same PowerShell.
+    for (i, (file, cmd)) in [
+        ("whoami.exe", "whoami.exe /all"),
+        ("net.exe", r#"net.exe group "Domain Admins" /domain"#),
+        ("nltest.exe", "nltest.exe /domain_trusts"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        p.add(
+            "DeviceProcessEvents",
+            m(8) + i as i64 * 20 * TICKS_PER_SEC,
+            who,
+            Some(file),
+            ps,
+            word,
+            8_100 + i as i64 * 4,
+            vec![
+                ("FileName", v(file)),
+                ("ProcessCommandLine", v(cmd)),
+                ("InitiatingProcessCommandLine", v(ENCODED_POWERSHELL)),
+            ],
+        );
+    }
     let svc = ("svchost.exe", 1_388);
     let services = ("services.exe", 812);
     p.add("DeviceEvents", m(7) + 2 * TICKS_PER_SEC, who, None, svc, services, 0, vec![
@@ -496,6 +520,7 @@ fn phishing(p: &mut Planter<'_>, who: Who, t0: i64) {
             ("Process", "powershell.exe", ENCODED_POWERSHELL),
             ("File", "update.exe", ""),
             ("Url", "", "http://cdn.tailspin-invoices.example/update.exe"),
+            ("MailMessage", "", &msg_id),
         ],
     );
 }
@@ -710,6 +735,24 @@ fn qakbot(p: &mut Planter<'_>, who: Who, t0: i64) {
             ("UserAgent", v("python-requests/2.31.0")),
         ],
     );
+    for i in 0..5 {
+        p.simple(
+            "CloudAppEvents",
+            m(26) + i * TICKS_PER_MIN,
+            no_dev,
+            vec![
+                ("ActionType", v("FileDownloaded")),
+                ("Application", v("Microsoft SharePoint Online")),
+                ("ApplicationId", Value::Int(20892)),
+                ("IPAddress", v(QAKBOT_IP)),
+                ("CountryCode", v("RU")),
+                ("City", v("Moscow")),
+                ("ActivityType", v("Download")),
+                ("ObjectName", v(&format!("Finance_Q{}.xlsx", i + 1))),
+                ("UserAgent", v("python-requests/2.31.0")),
+            ],
+        );
+    }
     alert(
         p,
         m(23),
@@ -1012,6 +1055,13 @@ fn alert(
             "Process" => set.push(("ProcessCommandLine", v(detail))),
             "Url" => set.push(("RemoteUrl", v(detail))),
             "Ip" => set.push(("RemoteIP", v(detail))),
+            "MailMessage" => {
+                set.push(("NetworkMessageId", v(detail)));
+                set.push((
+                    "EmailSubject",
+                    v("Invoice 88213 overdue - payment required"),
+                ));
+            }
             _ => {}
         }
         if file.is_empty() {
