@@ -1203,7 +1203,7 @@ fn type_err(what: String) -> KqlError {
 }
 
 /// The aggregation functions `summarize` runs.
-pub(crate) const AGGREGATES: [&str; 16] = [
+pub(crate) const AGGREGATES: [&str; 18] = [
     "count",
     "countif",
     "dcount",
@@ -1220,6 +1220,8 @@ pub(crate) const AGGREGATES: [&str; 16] = [
     "arg_max",
     "arg_min",
     "take_any",
+    "percentile",
+    "percentiles",
 ];
 
 /// Functions of KQL (scalar and aggregation) that the emulator does not implement: a
@@ -3182,6 +3184,8 @@ enum Acc {
     /// `arg_max`/`arg_min`: the best key so far and the chosen columns of its row.
     Arg(Value, Vec<Value>),
     Any(Option<Value>),
+    /// `percentile(s)`: every non-null value, ranked at the end.
+    Values(Vec<Value>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -3200,6 +3204,8 @@ enum AggKind {
     /// `arg_max` (`true`) or `arg_min`.
     Arg(bool),
     TakeAny,
+    /// `percentile(x, p)` and `percentiles(x, p1, p2, ...)`: nearest rank.
+    Percentiles,
 }
 
 struct Agg {
@@ -3209,6 +3215,8 @@ struct Agg {
     args: Vec<CExpr>,
     /// The output columns: one, or for `arg_max` the key and each returned column.
     outputs: Vec<(String, DataType)>,
+    /// The percentages of `percentile(s)`, one per output.
+    pcts: Vec<f64>,
 }
 
 impl Agg {
@@ -3230,6 +3238,7 @@ impl Agg {
             AggKind::MakeBag(_) => Acc::Bag(serde_json::Map::new()),
             AggKind::Arg(_) => Acc::Arg(Value::Null, Vec::new()),
             AggKind::TakeAny => Acc::Any(None),
+            AggKind::Percentiles => Acc::Values(Vec::new()),
         }
     }
 }
@@ -3274,6 +3283,8 @@ fn bind_agg(b: &Binder<'_, '_>, item: &Item, by_names: &[String]) -> Res<Agg> {
         "arg_max" => (AggKind::Arg(true), 2..=usize::MAX),
         "arg_min" => (AggKind::Arg(false), 2..=usize::MAX),
         "take_any" | "any" => (AggKind::TakeAny, 1..=1),
+        "percentile" => (AggKind::Percentiles, 2..=2),
+        "percentiles" => (AggKind::Percentiles, 2..=64),
         other if KNOWN_FUNCTIONS.contains(&other) => {
             return Err(b
                 .src
@@ -3286,6 +3297,9 @@ fn bind_agg(b: &Binder<'_, '_>, item: &Item, by_names: &[String]) -> Res<Agg> {
     }
     if let AggKind::Arg(max) = kind {
         return bind_arg(b, item, max, args, by_names);
+    }
+    if kind == AggKind::Percentiles {
+        return bind_percentiles(b, item, args);
     }
     // The value and, for `*if`, the predicate; size and accuracy arguments are consts.
     let used = match kind {
@@ -3341,6 +3355,7 @@ fn bind_agg(b: &Binder<'_, '_>, item: &Item, by_names: &[String]) -> Res<Agg> {
         kind,
         args: bound,
         outputs: vec![(name, ty)],
+        pcts: Vec::new(),
     })
 }
 
@@ -3386,7 +3401,68 @@ fn bind_arg(
         kind: AggKind::Arg(max),
         args: bound,
         outputs,
+        pcts: Vec::new(),
     })
+}
+
+/// `percentile(x, p)` / `percentiles(x, p1, ...)`: one output per percentage, named
+/// `percentile_<x>_<p>` (a `.` in `p` written `_`), of `x`'s type.
+fn bind_percentiles(b: &Binder<'_, '_>, item: &Item, args: &[Ast]) -> Res<Agg> {
+    use DataType as T;
+    let x = b.bind(&args[0])?;
+    if !(x.ty.is_numeric() || matches!(x.ty, T::DateTime | T::TimeSpan)) {
+        return Err(type_err(format!(
+            "'percentile()' cannot be applied to an argument of type {}",
+            x.ty.kql_name()
+        )));
+    }
+    let base = match &x.kind {
+        CKind::Col(c) => b.cols[*c].name.clone(),
+        _ => String::new(),
+    };
+    let mut pcts = Vec::new();
+    let mut outputs = Vec::new();
+    for a in &args[1..] {
+        let p = match b.bind(a)?.kind {
+            CKind::Lit(Value::Int(i)) => i as f64,
+            CKind::Lit(Value::Real(r)) => r,
+            _ => f64::NAN,
+        };
+        if !(0.0..=100.0).contains(&p) {
+            return Err(b.src.error_at(
+                a.start,
+                a.end,
+                "a percentile must be a constant between 0 and 100",
+            ));
+        }
+        let text = if p.fract() == 0.0 {
+            format!("{}", p as i64)
+        } else {
+            format!("{p}").replace('.', "_")
+        };
+        let name = match (&item.name, args.len()) {
+            (Some(n), 2) => n.clone(),
+            _ => format!("percentile_{base}_{text}"),
+        };
+        outputs.push((name, x.ty));
+        pcts.push(p);
+    }
+    Ok(Agg {
+        kind: AggKind::Percentiles,
+        args: vec![x],
+        outputs,
+        pcts,
+    })
+}
+
+/// The nearest-rank percentile `p` of `sorted`: the smallest value with at least `p`%
+/// of the values at or below it.
+fn nearest_rank(sorted: &[Value], p: f64) -> Value {
+    if sorted.is_empty() {
+        return Value::Null;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1].clone()
 }
 
 /// `Some(call)` if `a` is a call of an aggregation function.
@@ -3738,6 +3814,13 @@ fn update<R: Row>(acc: &mut Acc, agg: &Agg, row: &R, bg: &Budget) -> usize {
                 return cols.iter().map(value_bytes).sum();
             }
         }
+        Acc::Values(vals) => {
+            let v = v();
+            if !matches!(v, Value::Null) {
+                vals.push(v);
+                return 16;
+            }
+        }
         Acc::Any(slot) => {
             if slot.is_none() {
                 let v = v();
@@ -3779,6 +3862,10 @@ fn finish(acc: &mut Acc, agg: &Agg) -> Vec<Value> {
             return out;
         }
         Acc::Any(slot) => slot.take().unwrap_or(Value::Null),
+        Acc::Values(vals) => {
+            vals.sort_by(order_cmp);
+            return agg.pcts.iter().map(|p| nearest_rank(vals, *p)).collect();
+        }
     };
     vec![one]
 }

@@ -161,3 +161,51 @@ fn string_functions_against_brute_force() {
     assert_eq!(out.rows[0][1], Value::Null);
     assert_eq!(out.rows[0][2], Value::Int(7));
 }
+
+/// The nearest-rank percentile: the smallest value with at least `p`% at or below it.
+fn nearest_rank(sorted: &[i64], p: f64) -> i64 {
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[test]
+fn percentile_and_percentiles_by_nearest_rank() {
+    let out = q(
+        "DeviceNetworkEvents | summarize p = percentile(LocalPort, 50), \
+                 percentiles(RemotePort, 5, 50, 99.5) by Protocol",
+    );
+    assert_eq!(
+        names(&out),
+        [
+            "Protocol",
+            "p",
+            "percentile_RemotePort_5",
+            "percentile_RemotePort_50",
+            "percentile_RemotePort_99_5"
+        ]
+    );
+    assert_eq!(out.schema[1].type_name, "Int32");
+    let rows = q("DeviceNetworkEvents | project Protocol, LocalPort, RemotePort");
+    for r in &out.rows {
+        let group: Vec<&Vec<Value>> = rows.rows.iter().filter(|x| x[0] == r[0]).collect();
+        let mut local: Vec<i64> = group.iter().map(|x| x[1].as_i64().unwrap()).collect();
+        let mut remote: Vec<i64> = group.iter().map(|x| x[2].as_i64().unwrap()).collect();
+        local.sort_unstable();
+        remote.sort_unstable();
+        assert_eq!(r[1], Value::Int(nearest_rank(&local, 50.0)));
+        assert_eq!(r[2], Value::Int(nearest_rank(&remote, 5.0)));
+        assert_eq!(r[3], Value::Int(nearest_rank(&remote, 50.0)));
+        assert_eq!(r[4], Value::Int(nearest_rank(&remote, 99.5)));
+    }
+    // Inside an expression, and over datetimes.
+    let out = q("DeviceLogonEvents | summarize Spread = max(Timestamp) - percentile(Timestamp, 0)");
+    let all = q("DeviceLogonEvents | summarize max(Timestamp) - min(Timestamp)");
+    assert_eq!(out.rows[0][0], all.rows[0][0]);
+    let e = run(
+        "DeviceLogonEvents | summarize percentile(ReportId, 101)",
+        data(),
+        &RunOptions::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("between 0 and 100"), "{e}");
+}

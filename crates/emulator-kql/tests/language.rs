@@ -115,8 +115,8 @@ fn valid_but_unsupported_is_named_and_located() {
     );
     // A supported function wrapping an unsupported one names the inner one.
     assert!(
-        err("DeviceLogonEvents | summarize tostring(percentile(ReportId, 5))")
-            .starts_with("'percentile()' is valid KQL but not supported")
+        err("DeviceLogonEvents | summarize tostring(stdev(ReportId))")
+            .starts_with("'stdev()' is valid KQL but not supported")
     );
     // ... and wrapping a supported aggregation runs.
     let out = q("DeviceLogonEvents | summarize s = tostring(make_set(ActionType))");

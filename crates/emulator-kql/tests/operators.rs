@@ -611,8 +611,8 @@ fn summarize_other_aggregates_and_bin() {
     assert_eq!(names(&out), ["DeviceName"]);
     assert!(err("DeviceProcessEvents | summarize foo()").contains("Unknown function"));
     assert_eq!(
-        err("DeviceProcessEvents | summarize percentile(ProcessId, 50)"),
-        "'percentile()' is valid KQL but not supported by this emulator (line [1,33])"
+        err("DeviceProcessEvents | summarize stdev(ProcessId)"),
+        "'stdev()' is valid KQL but not supported by this emulator (line [1,33])"
     );
     assert!(err("DeviceProcessEvents | where count() > 1").contains("summarize"));
 }
