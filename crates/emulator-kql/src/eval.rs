@@ -73,6 +73,10 @@ enum Func {
     HourOfDay,
     Ipv4IsPrivate,
     Base64DecodeToString,
+    /// `prev(x [, offset [, default]])` (`Prev`) and `next(...)`: `x` on another row of
+    /// the serialized input.
+    Prev,
+    Next,
 }
 
 /// What a compiled regular expression is used for.
@@ -159,6 +163,12 @@ impl CExpr {
     fn is_const(&self) -> bool {
         matches!(self.kind, CKind::Lit(_))
     }
+    /// Whether evaluating this reads other rows (`prev`, `next`).
+    fn reads_neighbours(&self) -> bool {
+        matches!(self.kind, CKind::Func(Func::Prev | Func::Next, _))
+            || self.children().iter().any(|c| c.reads_neighbours())
+    }
+
     fn columns(&self, out: &mut Vec<usize>) {
         if let CKind::Col(c) = self.kind {
             if !out.contains(&c) {
@@ -174,6 +184,31 @@ impl CExpr {
 /// Row access for evaluation.
 trait Row {
     fn get(&self, c: usize) -> Value;
+    /// Column `c` of the row `d` rows away (`prev`/`next`); null where there is none.
+    fn get_at(&self, _c: usize, _d: i64) -> Value {
+        Value::Null
+    }
+    /// Whether there is a row `d` rows away.
+    fn exists_at(&self, _d: i64) -> bool {
+        false
+    }
+}
+
+/// The row `d` rows away from another (what `prev(x)` and `next(x)` evaluate `x` on).
+struct Shifted<'r> {
+    r: &'r dyn Row,
+    d: i64,
+}
+impl Row for Shifted<'_> {
+    fn get(&self, c: usize) -> Value {
+        self.r.get_at(c, self.d)
+    }
+    fn get_at(&self, c: usize, d: i64) -> Value {
+        self.r.get_at(c, self.d.saturating_add(d))
+    }
+    fn exists_at(&self, d: i64) -> bool {
+        self.r.exists_at(self.d.saturating_add(d))
+    }
 }
 
 struct NoRow;
@@ -660,6 +695,23 @@ fn call<R: Row>(f: Func, args: &[CExpr], r: &R, bg: &Budget, ty: DataType) -> Va
             Value::Str(ip) => scalars::ipv4_is_private(&ip).map_or(Value::Null, Value::Bool),
             _ => Value::Null,
         },
+        Func::Prev | Func::Next => {
+            let n = match args.get(1).map(|a| &a.kind) {
+                Some(CKind::Lit(Value::Int(n))) => *n,
+                _ => 1,
+            };
+            let d = if f == Func::Prev {
+                n.saturating_neg()
+            } else {
+                n
+            };
+            if r.exists_at(d) {
+                convert(eval(&args[0], &Shifted { r, d }, bg), ty)
+            } else {
+                args.get(2)
+                    .map_or(Value::Null, |a| convert(eval(a, r, bg), ty))
+            }
+        }
         Func::Base64DecodeToString => match a0() {
             Value::Str(t) => scalars::base64_decode(&t)
                 .and_then(|b| String::from_utf8(b).ok())
@@ -1015,10 +1067,22 @@ struct FrameRow<'f, 'a> {
     f: &'f Frame<'a>,
     i: usize,
 }
+impl FrameRow<'_, '_> {
+    fn at(&self, d: i64) -> Option<usize> {
+        let j = (self.i as i64).checked_add(d)?;
+        usize::try_from(j).ok().filter(|j| *j < self.f.len)
+    }
+}
 impl Row for FrameRow<'_, '_> {
     #[inline]
     fn get(&self, c: usize) -> Value {
         self.f.value(c, self.i)
+    }
+    fn get_at(&self, c: usize, d: i64) -> Value {
+        self.at(d).map_or(Value::Null, |j| self.f.value(c, j))
+    }
+    fn exists_at(&self, d: i64) -> bool {
+        self.at(d).is_some()
     }
 }
 
@@ -1081,6 +1145,9 @@ impl<'a> Filter<'a> {
         };
         let mut cols = Vec::new();
         e.columns(&mut cols);
+        if e.reads_neighbours() {
+            cols.clear();
+        }
         if let [c] = cols[..] {
             if let ColSrc::Table(j) = f.cols[c].src {
                 match &table.data[j] {
@@ -1748,6 +1815,7 @@ impl<'a> Binder<'_, 'a> {
             "coalesce" => 2..=64,
             "substring" | "indexof" => 2..=3,
             "dayofweek" | "hourofday" | "ipv4_is_private" | "base64_decode_tostring" => 1..=1,
+            "prev" | "next" => 1..=3,
             "extract" => 3..=4,
             "extract_all" => 2..=3,
             "iff" | "iif" => 3..=3,
@@ -1957,6 +2025,23 @@ impl<'a> Binder<'_, 'a> {
             }
             "ipv4_is_private" => f(Func::Ipv4IsPrivate, T::Bool, strings(args)),
             "base64_decode_tostring" => f(Func::Base64DecodeToString, T::String, strings(args)),
+            "prev" | "next" => {
+                if args.len() > 1 && !matches!(args[1].kind, CKind::Lit(Value::Int(n)) if n >= 0) {
+                    return Err(type_err(format!(
+                        "function '{name}' expects a non-negative integer constant offset"
+                    )));
+                }
+                let ty = match args.get(2) {
+                    Some(d) => unify(name, &[args[0].ty, d.ty])?,
+                    None => args[0].ty,
+                };
+                let func = if name == "prev" {
+                    Func::Prev
+                } else {
+                    Func::Next
+                };
+                f(func, ty, args)
+            }
             _ => f(Func::StrCat, T::String, args),
         })
     }

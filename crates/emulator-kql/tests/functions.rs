@@ -209,3 +209,32 @@ fn percentile_and_percentiles_by_nearest_rank() {
     .unwrap_err();
     assert!(e.to_string().contains("between 0 and 100"), "{e}");
 }
+
+#[test]
+fn prev_and_next_over_a_serialized_input() {
+    let out = q("DeviceLogonEvents | sort by Timestamp asc | take 300 \
+                 | extend P = prev(ReportId), N = next(ReportId, 2, -1), Gap = Timestamp - prev(Timestamp) \
+                 | project ReportId, P, N, Gap, Timestamp");
+    let ids: Vec<Value> = out.rows.iter().map(|r| r[0].clone()).collect();
+    for (i, r) in out.rows.iter().enumerate() {
+        let want_p = if i == 0 {
+            Value::Null
+        } else {
+            ids[i - 1].clone()
+        };
+        assert_eq!(r[1], want_p, "row {i}");
+        let want_n = ids.get(i + 2).cloned().unwrap_or(Value::Int(-1));
+        assert_eq!(r[2], want_n, "row {i}");
+        if i > 0 {
+            let (Value::DateTime(a), Value::DateTime(b)) = (&r[4], &out.rows[i - 1][4]) else {
+                panic!()
+            };
+            assert_eq!(r[3], Value::TimeSpan(a - b));
+        }
+    }
+    // In a filter: rows whose account repeats the previous row's.
+    let all = q("DeviceLogonEvents | serialize | project AccountName");
+    let want = all.rows.windows(2).filter(|w| w[0][0] == w[1][0]).count() as i64;
+    let got = q("DeviceLogonEvents | serialize | where AccountName == prev(AccountName) | count");
+    assert_eq!(got.rows[0][0], Value::Int(want));
+}
