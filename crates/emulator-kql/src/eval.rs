@@ -2292,6 +2292,8 @@ pub(crate) struct Ctx<'a> {
     scanned: Cell<u64>,
     /// Nested evaluations of tabular `let`s and calls of user functions.
     calls: Cell<u32>,
+    /// What the query did that the service would have done differently (offline).
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 /// Leaves one nested evaluation when dropped.
@@ -2317,6 +2319,7 @@ pub(crate) fn run(query: &str, data: &Dataset, opts: &RunOptions) -> Res<QueryOu
         bg: &bg,
         scanned: Cell::new(0),
         calls: Cell::new(0),
+        warnings: std::cell::RefCell::new(Vec::new()),
     };
     let scope = ctx.bind_lets(&q.lets, None)?;
     let frame = ctx.tabular(&q.body, &scope)?;
@@ -2339,6 +2342,7 @@ pub(crate) fn run(query: &str, data: &Dataset, opts: &RunOptions) -> Res<QueryOu
         rows_scanned: ctx.scanned.get(),
         operators: q.operators as u32,
         truncated: frame.len > opts.row_cap,
+        warnings: ctx.warnings.take(),
     })
 }
 
@@ -2500,6 +2504,57 @@ impl<'a> Ctx<'a> {
                 _ => Err(KqlError::UnknownFunction(name.clone())),
             },
             Source::Union(u) => self.union(u, None, scope),
+            Source::Data {
+                cols,
+                values,
+                external,
+                start,
+                end,
+            } => {
+                if *external {
+                    let w = "externaldata is not fetched by the emulator (it is offline): the \
+                             declared columns are returned with no rows"
+                        .to_string();
+                    let mut ws = self.warnings.borrow_mut();
+                    if !ws.contains(&w) {
+                        ws.push(w);
+                    }
+                    let out = cols
+                        .iter()
+                        .map(|(n, t)| (n.clone(), *t, Vec::new()))
+                        .collect();
+                    return Ok(Frame::computed(out, 0));
+                }
+                if values.len() % cols.len().max(1) != 0 {
+                    return Err(self.src.error_at(
+                        *start,
+                        *end,
+                        "datatable: the number of values is not a multiple of the number of columns",
+                    ));
+                }
+                let b = self.binder(scope, &[], "datatable");
+                let mut out: Vec<(String, DataType, Vec<Value>)> = cols
+                    .iter()
+                    .map(|(n, t)| (n.clone(), *t, Vec::new()))
+                    .collect();
+                for (k, v) in values.iter().enumerate() {
+                    let e = b.bind(v)?;
+                    let CKind::Lit(x) = e.kind else {
+                        return Err(self.src.error_at(
+                            v.start,
+                            v.end,
+                            "datatable: values must be constants",
+                        ));
+                    };
+                    let col = &mut out[k % cols.len()];
+                    col.2.push(convert(x, col.1));
+                }
+                let n = values.len() / cols.len().max(1);
+                self.bg
+                    .charge(out.iter().flat_map(|c| c.2.iter()).map(value_bytes).sum());
+                self.bg.status()?;
+                Ok(Frame::computed(out, n))
+            }
             Source::Print(items) => {
                 let one = Frame::computed(Vec::new(), 1);
                 let b = self.binder(scope, &[], "print");

@@ -592,6 +592,15 @@ pub(crate) enum Source {
     Union(Union),
     Print(Vec<Item>),
     Paren(Box<TabExpr>),
+    /// `datatable (a: T, ...) [v, ...]` and `externaldata (a: T, ...) [url, ...]`
+    /// (`external`: the values are the URLs, never fetched).
+    Data {
+        cols: Vec<(String, DataType)>,
+        values: Vec<Ast>,
+        external: bool,
+        start: usize,
+        end: usize,
+    },
 }
 
 /// A source followed by `|`-separated operators.
@@ -695,15 +704,7 @@ const UNSUPPORTED_OPS: [&str; 22] = [
 ];
 
 /// Tabular sources that are valid KQL but that the emulator does not run.
-const UNSUPPORTED_SOURCES: [&str; 7] = [
-    "find",
-    "search",
-    "datatable",
-    "range",
-    "externaldata",
-    "evaluate",
-    "cluster",
-];
+const UNSUPPORTED_SOURCES: [&str; 5] = ["find", "search", "range", "evaluate", "cluster"];
 
 /// The `name=value` parameters operators take (besides `hint.*`); any other `name =`
 /// is a column assignment.
@@ -903,7 +904,9 @@ impl<'a> Parser<'a> {
         if self.looks_tabular() {
             return Ok(LetRhs::Tabular(self.tabular()?));
         }
-        if matches!(self.peek(), Tok::Ident(w) if w == "union" || w == "print") {
+        let data = matches!(self.peek(), Tok::Ident(w) if w == "datatable" || w == "externaldata")
+            && matches!(self.peek_at(1), Tok::Op("("));
+        if data || matches!(self.peek(), Tok::Ident(w) if w == "union" || w == "print") {
             return Ok(LetRhs::Tabular(self.tabular()?));
         }
         let e = self.expr()?;
@@ -1014,6 +1017,61 @@ impl<'a> Parser<'a> {
             Tok::Ident(ref w) if w == "print" => {
                 self.bump();
                 Ok(Source::Print(self.items()?))
+            }
+            Tok::Ident(ref w)
+                if (w == "datatable" || w == "externaldata")
+                    && matches!(self.peek_at(1), Tok::Op("(")) =>
+            {
+                let external = w == "externaldata";
+                self.bump();
+                self.expect_op("(")?;
+                let mut cols = Vec::new();
+                loop {
+                    let (name, _, _) = self.ident("a column name")?;
+                    self.expect_op(":")?;
+                    let (ty, s, e) = self.ident("a type")?;
+                    let Some(ty) = type_named(&ty) else {
+                        return Err(self.src.error_at(s, e, "unknown type"));
+                    };
+                    cols.push((name, ty));
+                    if !self.is_op(",") {
+                        break;
+                    }
+                    self.bump();
+                }
+                self.expect_op(")")?;
+                self.expect_op("[")?;
+                let mut values = Vec::new();
+                while !self.is_op("]") {
+                    values.push(self.expr()?);
+                    if !self.is_op(",") {
+                        break;
+                    }
+                    self.bump();
+                }
+                self.expect_op("]")?;
+                // `with (format = "csv", ...)`: accepted, not used.
+                if external && matches!(self.peek(), Tok::Ident(w) if w == "with") {
+                    self.bump();
+                    self.expect_op("(")?;
+                    let mut depth = 1;
+                    while depth > 0 {
+                        match self.peek() {
+                            Tok::Eof => return Err(self.err("expected ')'")),
+                            Tok::Op("(") => depth += 1,
+                            Tok::Op(")") => depth -= 1,
+                            _ => {}
+                        }
+                        self.bump();
+                    }
+                }
+                Ok(Source::Data {
+                    cols,
+                    values,
+                    external,
+                    start: t.start,
+                    end: self.prev_end(),
+                })
             }
             Tok::Ident(ref w) if UNSUPPORTED_SOURCES.contains(&w.as_str()) => {
                 Err(self.unsupported(w.clone()))

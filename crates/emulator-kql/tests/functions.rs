@@ -238,3 +238,53 @@ fn prev_and_next_over_a_serialized_input() {
     let got = q("DeviceLogonEvents | serialize | where AccountName == prev(AccountName) | count");
     assert_eq!(got.rows[0][0], Value::Int(want));
 }
+
+#[test]
+fn datatable_and_externaldata() {
+    let out = q(
+        r#"let Iocs = datatable (Sha: string, Family: string, Score: long) [
+            "aa", "Qakbot", 90,
+            "bb", "Emotet", 70,
+        ];
+        Iocs | where Score > 80 | project Family, Score"#,
+    );
+    assert_eq!(names(&out), ["Family", "Score"]);
+    assert_eq!(out.rows, vec![vec![Value::str("Qakbot"), Value::Int(90)]]);
+    assert!(out.warnings.is_empty());
+    // A datatable joined to generated rows: the file names of two known hashes.
+    let hashes = q("DeviceProcessEvents | distinct SHA256, FileName | take 2");
+    let text = hashes
+        .rows
+        .iter()
+        .map(|r| format!("'{}'", s(&r[0])))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let out = q(&format!(
+        "datatable (SHA256: string) [{text}] | join kind=inner (DeviceProcessEvents | distinct SHA256, FileName) on SHA256 | project FileName"
+    ));
+    let mut got: Vec<Value> = out.rows.iter().map(|r| r[0].clone()).collect();
+    let mut want: Vec<Value> = hashes.rows.iter().map(|r| r[1].clone()).collect();
+    got.sort_by_key(s);
+    want.sort_by_key(s);
+    assert_eq!(got, want);
+    // externaldata: the declared schema, no rows, and a warning that says why.
+    let out = q(
+        r#"externaldata (Indicator: string, Added: datetime) [@"https://example.invalid/iocs.csv"] with (format="csv", ignoreFirstRecord=true)
+        | where isnotempty(Indicator)"#,
+    );
+    assert_eq!(names(&out), ["Indicator", "Added"]);
+    assert_eq!(out.schema[1].type_name, "DateTime");
+    assert!(out.rows.is_empty());
+    assert_eq!(out.warnings.len(), 1);
+    assert!(out.warnings[0].contains("offline"), "{:?}", out.warnings);
+    // Malformed ones are errors, not panics.
+    for bad in [
+        "datatable (a: string) [1, 2",
+        "datatable (a: nosuchtype) ['x']",
+        "datatable (a: string, b: long) ['x']",
+        "datatable (a: string) [strcat(Nope, 'x')]",
+        "externaldata (a: string) ['u'] with (format='csv'",
+    ] {
+        assert!(run(bad, data(), &RunOptions::default()).is_err(), "{bad}");
+    }
+}
