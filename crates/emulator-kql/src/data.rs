@@ -178,6 +178,8 @@ impl Table {
 #[derive(Debug, Clone)]
 pub struct Dataset {
     tables: Vec<Table>,
+    /// What the enrichment functions (`FileProfile`, `DeviceFromIP`...) answer from.
+    pub(crate) enrich: crate::enrich::World,
 }
 
 impl Dataset {
@@ -207,7 +209,8 @@ impl Dataset {
             let table = build_table(&spec, config, &g, anchor, span, &planted);
             tables.push(table);
         }
-        Dataset { tables }
+        let enrich = enrich_world(&world, &images, anchor);
+        Dataset { tables, enrich }
     }
 
     /// A table by exact (case-sensitive) name.
@@ -229,6 +232,59 @@ impl Dataset {
             .map(|t| (t.name.as_str(), t.rows))
             .collect()
     }
+}
+
+/// The files and addresses the enrichment functions know: every image of the world
+/// (common ones seen widely, signed) and the planted stories' payloads (rare, unsigned,
+/// detected).
+fn enrich_world(w: &World, images: &[synth::Image], anchor: i64) -> crate::enrich::World {
+    use crate::enrich::{Host, Profile};
+    let mut profiles: Vec<Profile> = images
+        .iter()
+        .map(|im| Profile {
+            sha1: im.sha1.clone(),
+            sha256: im.sha256.clone(),
+            md5: im.md5.clone(),
+            size: im.size,
+            prevalence: if im.signed {
+                1_000_000 + (fnv(&im.name) % 9_000_000) as i64
+            } else {
+                40 + (fnv(&im.name) % 500) as i64
+            },
+            first_seen: anchor - (400 + (fnv(&im.name) % 2_000) as i64) * TICKS_PER_DAY,
+            signer: im.company.clone(),
+            threat: Arc::from(""),
+            executable: im.name.to_ascii_lowercase().ends_with(".exe")
+                || im.name.to_ascii_lowercase().ends_with(".dll"),
+            software: im.product.clone(),
+        })
+        .collect();
+    for (seed_name, threat, size) in [
+        ("update.exe-payload", "Trojan:Win32/Ymacco.AA", 734_208),
+        ("Fvbnmk.dll", "Trojan:Win32/Qakbot.RPX!MTB", 1_201_664),
+        ("Invoice_88213.docm", "TrojanDownloader:O97M/Donoff", 48_213),
+    ] {
+        profiles.push(Profile {
+            sha1: Arc::from(synth::digest(seed_name, 1, 40).as_str()),
+            sha256: Arc::from(synth::digest(seed_name, 256, 64).as_str()),
+            md5: Arc::from(synth::digest(seed_name, 5, 32).as_str()),
+            size,
+            prevalence: 3,
+            first_seen: anchor - 7 * TICKS_PER_DAY,
+            signer: Arc::from(""),
+            threat: Arc::from(threat),
+            executable: !seed_name.ends_with(".docm"),
+            software: Arc::from(""),
+        });
+    }
+    let hosts = (0..w.device_ids.len())
+        .map(|d| Host {
+            id: w.device_ids[d].clone(),
+            name: w.device_names[d].clone(),
+            ip: w.device_ips[d].clone(),
+        })
+        .collect();
+    crate::enrich::World::new(profiles, hosts, anchor)
 }
 
 /// The tables the emulator generated before the schema existed: their hand-tuned

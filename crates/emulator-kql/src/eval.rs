@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::data::{ColumnData, Dataset, Table};
 use crate::dynamic;
+use crate::enrich;
 use crate::error::KqlError;
 use crate::limits::{value_bytes, Budget, Limit};
 use crate::output::{Column, QueryOutput};
@@ -2498,7 +2499,39 @@ impl<'a> Ctx<'a> {
                 Some(Binding::Func(def, def_scope)) => {
                     self.call_tabular(name, def, def_scope, args, scope, *start, *end)
                 }
-                _ if KNOWN_FUNCTIONS.contains(&name.as_str()) => {
+                _ if name == "AssignedIPAddresses" && (1..=2).contains(&args.len()) => {
+                    let b = self.binder(scope, &[], "AssignedIPAddresses");
+                    let device = match b.bind(&args[0])?.kind {
+                        CKind::Lit(Value::Str(d)) => d,
+                        _ => {
+                            return Err(type_err(
+                                "AssignedIPAddresses() expects a device id or name".to_string(),
+                            ))
+                        }
+                    };
+                    let at =
+                        match args.get(1).map(|a| b.bind(a)).transpose()?.map(|e| e.kind) {
+                            None => None,
+                            Some(CKind::Lit(Value::DateTime(t))) => Some(t),
+                            Some(_) => return Err(type_err(
+                                "AssignedIPAddresses() expects a datetime as its second argument"
+                                    .to_string(),
+                            )),
+                        };
+                    let rows = enrich::assigned(&self.data.enrich, &device, at);
+                    let n = rows.len();
+                    let mut cols: Vec<(String, DataType, Vec<Value>)> = enrich::ASSIGNED
+                        .iter()
+                        .map(|(c, t)| ((*c).to_string(), *t, Vec::new()))
+                        .collect();
+                    for r in rows {
+                        for (k, v) in r.into_iter().enumerate() {
+                            cols[k].2.push(v);
+                        }
+                    }
+                    Ok(Frame::computed(cols, n))
+                }
+                _ if KNOWN_FUNCTIONS.contains(&name.as_str()) || name == "AssignedIPAddresses" => {
                     Err(self.src.unsupported(*start, *end, format!("{name}()")))
                 }
                 _ => Err(KqlError::UnknownFunction(name.clone())),
@@ -3006,8 +3039,88 @@ impl<'a> Ctx<'a> {
                 frame.gc();
             }
             OpKind::Render => {}
+            OpKind::Invoke {
+                name,
+                args,
+                start,
+                end,
+            } => return self.invoke(frame, name, args, &b, (*start, *end)),
         }
         Ok(frame)
+    }
+
+    /// `invoke FileProfile([column [, limit]])` and `invoke DeviceFromIP([column])`:
+    /// the enrichment columns added to each row (`FileProfile` looks up the first
+    /// `limit` rows, 100 by default, at most 1,000).
+    fn invoke(
+        &self,
+        mut frame: Frame<'a>,
+        name: &str,
+        args: &[Ast],
+        b: &Binder<'_, 'a>,
+        (start, end): (usize, usize),
+    ) -> Res<Frame<'a>> {
+        let world = &self.data.enrich;
+        // The column argument: a name (`SHA1`) or a string (`"SHA1"`).
+        let column = |i: usize, default: &str| -> Res<usize> {
+            let (n, s, e) = match args.get(i).map(|a| (&a.kind, a.start, a.end)) {
+                None => (default.to_string(), start, end),
+                Some((AstKind::Name(n), s, e)) => (n.clone(), s, e),
+                Some((AstKind::Lit(Value::Str(n), _), s, e)) => (n.to_string(), s, e),
+                Some((_, s, e)) => {
+                    return Err(self.src.error_at(s, e, "expected a column name"));
+                }
+            };
+            frame.index(&n).ok_or_else(|| {
+                self.src.error_at(
+                    s,
+                    e,
+                    format!("'invoke' operator: Failed to resolve column named '{n}'"),
+                )
+            })
+        };
+        match name {
+            "FileProfile" => {
+                let c = column(0, "SHA1")?;
+                let limit = match args.get(1) {
+                    Some(a) => const_count(b, a, "FileProfile")?.clamp(1, 1_000),
+                    None => 100,
+                };
+                let mut out: Vec<Vec<Value>> =
+                    vec![Vec::with_capacity(frame.len); enrich::FILE_PROFILE.len()];
+                for i in 0..frame.len {
+                    self.bg.row()?;
+                    let v = frame.value(c, i);
+                    let hash = (i < limit).then(|| v.as_str().unwrap_or("").to_string());
+                    for (k, x) in enrich::file_profile(world, hash.as_deref())
+                        .into_iter()
+                        .enumerate()
+                    {
+                        self.bg.charge(value_bytes(&x));
+                        out[k].push(x);
+                    }
+                }
+                self.bg.status()?;
+                for ((n, ty), vals) in enrich::FILE_PROFILE.iter().zip(out) {
+                    if frame.index(n).is_none() {
+                        set_column(&mut frame, n, *ty, vals);
+                    }
+                }
+                Ok(frame)
+            }
+            "DeviceFromIP" => {
+                let c = column(0, "IP")?;
+                let vals: Vec<Value> = (0..frame.len)
+                    .map(|i| match frame.value(c, i) {
+                        Value::Str(ip) => enrich::device_from_ip(world, &ip),
+                        _ => Value::str(""),
+                    })
+                    .collect();
+                set_column(&mut frame, "DeviceId", DataType::String, vals);
+                Ok(frame)
+            }
+            _ => Err(self.src.unsupported(start, end, format!("invoke {name}()"))),
+        }
     }
 
     /// `left | join kind=... (right) on ...`.

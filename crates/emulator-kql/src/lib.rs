@@ -118,6 +118,7 @@
 
 mod data;
 mod dynamic;
+mod enrich;
 mod error;
 mod eval;
 mod join;

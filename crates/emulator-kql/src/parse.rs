@@ -564,6 +564,13 @@ pub(crate) enum OpKind {
     },
     /// `render` only shapes a chart in the portal: the rows pass unchanged.
     Render,
+    /// `invoke Name(args)`: an enrichment function applied to the rows.
+    Invoke {
+        name: String,
+        args: Vec<Ast>,
+        start: usize,
+        end: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -678,14 +685,13 @@ pub(crate) struct Parser<'a> {
 }
 
 /// Query operators that are valid KQL but that the emulator does not run.
-const UNSUPPORTED_OPS: [&str; 22] = [
+const UNSUPPORTED_OPS: [&str; 21] = [
     "lookup",
     "parse-where",
     "parse-kv",
     "mv-apply",
     "make-series",
     "evaluate",
-    "invoke",
     "as",
     "sample",
     "sample-distinct",
@@ -1270,6 +1276,16 @@ impl<'a> Parser<'a> {
             "union" => OpKind::Union(self.union_body()?),
             "mv-expand" => self.mv_expand()?,
             "parse" => self.parse_op()?,
+            "invoke" => {
+                let (name, start, _) = self.ident("a function name")?;
+                let args = self.call_args()?;
+                OpKind::Invoke {
+                    name,
+                    args,
+                    start,
+                    end: self.prev_end(),
+                }
+            }
             "render" => {
                 // Visualisation arguments: skipped up to the next operator.
                 let mut depth = 0i32;

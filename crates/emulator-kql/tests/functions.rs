@@ -288,3 +288,79 @@ fn datatable_and_externaldata() {
         assert!(run(bad, data(), &RunOptions::default()).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn enrichment_functions_answer_from_the_world() {
+    // The phishing story's payload: rare, unsigned, detected.
+    let out = q(&format!(
+        "DeviceFileEvents | where FileOriginIP == '{}' | project SHA1 | invoke FileProfile() \
+         | project GlobalPrevalence, ThreatName, SignatureState, IsExecutable, ProfileAvailability",
+        defender_emulator_kql::PHISH_IP
+    ));
+    assert_eq!(
+        out.rows,
+        vec![vec![
+            Value::Int(3),
+            Value::str("Trojan:Win32/Ymacco.AA"),
+            Value::str("Unsigned"),
+            Value::Bool(true),
+            Value::str("Available")
+        ]]
+    );
+    // Common files are known and widespread; only the first `limit` rows are looked up.
+    let out = q(
+        "DeviceProcessEvents | take 30 | project SHA1, FileName | invoke FileProfile(\"SHA1\", 10)",
+    );
+    let n = names(&out);
+    assert_eq!(n.len(), 2 + 17, "{n:?}");
+    let ix = |c: &str| n.iter().position(|x| x == c).unwrap();
+    for (i, r) in out.rows.iter().enumerate() {
+        let avail = s(&r[ix("ProfileAvailability")]);
+        if i < 10 {
+            assert_eq!(avail, "Available", "row {i}");
+            assert!(r[ix("GlobalPrevalence")].as_i64().unwrap() >= 1_000_000);
+            assert!(!s(&r[ix("SHA256")]).is_empty());
+        } else {
+            assert_eq!(avail, "");
+            assert_eq!(r[ix("GlobalPrevalence")], Value::Null);
+        }
+    }
+    let out = q("print SHA1 = 'not-a-known-hash' | invoke FileProfile()");
+    assert_eq!(out.rows[0].last().unwrap(), &Value::str("Missing"));
+    // DeviceFromIP maps a device's address back to it.
+    let out = q("DeviceNetworkEvents | take 100 | project IP = LocalIP, Dev = DeviceId | invoke DeviceFromIP()");
+    assert_eq!(names(&out), ["IP", "Dev", "DeviceId"]);
+    assert!(out.rows.iter().all(|r| r[1] == r[2]));
+    // AssignedIPAddresses names the address the device used.
+    let dev = q("DeviceNetworkEvents | take 1 | project DeviceName, LocalIP");
+    let out = q(&format!(
+        "AssignedIPAddresses('{}', ago(1d)) | project IPAddress, IPType",
+        s(&dev.rows[0][0])
+    ));
+    assert_eq!(
+        out.rows,
+        vec![vec![dev.rows[0][1].clone(), Value::str("Private")]]
+    );
+    let out = q("AssignedIPAddresses('no-such-device')");
+    assert_eq!(
+        names(&out),
+        [
+            "Timestamp",
+            "IPAddress",
+            "IPType",
+            "NetworkAdapterType",
+            "ConnectedNetworks"
+        ]
+    );
+    assert!(out.rows.is_empty());
+    // Errors, not panics.
+    for bad in [
+        "DeviceFileEvents | invoke FileProfile(NoSuchColumn)",
+        "DeviceFileEvents | invoke FileProfile(SHA1, -1)",
+        "DeviceFileEvents | invoke NoSuchFunction()",
+        "DeviceFileEvents | invoke",
+        "AssignedIPAddresses(42)",
+    ] {
+        assert!(run(bad, data(), &RunOptions::default()).is_err(), "{bad}");
+    }
+}
