@@ -14,7 +14,8 @@ pub(crate) enum Tok {
     Str(String),
     Int(i64),
     Real(f64),
-    TimeSpan(i64),
+    /// `None`: `timespan(null)`.
+    TimeSpan(Option<i64>),
     /// `datetime(...)` with its parsed value (`None` for `datetime(null)`).
     DateTime(Option<i64>),
     Op(&'static str),
@@ -232,7 +233,7 @@ pub(crate) fn lex(src: &Src<'_>) -> Result<Vec<Token>, KqlError> {
             } else {
                 timespan_unit(unit)
                     .and_then(|u| scale_timespan(num, u))
-                    .map(Tok::TimeSpan)
+                    .map(|t| Tok::TimeSpan(Some(t)))
             };
             let Some(tok) = tok else {
                 return Err(src.error_at(start, i, "invalid numeric or timespan literal"));
@@ -285,7 +286,11 @@ pub(crate) fn lex(src: &Src<'_>) -> Result<Vec<Token>, KqlError> {
                             parse_datetime(inner).map(|t| Tok::DateTime(Some(t)))
                         }
                     } else {
-                        parse_timespan_text(inner).map(Tok::TimeSpan)
+                        if inner.trim() == "null" {
+                            Some(Tok::TimeSpan(None))
+                        } else {
+                            parse_timespan_text(inner).map(|t| Tok::TimeSpan(Some(t)))
+                        }
                     };
                     let Some(tok) = tok else {
                         return Err(src.error_at(
@@ -1906,7 +1911,10 @@ impl<'a> Parser<'a> {
             }
             Tok::TimeSpan(x) => {
                 self.bump();
-                Ok(lit(Value::TimeSpan(*x), DataType::TimeSpan))
+                Ok(lit(
+                    x.map_or(Value::Null, Value::TimeSpan),
+                    DataType::TimeSpan,
+                ))
             }
             Tok::DateTime(x) => {
                 self.bump();
@@ -2049,7 +2057,7 @@ impl<'a> Parser<'a> {
             Tok::Ident(w) if w == "false" => J::Bool(false),
             Tok::Ident(w) if w == "null" => J::Null,
             Tok::DateTime(d) => d.map_or(J::Null, |d| J::String(Value::DateTime(d).to_text())),
-            Tok::TimeSpan(x) => J::String(Value::TimeSpan(x).to_text()),
+            Tok::TimeSpan(x) => x.map_or(J::Null, |x| J::String(Value::TimeSpan(x).to_text())),
             _ => {
                 return Err(self
                     .src
@@ -2090,7 +2098,7 @@ mod tests {
             [Tok::Ident("!in~".into()), Tok::Op("(")]
         );
         assert_eq!(toks("1..2")[..3], [Tok::Int(1), Tok::Op(".."), Tok::Int(2)]);
-        assert_eq!(toks("1.5h")[0], Tok::TimeSpan(54_000_000_000));
+        assert_eq!(toks("1.5h")[0], Tok::TimeSpan(Some(54_000_000_000)));
         assert_eq!(toks("@'a\\b'")[0], Tok::Str("a\\b".into()));
         assert_eq!(toks("\"a\\\"b\"")[0], Tok::Str("a\"b".into()));
         assert_eq!(toks("// c\nx")[0], Tok::Ident("x".into()));

@@ -1598,6 +1598,272 @@ Encoded
 | take 20"#,
         &["AccountDisplayName", "ActionType", "Operations"],
     ),
+    // 173. Rare files enriched with their global profile.
+    (
+        r#"DeviceFileEvents
+| where ActionType == "FileCreated" and isnotempty(SHA1)
+| project CreatedOn = Timestamp, DeviceName, FileName, SHA1
+| invoke FileProfile("SHA1", 1000)
+| where GlobalPrevalence < 100
+| project CreatedOn, DeviceName, FileName, GlobalPrevalence, ThreatName"#,
+        &[
+            "CreatedOn",
+            "DeviceName",
+            "FileName",
+            "GlobalPrevalence",
+            "ThreatName",
+        ],
+    ),
+    // 174. Unsigned executables run on devices (FileProfile on the process hash).
+    (
+        r#"DeviceProcessEvents
+| summarize Runs = count() by SHA1, FileName
+| invoke FileProfile(SHA1, 500)
+| where SignatureState == "Unsigned" and IsExecutable
+| project FileName, Runs, GlobalPrevalence"#,
+        &["FileName", "Runs", "GlobalPrevalence"],
+    ),
+    // 175. Devices behind local addresses seen in logons (DeviceFromIP).
+    (
+        r#"DeviceLogonEvents
+| where RemoteIPType == "Private" and isnotempty(RemoteIP)
+| summarize Logons = count() by IP = RemoteIP
+| invoke DeviceFromIP()
+| where isnotempty(DeviceId)
+| project IP, DeviceId, Logons"#,
+        &["IP", "DeviceId", "Logons"],
+    ),
+    // 176. The addresses of the server where lsass was dumped (AssignedIPAddresses).
+    (
+        r#"let Server = toscalar(DeviceEvents | where ActionType == "OpenProcessApiCall" and FileName =~ "lsass.exe" | summarize any(DeviceName));
+AssignedIPAddresses(Server)
+| project IPAddress, IPType"#,
+        &["IPAddress", "IPType"],
+    ),
+    // 177. Connections to the server's address from other devices.
+    (
+        r#"let Server = toscalar(DeviceEvents | where ActionType == "OpenProcessApiCall" and FileName =~ "lsass.exe" | summarize any(DeviceName));
+AssignedIPAddresses(Server)
+| project IPAddress
+| join kind=inner DeviceLogonEvents on $left.IPAddress == $right.RemoteIP
+| summarize Logons = count() by DeviceName"#,
+        &["DeviceName", "Logons"],
+    ),
+    // 178. Known-bad hashes from an inline list (datatable).
+    (
+        r#"let Iocs = datatable (Sha256: string, Label: string) [
+    "00000000000000000000000000000000000000000000000000000000000000aa", "test",
+];
+DeviceFileEvents
+| join kind=leftanti (Iocs | project SHA256 = Sha256) on SHA256
+| summarize Files = dcount(SHA256)"#,
+        &["Files"],
+    ),
+    // 179. Indicators from a feed (externaldata, offline) joined to network events.
+    (
+        r#"let Feed = externaldata (Ip: string, Family: string) [@"https://example.invalid/c2.csv"] with (format="csv");
+DeviceNetworkEvents
+| join kind=leftouter (Feed | project RemoteIP = Ip, Family) on RemoteIP
+| summarize Connections = count() by Known = isnotempty(Family)"#,
+        &["Known", "Connections"],
+    ),
+    // 180. Logon bursts: time between successive logons of the same account (serialize, prev).
+    (
+        r#"DeviceLogonEvents
+| where ActionType == "LogonSuccess"
+| sort by AccountName asc, Timestamp asc
+| extend Gap = iff(prev(AccountName) == AccountName, Timestamp - prev(Timestamp), timespan(null))
+| where isnotnull(Gap) and Gap < 1m
+| summarize Bursts = count() by AccountName"#,
+        &["AccountName", "Bursts"],
+    ),
+    // 181. Next process on the same device after Word (next).
+    (
+        r#"DeviceProcessEvents
+| sort by DeviceId asc, Timestamp asc
+| extend NextFile = iff(next(DeviceId) == DeviceId, next(FileName), "")
+| where FileName =~ "winword.exe" and isnotempty(NextFile)
+| summarize Count = count() by NextFile"#,
+        &["NextFile", "Count"],
+    ),
+    // 182. Connection size percentiles per process.
+    (
+        r#"DeviceNetworkEvents
+| summarize percentiles(RemotePort, 50, 95) by InitiatingProcessFileName
+| take 10"#,
+        &[
+            "InitiatingProcessFileName",
+            "percentile_RemotePort_50",
+            "percentile_RemotePort_95",
+        ],
+    ),
+    // 183. Median logon hour per account (percentile).
+    (
+        r#"DeviceLogonEvents
+| extend Hour = hourofday(Timestamp)
+| summarize Median = percentile(Hour, 50), Logons = count() by AccountName
+| top 10 by Logons desc"#,
+        &["AccountName", "Median", "Logons"],
+    ),
+    // 184. Alerts within a day of a malicious mail for the same user.
+    (
+        r#"let Mail = EmailEvents
+| where ThreatTypes has_any ("Malware", "Phish") and DeliveryAction == "Delivered"
+| project AccountName = tostring(split(RecipientEmailAddress, "@")[0]), MailTime = Timestamp;
+AlertEvidence
+| where EntityType == "User" and isnotempty(AccountName)
+| join kind=inner Mail on AccountName
+| where datetime_diff("hour", Timestamp, MailTime) between (0 .. 24)
+| summarize Alerts = dcount(AlertId) by AccountName"#,
+        &["AccountName", "Alerts"],
+    ),
+    // 185. Weekday profile of alerts (dayofweek).
+    (
+        r#"AlertInfo
+| extend Weekday = toint(dayofweek(Timestamp) / 1d)
+| summarize Alerts = count() by Weekday
+| sort by Weekday asc"#,
+        &["Weekday", "Alerts"],
+    ),
+    // 186. Payloads fetched over plain HTTP, by host (indexof, substring).
+    (
+        r#"DeviceFileEvents
+| where FileOriginUrl startswith "http://"
+| extend Rest = substring(FileOriginUrl, 7)
+| extend Host = substring(Rest, 0, indexof(Rest, "/"))
+| summarize Files = count() by Host"#,
+        &["Host", "Files"],
+    ),
+    // 187. Slash-heavy command lines (countof).
+    (
+        r#"DeviceProcessEvents
+| extend Switches = countof(ProcessCommandLine, " /")
+| where Switches >= 3
+| project DeviceName, FileName, Switches, ProcessCommandLine"#,
+        &["DeviceName", "FileName", "Switches", "ProcessCommandLine"],
+    ),
+    // 188. Devices whose process events name a public address as the initiating session IP.
+    (
+        r#"DeviceNetworkEvents
+| where isnotempty(RemoteIP) and not(ipv4_is_private(RemoteIP))
+| summarize Public = dcount(RemoteIP) by DeviceName
+| top 10 by Public desc"#,
+        &["DeviceName", "Public"],
+    ),
+    // 189. Report columns for an incident write-up (project-reorder and project-rename).
+    (
+        r#"DeviceProcessEvents
+| where ProcessCommandLine has "schtasks" and ProcessCommandLine has "/create"
+| project Timestamp, DeviceName, AccountName, ProcessCommandLine
+| project-rename Command = ProcessCommandLine, User = AccountName
+| project-reorder DeviceName, User"#,
+        &["DeviceName", "User", "Timestamp", "Command"],
+    ),
+    // 190. Mail to device: the recipient's devices that wrote the attachment (three joins).
+    (
+        r#"EmailAttachmentInfo
+| where ThreatTypes has "Malware"
+| join kind=inner (DeviceFileEvents | project SHA256, DeviceId, DeviceName, Written = Timestamp) on SHA256
+| join kind=inner (DeviceInfo | summarize arg_max(Timestamp, OSPlatform) by DeviceId) on DeviceId
+| project RecipientEmailAddress, DeviceName, OSPlatform, Written"#,
+        &[
+            "RecipientEmailAddress",
+            "DeviceName",
+            "OSPlatform",
+            "Written",
+        ],
+    ),
+    // 191. Vulnerable devices that ran the phishing payload.
+    (
+        r#"let Victims = DeviceProcessEvents | where FolderPath =~ @"C:\Users\Public\update.exe" | distinct DeviceId;
+DeviceTvmSoftwareVulnerabilities
+| where DeviceId in (Victims)
+| summarize Cves = dcount(CveId), Worst = max(VulnerabilitySeverityLevel) by DeviceName"#,
+        &["DeviceName", "Cves", "Worst"],
+    ),
+    // 192. Accounts in IdentityInfo with a process on a device today.
+    (
+        r#"IdentityInfo
+| distinct AccountName, Department
+| join kind=inner (DeviceProcessEvents | where Timestamp > ago(1d) | distinct AccountName) on AccountName
+| summarize Users = dcount(AccountName) by Department"#,
+        &["Department", "Users"],
+    ),
+    // 193. Cloud activity from the Qakbot C2 address.
+    (
+        r#"CloudAppEvents
+| where IPAddress == "45.33.2.77"
+| summarize Actions = make_set(ActionType), Objects = make_set(ObjectName) by AccountDisplayName"#,
+        &["AccountDisplayName", "Actions", "Objects"],
+    ),
+    // 194. Cloud downloads whose IP also talked to a device.
+    (
+        r#"CloudAppEvents
+| where ActionType == "FileDownloaded"
+| project IPAddress, AccountDisplayName
+| join kind=inner (DeviceNetworkEvents | project IPAddress = RemoteIP, DeviceName) on IPAddress
+| summarize Devices = dcount(DeviceName) by AccountDisplayName, IPAddress"#,
+        &["AccountDisplayName", "IPAddress", "Devices"],
+    ),
+    // 195. Image loads right after a file was written from the internet (a time-window join).
+    (
+        r#"DeviceFileEvents
+| where isnotempty(FileOriginUrl)
+| project DeviceId, FileName, Written = Timestamp
+| join kind=inner (DeviceImageLoadEvents | project DeviceId, LoadedFile = FileName, Loaded = Timestamp) on DeviceId
+| where LoadedFile == FileName and Loaded between (Written .. Written + 1h)
+| project DeviceId, FileName, Written, Loaded"#,
+        &["DeviceId", "FileName", "Written", "Loaded"],
+    ),
+    // 196. Evidence of each story alert, as one row per alert (make_bag).
+    (
+        r#"AlertEvidence
+| where AlertId startswith "da_story"
+| summarize Entities = make_bag(bag_pack(EntityType, coalesce(FileName, DeviceName, AccountName, RemoteUrl, RemoteIP))) by AlertId"#,
+        &["AlertId", "Entities"],
+    ),
+    // 197. Hashes of files written and certificate state.
+    (
+        r#"DeviceFileEvents
+| distinct SHA1, FileName
+| join kind=leftouter (DeviceFileCertificateInfo | distinct SHA1, IsSigned) on SHA1
+| summarize Files = count() by Signed = coalesce(tostring(IsSigned), "unknown")"#,
+        &["Signed", "Files"],
+    ),
+    // 198. Behaviors per day and type.
+    (
+        r#"BehaviorInfo
+| summarize Behaviors = count() by ActionType, Day = bin(Timestamp, 1d)
+| top 10 by Behaviors desc"#,
+        &["ActionType", "Day", "Behaviors"],
+    ),
+    // 199. Directory events followed by logons of the same account.
+    (
+        r#"IdentityDirectoryEvents
+| where ActionType == "Account Password changed"
+| project AccountUpn, Changed = Timestamp
+| join kind=inner (IdentityLogonEvents | project AccountUpn, Logon = Timestamp) on AccountUpn
+| where Logon between (Changed .. Changed + 1d)
+| summarize Logons = count() by AccountUpn"#,
+        &["AccountUpn", "Logons"],
+    ),
+    // 200. KB entries that affect installed software (mv-expand then join).
+    (
+        r#"DeviceTvmSoftwareVulnerabilitiesKB
+| mv-expand Affected = AffectedSoftware
+| extend SoftwareName = tostring(split(tostring(Affected), "-")[1])
+| extend SoftwareName = tostring(split(SoftwareName, " ")[0])
+| join kind=inner (DeviceTvmSoftwareInventory | distinct SoftwareName) on SoftwareName
+| distinct CveId, SoftwareName"#,
+        &["CveId", "SoftwareName"],
+    ),
+    // 201. Monthly exposure trend label (format_datetime).
+    (
+        r#"DeviceTvmSoftwareVulnerabilitiesKB
+| summarize Cves = count() by Month = format_datetime(PublishedDate, "yyyy-MM")
+| sort by Month asc"#,
+        &["Month", "Cves"],
+    ),
 ];
 
 #[test]
@@ -1631,7 +1897,7 @@ fn corpus_runs() {
         "corpus: {ran} of {} queries run, {with_rows} return rows (empty: {empty:?})",
         CORPUS.len()
     );
-    assert!(CORPUS.len() >= 170);
+    assert!(CORPUS.len() >= 200);
     // Most hunts find something: the planted stories and the generated noise.
     assert!(
         with_rows * 10 >= CORPUS.len() * 9,

@@ -364,3 +364,12 @@ fn enrichment_functions_answer_from_the_world() {
         assert!(run(bad, data(), &RunOptions::default()).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn typed_null_time_literals() {
+    let out = q("print t = timespan(null), d = datetime(null), x = iff(true, timespan(null), 1h)");
+    assert_eq!(out.rows[0], vec![Value::Null, Value::Null, Value::Null]);
+    assert_eq!(out.schema[0].type_name, "TimeSpan");
+    assert_eq!(out.schema[1].type_name, "DateTime");
+    assert_eq!(out.schema[2].type_name, "TimeSpan");
+}
