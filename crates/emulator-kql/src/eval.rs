@@ -1802,6 +1802,9 @@ impl<'a> Binder<'_, 'a> {
                 "the aggregation function '{name}()' can only be used in 'summarize'"
             )));
         }
+        if name == "__search_has" {
+            return self.search_has(args);
+        }
         let arity = match name {
             "now" => 0..=0,
             "ago" | "not" | "tolower" | "toupper" | "strlen" | "isempty" | "isnotempty"
@@ -2045,6 +2048,39 @@ impl<'a> Binder<'_, 'a> {
             }
             _ => f(Func::StrCat, T::String, args),
         })
+    }
+
+    /// `search "term"`: true where any string column has the term (false for a row
+    /// without string columns).
+    fn search_has(&self, args: &[Ast]) -> Res<CExpr> {
+        let term = self.bind(&args[0])?;
+        let mut any: Option<CExpr> = None;
+        for (c, col) in self.cols.iter().enumerate() {
+            if col.ty != DataType::String {
+                continue;
+            }
+            let has = CExpr {
+                ty: DataType::Bool,
+                kind: CKind::StrOp {
+                    op: StrOp::Has,
+                    negated: false,
+                    cs: false,
+                    l: Box::new(CExpr {
+                        ty: DataType::String,
+                        kind: CKind::Col(c),
+                    }),
+                    r: Box::new(term.clone()),
+                },
+            };
+            any = Some(match any {
+                None => has,
+                Some(a) => CExpr {
+                    ty: DataType::Bool,
+                    kind: CKind::Or(Box::new(a), Box::new(has)),
+                },
+            });
+        }
+        Ok(any.unwrap_or(CExpr::lit(Value::Bool(false), DataType::Bool)))
     }
 
     /// `extract(re, group, text [, typeof(T)])`, `extract_all(re, [groups,] text)`.
@@ -2710,6 +2746,21 @@ impl<'a> Ctx<'a> {
                     inputs.push((label, self.tabular(item, scope)?));
                 }
             }
+        }
+        if let Some(pred) = &u.filter {
+            let op = crate::parse::Operator {
+                name: "where".to_string(),
+                kind: OpKind::Where(pred.clone()),
+            };
+            let mut kept = Vec::new();
+            for (label, f) in inputs {
+                match self.apply(f, &op, scope) {
+                    Ok(f) if f.len > 0 => kept.push((label, f)),
+                    Ok(_) | Err(KqlError::UnknownColumn { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            inputs = kept;
         }
         // Output columns: by name and type, in order of first appearance; a name with
         // two types becomes `name_type` for each (as the service does).

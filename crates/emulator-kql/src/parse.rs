@@ -516,6 +516,9 @@ pub(crate) struct Union {
     pub inner: bool,
     /// `Source::Name` items may hold `*` wildcards.
     pub items: Vec<TabExpr>,
+    /// `search`/`find`: a predicate applied to each input before the union; an input
+    /// without the columns it names is left out, and so is one left with no rows.
+    pub filter: Option<Ast>,
 }
 
 /// One piece of a `parse` pattern.
@@ -1084,6 +1087,11 @@ impl<'a> Parser<'a> {
                     end: self.prev_end(),
                 })
             }
+            Tok::Ident(ref w) if w == "search" || w == "find" => {
+                let find = w == "find";
+                self.bump();
+                self.search_or_find(find)
+            }
             Tok::Ident(ref w) if UNSUPPORTED_SOURCES.contains(&w.as_str()) => {
                 Err(self.unsupported(w.clone()))
             }
@@ -1154,11 +1162,94 @@ impl<'a> Parser<'a> {
         Ok(out)
     }
 
+    /// `search [kind=...] [in (T, ...)] "term" | predicate` and
+    /// `find [withsource=C] [in (T, ...)] where predicate [project c, ...]`: a union of
+    /// the tables (every table when no `in`) filtered by the predicate, with the table's
+    /// name in `$table` (`search`) or `source_` (`find`). A bare string searches every
+    /// string column with `has`.
+    fn search_or_find(&mut self, find: bool) -> PResult<Source> {
+        let mut with_source = if find { "source_" } else { "$table" }.to_string();
+        for (name, value, _, _) in self.op_params()? {
+            if name == "withsource" && find {
+                with_source = value;
+            }
+        }
+        let mut items = Vec::new();
+        if matches!(self.peek(), Tok::Ident(w) if w == "in")
+            && matches!(self.peek_at(1), Tok::Op("("))
+        {
+            self.bump();
+            self.bump();
+            loop {
+                let (name, start, end) = self.column_pattern()?;
+                items.push(TabExpr {
+                    source: Source::Name { name, start, end },
+                    ops: Vec::new(),
+                });
+                if !self.is_op(",") {
+                    break;
+                }
+                self.bump();
+            }
+            self.expect_op(")")?;
+        } else {
+            let t = self.tok().clone();
+            items.push(TabExpr {
+                source: Source::Name {
+                    name: "*".to_string(),
+                    start: t.start,
+                    end: t.end,
+                },
+                ops: Vec::new(),
+            });
+        }
+        if find {
+            self.expect_word("where")?;
+        }
+        let pred = self.expr()?;
+        let pred = match pred.kind {
+            AstKind::Lit(Value::Str(_), _) => Ast {
+                kind: AstKind::Call("__search_has".to_string(), vec![pred.clone()]),
+                depth: pred.depth + 1,
+                ..pred
+            },
+            _ => pred,
+        };
+        let union = Union {
+            with_source: Some(with_source.clone()),
+            inner: false,
+            items,
+            filter: Some(pred),
+        };
+        if find && matches!(self.peek(), Tok::Ident(w) if w == "project") {
+            self.bump();
+            let mut items = vec![Item {
+                name: None,
+                expr: Ast {
+                    kind: AstKind::Name(with_source),
+                    start: 0,
+                    end: 0,
+                    depth: 1,
+                },
+            }];
+            items.extend(self.items()?);
+            return Ok(Source::Paren(Box::new(TabExpr {
+                source: Source::Union(union),
+                ops: vec![Operator {
+                    name: "project".to_string(),
+                    kind: OpKind::Project(items),
+                }],
+            })));
+        }
+        Ok(Source::Union(union))
+    }
+
     fn union_body(&mut self) -> PResult<Union> {
         let mut u = Union {
             with_source: None,
             inner: false,
             items: Vec::new(),
+            filter: None,
         };
         for (name, value, s, e) in self.op_params()? {
             match name.as_str() {

@@ -373,3 +373,75 @@ fn typed_null_time_literals() {
     assert_eq!(out.schema[1].type_name, "DateTime");
     assert_eq!(out.schema[2].type_name, "TimeSpan");
 }
+
+/// Whether `text` has `term` as a whole token (the `has` operator, case-insensitive).
+fn has_token(text: &str, term: &str) -> bool {
+    let (t, w) = (text.to_lowercase(), term.to_lowercase());
+    t.match_indices(&w).any(|(i, _)| {
+        let before = t[..i].chars().next_back();
+        let after = t[i + w.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
+}
+
+#[test]
+fn search_and_find_over_many_tables() {
+    let term = "procdump64.exe";
+    let out = q(&format!(
+        "search \"{term}\" | summarize n = count() by ['$table']"
+    ));
+    let got: std::collections::BTreeMap<String, i64> = out
+        .rows
+        .iter()
+        .map(|r| (s(&r[0]), r[1].as_i64().unwrap()))
+        .collect();
+    let cut = (NOW - 30 * 86_400_000) * TICKS_PER_MS;
+    let mut want = std::collections::BTreeMap::new();
+    for t in data().tables() {
+        let ts = t.timestamps();
+        let n = (0..t.row_count())
+            .filter(|i| ts.is_empty() || ts[*i] >= cut)
+            .filter(|i| {
+                t.row(*i)
+                    .iter()
+                    .any(|v| v.as_str().is_some_and(|x| has_token(x, term)))
+            })
+            .count() as i64;
+        if n > 0 {
+            want.insert(t.name().to_string(), n);
+        }
+    }
+    assert!(want.len() >= 3, "{want:?}");
+    assert_eq!(got, want);
+    // A column predicate, in named tables: a table without the column is left out.
+    let out = q("search in (DeviceProcessEvents, DeviceEvents, EmailEvents) FileName =~ 'lsass.exe' | summarize count() by ['$table']");
+    assert_eq!(out.rows.len(), 1);
+    assert_eq!(out.rows[0][0], Value::str("DeviceEvents"));
+    assert_eq!(out.rows[0][1], Value::Int(2));
+    // find ... where ... project: the source table and the columns asked for.
+    let out = q("find in (DeviceEvents, DeviceFileEvents) where InitiatingProcessFileName =~ 'procdump64.exe' project FileName");
+    assert_eq!(names(&out), ["source_", "FileName"]);
+    let mut rows: Vec<(String, String)> = out.rows.iter().map(|r| (s(&r[0]), s(&r[1]))).collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            ("DeviceEvents".to_string(), "lsass.exe".to_string()),
+            ("DeviceFileEvents".to_string(), "lsass.dmp".to_string())
+        ]
+    );
+    let out = q(
+        "find withsource = T where RegistryValueName == 'OneDriveUpdate' project RegistryValueData",
+    );
+    assert_eq!(names(&out), ["T", "RegistryValueData"]);
+    assert_eq!(out.rows.len(), 1);
+    assert_eq!(out.rows[0][0], Value::str("DeviceRegistryEvents"));
+    for bad in [
+        "search",
+        "search in (",
+        "find where",
+        "find in (DeviceEvents) FileName == 'x'",
+    ] {
+        assert!(run(bad, data(), &RunOptions::default()).is_err(), "{bad}");
+    }
+}

@@ -93,13 +93,14 @@ fn invisible_characters_and_sources_that_are_not_tables() {
     let out = q("print x = 1, y = 'a'");
     assert_eq!(names(&out), ["x", "y"]);
     assert_eq!(out.rows, vec![vec![Value::Int(1), Value::str("a")]]);
+    // find needs its where; search runs (tests/functions.rs); range is not run.
     assert_eq!(
         err("find 'x'"),
-        "'find' is valid KQL but not supported by this emulator (line [1,1])"
+        "Query could not be parsed at ''x'' on line [1,6] (expected 'where')"
     );
     assert_eq!(
-        err("\n  search 'x'"),
-        "'search' is valid KQL but not supported by this emulator (line [2,3])"
+        err("\n  range x from 1 to 3 step 1"),
+        "'range' is valid KQL but not supported by this emulator (line [2,3])"
     );
 }
 
