@@ -653,26 +653,71 @@ fn legacy_ctxs(
         .collect()
 }
 
+/// Codes for strings: most generated values are clones of a few shared `Arc`s, so
+/// they are found by address (a cheap hash) before being hashed by content.
+#[derive(Default)]
+struct Interner {
+    dict: Vec<Arc<str>>,
+    by_text: HashMap<Arc<str>, u32>,
+    by_ptr: HashMap<usize, u32, std::hash::BuildHasherDefault<PtrHasher>>,
+}
+
+impl Interner {
+    fn code(&mut self, s: Arc<str>) -> u32 {
+        let ptr = Arc::as_ptr(&s) as *const u8 as usize;
+        if let Some(c) = self.by_ptr.get(&ptr) {
+            return *c;
+        }
+        let c = match self.by_text.get(&s) {
+            Some(c) => *c,
+            None => {
+                self.dict.push(s.clone());
+                let c = (self.dict.len() - 1) as u32;
+                self.by_text.insert(s.clone(), c);
+                c
+            }
+        };
+        // Only addresses kept alive by the dictionary are stable keys.
+        if Arc::ptr_eq(&self.dict[c as usize], &s) {
+            self.by_ptr.insert(ptr, c);
+        }
+        c
+    }
+}
+
+/// A multiplicative hash for addresses.
+#[derive(Default)]
+struct PtrHasher(u64);
+
+impl std::hash::Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+}
+
 /// A column from generated values.
 fn column_from(ty: DataType, vals: Vec<Value>) -> ColumnData {
     match ty {
         DataType::String => {
-            let mut dict: Vec<Arc<str>> = Vec::new();
-            let mut ix: HashMap<Arc<str>, u32> = HashMap::new();
+            let mut interner = Interner::default();
             let codes = vals
                 .into_iter()
-                .map(|v| {
-                    let s: Arc<str> = match v {
-                        Value::Str(s) => s,
-                        Value::Null => Arc::from(""),
-                        _ => Arc::from(""),
-                    };
-                    *ix.entry(s.clone()).or_insert_with(|| {
-                        dict.push(s);
-                        (dict.len() - 1) as u32
-                    })
+                .map(|v| match v {
+                    Value::Str(s) => interner.code(s),
+                    _ => interner.code(Arc::from("")),
                 })
                 .collect();
+            let dict = interner.dict;
             ColumnData::Str { dict, codes }
         }
         DataType::Int | DataType::Long if vals.iter().all(|v| matches!(v, Value::Int(_))) => {

@@ -28,22 +28,30 @@
 //!
 //! Statements: `let NAME = <scalar>;`, `let NAME = <tabular>;` and user functions
 //! `let f = (a: string, n: long = 5) { <scalar or tabular body> };`. Then a source — a
-//! table, a tabular `let`, a function call, `(...)`, `materialize(...)`, `print`, or
-//! `union [withsource=Col] [kind=inner|outer] T1, (T2 | ...), Device*Events` — and
-//! `|`-separated operators: `where`, `project`, `project-away`, `project-rename`,
+//! table, a tabular `let`, a function call, `(...)`, `materialize(...)`, `print`,
+//! `union [withsource=Col] [kind=inner|outer] T1, (T2 | ...), Device*Events`,
+//! `search [in (T, ...)] "term"` or a predicate (`$table` names the source),
+//! `find [withsource=C] [in (T, ...)] where ... [project ...]` (`source_`),
+//! `datatable (c: T, ...) [...]`, `externaldata (c: T, ...) [...]` (no rows offline, and a
+//! [`QueryOutput::warnings`] entry) or `AssignedIPAddresses(device [, at])` — and
+//! `|`-separated operators: `where`, `project`, `project-away` (with `*` patterns),
+//! `project-rename`, `project-reorder`, `project-keep`,
 //! `extend`, `take`/`limit`, `top N by`, `sort by`/`order by` (`asc`/`desc`, default
 //! `desc`), `summarize` (`count()`, `countif()`, `dcount()`, `dcountif()`, `min()`,
 //! `max()`, `sum()`, `avg()`, `make_set()`/`makeset()`, `make_list()`/`makelist()`,
-//! `make_bag()`, `arg_max()`/`arg_min()` (with `*`), `take_any()`, and expressions over
+//! `make_bag()`, `arg_max()`/`arg_min()` (with `*`), `take_any()`, `percentile()`,
+//! `percentiles()` (nearest rank), and expressions over
 //! them such as `100.0 * countif(x) / count()`; optionally `by` keys), `count`,
 //! `distinct`, `join` (every kind: `innerunique`, the default, `inner`, `leftouter`,
 //! `rightouter`, `fullouter`, `leftanti`, `rightanti`, `leftsemi`, `rightsemi`; `on Col`
 //! or `on $left.A == $right.B`; `hint.*` accepted and ignored), `union`, `mv-expand`
 //! (`to typeof(T)`, `limit N`), `parse ... with` (simple and relaxed), `serialize`,
-//! `render` (ignored).
+//! `invoke FileProfile(...)` and `invoke DeviceFromIP(...)` (answered from the synthetic
+//! world), `render` (ignored).
 //!
 //! Expressions: columns; string (`'..'`, `".."`, `@'..'`), integer, real, `true`/`false`,
-//! `datetime(..)`, timespan (`1d`, `2h`, `30m`, `10s`, `100ms`, `timespan(..)`) and
+//! `datetime(..)`, timespan (`1d`, `2h`, `30m`, `10s`, `100ms`, `timespan(..)`; both
+//! also `(null)`) and
 //! `dynamic([...])`/`dynamic({...})` literals; member access `x.y`, `x["y"]` and
 //! indexing `x[i]` (negative from the end; a missing key is null); `ago()`, `now()`,
 //! `bin()`, `tolower()`, `toupper()`, `strlen()`, `tostring()`, `tolong()`, `toint()`,
@@ -51,7 +59,10 @@
 //! `isnull()`, `isnotnull()`, `startofday()`, `iff()`, `case()`, `strcat()`, `not()`,
 //! `parse_json()`/`todynamic()`, `extractjson()`, `pack_array()`, `bag_pack()`/`pack()`,
 //! `array_length()`, `split()`, `strcat_array()`, `extract()`, `extract_all()`,
-//! `toscalar()`; arithmetic (`+ - * / %`, datetime ± timespan); comparisons; `=~`, `!~`,
+//! `toscalar()`, `datetime_diff()`, `format_datetime()`, `dayofweek()`, `hourofday()`,
+//! `coalesce()`, `replace_string()`, `substring()`, `indexof()`, `countof()`,
+//! `ipv4_is_private()`, `base64_decode_tostring()`, `prev()`/`next()` (on the input's
+//! order); arithmetic (`+ - * / %`, datetime ± timespan); comparisons; `=~`, `!~`,
 //! `contains`, `has`, `startswith`, `endswith`, `hasprefix`, `hassuffix` (with `!` and
 //! `_cs` variants; case-insensitive unless `_cs`); `has_any`, `has_all`, `matches regex`
 //! (the `regex` crate's syntax); `in`, `!in`, `in~`, `!in~` (over constants, arrays and

@@ -271,11 +271,11 @@ impl Gen<'_> {
     /// Column `col` of row `row` of an earlier table.
     fn linked(&self, table: &str, row: Option<usize>, col: &str) -> Value {
         let (Some(t), Some(r)) = (self.built(table), row) else {
-            return Value::str("");
+            return st("");
         };
         match t.column_index(col) {
             Some(c) if r < t.row_count() => t.value(r, c),
-            _ => Value::str(""),
+            _ => st(""),
         }
     }
 }
@@ -570,6 +570,30 @@ pub(crate) fn row_guid(seed: u64, table: &str, k: usize) -> String {
     r.guid()
 }
 
+thread_local! {
+    static STATIC_STRS: std::cell::RefCell<HashMap<usize, Arc<str>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// A string value of a `'static` text, its `Arc` shared by every row (generating a
+/// column then costs no allocation per row, and its dictionary finds it by address).
+fn st(text: &'static str) -> Value {
+    let key = text.as_ptr() as usize ^ (text.len() << 48);
+    STATIC_STRS.with(|m| {
+        Value::Str(
+            m.borrow_mut()
+                .entry(key)
+                .or_insert_with(|| Arc::from(text))
+                .clone(),
+        )
+    })
+}
+
+/// A string value of text computed for one row.
+fn dyn_str(text: &str) -> Value {
+    Value::Str(Arc::from(text))
+}
+
 fn s(x: &Arc<str>) -> Value {
     Value::Str(x.clone())
 }
@@ -583,10 +607,10 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
     let w = g.w;
     let t = g.table;
     let im = |i: Option<usize>| i.and_then(|i| g.images.get(i));
-    let empty = Value::str("");
+    let empty = st("");
     let each = |f: &dyn Fn(&Ctx) -> Value| ctxs.iter().map(f).collect::<Vec<_>>();
-    let dev_s = |c: &Ctx, v: &[Arc<str>]| c.dev.map_or_else(|| Value::str(""), |d| s(&v[d]));
-    let user_s = |c: &Ctx, v: &[Arc<str>]| c.user.map_or_else(|| Value::str(""), |u| s(&v[u]));
+    let dev_s = |c: &Ctx, v: &[Arc<str>]| c.dev.map_or_else(|| st(""), |d| s(&v[d]));
+    let user_s = |c: &Ctx, v: &[Arc<str>]| c.user.map_or_else(|| st(""), |u| s(&v[u]));
     let img = |c: &Ctx, f: &dyn Fn(&Image) -> Value| im(c.image).map_or_else(|| empty.clone(), f);
     let par = |c: &Ctx, f: &dyn Fn(&Image) -> Value| {
         g.images.get(c.parent).map_or_else(|| empty.clone(), f)
@@ -607,8 +631,8 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         "DestinationIPAddress" => each(&|c| Value::Str(w.device_ips[(c.k % 3) as usize].clone())),
         "ActionType" if t == "BehaviorEntities" => each(&|c| g.linked("BehaviorInfo", c.link, col)),
         "ActionType" => match action_types(t) {
-            Some(list) => each(&|c| Value::str(weighted_pick(list, mix(c.k, "ActionType")))),
-            None => each(&|_| Value::str("")),
+            Some(list) => each(&|c| st(weighted_pick(list, mix(c.k, "ActionType")))),
+            None => each(&|_| st("")),
         },
         "FileName" => each(&|c| img(c, &|i| s(&i.name))),
         "FolderPath" => each(&|c| img(c, &|i| s(&i.path))),
@@ -616,7 +640,7 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         "SHA256" => each(&|c| img(c, &|i| s(&i.sha256))),
         "MD5" => each(&|c| img(c, &|i| s(&i.md5))),
         "FileSize" => each(&|c| im(c.image).map_or(Value::Int(0), |i| Value::Int(i.size))),
-        "FileType" => each(&|c| img(c, &|i| Value::str(i.name.rsplit('.').next().unwrap_or("")))),
+        "FileType" => each(&|c| img(c, &|i| dyn_str(i.name.rsplit('.').next().unwrap_or("")))),
         "ProcessVersionInfoCompanyName" => each(&|c| img(c, &|i| s(&i.company))),
         "ProcessVersionInfoProductName" => each(&|c| img(c, &|i| s(&i.product))),
         "ProcessVersionInfoProductVersion" => each(&|c| img(c, &|i| s(&i.version))),
@@ -700,9 +724,9 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         "RemotePort" | "Port" => each(&|c| Value::Int(c.port)),
         "LocalIP" | "IPv4Dhcp" => each(&|c| dev_s(c, &w.device_ips)),
         "LocalPort" | "RequestSourcePort" => each(&|c| Value::Int(49_152 + (c.k % 16_000) as i64)),
-        "LocalIPType" => each(&|_| Value::str("Private")),
+        "LocalIPType" => each(&|_| st("Private")),
         "RemoteIPType" => each(&|c| {
-            Value::str(match c.ip {
+            st(match c.ip {
                 Some(i) if i < w.public_ips.len() => "Public",
                 Some(_) => "Private",
                 None => "",
@@ -715,7 +739,7 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         }),
         "PublicIP" => each(&|c| s(&w.public_ips[c.dev.unwrap_or(0) % w.public_ips.len()])),
         "Protocol" => each(&|c| {
-            Value::str(match t {
+            st(match t {
                 "DeviceNetworkEvents" => ["Tcp", "Tcp", "Tcp", "Udp"][(c.k % 4) as usize],
                 "DeviceLogonEvents" => ["Negotiate", "Kerberos", "NTLM"][(c.k % 3) as usize],
                 _ => ["Kerberos", "Ntlm", "Ldap", "Dns"][(c.k % 4) as usize],
@@ -725,42 +749,45 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
             DataType::Long | DataType::Int => {
                 each(&|c| Value::Int(10_000 + c.row as i64 * 8 + (c.k % 8) as i64))
             }
-            _ => each(&|c| Value::str(&format!("{}-{}", digest(t, c.k, 16), c.row))),
+            _ => each(&|c| dyn_str(&format!("{}-{}", digest(t, c.k, 16), c.row))),
         },
-        "AdditionalFields" if ty == DataType::Dynamic => each(&|_| json("{}")),
-        "AdditionalFields" => each(&|_| Value::str("{}")),
+        "AdditionalFields" if ty == DataType::Dynamic => {
+            let v = json("{}");
+            each(&|_| v.clone())
+        }
+        "AdditionalFields" => each(&|_| st("{}")),
         "RegistryKey" | "RegistryValueName" | "RegistryValueData"
             if t == "DeviceRegistryEvents" =>
         {
             each(&|c| {
                 let r = REGISTRY[(c.k % REGISTRY.len() as u64) as usize];
-                Value::str(match col {
+                st(match col {
                     "RegistryKey" => r.0,
                     "RegistryValueName" => r.1,
                     _ => r.2,
                 })
             })
         }
-        "MacAddress" => each(&|c| {
-            Value::str(&digest(&format!("mac{}", c.dev.unwrap_or(0)), 3, 12).to_uppercase())
-        }),
+        "MacAddress" => {
+            each(&|c| dyn_str(&digest(&format!("mac{}", c.dev.unwrap_or(0)), 3, 12).to_uppercase()))
+        }
         "ConnectedNetworks" => each(&|_| {
-            Value::str(
+            st(
                 r#"[{"Name":"contoso.local","Description":"contoso.local","IsConnectedToInternet":true,"Category":"Domain"}]"#,
             )
         }),
-        "DnsAddresses" => each(&|_| Value::str(r#"["10.1.0.10","10.1.0.11"]"#)),
-        "DefaultGateways" => each(&|_| Value::str(r#"["10.1.0.1"]"#)),
+        "DnsAddresses" => each(&|_| st(r#"["10.1.0.10","10.1.0.11"]"#)),
+        "DefaultGateways" => each(&|_| st(r#"["10.1.0.1"]"#)),
         "IPAddresses" => each(&|c| {
             let ip = c.dev.map_or("", |d| &w.device_ips[d]);
-            Value::str(&format!(
+            dyn_str(&format!(
                 r#"[{{"IPAddress":"{ip}","SubnetPrefix":16,"AddressType":"Private"}}]"#
             ))
         }),
-        "ClientVersion" => each(&|_| Value::str("10.8760.22621.3527")),
-        "OSPlatform" if t.starts_with("Device") => each(&|c| Value::str(w.device_os(c.dev))),
+        "ClientVersion" => each(&|_| st("10.8760.22621.3527")),
+        "OSPlatform" if t.starts_with("Device") => each(&|c| st(w.device_os(c.dev))),
         "OSVersion" => each(&|c| {
-            Value::str(if w.device_os(c.dev).starts_with("WindowsServer") {
+            st(if w.device_os(c.dev).starts_with("WindowsServer") {
                 "10.0.20348"
             } else {
                 "10.0.22621"
@@ -774,19 +801,17 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
             })
         }),
         "DeviceType" if t == "DeviceInfo" => each(&|c| {
-            Value::str(if w.device_os(c.dev).starts_with("WindowsServer") {
+            st(if w.device_os(c.dev).starts_with("WindowsServer") {
                 "Server"
             } else {
                 "Workstation"
             })
         }),
         "IsAzureADJoined" => each(&|c| Value::Bool(c.dev.is_some_and(|d| d % 3 != 0))),
-        "AadDeviceId" => {
-            each(&|c| Value::str(&digest(&format!("aad{}", c.dev.unwrap_or(0)), 9, 32)))
-        }
+        "AadDeviceId" => each(&|c| dyn_str(&digest(&format!("aad{}", c.dev.unwrap_or(0)), 9, 32))),
         "LoggedOnUsers" => each(&|c| {
             let u = c.user.unwrap_or(4);
-            Value::str(&format!(
+            dyn_str(&format!(
                 r#"[{{"UserName":"{}","DomainName":"{}","Sid":"{}"}}]"#,
                 w.user_names[u],
                 w.user_domains[u].to_uppercase(),
@@ -794,7 +819,7 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
             ))
         }),
         "IsInternetFacing" => each(&|c| Value::Bool(c.dev.is_some_and(|d| d % 17 == 0))),
-        "DeviceManualTags" | "DeviceDynamicTags" => each(&|_| Value::str("[]")),
+        "DeviceManualTags" | "DeviceDynamicTags" => each(&|_| st("[]")),
         "IsSigned" | "IsTrusted" => each(&|c| Value::Bool(im(c.image).is_some_and(|i| i.signed))),
         "IsRootSignerMicrosoft" => {
             each(&|c| Value::Bool(im(c.image).is_some_and(|i| i.company.starts_with("Microsoft"))))
@@ -803,7 +828,7 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         "Issuer" => each(&|c| {
             img(c, &|i| {
                 if i.signed {
-                    Value::str("Microsoft Windows Production PCA 2011")
+                    st("Microsoft Windows Production PCA 2011")
                 } else {
                     empty.clone()
                 }
@@ -812,27 +837,23 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         "SignerHash" | "IssuerHash" | "CertificateSerialNumber" => each(&|c| {
             img(c, &|i| {
                 if i.signed {
-                    Value::str(&digest(&i.company, fnv(col), 40))
+                    dyn_str(&digest(&i.company, fnv(col), 40))
                 } else {
                     empty.clone()
                 }
             })
         }),
         "CrlDistributionPointUrls" => each(&|_| {
-            Value::str(r#"["http://www.microsoft.com/pkiops/crl/MicWinProPCA2011_2011-10-19.crl"]"#)
+            st(r#"["http://www.microsoft.com/pkiops/crl/MicWinProPCA2011_2011-10-19.crl"]"#)
         }),
         "CertificateCreationTime" => each(&|c| Value::DateTime(c.ts - 400 * TICKS_PER_DAY)),
         "CertificateExpirationTime" => each(&|c| Value::DateTime(c.ts + 300 * TICKS_PER_DAY)),
         "CertificateCountersignatureTime" => each(&|c| Value::DateTime(c.ts - 200 * TICKS_PER_DAY)),
         // Software and vulnerabilities: `link` is the software, `port` the CVE.
-        "SoftwareVendor" => each(&|c| Value::str(SOFTWARE[c.link.unwrap_or(0) % SOFTWARE.len()].0)),
-        "SoftwareName" => each(&|c| Value::str(SOFTWARE[c.link.unwrap_or(0) % SOFTWARE.len()].1)),
-        "SoftwareVersion" => {
-            each(&|c| Value::str(SOFTWARE[c.link.unwrap_or(0) % SOFTWARE.len()].2))
-        }
-        "EndOfSupportStatus" => {
-            each(&|c| Value::str(SOFTWARE[c.link.unwrap_or(0) % SOFTWARE.len()].3))
-        }
+        "SoftwareVendor" => each(&|c| st(SOFTWARE[c.link.unwrap_or(0) % SOFTWARE.len()].0)),
+        "SoftwareName" => each(&|c| st(SOFTWARE[c.link.unwrap_or(0) % SOFTWARE.len()].1)),
+        "SoftwareVersion" => each(&|c| st(SOFTWARE[c.link.unwrap_or(0) % SOFTWARE.len()].2)),
+        "EndOfSupportStatus" => each(&|c| st(SOFTWARE[c.link.unwrap_or(0) % SOFTWARE.len()].3)),
         "EndOfSupportDate" => each(&|c| {
             if SOFTWARE[c.link.unwrap_or(0) % SOFTWARE.len()].3.is_empty() {
                 Value::Null
@@ -842,23 +863,23 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         }),
         "ProductCodeCpe" => each(&|c| {
             let sw = SOFTWARE[c.link.unwrap_or(0) % SOFTWARE.len()];
-            Value::str(&format!(
+            dyn_str(&format!(
                 "cpe:2.3:a:{}:{}:{}:*:*:*:*:*:*:*",
                 sw.0, sw.1, sw.2
             ))
         }),
-        "CveId" => each(&|c| Value::str(CVES[c.port as usize % CVES.len()].0)),
-        "VulnerabilitySeverityLevel" => each(&|c| Value::str(CVES[c.port as usize % CVES.len()].2)),
-        "CvssScore" => each(&|c| Value::str(CVES[c.port as usize % CVES.len()].3)),
+        "CveId" => each(&|c| st(CVES[c.port as usize % CVES.len()].0)),
+        "VulnerabilitySeverityLevel" => each(&|c| st(CVES[c.port as usize % CVES.len()].2)),
+        "CvssScore" => each(&|c| st(CVES[c.port as usize % CVES.len()].3)),
         "IsExploitAvailable" => each(&|c| Value::Bool(CVES[c.port as usize % CVES.len()].4)),
         "RecommendedSecurityUpdate" => each(&|c| {
-            Value::str(&format!(
+            dyn_str(&format!(
                 "Update {}",
                 SOFTWARE[CVES[c.port as usize % CVES.len()].1].1
             ))
         }),
         "RecommendedSecurityUpdateId" => each(&|c| {
-            Value::str(&format!(
+            dyn_str(&format!(
                 "KB50{:05}",
                 fnv(CVES[c.port as usize % CVES.len()].0) % 100_000
             ))
@@ -878,7 +899,7 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         }),
         "VulnerabilityDescription" => each(&|c| {
             let cve = CVES[c.port as usize % CVES.len()];
-            Value::str(&format!(
+            dyn_str(&format!(
                 "A vulnerability in {} could allow remote code execution.",
                 SOFTWARE[cve.1].1
             ))
@@ -890,7 +911,7 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         }),
         // Mail: `link` is the EmailEvents row.
         "NetworkMessageId" if t == "EmailEvents" => {
-            each(&|c| Value::str(&row_guid(g.seed, "EmailEvents", c.row)))
+            each(&|c| dyn_str(&row_guid(g.seed, "EmailEvents", c.row)))
         }
         "NetworkMessageId" if t == "UrlClickEvents" => {
             each(&|c| g.linked("EmailUrlInfo", c.link, "NetworkMessageId"))
@@ -916,14 +937,14 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
                 if t == "UrlClickEvents" {
                     let id = g.linked("EmailUrlInfo", c.link, "NetworkMessageId");
                     let _ = id;
-                    Value::str(["", "", "", "Phish"][(c.k % 4) as usize])
+                    st(["", "", "", "Phish"][(c.k % 4) as usize])
                 } else {
                     mail(c, col)
                 }
             })
         }
         "InternetMessageId" => each(&|c| {
-            Value::str(&format!(
+            dyn_str(&format!(
                 "<{}@{}.prod.outlook.com>",
                 digest("imid", c.row as u64 ^ g.seed, 24),
                 "contoso"
@@ -932,7 +953,7 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         "SenderMailFromAddress" => each(&|c| mail_same(g, c, "SenderFromAddress")),
         "SenderFromDomain" | "SenderMailFromDomain" => each(&|c| {
             let v = mail_same(g, c, "SenderFromAddress");
-            Value::str(
+            dyn_str(
                 v.as_str()
                     .and_then(|a| a.split_once('@'))
                     .map_or("", |x| x.1),
@@ -940,13 +961,13 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         }),
         "SenderDisplayName" => each(&|c| {
             let v = mail_same(g, c, "SenderFromAddress");
-            Value::str(
+            dyn_str(
                 v.as_str()
                     .and_then(|a| a.split_once('@'))
                     .map_or("", |x| x.0),
             )
         }),
-        "SenderObjectId" | "RecipientObjectId" => each(&|c| Value::str(&digest(col, c.k, 32))),
+        "SenderObjectId" | "RecipientObjectId" => each(&|c| dyn_str(&digest(col, c.k, 32))),
         "SenderIPv4" => each(&|c| s(&w.public_ips[(c.k % w.public_ips.len() as u64) as usize])),
         "SenderIPv6"
         | "Connectors"
@@ -962,9 +983,9 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         "BulkComplaintLevel" => each(&|c| Value::Int((c.k % 4) as i64)),
         "UrlCount" => each(&|c| Value::Int((c.k % 3) as i64)),
         "AttachmentCount" => each(&|c| Value::Int((c.k % 2) as i64)),
-        "AuthenticationDetails" => each(&|_| {
-            Value::str(r#"{"SPF":"pass","DKIM":"pass","DMARC":"pass","CompAuth":"pass"}"#)
-        }),
+        "AuthenticationDetails" => {
+            each(&|_| st(r#"{"SPF":"pass","DKIM":"pass","DMARC":"pass","CompAuth":"pass"}"#))
+        }
         "LatestDeliveryLocation" => each(&|c| mail_same(g, c, "DeliveryLocation")),
         "LatestDeliveryAction" => each(&|c| mail_same(g, c, "DeliveryAction")),
         "Url" => each(&|c| {
@@ -974,20 +995,16 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
             } else {
                 host
             };
-            Value::str(&format!("https://{host}/{}", digest("url", c.k, 8)))
+            dyn_str(&format!("https://{host}/{}", digest("url", c.k, 8)))
         }),
-        "UrlDomain" => each(&|c| {
-            let host = c.ip.map_or("contoso.sharepoint.com", |i| &w.remote_urls[i]);
-            Value::str(if host.is_empty() {
-                "contoso.sharepoint.com"
-            } else {
-                host
-            })
+        "UrlDomain" => each(&|c| match c.ip.map(|i| &w.remote_urls[i]) {
+            Some(host) if !host.is_empty() => s(host),
+            _ => st("contoso.sharepoint.com"),
         }),
         "UrlChain" => each(&|_| empty.clone()),
         // Identity
         "Application" => each(&|c| {
-            Value::str(match t {
+            st(match t {
                 "CloudAppEvents" => [
                     "Microsoft Exchange Online",
                     "Microsoft SharePoint Online",
@@ -1016,31 +1033,27 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
             )
         }),
         "QueryTarget" => each(&|c| {
-            Value::str(
-                [
-                    "Domain Admins",
-                    "Enterprise Admins",
-                    "administrator",
-                    "krbtgt",
-                    "dc01.contoso.local",
-                ][(c.k % 5) as usize],
-            )
+            st([
+                "Domain Admins",
+                "Enterprise Admins",
+                "administrator",
+                "krbtgt",
+                "dc01.contoso.local",
+            ][(c.k % 5) as usize])
         }),
         "Query" => each(&|c| {
-            Value::str(
-                [
-                    "(&(objectClass=group)(cn=Domain Admins))",
-                    "(&(objectCategory=person)(samAccountName=*))",
-                    "_ldap._tcp.dc._msdcs.contoso.local",
-                    "(servicePrincipalName=*)",
-                ][(c.k % 4) as usize],
-            )
+            st([
+                "(&(objectClass=group)(cn=Domain Admins))",
+                "(&(objectCategory=person)(samAccountName=*))",
+                "_ldap._tcp.dc._msdcs.contoso.local",
+                "(servicePrincipalName=*)",
+            ][(c.k % 4) as usize])
         }),
         "FailureReason" => each(&|_| empty.clone()),
         "CriticalityLevel" => each(&|c| Value::Int(i64::from(c.user.is_some_and(|u| u < 8)) * 4)),
         "DistinguishedName" => each(&|c| {
             let u = c.user.unwrap_or(4);
-            Value::str(&format!(
+            dyn_str(&format!(
                 "CN={},OU=Users,DC={},DC=com",
                 w.user_display[u], w.user_domains[u]
             ))
@@ -1050,7 +1063,7 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
             each(&|c| Value::DateTime(c.ts - (100 + (c.k % 900) as i64) * TICKS_PER_DAY))
         }
         "DeletedDateTime" => each(&|_| Value::Null),
-        "TenantId" => each(&|_| Value::str("4b2462a4-bbee-495a-a0e1-f23ae524cc9c")),
+        "TenantId" => each(&|_| st("4b2462a4-bbee-495a-a0e1-f23ae524cc9c")),
         "CloudSid" | "OnPremObjectId" | "SipProxyAddress" | "Address" | "Manager" | "Phone"
         | "CompanyName" | "EmployeeId" | "RiskLevelDetails" | "State" | "UserAccountControl"
         | "ObjectId" => each(&|_| empty.clone()),
@@ -1060,8 +1073,14 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         | "PrivilegedEntraPimRoles"
         | "IPTags"
         | "UserAgentTags"
-        | "UncommonForUser" => each(&|_| json("[]")),
-        "SourceProviders" => each(&|_| json(r#"["ActiveDirectory","EntraID"]"#)),
+        | "UncommonForUser" => {
+            let v = json("[]");
+            each(&|_| v.clone())
+        }
+        "SourceProviders" => {
+            let v = json(r#"["ActiveDirectory","EntraID"]"#);
+            each(&|_| v.clone())
+        }
         "GroupMembership" => each(&|c| {
             json(if c.user.is_some_and(|u| u == 3) {
                 r#"["Domain Admins","IT"]"#
@@ -1074,11 +1093,9 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
         "IsAnonymousProxy" => each(&|c| Value::Bool(c.k % 97 == 0)),
         "IsExternalUser" | "IsImpersonated" => each(&|_| Value::Bool(false)),
         "ActivityType" => each(&|c| {
-            Value::str(
-                [
-                    "Download", "Read", "Read", "Upload", "Create", "Edit", "Login", "Send",
-                ][(c.k % 8) as usize],
-            )
+            st([
+                "Download", "Read", "Read", "Upload", "Create", "Edit", "Login", "Send",
+            ][(c.k % 8) as usize])
         }),
         "ObjectName" => each(&|c| img(c, &|i| s(&i.name))),
         "ActivityObjects" => each(&|c| {
@@ -1098,12 +1115,18 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
                 c.ip.map_or("", |i| &w.remote_ips[i])
             ))
         }),
-        "LastSeenForUser" => each(&|_| json(r#"{"ActionType":"0","ISP":"3"}"#)),
-        "SessionData" => each(&|_| json("{}")),
+        "LastSeenForUser" => {
+            let v = json(r#"{"ActionType":"0","ISP":"3"}"#);
+            each(&|_| v.clone())
+        }
+        "SessionData" => {
+            let v = json("{}");
+            each(&|_| v.clone())
+        }
         "OAuthAppId" | "OAuthApplicationId" => each(&|_| empty.clone()),
         // Alerts and behaviors
         "BehaviorId" if t == "BehaviorInfo" => {
-            each(&|c| Value::str(&format!("ba{}", digest("beh", c.row as u64 ^ g.seed, 24))))
+            each(&|c| dyn_str(&format!("ba{}", digest("beh", c.row as u64 ^ g.seed, 24))))
         }
         "BehaviorId" | "Categories" | "ServiceSource" | "DetectionSource" | "DataSources"
         | "AttackTechniques"
@@ -1112,28 +1135,26 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
             each(&|c| g.linked("BehaviorInfo", c.link, col))
         }
         "Description" => each(&|c| {
-            Value::str(&format!(
+            dyn_str(&format!(
                 "{} for {}",
                 values_one(g, "ActionType", c).as_str().unwrap_or(""),
                 c.user.map_or("", |u| &w.user_upns[u])
             ))
         }),
         "Title" if t == "BehaviorInfo" => each(&|c| values_one(g, "ActionType", c)),
-        "Categories" if t == "BehaviorInfo" => each(&|_| Value::str(r#"["InitialAccess"]"#)),
-        "AttackTechniques" if t == "BehaviorInfo" => {
-            each(&|_| Value::str(r#"["Valid Accounts (T1078)"]"#))
-        }
-        "ServiceSource" => each(&|_| Value::str("Microsoft Defender for Cloud Apps")),
-        "DetectionSource" => each(&|_| Value::str("Microsoft Defender for Cloud Apps")),
+        "Categories" if t == "BehaviorInfo" => each(&|_| st(r#"["InitialAccess"]"#)),
+        "AttackTechniques" if t == "BehaviorInfo" => each(&|_| st(r#"["Valid Accounts (T1078)"]"#)),
+        "ServiceSource" => each(&|_| st("Microsoft Defender for Cloud Apps")),
+        "DetectionSource" => each(&|_| st("Microsoft Defender for Cloud Apps")),
         "StartTime" => each(&|c| Value::DateTime(c.ts - 2 * 3_600 * TICKS_PER_SEC)),
         "EndTime" => each(&|c| Value::DateTime(c.ts)),
-        "EntityType" => each(&|c| Value::str(if c.user.is_some() { "User" } else { "Ip" })),
+        "EntityType" => each(&|c| st(if c.user.is_some() { "User" } else { "Ip" })),
         "EmailSubject" => each(&|_| empty.clone()),
         _ => {
             if let Some(list) = choice(t, col) {
                 return ctxs
                     .iter()
-                    .map(|c| Value::str(list[(mix(c.k, col) % list.len() as u64) as usize]))
+                    .map(|c| st(list[(mix(c.k, col) % list.len() as u64) as usize]))
                     .collect();
             }
             let v = match ty {
@@ -1142,7 +1163,7 @@ pub(crate) fn values(g: &Gen<'_>, col: &str, ty: DataType, ctxs: &[Ctx]) -> Vec<
                 DataType::Real => Value::Real(0.0),
                 DataType::DateTime | DataType::TimeSpan => Value::Null,
                 DataType::Dynamic => json("{}"),
-                DataType::String => Value::str(""),
+                DataType::String => st(""),
             };
             vec![v; ctxs.len()]
         }
@@ -1162,7 +1183,7 @@ fn values_one(g: &Gen<'_>, col: &str, c: &Ctx) -> Value {
 fn mail_same(g: &Gen<'_>, c: &Ctx, col: &str) -> Value {
     if g.table == "EmailEvents" {
         // Filled in after the legacy columns exist (see `derive_from_table`).
-        return Value::str(match col {
+        return st(match col {
             "DeliveryLocation" => "Inbox/folder",
             "DeliveryAction" => "Delivered",
             _ => "",
