@@ -60,6 +60,8 @@ enum Func {
     DatetimeDiff,
     /// `format_datetime(dt, format)`
     FormatDatetime,
+    /// `datetime_add(part, amount, dt)`
+    DatetimeAdd,
     /// `coalesce(a, b, ...)`: the first non-null (non-empty string) argument.
     Coalesce,
     ReplaceString,
@@ -89,6 +91,11 @@ enum RegexUse {
     Extract(usize),
     /// `extract_all(re, [groups,] text)`: every match, the groups of each.
     ExtractAll(Vec<usize>),
+    /// `replace_regex(text, re, rewrite)` / `replace(re, rewrite, text)`: the rewrite in
+    /// the regex crate's syntax (`\1` becomes `${1}`).
+    Replace(String),
+    /// `countof(text, re, "regex")`: non-overlapping matches.
+    Count,
 }
 
 #[derive(Debug, Clone)]
@@ -322,6 +329,23 @@ fn eval<R: Row>(e: &CExpr, r: &R, bg: &Budget) -> Value {
             };
             match usage {
                 RegexUse::Matches => Value::Bool(re.is_match(&s)),
+                RegexUse::Count => Value::Int(re.find_iter(&s).count() as i64),
+                RegexUse::Replace(rewrite) => {
+                    // Bounded: each match adds at most the rewrite plus its groups.
+                    let n = re.find_iter(&s).count();
+                    if !bg.string_ok(
+                        s.len()
+                            .saturating_add(n.saturating_mul(rewrite.len() + s.len().min(4096))),
+                    ) {
+                        return Value::Null;
+                    }
+                    let out = re.replace_all(&s, rewrite.as_str());
+                    if bg.string_ok(out.len()) {
+                        Value::str(&out)
+                    } else {
+                        Value::Null
+                    }
+                }
                 RegexUse::Extract(g) => {
                     let v = re
                         .captures(&s)
@@ -627,6 +651,12 @@ fn call<R: Row>(f: Func, args: &[CExpr], r: &R, bg: &Budget, ty: DataType) -> Va
             }
             _ => Value::Null,
         },
+        Func::DatetimeAdd => match (a0(), a1(), eval(&args[2], r, bg)) {
+            (Value::Str(part), Value::Int(n), Value::DateTime(t)) => {
+                scalars::datetime_add(&part, n, t).map_or(Value::Null, Value::DateTime)
+            }
+            _ => Value::Null,
+        },
         Func::FormatDatetime => match (a0(), a1()) {
             (Value::DateTime(t), Value::Str(fmt)) if bg.string_ok(fmt.len() * 4) => {
                 Value::str(&scalars::format_datetime(t, &fmt))
@@ -720,6 +750,24 @@ fn call<R: Row>(f: Func, args: &[CExpr], r: &R, bg: &Budget, ty: DataType) -> Va
             _ => Value::Null,
         },
     }
+}
+
+/// A KQL rewrite pattern (`\\1` for a group) in the regex crate's syntax (`${1}`; a
+/// literal `$` doubled).
+fn kql_rewrite(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => out.push_str("$$"),
+            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let d = chars.next().unwrap_or('0');
+                out.push_str(&format!("${{{d}}}"));
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Whether `name` matches `pattern`, where `*` stands for any run of characters.
@@ -1806,19 +1854,26 @@ impl<'a> Binder<'_, 'a> {
             return self.search_has(args);
         }
         let arity = match name {
-            "now" => 0..=0,
+            "now" => 0..=1,
+            "replace_regex" | "replace" => 3..=3,
             "ago" | "not" | "tolower" | "toupper" | "strlen" | "isempty" | "isnotempty"
-            | "isnull" | "isnotnull" | "tostring" | "startofday" | "parse_json" | "todynamic"
-            | "toobject" | "array_length" | "tolong" | "toint" | "todouble" | "toreal"
-            | "tobool" | "toboolean" | "todatetime" | "toscalar" => 1..=1,
+            | "isnull" | "isnotnull" | "tostring" | "startofday" | "parse_json" | "parsejson"
+            | "todynamic" | "toobject" | "array_length" | "tolong" | "toint" | "todouble"
+            | "toreal" | "tobool" | "toboolean" | "todatetime" | "toscalar" => 1..=1,
             "bin" | "floor" | "extractjson" | "strcat_array" => 2..=2,
             "round" => 1..=2,
             "split" => 2..=3,
             "datetime_diff" | "replace_string" => 3..=3,
-            "format_datetime" | "countof" => 2..=2,
+            "format_datetime" => 2..=2,
+            "countof" => 2..=3,
+            "datetime_add" => 3..=3,
             "coalesce" => 2..=64,
             "substring" | "indexof" => 2..=3,
-            "dayofweek" | "hourofday" | "ipv4_is_private" | "base64_decode_tostring" => 1..=1,
+            "dayofweek"
+            | "hourofday"
+            | "ipv4_is_private"
+            | "base64_decode_tostring"
+            | "base64_decodestring" => 1..=1,
             "prev" | "next" => 1..=3,
             "extract" => 3..=4,
             "extract_all" => 2..=3,
@@ -1841,6 +1896,57 @@ impl<'a> Binder<'_, 'a> {
         match name {
             "toscalar" => return self.toscalar(&args[0]),
             "extract" | "extract_all" => return self.bind_extract(name, args),
+            "replace_regex" | "replace" => {
+                // replace_regex(text, re, rewrite); the older replace(re, rewrite, text).
+                let (t, r, w) = if name == "replace" {
+                    (2, 0, 1)
+                } else {
+                    (0, 1, 2)
+                };
+                let re = self.regex(&args[r])?;
+                let rewrite = match self.bind(&args[w])?.kind {
+                    CKind::Lit(Value::Str(x)) => kql_rewrite(&x),
+                    _ => {
+                        return Err(self.src.error_at(
+                            args[w].start,
+                            args[w].end,
+                            "expected a constant rewrite pattern",
+                        ))
+                    }
+                };
+                return Ok(CExpr {
+                    ty: DataType::String,
+                    kind: CKind::Regex {
+                        re,
+                        usage: RegexUse::Replace(rewrite),
+                        text: Box::new(to_string_expr(self.bind(&args[t])?)),
+                    },
+                });
+            }
+            "countof" if args.len() == 3 => {
+                match self.bind(&args[2])?.kind {
+                    CKind::Lit(Value::Str(k)) if &*k == "regex" => {}
+                    CKind::Lit(Value::Str(k)) if &*k == "normal" => {
+                        return self.call(name, &args[..2], a);
+                    }
+                    _ => {
+                        return Err(self.src.error_at(
+                            args[2].start,
+                            args[2].end,
+                            "expected \"normal\" or \"regex\"",
+                        ))
+                    }
+                }
+                let re = self.regex(&args[1])?;
+                return Ok(CExpr {
+                    ty: DataType::Long,
+                    kind: CKind::Regex {
+                        re,
+                        usage: RegexUse::Count,
+                        text: Box::new(to_string_expr(self.bind(&args[0])?)),
+                    },
+                });
+            }
             _ => {}
         }
         let args = args.iter().map(|x| self.bind(x)).collect::<Res<Vec<_>>>()?;
@@ -1862,7 +1968,19 @@ impl<'a> Binder<'_, 'a> {
         };
         let strings = |args: Vec<CExpr>| args.into_iter().map(to_string_expr).collect();
         Ok(match name {
-            "now" => CExpr::lit(Value::DateTime(self.now), T::DateTime),
+            "now" if args.is_empty() => CExpr::lit(Value::DateTime(self.now), T::DateTime),
+            "now" => {
+                want(0, T::TimeSpan)?;
+                let arg = args
+                    .into_iter()
+                    .next()
+                    .unwrap_or(CExpr::lit(Value::Null, T::TimeSpan));
+                self.bind_arith(
+                    BinOp::Add,
+                    CExpr::lit(Value::DateTime(self.now), T::DateTime),
+                    arg,
+                )?
+            }
             "ago" => {
                 want(0, T::TimeSpan)?;
                 let arg = args
@@ -1939,7 +2057,9 @@ impl<'a> Binder<'_, 'a> {
                 let ty = unify(name, &types)?;
                 f(Func::Case, ty, args)
             }
-            "parse_json" | "todynamic" | "toobject" => f(Func::ParseJson, T::Dynamic, args),
+            "parse_json" | "parsejson" | "todynamic" | "toobject" => {
+                f(Func::ParseJson, T::Dynamic, args)
+            }
             "extractjson" => f(Func::ExtractJson, T::String, strings(args)),
             "array_length" => f(Func::ArrayLength, T::Long, args),
             "split" => {
@@ -2028,7 +2148,19 @@ impl<'a> Binder<'_, 'a> {
                 }
             }
             "ipv4_is_private" => f(Func::Ipv4IsPrivate, T::Bool, strings(args)),
-            "base64_decode_tostring" => f(Func::Base64DecodeToString, T::String, strings(args)),
+            "base64_decode_tostring" | "base64_decodestring" => {
+                f(Func::Base64DecodeToString, T::String, strings(args))
+            }
+            "datetime_add" => {
+                want(0, T::String)?;
+                if !matches!(args[1].ty, T::Int | T::Long | T::Dynamic) {
+                    return Err(type_err(
+                        "function 'datetime_add' expects an integer amount".to_string(),
+                    ));
+                }
+                want(2, T::DateTime)?;
+                f(Func::DatetimeAdd, T::DateTime, args)
+            }
             "prev" | "next" => {
                 if args.len() > 1 && !matches!(args[1].kind, CKind::Lit(Value::Int(n)) if n >= 0) {
                     return Err(type_err(format!(

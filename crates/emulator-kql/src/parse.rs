@@ -1370,7 +1370,8 @@ impl<'a> Parser<'a> {
             "distinct" => OpKind::Distinct(self.items()?),
             "join" => self.join()?,
             "union" => OpKind::Union(self.union_body()?),
-            "mv-expand" => self.mv_expand()?,
+            // `mvexpand`: the old spelling, still in published hunts.
+            "mv-expand" | "mvexpand" => self.mv_expand()?,
             "parse" => self.parse_op()?,
             "invoke" => {
                 let (name, start, _) = self.ident("a function name")?;

@@ -3,7 +3,7 @@
 //! `base64_decode_tostring`. Pure functions over Rust values, so each can be tested
 //! against a hand-computed answer.
 
-use crate::value::{civil_from_days, TICKS_PER_DAY, TICKS_PER_SEC};
+use crate::value::{civil_from_days, days_from_civil, TICKS_PER_DAY, TICKS_PER_SEC};
 
 /// `datetime_diff(part, a, b)`: how many `part` boundaries lie between `b` and `a`
 /// (positive when `a` is later). `None` for an unknown part.
@@ -32,6 +32,37 @@ pub(crate) fn datetime_diff(part: &str, a: i64, b: i64) -> Option<i64> {
         "nanosecond" => a.checked_sub(b)?.checked_mul(100)?,
         _ => return None,
     })
+}
+
+/// `datetime_add(part, amount, t)`: calendar parts keep the day of the month where it
+/// exists (and clamp to the month's last day otherwise).
+pub(crate) fn datetime_add(part: &str, amount: i64, t: i64) -> Option<i64> {
+    let unit = |u: i64| amount.checked_mul(u).and_then(|d| t.checked_add(d));
+    let months = |m: i64| {
+        let (y, mo, d) = civil_from_days(t.div_euclid(TICKS_PER_DAY));
+        let total = y.checked_mul(12)? + i64::from(mo) - 1 + m;
+        let (ny, nm) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u32);
+        let last = (1..=31u32)
+            .rev()
+            .find(|dd| civil_from_days(days_from_civil(ny, nm, *dd)) == (ny, nm, *dd))?;
+        let day = days_from_civil(ny, nm, d.min(last));
+        day.checked_mul(TICKS_PER_DAY)?
+            .checked_add(t.rem_euclid(TICKS_PER_DAY))
+    };
+    match part.to_ascii_lowercase().as_str() {
+        "year" => months(amount.checked_mul(12)?),
+        "quarter" => months(amount.checked_mul(3)?),
+        "month" => months(amount),
+        "week" => unit(7 * TICKS_PER_DAY),
+        "day" => unit(TICKS_PER_DAY),
+        "hour" => unit(3_600 * TICKS_PER_SEC),
+        "minute" => unit(60 * TICKS_PER_SEC),
+        "second" => unit(TICKS_PER_SEC),
+        "millisecond" => unit(TICKS_PER_SEC / 1_000),
+        "microsecond" => unit(10),
+        "nanosecond" => Some(t.checked_add(amount / 100)?),
+        _ => None,
+    }
 }
 
 /// `format_datetime(t, format)` with the documented specifiers (`yyyy`, `yy`, `MM`, `M`,
@@ -205,6 +236,26 @@ mod tests {
         );
         assert_eq!(datetime_diff("fortnight", a, b), None);
         assert_eq!(datetime_diff("Minute", a, a - 1), Some(1));
+    }
+
+    #[test]
+    fn datetime_add_parts() {
+        let x = t("2024-01-31 10:00:00");
+        assert_eq!(datetime_add("month", 1, x), Some(t("2024-02-29 10:00:00")));
+        assert_eq!(datetime_add("month", -2, x), Some(t("2023-11-30 10:00:00")));
+        assert_eq!(
+            datetime_add("year", 1, t("2024-02-29")),
+            Some(t("2025-02-28"))
+        );
+        assert_eq!(
+            datetime_add("quarter", 1, x),
+            Some(t("2024-04-30 10:00:00"))
+        );
+        assert_eq!(datetime_add("day", -31, x), Some(t("2023-12-31 10:00:00")));
+        assert_eq!(datetime_add("hour", 14, x), Some(t("2024-02-01 00:00:00")));
+        assert_eq!(datetime_add("week", 1, x), Some(t("2024-02-07 10:00:00")));
+        assert_eq!(datetime_add("eon", 1, x), None);
+        assert_eq!(datetime_add("day", i64::MAX, x), None);
     }
 
     #[test]

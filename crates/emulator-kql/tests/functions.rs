@@ -445,3 +445,49 @@ fn search_and_find_over_many_tables() {
         assert!(run(bad, data(), &RunOptions::default()).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn regex_replace_countof_and_old_spellings() {
+    let out = q(
+        r##"DeviceProcessEvents | take 200 | project ProcessCommandLine,
+        a = replace_regex(ProcessCommandLine, @"(\w+)\.exe", @"<\1>"),
+        b = replace(@"\d", "#", ProcessCommandLine),
+        c = countof(ProcessCommandLine, @"[A-Z]", "regex"),
+        d = countof(ProcessCommandLine, "e", "normal")"##,
+    );
+    let exe = regex::Regex::new(r"(\w+)\.exe").unwrap();
+    let digit = regex::Regex::new(r"\d").unwrap();
+    let upper = regex::Regex::new(r"[A-Z]").unwrap();
+    for r in &out.rows {
+        let cmd = s(&r[0]);
+        assert_eq!(s(&r[1]), exe.replace_all(&cmd, "<${1}>"));
+        assert_eq!(s(&r[2]), digit.replace_all(&cmd, "#"));
+        assert_eq!(r[3], Value::Int(upper.find_iter(&cmd).count() as i64));
+        assert_eq!(r[4], Value::Int(cmd.matches('e').count() as i64));
+    }
+    let out = q(
+        "print a = now(1d) - now(), b = datetime_add('month', 1, datetime(2024-01-31)), \
+                 c = base64_decodestring('aGk='), d = replace_regex('a$b', 'a', '$x'), \
+                 e = tostring(parsejson('[1]')[0])",
+    );
+    assert_eq!(
+        out.rows[0],
+        vec![
+            Value::TimeSpan(TICKS_PER_DAY),
+            Value::DateTime(defender_emulator_kql::parse_datetime("2024-02-29").unwrap()),
+            Value::str("hi"),
+            Value::str("$x$b"),
+            Value::str("1"),
+        ]
+    );
+    // mvexpand, the old spelling of mv-expand.
+    let a = q("print x = dynamic([1, 2, 3]) | mvexpand x | count");
+    assert_eq!(a.rows[0][0], Value::Int(3));
+    let e = run(
+        "print countof('a', 'a', 'fuzzy')",
+        data(),
+        &RunOptions::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("regex"), "{e}");
+}
