@@ -37,6 +37,8 @@ fn main() {
         "DeviceProcessEvents | summarize count() by FileName, bin(Timestamp, 1d) | count",
         "DeviceNetworkEvents | sort by Timestamp desc | take 100",
         "EmailEvents | where Subject has 'invoice' | project NetworkMessageId, Subject",
+        "DeviceProcessEvents | take 100000 | join kind=inner (DeviceNetworkEvents | take 100000) on ReportId | count",
+        "search in (DeviceProcessEvents, DeviceNetworkEvents) \"powershell.exe\" | count",
     ] {
         let t = Instant::now();
         let out = run(q, &data, &opts).unwrap();

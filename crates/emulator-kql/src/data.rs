@@ -5,19 +5,48 @@
 //! a few tens of megabytes and a `where` over a string column is evaluated once per
 //! distinct value rather than once per row.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::value::{DataType, Value, TICKS_PER_DAY, TICKS_PER_MS};
+use crate::value::{DataType, Value, TICKS_PER_DAY, TICKS_PER_MS, TICKS_PER_SEC};
 
-/// The names of the generated tables, in generation order.
-pub const TABLE_NAMES: [&str; 7] = [
+mod stories;
+mod synth;
+
+pub use stories::{ENCODED_POWERSHELL, PHISH_IP, QAKBOT_IP};
+
+const TICKS_PER_MIN: i64 = 60 * TICKS_PER_SEC;
+
+/// The names of the generated tables, in generation order: every table of the
+/// advanced-hunting schema the emulator serves (`schema.txt`).
+pub const TABLE_NAMES: &[&str] = &[
     "DeviceProcessEvents",
     "DeviceNetworkEvents",
+    "DeviceFileEvents",
+    "DeviceEvents",
+    "DeviceImageLoadEvents",
+    "DeviceRegistryEvents",
     "DeviceLogonEvents",
+    "DeviceNetworkInfo",
+    "DeviceInfo",
+    "DeviceFileCertificateInfo",
+    "DeviceTvmSoftwareInventory",
+    "DeviceTvmSoftwareVulnerabilities",
+    "DeviceTvmSoftwareVulnerabilitiesKB",
+    "EmailEvents",
+    "EmailAttachmentInfo",
+    "EmailUrlInfo",
+    "EmailPostDeliveryEvents",
+    "UrlClickEvents",
+    "IdentityLogonEvents",
+    "IdentityQueryEvents",
+    "IdentityDirectoryEvents",
+    "IdentityInfo",
+    "CloudAppEvents",
     "AlertInfo",
     "AlertEvidence",
-    "EmailEvents",
-    "IdentityLogonEvents",
+    "BehaviorInfo",
+    "BehaviorEntities",
 ];
 
 /// How to generate a [`Dataset`].
@@ -84,6 +113,8 @@ pub(crate) enum ColumnData {
     Int(Vec<i64>),
     Bool(Vec<bool>),
     DateTime(Vec<i64>),
+    /// Any values (dynamic columns, nullable datetimes).
+    Values(Vec<Value>),
 }
 
 impl ColumnData {
@@ -94,6 +125,7 @@ impl ColumnData {
             ColumnData::Int(v) => Value::Int(v[row]),
             ColumnData::Bool(v) => Value::Bool(v[row]),
             ColumnData::DateTime(v) => Value::DateTime(v[row]),
+            ColumnData::Values(v) => v[row].clone(),
         }
     }
 }
@@ -133,9 +165,10 @@ impl Table {
         self.data.iter().map(|c| c.value(row)).collect()
     }
     /// The `Timestamp` column as ticks (100 ns since the Unix epoch), ascending.
+    /// Empty for the tables without one (snapshots such as `DeviceTvmSoftwareInventory`).
     pub fn timestamps(&self) -> &[i64] {
-        match &self.data[0] {
-            ColumnData::DateTime(v) => v,
+        match (self.schema.first(), self.data.first()) {
+            (Some(c), Some(ColumnData::DateTime(v))) if c.name == "Timestamp" => v,
             _ => &[],
         }
     }
@@ -145,54 +178,39 @@ impl Table {
 #[derive(Debug, Clone)]
 pub struct Dataset {
     tables: Vec<Table>,
+    /// What the enrichment functions (`FileProfile`, `DeviceFromIP`...) answer from.
+    pub(crate) enrich: crate::enrich::World,
 }
 
 impl Dataset {
     /// Generates every table of [`TABLE_NAMES`] deterministically from `config`.
     pub fn generate(config: &DatasetConfig) -> Dataset {
         let world = World::new(config.seed);
+        let images = synth::images();
+        let mut image_ix = HashMap::new();
+        for (i, im) in images.iter().enumerate() {
+            image_ix.entry(im.name.to_ascii_lowercase()).or_insert(i);
+        }
         let anchor = config.anchor_unix_ms.saturating_mul(TICKS_PER_MS);
         let span = i64::from(config.span_days).saturating_mul(TICKS_PER_DAY);
-        let tables = TABLE_NAMES
-            .iter()
-            .map(|&name| {
-                let n = config.rows_for(name);
-                let mut rng = Rng::new(config.seed ^ fnv(name));
-                let ts = timestamps(&mut rng, n, anchor, span);
-                let mut b = Builder {
-                    n,
-                    cols: Vec::new(),
-                };
-                b.cols.push((
-                    "Timestamp",
-                    DataType::DateTime,
-                    ColumnData::DateTime(ts.clone()),
-                ));
-                match name {
-                    "DeviceProcessEvents" => gen_process(&mut b, &world, &mut rng),
-                    "DeviceNetworkEvents" => gen_network(&mut b, &world, &mut rng),
-                    "DeviceLogonEvents" => gen_logon(&mut b, &world, &mut rng),
-                    "AlertInfo" => gen_alert_info(&mut b, &world, &mut rng, config.seed),
-                    "AlertEvidence" => gen_alert_evidence(&mut b, &world, &mut rng, config),
-                    "EmailEvents" => gen_email(&mut b, &world, &mut rng),
-                    _ => gen_identity(&mut b, &world, &mut rng),
-                }
-                Table {
-                    name: name.to_string(),
-                    schema: b
-                        .cols
-                        .iter()
-                        .map(|(n, t, _)| ColumnSchema {
-                            name: (*n).to_string(),
-                            data_type: *t,
-                        })
-                        .collect(),
-                    data: b.cols.into_iter().map(|(_, _, d)| d).collect(),
-                    rows: n,
-                }
-            })
-            .collect();
-        Dataset { tables }
+        let stories = stories::plant(&world, &image_ix, config.seed, anchor);
+        let mut tables: Vec<Table> = Vec::new();
+        for spec in synth::schema() {
+            let g = synth::Gen {
+                w: &world,
+                images: &images,
+                image_ix: &image_ix,
+                seed: config.seed,
+                table: &spec.name,
+                built: &tables,
+            };
+            let planted: Vec<&stories::StoryRow> =
+                stories.iter().filter(|r| r.table == spec.name).collect();
+            let table = build_table(&spec, config, &g, anchor, span, &planted);
+            tables.push(table);
+        }
+        let enrich = enrich_world(&world, &images, anchor);
+        Dataset { tables, enrich }
     }
 
     /// A table by exact (case-sensitive) name.
@@ -213,6 +231,682 @@ impl Dataset {
             .iter()
             .map(|t| (t.name.as_str(), t.rows))
             .collect()
+    }
+}
+
+/// The files and addresses the enrichment functions know: every image of the world
+/// (common ones seen widely, signed) and the planted stories' payloads (rare, unsigned,
+/// detected).
+fn enrich_world(w: &World, images: &[synth::Image], anchor: i64) -> crate::enrich::World {
+    use crate::enrich::{Host, Profile};
+    let mut profiles: Vec<Profile> = images
+        .iter()
+        .map(|im| Profile {
+            sha1: im.sha1.clone(),
+            sha256: im.sha256.clone(),
+            md5: im.md5.clone(),
+            size: im.size,
+            prevalence: if im.signed {
+                1_000_000 + (fnv(&im.name) % 9_000_000) as i64
+            } else {
+                40 + (fnv(&im.name) % 500) as i64
+            },
+            first_seen: anchor - (400 + (fnv(&im.name) % 2_000) as i64) * TICKS_PER_DAY,
+            signer: im.company.clone(),
+            threat: Arc::from(""),
+            executable: im.name.to_ascii_lowercase().ends_with(".exe")
+                || im.name.to_ascii_lowercase().ends_with(".dll"),
+            software: im.product.clone(),
+        })
+        .collect();
+    for (seed_name, threat, size) in [
+        ("update.exe-payload", "Trojan:Win32/Ymacco.AA", 734_208),
+        ("Fvbnmk.dll", "Trojan:Win32/Qakbot.RPX!MTB", 1_201_664),
+        ("Invoice_88213.docm", "TrojanDownloader:O97M/Donoff", 48_213),
+    ] {
+        profiles.push(Profile {
+            sha1: Arc::from(synth::digest(seed_name, 1, 40).as_str()),
+            sha256: Arc::from(synth::digest(seed_name, 256, 64).as_str()),
+            md5: Arc::from(synth::digest(seed_name, 5, 32).as_str()),
+            size,
+            prevalence: 3,
+            first_seen: anchor - 7 * TICKS_PER_DAY,
+            signer: Arc::from(""),
+            threat: Arc::from(threat),
+            executable: !seed_name.ends_with(".docm"),
+            software: Arc::from(""),
+        });
+    }
+    let hosts = (0..w.device_ids.len())
+        .map(|d| Host {
+            id: w.device_ids[d].clone(),
+            name: w.device_names[d].clone(),
+            ip: w.device_ips[d].clone(),
+        })
+        .collect();
+    crate::enrich::World::new(profiles, hosts, anchor)
+}
+
+/// The tables the emulator generated before the schema existed: their hand-tuned
+/// generators still produce the columns they always had.
+fn legacy(name: &str, b: &mut Builder, w: &World, r: &mut Rng, config: &DatasetConfig) -> bool {
+    match name {
+        "DeviceProcessEvents" => gen_process(b, w, r),
+        "DeviceNetworkEvents" => gen_network(b, w, r),
+        "DeviceLogonEvents" => gen_logon(b, w, r),
+        "AlertInfo" => gen_alert_info(b, w, r, config.seed),
+        "AlertEvidence" => gen_alert_evidence(b, w, r, config),
+        "EmailEvents" => gen_email(b, w, r),
+        "IdentityLogonEvents" => gen_identity(b, w, r),
+        _ => return false,
+    }
+    true
+}
+
+/// Rows of a table nobody configured: snapshot tables follow the size of the world.
+fn default_rows(name: &str, config: &DatasetConfig, w: &World) -> usize {
+    if config.table_rows.iter().any(|(t, _)| t == name) {
+        return config.rows_for(name);
+    }
+    let nd = w.device_ids.len();
+    if config.rows_per_table == 0 {
+        return 0;
+    }
+    match name {
+        "IdentityInfo" => w.user_names.len().min(config.rows_per_table.max(50)),
+        "DeviceTvmSoftwareInventory" => nd * SOFTWARE_PER_DEVICE,
+        "DeviceTvmSoftwareVulnerabilitiesKB" => synth::CVES.len(),
+        "DeviceTvmSoftwareVulnerabilities" => vulnerable(nd).len(),
+        "DeviceInfo" | "DeviceNetworkInfo" => config.rows_per_table.min(nd * 40),
+        "EmailPostDeliveryEvents" => (config.rows_per_table / 8).max(20),
+        _ => config.rows_per_table,
+    }
+}
+
+const SOFTWARE_PER_DEVICE: usize = 5;
+
+/// The software of device `d` (indices into the software list).
+fn software_of(d: usize) -> impl Iterator<Item = usize> {
+    let n = synth::SOFTWARE.len();
+    (0..SOFTWARE_PER_DEVICE).map(move |i| if i < 2 { i } else { (d * 7 + i * 3) % n })
+}
+
+/// `(device, software, CVE)` for every vulnerable installed software.
+fn vulnerable(nd: usize) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    for d in 0..nd {
+        for sw in software_of(d) {
+            for (c, cve) in synth::CVES.iter().enumerate() {
+                if cve.1 == sw && (d + c) % 3 != 0 {
+                    out.push((d, sw, c));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Index of the row of `n` near the relative position of row `i` of `of`.
+fn near(r: &mut Rng, i: usize, of: usize, n: usize) -> Option<usize> {
+    if n == 0 {
+        return None;
+    }
+    let base = (i as f64 / of.max(1) as f64 * n as f64) as usize;
+    Some((base + r.below(3)).min(n - 1))
+}
+
+fn rows_of(g: &synth::Gen<'_>, name: &str) -> usize {
+    g.built
+        .iter()
+        .find(|t| t.name == name)
+        .map_or(0, Table::row_count)
+}
+
+/// A fresh context for row `i` of `name`.
+fn draw_ctx(
+    g: &synth::Gen<'_>,
+    name: &str,
+    i: usize,
+    n: usize,
+    ts: i64,
+    r: &mut Rng,
+) -> synth::Ctx {
+    let w = g.w;
+    let pick = |r: &mut Rng, names: &[&str]| g.image(names[r.below(names.len())]);
+    let mut c = synth::Ctx {
+        ts,
+        row: i,
+        dev: Some(w.device(r)),
+        user: Some(w.user(r)),
+        image: None,
+        parent: pick(r, INITIATORS),
+        grand: pick(
+            r,
+            &[
+                "explorer.exe",
+                "services.exe",
+                "svchost.exe",
+                "userinit.exe",
+            ],
+        ),
+        pid: 4 * (r.below(16_000) as i64 + 1),
+        ppid: 4 * (r.below(16_000) as i64 + 1),
+        gpid: 4 * (r.below(2_000) as i64 + 1),
+        ip: None,
+        port: 0,
+        link: None,
+        k: r.next(),
+    };
+    let public = w.public_ips.len();
+    match name {
+        "DeviceFileEvents" => {
+            c.image = Some(pick(r, FILES));
+            if r.chance(0.1) {
+                c.ip = Some(r.below(public));
+            }
+        }
+        "DeviceEvents" => {
+            c.image = Some(r.below(g.images.len()));
+            if c.image.is_some_and(|i| {
+                STORY_ONLY
+                    .iter()
+                    .any(|s| g.images[i].name.eq_ignore_ascii_case(s))
+            }) {
+                c.image = Some(pick(r, FILES));
+            }
+            if r.chance(0.3) {
+                c.ip = Some(r.below(w.remote_ips.len()));
+                c.port = [443, 80, 53][r.below(3)];
+            }
+        }
+        "DeviceImageLoadEvents" => c.image = Some(pick(r, DLLS)),
+        "DeviceRegistryEvents" => {
+            c.parent = pick(
+                r,
+                &[
+                    "svchost.exe",
+                    "explorer.exe",
+                    "MsMpEng.exe",
+                    "OneDrive.exe",
+                    "powershell.exe",
+                    "services.exe",
+                ],
+            )
+        }
+        "DeviceNetworkInfo" | "DeviceInfo" => c.dev = Some(i % w.device_ids.len()),
+        "DeviceFileCertificateInfo" => c.image = Some(r.below(g.images.len())),
+        "DeviceTvmSoftwareInventory" => {
+            let d = i / SOFTWARE_PER_DEVICE % w.device_ids.len();
+            c.dev = Some(d);
+            c.link = software_of(d).nth(i % SOFTWARE_PER_DEVICE);
+        }
+        "DeviceTvmSoftwareVulnerabilitiesKB" => c.port = i as i64,
+        "EmailAttachmentInfo" | "EmailUrlInfo" | "EmailPostDeliveryEvents" => {
+            c.dev = None;
+            c.link = near(r, i, n, rows_of(g, "EmailEvents"));
+            if name == "EmailPostDeliveryEvents" {
+                // Mail is purged after delivery for a threat: the next threat mail.
+                // (Generic ZAP is of phish and spam; the planted malware mail has its own.)
+                let threat = |j: usize| {
+                    matches!(
+                        g.linked_value("EmailEvents", Some(j), "ThreatTypes")
+                            .as_str(),
+                        Some("Phish" | "Spam")
+                    )
+                };
+                let total = rows_of(g, "EmailEvents");
+                c.link = c
+                    .link
+                    .and_then(|j| (j..total).chain(0..j).find(|x| threat(*x)));
+            }
+            c.image = Some(pick(
+                r,
+                &[
+                    "Quarterly results.xlsx",
+                    "Budget 2024.xlsx",
+                    "report.pdf",
+                    "Invoice_2024.docm",
+                    "setup.msi",
+                ],
+            ));
+            c.ip = Some(r.below(public));
+        }
+        "UrlClickEvents" => {
+            c.dev = None;
+            c.user = Some(4 + r.below(w.user_names.len() - 4));
+            c.link = near(r, i, n, rows_of(g, "EmailUrlInfo"));
+            c.ip = Some(r.below(public));
+        }
+        "IdentityQueryEvents" | "IdentityDirectoryEvents" => {
+            c.user = Some(4 + r.below(w.user_names.len() - 4));
+            c.port = [49_152 + r.below(10_000) as i64, 0][r.below(2)];
+        }
+        "IdentityInfo" => {
+            c.dev = None;
+            c.user = Some(i % w.user_names.len());
+        }
+        "CloudAppEvents" => {
+            c.dev = None;
+            c.user = Some(4 + r.below(w.user_names.len() - 4));
+            c.ip = Some(r.below(public));
+            c.image = Some(pick(r, FILES));
+        }
+        "BehaviorInfo" => {
+            c.user = Some(4 + r.below(w.user_names.len() - 4));
+        }
+        "BehaviorEntities" => {
+            c.link = near(r, i, n, rows_of(g, "BehaviorInfo"));
+            if r.chance(0.5) {
+                c.ip = Some(r.below(public));
+                c.user = None;
+            }
+        }
+        _ => {}
+    }
+    c
+}
+
+/// Files only the planted stories use: generic rows stay off them, so a hunt for them
+/// finds the story.
+const STORY_ONLY: &[&str] = &[
+    "lsass.exe",
+    "procdump64.exe",
+    "msra.exe",
+    "esentutl.exe",
+    "update.exe",
+    "wscript.exe",
+];
+
+const INITIATORS: &[&str] = &[
+    "explorer.exe",
+    "explorer.exe",
+    "svchost.exe",
+    "svchost.exe",
+    "chrome.exe",
+    "msedge.exe",
+    "OUTLOOK.EXE",
+    "WINWORD.EXE",
+    "EXCEL.EXE",
+    "powershell.exe",
+    "cmd.exe",
+    "MsMpEng.exe",
+    "services.exe",
+    "Teams.exe",
+    "OneDrive.exe",
+    "MsSense.exe",
+];
+const FILES: &[&str] = &[
+    "Quarterly results.xlsx",
+    "Budget 2024.xlsx",
+    "notes.txt",
+    "report.pdf",
+    "setup.msi",
+    "install.ps1",
+    "inventory.ps1",
+    "backup.bat",
+    "~WRL0001.tmp",
+    "chrome_installer.log",
+    "chrome.exe",
+    "OneDrive.exe",
+    "Teams.exe",
+    "update.dll",
+];
+const DLLS: &[&str] = &[
+    "kernel32.dll",
+    "ntdll.dll",
+    "amsi.dll",
+    "clr.dll",
+    "System.Management.Automation.ni.dll",
+    "vaultcli.dll",
+    "samlib.dll",
+    "dbghelp.dll",
+    "wininet.dll",
+    "mso.dll",
+    "VBE7.DLL",
+];
+
+/// Codes of a string column mapped through `f` once per distinct value.
+fn lookup(
+    col: Option<&ColumnData>,
+    n: usize,
+    f: impl Fn(&str) -> Option<usize>,
+) -> Vec<Option<usize>> {
+    match col {
+        Some(ColumnData::Str { dict, codes }) => {
+            let m: Vec<Option<usize>> = dict.iter().map(|d| f(d)).collect();
+            codes.iter().map(|c| m[*c as usize]).collect()
+        }
+        _ => vec![None; n],
+    }
+}
+
+/// Contexts of the rows a legacy generator made: device, account, files and addresses
+/// read back from its columns, so the columns added here agree with them.
+fn legacy_ctxs(
+    g: &synth::Gen<'_>,
+    cols: &[(String, DataType, ColumnData)],
+    ts: &[i64],
+    r: &mut Rng,
+) -> Vec<synth::Ctx> {
+    let n = ts.len();
+    let w = g.w;
+    let find = |name: &str| cols.iter().find(|c| c.0 == name).map(|c| &c.2);
+    let dev_ix: HashMap<&str, usize> = w
+        .device_ids
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (&**d, i))
+        .collect();
+    let user_ix: HashMap<&str, usize> = w
+        .user_names
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (&**d, i))
+        .collect();
+    let ip_ix: HashMap<&str, usize> = w
+        .remote_ips
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (&**d, i))
+        .collect();
+    let devs = lookup(find("DeviceId"), n, |s| dev_ix.get(s).copied());
+    let users = lookup(find("AccountName"), n, |s| user_ix.get(s).copied());
+    let files = lookup(find("FileName"), n, |s| {
+        g.image_ix.get(&s.to_ascii_lowercase()).copied()
+    });
+    let parents = lookup(find("InitiatingProcessFileName"), n, |s| {
+        g.image_ix.get(&s.to_ascii_lowercase()).copied()
+    });
+    let ips = lookup(find("RemoteIP"), n, |s| ip_ix.get(s).copied());
+    let int = |name: &str| match find(name) {
+        Some(ColumnData::Int(v)) => Some(v),
+        _ => None,
+    };
+    let pids = int("ProcessId");
+    let ports = int("RemotePort");
+    (0..n)
+        .map(|i| {
+            let mut c = draw_ctx(g, "", i, n, ts[i], r);
+            c.dev = devs[i].or(if find("DeviceId").is_some() {
+                None
+            } else {
+                c.dev
+            });
+            c.user = users[i].or(if find("AccountName").is_some() {
+                None
+            } else {
+                c.user
+            });
+            c.image = files[i];
+            if let Some(p) = parents[i] {
+                c.parent = p;
+            }
+            c.ip = ips[i];
+            if let Some(p) = pids {
+                c.pid = p[i];
+            }
+            if let Some(p) = ports {
+                c.port = p[i];
+            }
+            c
+        })
+        .collect()
+}
+
+/// Codes for strings: most generated values are clones of a few shared `Arc`s, so
+/// they are found by address (a cheap hash) before being hashed by content.
+#[derive(Default)]
+struct Interner {
+    dict: Vec<Arc<str>>,
+    by_text: HashMap<Arc<str>, u32>,
+    by_ptr: HashMap<usize, u32, std::hash::BuildHasherDefault<PtrHasher>>,
+}
+
+impl Interner {
+    fn code(&mut self, s: Arc<str>) -> u32 {
+        let ptr = Arc::as_ptr(&s) as *const u8 as usize;
+        if let Some(c) = self.by_ptr.get(&ptr) {
+            return *c;
+        }
+        let c = match self.by_text.get(&s) {
+            Some(c) => *c,
+            None => {
+                self.dict.push(s.clone());
+                let c = (self.dict.len() - 1) as u32;
+                self.by_text.insert(s.clone(), c);
+                c
+            }
+        };
+        // Only addresses kept alive by the dictionary are stable keys.
+        if Arc::ptr_eq(&self.dict[c as usize], &s) {
+            self.by_ptr.insert(ptr, c);
+        }
+        c
+    }
+}
+
+/// A multiplicative hash for addresses.
+#[derive(Default)]
+struct PtrHasher(u64);
+
+impl std::hash::Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+}
+
+/// A column from generated values.
+fn column_from(ty: DataType, vals: Vec<Value>) -> ColumnData {
+    match ty {
+        DataType::String => {
+            let mut interner = Interner::default();
+            let codes = vals
+                .into_iter()
+                .map(|v| match v {
+                    Value::Str(s) => interner.code(s),
+                    _ => interner.code(Arc::from("")),
+                })
+                .collect();
+            let dict = interner.dict;
+            ColumnData::Str { dict, codes }
+        }
+        DataType::Int | DataType::Long if vals.iter().all(|v| matches!(v, Value::Int(_))) => {
+            ColumnData::Int(vals.iter().map(|v| v.as_i64().unwrap_or(0)).collect())
+        }
+        DataType::Bool if vals.iter().all(|v| matches!(v, Value::Bool(_))) => ColumnData::Bool(
+            vals.iter()
+                .map(|v| matches!(v, Value::Bool(true)))
+                .collect(),
+        ),
+        DataType::DateTime if vals.iter().all(|v| matches!(v, Value::DateTime(_))) => {
+            ColumnData::DateTime(
+                vals.iter()
+                    .map(|v| match v {
+                        Value::DateTime(t) => *t,
+                        _ => 0,
+                    })
+                    .collect(),
+            )
+        }
+        _ => ColumnData::Values(vals),
+    }
+}
+
+/// Builds one table of the schema: the legacy generator's columns where it has them,
+/// the generic ones otherwise, the planted story rows, sorted by `Timestamp`.
+fn build_table(
+    spec: &synth::TableSpec,
+    config: &DatasetConfig,
+    g: &synth::Gen<'_>,
+    anchor: i64,
+    span: i64,
+    planted: &[&stories::StoryRow],
+) -> Table {
+    let name = spec.name.as_str();
+    let w = g.w;
+    let total = default_rows(name, config, w);
+    // Planted rows take the place of generated ones, so a table has the rows asked for;
+    // a table too small to hold its stories gets none.
+    let planted = if planted.len() * 2 <= total {
+        planted
+    } else {
+        &[]
+    };
+    let n = total - planted.len();
+    let mut rng = Rng::new(config.seed ^ fnv(name));
+    let has_ts = spec.cols.first().is_some_and(|c| c.0 == "Timestamp");
+    let ts = if has_ts {
+        timestamps(&mut rng, n, anchor, span)
+    } else {
+        vec![anchor.saturating_sub(TICKS_PER_DAY); n]
+    };
+    let mut b = Builder {
+        n,
+        cols: Vec::new(),
+    };
+    let is_legacy = legacy(name, &mut b, w, &mut rng, config);
+    let legacy_cols: Vec<(String, DataType, ColumnData)> = b
+        .cols
+        .into_iter()
+        .map(|(n, t, d)| (n.to_string(), t, d))
+        .collect();
+    let mut ctxs = if is_legacy {
+        legacy_ctxs(g, &legacy_cols, &ts, &mut rng)
+    } else if name == "DeviceTvmSoftwareVulnerabilities"
+        && total == vulnerable(w.device_ids.len()).len()
+    {
+        vulnerable(w.device_ids.len())
+            .into_iter()
+            .enumerate()
+            .map(|(i, (d, sw, cve))| {
+                let mut c = draw_ctx(g, name, i, n, ts[i], &mut rng);
+                c.dev = Some(d);
+                c.link = Some(sw);
+                c.port = cve as i64;
+                c
+            })
+            .collect()
+    } else {
+        (0..n)
+            .map(|i| draw_ctx(g, name, i, n, ts[i], &mut rng))
+            .collect::<Vec<_>>()
+    };
+    let story_ctxs: Vec<synth::Ctx> = planted.iter().map(|p| p.ctx.clone()).collect();
+    let mut data = Vec::with_capacity(spec.cols.len());
+    for (col, ty) in &spec.cols {
+        let mut column = if col == "Timestamp" {
+            ColumnData::DateTime(ts.clone())
+        } else if let Some((_, _, d)) = legacy_cols.iter().find(|(c, t, _)| c == col && t == ty) {
+            d.clone()
+        } else if let Some(d) = synth::derive_from_table(name, col, &legacy_cols) {
+            d
+        } else {
+            column_from(*ty, synth::values(g, col, *ty, &ctxs))
+        };
+        if !planted.is_empty() {
+            let mut extra = synth::values(g, col, *ty, &story_ctxs);
+            for (j, p) in planted.iter().enumerate() {
+                if let Some((_, v)) = p.set.iter().find(|(c, _)| c == col) {
+                    extra[j] = v.clone();
+                }
+            }
+            column = append(column, *ty, extra);
+        }
+        data.push(column);
+    }
+    ctxs.clear();
+    let rows = n + planted.len();
+    let mut table = Table {
+        name: name.to_string(),
+        schema: spec
+            .cols
+            .iter()
+            .map(|(n, t)| ColumnSchema {
+                name: n.clone(),
+                data_type: *t,
+            })
+            .collect(),
+        data,
+        rows,
+    };
+    if has_ts && !planted.is_empty() {
+        table.sort_by_time();
+    }
+    table
+}
+
+/// `col` followed by `extra`.
+fn append(col: ColumnData, ty: DataType, extra: Vec<Value>) -> ColumnData {
+    match col {
+        ColumnData::Str {
+            mut dict,
+            mut codes,
+        } => {
+            let mut ix: HashMap<Arc<str>, u32> = dict
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.clone(), i as u32))
+                .collect();
+            for v in extra {
+                let s: Arc<str> = match v {
+                    Value::Str(s) => s,
+                    Value::Null => Arc::from(""),
+                    _ => Arc::from(""),
+                };
+                let c = *ix.entry(s.clone()).or_insert_with(|| {
+                    dict.push(s);
+                    (dict.len() - 1) as u32
+                });
+                codes.push(c);
+            }
+            ColumnData::Str { dict, codes }
+        }
+        other => {
+            let n = match &other {
+                ColumnData::Int(v) | ColumnData::DateTime(v) => v.len(),
+                ColumnData::Bool(v) => v.len(),
+                ColumnData::Values(v) => v.len(),
+                ColumnData::Str { codes, .. } => codes.len(),
+            };
+            let mut all: Vec<Value> = (0..n).map(|i| other.value(i)).collect();
+            all.extend(extra);
+            column_from(ty, all)
+        }
+    }
+}
+
+impl Table {
+    /// Reorders every column so `Timestamp` ascends (stable).
+    fn sort_by_time(&mut self) {
+        let ts = self.timestamps().to_vec();
+        let mut order: Vec<usize> = (0..self.rows).collect();
+        order.sort_by_key(|i| ts[*i]);
+        for col in &mut self.data {
+            *col = match std::mem::replace(col, ColumnData::Int(Vec::new())) {
+                ColumnData::Str { dict, codes } => ColumnData::Str {
+                    dict,
+                    codes: order.iter().map(|i| codes[*i]).collect(),
+                },
+                ColumnData::Int(v) => ColumnData::Int(order.iter().map(|i| v[*i]).collect()),
+                ColumnData::DateTime(v) => {
+                    ColumnData::DateTime(order.iter().map(|i| v[*i]).collect())
+                }
+                ColumnData::Bool(v) => ColumnData::Bool(order.iter().map(|i| v[*i]).collect()),
+                ColumnData::Values(v) => {
+                    ColumnData::Values(order.iter().map(|i| v[*i].clone()).collect())
+                }
+            };
+        }
     }
 }
 
@@ -350,6 +1044,11 @@ struct World {
     user_domains: Vec<Arc<str>>,
     user_upns: Vec<Arc<str>>,
     user_emails: Vec<Arc<str>>,
+    user_sids: Vec<Arc<str>>,
+    user_oids: Vec<Arc<str>>,
+    user_display: Vec<Arc<str>>,
+    user_given: Vec<Arc<str>>,
+    user_surname: Vec<Arc<str>>,
     file_names: Vec<Arc<str>>,
     file_paths: Vec<Arc<str>>,
     file_sha: Vec<Arc<str>>,
@@ -503,6 +1202,13 @@ impl World {
             "nt authority".to_string(),
             "contoso".to_string(),
         ];
+        let mut given = vec![
+            "SYSTEM",
+            "LOCAL SERVICE",
+            "NETWORK SERVICE",
+            "Administrator",
+        ];
+        let mut surname = vec!["", "", "", ""];
         while user_names.len() < 300 {
             let f = FIRST[r.below(FIRST.len())];
             let l = LAST[r.below(LAST.len())];
@@ -513,6 +1219,8 @@ impl World {
                 name
             };
             user_names.push(name);
+            given.push(f);
+            surname.push(l);
             user_domains.push(if r.chance(0.9) { "contoso" } else { "fabrikam" }.to_string());
         }
         let user_upns: Vec<String> = user_names
@@ -521,6 +1229,32 @@ impl World {
             .map(|(n, d)| format!("{}@{d}.com", n.replace(' ', "")))
             .collect();
         let user_emails = user_upns.clone();
+        let cap = |w: &str| {
+            let mut c = w.chars();
+            c.next()
+                .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
+        };
+        let user_display: Vec<String> = given
+            .iter()
+            .zip(&surname)
+            .map(|(g, s)| {
+                if s.is_empty() {
+                    g.to_string()
+                } else {
+                    format!("{} {}", cap(g), cap(s))
+                }
+            })
+            .collect();
+        let user_sids: Vec<String> = (0..user_names.len())
+            .map(|i| match i {
+                0 => "S-1-5-18".to_string(),
+                1 => "S-1-5-19".to_string(),
+                2 => "S-1-5-20".to_string(),
+                3 => "S-1-5-21-1004336348-1177238915-682003330-500".to_string(),
+                _ => format!("S-1-5-21-1004336348-1177238915-682003330-{}", 1100 + i),
+            })
+            .collect();
+        let user_oids: Vec<String> = (0..user_names.len()).map(|_| r.guid()).collect();
         let mut file_names = Vec::new();
         let mut file_paths = Vec::new();
         let mut file_sha = Vec::new();
@@ -529,7 +1263,7 @@ impl World {
         for (i, (f, dir, cmds, _)) in PROCESSES.iter().enumerate() {
             file_names.push(f.to_string());
             file_paths.push(format!("{dir}\\{f}"));
-            file_sha.push(r.hex(64));
+            file_sha.push(synth::digest(f, 256, 64));
             for c in *cmds {
                 cmd_proc.push(i);
                 cmd_lines.push(c.to_string());
@@ -567,6 +1301,11 @@ impl World {
             user_domains: arcs(&user_domains),
             user_upns: arcs(&user_upns),
             user_emails: arcs(&user_emails),
+            user_sids: arcs(&user_sids),
+            user_oids: arcs(&user_oids),
+            user_display: arcs(&user_display),
+            user_given: given.iter().map(|g| Arc::from(cap(g).as_str())).collect(),
+            user_surname: surname.iter().map(|g| Arc::from(cap(g).as_str())).collect(),
             file_names: arcs(&file_names),
             file_paths: arcs(&file_paths),
             file_sha: arcs(&file_sha),
@@ -585,6 +1324,21 @@ impl World {
             r.below(n / 10)
         } else {
             r.below(n)
+        }
+    }
+    /// The operating system of a device (by its name's kind).
+    fn device_os(&self, d: Option<usize>) -> &'static str {
+        let Some(d) = d else { return "" };
+        let name = &self.device_names[d % self.device_names.len()];
+        if ["srv", "sql", "web", "dc"]
+            .iter()
+            .any(|k| name.starts_with(k))
+        {
+            "WindowsServer2022"
+        } else if d % 4 == 0 {
+            "Windows10"
+        } else {
+            "Windows11"
         }
     }
     fn user(&self, r: &mut Rng) -> usize {
@@ -1240,14 +1994,101 @@ mod tests {
         let anchor = cfg.anchor_unix_ms * TICKS_PER_MS;
         for t in ds.tables() {
             let ts = t.timestamps();
-            assert_eq!(ts.len(), 2000, "{}", t.name());
-            assert!(ts.windows(2).all(|w| w[0] <= w[1]));
-            assert!(ts[0] >= anchor - 40 * TICKS_PER_DAY);
-            assert!(*ts.last().unwrap() < anchor);
-            for c in &t.data {
-                if let ColumnData::Str { dict, codes } = c {
-                    assert!(codes.iter().all(|c| (*c as usize) < dict.len()));
-                }
+            if t.schema()[0].name == "Timestamp" {
+                assert_eq!(ts.len(), t.row_count(), "{}", t.name());
+                assert!(ts.len() >= 200, "{}", t.name());
+                assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{}", t.name());
+                assert!(ts[0] >= anchor - 40 * TICKS_PER_DAY);
+                assert!(*ts.last().unwrap() < anchor);
+            } else {
+                assert!(ts.is_empty());
+                assert!(t.row_count() > 0, "{}", t.name());
+            }
+            for (c, s) in t.data.iter().zip(t.schema()) {
+                let n = match c {
+                    ColumnData::Str { dict, codes } => {
+                        assert!(codes.iter().all(|c| (*c as usize) < dict.len()));
+                        assert_eq!(s.data_type, DataType::String, "{}.{}", t.name(), s.name);
+                        codes.len()
+                    }
+                    ColumnData::Int(v) => {
+                        assert!(matches!(s.data_type, DataType::Int | DataType::Long));
+                        v.len()
+                    }
+                    ColumnData::DateTime(v) => {
+                        assert_eq!(s.data_type, DataType::DateTime);
+                        v.len()
+                    }
+                    ColumnData::Bool(v) => {
+                        assert_eq!(s.data_type, DataType::Bool);
+                        v.len()
+                    }
+                    ColumnData::Values(v) => v.len(),
+                };
+                assert_eq!(n, t.row_count(), "{}.{}", t.name(), s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn every_table_of_the_schema_is_generated_with_its_documented_columns() {
+        let specs = synth::schema();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, TABLE_NAMES.to_vec());
+        let ds = Dataset::generate(&DatasetConfig {
+            rows_per_table: 300,
+            ..DatasetConfig::default()
+        });
+        for spec in &specs {
+            let t = ds.table(&spec.name).unwrap();
+            let got: Vec<(String, DataType)> = t
+                .schema()
+                .iter()
+                .map(|c| (c.name.clone(), c.data_type))
+                .collect();
+            assert_eq!(got, spec.cols, "{}", spec.name);
+            let mut seen = std::collections::HashSet::new();
+            assert!(
+                spec.cols.iter().all(|c| seen.insert(&c.0)),
+                "{}: a column twice",
+                spec.name
+            );
+        }
+        let total: usize = specs.iter().map(|s| s.cols.len()).sum();
+        assert!(total > 700, "{total} columns");
+        // Spot checks of documented names and types.
+        let ty = |t: &str, c: &str| {
+            let t = ds.table(t).unwrap();
+            t.schema()[t.column_index(c).unwrap()].data_type
+        };
+        assert_eq!(ty("DeviceFileEvents", "RequestSourcePort"), DataType::Int);
+        assert_eq!(ty("EmailEvents", "ReportId"), DataType::String);
+        assert_eq!(ty("DeviceEvents", "ReportId"), DataType::Long);
+        assert_eq!(ty("CloudAppEvents", "RawEventData"), DataType::Dynamic);
+        assert_eq!(ty("IdentityInfo", "IsAccountEnabled"), DataType::Bool);
+        assert_eq!(
+            ty("DeviceTvmSoftwareInventory", "EndOfSupportDate"),
+            DataType::DateTime
+        );
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_tables() {
+        let cfg = DatasetConfig {
+            rows_per_table: 200,
+            seed: 7,
+            ..DatasetConfig::default()
+        };
+        let (a, b) = (Dataset::generate(&cfg), Dataset::generate(&cfg));
+        for (x, y) in a.tables().iter().zip(b.tables()) {
+            assert_eq!(x.row_count(), y.row_count());
+            for r in (0..x.row_count()).step_by(17) {
+                assert_eq!(
+                    format!("{:?}", x.row(r)),
+                    format!("{:?}", y.row(r)),
+                    "{}",
+                    x.name()
+                );
             }
         }
     }

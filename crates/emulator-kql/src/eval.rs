@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::data::{ColumnData, Dataset, Table};
 use crate::dynamic;
+use crate::enrich;
 use crate::error::KqlError;
 use crate::limits::{value_bytes, Budget, Limit};
 use crate::output::{Column, QueryOutput};
@@ -15,6 +16,7 @@ use crate::parse::{
     Ast, AstKind, BinOp, ExpandItem, FuncDef, Item, JoinKey, JoinKind, Let, LetRhs, ListOp, OpKind,
     ParsePart, Parser, SortKey, Source, Src, StrOp, TabExpr, Union,
 };
+use crate::scalars;
 use crate::value::{order_cmp, DataType, KeyVal, Value, TICKS_PER_DAY, TICKS_PER_MS};
 use crate::RunOptions;
 
@@ -54,6 +56,30 @@ enum Func {
     ToBool,
     ToDateTime,
     Round,
+    /// `datetime_diff(part, a, b)`: period boundaries between `b` and `a`.
+    DatetimeDiff,
+    /// `format_datetime(dt, format)`
+    FormatDatetime,
+    /// `datetime_add(part, amount, dt)`
+    DatetimeAdd,
+    /// `coalesce(a, b, ...)`: the first non-null (non-empty string) argument.
+    Coalesce,
+    ReplaceString,
+    /// `substring(text, start [, length])`, in characters.
+    Substring,
+    /// `indexof(text, lookup [, start])`, in characters, -1 when absent.
+    IndexOf,
+    /// `countof(text, search)`: occurrences, overlapping ones included.
+    CountOf,
+    /// Days since the last Sunday, as a timespan.
+    DayOfWeek,
+    HourOfDay,
+    Ipv4IsPrivate,
+    Base64DecodeToString,
+    /// `prev(x [, offset [, default]])` (`Prev`) and `next(...)`: `x` on another row of
+    /// the serialized input.
+    Prev,
+    Next,
 }
 
 /// What a compiled regular expression is used for.
@@ -65,6 +91,11 @@ enum RegexUse {
     Extract(usize),
     /// `extract_all(re, [groups,] text)`: every match, the groups of each.
     ExtractAll(Vec<usize>),
+    /// `replace_regex(text, re, rewrite)` / `replace(re, rewrite, text)`: the rewrite in
+    /// the regex crate's syntax (`\1` becomes `${1}`).
+    Replace(String),
+    /// `countof(text, re, "regex")`: non-overlapping matches.
+    Count,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +171,12 @@ impl CExpr {
     fn is_const(&self) -> bool {
         matches!(self.kind, CKind::Lit(_))
     }
+    /// Whether evaluating this reads other rows (`prev`, `next`).
+    fn reads_neighbours(&self) -> bool {
+        matches!(self.kind, CKind::Func(Func::Prev | Func::Next, _))
+            || self.children().iter().any(|c| c.reads_neighbours())
+    }
+
     fn columns(&self, out: &mut Vec<usize>) {
         if let CKind::Col(c) = self.kind {
             if !out.contains(&c) {
@@ -155,6 +192,31 @@ impl CExpr {
 /// Row access for evaluation.
 trait Row {
     fn get(&self, c: usize) -> Value;
+    /// Column `c` of the row `d` rows away (`prev`/`next`); null where there is none.
+    fn get_at(&self, _c: usize, _d: i64) -> Value {
+        Value::Null
+    }
+    /// Whether there is a row `d` rows away.
+    fn exists_at(&self, _d: i64) -> bool {
+        false
+    }
+}
+
+/// The row `d` rows away from another (what `prev(x)` and `next(x)` evaluate `x` on).
+struct Shifted<'r> {
+    r: &'r dyn Row,
+    d: i64,
+}
+impl Row for Shifted<'_> {
+    fn get(&self, c: usize) -> Value {
+        self.r.get_at(c, self.d)
+    }
+    fn get_at(&self, c: usize, d: i64) -> Value {
+        self.r.get_at(c, self.d.saturating_add(d))
+    }
+    fn exists_at(&self, d: i64) -> bool {
+        self.r.exists_at(self.d.saturating_add(d))
+    }
 }
 
 struct NoRow;
@@ -267,6 +329,23 @@ fn eval<R: Row>(e: &CExpr, r: &R, bg: &Budget) -> Value {
             };
             match usage {
                 RegexUse::Matches => Value::Bool(re.is_match(&s)),
+                RegexUse::Count => Value::Int(re.find_iter(&s).count() as i64),
+                RegexUse::Replace(rewrite) => {
+                    // Bounded: each match adds at most the rewrite plus its groups.
+                    let n = re.find_iter(&s).count();
+                    if !bg.string_ok(
+                        s.len()
+                            .saturating_add(n.saturating_mul(rewrite.len() + s.len().min(4096))),
+                    ) {
+                        return Value::Null;
+                    }
+                    let out = re.replace_all(&s, rewrite.as_str());
+                    if bg.string_ok(out.len()) {
+                        Value::str(&out)
+                    } else {
+                        Value::Null
+                    }
+                }
                 RegexUse::Extract(g) => {
                     let v = re
                         .captures(&s)
@@ -566,7 +645,149 @@ fn call<R: Row>(f: Func, args: &[CExpr], r: &R, bg: &Budget, ty: DataType) -> Va
                 _ => Value::Null,
             }
         }
+        Func::DatetimeDiff => match (a0(), a1(), eval(&args[2], r, bg)) {
+            (Value::Str(part), Value::DateTime(a), Value::DateTime(b)) => {
+                scalars::datetime_diff(&part, a, b).map_or(Value::Null, Value::Int)
+            }
+            _ => Value::Null,
+        },
+        Func::DatetimeAdd => match (a0(), a1(), eval(&args[2], r, bg)) {
+            (Value::Str(part), Value::Int(n), Value::DateTime(t)) => {
+                scalars::datetime_add(&part, n, t).map_or(Value::Null, Value::DateTime)
+            }
+            _ => Value::Null,
+        },
+        Func::FormatDatetime => match (a0(), a1()) {
+            (Value::DateTime(t), Value::Str(fmt)) if bg.string_ok(fmt.len() * 4) => {
+                Value::str(&scalars::format_datetime(t, &fmt))
+            }
+            _ => Value::Null,
+        },
+        Func::Coalesce => args
+            .iter()
+            .map(|a| eval(a, r, bg))
+            .find(|v| match v {
+                Value::Null => false,
+                Value::Str(s) => !s.is_empty(),
+                _ => true,
+            })
+            .map_or(Value::Null, |v| convert(v, ty)),
+        Func::ReplaceString => match (a0(), a1(), eval(&args[2], r, bg)) {
+            (Value::Str(t), Value::Str(from), Value::Str(to)) => {
+                if from.is_empty() {
+                    return Value::Str(t);
+                }
+                let n = t.matches(&*from).count();
+                let len = t.len() - n * from.len() + n * to.len();
+                if bg.string_ok(len) {
+                    Value::str(&t.replace(&*from, &to))
+                } else {
+                    Value::Null
+                }
+            }
+            _ => Value::Null,
+        },
+        Func::Substring => {
+            let len = args.get(2).map(|a| eval(a, r, bg));
+            match (a0(), a1(), len) {
+                (Value::Str(t), Value::Int(start), None) => {
+                    Value::str(&scalars::substring(&t, start, None))
+                }
+                (Value::Str(t), Value::Int(start), Some(Value::Int(n))) => {
+                    Value::str(&scalars::substring(&t, start, Some(n)))
+                }
+                _ => Value::Null,
+            }
+        }
+        Func::IndexOf => {
+            let start = args.get(2).map_or(Value::Int(0), |a| eval(a, r, bg));
+            match (a0(), a1(), start) {
+                (Value::Str(t), Value::Str(l), Value::Int(start)) => {
+                    scalars::indexof(&t, &l, start).map_or(Value::Null, Value::Int)
+                }
+                _ => Value::Null,
+            }
+        }
+        Func::CountOf => match (a0(), a1()) {
+            (Value::Str(t), Value::Str(l)) => Value::Int(scalars::countof(&t, &l)),
+            _ => Value::Null,
+        },
+        Func::DayOfWeek => match a0() {
+            Value::DateTime(t) => {
+                Value::TimeSpan((t.div_euclid(TICKS_PER_DAY) + 4).rem_euclid(7) * TICKS_PER_DAY)
+            }
+            _ => Value::Null,
+        },
+        Func::HourOfDay => match a0() {
+            Value::DateTime(t) => Value::Int(t.rem_euclid(TICKS_PER_DAY) / (TICKS_PER_DAY / 24)),
+            _ => Value::Null,
+        },
+        Func::Ipv4IsPrivate => match a0() {
+            Value::Str(ip) => scalars::ipv4_is_private(&ip).map_or(Value::Null, Value::Bool),
+            _ => Value::Null,
+        },
+        Func::Prev | Func::Next => {
+            let n = match args.get(1).map(|a| &a.kind) {
+                Some(CKind::Lit(Value::Int(n))) => *n,
+                _ => 1,
+            };
+            let d = if f == Func::Prev {
+                n.saturating_neg()
+            } else {
+                n
+            };
+            if r.exists_at(d) {
+                convert(eval(&args[0], &Shifted { r, d }, bg), ty)
+            } else {
+                args.get(2)
+                    .map_or(Value::Null, |a| convert(eval(a, r, bg), ty))
+            }
+        }
+        Func::Base64DecodeToString => match a0() {
+            Value::Str(t) => scalars::base64_decode(&t)
+                .and_then(|b| String::from_utf8(b).ok())
+                .map_or(Value::Null, |s| Value::str(&s)),
+            _ => Value::Null,
+        },
     }
+}
+
+/// A KQL rewrite pattern (`\\1` for a group) in the regex crate's syntax (`${1}`; a
+/// literal `$` doubled).
+fn kql_rewrite(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => out.push_str("$$"),
+            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let d = chars.next().unwrap_or('0');
+                out.push_str(&format!("${{{d}}}"));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters.
+fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 fn bin(v: Value, size: Value) -> Value {
@@ -895,10 +1116,22 @@ struct FrameRow<'f, 'a> {
     f: &'f Frame<'a>,
     i: usize,
 }
+impl FrameRow<'_, '_> {
+    fn at(&self, d: i64) -> Option<usize> {
+        let j = (self.i as i64).checked_add(d)?;
+        usize::try_from(j).ok().filter(|j| *j < self.f.len)
+    }
+}
 impl Row for FrameRow<'_, '_> {
     #[inline]
     fn get(&self, c: usize) -> Value {
         self.f.value(c, self.i)
+    }
+    fn get_at(&self, c: usize, d: i64) -> Value {
+        self.at(d).map_or(Value::Null, |j| self.f.value(c, j))
+    }
+    fn exists_at(&self, d: i64) -> bool {
+        self.at(d).is_some()
     }
 }
 
@@ -961,6 +1194,9 @@ impl<'a> Filter<'a> {
         };
         let mut cols = Vec::new();
         e.columns(&mut cols);
+        if e.reads_neighbours() {
+            cols.clear();
+        }
         if let [c] = cols[..] {
             if let ColSrc::Table(j) = f.cols[c].src {
                 match &table.data[j] {
@@ -1083,7 +1319,7 @@ fn type_err(what: String) -> KqlError {
 }
 
 /// The aggregation functions `summarize` runs.
-pub(crate) const AGGREGATES: [&str; 16] = [
+pub(crate) const AGGREGATES: [&str; 18] = [
     "count",
     "countif",
     "dcount",
@@ -1100,6 +1336,8 @@ pub(crate) const AGGREGATES: [&str; 16] = [
     "arg_max",
     "arg_min",
     "take_any",
+    "percentile",
+    "percentiles",
 ];
 
 /// Functions of KQL (scalar and aggregation) that the emulator does not implement: a
@@ -1612,15 +1850,31 @@ impl<'a> Binder<'_, 'a> {
                 "the aggregation function '{name}()' can only be used in 'summarize'"
             )));
         }
+        if name == "__search_has" {
+            return self.search_has(args);
+        }
         let arity = match name {
-            "now" => 0..=0,
+            "now" => 0..=1,
+            "replace_regex" | "replace" => 3..=3,
             "ago" | "not" | "tolower" | "toupper" | "strlen" | "isempty" | "isnotempty"
-            | "isnull" | "isnotnull" | "tostring" | "startofday" | "parse_json" | "todynamic"
-            | "toobject" | "array_length" | "tolong" | "toint" | "todouble" | "toreal"
-            | "tobool" | "toboolean" | "todatetime" | "toscalar" => 1..=1,
+            | "isnull" | "isnotnull" | "tostring" | "startofday" | "parse_json" | "parsejson"
+            | "todynamic" | "toobject" | "array_length" | "tolong" | "toint" | "todouble"
+            | "toreal" | "tobool" | "toboolean" | "todatetime" | "toscalar" => 1..=1,
             "bin" | "floor" | "extractjson" | "strcat_array" => 2..=2,
             "round" => 1..=2,
             "split" => 2..=3,
+            "datetime_diff" | "replace_string" => 3..=3,
+            "format_datetime" => 2..=2,
+            "countof" => 2..=3,
+            "datetime_add" => 3..=3,
+            "coalesce" => 2..=64,
+            "substring" | "indexof" => 2..=3,
+            "dayofweek"
+            | "hourofday"
+            | "ipv4_is_private"
+            | "base64_decode_tostring"
+            | "base64_decodestring" => 1..=1,
+            "prev" | "next" => 1..=3,
             "extract" => 3..=4,
             "extract_all" => 2..=3,
             "iff" | "iif" => 3..=3,
@@ -1642,6 +1896,57 @@ impl<'a> Binder<'_, 'a> {
         match name {
             "toscalar" => return self.toscalar(&args[0]),
             "extract" | "extract_all" => return self.bind_extract(name, args),
+            "replace_regex" | "replace" => {
+                // replace_regex(text, re, rewrite); the older replace(re, rewrite, text).
+                let (t, r, w) = if name == "replace" {
+                    (2, 0, 1)
+                } else {
+                    (0, 1, 2)
+                };
+                let re = self.regex(&args[r])?;
+                let rewrite = match self.bind(&args[w])?.kind {
+                    CKind::Lit(Value::Str(x)) => kql_rewrite(&x),
+                    _ => {
+                        return Err(self.src.error_at(
+                            args[w].start,
+                            args[w].end,
+                            "expected a constant rewrite pattern",
+                        ))
+                    }
+                };
+                return Ok(CExpr {
+                    ty: DataType::String,
+                    kind: CKind::Regex {
+                        re,
+                        usage: RegexUse::Replace(rewrite),
+                        text: Box::new(to_string_expr(self.bind(&args[t])?)),
+                    },
+                });
+            }
+            "countof" if args.len() == 3 => {
+                match self.bind(&args[2])?.kind {
+                    CKind::Lit(Value::Str(k)) if &*k == "regex" => {}
+                    CKind::Lit(Value::Str(k)) if &*k == "normal" => {
+                        return self.call(name, &args[..2], a);
+                    }
+                    _ => {
+                        return Err(self.src.error_at(
+                            args[2].start,
+                            args[2].end,
+                            "expected \"normal\" or \"regex\"",
+                        ))
+                    }
+                }
+                let re = self.regex(&args[1])?;
+                return Ok(CExpr {
+                    ty: DataType::Long,
+                    kind: CKind::Regex {
+                        re,
+                        usage: RegexUse::Count,
+                        text: Box::new(to_string_expr(self.bind(&args[0])?)),
+                    },
+                });
+            }
             _ => {}
         }
         let args = args.iter().map(|x| self.bind(x)).collect::<Res<Vec<_>>>()?;
@@ -1663,7 +1968,19 @@ impl<'a> Binder<'_, 'a> {
         };
         let strings = |args: Vec<CExpr>| args.into_iter().map(to_string_expr).collect();
         Ok(match name {
-            "now" => CExpr::lit(Value::DateTime(self.now), T::DateTime),
+            "now" if args.is_empty() => CExpr::lit(Value::DateTime(self.now), T::DateTime),
+            "now" => {
+                want(0, T::TimeSpan)?;
+                let arg = args
+                    .into_iter()
+                    .next()
+                    .unwrap_or(CExpr::lit(Value::Null, T::TimeSpan));
+                self.bind_arith(
+                    BinOp::Add,
+                    CExpr::lit(Value::DateTime(self.now), T::DateTime),
+                    arg,
+                )?
+            }
             "ago" => {
                 want(0, T::TimeSpan)?;
                 let arg = args
@@ -1740,7 +2057,9 @@ impl<'a> Binder<'_, 'a> {
                 let ty = unify(name, &types)?;
                 f(Func::Case, ty, args)
             }
-            "parse_json" | "todynamic" | "toobject" => f(Func::ParseJson, T::Dynamic, args),
+            "parse_json" | "parsejson" | "todynamic" | "toobject" => {
+                f(Func::ParseJson, T::Dynamic, args)
+            }
             "extractjson" => f(Func::ExtractJson, T::String, strings(args)),
             "array_length" => f(Func::ArrayLength, T::Long, args),
             "split" => {
@@ -1782,8 +2101,118 @@ impl<'a> Binder<'_, 'a> {
                 let ty = args[0].ty;
                 f(Func::Round, ty, args)
             }
+            "datetime_diff" => {
+                want(0, T::String)?;
+                want(1, T::DateTime)?;
+                want(2, T::DateTime)?;
+                f(Func::DatetimeDiff, T::Long, args)
+            }
+            "format_datetime" => {
+                want(0, T::DateTime)?;
+                want(1, T::String)?;
+                f(Func::FormatDatetime, T::String, args)
+            }
+            "coalesce" => {
+                let types: Vec<T> = args.iter().map(|a| a.ty).collect();
+                let ty = unify(name, &types)?;
+                f(Func::Coalesce, ty, args)
+            }
+            "replace_string" => f(Func::ReplaceString, T::String, strings(args)),
+            "substring" | "indexof" => {
+                let mut args = args;
+                let rest = args.split_off(if name == "substring" { 1 } else { 2 });
+                for (i, a) in rest.iter().enumerate() {
+                    if !matches!(a.ty, T::Int | T::Long | T::Dynamic) {
+                        return Err(type_err(format!(
+                            "function '{name}' expects argument {} of type long, got {}",
+                            i + 1 + args.len(),
+                            a.ty.kql_name()
+                        )));
+                    }
+                }
+                let mut args: Vec<CExpr> = strings(args);
+                args.extend(rest);
+                if name == "substring" {
+                    f(Func::Substring, T::String, args)
+                } else {
+                    f(Func::IndexOf, T::Long, args)
+                }
+            }
+            "countof" => f(Func::CountOf, T::Long, strings(args)),
+            "dayofweek" | "hourofday" => {
+                want(0, T::DateTime)?;
+                if name == "dayofweek" {
+                    f(Func::DayOfWeek, T::TimeSpan, args)
+                } else {
+                    f(Func::HourOfDay, T::Int, args)
+                }
+            }
+            "ipv4_is_private" => f(Func::Ipv4IsPrivate, T::Bool, strings(args)),
+            "base64_decode_tostring" | "base64_decodestring" => {
+                f(Func::Base64DecodeToString, T::String, strings(args))
+            }
+            "datetime_add" => {
+                want(0, T::String)?;
+                if !matches!(args[1].ty, T::Int | T::Long | T::Dynamic) {
+                    return Err(type_err(
+                        "function 'datetime_add' expects an integer amount".to_string(),
+                    ));
+                }
+                want(2, T::DateTime)?;
+                f(Func::DatetimeAdd, T::DateTime, args)
+            }
+            "prev" | "next" => {
+                if args.len() > 1 && !matches!(args[1].kind, CKind::Lit(Value::Int(n)) if n >= 0) {
+                    return Err(type_err(format!(
+                        "function '{name}' expects a non-negative integer constant offset"
+                    )));
+                }
+                let ty = match args.get(2) {
+                    Some(d) => unify(name, &[args[0].ty, d.ty])?,
+                    None => args[0].ty,
+                };
+                let func = if name == "prev" {
+                    Func::Prev
+                } else {
+                    Func::Next
+                };
+                f(func, ty, args)
+            }
             _ => f(Func::StrCat, T::String, args),
         })
+    }
+
+    /// `search "term"`: true where any string column has the term (false for a row
+    /// without string columns).
+    fn search_has(&self, args: &[Ast]) -> Res<CExpr> {
+        let term = self.bind(&args[0])?;
+        let mut any: Option<CExpr> = None;
+        for (c, col) in self.cols.iter().enumerate() {
+            if col.ty != DataType::String {
+                continue;
+            }
+            let has = CExpr {
+                ty: DataType::Bool,
+                kind: CKind::StrOp {
+                    op: StrOp::Has,
+                    negated: false,
+                    cs: false,
+                    l: Box::new(CExpr {
+                        ty: DataType::String,
+                        kind: CKind::Col(c),
+                    }),
+                    r: Box::new(term.clone()),
+                },
+            };
+            any = Some(match any {
+                None => has,
+                Some(a) => CExpr {
+                    ty: DataType::Bool,
+                    kind: CKind::Or(Box::new(a), Box::new(has)),
+                },
+            });
+        }
+        Ok(any.unwrap_or(CExpr::lit(Value::Bool(false), DataType::Bool)))
     }
 
     /// `extract(re, group, text [, typeof(T)])`, `extract_all(re, [groups,] text)`.
@@ -2032,6 +2461,8 @@ pub(crate) struct Ctx<'a> {
     scanned: Cell<u64>,
     /// Nested evaluations of tabular `let`s and calls of user functions.
     calls: Cell<u32>,
+    /// What the query did that the service would have done differently (offline).
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 /// Leaves one nested evaluation when dropped.
@@ -2057,6 +2488,7 @@ pub(crate) fn run(query: &str, data: &Dataset, opts: &RunOptions) -> Res<QueryOu
         bg: &bg,
         scanned: Cell::new(0),
         calls: Cell::new(0),
+        warnings: std::cell::RefCell::new(Vec::new()),
     };
     let scope = ctx.bind_lets(&q.lets, None)?;
     let frame = ctx.tabular(&q.body, &scope)?;
@@ -2079,6 +2511,7 @@ pub(crate) fn run(query: &str, data: &Dataset, opts: &RunOptions) -> Res<QueryOu
         rows_scanned: ctx.scanned.get(),
         operators: q.operators as u32,
         truncated: frame.len > opts.row_cap,
+        warnings: ctx.warnings.take(),
     })
 }
 
@@ -2234,12 +2667,95 @@ impl<'a> Ctx<'a> {
                 Some(Binding::Func(def, def_scope)) => {
                     self.call_tabular(name, def, def_scope, args, scope, *start, *end)
                 }
-                _ if KNOWN_FUNCTIONS.contains(&name.as_str()) => {
+                _ if name == "AssignedIPAddresses" && (1..=2).contains(&args.len()) => {
+                    let b = self.binder(scope, &[], "AssignedIPAddresses");
+                    let device = match b.bind(&args[0])?.kind {
+                        CKind::Lit(Value::Str(d)) => d,
+                        _ => {
+                            return Err(type_err(
+                                "AssignedIPAddresses() expects a device id or name".to_string(),
+                            ))
+                        }
+                    };
+                    let at =
+                        match args.get(1).map(|a| b.bind(a)).transpose()?.map(|e| e.kind) {
+                            None => None,
+                            Some(CKind::Lit(Value::DateTime(t))) => Some(t),
+                            Some(_) => return Err(type_err(
+                                "AssignedIPAddresses() expects a datetime as its second argument"
+                                    .to_string(),
+                            )),
+                        };
+                    let rows = enrich::assigned(&self.data.enrich, &device, at);
+                    let n = rows.len();
+                    let mut cols: Vec<(String, DataType, Vec<Value>)> = enrich::ASSIGNED
+                        .iter()
+                        .map(|(c, t)| ((*c).to_string(), *t, Vec::new()))
+                        .collect();
+                    for r in rows {
+                        for (k, v) in r.into_iter().enumerate() {
+                            cols[k].2.push(v);
+                        }
+                    }
+                    Ok(Frame::computed(cols, n))
+                }
+                _ if KNOWN_FUNCTIONS.contains(&name.as_str()) || name == "AssignedIPAddresses" => {
                     Err(self.src.unsupported(*start, *end, format!("{name}()")))
                 }
                 _ => Err(KqlError::UnknownFunction(name.clone())),
             },
             Source::Union(u) => self.union(u, None, scope),
+            Source::Data {
+                cols,
+                values,
+                external,
+                start,
+                end,
+            } => {
+                if *external {
+                    let w = "externaldata is not fetched by the emulator (it is offline): the \
+                             declared columns are returned with no rows"
+                        .to_string();
+                    let mut ws = self.warnings.borrow_mut();
+                    if !ws.contains(&w) {
+                        ws.push(w);
+                    }
+                    let out = cols
+                        .iter()
+                        .map(|(n, t)| (n.clone(), *t, Vec::new()))
+                        .collect();
+                    return Ok(Frame::computed(out, 0));
+                }
+                if values.len() % cols.len().max(1) != 0 {
+                    return Err(self.src.error_at(
+                        *start,
+                        *end,
+                        "datatable: the number of values is not a multiple of the number of columns",
+                    ));
+                }
+                let b = self.binder(scope, &[], "datatable");
+                let mut out: Vec<(String, DataType, Vec<Value>)> = cols
+                    .iter()
+                    .map(|(n, t)| (n.clone(), *t, Vec::new()))
+                    .collect();
+                for (k, v) in values.iter().enumerate() {
+                    let e = b.bind(v)?;
+                    let CKind::Lit(x) = e.kind else {
+                        return Err(self.src.error_at(
+                            v.start,
+                            v.end,
+                            "datatable: values must be constants",
+                        ));
+                    };
+                    let col = &mut out[k % cols.len()];
+                    col.2.push(convert(x, col.1));
+                }
+                let n = values.len() / cols.len().max(1);
+                self.bg
+                    .charge(out.iter().flat_map(|c| c.2.iter()).map(value_bytes).sum());
+                self.bg.status()?;
+                Ok(Frame::computed(out, n))
+            }
             Source::Print(items) => {
                 let one = Frame::computed(Vec::new(), 1);
                 let b = self.binder(scope, &[], "print");
@@ -2363,6 +2879,21 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
+        if let Some(pred) = &u.filter {
+            let op = crate::parse::Operator {
+                name: "where".to_string(),
+                kind: OpKind::Where(pred.clone()),
+            };
+            let mut kept = Vec::new();
+            for (label, f) in inputs {
+                match self.apply(f, &op, scope) {
+                    Ok(f) if f.len > 0 => kept.push((label, f)),
+                    Ok(_) | Err(KqlError::UnknownColumn { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            inputs = kept;
+        }
         // Output columns: by name and type, in order of first appearance; a name with
         // two types becomes `name_type` for each (as the service does).
         let mut keys: Vec<(String, DataType)> = Vec::new();
@@ -2428,23 +2959,6 @@ impl<'a> Ctx<'a> {
         check_unique(&cols, "union")?;
         Ok(Frame::computed(out, total))
     }
-}
-
-/// Whether `name` matches `pattern`, where `*` stands for any text.
-fn glob(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for p in &parts[1..parts.len() - 1] {
-        match rest.find(p) {
-            Some(i) => rest = &rest[i + p.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 fn const_count(b: &Binder<'_, '_>, a: &Ast, what: &str) -> Res<usize> {
@@ -2576,8 +3090,41 @@ impl<'a> Ctx<'a> {
             }
             OpKind::Project(items) => return project(frame, items, false, &b),
             OpKind::Extend(items) => return project(frame, items, true, &b),
+            OpKind::ProjectPick(patterns, keep) => {
+                let mut order: Vec<usize> = Vec::new();
+                for (p, s, e) in patterns {
+                    let hits: Vec<usize> = (0..frame.cols.len())
+                        .filter(|i| glob(p, &frame.cols[*i].name) && !order.contains(i))
+                        .collect();
+                    if hits.is_empty() && !p.contains('*') {
+                        return Err(src.error_at(
+                            *s,
+                            *e,
+                            format!(
+                                "'{}' operator: Failed to resolve column named '{p}'",
+                                op.name
+                            ),
+                        ));
+                    }
+                    order.extend(hits);
+                }
+                if *keep {
+                    order.sort_unstable();
+                } else {
+                    let rest: Vec<usize> = (0..frame.cols.len())
+                        .filter(|i| !order.contains(i))
+                        .collect();
+                    order.extend(rest);
+                }
+                let cols = std::mem::take(&mut frame.cols);
+                frame.cols = order.into_iter().map(|i| cols[i].clone()).collect();
+                frame.gc();
+            }
             OpKind::ProjectAway(names) => {
                 for (n, s, e) in names {
+                    if n.contains('*') {
+                        continue;
+                    }
                     if frame.index(n).is_none() {
                         return Err(src.error_at(
                             *s,
@@ -2590,7 +3137,7 @@ impl<'a> Ctx<'a> {
                 }
                 frame
                     .cols
-                    .retain(|c| !names.iter().any(|(n, _, _)| *n == c.name));
+                    .retain(|c| !names.iter().any(|(n, _, _)| glob(n, &c.name)));
                 frame.gc();
             }
             OpKind::ProjectRename(pairs) => {
@@ -2675,8 +3222,88 @@ impl<'a> Ctx<'a> {
                 frame.gc();
             }
             OpKind::Render => {}
+            OpKind::Invoke {
+                name,
+                args,
+                start,
+                end,
+            } => return self.invoke(frame, name, args, &b, (*start, *end)),
         }
         Ok(frame)
+    }
+
+    /// `invoke FileProfile([column [, limit]])` and `invoke DeviceFromIP([column])`:
+    /// the enrichment columns added to each row (`FileProfile` looks up the first
+    /// `limit` rows, 100 by default, at most 1,000).
+    fn invoke(
+        &self,
+        mut frame: Frame<'a>,
+        name: &str,
+        args: &[Ast],
+        b: &Binder<'_, 'a>,
+        (start, end): (usize, usize),
+    ) -> Res<Frame<'a>> {
+        let world = &self.data.enrich;
+        // The column argument: a name (`SHA1`) or a string (`"SHA1"`).
+        let column = |i: usize, default: &str| -> Res<usize> {
+            let (n, s, e) = match args.get(i).map(|a| (&a.kind, a.start, a.end)) {
+                None => (default.to_string(), start, end),
+                Some((AstKind::Name(n), s, e)) => (n.clone(), s, e),
+                Some((AstKind::Lit(Value::Str(n), _), s, e)) => (n.to_string(), s, e),
+                Some((_, s, e)) => {
+                    return Err(self.src.error_at(s, e, "expected a column name"));
+                }
+            };
+            frame.index(&n).ok_or_else(|| {
+                self.src.error_at(
+                    s,
+                    e,
+                    format!("'invoke' operator: Failed to resolve column named '{n}'"),
+                )
+            })
+        };
+        match name {
+            "FileProfile" => {
+                let c = column(0, "SHA1")?;
+                let limit = match args.get(1) {
+                    Some(a) => const_count(b, a, "FileProfile")?.clamp(1, 1_000),
+                    None => 100,
+                };
+                let mut out: Vec<Vec<Value>> =
+                    vec![Vec::with_capacity(frame.len); enrich::FILE_PROFILE.len()];
+                for i in 0..frame.len {
+                    self.bg.row()?;
+                    let v = frame.value(c, i);
+                    let hash = (i < limit).then(|| v.as_str().unwrap_or("").to_string());
+                    for (k, x) in enrich::file_profile(world, hash.as_deref())
+                        .into_iter()
+                        .enumerate()
+                    {
+                        self.bg.charge(value_bytes(&x));
+                        out[k].push(x);
+                    }
+                }
+                self.bg.status()?;
+                for ((n, ty), vals) in enrich::FILE_PROFILE.iter().zip(out) {
+                    if frame.index(n).is_none() {
+                        set_column(&mut frame, n, *ty, vals);
+                    }
+                }
+                Ok(frame)
+            }
+            "DeviceFromIP" => {
+                let c = column(0, "IP")?;
+                let vals: Vec<Value> = (0..frame.len)
+                    .map(|i| match frame.value(c, i) {
+                        Value::Str(ip) => enrich::device_from_ip(world, &ip),
+                        _ => Value::str(""),
+                    })
+                    .collect();
+                set_column(&mut frame, "DeviceId", DataType::String, vals);
+                Ok(frame)
+            }
+            _ => Err(self.src.unsupported(start, end, format!("invoke {name}()"))),
+        }
     }
 
     /// `left | join kind=... (right) on ...`.
@@ -2993,6 +3620,8 @@ enum Acc {
     /// `arg_max`/`arg_min`: the best key so far and the chosen columns of its row.
     Arg(Value, Vec<Value>),
     Any(Option<Value>),
+    /// `percentile(s)`: every non-null value, ranked at the end.
+    Values(Vec<Value>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -3011,6 +3640,8 @@ enum AggKind {
     /// `arg_max` (`true`) or `arg_min`.
     Arg(bool),
     TakeAny,
+    /// `percentile(x, p)` and `percentiles(x, p1, p2, ...)`: nearest rank.
+    Percentiles,
 }
 
 struct Agg {
@@ -3020,6 +3651,8 @@ struct Agg {
     args: Vec<CExpr>,
     /// The output columns: one, or for `arg_max` the key and each returned column.
     outputs: Vec<(String, DataType)>,
+    /// The percentages of `percentile(s)`, one per output.
+    pcts: Vec<f64>,
 }
 
 impl Agg {
@@ -3041,6 +3674,7 @@ impl Agg {
             AggKind::MakeBag(_) => Acc::Bag(serde_json::Map::new()),
             AggKind::Arg(_) => Acc::Arg(Value::Null, Vec::new()),
             AggKind::TakeAny => Acc::Any(None),
+            AggKind::Percentiles => Acc::Values(Vec::new()),
         }
     }
 }
@@ -3085,6 +3719,8 @@ fn bind_agg(b: &Binder<'_, '_>, item: &Item, by_names: &[String]) -> Res<Agg> {
         "arg_max" => (AggKind::Arg(true), 2..=usize::MAX),
         "arg_min" => (AggKind::Arg(false), 2..=usize::MAX),
         "take_any" | "any" => (AggKind::TakeAny, 1..=1),
+        "percentile" => (AggKind::Percentiles, 2..=2),
+        "percentiles" => (AggKind::Percentiles, 2..=64),
         other if KNOWN_FUNCTIONS.contains(&other) => {
             return Err(b
                 .src
@@ -3097,6 +3733,9 @@ fn bind_agg(b: &Binder<'_, '_>, item: &Item, by_names: &[String]) -> Res<Agg> {
     }
     if let AggKind::Arg(max) = kind {
         return bind_arg(b, item, max, args, by_names);
+    }
+    if kind == AggKind::Percentiles {
+        return bind_percentiles(b, item, args);
     }
     // The value and, for `*if`, the predicate; size and accuracy arguments are consts.
     let used = match kind {
@@ -3152,6 +3791,7 @@ fn bind_agg(b: &Binder<'_, '_>, item: &Item, by_names: &[String]) -> Res<Agg> {
         kind,
         args: bound,
         outputs: vec![(name, ty)],
+        pcts: Vec::new(),
     })
 }
 
@@ -3197,7 +3837,68 @@ fn bind_arg(
         kind: AggKind::Arg(max),
         args: bound,
         outputs,
+        pcts: Vec::new(),
     })
+}
+
+/// `percentile(x, p)` / `percentiles(x, p1, ...)`: one output per percentage, named
+/// `percentile_<x>_<p>` (a `.` in `p` written `_`), of `x`'s type.
+fn bind_percentiles(b: &Binder<'_, '_>, item: &Item, args: &[Ast]) -> Res<Agg> {
+    use DataType as T;
+    let x = b.bind(&args[0])?;
+    if !(x.ty.is_numeric() || matches!(x.ty, T::DateTime | T::TimeSpan)) {
+        return Err(type_err(format!(
+            "'percentile()' cannot be applied to an argument of type {}",
+            x.ty.kql_name()
+        )));
+    }
+    let base = match &x.kind {
+        CKind::Col(c) => b.cols[*c].name.clone(),
+        _ => String::new(),
+    };
+    let mut pcts = Vec::new();
+    let mut outputs = Vec::new();
+    for a in &args[1..] {
+        let p = match b.bind(a)?.kind {
+            CKind::Lit(Value::Int(i)) => i as f64,
+            CKind::Lit(Value::Real(r)) => r,
+            _ => f64::NAN,
+        };
+        if !(0.0..=100.0).contains(&p) {
+            return Err(b.src.error_at(
+                a.start,
+                a.end,
+                "a percentile must be a constant between 0 and 100",
+            ));
+        }
+        let text = if p.fract() == 0.0 {
+            format!("{}", p as i64)
+        } else {
+            format!("{p}").replace('.', "_")
+        };
+        let name = match (&item.name, args.len()) {
+            (Some(n), 2) => n.clone(),
+            _ => format!("percentile_{base}_{text}"),
+        };
+        outputs.push((name, x.ty));
+        pcts.push(p);
+    }
+    Ok(Agg {
+        kind: AggKind::Percentiles,
+        args: vec![x],
+        outputs,
+        pcts,
+    })
+}
+
+/// The nearest-rank percentile `p` of `sorted`: the smallest value with at least `p`%
+/// of the values at or below it.
+fn nearest_rank(sorted: &[Value], p: f64) -> Value {
+    if sorted.is_empty() {
+        return Value::Null;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1].clone()
 }
 
 /// `Some(call)` if `a` is a call of an aggregation function.
@@ -3549,6 +4250,13 @@ fn update<R: Row>(acc: &mut Acc, agg: &Agg, row: &R, bg: &Budget) -> usize {
                 return cols.iter().map(value_bytes).sum();
             }
         }
+        Acc::Values(vals) => {
+            let v = v();
+            if !matches!(v, Value::Null) {
+                vals.push(v);
+                return 16;
+            }
+        }
         Acc::Any(slot) => {
             if slot.is_none() {
                 let v = v();
@@ -3590,6 +4298,10 @@ fn finish(acc: &mut Acc, agg: &Agg) -> Vec<Value> {
             return out;
         }
         Acc::Any(slot) => slot.take().unwrap_or(Value::Null),
+        Acc::Values(vals) => {
+            vals.sort_by(order_cmp);
+            return agg.pcts.iter().map(|p| nearest_rank(vals, *p)).collect();
+        }
     };
     vec![one]
 }

@@ -9,10 +9,17 @@
 //! ([`RunOptions::now_unix_ms`], [`DatasetConfig::anchor_unix_ms`]); the only clock it
 //! reads is the monotonic one, to stop a query at [`QueryLimits::max_run_time`].
 //!
-//! - [`Dataset::generate`] builds the tables (`DeviceProcessEvents`, `DeviceNetworkEvents`,
-//!   `DeviceLogonEvents`, `AlertInfo`, `AlertEvidence`, `EmailEvents`, `IdentityLogonEvents`)
-//!   from a seed; rows are sorted by `Timestamp` and span 40 days by default, so data older
-//!   than the 30-day hunting window exists and must stay invisible.
+//! - [`Dataset::generate`] builds every table of the Defender XDR advanced-hunting schema
+//!   ([`TABLE_NAMES`]: the `Device*`, `DeviceTvm*`, `Email*`, `UrlClickEvents`,
+//!   `Identity*`, `CloudAppEvents`, `Alert*` and `Behavior*` tables) with their documented
+//!   column names and types, from one schema description (`src/schema.txt`) and a seed.
+//!   The same devices, accounts, process ids, hashes, message and alert ids recur across
+//!   tables, and three attack stories are planted (a phishing mail whose macro runs an
+//!   encoded PowerShell that downloads a payload and schedules it; a Qakbot-like mail
+//!   theft; an lsass dump followed by lateral logons), so hunting queries find rows.
+//!   Event rows are sorted by `Timestamp` and span 40 days by default, so data older
+//!   than the 30-day hunting window exists and must stay invisible; the snapshot tables
+//!   without a `Timestamp` (`DeviceTvmSoftwareInventory`...) are always visible.
 //! - [`run`] parses and evaluates a query, applying the lookback window and the row cap.
 //! - [`QueryOutput::write_json`] writes the Defender (`Schema`/`Results`) or Graph
 //!   (`schema`/`results`) response body.
@@ -21,22 +28,30 @@
 //!
 //! Statements: `let NAME = <scalar>;`, `let NAME = <tabular>;` and user functions
 //! `let f = (a: string, n: long = 5) { <scalar or tabular body> };`. Then a source — a
-//! table, a tabular `let`, a function call, `(...)`, `materialize(...)`, `print`, or
-//! `union [withsource=Col] [kind=inner|outer] T1, (T2 | ...), Device*Events` — and
-//! `|`-separated operators: `where`, `project`, `project-away`, `project-rename`,
+//! table, a tabular `let`, a function call, `(...)`, `materialize(...)`, `print`,
+//! `union [withsource=Col] [kind=inner|outer] T1, (T2 | ...), Device*Events`,
+//! `search [in (T, ...)] "term"` or a predicate (`$table` names the source),
+//! `find [withsource=C] [in (T, ...)] where ... [project ...]` (`source_`),
+//! `datatable (c: T, ...) [...]`, `externaldata (c: T, ...) [...]` (no rows offline, and a
+//! [`QueryOutput::warnings`] entry) or `AssignedIPAddresses(device [, at])` — and
+//! `|`-separated operators: `where`, `project`, `project-away` (with `*` patterns),
+//! `project-rename`, `project-reorder`, `project-keep`,
 //! `extend`, `take`/`limit`, `top N by`, `sort by`/`order by` (`asc`/`desc`, default
 //! `desc`), `summarize` (`count()`, `countif()`, `dcount()`, `dcountif()`, `min()`,
 //! `max()`, `sum()`, `avg()`, `make_set()`/`makeset()`, `make_list()`/`makelist()`,
-//! `make_bag()`, `arg_max()`/`arg_min()` (with `*`), `take_any()`, and expressions over
+//! `make_bag()`, `arg_max()`/`arg_min()` (with `*`), `take_any()`, `percentile()`,
+//! `percentiles()` (nearest rank), and expressions over
 //! them such as `100.0 * countif(x) / count()`; optionally `by` keys), `count`,
 //! `distinct`, `join` (every kind: `innerunique`, the default, `inner`, `leftouter`,
 //! `rightouter`, `fullouter`, `leftanti`, `rightanti`, `leftsemi`, `rightsemi`; `on Col`
 //! or `on $left.A == $right.B`; `hint.*` accepted and ignored), `union`, `mv-expand`
 //! (`to typeof(T)`, `limit N`), `parse ... with` (simple and relaxed), `serialize`,
-//! `render` (ignored).
+//! `invoke FileProfile(...)` and `invoke DeviceFromIP(...)` (answered from the synthetic
+//! world), `render` (ignored).
 //!
 //! Expressions: columns; string (`'..'`, `".."`, `@'..'`), integer, real, `true`/`false`,
-//! `datetime(..)`, timespan (`1d`, `2h`, `30m`, `10s`, `100ms`, `timespan(..)`) and
+//! `datetime(..)`, timespan (`1d`, `2h`, `30m`, `10s`, `100ms`, `timespan(..)`; both
+//! also `(null)`) and
 //! `dynamic([...])`/`dynamic({...})` literals; member access `x.y`, `x["y"]` and
 //! indexing `x[i]` (negative from the end; a missing key is null); `ago()`, `now()`,
 //! `bin()`, `tolower()`, `toupper()`, `strlen()`, `tostring()`, `tolong()`, `toint()`,
@@ -44,7 +59,10 @@
 //! `isnull()`, `isnotnull()`, `startofday()`, `iff()`, `case()`, `strcat()`, `not()`,
 //! `parse_json()`/`todynamic()`, `extractjson()`, `pack_array()`, `bag_pack()`/`pack()`,
 //! `array_length()`, `split()`, `strcat_array()`, `extract()`, `extract_all()`,
-//! `toscalar()`; arithmetic (`+ - * / %`, datetime ± timespan); comparisons; `=~`, `!~`,
+//! `toscalar()`, `datetime_diff()`, `format_datetime()`, `dayofweek()`, `hourofday()`,
+//! `coalesce()`, `replace_string()`, `substring()`, `indexof()`, `countof()`,
+//! `ipv4_is_private()`, `base64_decode_tostring()`, `prev()`/`next()` (on the input's
+//! order); arithmetic (`+ - * / %`, datetime ± timespan); comparisons; `=~`, `!~`,
 //! `contains`, `has`, `startswith`, `endswith`, `hasprefix`, `hassuffix` (with `!` and
 //! `_cs` variants; case-insensitive unless `_cs`); `has_any`, `has_all`, `matches regex`
 //! (the `regex` crate's syntax); `in`, `!in`, `in~`, `!in~` (over constants, arrays and
@@ -111,15 +129,20 @@
 
 mod data;
 mod dynamic;
+mod enrich;
 mod error;
 mod eval;
 mod join;
 mod limits;
 mod output;
 mod parse;
+mod scalars;
 mod value;
 
-pub use data::{ColumnSchema, Dataset, DatasetConfig, Table, TABLE_NAMES};
+pub use data::{
+    ColumnSchema, Dataset, DatasetConfig, Table, ENCODED_POWERSHELL, PHISH_IP, QAKBOT_IP,
+    TABLE_NAMES,
+};
 pub use error::KqlError;
 pub use limits::{Limit, QueryLimits, PREEMPTED};
 pub use output::{value_to_json, Column, JsonStyle, QueryOutput};

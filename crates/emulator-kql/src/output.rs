@@ -43,6 +43,9 @@ pub struct QueryOutput {
     /// True when the result had more than `row_cap` rows and was cut (silently, as the
     /// real service does; clients should also treat exactly `row_cap` rows as truncated).
     pub truncated: bool,
+    /// What the emulator did differently from the service because it is offline (for
+    /// example, `externaldata` returns its declared columns with no rows).
+    pub warnings: Vec<String>,
 }
 
 /// A value as `serde_json`: datetimes as ISO-8601 UTC strings, timespans as

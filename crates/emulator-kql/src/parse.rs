@@ -14,7 +14,8 @@ pub(crate) enum Tok {
     Str(String),
     Int(i64),
     Real(f64),
-    TimeSpan(i64),
+    /// `None`: `timespan(null)`.
+    TimeSpan(Option<i64>),
     /// `datetime(...)` with its parsed value (`None` for `datetime(null)`).
     DateTime(Option<i64>),
     Op(&'static str),
@@ -232,7 +233,7 @@ pub(crate) fn lex(src: &Src<'_>) -> Result<Vec<Token>, KqlError> {
             } else {
                 timespan_unit(unit)
                     .and_then(|u| scale_timespan(num, u))
-                    .map(Tok::TimeSpan)
+                    .map(|t| Tok::TimeSpan(Some(t)))
             };
             let Some(tok) = tok else {
                 return Err(src.error_at(start, i, "invalid numeric or timespan literal"));
@@ -285,7 +286,11 @@ pub(crate) fn lex(src: &Src<'_>) -> Result<Vec<Token>, KqlError> {
                             parse_datetime(inner).map(|t| Tok::DateTime(Some(t)))
                         }
                     } else {
-                        parse_timespan_text(inner).map(Tok::TimeSpan)
+                        if inner.trim() == "null" {
+                            Some(Tok::TimeSpan(None))
+                        } else {
+                            parse_timespan_text(inner).map(|t| Tok::TimeSpan(Some(t)))
+                        }
                     };
                     let Some(tok) = tok else {
                         return Err(src.error_at(
@@ -511,6 +516,9 @@ pub(crate) struct Union {
     pub inner: bool,
     /// `Source::Name` items may hold `*` wildcards.
     pub items: Vec<TabExpr>,
+    /// `search`/`find`: a predicate applied to each input before the union; an input
+    /// without the columns it names is left out, and so is one left with no rows.
+    pub filter: Option<Ast>,
 }
 
 /// One piece of a `parse` pattern.
@@ -533,7 +541,10 @@ pub(crate) struct ExpandItem {
 pub(crate) enum OpKind {
     Where(Ast),
     Project(Vec<Item>),
+    /// Column names or `*` patterns (`Initiating*`).
     ProjectAway(Vec<(String, usize, usize)>),
+    /// `project-reorder` (false) and `project-keep` (true): names or `*` patterns.
+    ProjectPick(Vec<(String, usize, usize)>, bool),
     ProjectRename(Vec<(String, String, usize, usize)>),
     Extend(Vec<Item>),
     Take(Ast),
@@ -561,6 +572,13 @@ pub(crate) enum OpKind {
     },
     /// `render` only shapes a chart in the portal: the rows pass unchanged.
     Render,
+    /// `invoke Name(args)`: an enrichment function applied to the rows.
+    Invoke {
+        name: String,
+        args: Vec<Ast>,
+        start: usize,
+        end: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -589,6 +607,15 @@ pub(crate) enum Source {
     Union(Union),
     Print(Vec<Item>),
     Paren(Box<TabExpr>),
+    /// `datatable (a: T, ...) [v, ...]` and `externaldata (a: T, ...) [url, ...]`
+    /// (`external`: the values are the URLs, never fetched).
+    Data {
+        cols: Vec<(String, DataType)>,
+        values: Vec<Ast>,
+        external: bool,
+        start: usize,
+        end: usize,
+    },
 }
 
 /// A source followed by `|`-separated operators.
@@ -666,19 +693,16 @@ pub(crate) struct Parser<'a> {
 }
 
 /// Query operators that are valid KQL but that the emulator does not run.
-const UNSUPPORTED_OPS: [&str; 24] = [
+const UNSUPPORTED_OPS: [&str; 21] = [
     "lookup",
     "parse-where",
     "parse-kv",
     "mv-apply",
     "make-series",
     "evaluate",
-    "invoke",
     "as",
     "sample",
     "sample-distinct",
-    "project-keep",
-    "project-reorder",
     "search",
     "find",
     "fork",
@@ -694,15 +718,7 @@ const UNSUPPORTED_OPS: [&str; 24] = [
 ];
 
 /// Tabular sources that are valid KQL but that the emulator does not run.
-const UNSUPPORTED_SOURCES: [&str; 7] = [
-    "find",
-    "search",
-    "datatable",
-    "range",
-    "externaldata",
-    "evaluate",
-    "cluster",
-];
+const UNSUPPORTED_SOURCES: [&str; 5] = ["find", "search", "range", "evaluate", "cluster"];
 
 /// The `name=value` parameters operators take (besides `hint.*`); any other `name =`
 /// is a column assignment.
@@ -803,6 +819,34 @@ impl<'a> Parser<'a> {
             _ => Err(self.err(format!("expected {what}"))),
         }
     }
+    /// A column name or a pattern with `*` (`Initiating*`, `*Id`, `*`), with an
+    /// optional `asc`/`desc` (of `project-reorder`, accepted and ignored).
+    fn column_pattern(&mut self) -> PResult<(String, usize, usize)> {
+        if matches!(self.peek(), Tok::Op("[")) {
+            return self.ident("a column name");
+        }
+        let start = self.tok().start;
+        let mut name = String::new();
+        let mut end = start;
+        while matches!(self.peek(), Tok::Ident(s) if !s.starts_with('!')) || self.is_op("*") {
+            if !name.is_empty() && self.tok().start != end {
+                break;
+            }
+            let t = self.bump();
+            end = t.end;
+            match t.tok {
+                Tok::Ident(s) => name.push_str(&s),
+                _ => name.push('*'),
+            }
+        }
+        if name.is_empty() {
+            return Err(self.err("expected a column name".to_string()));
+        }
+        if matches!(self.peek(), Tok::Ident(s) if s == "asc" || s == "desc") {
+            self.bump();
+        }
+        Ok((name, start, end))
+    }
     fn enter(&mut self) -> PResult<()> {
         self.depth += 1;
         if self.depth > self.max_depth {
@@ -874,7 +918,9 @@ impl<'a> Parser<'a> {
         if self.looks_tabular() {
             return Ok(LetRhs::Tabular(self.tabular()?));
         }
-        if matches!(self.peek(), Tok::Ident(w) if w == "union" || w == "print") {
+        let data = matches!(self.peek(), Tok::Ident(w) if w == "datatable" || w == "externaldata")
+            && matches!(self.peek_at(1), Tok::Op("("));
+        if data || matches!(self.peek(), Tok::Ident(w) if w == "union" || w == "print") {
             return Ok(LetRhs::Tabular(self.tabular()?));
         }
         let e = self.expr()?;
@@ -986,6 +1032,66 @@ impl<'a> Parser<'a> {
                 self.bump();
                 Ok(Source::Print(self.items()?))
             }
+            Tok::Ident(ref w)
+                if (w == "datatable" || w == "externaldata")
+                    && matches!(self.peek_at(1), Tok::Op("(")) =>
+            {
+                let external = w == "externaldata";
+                self.bump();
+                self.expect_op("(")?;
+                let mut cols = Vec::new();
+                loop {
+                    let (name, _, _) = self.ident("a column name")?;
+                    self.expect_op(":")?;
+                    let (ty, s, e) = self.ident("a type")?;
+                    let Some(ty) = type_named(&ty) else {
+                        return Err(self.src.error_at(s, e, "unknown type"));
+                    };
+                    cols.push((name, ty));
+                    if !self.is_op(",") {
+                        break;
+                    }
+                    self.bump();
+                }
+                self.expect_op(")")?;
+                self.expect_op("[")?;
+                let mut values = Vec::new();
+                while !self.is_op("]") {
+                    values.push(self.expr()?);
+                    if !self.is_op(",") {
+                        break;
+                    }
+                    self.bump();
+                }
+                self.expect_op("]")?;
+                // `with (format = "csv", ...)`: accepted, not used.
+                if external && matches!(self.peek(), Tok::Ident(w) if w == "with") {
+                    self.bump();
+                    self.expect_op("(")?;
+                    let mut depth = 1;
+                    while depth > 0 {
+                        match self.peek() {
+                            Tok::Eof => return Err(self.err("expected ')'")),
+                            Tok::Op("(") => depth += 1,
+                            Tok::Op(")") => depth -= 1,
+                            _ => {}
+                        }
+                        self.bump();
+                    }
+                }
+                Ok(Source::Data {
+                    cols,
+                    values,
+                    external,
+                    start: t.start,
+                    end: self.prev_end(),
+                })
+            }
+            Tok::Ident(ref w) if w == "search" || w == "find" => {
+                let find = w == "find";
+                self.bump();
+                self.search_or_find(find)
+            }
             Tok::Ident(ref w) if UNSUPPORTED_SOURCES.contains(&w.as_str()) => {
                 Err(self.unsupported(w.clone()))
             }
@@ -1056,11 +1162,94 @@ impl<'a> Parser<'a> {
         Ok(out)
     }
 
+    /// `search [kind=...] [in (T, ...)] "term" | predicate` and
+    /// `find [withsource=C] [in (T, ...)] where predicate [project c, ...]`: a union of
+    /// the tables (every table when no `in`) filtered by the predicate, with the table's
+    /// name in `$table` (`search`) or `source_` (`find`). A bare string searches every
+    /// string column with `has`.
+    fn search_or_find(&mut self, find: bool) -> PResult<Source> {
+        let mut with_source = if find { "source_" } else { "$table" }.to_string();
+        for (name, value, _, _) in self.op_params()? {
+            if name == "withsource" && find {
+                with_source = value;
+            }
+        }
+        let mut items = Vec::new();
+        if matches!(self.peek(), Tok::Ident(w) if w == "in")
+            && matches!(self.peek_at(1), Tok::Op("("))
+        {
+            self.bump();
+            self.bump();
+            loop {
+                let (name, start, end) = self.column_pattern()?;
+                items.push(TabExpr {
+                    source: Source::Name { name, start, end },
+                    ops: Vec::new(),
+                });
+                if !self.is_op(",") {
+                    break;
+                }
+                self.bump();
+            }
+            self.expect_op(")")?;
+        } else {
+            let t = self.tok().clone();
+            items.push(TabExpr {
+                source: Source::Name {
+                    name: "*".to_string(),
+                    start: t.start,
+                    end: t.end,
+                },
+                ops: Vec::new(),
+            });
+        }
+        if find {
+            self.expect_word("where")?;
+        }
+        let pred = self.expr()?;
+        let pred = match pred.kind {
+            AstKind::Lit(Value::Str(_), _) => Ast {
+                kind: AstKind::Call("__search_has".to_string(), vec![pred.clone()]),
+                depth: pred.depth + 1,
+                ..pred
+            },
+            _ => pred,
+        };
+        let union = Union {
+            with_source: Some(with_source.clone()),
+            inner: false,
+            items,
+            filter: Some(pred),
+        };
+        if find && matches!(self.peek(), Tok::Ident(w) if w == "project") {
+            self.bump();
+            let mut items = vec![Item {
+                name: None,
+                expr: Ast {
+                    kind: AstKind::Name(with_source),
+                    start: 0,
+                    end: 0,
+                    depth: 1,
+                },
+            }];
+            items.extend(self.items()?);
+            return Ok(Source::Paren(Box::new(TabExpr {
+                source: Source::Union(union),
+                ops: vec![Operator {
+                    name: "project".to_string(),
+                    kind: OpKind::Project(items),
+                }],
+            })));
+        }
+        Ok(Source::Union(union))
+    }
+
     fn union_body(&mut self) -> PResult<Union> {
         let mut u = Union {
             with_source: None,
             inner: false,
             items: Vec::new(),
+            filter: None,
         };
         for (name, value, s, e) in self.op_params()? {
             match name.as_str() {
@@ -1124,13 +1313,16 @@ impl<'a> Parser<'a> {
             } else {
                 self.items()?
             }),
-            "project-away" => {
-                let mut v = vec![self.ident("a column name")?];
+            "project-away" | "project-reorder" | "project-keep" => {
+                let mut v = vec![self.column_pattern()?];
                 while self.is_op(",") {
                     self.bump();
-                    v.push(self.ident("a column name")?);
+                    v.push(self.column_pattern()?);
                 }
-                OpKind::ProjectAway(v)
+                match name.as_str() {
+                    "project-away" => OpKind::ProjectAway(v),
+                    n => OpKind::ProjectPick(v, n == "project-keep"),
+                }
             }
             "project-rename" => {
                 let mut v = Vec::new();
@@ -1178,8 +1370,19 @@ impl<'a> Parser<'a> {
             "distinct" => OpKind::Distinct(self.items()?),
             "join" => self.join()?,
             "union" => OpKind::Union(self.union_body()?),
-            "mv-expand" => self.mv_expand()?,
+            // `mvexpand`: the old spelling, still in published hunts.
+            "mv-expand" | "mvexpand" => self.mv_expand()?,
             "parse" => self.parse_op()?,
+            "invoke" => {
+                let (name, start, _) = self.ident("a function name")?;
+                let args = self.call_args()?;
+                OpKind::Invoke {
+                    name,
+                    args,
+                    start,
+                    end: self.prev_end(),
+                }
+            }
             "render" => {
                 // Visualisation arguments: skipped up to the next operator.
                 let mut depth = 0i32;
@@ -1800,7 +2003,10 @@ impl<'a> Parser<'a> {
             }
             Tok::TimeSpan(x) => {
                 self.bump();
-                Ok(lit(Value::TimeSpan(*x), DataType::TimeSpan))
+                Ok(lit(
+                    x.map_or(Value::Null, Value::TimeSpan),
+                    DataType::TimeSpan,
+                ))
             }
             Tok::DateTime(x) => {
                 self.bump();
@@ -1943,7 +2149,7 @@ impl<'a> Parser<'a> {
             Tok::Ident(w) if w == "false" => J::Bool(false),
             Tok::Ident(w) if w == "null" => J::Null,
             Tok::DateTime(d) => d.map_or(J::Null, |d| J::String(Value::DateTime(d).to_text())),
-            Tok::TimeSpan(x) => J::String(Value::TimeSpan(x).to_text()),
+            Tok::TimeSpan(x) => x.map_or(J::Null, |x| J::String(Value::TimeSpan(x).to_text())),
             _ => {
                 return Err(self
                     .src
@@ -1984,7 +2190,7 @@ mod tests {
             [Tok::Ident("!in~".into()), Tok::Op("(")]
         );
         assert_eq!(toks("1..2")[..3], [Tok::Int(1), Tok::Op(".."), Tok::Int(2)]);
-        assert_eq!(toks("1.5h")[0], Tok::TimeSpan(54_000_000_000));
+        assert_eq!(toks("1.5h")[0], Tok::TimeSpan(Some(54_000_000_000)));
         assert_eq!(toks("@'a\\b'")[0], Tok::Str("a\\b".into()));
         assert_eq!(toks("\"a\\\"b\"")[0], Tok::Str("a\"b".into()));
         assert_eq!(toks("// c\nx")[0], Tok::Ident("x".into()));

@@ -483,6 +483,13 @@ fn rows_older_than_30_days_are_never_returned() {
     let cut = (NOW - 30 * 86_400_000) * TICKS_PER_MS;
     for t in TABLE_NAMES {
         let all = data().table(t).unwrap().timestamps();
+        if all.is_empty() {
+            // A snapshot table (no Timestamp): every row is visible.
+            let out = run(&format!("{t} | count"), data(), &opts()).unwrap();
+            let n = data().table(t).unwrap().row_count() as i64;
+            assert_eq!(out.rows[0][0], Value::Int(n), "{t}");
+            continue;
+        }
         assert!(all[0] < cut, "{t}: the generator must produce old data");
         let visible = all.iter().filter(|x| **x >= cut).count();
         let out = run(&format!("{t} | project Timestamp"), data(), &opts()).unwrap();
@@ -587,6 +594,10 @@ fn empty_and_tiny_tables_work() {
         .with_table_rows("AlertInfo", 1),
     );
     for t in TABLE_NAMES {
+        if d.table(t).unwrap().timestamps().is_empty() {
+            assert_eq!(d.table(t).unwrap().row_count(), 0, "{t}");
+            continue;
+        }
         let out = run(&format!("{t} | where Timestamp > ago(40d) | summarize count() by bin(Timestamp, 1h) | sort by Timestamp"), &d, &opts()).unwrap();
         assert!(out.rows.len() <= 1);
     }
