@@ -65,7 +65,9 @@ async fn a_stream_dropped_while_its_request_is_in_flight_settles() {
         .hunt("DeviceProcessEvents | take 1")
         .await
         .expect("a hunt");
-    let mut stream = client.hunt_stream("DeviceProcessEvents | take 30000");
+    let mut stream = client.hunt_stream(
+        "DeviceProcessEvents | project ReportId, Timestamp, DeviceName, ProcessCommandLine | take 30000",
+    );
     // Polled once: the request is on its way, no item yet.
     assert!(stream.next().now_or_never().is_none());
     drop(stream);
