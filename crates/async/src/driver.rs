@@ -17,6 +17,7 @@
 //! dispatcher settles what it held (a transmit never sent, a request in flight, a body
 //! being read). The HTTP exchange itself is `crate::http`'s.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Instant, SystemTime};
 
@@ -26,6 +27,7 @@ use defender_core::token::AccessToken;
 use defender_core::{Error, Limits, Surface, TransportError, TransportErrorKind};
 
 use crate::http::{Body, Performed};
+use futures_util::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::{broadcast, Notify};
 
@@ -189,19 +191,40 @@ impl Shared {
                         d.handle_response(send, answer, Instant::now(), SystemTime::now())
                     });
                 }
+                // A panic in the caller's provider or store fails what waited for it
+                // (as in the blocking client) instead of dying with this task.
                 Work::FetchToken => {
                     let token = match &shared.provider {
-                        Some(p) => p.token(&shared.scope).await.map(|(secret, life)| {
-                            let now = Instant::now();
-                            AccessToken::new(secret, now, now + life)
-                        }),
+                        Some(p) => match AssertUnwindSafe(p.token(&shared.scope))
+                            .catch_unwind()
+                            .await
+                        {
+                            Ok(answer) => answer.map(|(secret, life)| {
+                                let now = Instant::now();
+                                AccessToken::new(secret, now, now + life)
+                            }),
+                            Err(_) => Err(Error::TokenUnavailable {
+                                message: "the token provider panicked".into(),
+                            }),
+                        },
                         None => Err(no_provider()),
                     };
                     shared.with(|d| d.handle_token(token, Instant::now()));
                 }
                 Work::Quota(op) => {
+                    let admit = match &op {
+                        defender_core::engine::QuotaOp::Acquire { id, .. } => Some(*id),
+                        _ => None,
+                    };
                     let answer = match &shared.store {
-                        Some(store) => store.perform(op).await,
+                        Some(store) => {
+                            match AssertUnwindSafe(store.perform(op)).catch_unwind().await {
+                                Ok(answer) => answer,
+                                Err(_) => admit.map(|id| {
+                                    (id, Admission::Unavailable("the store panicked".into()))
+                                }),
+                            }
+                        }
                         // The engine asks only when built with a store: unreachable, but answer.
                         None => match op {
                             defender_core::engine::QuotaOp::Acquire { id, .. } => Some((
