@@ -271,13 +271,8 @@ impl<'a> Incidents<'a> {
     /// # Ok(()) }
     /// ```
     pub fn sync(&self, state: &SyncState, options: SyncOptions) -> Result<IncidentSync<'a>, Error> {
-        let run = SyncRun::start(
-            state,
-            &options,
-            self.client.surface(),
-            std::time::SystemTime::now(),
-        )
-        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let now = std::time::SystemTime::now();
+        let run = SyncRun::start(state, &options, self.client.surface(), now)?;
         Ok(IncidentSync {
             client: self.client,
             run,

@@ -352,6 +352,10 @@ pub enum Error {
         /// The panic's message, when it was a string.
         message: String,
     },
+    /// A sync's state document cannot be used (see `sync::StateError`): another
+    /// surface, tenant or app, another version, or not a state document.
+    #[error(transparent)]
+    SyncState(#[from] crate::sync::StateError),
     /// The engine ended a call with a value of another kind of call: a bug in this
     /// library, never the server's doing (a body that does not decode is
     /// [`Error::Decode`]).

@@ -321,18 +321,29 @@ impl SyncRun {
         })
     }
 
-    /// A run on `surface` (its largest page) with `options`, from the local clock `now`.
+    /// A run on `surface` (its largest page) with `options`, from the local clock `now`;
+    /// [`Error::SyncState`] when `state` was written for another surface or its
+    /// checkpoint is unusable (the tenant and app are the caller's to check, with
+    /// [`SyncState::check`]).
     pub fn start(
         state: &SyncState,
         options: &SyncOptions,
         surface: Surface,
         now: SystemTime,
-    ) -> Result<SyncRun, StateError> {
+    ) -> Result<SyncRun, Error> {
+        if state.surface != surface.name() {
+            return Err(StateError::Foreign {
+                what: "surface",
+                found: Some(state.surface.clone()),
+                expected: Some(surface.name().to_owned()),
+            }
+            .into());
+        }
         let since = options
             .since
             .unwrap_or_else(|| now.checked_sub(DEFAULT_SINCE).unwrap_or(UNIX_EPOCH));
         let top = crate::incidents::max_top(surface);
-        SyncRun::new(state, since, now, options.lag, top)
+        Ok(SyncRun::new(state, since, now, options.lag, top)?)
     }
 
     /// What to do next.

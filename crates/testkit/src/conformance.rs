@@ -1881,6 +1881,19 @@ pub fn sync_hands_out_each_change_once<D: Driver>() {
             }
             ids
         };
+        // A state of another surface, or with a checkpoint that is not a time, is refused.
+        let other = if surface == Surface::Graph {
+            Surface::DefenderXdr
+        } else {
+            Surface::Graph
+        };
+        match d.sync(&SyncState::new(other, None, None), options) {
+            Err(Error::SyncState(e)) => assert!(e.to_string().contains("surface"), "{e}"),
+            r => panic!("{} {surface}: {r:?}", D::NAME),
+        }
+        let mut bad = state.clone();
+        bad.checkpoint = Some("yesterday".into());
+        assert!(matches!(d.sync(&bad, options), Err(Error::SyncState(_))));
         let first = run(&mut state);
         let distinct: HashSet<&String> = first.iter().collect();
         assert_eq!(
