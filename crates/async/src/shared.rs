@@ -31,6 +31,7 @@ use defender_core::engine::{Admission, AdmitId, QuotaOp};
 /// use std::sync::{Arc, Mutex};
 /// use std::time::Instant;
 /// use defender_async::{async_trait, Admission, AdmitId, QuotaOp, QuotaStore, StoreTicket};
+/// use defender_core::engine::WaitReason;
 /// use defender_core::quota::{Quota, Ticket};
 ///
 /// /// One process's store over the engine's own quota, for illustration: 20 calls a
@@ -49,8 +50,8 @@ use defender_core::engine::{Admission, AdmitId, QuotaOp};
 ///                 match quota.try_acquire(now) {
 ///                     Ok(ticket) => Admission::Admitted(StoreTicket::new(ticket)),
 ///                     Err(denied) => Admission::Denied {
-///                         retry_after: denied.retry_at.saturating_duration_since(now),
-///                         reason: "20 calls per 1s".into(),
+///                         retry_after: Some(denied.retry_at.saturating_duration_since(now)),
+///                         reason: denied.limit.map_or(WaitReason::ServerRetryTime, WaitReason::Calls),
 ///                     },
 ///                 },
 ///             )),

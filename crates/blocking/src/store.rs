@@ -25,6 +25,7 @@ use defender_core::engine::{Admission, AdmitId, QuotaOp};
 /// use std::sync::{Arc, Mutex};
 /// use std::time::Instant;
 /// use defender_blocking::{AdmitId, Admission, Client, QuotaOp, QuotaStore, StoreTicket};
+/// use defender_core::engine::WaitReason;
 /// use defender_core::quota::{Quota, Ticket};
 /// use defender_core::{ApiGroup, Limits};
 ///
@@ -41,8 +42,8 @@ use defender_core::engine::{Admission, AdmitId, QuotaOp};
 ///                 let answer = match quotas.get_mut(&group)?.try_acquire(now) {
 ///                     Ok(ticket) => Admission::Admitted(StoreTicket::new(ticket)),
 ///                     Err(denied) => Admission::Denied {
-///                         retry_after: denied.retry_at.saturating_duration_since(now),
-///                         reason: "a window is full".into(),
+///                         retry_after: Some(denied.retry_at.saturating_duration_since(now)),
+///                         reason: denied.limit.map_or(WaitReason::ServerRetryTime, WaitReason::Calls),
 ///                     },
 ///                 };
 ///                 Some((id, answer))

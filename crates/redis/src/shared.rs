@@ -4,7 +4,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use defender_core::engine::{self, AdmitId, QuotaOp, StoreTicket};
+use defender_core::engine::{self, AdmitId, QuotaOp, StoreTicket, WaitReason};
 use defender_core::limits::{ApiGroup, Limits};
 use defender_core::quota::QuotaKey;
 
@@ -63,14 +63,23 @@ pub(crate) fn to_engine(
 ) -> engine::Admission {
     match answer {
         Ok(Admission::Admitted(ticket)) => engine::Admission::Admitted(StoreTicket::new(ticket)),
-        Ok(Admission::Denied(d)) => engine::Admission::Denied {
-            retry_after: match d.reason {
+        Ok(Admission::Denied(d)) => {
+            use crate::DenyReason as D;
+            let (retry_after, reason) = match d.reason {
+                D::CallWindow(l) => (d.retry_after, WaitReason::Calls(l)),
+                D::RetryAfter => (d.retry_after, WaitReason::ServerRetryTime),
+                D::RuntimeWindow(l) => (d.retry_after, WaitReason::Runtime(l)),
                 // A completion, here or in another process, may free it any time.
-                crate::DenyReason::RuntimeInFlight(_) => d.retry_after.min(in_flight_poll),
-                _ => d.retry_after,
-            },
-            reason: d.reason.to_string(),
-        },
+                D::RuntimeInFlight(_) => {
+                    (d.retry_after.min(in_flight_poll), WaitReason::RuntimeHeld)
+                }
+                D::RuntimeExhausted => (d.retry_after, WaitReason::RuntimeExhausted),
+            };
+            engine::Admission::Denied {
+                retry_after: Some(retry_after),
+                reason,
+            }
+        }
         Err(e) => engine::Admission::Unavailable(e.to_string()),
     }
 }
@@ -256,7 +265,10 @@ mod tests {
 
     fn denied(answer: engine::Admission) -> Duration {
         match answer {
-            engine::Admission::Denied { retry_after, .. } => retry_after,
+            engine::Admission::Denied {
+                retry_after: Some(wait),
+                ..
+            } => wait,
             other => panic!("expected a denial, got {other:?}"),
         }
     }

@@ -82,13 +82,13 @@ use crate::incidents::{
 };
 use crate::limits::{format_duration, ApiGroup, CallLimit, Limits};
 use crate::policy::{Failure, FailureKind, Policy, Retry, Truncation};
-use crate::quota::{Quota, Ticket, WindowUsage};
-use crate::runtime::{Reservation, RunningTime};
+use crate::quota::WindowUsage;
 use crate::stream::{DecodeError, DecodeEvent, RowDecoder};
 use crate::surface::{Endpoints, Surface};
 use crate::throttle::Throttle;
 use crate::token::{AccessToken, ClientCredentials};
 
+mod admission;
 mod config;
 mod protocol;
 mod request;
@@ -97,6 +97,7 @@ mod streamer;
 mod token;
 mod update;
 
+use admission::LocalAdmission;
 pub use config::*;
 pub use protocol::*;
 use response::running_time;
@@ -128,10 +129,8 @@ struct CallState {
     attempts: u32,
     not_before: Option<Instant>,
     phase: Phase,
-    ticket: Option<Ticket>,
-    reservation: Option<Reservation>,
-    /// With a shared store: what it admitted the call with.
-    store: Option<StoreHold>,
+    /// What admission gave the call, until it is settled.
+    hold: Option<Hold>,
     token_retried: bool,
     sent_at: Option<Instant>,
     announced_until: Option<Instant>,
@@ -147,10 +146,10 @@ struct CallState {
     patched: Option<Record>,
 }
 
-/// What a shared store admitted a call with.
+/// What admission (the local one or a shared store) admitted a call with.
 #[derive(Debug)]
-struct StoreHold {
-    /// The store's ticket, handed back in `Release` or `Complete`.
+struct Hold {
+    /// The answerer's ticket, handed back in `Release` or `Complete`.
     ticket: StoreTicket,
     /// Whether it holds a running-time reservation (a hunt): its answer must `Complete`.
     reserved: bool,
@@ -163,10 +162,9 @@ enum SendTarget {
     /// A call cancelled while in flight: settle its accounting when the answer comes.
     Orphan {
         group: ApiGroup,
-        /// Its place in the call windows: given back when the request was never sent.
-        ticket: Option<Ticket>,
-        reservation: Option<Reservation>,
-        store: Option<StoreHold>,
+        /// What it was admitted with: given back when the request was never sent,
+        /// settled when it was.
+        hold: Option<Hold>,
         sent_at: Instant,
     },
 }
@@ -179,8 +177,10 @@ const RECENT_RUNTIMES: usize = 32;
 pub struct Engine {
     config: Config,
     policy: Box<dyn Policy>,
-    quotas: BTreeMap<ApiGroup, Quota>,
-    runtime: RunningTime,
+    /// The in-process answerer of quota operations; `None` when a shared store answers.
+    local: Option<LocalAdmission>,
+    /// Running time charged by this engine's calls since it started.
+    spent: Duration,
     /// The running times of the latest queries: a reservation is their maximum, so that
     /// queries in flight rarely overrun what they hold (the server charges on completion).
     recent_runtimes: VecDeque<Duration>,
@@ -190,8 +190,8 @@ pub struct Engine {
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     quota_ops: VecDeque<QuotaOp>,
-    /// Shared store: the outstanding admission of each group, the call it is for, and
-    /// when the store's answer counts as missing.
+    /// The outstanding admission of each group, the call it is for, and when a store's
+    /// answer counts as missing (a local answer comes before anyone looks).
     admitting: BTreeMap<ApiGroup, (AdmitId, CallId, Instant)>,
     /// Admissions given up on (the store did not answer in time): a late `Admitted`
     /// gives its ticket back.
@@ -210,16 +210,12 @@ impl Engine {
     /// host other than loopback.
     pub fn new(config: Config, policy: Box<dyn Policy>, now: Instant) -> Result<Engine, Error> {
         config.endpoints.check_secure()?;
-        let quotas = ApiGroup::ALL
-            .into_iter()
-            .map(|g| (g, Quota::new(&config.limits.group(g).calls, config.margin)))
-            .collect();
-        let runtime = RunningTime::new(&config.limits.hunting.runtime, config.margin);
+        let local = LocalAdmission::for_mode(config.quota, &config.limits, config.margin);
         Ok(Engine {
             config,
             policy,
-            quotas,
-            runtime,
+            local,
+            spent: Duration::ZERO,
             recent_runtimes: VecDeque::new(),
             token: TokenCache::default(),
             calls: BTreeMap::new(),
@@ -260,9 +256,7 @@ impl Engine {
                 attempts: 0,
                 not_before: None,
                 phase: Phase::Queued,
-                ticket: None,
-                reservation: None,
-                store: None,
+                hold: None,
                 token_retried: false,
                 sent_at: None,
                 announced_until: None,
@@ -297,9 +291,7 @@ impl Engine {
                     send,
                     SendTarget::Orphan {
                         group: state.group,
-                        ticket: state.ticket,
-                        reservation: state.reservation,
-                        store: state.store,
+                        hold: state.hold,
                         sent_at: state.sent_at.unwrap_or(self.now),
                     },
                 );
@@ -328,30 +320,16 @@ impl Engine {
             )),
             Some(SendTarget::Orphan {
                 group,
-                ticket,
-                reservation,
-                store,
+                hold,
                 sent_at,
             }) => match held {
-                // Never sent: its place in the windows, its reservation and its store
-                // admission go back as if it had been cancelled in the outbox.
-                Held::Unsent => {
-                    if let Some(t) = ticket {
-                        if let Some(q) = self.quotas.get_mut(&group) {
-                            q.release(t);
-                        }
-                    }
-                    if let Some(r) = reservation {
-                        self.runtime.cancel(r);
-                    }
-                    if let Some(StoreHold { ticket, .. }) = store {
-                        self.quota_ops.push_back(QuotaOp::Release { group, ticket });
-                    }
-                }
+                // Never sent: its place in the windows and its reservation go back as if
+                // it had been cancelled in the outbox.
+                Held::Unsent => self.release(group, hold),
                 // Sent: it counts, and what it may have run is charged.
                 Held::InFlight | Held::Body => {
                     let ran = self.now.saturating_duration_since(sent_at);
-                    self.settle(group, reservation, store, ran);
+                    self.settle(group, hold, ran);
                 }
             },
         }
@@ -381,18 +359,15 @@ impl Engine {
             SendTarget::Token => self.token_response(status, response.body()),
             SendTarget::Orphan {
                 group,
-                reservation,
-                store,
+                hold,
                 sent_at,
-                ..
             } => {
                 // Nobody waits for the answer, but what it says about the quota counts.
                 if status == 429 {
                     let throttle = Throttle::parse(response.headers(), response.body(), wall_now);
                     self.apply_throttle(group, &throttle);
                 }
-                let held = reservation.is_some() || store.as_ref().is_some_and(|s| s.reserved);
-                if held {
+                if hold.as_ref().is_some_and(|h| h.reserved) {
                     let actual = if response.status().is_success() {
                         let stats = HuntResponse::from_slice(response.body())
                             .ok()
@@ -401,7 +376,7 @@ impl Engine {
                     } else {
                         Duration::ZERO
                     };
-                    self.settle(group, reservation, store, actual);
+                    self.settle(group, hold, actual);
                 }
             }
             SendTarget::Call(call_id) => self.call_response(call_id, response, wall_now),
@@ -419,26 +394,18 @@ impl Engine {
             SendTarget::Token => self.token_transport_error(error),
             SendTarget::Orphan {
                 group,
-                reservation,
-                store,
+                hold,
                 sent_at,
-                ..
             } => {
                 let ran = self.ran_for(error.kind, sent_at);
-                self.settle(group, reservation, store, ran);
+                self.settle(group, hold, ran);
             }
             SendTarget::Call(call_id) => {
                 let Some(mut state) = self.calls.remove(&call_id) else {
                     return;
                 };
                 let ran = self.ran_for(error.kind, state.sent_at.unwrap_or(self.now));
-                self.settle(
-                    state.group,
-                    state.reservation.take(),
-                    state.store.take(),
-                    ran,
-                );
-                state.ticket = None;
+                self.settle(state.group, state.hold.take(), ran);
                 let attempts = state.attempts;
                 if !state.idempotent() && error.kind != TransportErrorKind::Connect {
                     // The update was written: the server may have applied it.
@@ -489,27 +456,24 @@ impl Engine {
             SendTarget::Token => {}
             SendTarget::Orphan {
                 group,
-                reservation,
-                store,
+                hold,
                 sent_at,
-                ..
             } => {
                 let elapsed = self.now.saturating_duration_since(sent_at);
                 let running = match &end {
                     StreamEnd::Complete { stats, .. } => running_time(stats.as_ref(), elapsed),
                     _ => elapsed,
                 };
-                self.settle(group, reservation, store, running);
+                self.settle(group, hold, running);
             }
             SendTarget::Call(call_id) => {
                 let Some(mut state) = self.calls.remove(&call_id) else {
                     return;
                 };
-                state.ticket = None;
                 let elapsed = self
                     .now
                     .saturating_duration_since(state.sent_at.unwrap_or(self.now));
-                let (reservation, store) = (state.reservation.take(), state.store.take());
+                let hold = state.hold.take();
                 match end {
                     StreamEnd::Complete {
                         schema,
@@ -518,7 +482,7 @@ impl Engine {
                     } => {
                         self.policy.on_success();
                         let running = running_time(stats.as_ref(), elapsed);
-                        self.settle(state.group, reservation, store, running);
+                        self.settle(state.group, hold, running);
                         self.record_runtime(running);
                         let row_cap = self.config.limits.hunting.rows;
                         let truncated = row_cap.is_some_and(|cap| rows >= cap);
@@ -538,7 +502,7 @@ impl Engine {
                         });
                     }
                     StreamEnd::Transport { error, .. } => {
-                        self.settle(state.group, reservation, store, elapsed);
+                        self.settle(state.group, hold, elapsed);
                         self.fail(
                             call_id,
                             Error::Transport {
@@ -548,7 +512,7 @@ impl Engine {
                         );
                     }
                     StreamEnd::Decode(e) => {
-                        self.settle(state.group, reservation, store, elapsed);
+                        self.settle(state.group, hold, elapsed);
                         self.fail(
                             call_id,
                             Error::Decode {
@@ -594,30 +558,27 @@ impl Engine {
         )
     }
 
-    /// Usage of every group's quota at `now`.
+    /// Usage of every group's quota at `now`, as the in-process admission counts it.
+    /// With a shared store the windows live in the store: these then hold only the
+    /// engine's own calls (`active_calls`); ask the store for the rest (the clients'
+    /// `quota()` does).
     pub fn usage(&self, now: Instant) -> Vec<GroupUsage> {
         let now = now.max(self.now);
-        self.quotas
-            .iter()
-            .map(|(group, q)| GroupUsage {
-                group: *group,
-                windows: q.usage(now),
-                blocked_until: q.blocked_until().filter(|b| *b > now),
-                runtime: if *group == ApiGroup::Hunting {
-                    self.runtime
-                        .limits()
-                        .iter()
-                        .map(|l| (*l, self.runtime.charged(l, now)))
-                        .collect()
-                } else {
-                    Vec::new()
-                },
-                runtime_reserved: if *group == ApiGroup::Hunting {
-                    self.runtime.reserved()
-                } else {
-                    Duration::ZERO
-                },
-                active_calls: self.calls.values().filter(|c| c.group == *group).count(),
+        ApiGroup::ALL
+            .into_iter()
+            .map(|group| {
+                let active = self.calls.values().filter(|c| c.group == group).count();
+                match &self.local {
+                    Some(local) => local.usage(group, now, active),
+                    None => GroupUsage {
+                        group,
+                        windows: Vec::new(),
+                        blocked_until: None,
+                        runtime: Vec::new(),
+                        runtime_reserved: Duration::ZERO,
+                        active_calls: active,
+                    },
+                }
             })
             .collect()
     }
@@ -629,7 +590,7 @@ impl Engine {
 
     /// Running time charged since the engine started.
     pub fn running_time_spent(&self) -> Duration {
-        self.runtime.spent_total()
+        self.spent
     }
 
     fn advance(&mut self, now: Instant) -> Instant {
@@ -649,45 +610,44 @@ impl Engine {
 
     /// An admitted call that was not sent gives back its slot and reservation.
     fn give_back(&mut self, state: CallState) {
-        if let Some(t) = state.ticket {
-            if let Some(q) = self.quotas.get_mut(&state.group) {
-                q.release(t);
-            }
-        }
-        if let Some(r) = state.reservation {
-            self.runtime.cancel(r);
-        }
-        if let Some(StoreHold { ticket, .. }) = state.store {
-            self.quota_ops.push_back(QuotaOp::Release {
-                group: state.group,
-                ticket,
-            });
+        self.release(state.group, state.hold);
+    }
+
+    fn release(&mut self, group: ApiGroup, hold: Option<Hold>) {
+        if let Some(Hold { ticket, .. }) = hold {
+            self.quota_op(QuotaOp::Release { group, ticket });
         }
     }
 
     /// A sent call's answer (or its failure) came: its reservation turns into a charge of
-    /// what it ran, locally or in the shared store. A store ticket without a reservation
-    /// needs nothing more: the call stays counted in its windows.
-    fn settle(
-        &mut self,
-        group: ApiGroup,
-        reservation: Option<Reservation>,
-        store: Option<StoreHold>,
-        running: Duration,
-    ) {
-        if let Some(r) = reservation {
-            self.runtime.complete(r, running, self.now);
-        }
-        if let Some(StoreHold {
+    /// what it ran. A ticket without a reservation needs nothing more: the call stays
+    /// counted in its windows.
+    fn settle(&mut self, group: ApiGroup, hold: Option<Hold>, running: Duration) {
+        if let Some(Hold {
             ticket,
             reserved: true,
-        }) = store
+        }) = hold
         {
-            self.quota_ops.push_back(QuotaOp::Complete {
+            self.spent += running;
+            self.quota_op(QuotaOp::Complete {
                 group,
                 ticket,
                 running,
             });
+        }
+    }
+
+    /// The one way to the quota: the in-process admission answers at once; otherwise the
+    /// operation goes out to the shared store ([`Output::Quota`]).
+    fn quota_op(&mut self, op: QuotaOp) {
+        let now = self.now;
+        match self.local.as_mut() {
+            Some(local) => {
+                if let Some((id, answer)) = local.perform(op, now) {
+                    self.admission_answered(id, answer);
+                }
+            }
+            None => self.quota_ops.push_back(op),
         }
     }
 
@@ -704,6 +664,11 @@ impl Engine {
     pub fn handle_admission(&mut self, id: AdmitId, answer: Admission, now: Instant) {
         self.advance(now);
         self.dirty = true;
+        self.admission_answered(id, answer);
+    }
+
+    /// An answer to an `Acquire`, from the local admission or a store.
+    fn admission_answered(&mut self, id: AdmitId, answer: Admission) {
         let call = self
             .admitting
             .iter()
@@ -714,7 +679,7 @@ impl Engine {
             // already answered (a transport bug): nothing to match it with.
             if let Some(group) = self.abandoned.remove(&id) {
                 if let Admission::Admitted(ticket) = answer {
-                    self.quota_ops.push_back(QuotaOp::Release { group, ticket });
+                    self.quota_op(QuotaOp::Release { group, ticket });
                 }
             }
             return;
@@ -727,7 +692,7 @@ impl Engine {
         if !waiting {
             // The call was cancelled or failed meanwhile.
             if let Admission::Admitted(ticket) = answer {
-                self.quota_ops.push_back(QuotaOp::Release { group, ticket });
+                self.quota_op(QuotaOp::Release { group, ticket });
             }
             return;
         }
@@ -738,17 +703,13 @@ impl Engine {
                 let state = self.calls.get_mut(&call_id).expect("checked above");
                 state.phase = Phase::Queued;
                 match token {
-                    Some(token) => self.dispatch(
-                        call_id,
-                        token.expose(),
-                        None,
-                        None,
-                        Some(StoreHold { ticket, reserved }),
-                    ),
+                    Some(token) => {
+                        self.dispatch(call_id, token.expose(), Hold { ticket, reserved })
+                    }
                     None => {
                         // The token lapsed while the store decided: give the slot back and
                         // ask again once a token is there.
-                        self.quota_ops.push_back(QuotaOp::Release { group, ticket });
+                        self.quota_op(QuotaOp::Release { group, ticket });
                     }
                 }
             }
@@ -756,7 +717,24 @@ impl Engine {
                 retry_after,
                 reason,
             } => {
-                let jitter = self.policy.admission_jitter(retry_after);
+                let retry_after = match (retry_after, &self.local) {
+                    (Some(wait), _) => wait,
+                    // Only this engine's calls in flight hold it: the end of one drives
+                    // the engine again, and the group waits until then.
+                    (None, Some(_)) => {
+                        if let Some(c) = self.calls.get_mut(&call_id) {
+                            c.phase = Phase::Queued;
+                        }
+                        return;
+                    }
+                    // A store without a time: ask it again shortly.
+                    (None, None) => admission::STORE_HELD_POLL,
+                };
+                // Spreads the processes that share a store; one process needs none.
+                let jitter = match self.local {
+                    Some(_) => Duration::ZERO,
+                    None => self.policy.admission_jitter(retry_after),
+                };
                 let retry_at = self.now + retry_after.max(Duration::from_millis(1)) + jitter;
                 // Every queued call of the group waits for the same instant.
                 let queued: Vec<CallId> = self
@@ -773,7 +751,7 @@ impl Engine {
                             continue;
                         }
                     }
-                    self.wait_or_fail(id, retry_at, WaitReason::Store(reason.clone()));
+                    self.wait_or_fail(id, retry_at, reason.clone());
                 }
             }
             Admission::Unavailable(message) => {
@@ -862,9 +840,9 @@ impl Engine {
         }
         // Tokens: fetch when none is usable, or ahead of expiry while calls are active.
         self.fetch_token_if_needed();
-        let Some(token) = self.usable_token().map(|t| t.token.clone()) else {
+        if self.usable_token().is_none() {
             return;
-        };
+        }
 
         let mut blocked: Vec<ApiGroup> = Vec::new();
         let ids: Vec<CallId> = self.calls.keys().copied().collect();
@@ -880,84 +858,42 @@ impl Engine {
                 continue;
             }
             let group = state.group;
-            if self.config.quota == QuotaMode::Shared {
-                // One admission at a time per group: the store's answer for one call tells
-                // whether the others may try.
-                if !self.admitting.contains_key(&group) {
-                    self.next_admit += 1;
-                    let admit = AdmitId(self.next_admit);
-                    let timeout = now + self.config.store_timeout;
-                    self.admitting.insert(group, (admit, id, timeout));
-                    self.calls.get_mut(&id).expect("present").phase = Phase::Admitting(admit); // looked up above
-                    let estimate = if group == ApiGroup::Hunting {
-                        self.runtime_estimate()
-                    } else {
-                        Duration::ZERO
-                    };
-                    self.quota_ops.push_back(QuotaOp::Acquire {
-                        id: admit,
-                        group,
-                        estimate,
-                    });
-                }
+            // One admission at a time per group: the answer for one call tells whether
+            // the others may try.
+            if self.admitting.contains_key(&group) {
                 blocked.push(group);
                 continue;
             }
-            let quota = self
-                .quotas
-                .get_mut(&group)
-                .expect("a quota exists for every group"); // built from ApiGroup::ALL
-            let ticket = match quota.try_acquire(now) {
-                Ok(t) => t,
-                Err(denied) => {
-                    let reason = match denied.limit {
-                        Some(l) => WaitReason::Calls(l),
-                        None => WaitReason::ServerRetryTime,
-                    };
-                    if !self.wait_or_fail(id, denied.retry_at, reason) {
-                        blocked.push(group);
-                    }
-                    continue;
-                }
+            self.next_admit += 1;
+            let admit = AdmitId(self.next_admit);
+            self.admitting
+                .insert(group, (admit, id, now + self.config.store_timeout));
+            self.calls.get_mut(&id).expect("present").phase = Phase::Admitting(admit); // looked up above
+            let estimate = if group == ApiGroup::Hunting {
+                self.runtime_estimate()
+            } else {
+                Duration::ZERO
             };
-            let mut reservation = None;
-            if group == ApiGroup::Hunting {
-                let estimate = self.runtime_estimate();
-                match self.runtime.try_reserve(now, estimate) {
-                    Ok(r) => reservation = Some(r),
-                    Err(denied) => {
-                        self.quotas.get_mut(&group).expect("exists").release(ticket); // as above
-                        let reason = match denied.limit {
-                            Some(l) => WaitReason::Runtime(l),
-                            None => WaitReason::RuntimeHeld,
-                        };
-                        match denied.retry_at {
-                            Some(t) => {
-                                if !self.wait_or_fail(id, t, reason) {
-                                    blocked.push(group);
-                                }
-                            }
-                            // Held by queries in flight: their answers wake us.
-                            None => blocked.push(group),
-                        }
-                        continue;
-                    }
-                }
+            self.quota_op(QuotaOp::Acquire {
+                id: admit,
+                group,
+                estimate,
+            });
+            // A store answers later; the local answer came already, and the group goes
+            // on to its next call only if this one was admitted.
+            let admitted = self
+                .calls
+                .get(&id)
+                .is_some_and(|c| matches!(c.phase, Phase::Outbox(_)));
+            if !admitted {
+                blocked.push(group);
             }
-            self.dispatch(id, token.expose(), Some(ticket), reservation, None);
         }
     }
 
     /// An admitted call: build its request and put it in the outbox (or fail it when the
     /// request cannot be built, giving back what it was admitted with).
-    fn dispatch(
-        &mut self,
-        id: CallId,
-        token: &str,
-        ticket: Option<Ticket>,
-        reservation: Option<Reservation>,
-        store: Option<StoreHold>,
-    ) {
+    fn dispatch(&mut self, id: CallId, token: &str, hold: Hold) {
         let now = self.now;
         let Some(state) = self.calls.get(&id) else {
             return;
@@ -968,9 +904,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => {
                 if let Some(mut state) = self.calls.remove(&id) {
-                    state.ticket = ticket;
-                    state.reservation = reservation;
-                    state.store = store;
+                    state.hold = Some(hold);
                     self.give_back(state);
                 }
                 self.fail(id, e);
@@ -982,9 +916,7 @@ impl Engine {
         let state = self.calls.get_mut(&id).expect("present"); // looked up above, not removed since
         state.attempts += 1;
         state.phase = Phase::Outbox(send);
-        state.ticket = ticket;
-        state.reservation = reservation;
-        state.store = store;
+        state.hold = Some(hold);
         state.sent_at = Some(now);
         state.not_before = None;
         state.announced_until = None;
@@ -1118,10 +1050,8 @@ impl Engine {
             if let Some(t) = self.token.timer() {
                 offer(t);
             }
-            for q in self.quotas.values() {
-                if let Some(b) = q.blocked_until() {
-                    offer(b);
-                }
+            if let Some(local) = &self.local {
+                local.timers().for_each(&mut offer);
             }
         }
         t

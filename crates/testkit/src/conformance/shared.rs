@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use defender_core::engine::{Admission, AdmitId, Call, QuotaOp, StoreTicket};
+use defender_core::engine::{Admission, AdmitId, Call, QuotaOp, StoreTicket, WaitReason};
 use defender_core::hunting::HuntRequest;
 use defender_core::incidents::{IncidentId, IncidentQuery};
 use defender_core::quota::{Quota, Ticket};
@@ -57,10 +57,10 @@ impl SyncStore for MemoryStore {
                         Admission::Admitted(StoreTicket::new(ticket))
                     }
                     Err(denied) => Admission::Denied {
-                        retry_after: denied.retry_at.saturating_duration_since(now),
+                        retry_after: Some(denied.retry_at.saturating_duration_since(now)),
                         reason: denied
                             .limit
-                            .map_or_else(|| "the server's retry time".into(), |l| l.to_string()),
+                            .map_or(WaitReason::ServerRetryTime, WaitReason::Calls),
                     },
                 };
                 Some((id, answer))
