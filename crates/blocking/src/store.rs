@@ -2,7 +2,7 @@
 //! `QuotaMode::Shared` and asks the store, through `Output::Quota`, whether each call may
 //! go; this client only performs those operations and hands the answers back.
 
-use defender_core::engine::{Admission, AdmitId, QuotaOp};
+use defender_core::engine::{Admission, AdmitId, GroupUsage, QuotaOp};
 
 /// A quota shared by several processes (see `defender-redis`, and
 /// `ClientBuilder::redis_quota` with the `redis`
@@ -86,11 +86,22 @@ pub trait QuotaStore: Send + Sync + std::fmt::Debug {
     /// Performs one operation; an Acquire returns the answer for the engine, the others
     /// None.
     fn perform(&self, op: QuotaOp) -> Option<(AdmitId, Admission)>;
+
+    /// Usage of every group as the store counts it, for [`Client::quota`](crate::Client::quota);
+    /// `Err` says why the store could not tell. `None` (the default): this store does
+    /// not report usage, and `quota()` shows only the client's own calls.
+    fn usage(&self) -> Option<Result<Vec<GroupUsage>, String>> {
+        None
+    }
 }
 
 #[cfg(feature = "redis")]
 impl QuotaStore for defender_redis::SharedQuota {
     fn perform(&self, op: QuotaOp) -> Option<(AdmitId, Admission)> {
         defender_redis::SharedQuota::perform(self, op)
+    }
+
+    fn usage(&self) -> Option<Result<Vec<GroupUsage>, String>> {
+        Some(defender_redis::SharedQuota::usage(self).map_err(|e| e.to_string()))
     }
 }

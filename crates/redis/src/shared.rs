@@ -2,13 +2,15 @@
 //! [`QuotaOp`]s (see `defender_core::engine::QuotaMode::Shared`).
 
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use defender_core::engine::{self, AdmitId, QuotaOp, StoreTicket, WaitReason};
+use defender_core::engine::{
+    self, AdmitId, GroupUsage, QuotaOp, StoreTicket, UsageSource, WaitReason,
+};
 use defender_core::limits::{ApiGroup, Limits};
 use defender_core::quota::QuotaKey;
 
-use crate::{AcquireRequest, Admission, RedisQuotaStore, StoreError, Ticket};
+use crate::{AcquireRequest, Admission, RedisQuotaStore, StoreError, Ticket, Usage};
 
 /// One app registration's quota in a store: its tenant and app id (the key), the limits
 /// and the margin every process of the app enforces.
@@ -84,6 +86,34 @@ pub(crate) fn to_engine(
     }
 }
 
+/// The store's usage of `group`, read at `now`, as the engine shows usage.
+pub(crate) fn to_usage(group: ApiGroup, u: Usage, now: Instant) -> GroupUsage {
+    let ahead = |d: Duration| (!d.is_zero()).then(|| now + d);
+    GroupUsage {
+        group,
+        windows: u
+            .calls
+            .iter()
+            .map(|w| defender_core::quota::WindowUsage {
+                limit: w.limit,
+                used: w.used,
+                next_free: now + w.next_free_in,
+            })
+            .collect(),
+        blocked_until: ahead(u.blocked_for),
+        runtime: u.runtime.iter().map(|r| (r.limit, r.charged)).collect(),
+        runtime_reserved: u.reserved,
+        runtime_blocked_until: ahead(u.runtime_blocked_for),
+        in_flight: u.in_flight,
+        active_calls: 0,
+        source: if u.local {
+            UsageSource::StoreFallback
+        } else {
+            UsageSource::Store
+        },
+    }
+}
+
 /// A settle operation failed: the call already went (or never will), so it is not
 /// failed; the windows it touched lapse by themselves.
 pub(crate) fn settle_failed(op: &'static str, group: ApiGroup, e: &StoreError) {
@@ -118,6 +148,20 @@ impl SharedQuota {
     /// The binding.
     pub fn binding(&self) -> &Binding {
         &self.binding
+    }
+
+    /// Usage of every group of the bound app, as every process shares it (its
+    /// `active_calls` are zero: the store does not know a client's own calls).
+    pub fn usage(&self) -> Result<Vec<GroupUsage>, StoreError> {
+        let b = &self.binding;
+        let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        ApiGroup::ALL
+            .into_iter()
+            .map(|group| {
+                let u = store.usage(&b.key(group), &b.request(group, Duration::ZERO))?;
+                Ok(to_usage(group, u, Instant::now()))
+            })
+            .collect()
     }
 
     /// Runs `f` on the store.
@@ -200,6 +244,21 @@ impl AsyncSharedQuota {
     /// The store.
     pub fn store(&self) -> &crate::AsyncRedisQuotaStore {
         &self.store
+    }
+
+    /// Usage of every group of the bound app, as every process shares it (its
+    /// `active_calls` are zero: the store does not know a client's own calls).
+    pub async fn usage(&self) -> Result<Vec<GroupUsage>, StoreError> {
+        let b = &self.binding;
+        let mut all = Vec::new();
+        for group in ApiGroup::ALL {
+            let u = self
+                .store
+                .usage(&b.key(group), &b.request(group, Duration::ZERO))
+                .await?;
+            all.push(to_usage(group, u, Instant::now()));
+        }
+        Ok(all)
     }
 
     /// Performs one operation; an `Acquire` returns the answer for

@@ -14,7 +14,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{Admission, AdmitId, GroupUsage, QuotaMode, QuotaOp, StoreTicket, WaitReason};
+use super::{
+    Admission, AdmitId, GroupUsage, QuotaMode, QuotaOp, StoreTicket, UsageSource, WaitReason,
+};
 use crate::limits::{ApiGroup, Limits};
 use crate::quota::{Quota, Ticket};
 use crate::runtime::{Reservation, RunningTime};
@@ -171,7 +173,14 @@ impl LocalAdmission {
             } else {
                 Duration::ZERO
             },
+            runtime_blocked_until: if hunting {
+                self.runtime.blocked_until().filter(|b| *b > now)
+            } else {
+                None
+            },
+            in_flight: if hunting { self.runtime.in_flight() } else { 0 },
             active_calls,
+            source: UsageSource::Engine,
         }
     }
 }

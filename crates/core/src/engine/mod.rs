@@ -1,28 +1,30 @@
 //! The engine: every call's life, from submission to one final event.
 //!
 //! ```text
-//!  submit ─► Queued ─(token usable; local quota and running-time budget admit)──────► Outbox
-//!             ▲  │ └─(shared store: QuotaOp::Acquire)─► Admitting ─(Admitted)────────► Outbox
-//!             │  │                                          └─(Denied: wait)─► Queued
-//!             │  └─(wait > max_wait)─► Failed(QuotaWait)
-//!             │                                  poll_output hands the Transmit ─► InFlight
-//!             │                                                                      │
-//!             └─(429 / 5xx / transport / 401 once: retry per policy; an update      │
-//!                whose outcome is unknown comes back as a read-back) ◄── response ◄──┘
+//!  submit ─► Queued ─(token usable)─► Admitting ─(Admitted: request built)─► Outbox
+//!             ▲  ▲                      │  QuotaOp::Acquire, answered by the    │
+//!             │  └──(Denied: the group  │  local admission at once or by a      │ poll_output
+//!             │      waits ≤ max_wait)──┘  shared store later                   ▼
+//!             │   (wait > max_wait, deadline, store silent or down) ─► Failed  InFlight
+//!             │                                                                 │
+//!             └─(429 / 5xx / transport / 401 once: retry per policy; an update  │
+//!                whose outcome is unknown comes back as a read-back) ◄─ answer ◄┘
 //!                                        2xx ─► Completed (an update may go on to
 //!                                               Graph's comment step)   other ─► Failed
-//!  cancel: Queued/Admitting ─► gone; Outbox ─► gone, quota given back;
-//!          InFlight ─► Orphan: its answer (or transport error) settles the quota and
-//!          running time, and nobody hears of it.
-//!  HuntStream: a 2xx's body goes to the caller through a HuntStreamer; its end comes
-//!          back as handle_stream_end (Complete, or broken: retried only before rows).
+//!  cancel:  Queued/Admitting ─► gone (a late admission is released);
+//!           Outbox ─► gone, its Hold released; InFlight ─► Orphan: its answer, transport
+//!           error or abandon(Held::…) settles the Hold (Complete with what ran), unheard.
+//!  stream:  a HuntStream's 2xx body goes to its reader; handle_stream_end settles it
+//!           (Complete, or broken: retried only before any row was handed out).
+//!  Every Hold ends once: Release (never sent) or Complete (sent; charged what it ran).
 //! ```
 //!
 //! Where each rule lives: `config` (what a caller sets), `protocol` (calls,
 //! values, transmits, quota operations, events), `request` (building a call's HTTP
 //! request), `response` (status, headers and body to an outcome; decoding), `update`
 //! (calls that change something), `token` (the access token's timing), `streamer` (rows
-//! of a streamed hunt); this file holds admission, retries and timers.
+//! of a streamed hunt), `admission` (the in-process answerer of quota operations); this
+//! file holds the phases, retries and timers.
 //!
 //! Methods come in two kinds, as in quinn-proto: inputs are `handle_*` (and `submit`,
 //! `cancel`), outputs come from [`Engine::poll_output`]. **After every input, drain
@@ -576,7 +578,10 @@ impl Engine {
                         blocked_until: None,
                         runtime: Vec::new(),
                         runtime_reserved: Duration::ZERO,
+                        runtime_blocked_until: None,
+                        in_flight: 0,
                         active_calls: active,
+                        source: UsageSource::Engine,
                     },
                 }
             })

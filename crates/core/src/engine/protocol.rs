@@ -517,7 +517,20 @@ pub enum Output {
     Wait(Option<Instant>),
 }
 
-/// Usage of one group's quota.
+/// Who counted a [`GroupUsage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UsageSource {
+    /// This engine's in-process admission: exact for one process.
+    Engine,
+    /// The shared quota store: every process of the app.
+    Store,
+    /// The store was unreachable: its fallback's count, in this process only.
+    StoreFallback,
+}
+
+/// Usage of one group's quota, from the engine or from a shared store (the clients'
+/// `quota()` asks whichever admits their calls).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupUsage {
     /// The group.
@@ -530,6 +543,28 @@ pub struct GroupUsage {
     pub runtime: Vec<(crate::limits::RuntimeLimit, Duration)>,
     /// Running time reserved by queries in flight.
     pub runtime_reserved: Duration,
-    /// Calls waiting or in flight.
+    /// Until when the server said the running-time budget is spent, if that lies ahead.
+    pub runtime_blocked_until: Option<Instant>,
+    /// Queries in flight holding a running-time reservation (in every process, when a
+    /// store counted).
+    pub in_flight: u32,
+    /// This client's calls waiting or in flight.
     pub active_calls: usize,
+    /// Who counted.
+    pub source: UsageSource,
+}
+
+impl GroupUsage {
+    /// A store's usage with this engine's own calls counted in (`own` is
+    /// [`Engine::usage`]): what a client's `quota()` shows with a shared store.
+    pub fn with_own_calls(mut store: Vec<GroupUsage>, own: &[GroupUsage]) -> Vec<GroupUsage> {
+        for u in &mut store {
+            u.active_calls = own
+                .iter()
+                .filter(|o| o.group == u.group)
+                .map(|o| o.active_calls)
+                .sum();
+        }
+        store
+    }
 }
