@@ -11,13 +11,7 @@
 //! group whose call was admitted may admit its next call at once; a store's answer
 //! comes later, so a group asks about one call at a time.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
-use super::{
-    Admission, AdmitId, GroupUsage, QuotaMode, QuotaOp, StoreTicket, UsageSource, WaitReason,
-};
-use crate::limits::{ApiGroup, Limits};
+use super::*;
 use crate::quota::{Quota, Ticket};
 use crate::runtime::{Reservation, RunningTime};
 
@@ -182,5 +176,209 @@ impl LocalAdmission {
             active_calls,
             source: UsageSource::Engine,
         }
+    }
+}
+
+/// Admission as the engine runs it: one path for every answerer.
+impl Engine {
+    /// With a shared store: the store's answer to an [`QuotaOp::Acquire`].
+    pub fn handle_admission(&mut self, id: AdmitId, answer: Admission, now: Instant) {
+        self.advance(now);
+        self.dirty = true;
+        self.admission_answered(id, answer);
+    }
+
+    /// An answer to an `Acquire`, from the local admission or a store.
+    pub(super) fn admission_answered(&mut self, id: AdmitId, answer: Admission) {
+        let call = self
+            .admitting
+            .iter()
+            .find(|(_, (a, _, _))| *a == id)
+            .map(|(g, (_, c, _))| (*g, *c));
+        let Some((group, call_id)) = call else {
+            // Given up on (too late): a slot it admitted goes back. Otherwise unknown or
+            // already answered (a transport bug): nothing to match it with.
+            if let Some(group) = self.abandoned.remove(&id) {
+                if let Admission::Admitted(ticket) = answer {
+                    self.quota_op(QuotaOp::Release { group, ticket });
+                }
+            }
+            return;
+        };
+        self.admitting.remove(&group);
+        let waiting = self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| matches!(c.phase, Phase::Admitting(a) if a == id));
+        if !waiting {
+            // The call was cancelled or failed meanwhile.
+            if let Admission::Admitted(ticket) = answer {
+                self.quota_op(QuotaOp::Release { group, ticket });
+            }
+            return;
+        }
+        match answer {
+            Admission::Admitted(ticket) => {
+                let reserved = group == ApiGroup::Hunting;
+                let token = self.usable_token().map(|t| t.token.clone());
+                let state = self.calls.get_mut(&call_id).expect("checked above");
+                state.phase = Phase::Queued;
+                match token {
+                    Some(token) => {
+                        self.dispatch(call_id, token.expose(), Hold { ticket, reserved })
+                    }
+                    None => {
+                        // The token lapsed while the store decided: give the slot back and
+                        // ask again once a token is there.
+                        self.quota_op(QuotaOp::Release { group, ticket });
+                    }
+                }
+            }
+            Admission::Denied {
+                retry_after,
+                reason,
+            } => {
+                let retry_after = match (retry_after, &self.local) {
+                    (Some(wait), _) => wait,
+                    // Only this engine's calls in flight hold it: the end of one drives
+                    // the engine again, and the group waits until then.
+                    (None, Some(_)) => {
+                        if let Some(c) = self.calls.get_mut(&call_id) {
+                            c.phase = Phase::Queued;
+                        }
+                        return;
+                    }
+                    // A store without a time: ask it again shortly.
+                    (None, None) => admission::STORE_HELD_POLL,
+                };
+                // Spreads the processes that share a store; one process needs none.
+                let jitter = match self.local {
+                    Some(_) => Duration::ZERO,
+                    None => self.policy.admission_jitter(retry_after),
+                };
+                let retry_at = self.now + retry_after.max(Duration::from_millis(1)) + jitter;
+                // Every queued call of the group waits for the same instant.
+                let queued: Vec<CallId> = self
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| c.group == group)
+                    .filter(|(_, c)| matches!(c.phase, Phase::Queued | Phase::Admitting(_)))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in queued {
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.phase = Phase::Queued;
+                        if c.not_before.is_some_and(|t| t >= retry_at) {
+                            continue;
+                        }
+                    }
+                    self.wait_or_fail(id, retry_at, reason.clone());
+                }
+            }
+            Admission::Unavailable(message) => {
+                self.calls.remove(&call_id);
+                self.fail(call_id, Error::QuotaStore { message });
+            }
+        }
+    }
+
+    /// The one way to the quota: the in-process admission answers at once; otherwise the
+    /// operation goes out to the shared store ([`Output::Quota`]).
+    pub(super) fn quota_op(&mut self, op: QuotaOp) {
+        let now = self.now;
+        match self.local.as_mut() {
+            Some(local) => {
+                if let Some((id, answer)) = local.perform(op, now) {
+                    self.admission_answered(id, answer);
+                }
+            }
+            None => self.quota_ops.push_back(op),
+        }
+    }
+
+    /// An admitted call that was not sent gives back its slot and reservation.
+    pub(super) fn give_back(&mut self, state: CallState) {
+        self.release(state.group, state.hold);
+    }
+
+    pub(super) fn release(&mut self, group: ApiGroup, hold: Option<Hold>) {
+        if let Some(Hold { ticket, .. }) = hold {
+            self.quota_op(QuotaOp::Release { group, ticket });
+        }
+    }
+
+    /// A sent call's answer (or its failure) came: its reservation turns into a charge of
+    /// what it ran. A ticket without a reservation needs nothing more: the call stays
+    /// counted in its windows.
+    pub(super) fn settle(&mut self, group: ApiGroup, hold: Option<Hold>, running: Duration) {
+        if let Some(Hold {
+            ticket,
+            reserved: true,
+        }) = hold
+        {
+            self.spent += running;
+            self.quota_op(QuotaOp::Complete {
+                group,
+                ticket,
+                running,
+            });
+        }
+    }
+
+    /// The reservation for the next hunting call: the longest recent running time.
+    pub(super) fn runtime_estimate(&self) -> Duration {
+        self.recent_runtimes
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(self.config.runtime_estimate)
+    }
+
+    pub(super) fn record_runtime(&mut self, running: Duration) {
+        if self.recent_runtimes.len() == RECENT_RUNTIMES {
+            self.recent_runtimes.pop_front();
+        }
+        self.recent_runtimes.push_back(running);
+    }
+
+    /// The call must wait until `retry_at`: within `max_wait` it waits (true is returned
+    /// when it failed instead, so the group is not blocked by it).
+    pub(super) fn wait_or_fail(
+        &mut self,
+        id: CallId,
+        retry_at: Instant,
+        reason: WaitReason,
+    ) -> bool {
+        let now = self.now;
+        let max_wait = self.policy.max_wait();
+        let state = self.calls.get_mut(&id).expect("caller holds a live id"); // only called for queued calls
+        let total = retry_at.saturating_duration_since(state.queued_since);
+        if total > max_wait {
+            let group = state.group;
+            self.calls.remove(&id);
+            self.fail(
+                id,
+                Error::QuotaWait {
+                    group,
+                    retry_at,
+                    wait: retry_at.saturating_duration_since(now),
+                    max_wait,
+                    reason,
+                },
+            );
+            return true;
+        }
+        state.not_before = Some(retry_at);
+        if state.announced_until != Some(retry_at) {
+            state.announced_until = Some(retry_at);
+            let group = state.group;
+            self.events.push_back(Event::Waiting {
+                id,
+                group,
+                until: retry_at,
+                reason,
+            });
+        }
+        false
     }
 }
