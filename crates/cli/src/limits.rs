@@ -89,6 +89,11 @@ pub(crate) async fn show(
     if let Some(client) = client {
         let mut usage = Map::new();
         for u in client.quota().await? {
+            r.line(format!(
+                "usage {}: safety margin {}",
+                u.group,
+                format_duration(u.margin)
+            ));
             let mut windows = Vec::new();
             for w in &u.windows {
                 r.line(format!("usage {}: {} of {}", u.group, w.used, w.limit));
@@ -97,6 +102,8 @@ pub(crate) async fn show(
                 windows.push(v);
             }
             usage.insert(u.group.to_string(), Value::Array(windows));
+            r.json
+                .insert("margin".into(), json!(format_duration(u.margin)));
         }
         r.json.insert("usage".into(), Value::Object(usage));
     }

@@ -46,8 +46,10 @@ pub struct Settings {
     pub login_url: Option<String>,
     /// The limits (default: the surface's preset).
     pub limits: Option<Limits>,
-    /// The safety margin on every window.
+    /// The safety margin on every window (with `learn_margin`, its ceiling).
     pub margin: Option<Duration>,
+    /// Learn the margin from round trips (see [`Config::learn_margin`]).
+    pub learn_margin: Option<bool>,
     /// The longest wait a server may impose (see [`Config::max_server_wait`]).
     pub max_server_wait: Option<Duration>,
     /// How long a shared quota store may take to answer (see [`Config::store_timeout`]).
@@ -111,6 +113,7 @@ impl Settings {
             login_url: None,
             limits: None,
             margin: None,
+            learn_margin: None,
             max_server_wait: None,
             store_timeout: None,
             token_timeout: None,
@@ -172,6 +175,9 @@ impl Settings {
         }
         if let Some(margin) = self.margin {
             config.margin = margin;
+        }
+        if let Some(learn) = self.learn_margin {
+            config.learn_margin = learn;
         }
         if let Some(d) = self.max_server_wait {
             config.max_server_wait = d;
@@ -241,9 +247,18 @@ macro_rules! settings_setters {
             self
         }
 
-        /// The safety margin added to every window (default 500 ms).
+        /// The safety margin added to every window (default 500 ms); with
+        /// [`learn_margin`](Self::learn_margin), the most it may grow to.
         pub fn margin(mut self, margin: std::time::Duration) -> Self {
             self.settings.margin = Some(margin);
+            self
+        }
+
+        /// Learn the margin from the round trips this client sees (default off): it
+        /// comes down from [`margin`](Self::margin) to the spread of latencies, and
+        /// doubles at once after a 429. See `defender_core::margin`.
+        pub fn learn_margin(mut self, learn: bool) -> Self {
+            self.settings.learn_margin = Some(learn);
             self
         }
 

@@ -87,7 +87,7 @@ pub(crate) fn to_engine(
 }
 
 /// The store's usage of `group`, read at `now`, as the engine shows usage.
-pub(crate) fn to_usage(group: ApiGroup, u: Usage, now: Instant) -> GroupUsage {
+pub(crate) fn to_usage(group: ApiGroup, u: Usage, margin: Duration, now: Instant) -> GroupUsage {
     let ahead = |d: Duration| (!d.is_zero()).then(|| now + d);
     GroupUsage {
         group,
@@ -105,6 +105,7 @@ pub(crate) fn to_usage(group: ApiGroup, u: Usage, now: Instant) -> GroupUsage {
         runtime_reserved: u.reserved,
         runtime_blocked_until: ahead(u.runtime_blocked_for),
         in_flight: u.in_flight,
+        margin,
         active_calls: 0,
         source: if u.local {
             UsageSource::StoreFallback
@@ -159,7 +160,7 @@ impl SharedQuota {
             .into_iter()
             .map(|group| {
                 let u = store.usage(&b.key(group), &b.request(group, Duration::ZERO))?;
-                Ok(to_usage(group, u, Instant::now()))
+                Ok(to_usage(group, u, b.margin, Instant::now()))
             })
             .collect()
     }
@@ -256,7 +257,7 @@ impl AsyncSharedQuota {
                 .store
                 .usage(&b.key(group), &b.request(group, Duration::ZERO))
                 .await?;
-            all.push(to_usage(group, u, Instant::now()));
+            all.push(to_usage(group, u, b.margin, Instant::now()));
         }
         Ok(all)
     }

@@ -109,6 +109,9 @@ pub struct SimConfig {
     pub duration: Duration,
     /// One-way latency range.
     pub latency: (Duration, Duration),
+    /// From this much simulated time on, the one-way latency range is this (a link
+    /// that changes mid-run).
+    pub latency_change: Option<(Duration, (Duration, Duration))>,
     /// Calls kept outstanding by each process.
     pub callers: usize,
     /// Independent processes sharing the tenant, each with its own client that believes
@@ -116,8 +119,10 @@ pub struct SimConfig {
     pub processes: usize,
     /// The workload.
     pub workload: Workload,
-    /// The engine's safety margin.
+    /// The engine's safety margin (with `learn_margin`, its ceiling).
     pub margin: Duration,
+    /// Whether the engine learns its margin from round trips.
+    pub learn_margin: bool,
     /// Seeds latency, running times and every client's jitter.
     pub seed: u64,
     /// The engine's policy (`StandardPolicy::patient()`); each process reseeds it.
@@ -135,10 +140,12 @@ impl SimConfig {
             mode,
             duration: Duration::from_secs(86_400),
             latency: (Duration::from_millis(20), Duration::from_millis(400)),
+            latency_change: None,
             callers: 16,
             processes: 1,
             workload,
             margin: Duration::from_millis(500),
+            learn_margin: false,
             seed: 1,
             engine_policy: StandardPolicy::patient(),
             baselines: BaselineParams::default(),
@@ -285,6 +292,29 @@ impl EngineClient {
         )
     }
 
+    /// [`EngineClient::new`], learning its margin from round trips when `learn` is set
+    /// (`margin` is then the ceiling).
+    pub fn learning(
+        limits: Limits,
+        margin: Duration,
+        workload: Workload,
+        policy: StandardPolicy,
+        seed: u64,
+        now: Instant,
+        learn: bool,
+    ) -> EngineClient {
+        EngineClient::build(
+            limits,
+            margin,
+            workload,
+            policy,
+            seed,
+            now,
+            QuotaMode::Local,
+            learn,
+        )
+    }
+
     /// [`EngineClient::new`] with the quota in `mode`.
     pub fn with_mode(
         limits: Limits,
@@ -294,6 +324,20 @@ impl EngineClient {
         seed: u64,
         now: Instant,
         mode: QuotaMode,
+    ) -> EngineClient {
+        EngineClient::build(limits, margin, workload, policy, seed, now, mode, false)
+    }
+
+    #[allow(clippy::too_many_arguments)] // the simulator's knobs, each named at the call
+    fn build(
+        limits: Limits,
+        margin: Duration,
+        workload: Workload,
+        policy: StandardPolicy,
+        seed: u64,
+        now: Instant,
+        mode: QuotaMode,
+        learn_margin: bool,
     ) -> EngineClient {
         let surface = Surface::DefenderXdr;
         let mut config = Config::new(
@@ -307,6 +351,7 @@ impl EngineClient {
         config.endpoints = Endpoints::new(surface, Default::default());
         config.limits = limits;
         config.margin = margin;
+        config.learn_margin = learn_margin;
         config.quota = mode;
         let policy = policy.seed(seed);
         let engine = Engine::new(config, Box::new(policy), now).expect("https endpoints"); // the global endpoints are https
@@ -563,13 +608,14 @@ pub fn run(cfg: &SimConfig, strategy: Strategy) -> SimReport {
             ))
         };
         match strategy {
-            Strategy::Engine => Box::new(EngineClient::new(
+            Strategy::Engine => Box::new(EngineClient::learning(
                 cfg.client_limits.clone(),
                 cfg.margin,
                 cfg.workload,
                 cfg.engine_policy.clone(),
                 seed,
                 now,
+                cfg.learn_margin,
             )),
             Strategy::Governor => baseline(BaselineKind::Governor),
             Strategy::Backoff => baseline(BaselineKind::Backoff),
@@ -623,6 +669,10 @@ pub fn run_with(
         } else {
             rng.next() % (span + 1)
         })
+    };
+    let latency_at = |now: Instant| match cfg.latency_change {
+        Some((after, range)) if now >= t0 + after => range,
+        _ => cfg.latency,
     };
     let processes = cfg.processes.max(1);
     let mut clients: Vec<Box<dyn SimClient>> = (0..processes).map(|p| make(p, t0)).collect();
@@ -682,7 +732,8 @@ pub fn run_with(
             loop {
                 match client.poll() {
                     ClientOutput::Send { id, token } => {
-                        let at = now + uniform(cfg.latency.0, cfg.latency.1);
+                        let (lo, hi) = latency_at(now);
+                        let at = now + uniform(lo, hi);
                         net.push(at, Ev::Arrive(p, id, token));
                     }
                     ClientOutput::Ended { call, ok } => {
@@ -725,7 +776,8 @@ pub fn run_with(
         if next_ev == Some(now) {
             match net.pop() {
                 Ev::Arrive(p, send, token) => {
-                    let back = uniform(cfg.latency.0, cfg.latency.1);
+                    let (lo, hi) = latency_at(now);
+                    let back = uniform(lo, hi);
                     if token {
                         let body =
                             br#"{"token_type":"Bearer","expires_in":3599,"access_token":"sim"}"#

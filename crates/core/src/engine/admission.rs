@@ -140,6 +140,13 @@ impl LocalAdmission {
         }))
     }
 
+    /// Widens or narrows every call window (a learned margin).
+    pub(crate) fn set_margin(&mut self, margin: Duration) {
+        for q in self.quotas.values_mut() {
+            q.set_margin(margin);
+        }
+    }
+
     /// When each group blocked by the server's retry time may go again.
     pub(crate) fn timers(&self) -> impl Iterator<Item = Instant> + '_ {
         self.quotas.values().filter_map(Quota::blocked_until)
@@ -173,6 +180,7 @@ impl LocalAdmission {
                 None
             },
             in_flight: if hunting { self.runtime.in_flight() } else { 0 },
+            margin: q.margin(),
             active_calls,
             source: UsageSource::Engine,
         }

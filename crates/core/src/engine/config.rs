@@ -41,8 +41,15 @@ pub struct Config {
     pub auth: Auth,
     /// The limits to enforce.
     pub limits: Limits,
-    /// Added to every window to absorb network jitter (default 500 ms).
+    /// Added to every window to absorb network jitter (default 500 ms). With
+    /// `learn_margin`, the ceiling of the learned margin.
     pub margin: Duration,
+    /// Learn the margin from the round trips seen (see [`crate::margin`]): from
+    /// `margin` down to the spread of latencies, and wider at once after a 429. Off (the
+    /// default for now): `margin` is used as it is. On a loaded host the first round
+    /// trips can understate the jitter to come, and a 429 is the first sign; the
+    /// default changes once the floor is measured on such hosts.
+    pub learn_margin: bool,
     /// The running time reserved for a query before its first result is seen (later
     /// reservations use the longest of the latest 32 observed times).
     pub runtime_estimate: Duration,
@@ -81,6 +88,7 @@ impl Config {
             auth,
             limits: surface.preset().limits(),
             margin: DEFAULT_MARGIN,
+            learn_margin: false,
             runtime_estimate: Duration::from_secs(1),
             user_agent: concat!("defender-rs/", env!("CARGO_PKG_VERSION")).to_owned(),
             quota: QuotaMode::Local,

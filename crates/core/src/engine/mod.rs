@@ -83,6 +83,7 @@ use crate::incidents::{
     max_top, CommentCollection, Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate,
 };
 use crate::limits::{format_duration, ApiGroup, CallLimit, Limits};
+use crate::margin::MarginLearner;
 use crate::policy::{Failure, FailureKind, Policy, Retry, Truncation};
 use crate::quota::WindowUsage;
 use crate::stream::{DecodeError, DecodeEvent, RowDecoder};
@@ -183,6 +184,11 @@ pub struct Engine {
     local: Option<LocalAdmission>,
     /// Running time charged by this engine's calls since it started.
     spent: Duration,
+    /// The safety margin, learned from round trips (fixed when learning is off).
+    margin: MarginLearner,
+    /// The token request in flight and when it was handed out: its round trip teaches
+    /// the margin too.
+    token_sent: Option<(SendId, Instant)>,
     /// The running times of the latest queries: a reservation is their maximum, so that
     /// queries in flight rarely overrun what they hold (the server charges on completion).
     recent_runtimes: VecDeque<Duration>,
@@ -213,11 +219,14 @@ impl Engine {
     pub fn new(config: Config, policy: Box<dyn Policy>, now: Instant) -> Result<Engine, Error> {
         config.endpoints.check_secure()?;
         let local = LocalAdmission::for_mode(config.quota, &config.limits, config.margin);
+        let margin = MarginLearner::new(config.margin);
         Ok(Engine {
             config,
             policy,
             local,
             spent: Duration::ZERO,
+            margin,
+            token_sent: None,
             recent_runtimes: VecDeque::new(),
             token: TokenCache::default(),
             calls: BTreeMap::new(),
@@ -358,7 +367,12 @@ impl Engine {
         };
         let status = response.status().as_u16();
         match target {
-            SendTarget::Token => self.token_response(status, response.body()),
+            SendTarget::Token => {
+                if let Some((_, at)) = self.token_sent.take_if(|(t, _)| *t == id) {
+                    self.observe_round_trip(self.now.saturating_duration_since(at));
+                }
+                self.token_response(status, response.body())
+            }
             SendTarget::Orphan {
                 group,
                 hold,
@@ -454,8 +468,13 @@ impl Engine {
             return Output::Quota(op);
         }
         if let Some(t) = self.outbox.pop_front() {
-            if let Some(call) = t.call().and_then(|c| self.calls.get_mut(&c)) {
-                call.phase = Phase::InFlight(t.id);
+            match t.call() {
+                Some(c) => {
+                    if let Some(call) = self.calls.get_mut(&c) {
+                        call.phase = Phase::InFlight(t.id);
+                    }
+                }
+                None => self.token_sent = Some((t.id, self.now)),
             }
             return Output::Transmit(t);
         }
@@ -485,12 +504,36 @@ impl Engine {
                         runtime_reserved: Duration::ZERO,
                         runtime_blocked_until: None,
                         in_flight: 0,
+                        margin: self.margin.margin(),
                         active_calls: active,
                         source: UsageSource::Engine,
                     },
                 }
             })
             .collect()
+    }
+
+    /// The safety margin added to every call window now.
+    pub fn margin(&self) -> Duration {
+        self.margin.margin()
+    }
+
+    /// A round trip was seen (the server's own working time taken out): the learned
+    /// margin may move.
+    fn observe_round_trip(&mut self, rtt: Duration) {
+        if self.config.learn_margin {
+            let changed = self.margin.observe(rtt);
+            self.use_margin(changed);
+        }
+    }
+
+    fn use_margin(&mut self, changed: Option<Duration>) {
+        if let Some(m) = changed {
+            tracing::debug!(margin = ?m, "safety margin");
+            if let Some(local) = self.local.as_mut() {
+                local.set_margin(m);
+            }
+        }
     }
 
     /// Calls not yet ended.

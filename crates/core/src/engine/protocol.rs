@@ -548,6 +548,8 @@ pub struct GroupUsage {
     /// Queries in flight holding a running-time reservation (in every process, when a
     /// store counted).
     pub in_flight: u32,
+    /// The safety margin added to every call window (learned, unless turned off).
+    pub margin: Duration,
     /// This client's calls waiting or in flight.
     pub active_calls: usize,
     /// Who counted.

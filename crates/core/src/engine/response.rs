@@ -17,6 +17,11 @@ impl Engine {
         let elapsed_call = self
             .now
             .saturating_duration_since(state.sent_at.unwrap_or(self.now));
+        if state.group != ApiGroup::Hunting {
+            // A hunt's round trip includes the query's running time: it is observed
+            // with that taken out, once decoded.
+            self.observe_round_trip(elapsed_call);
+        }
 
         if response.status().is_success() {
             self.policy.on_success();
@@ -158,6 +163,12 @@ impl Engine {
         if throttle.runtime_exhausted && retry_after.is_none() {
             retry_after = Some(self.config.runtime_exhausted_wait);
         }
+        if !throttle.runtime_exhausted && self.config.learn_margin {
+            // Our quota admitted the call, and the server counted one too many: the
+            // margin was too narrow (the running-time budget keeps its own rules).
+            let widened = self.margin.handle_throttled();
+            self.use_margin(widened);
+        }
         if limit.is_some() || retry_after.is_some() {
             self.quota_op(QuotaOp::Feedback {
                 group,
@@ -210,6 +221,9 @@ impl Engine {
                 );
                 let stats = parsed.as_ref().ok().and_then(|h| h.stats.as_ref());
                 let running = running_time(stats, elapsed);
+                if stats.is_some() {
+                    self.observe_round_trip(elapsed.saturating_sub(running));
+                }
                 self.settle(state.group, state.hold.take(), running);
                 self.record_runtime(running);
                 let resp = parsed.map_err(|e| Error::Decode {
