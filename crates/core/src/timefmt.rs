@@ -152,7 +152,7 @@ pub fn parse_timespan(s: &str) -> Option<Duration> {
 /// with hours 0-23 and a fraction only after seconds (rounded to the nearest tick).
 pub fn parse_timespan_ticks(s: &str) -> Option<i64> {
     let c = Clock::parse(s.trim())?;
-    if c.hours > 23 || (c.fraction && !c.seconds) {
+    if c.hours > 23 || (c.has_fraction && !c.has_seconds) {
         return None;
     }
     let secs = i64::try_from(c.secs()?).ok()?;
@@ -407,10 +407,11 @@ struct Clock {
     days: u64,
     hours: u64,
     minutes: u64,
-    seconds_value: u64,
+    seconds: u64,
     nanos: u32,
-    seconds: bool,
-    fraction: bool,
+    /// Whether seconds, and a fraction, were written.
+    has_seconds: bool,
+    has_fraction: bool,
 }
 
 impl Clock {
@@ -428,12 +429,12 @@ impl Clock {
             None => (rest, None),
         };
         let parts: Vec<&str> = hms.split(':').collect();
-        let (hours, minutes, seconds_value, seconds) = match parts.as_slice() {
+        let (hours, minutes, seconds, has_seconds) = match parts.as_slice() {
             [h, m] => (parse_u64(h)?, parse_u64(m)?, 0, false),
             [h, m, s] => (parse_u64(h)?, parse_u64(m)?, parse_u64(s)?, true),
             _ => return None,
         };
-        if minutes >= 60 || seconds_value >= 60 {
+        if minutes >= 60 || seconds >= 60 {
             return None;
         }
         let nanos = match frac {
@@ -449,10 +450,10 @@ impl Clock {
             days,
             hours,
             minutes,
-            seconds_value,
-            nanos,
             seconds,
-            fraction: frac.is_some(),
+            nanos,
+            has_seconds,
+            has_fraction: frac.is_some(),
         })
     }
 
@@ -461,7 +462,7 @@ impl Clock {
         self.days
             .checked_mul(86_400)?
             .checked_add(self.hours.checked_mul(3600)?)?
-            .checked_add(self.minutes * 60 + self.seconds_value)
+            .checked_add(self.minutes * 60 + self.seconds)
     }
 }
 
