@@ -536,6 +536,16 @@ mod tests {
     }
 
     #[test]
+    fn impossible_dates_are_refused_by_every_parser() {
+        for bad in ["2023-02-29", "2024-04-31", "2024-00-10", "2024-01-00"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+            assert_eq!(parse_datetime_ticks(bad), None, "{bad}");
+        }
+        assert!(parse_rfc3339_ms("2024-02-29").is_some());
+    }
+
+    #[test]
     fn datetime_ticks_take_only_the_plain_forms() {
         let day = parse_datetime_ticks("2024-01-01").unwrap();
         assert_eq!(day, 1_704_067_200 * TICKS_PER_SEC);

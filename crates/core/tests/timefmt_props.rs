@@ -31,6 +31,32 @@ fn reference_days(y: i64, m: u32, d: u32) -> i64 {
     days + i64::from(d) - 1
 }
 
+/// Every day from 0001-01-01 to 9999-12-31, walked one at a time: a calendar bug that
+/// touches a single day in 400 years (a sampled test would miss it) fails here.
+#[test]
+fn every_day_of_years_1_to_9999() {
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let (mut y, mut m, mut d) = (1i64, 1u32, 1u32);
+    let mut z = reference_days(1, 1, 1);
+    while y <= 9999 {
+        assert_eq!(civil_from_days(z), (y, m, d), "day {z}");
+        assert_eq!(days_from_civil(y, m, d), z, "{y}-{m}-{d}");
+        let len = match m {
+            2 if leap(y) => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        (y, m, d) = match (d == len, m == 12) {
+            (false, _) => (y, m, d + 1),
+            (true, false) => (y, m + 1, 1),
+            (true, true) => (y + 1, 1, 1),
+        };
+        z += 1;
+    }
+    assert_eq!(z, reference_days(10_000, 1, 1));
+}
+
 fn date() -> impl Strategy<Value = (i64, u32, u32)> {
     (1i64..=9999, 1u32..=12, 1u32..=31).prop_filter_map("a real date", |(y, m, d)| {
         let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
