@@ -30,7 +30,8 @@
 //! The pieces, each usable alone: [`limits`] (presets and the spec parser), [`quota`]
 //! (exact sliding windows), [`runtime`] (the running-time budget), [`throttle`] (429
 //! parsing), [`token`], [`hunting`] and [`incidents`] (models and request parts),
-//! [`surface`] (endpoints of every cloud).
+//! [`surface`] (endpoints of every cloud), [`timefmt`] (every date and time format of the
+//! workspace: RFC 3339, TimeSpan, ISO durations, HTTP-dates, the calendar).
 
 #![forbid(unsafe_code)]
 

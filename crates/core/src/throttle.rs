@@ -24,6 +24,8 @@ use http::HeaderMap;
 
 use crate::error::ApiError;
 use crate::limits::CallLimit;
+/// The TimeSpans in throttling messages ("per 00:01:00") are read by [`crate::timefmt`].
+pub use crate::timefmt::parse_timespan;
 
 /// Everything a throttled response told us.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -114,53 +116,6 @@ fn parse_seconds(s: &str) -> Option<Duration> {
         return None;
     }
     Some(Duration::from_secs_f64(secs.min(365.0 * 86_400.0)))
-}
-
-/// Parses a .NET TimeSpan: `[-][d.]hh:mm:ss[.fffffff]` (also `hh:mm`). Negative spans are
-/// refused.
-///
-/// ```
-/// use defender_core::throttle::parse_timespan;
-/// use std::time::Duration;
-/// assert_eq!(parse_timespan("00:01:00"), Some(Duration::from_secs(60)));
-/// assert_eq!(parse_timespan("1.00:00:00"), Some(Duration::from_secs(86_400)));
-/// assert_eq!(parse_timespan("00:00:19.0468750"), Some(Duration::from_nanos(19_046_875_000)));
-/// ```
-pub fn parse_timespan(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s.starts_with('-') || s.len() > 40 {
-        return None;
-    }
-    let (days, rest) = match (s.find('.'), s.find(':')) {
-        (Some(dot), Some(colon)) if dot < colon => (parse_u64(&s[..dot])?, &s[dot + 1..]),
-        _ => (0, s),
-    };
-    let (hms, frac) = match rest.split_once('.') {
-        Some((hms, frac)) => (hms, Some(frac)),
-        None => (rest, None),
-    };
-    let parts: Vec<&str> = hms.split(':').collect();
-    let (h, m, sec) = match parts.as_slice() {
-        [h, m] => (parse_u64(h)?, parse_u64(m)?, 0),
-        [h, m, s] => (parse_u64(h)?, parse_u64(m)?, parse_u64(s)?),
-        _ => return None,
-    };
-    if m >= 60 || sec >= 60 {
-        return None;
-    }
-    let nanos = match frac {
-        Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
-            let n: u64 = f.parse().ok()?;
-            n * 10u64.pow(9 - f.len() as u32)
-        }
-        Some(_) => return None,
-        None => 0,
-    };
-    let secs = days
-        .checked_mul(86_400)?
-        .checked_add(h.checked_mul(3600)?)?
-        .checked_add(m * 60 + sec)?;
-    Some(Duration::new(secs, nanos as u32))
 }
 
 fn parse_u64(s: &str) -> Option<u64> {

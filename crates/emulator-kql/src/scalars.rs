@@ -3,7 +3,9 @@
 //! `base64_decode_tostring`. Pure functions over Rust values, so each can be tested
 //! against a hand-computed answer.
 
-use crate::value::{civil_from_days, days_from_civil, TICKS_PER_DAY, TICKS_PER_SEC};
+use defender_core::timefmt::{civil_from_days, days_from_civil, days_in_month};
+
+use crate::value::{TICKS_PER_DAY, TICKS_PER_SEC};
 
 /// `datetime_diff(part, a, b)`: how many `part` boundaries lie between `b` and `a`
 /// (positive when `a` is later). `None` for an unknown part.
@@ -42,10 +44,7 @@ pub(crate) fn datetime_add(part: &str, amount: i64, t: i64) -> Option<i64> {
         let (y, mo, d) = civil_from_days(t.div_euclid(TICKS_PER_DAY));
         let total = y.checked_mul(12)? + i64::from(mo) - 1 + m;
         let (ny, nm) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u32);
-        let last = (1..=31u32)
-            .rev()
-            .find(|dd| civil_from_days(days_from_civil(ny, nm, *dd)) == (ny, nm, *dd))?;
-        let day = days_from_civil(ny, nm, d.min(last));
+        let day = days_from_civil(ny, nm, d.min(days_in_month(ny, nm)));
         day.checked_mul(TICKS_PER_DAY)?
             .checked_add(t.rem_euclid(TICKS_PER_DAY))
     };

@@ -5,12 +5,12 @@ use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-/// 100-nanosecond ticks in one millisecond (KQL datetimes have tick precision).
-pub const TICKS_PER_MS: i64 = 10_000;
-/// Ticks in one second.
-pub const TICKS_PER_SEC: i64 = 10_000_000;
-/// Ticks in one day.
-pub const TICKS_PER_DAY: i64 = 86_400 * TICKS_PER_SEC;
+use defender_core::timefmt::{
+    parse_datetime_ticks, parse_timespan_ticks, write_rfc3339_ticks, write_timespan_ticks, Fraction,
+};
+/// KQL datetimes and timespans are 100 ns ticks, as in .NET; the calendar and the text
+/// forms are [`defender_core::timefmt`]'s.
+pub use defender_core::timefmt::{TICKS_PER_DAY, TICKS_PER_MS, TICKS_PER_SEC};
 
 /// The type of a column or expression, named as the hunting API names it in `Schema`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -238,165 +238,22 @@ impl Hash for KeyVal {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Calendar arithmetic (proleptic Gregorian, days since 1970-01-01).
-
-/// Days since the Unix epoch of a civil date.
-pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil date of a day count since the Unix epoch.
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ => {
-            if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
-                29
-            } else {
-                28
-            }
-        }
-    }
-}
-
 /// Writes ticks as ISO-8601 UTC: `2024-02-01T08:00:00.1234567Z`; trailing zero fraction
 /// digits are dropped (`2024-02-01T08:00:00Z` when the fraction is zero).
 pub fn format_datetime(ticks: i64, out: &mut String) {
-    let secs = ticks.div_euclid(TICKS_PER_SEC);
-    let frac = ticks.rem_euclid(TICKS_PER_SEC);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    );
-    write_fraction(frac, out);
-    out.push('Z');
+    write_rfc3339_ticks(out, ticks, Fraction::Trimmed);
 }
 
-fn write_fraction(frac: i64, out: &mut String) {
-    if frac != 0 {
-        let mut digits = format!("{frac:07}");
-        while digits.ends_with('0') {
-            digits.pop();
-        }
-        out.push('.');
-        out.push_str(&digits);
-    }
-}
-
-/// Writes a timespan as KQL does: `[-][d.]hh:mm:ss[.fffffff]`.
+/// Writes a timespan as KQL does: `[-][d.]hh:mm:ss[.fffffff]`, trailing zeros dropped.
 pub fn format_timespan(ticks: i64, out: &mut String) {
-    let neg = ticks < 0;
-    let t = ticks.unsigned_abs();
-    let tps = TICKS_PER_SEC as u64;
-    let frac = (t % tps) as i64;
-    let secs = t / tps;
-    let days = secs / 86_400;
-    let sod = secs % 86_400;
-    if neg {
-        out.push('-');
-    }
-    if days > 0 {
-        let _ = write!(out, "{days}.");
-    }
-    let _ = write!(
-        out,
-        "{:02}:{:02}:{:02}",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    );
-    write_fraction(frac, out);
+    write_timespan_ticks(out, ticks, Fraction::Trimmed);
 }
 
 /// Parses the text inside `datetime(...)`: `2024-01-01`, `2024-01-01T08:00:00Z`,
 /// `2024-01-01 08:00:00`, `2024-01-01T08:00`, with an optional fraction of up to 7 digits
 /// and an optional trailing `Z`. Returns ticks since the Unix epoch.
 pub fn parse_datetime(text: &str) -> Option<i64> {
-    let b = text.trim().as_bytes();
-    let mut p = 0usize;
-    let num = |p: &mut usize, n: usize| -> Option<i64> {
-        let s = b.get(*p..*p + n)?;
-        if !s.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        *p += n;
-        Some(s.iter().fold(0i64, |a, c| a * 10 + i64::from(c - b'0')))
-    };
-    let expect = |p: &mut usize, c: u8| -> Option<()> { (b.get(*p) == Some(&c)).then(|| *p += 1) };
-    let y = num(&mut p, 4)?;
-    expect(&mut p, b'-')?;
-    let m = num(&mut p, 2)? as u32;
-    expect(&mut p, b'-')?;
-    let d = num(&mut p, 2)? as u32;
-    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
-        return None;
-    }
-    let (mut hh, mut mm, mut ss, mut frac) = (0i64, 0i64, 0i64, 0i64);
-    if matches!(b.get(p), Some(b'T') | Some(b' ')) {
-        p += 1;
-        hh = num(&mut p, 2)?;
-        expect(&mut p, b':')?;
-        mm = num(&mut p, 2)?;
-        if b.get(p) == Some(&b':') {
-            p += 1;
-            ss = num(&mut p, 2)?;
-            if b.get(p) == Some(&b'.') {
-                p += 1;
-                let start = p;
-                while p < b.len() && b[p].is_ascii_digit() {
-                    p += 1;
-                }
-                let digits = &b[start..p];
-                if digits.is_empty() || digits.len() > 7 {
-                    return None;
-                }
-                frac = digits
-                    .iter()
-                    .fold(0i64, |a, c| a * 10 + i64::from(c - b'0'));
-                for _ in digits.len()..7 {
-                    frac *= 10;
-                }
-            }
-        }
-        if hh > 23 || mm > 59 || ss > 59 {
-            return None;
-        }
-    }
-    if b.get(p) == Some(&b'Z') {
-        p += 1;
-    }
-    if p != b.len() {
-        return None;
-    }
-    let secs = days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(secs * TICKS_PER_SEC + frac)
+    parse_datetime_ticks(text)
 }
 
 /// Ticks per unit for a timespan literal suffix (`d`, `h`, `m`, `s`, `ms`, ...).
@@ -421,24 +278,7 @@ pub(crate) fn parse_timespan_text(text: &str) -> Option<i64> {
         None => (false, t),
     };
     let v = if t.contains(':') {
-        let (days, rest): (i64, &str) = match t.split_once('.') {
-            Some((d, r)) if !d.contains(':') => (d.parse::<u32>().ok()?.into(), r),
-            _ => (0, t),
-        };
-        let mut parts = rest.split(':');
-        let hh: i64 = parts.next()?.parse().ok()?;
-        let mm: i64 = parts.next()?.parse().ok()?;
-        let sec_part = parts.next().unwrap_or("0");
-        if parts.next().is_some() || !(0..=23).contains(&hh) || !(0..=59).contains(&mm) {
-            return None;
-        }
-        let secs: f64 = sec_part.parse().ok()?;
-        if !(0.0..60.0).contains(&secs) {
-            return None;
-        }
-        days.checked_mul(TICKS_PER_DAY)?
-            .checked_add((hh * 3600 + mm * 60) * TICKS_PER_SEC)?
-            .checked_add((secs * TICKS_PER_SEC as f64).round() as i64)?
+        parse_timespan_ticks(t)?
     } else {
         let split = t
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -467,6 +307,7 @@ pub(crate) fn scale_timespan(n: &str, unit: i64) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use defender_core::timefmt::{civil_from_days, days_from_civil};
 
     #[test]
     fn civil_roundtrip() {

@@ -11,7 +11,7 @@ use crate::filter::{Field, FieldValue};
 use crate::incidents::{
     determination, graph_enum, one_of, string, string_or_null, unknown_property, Comment, Dialect,
 };
-use crate::time::{format_rfc3339, parse_rfc3339};
+use defender_core::timefmt::{format_rfc3339_ms, parse_rfc3339_ms};
 
 /// An alert's statuses (DD defender-endpoint/api/update-alert.md; Graph spells them
 /// `new`, `inProgress`, `resolved`, GD security-alert-update.md).
@@ -283,8 +283,9 @@ impl Alert {
     /// The value of `field` for `$filter`, in the dialect's spelling.
     pub fn filter_value(&self, field: Field, dialect: Dialect) -> FieldValue {
         let a = &self.xdr;
-        let time =
-            |k: &str| FieldValue::Time(a[k].as_str().and_then(parse_rfc3339).unwrap_or(i64::MIN));
+        let time = |k: &str| {
+            FieldValue::Time(a[k].as_str().and_then(parse_rfc3339_ms).unwrap_or(i64::MIN))
+        };
         let text = |k: &str| FieldValue::Text(a[k].as_str().map(str::to_owned));
         // Graph's enums (an unset classification is `unknown`); Defender's as stored.
         let spelled = |k: &str| match dialect {
@@ -360,7 +361,7 @@ impl Alert {
                 }
             }
         }
-        let now = Value::String(format_rfc3339(now_ms));
+        let now = Value::String(format_rfc3339_ms(now_ms));
         let Some(a) = self.xdr.as_object_mut() else {
             return Err("the alert cannot be updated".into());
         };
@@ -401,7 +402,7 @@ impl Alert {
         if let Some(a) = self.xdr.as_object_mut() {
             a.insert(
                 "lastUpdatedTime".into(),
-                Value::String(format_rfc3339(now_ms)),
+                Value::String(format_rfc3339_ms(now_ms)),
             );
         }
     }

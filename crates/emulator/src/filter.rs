@@ -8,7 +8,7 @@
 
 use crate::alerts;
 use crate::incidents::{Dialect, SEVERITIES, STATUSES};
-use crate::time::parse_rfc3339;
+use defender_core::timefmt::parse_rfc3339_ms;
 
 /// How much `$filter` the emulator parses before answering 400.
 ///
@@ -501,7 +501,7 @@ impl Parser {
         let lit = match self.toks.get(self.pos) {
             Some(Tok::Str(s)) => Lit::Str(s.clone()),
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("null") => Lit::Null,
-            Some(Tok::Word(w)) => match (w.parse::<i64>(), parse_rfc3339(w)) {
+            Some(Tok::Word(w)) => match (w.parse::<i64>(), parse_rfc3339_ms(w)) {
                 (Ok(n), _) => Lit::Num(n),
                 (_, Some(ms)) => Lit::Time(ms),
                 _ => return Err(format!("`{w}` is not a literal (quote strings: 'value')")),
@@ -512,7 +512,7 @@ impl Parser {
         let lit = match (property.kind, lit) {
             (_, Lit::Null) => Lit::Null,
             (Kind::Time, Lit::Time(t)) => Lit::Time(t),
-            (Kind::Time, Lit::Str(s)) => match parse_rfc3339(&s) {
+            (Kind::Time, Lit::Str(s)) => match parse_rfc3339_ms(&s) {
                 Some(ms) => Lit::Time(ms),
                 None => return Err(format!("`{s}` is not a date-time for `{name}`")),
             },
@@ -549,12 +549,12 @@ impl Parser {
 mod tests {
     use super::*;
     use crate::incidents::generate;
-    use crate::time::format_rfc3339;
+    use defender_core::timefmt::format_rfc3339_ms;
 
     #[test]
     fn incident_filters() {
         let inc = &generate(3, 1, 1_704_067_200_000)[0];
-        let t = format_rfc3339(inc.created_ms);
+        let t = format_rfc3339_ms(inc.created_ms);
         let xdr = Collection::XdrIncidents;
         let ok = |f: &str| {
             Filter::parse(f, xdr)

@@ -5,7 +5,7 @@ use std::time::Duration;
 use defender_emulator_kql::{JsonStyle, QueryOutput};
 use serde_json::json;
 
-use crate::time::{format_timespan, parse_iso_duration, parse_rfc3339};
+use defender_core::timefmt::{format_timespan, parse_iso_duration, parse_rfc3339_ms};
 
 /// How the emulator turns a query's work into simulated execution time.
 ///
@@ -66,14 +66,14 @@ pub fn parse_timespan(s: &str, now_ms: i64) -> Result<Timespan, String> {
     };
     let dur = |d: &str| parse_iso_duration(d).map(|d| d.as_millis() as i64);
     let (start, end) = match s.trim().split_once('/') {
-        None => match parse_rfc3339(s.trim()) {
+        None => match parse_rfc3339_ms(s.trim()) {
             Some(start) => (start, now_ms),
             None => {
                 let d = dur(s).ok_or_else(bad)?;
                 (now_ms - d, now_ms)
             }
         },
-        Some((a, b)) => match (parse_rfc3339(a), parse_rfc3339(b)) {
+        Some((a, b)) => match (parse_rfc3339_ms(a), parse_rfc3339_ms(b)) {
             (Some(a), Some(b)) => (a, b),
             (None, Some(b)) => (b - dur(a).ok_or_else(bad)?, b),
             (Some(a), None) => (a, a + dur(b).ok_or_else(bad)?),

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use crate::alerts::Alert;
 use crate::filter::{Field, FieldValue};
 use crate::rng::Rng;
-use crate::time::format_rfc3339;
+use defender_core::timefmt::format_rfc3339_ms;
 
 /// The XDR incident statuses (DD api-update-incidents.md).
 pub const STATUSES: [&str; 4] = ["Active", "Resolved", "InProgress", "Redirected"];
@@ -51,7 +51,7 @@ impl Comment {
         json!({
             "comment": self.comment,
             "createdBy": self.created_by,
-            "createdTime": format_rfc3339(self.created_ms),
+            "createdTime": format_rfc3339_ms(self.created_ms),
         })
     }
 
@@ -73,7 +73,7 @@ impl Comment {
         );
         m.insert(
             "createdDateTime".into(),
-            format_rfc3339(self.created_ms).into(),
+            format_rfc3339_ms(self.created_ms).into(),
         );
         Value::Object(m)
     }
@@ -254,7 +254,7 @@ pub fn generate(seed: u64, count: usize, anchor_ms: i64) -> Vec<Incident> {
                         "riskScore": "High",
                         "rbacGroupName": "Default",
                         "rbacGroupId": 1,
-                        "firstSeen": format_rfc3339(created_ms - 90 * 86_400_000),
+                        "firstSeen": format_rfc3339_ms(created_ms - 90 * 86_400_000),
                         "tags": [],
                         "defenderAvStatus": "Updated",
                         "onboardingStatus": "Onboarded",
@@ -274,11 +274,11 @@ pub fn generate(seed: u64, count: usize, anchor_ms: i64) -> Vec<Incident> {
                     "alertId": format!("da{:016x}_{}", rng.next_u64(), a),
                     "incidentId": id,
                     "serviceSource": rng.pick(&SERVICE_SOURCES),
-                    "creationTime": format_rfc3339(created_ms),
-                    "lastUpdatedTime": format_rfc3339(last_update_ms),
-                    "resolvedTime": if status == "Resolved" { Value::String(format_rfc3339(last_update_ms)) } else { Value::Null },
-                    "firstActivity": format_rfc3339(first),
-                    "lastActivity": format_rfc3339(created_ms),
+                    "creationTime": format_rfc3339_ms(created_ms),
+                    "lastUpdatedTime": format_rfc3339_ms(last_update_ms),
+                    "resolvedTime": if status == "Resolved" { Value::String(format_rfc3339_ms(last_update_ms)) } else { Value::Null },
+                    "firstActivity": format_rfc3339_ms(first),
+                    "lastActivity": format_rfc3339_ms(created_ms),
                     "title": title,
                     "description": format!("{title} was observed on {device}."),
                     "category": rng.pick(&CATEGORIES),
@@ -392,8 +392,8 @@ impl Incident {
             "incidentUri": format!("https://security.microsoft.com/incidents/{}?tid=emulator", self.id),
             "redirectIncidentId": self.redirect_incident_id,
             "incidentName": self.name,
-            "createdTime": format_rfc3339(self.created_ms),
-            "lastUpdateTime": format_rfc3339(self.last_update_ms),
+            "createdTime": format_rfc3339_ms(self.created_ms),
+            "lastUpdateTime": format_rfc3339_ms(self.last_update_ms),
             "assignedTo": self.assigned_to,
             "classification": self.classification,
             "determination": self.determination,
@@ -416,8 +416,8 @@ impl Incident {
             "incidentWebUrl": format!("https://security.microsoft.com/incidents/{}?tid={tenant}", self.id),
             "redirectIncidentId": self.redirect_incident_id.map(|i| i.to_string()),
             "displayName": self.name,
-            "createdDateTime": format_rfc3339(self.created_ms),
-            "lastUpdateDateTime": format_rfc3339(self.last_update_ms),
+            "createdDateTime": format_rfc3339_ms(self.created_ms),
+            "lastUpdateDateTime": format_rfc3339_ms(self.last_update_ms),
             "assignedTo": self.assigned_to,
             "classification": graph_enum(&self.classification),
             "determination": graph_enum(&self.determination),

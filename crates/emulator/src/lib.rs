@@ -155,7 +155,6 @@ mod incidents;
 mod quota;
 mod rng;
 mod server;
-mod time;
 mod tls;
 
 use std::net::SocketAddr;

@@ -32,7 +32,7 @@ use crate::hunting::{self, HuntShape};
 use crate::incidents::{self, Dialect, Incident};
 use crate::quota::{CallWindows, RuntimeScope, RuntimeWindows, WindowMode};
 use crate::rng::mix;
-use crate::time::{ceil_secs, format_http_date, format_rfc3339, format_timespan};
+use defender_core::timefmt::{format_http_date_ms, format_rfc3339_ms, format_timespan};
 mod identity;
 
 use crate::{
@@ -718,7 +718,7 @@ impl GraphIds {
                     "code": code,
                     "message": error.get("message").cloned().unwrap_or(Value::Null),
                     "innerError": {
-                        "date": format_rfc3339(shared.clock.unix_ms()).replace(".000Z", "Z"),
+                        "date": format_rfc3339_ms(shared.clock.unix_ms()).replace(".000Z", "Z"),
                         "request-id": self.request_id,
                         "client-request-id": self.client_request_id,
                     }
@@ -814,7 +814,7 @@ fn odd_429(shared: &Shared, route: &Route, headers: &HeaderMap, variant: u32) ->
         },
         // Retry-After as an HTTP-date, 3 seconds ahead on the emulator's wall clock.
         2 => Reply::json(StatusCode::TOO_MANY_REQUESTS, envelope(std_msg))
-            .header("retry-after", format_http_date(shared.clock.unix_ms() + 3000)),
+            .header("retry-after", format_http_date_ms(shared.clock.unix_ms() + 3000)),
         // Retry-After with decimals.
         3 => Reply::json(StatusCode::TOO_MANY_REQUESTS, envelope(std_msg))
             .header("retry-after", "1.5"),
@@ -1027,7 +1027,7 @@ fn admit(shared: &Shared, caller: &Caller, group: ApiGroup, graph: bool) -> Resu
                         "code": "TooManyRequests",
                         "message": if message.starts_with("API calls") { "Please retry again later.".to_owned() } else { message },
                         "innerError": {
-                            "date": format_rfc3339(shared.clock.unix_ms()).replace(".000Z", "Z"),
+                            "date": format_rfc3339_ms(shared.clock.unix_ms()).replace(".000Z", "Z"),
                             "request-id": shared.uuid(),
                             "client-request-id": shared.uuid(),
                         }
@@ -1048,6 +1048,17 @@ fn admit(shared: &Shared, caller: &Caller, group: ApiGroup, graph: bool) -> Resu
                 Err(reply)
             }
         }
+    }
+}
+
+/// Whole seconds, rounded up; at least 1 for any positive duration (a throttled caller
+/// told "0 seconds" would come straight back).
+fn ceil_secs(d: Duration) -> u64 {
+    let s = d.as_secs();
+    if d.subsec_nanos() > 0 {
+        s + 1
+    } else {
+        s
     }
 }
 
@@ -1116,7 +1127,7 @@ fn aad_error(
 ) -> Reply {
     let trace = shared.uuid();
     let corr = shared.uuid();
-    let ts = format_rfc3339(shared.clock.unix_ms())
+    let ts = format_rfc3339_ms(shared.clock.unix_ms())
         .replace('T', " ")
         .replace(".000Z", "Z");
     Reply::value(
@@ -1879,7 +1890,7 @@ async fn control(shared: &Shared, req: Request) -> Reply {
                 "manual": shared.clock.is_manual(),
                 "elapsed_seconds": shared.clock.elapsed().as_secs_f64(),
                 "unix_ms": shared.clock.unix_ms(),
-                "now": format_rfc3339(shared.clock.unix_ms()),
+                "now": format_rfc3339_ms(shared.clock.unix_ms()),
             }),
         ),
         ("/_emulator/clock/advance", &Method::POST) => {
@@ -1933,6 +1944,12 @@ async fn control(shared: &Shared, req: Request) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_round_up_to_whole_seconds() {
+        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_secs(8)), 8);
+    }
 
     #[test]
     fn remote_control_is_refused_off_loopback_unless_allowed() {

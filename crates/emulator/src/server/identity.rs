@@ -505,7 +505,8 @@ fn check_assertion(
 
 /// Unix seconds as `2026-01-01T00:00:00Z` (clamped to years 1970 to 9999).
 fn rfc3339_secs(secs: i64) -> String {
-    format_rfc3339(secs.clamp(0, 253_402_300_799) * 1000).replace(".000Z", "Z")
+    let secs = secs.clamp(0, 253_402_300_799) as u64;
+    defender_core::timefmt::format_rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 // ---------------------------------------------------------------------------------------
