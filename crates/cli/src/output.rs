@@ -21,7 +21,7 @@ use crate::Failure;
 #[command(next_help_heading = "Output")]
 pub struct OutputArgs {
     /// The output format. Default: table for hunts and lists, json for get and update,
-    /// text (table) for limits.
+    /// ndjson for incidents sync, text (table) for limits.
     #[arg(
         short = 'o',
         long = "output",

@@ -1,0 +1,359 @@
+//! `defender incidents sync` against an emulator whose incidents churn: killed with
+//! SIGKILL at random moments, then run to the end, it loses no incident's final version,
+//! a finished run repeats nothing an earlier finished run wrote, and the quota shared on
+//! Redis keeps every call clear of a 429. Foreign, corrupt and locked state files are
+//! refused with the file named.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use defender_core::Limits;
+use defender_emulator::{App, Emulator, EmulatorHandle, ALL_PERMISSIONS};
+use serde_json::Value;
+
+/// Tight: the twelve runs and their restarts need more calls than one window allows, so
+/// they wait on each other through the shared quota.
+const LIMITS: &str = "xdr,incidents.calls=6/5s";
+const SECRET: &str = "app-secret";
+
+struct Setup {
+    _rt: tokio::runtime::Runtime,
+    emu: EmulatorHandle,
+    app: String,
+    redis: String,
+    dir: PathBuf,
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// An emulator with an app of the test's own (so the shared quota keys are its alone).
+fn setup(churn: Option<(f64, Duration)>) -> Option<Setup> {
+    let redis = defender_testkit::redis::require_redis()?;
+    let app = unique("sync-test");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut builder = Emulator::builder()
+        .limits(Limits::parse(LIMITS).unwrap())
+        .incidents(150)
+        .app(App::new("emulator", &app, SECRET, &ALL_PERMISSIONS));
+    if let Some((rate, duration)) = churn {
+        builder = builder.churn(rate).churn_for(duration);
+    }
+    let emu = rt.block_on(builder.spawn()).unwrap();
+    let dir = std::env::temp_dir().join(unique("defender-sync"));
+    std::fs::create_dir_all(&dir).unwrap();
+    Some(Setup {
+        _rt: rt,
+        emu,
+        app,
+        redis,
+        dir,
+    })
+}
+
+impl Setup {
+    fn command(&self, tenant: &str, rest: &[&str]) -> Command {
+        let base = self.emu.base_url();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_defender"));
+        c.args([
+            "--base-url",
+            &base,
+            "--login-url",
+            &base,
+            "--tenant",
+            tenant,
+            "--client-id",
+            &self.app,
+            "--limits",
+            LIMITS,
+            "--quota-store",
+            &self.redis,
+        ])
+        .args(rest)
+        .env("AZURE_CLIENT_SECRET", SECRET)
+        .env_remove("AZURE_TENANT_ID")
+        .env_remove("AZURE_CLIENT_ID")
+        .env_remove("DEFENDER_QUOTA_STORE")
+        .env_remove("DEFENDER_QUOTA_STORE_FALLBACK")
+        .env_remove("DEFENDER_QUOTA_STORE_FALLBACK_SHARE");
+        c
+    }
+
+    fn sync(&self, state: &Path, out: &Path) -> Command {
+        let mut c = self.command(
+            "emulator",
+            &[
+                "incidents",
+                "sync",
+                "--state",
+                state.to_str().unwrap(),
+                "--lag",
+                "1s",
+                "--out-file",
+                out.to_str().unwrap(),
+            ],
+        );
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        c
+    }
+
+    fn run(&self, mut c: Command) -> Output {
+        c.output().expect("the binary runs")
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The incidents of an output file. A killed run may have been cut inside its last
+/// line: that line alone may be partial.
+fn read_lines(path: &Path, killed: bool) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = Vec::new();
+    let complete = text.ends_with('\n') || text.is_empty();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_str::<Value>(line) {
+            Ok(v) => out.push(v),
+            Err(e) => assert!(
+                killed && !complete && i + 1 == lines.len(),
+                "{}: line {} is not JSON ({e}): {line}",
+                path.display(),
+                i + 1
+            ),
+        }
+    }
+    out
+}
+
+/// An incident's version: its id and last update time.
+fn version(v: &Value) -> (i64, String) {
+    (
+        v["incidentId"].as_i64().expect("an incidentId"),
+        v["lastUpdateTime"]
+            .as_str()
+            .expect("a lastUpdateTime")
+            .to_owned(),
+    )
+}
+
+/// A small seeded generator for the kill times (printed, to replay a failure).
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn killed_twelve_times_under_churn_the_sync_loses_nothing_and_is_never_throttled() {
+    let churn_for = Duration::from_secs(16);
+    let Some(s) = setup(Some((6.0, churn_for))) else {
+        return;
+    };
+    let started = Instant::now();
+    let seed = std::env::var("SYNC_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+        });
+    println!("kill times from SYNC_KILL_SEED={seed}");
+    let mut rng = Lcg(seed);
+    let state = s.dir.join("xdr.state");
+    // (output file, whether the run was killed)
+    let mut runs: Vec<(PathBuf, bool)> = Vec::new();
+    let mut killed = 0;
+    for i in 0..12 {
+        let out = s.dir.join(format!("run-{i:02}.ndjson"));
+        let mut child: Child = s.sync(&state, &out).spawn().expect("the binary runs");
+        std::thread::sleep(Duration::from_millis(100 + rng.below(900)));
+        // SIGKILL on Unix; a run that already ended is simply reaped.
+        let was_running = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        let o = child.wait_with_output().unwrap();
+        if was_running && o.status.code().is_none() {
+            killed += 1;
+            runs.push((out, true));
+        } else {
+            assert_eq!(o.status.code(), Some(0), "run {i}: {}", stderr(&o));
+            runs.push((out, false));
+        }
+    }
+    assert!(killed >= 6, "most runs were cut short: {killed} of 12");
+    // The churn stops; the runs after it see every change: their windows end 1 s (the
+    // lag) before the server's Date, which is cut to the second.
+    while s.emu.clock().elapsed() < churn_for + Duration::from_millis(2_500) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 12..14 {
+        let out = s.dir.join(format!("run-{i:02}.ndjson"));
+        let o = s.run(s.sync(&state, &out));
+        assert_eq!(o.status.code(), Some(0), "run {i}: {}", stderr(&o));
+        assert!(stderr(&o).contains("synced"), "{}", stderr(&o));
+        runs.push((out, false));
+    }
+    let stats = s.emu.stats();
+    assert!(
+        stats.churn_events >= 90,
+        "the incidents churned: {}",
+        stats.churn_events
+    );
+
+    // Every incident as the service has it now (the churn is over).
+    let listed = s.run({
+        let mut c = s.command(
+            "emulator",
+            &["incidents", "list", "--all", "--format", "ndjson"],
+        );
+        c.stderr(Stdio::piped()).stdout(Stdio::piped());
+        c
+    });
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    let finals: Vec<Value> = String::from_utf8(listed.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        finals.len() > 150,
+        "new incidents appeared: {}",
+        finals.len()
+    );
+
+    let outputs: Vec<(Vec<Value>, bool)> =
+        runs.iter().map(|(p, k)| (read_lines(p, *k), *k)).collect();
+    let union: BTreeMap<(i64, String), &Value> = outputs
+        .iter()
+        .flat_map(|(lines, _)| lines.iter().map(|v| (version(v), v)))
+        .collect();
+    for f in &finals {
+        let written = union
+            .get(&version(f))
+            .unwrap_or_else(|| panic!("the final version {:?} was never written", version(f)));
+        assert_eq!(*written, f, "written as the API sent it");
+    }
+    // A finished run repeats nothing an earlier finished run wrote.
+    let mut finished: BTreeSet<(i64, String)> = BTreeSet::new();
+    for (i, (lines, was_killed)) in outputs.iter().enumerate() {
+        if *was_killed {
+            continue;
+        }
+        for v in lines {
+            assert!(
+                !finished.contains(&version(v)),
+                "run {i} repeated {:?}",
+                version(v)
+            );
+        }
+        finished.extend(lines.iter().map(version));
+    }
+    let last: Vec<_> = outputs.last().unwrap().0.iter().map(version).collect();
+    assert!(last.is_empty(), "the last run had nothing new: {last:?}");
+    let written: usize = outputs.iter().map(|(l, _)| l.len()).sum();
+    println!(
+        "{} incidents, {} churn events, {killed} runs killed, {written} lines written for {} versions, {} requests, {:.1} s",
+        finals.len(),
+        stats.churn_events,
+        union.len(),
+        s.emu.stats().requests,
+        started.elapsed().as_secs_f64()
+    );
+    let stats = s.emu.stats();
+    assert_eq!(stats.throttled, 0, "no call was throttled: {stats:?}");
+    let incidents = stats
+        .keys
+        .iter()
+        .find(|k| k.client_id == s.app && k.group == "incidents")
+        .expect("incident calls were counted");
+    assert!(
+        incidents.requests > 6,
+        "the quota bound: {} calls",
+        incidents.requests
+    );
+}
+
+#[test]
+fn foreign_corrupt_and_locked_state_files_are_refused_naming_the_file() {
+    let Some(s) = setup(None) else {
+        return;
+    };
+    let state = s.dir.join("state.json");
+    let out = s.dir.join("out.ndjson");
+    let first = s.run(s.sync(&state, &out));
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["tenant"], "emulator");
+    assert_eq!(saved["client_id"], s.app.as_str());
+    assert_eq!(saved["surface"], "xdr");
+    assert!(saved["checkpoint"].is_string(), "{saved}");
+    assert_eq!(read_lines(&out, false).len(), 150);
+
+    // Another tenant's state.
+    let mut foreign = saved.clone();
+    foreign["tenant"] = "contoso-prod".into();
+    let other = s.dir.join("other.json");
+    std::fs::write(&other, serde_json::to_vec(&foreign).unwrap()).unwrap();
+    let refused = s.run(s.sync(&other, &out));
+    assert_eq!(refused.status.code(), Some(10), "{}", stderr(&refused));
+    let e = stderr(&refused);
+    for part in [
+        other.to_str().unwrap(),
+        "tenant \"contoso-prod\", not \"emulator\"",
+        "its own --state",
+    ] {
+        assert!(e.contains(part), "{part} in {e}");
+    }
+
+    // A corrupt one: a clear error, no panic.
+    let corrupt = s.dir.join("corrupt.json");
+    std::fs::write(&corrupt, b"{\"version\": 1, \"surf").unwrap();
+    let refused = s.run(s.sync(&corrupt, &out));
+    assert_eq!(refused.status.code(), Some(10), "{}", stderr(&refused));
+    let e = stderr(&refused);
+    assert!(e.contains(corrupt.to_str().unwrap()), "{e}");
+    assert!(e.contains("not a state document"), "{e}");
+
+    // A second sync on a state file in use fails at once, naming the lock.
+    let lock_path = s.dir.join("state.json.lock");
+    let held = std::fs::File::open(&lock_path).unwrap();
+    held.try_lock().expect("the first sync released its lock");
+    let t = Instant::now();
+    let busy = s.run(s.sync(&state, &out));
+    assert_eq!(busy.status.code(), Some(10), "{}", stderr(&busy));
+    assert!(t.elapsed() < Duration::from_secs(10), "at once");
+    let e = stderr(&busy);
+    assert!(e.contains("another sync is running"), "{e}");
+    assert!(e.contains(lock_path.to_str().unwrap()), "{e}");
+    drop(held);
+    let again = s.run(s.sync(&state, &out));
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    // The state file was never half written: it reads back.
+    let back: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert!(back["checkpoint"].as_str() >= saved["checkpoint"].as_str());
+}
