@@ -357,3 +357,42 @@ fn foreign_corrupt_and_locked_state_files_are_refused_naming_the_file() {
     let back: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     assert!(back["checkpoint"].as_str() >= saved["checkpoint"].as_str());
 }
+
+#[test]
+fn json_to_a_file_is_one_new_document_and_the_state_moves_after_it() {
+    let Some(s) = setup(None) else {
+        return;
+    };
+    let state = s.dir.join("json.state");
+    let json_run = |out: &Path| {
+        let mut c = s.sync(&state, out);
+        c.args(["--format", "json"]);
+        s.run(c)
+    };
+    let first = s.dir.join("first.json");
+    let o = json_run(&first);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: Value = serde_json::from_slice(&std::fs::read(&first).unwrap()).unwrap();
+    let items = doc.as_array().expect("one array");
+    assert_eq!(items.len(), 150);
+    assert!(items.iter().all(|i| i["alerts"].is_array()), "every field");
+    assert!(!s.dir.join("first.json.partial").exists());
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert!(saved["checkpoint"].is_string(), "{saved}");
+    // An existing file is never overwritten (its incidents would be lost).
+    let again = json_run(&first);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    assert!(stderr(&again).contains("exists"), "{}", stderr(&again));
+    let after: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(after, saved, "a refused run leaves the state");
+    let second = s.dir.join("second.json");
+    let o = json_run(&second);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: Value = serde_json::from_slice(&std::fs::read(&second).unwrap()).unwrap();
+    assert_eq!(doc, serde_json::json!([]), "nothing changed since");
+    // Table, CSV and TSV are for people: a sync writes records as sent.
+    let mut c = s.sync(&state, &s.dir.join("x.csv"));
+    c.args(["--format", "csv"]);
+    let o = s.run(c);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
