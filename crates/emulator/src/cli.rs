@@ -33,6 +33,10 @@ pub struct EmulatorArgs {
     /// Rows per synthetic table.
     #[arg(long, default_value_t = crate::DEFAULT_ROWS_PER_TABLE)]
     pub rows: usize,
+    /// End the synthetic tables this long after the start (e.g. 1h), so that they grow
+    /// as the clock passes their rows (scheduled hunts find new rows each run).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub data_ahead: Option<Duration>,
     /// How many incidents to generate.
     #[arg(long, default_value_t = crate::DEFAULT_INCIDENTS)]
     pub incidents: usize,
@@ -180,6 +184,9 @@ impl EmulatorArgs {
             .retry_after_header(!self.no_retry_after)
             .again_in_sentence(!self.no_again_in)
             .allow_remote_control(self.allow_remote_control);
+        if let Some(d) = self.data_ahead {
+            b = b.data_ahead(d);
+        }
         if let Some(rate) = self.churn {
             b = b.churn(rate);
         }

@@ -374,6 +374,7 @@ pub(crate) struct Config {
     pub rows_per_table: usize,
     pub table_rows: Vec<(String, usize)>,
     pub span_days: u32,
+    pub data_ahead: Duration,
     pub incidents: usize,
     pub churn: Option<Churn>,
     pub faults: FaultSpec,
@@ -413,6 +414,7 @@ impl Default for Config {
             rows_per_table: DEFAULT_ROWS_PER_TABLE,
             table_rows: Vec::new(),
             span_days: 40,
+            data_ahead: Duration::ZERO,
             incidents: DEFAULT_INCIDENTS,
             churn: None,
             faults: FaultSpec::none(),
@@ -540,6 +542,14 @@ impl EmulatorBuilder {
     pub fn table_rows(mut self, table: &str, rows: usize) -> Self {
         self.config.table_rows.retain(|(t, _)| t != table);
         self.config.table_rows.push((table.to_owned(), rows));
+        self
+    }
+
+    /// Ends the synthetic tables this long after the clock's start instead of at it
+    /// (default: zero), so that a table grows as the clock moves: a query over the time
+    /// since its last run finds the rows stamped meanwhile, as a scheduled hunt does.
+    pub fn data_ahead(mut self, ahead: Duration) -> Self {
+        self.config.data_ahead = ahead;
         self
     }
 

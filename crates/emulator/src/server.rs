@@ -229,7 +229,7 @@ impl Shared {
         let dataset = Dataset::generate(&DatasetConfig {
             seed: cfg.seed,
             rows_per_table: cfg.rows_per_table,
-            anchor_unix_ms: anchor,
+            anchor_unix_ms: anchor + cfg.data_ahead.as_millis() as i64,
             span_days: cfg.span_days,
             table_rows: cfg.table_rows.clone(),
         });
