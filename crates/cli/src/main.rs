@@ -216,6 +216,17 @@ struct HuntArgs {
     /// a duration such as 1d sets the first windows; none sends one query).
     #[arg(long, default_value = "auto", value_name = "auto|none|DURATION", value_parser = values::SplitParser)]
     split: Split,
+    /// A scheduled hunt: run the query over the time since the last run recorded in
+    /// FILE (a first run: since --from, else 30 days ago) up to --lag before now, past
+    /// the row cap, each row once across runs; the state moves after each window's rows
+    /// are written and flushed, and FILE.lock keeps a second run out. Writes ndjson (or
+    /// json). For cron: `defender hunt --query-file q.kql --state q.state >> rows.ndjson`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["timespan", "to"])]
+    state: Option<PathBuf>,
+    /// With --state: the settle lag, how long before now each run stops, so that rows
+    /// the service ingests late are there when their window is hunted (default 5s).
+    #[arg(long, value_name = "DURATION", requires = "state", value_parser = parse_duration_arg)]
+    lag: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -624,7 +635,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Incidents(IncidentsCommand::Sync(args)) => {
             sync::run(&client, &cli.output, args, owner).await
         }
-        Command::Hunt(args) => hunt(&client, &ui, &cli.output, args).await,
+        Command::Hunt(args) => match args.state.clone() {
+            Some(state) => match read_query(&args) {
+                Ok(query) => {
+                    let how = sync::HuntStateArgs {
+                        state,
+                        since: args.from,
+                        lag: args.lag,
+                    };
+                    sync::hunt(&client, &cli.output, &query, how, owner).await
+                }
+                Err(f) => Err(f),
+            },
+            None => hunt(&client, &ui, &cli.output, args).await,
+        },
         Command::Incidents(cmd) => incidents(&client, &ui, &cli.output, cmd).await,
         Command::Alerts(cmd) => alerts::alerts(&client, &ui, &cli.output, cmd).await,
         Command::Limits => {

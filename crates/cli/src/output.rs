@@ -426,7 +426,7 @@ fn shown(s: &str) -> String {
 }
 
 /// A row as a JSON object in schema order (then anything else the row carries).
-fn ordered(columns: &[String], row: &Map<String, Value>) -> String {
+pub(crate) fn ordered(columns: &[String], row: &Map<String, Value>) -> String {
     let mut out = String::from("{");
     let mut first = true;
     let mut push = |k: &str, v: &Value| {

@@ -21,8 +21,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use defender_async::sync::{StateError, SyncOptions, SyncState};
+use defender_async::sync::{HuntState, StateError, SyncOptions, SyncState};
 use defender_async::Client;
+use defender_core::sync::DEFAULT_LAG;
 use defender_core::Error;
 
 use crate::output::{Format, OutputArgs};
@@ -92,14 +93,16 @@ pub(crate) async fn run(
             }
         };
         for incident in &batch.incidents {
-            sink.incident(&crate::records::as_sent(incident)?)?;
+            let record = crate::records::as_sent(incident)?;
+            let line = serde_json::to_string(&record).map_err(|e| Failure::internal(&e))?;
+            sink.record(&line)?;
         }
         incidents += batch.incidents.len();
         batches += 1;
         if sink.durable_per_batch() {
             sink.flush_and_sync()?;
             state.advance(batch.checkpoint);
-            save(&args.state, &state)?;
+            save(&args.state, &state.to_json())?;
         } else {
             pending = Some(batch.checkpoint);
         }
@@ -108,7 +111,7 @@ pub(crate) async fn run(
     sink.finish()?;
     if let Some(checkpoint) = pending {
         state.advance(checkpoint);
-        save(&args.state, &state)?;
+        save(&args.state, &state.to_json())?;
     }
     let checkpoint = state.checkpoint.as_deref().unwrap_or("none");
     tracing::info!(
@@ -196,7 +199,7 @@ fn unusable(path: &Path, e: Error) -> Failure {
     };
     let remedy = match &e {
         StateError::Foreign { .. } => {
-            "give each tenant, app and API its own --state file".to_owned()
+            "give each tenant, app, API (and scheduled query) its own --state file".to_owned()
         }
         _ => "move it away to start over from --since (incidents since then come again)".to_owned(),
     };
@@ -211,7 +214,7 @@ fn unusable(path: &Path, e: Error) -> Failure {
 
 /// Writes the state atomically: a temporary file beside it, written and fsynced, renamed
 /// over it, and the directory fsynced so the rename itself survives a power cut.
-fn save(path: &Path, state: &SyncState) -> Result<(), Failure> {
+fn save(path: &Path, document: &[u8]) -> Result<(), Failure> {
     let failed = |e: io::Error| Failure {
         code: 9,
         message: format!("could not save the state file {}: {e}.", path.display()),
@@ -224,7 +227,7 @@ fn save(path: &Path, state: &SyncState) -> Result<(), Failure> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let mut f = File::create(&tmp).map_err(failed)?;
-    f.write_all(&state.to_json()).map_err(failed)?;
+    f.write_all(document).map_err(failed)?;
     f.sync_all().map_err(failed)?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(failed)?;
@@ -313,11 +316,8 @@ impl Output {
         Ok(())
     }
 
-    fn incident(
-        &mut self,
-        incident: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(), Failure> {
-        let line = serde_json::to_string(incident).map_err(|e| Failure::internal(&e))?;
+    /// One record: a JSON object on one line.
+    fn record(&mut self, line: &str) -> Result<(), Failure> {
         let r = match self {
             Output::Ndjson { out, .. } => writeln!(out, "{line}"),
             Output::Json { out, first, .. } => {
@@ -386,4 +386,141 @@ impl Output {
 fn stdout_file() -> io::Result<File> {
     use std::os::fd::AsFd;
     Ok(File::from(io::stdout().as_fd().try_clone_to_owned()?))
+}
+
+/// `defender hunt QUERY --state FILE`: the query over the time since the last run, in
+/// windows past the row cap, in time order; after each window its rows are written,
+/// flushed and fsynced, then the state moves to the window's end. Rows come once each
+/// across finished runs; a killed run repeats at most its last window.
+pub(crate) async fn hunt(
+    client: &Client,
+    out: &OutputArgs,
+    query: &str,
+    args: HuntStateArgs,
+    owner: Owner,
+) -> Result<(), Failure> {
+    let format = out.format(Format::Ndjson);
+    if !matches!(format, Format::Ndjson | Format::Json) {
+        return Err(Failure::usage(
+            "hunt --state writes ndjson or json (each row a JSON object)",
+        ));
+    }
+    let path = &args.state;
+    let _lock = lock(path)?;
+    let mut state = load_hunt(path, client, &owner, query)?;
+    let options = SyncOptions {
+        since: args.since,
+        lag: args.lag.unwrap_or(DEFAULT_LAG),
+    };
+    let hunt = client.hunt_since(&state, options).map_err(|e| match e {
+        Error::SyncState(_) => unusable(path, e),
+        other => Failure::usage(format!("{other}.")),
+    })?;
+    let mut sink = Output::open(out, format)?;
+    let Some(mut hunt) = hunt else {
+        sink.finish()?;
+        tracing::info!("no time has passed since the checkpoint; nothing to hunt yet");
+        return Ok(());
+    };
+    if let Some(w) = hunt.warning() {
+        tracing::warn!(
+            "the range starts before the data window; starting at {} instead of {}",
+            defender_core::timefmt::format_rfc3339(w.used),
+            defender_core::timefmt::format_rfc3339(w.asked)
+        );
+    }
+    let (mut rows, mut windows, mut truncated) = (0usize, 0usize, 0usize);
+    let mut pending: Option<SystemTime> = None;
+    let mut failure = None;
+    while let Some(window) = hunt.next_window().await {
+        let window = match window {
+            Ok(w) => w,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        let columns: Vec<String> = window.schema.iter().map(|c| c.name.clone()).collect();
+        for row in &window.rows {
+            sink.record(&crate::output::ordered(&columns, row))?;
+        }
+        rows += window.rows.len();
+        windows += 1;
+        truncated += usize::from(window.truncated);
+        if sink.durable_per_batch() {
+            sink.flush_and_sync()?;
+            state.advance(window.end);
+            save(path, &state.to_json())?;
+        } else {
+            pending = Some(window.end);
+        }
+    }
+    sink.finish()?;
+    if let Some(end) = pending {
+        state.advance(end);
+        save(path, &state.to_json())?;
+    }
+    let checkpoint = state.checkpoint.as_deref().unwrap_or("none");
+    tracing::info!(
+        rows,
+        windows,
+        checkpoint,
+        "hunted {rows} row(s) in {windows} window(s); checkpoint {checkpoint}"
+    );
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    if truncated > 0 {
+        return Err(Failure {
+            code: 7,
+            message: format!(
+                "{truncated} window(s) still reached the row cap at the smallest span (their rows past the cap are missing); narrow the query."
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `defender hunt`'s options for a scheduled hunt.
+#[derive(Debug, Clone)]
+pub(crate) struct HuntStateArgs {
+    pub state: PathBuf,
+    pub since: Option<SystemTime>,
+    pub lag: Option<Duration>,
+}
+
+/// The hunt state in `path`, checked against this hunt; a new one when there is none.
+fn load_hunt(
+    path: &Path,
+    client: &Client,
+    owner: &Owner,
+    query: &str,
+) -> Result<HuntState, Failure> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(HuntState::new(
+                client.surface(),
+                owner.tenant.as_deref(),
+                owner.client_id.as_deref(),
+                query,
+            ));
+        }
+        Err(e) => {
+            return Err(Failure {
+                code: STATE_UNUSABLE,
+                message: format!("could not read the state file {}: {e}.", path.display()),
+            })
+        }
+    };
+    let state = HuntState::from_json(&bytes).map_err(|e| unusable(path, Error::SyncState(e)))?;
+    state
+        .check(
+            client.surface(),
+            owner.tenant.as_deref(),
+            owner.client_id.as_deref(),
+            query,
+        )
+        .map_err(|e| unusable(path, Error::SyncState(e)))?;
+    Ok(state)
 }
