@@ -199,11 +199,7 @@ impl Client {
         options: SyncOptions,
     ) -> Result<Option<RangeHunt>, Error> {
         let now = std::time::SystemTime::now();
-        let since = options.since.unwrap_or_else(|| {
-            now.checked_sub(defender_core::sync::DEFAULT_SINCE)
-                .unwrap_or(std::time::UNIX_EPOCH)
-        });
-        let Some((from, to)) = state.range(since, now, options.lag)? else {
+        let Some((from, to)) = state.run_range(&options, now)? else {
             return Ok(None);
         };
         self.hunt_range(&state.query, from, to, None)

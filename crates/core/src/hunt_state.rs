@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::surface::Surface;
-use crate::sync::{StateError, STATE_VERSION};
+use crate::sync::{StateError, SyncOptions, DEFAULT_SINCE, STATE_VERSION};
 use crate::timefmt::{format_rfc3339, parse_rfc3339};
 
 /// What a scheduled hunt keeps between runs: the query, where it got to, and whose it
@@ -151,6 +151,20 @@ impl HuntState {
         Ok((from < to).then_some((from, to)))
     }
 
+    /// The range of a run started at `now` (the local clock) with `options`: since the
+    /// checkpoint, or on a first run `options.since` (default [`DEFAULT_SINCE`] before
+    /// `now`), up to `now` less `options.lag`. What both clients' `hunt_since` run.
+    pub fn run_range(
+        &self,
+        options: &SyncOptions,
+        now: SystemTime,
+    ) -> Result<Option<(SystemTime, SystemTime)>, StateError> {
+        let since = options
+            .since
+            .unwrap_or_else(|| now.checked_sub(DEFAULT_SINCE).unwrap_or(UNIX_EPOCH));
+        self.range(since, now, options.lag)
+    }
+
     /// Moves the checkpoint (never backwards).
     pub fn advance(&mut self, to: SystemTime) {
         let current = self.checkpoint_time().ok().flatten();
@@ -179,6 +193,15 @@ mod tests {
         assert_eq!(s.range(t(0), t(200), lag).unwrap(), Some((t(90), t(190))));
         let back = HuntState::from_json(&s.to_json()).unwrap();
         assert_eq!(back, s);
+        let first = HuntState::new(Surface::Graph, None, None, "DeviceEvents");
+        let options = SyncOptions::default();
+        assert_eq!(
+            first.run_range(&options, t(100_000_000)).unwrap(),
+            Some((
+                t(100_000_000) - DEFAULT_SINCE,
+                t(100_000_000) - crate::sync::DEFAULT_LAG
+            ))
+        );
     }
 
     #[test]
