@@ -69,6 +69,7 @@ use defender_core::token::{AccessToken, Secret};
 pub use defender_core::Error;
 /// Incremental sync: its state, options and batches.
 pub mod sync {
+    pub use defender_core::hunt_state::HuntState;
     pub use defender_core::sync::{StateError, SyncBatch, SyncOptions, SyncState};
 }
 use defender_core::sync::{SyncBatch, SyncOptions, SyncRun, SyncState, SyncStep};
@@ -183,6 +184,27 @@ impl Client {
     ) -> Result<RangeHunt, RangeError> {
         let opts = options.unwrap_or_else(|| range_options(&self.inner.limits));
         RangeHunt::new(self.clone(), query, from, to, opts)
+    }
+
+    /// One run of a scheduled hunt ([`defender_core::hunt_state`]): `state`'s query over
+    /// the time since its checkpoint (a first run: since `options.since`, default 30 days
+    /// ago) up to now less `options.lag`, in windows past the row cap, in time order;
+    /// `Ok(None)` when no time has passed since. After writing and flushing a window's
+    /// rows, save `state.advance(window.end)`: a crash then repeats at most one window.
+    /// [`Error::SyncState`] for a bad checkpoint, [`Error::InvalidRequest`] for a query
+    /// the range planner cannot bind to a time range.
+    pub fn hunt_since(
+        &self,
+        state: &defender_core::hunt_state::HuntState,
+        options: SyncOptions,
+    ) -> Result<Option<RangeHunt>, Error> {
+        let now = std::time::SystemTime::now();
+        let Some((from, to)) = state.run_range(&options, now)? else {
+            return Ok(None);
+        };
+        self.hunt_range(&state.query, from, to, None)
+            .map(Some)
+            .map_err(|e| Error::InvalidRequest(e.to_string()))
     }
 
     /// The alerts API (Graph's `alerts_v2`, Defender's `/api/alerts`).

@@ -9,6 +9,7 @@ mod log;
 mod output;
 mod params;
 mod records;
+mod sync;
 mod values;
 
 use std::io::{IsTerminal, Read};
@@ -47,6 +48,8 @@ Exit codes:
   8  an update (of an incident or an alert) may or may not have been applied (the
      answer was lost and reading it back failed): read it before sending it again
   9  could not write the output (the file cannot be created, the disk is full)
+  10 incidents sync: the state file cannot be used (another sync holds its lock; it
+     belongs to another tenant, app or API; it is not a state document)
 
 A reader that stops early (`| head`) ends the command quietly, with exit code 0.
 
@@ -213,6 +216,17 @@ struct HuntArgs {
     /// a duration such as 1d sets the first windows; none sends one query).
     #[arg(long, default_value = "auto", value_name = "auto|none|DURATION", value_parser = values::SplitParser)]
     split: Split,
+    /// A scheduled hunt: run the query over the time since the last run recorded in
+    /// FILE (a first run: since --from, else 30 days ago) up to --lag before now, past
+    /// the row cap, each row once across runs; the state moves after each window's rows
+    /// are written and flushed, and FILE.lock keeps a second run out. Writes ndjson (or
+    /// json). For cron: `defender hunt --query-file q.kql --state q.state >> rows.ndjson`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["timespan", "to"])]
+    state: Option<PathBuf>,
+    /// With --state: the settle lag, how long before now each run stops, so that rows
+    /// the service ingests late are there when their window is hunted (default 5s).
+    #[arg(long, value_name = "DURATION", requires = "state", value_parser = parse_duration_arg)]
+    lag: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +267,13 @@ enum IncidentsCommand {
         #[command(flatten)]
         how: RecordColumns,
     },
+    /// The incidents created or updated since the last run, each as the API sent it
+    /// (ndjson, or json: --format), with a checkpoint in --state that moves only after
+    /// they are written and flushed. Killed at any instant, the next run loses nothing
+    /// (it may repeat the last batch); a run that finishes never repeats what an earlier
+    /// finished run wrote. For a loop such as cron:
+    /// `defender incidents sync --state xdr.state >> incidents.ndjson`.
+    Sync(sync::SyncArgs),
     /// Show one incident, as the API sent it.
     Get {
         /// The incident id.
@@ -290,13 +311,13 @@ enum IncidentsCommand {
 fn parse_limits(s: &str) -> Result<Limits, String> {
     Limits::parse(s).map_err(|e| e.to_string())
 }
-fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
 fn parse_time(s: &str) -> Result<SystemTime, String> {
     parse_rfc3339(s).ok_or_else(|| format!("`{s}` is not a time such as 2026-11-01T00:00:00Z"))
 }
-fn parse_since(s: &str) -> Result<SystemTime, String> {
+pub(crate) fn parse_since(s: &str) -> Result<SystemTime, String> {
     if let Ok(d) = parse_duration(s) {
         return Ok(SystemTime::now() - d);
     }
@@ -594,10 +615,40 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         // The limits are known without credentials, and so is the shared usage.
         return limits::show(&cli.output, cli.api, &limits, None, store.zip(scope)).await;
     }
+    // Whose incidents a sync state holds.
+    let owner = match &scope {
+        Some((tenant, client_id)) => sync::Owner {
+            tenant: Some(tenant.clone()),
+            client_id: Some(client_id.clone()),
+        },
+        None => {
+            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            sync::Owner {
+                tenant: cli.tenant.clone().or_else(|| env("AZURE_TENANT_ID")),
+                client_id: cli.client_id.clone().or_else(|| env("AZURE_CLIENT_ID")),
+            }
+        }
+    };
     let client = builder.build()?;
     let waits = spawn_wait_reporter(&client);
     let result = match cli.command {
-        Command::Hunt(args) => hunt(&client, &ui, &cli.output, args).await,
+        Command::Incidents(IncidentsCommand::Sync(args)) => {
+            sync::run(&client, &cli.output, args, owner).await
+        }
+        Command::Hunt(args) => match args.state.clone() {
+            Some(state) => match read_query(&args) {
+                Ok(query) => {
+                    let how = sync::HuntStateArgs {
+                        state,
+                        since: args.from,
+                        lag: args.lag,
+                    };
+                    sync::hunt(&client, &cli.output, &query, how, owner).await
+                }
+                Err(f) => Err(f),
+            },
+            None => hunt(&client, &ui, &cli.output, args).await,
+        },
         Command::Incidents(cmd) => incidents(&client, &ui, &cli.output, cmd).await,
         Command::Alerts(cmd) => alerts::alerts(&client, &ui, &cli.output, cmd).await,
         Command::Limits => {
@@ -955,6 +1006,7 @@ async fn incidents(
             let stream = client.incidents().list(query);
             records::write_all(ui, stream, limit, out, &how).await
         }
+        IncidentsCommand::Sync(_) => unreachable!("handled in run"),
         IncidentsCommand::Get { id, how } => {
             let incident = client.incidents().get(id.as_str()).await?;
             records::write_one(&incident, out, &how)

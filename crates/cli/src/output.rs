@@ -21,7 +21,7 @@ use crate::Failure;
 #[command(next_help_heading = "Output")]
 pub struct OutputArgs {
     /// The output format. Default: table for hunts and lists, json for get and update,
-    /// text (table) for limits.
+    /// ndjson for incidents sync, text (table) for limits.
     #[arg(
         short = 'o',
         long = "output",
@@ -426,7 +426,7 @@ fn shown(s: &str) -> String {
 }
 
 /// A row as a JSON object in schema order (then anything else the row carries).
-fn ordered(columns: &[String], row: &Map<String, Value>) -> String {
+pub(crate) fn ordered(columns: &[String], row: &Map<String, Value>) -> String {
     let mut out = String::from("{");
     let mut first = true;
     let mut push = |k: &str, v: &Value| {

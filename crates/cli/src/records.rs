@@ -182,7 +182,7 @@ fn row<R: Record>(record: &R, format: Format) -> Result<Map<String, Value>, Fail
 
 /// The record as the API sent it: its names, its types, every field (the core models
 /// keep how the body named and typed each field).
-fn as_sent<R: Record>(record: &R) -> Result<Map<String, Value>, Failure> {
+pub(crate) fn as_sent<R: Record>(record: &R) -> Result<Map<String, Value>, Failure> {
     match serde_json::to_value(record) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(Failure::internal(&format!(

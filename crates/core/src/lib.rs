@@ -40,6 +40,7 @@ pub mod change;
 pub mod dispatch;
 pub mod engine;
 pub mod error;
+pub mod hunt_state;
 pub mod hunting;
 pub mod incidents;
 pub mod limits;

@@ -466,7 +466,9 @@ pub enum StateError {
     /// Written for another surface, tenant or app: using it would skip or repeat
     /// incidents.
     #[error(
-        "the sync state belongs to {what} {found:?}, not {expected:?}: use another state file"
+        "the sync state belongs to {what} {}, not {}: use another state file for this {what}",
+        named(found),
+        named(expected)
     )]
     Foreign {
         /// Which field differs (`surface`, `tenant`, `client id`).
@@ -479,6 +481,14 @@ pub enum StateError {
     /// The checkpoint is not a time.
     #[error("the sync state's checkpoint {0:?} is not an RFC 3339 time")]
     Checkpoint(String),
+}
+
+/// A tenant, app or surface as an error names it: quoted, or `none`.
+fn named(v: &Option<String>) -> String {
+    match v {
+        Some(s) => format!("{s:?}"),
+        None => "none".to_owned(),
+    }
 }
 
 impl SyncState {
@@ -620,7 +630,10 @@ mod tests {
         let e = back
             .check(Surface::DefenderXdr, Some("t2"), Some("app"))
             .unwrap_err();
-        assert!(e.to_string().contains("tenant"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "the sync state belongs to tenant \"t1\", not \"t2\": use another state file for this tenant"
+        );
         assert!(matches!(
             back.check(Surface::Graph, Some("t1"), Some("app")),
             Err(StateError::Foreign {

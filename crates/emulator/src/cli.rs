@@ -33,9 +33,21 @@ pub struct EmulatorArgs {
     /// Rows per synthetic table.
     #[arg(long, default_value_t = crate::DEFAULT_ROWS_PER_TABLE)]
     pub rows: usize,
+    /// End the synthetic tables this long after the start (e.g. 1h), so that they grow
+    /// as the clock passes their rows (scheduled hunts find new rows each run).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub data_ahead: Option<Duration>,
     /// How many incidents to generate.
     #[arg(long, default_value_t = crate::DEFAULT_INCIDENTS)]
     pub incidents: usize,
+    /// Make incidents change and appear over time: RATE events per second, each
+    /// changing an incident (its lastUpdateTime moves) or, one in four, creating one;
+    /// drawn from --seed, so one seed and clock give one history.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub churn: Option<f64>,
+    /// Stop the churn this long after the start (e.g. 30s).
+    #[arg(long, value_name = "DURATION", requires = "churn", value_parser = parse_duration_arg)]
+    pub churn_for: Option<Duration>,
     /// Quota windows: sliding (exact) or fixed (aligned to the emulator's start).
     #[arg(long, default_value = "sliding")]
     pub window: WindowMode,
@@ -136,6 +148,15 @@ fn parse_limits(s: &str) -> Result<Limits, String> {
     Limits::parse(s).map_err(|e| e.to_string())
 }
 
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a rate of events per second above 0, such as 5 or 0.5"
+        )),
+    }
+}
+
 fn parse_faults(s: &str) -> Result<FaultSpec, String> {
     FaultSpec::parse(s).map_err(|e| e.to_string())
 }
@@ -163,6 +184,15 @@ impl EmulatorArgs {
             .retry_after_header(!self.no_retry_after)
             .again_in_sentence(!self.no_again_in)
             .allow_remote_control(self.allow_remote_control);
+        if let Some(d) = self.data_ahead {
+            b = b.data_ahead(d);
+        }
+        if let Some(rate) = self.churn {
+            b = b.churn(rate);
+        }
+        if let Some(d) = self.churn_for {
+            b = b.churn_for(d);
+        }
         if let Some(f) = self.faults {
             b = b.faults(f);
         }

@@ -200,124 +200,129 @@ pub fn generate(seed: u64, count: usize, anchor_ms: i64) -> Vec<Incident> {
         let id = FIRST_INCIDENT_ID + i as i64;
         let age = anchor_ms - created_ms;
         let last_update_ms = created_ms + rng.below(age.max(1) as u64) as i64;
-        let status = match rng.below(10) {
-            0..=4 => "Active",
-            5..=7 => "Resolved",
-            8 => "InProgress",
-            _ => "Redirected",
-        };
-        let severity = *rng.pick(&SEVERITIES[1..]);
-        let (classification, determination) = if status == "Resolved" {
-            match rng.below(3) {
-                0 => ("TruePositive", *rng.pick(&DETERMINATIONS[1..])),
-                1 => ("FalsePositive", "Clean"),
-                _ => ("InformationalExpectedActivity", "SecurityTesting"),
-            }
-        } else {
-            ("Unknown", "NotAvailable")
-        };
-        let assigned_to = if rng.chance(0.6) {
-            Some((*rng.pick(&ANALYSTS)).to_owned())
-        } else {
-            None
-        };
-        let title = *rng.pick(&TITLES);
-        let detection_source = *rng.pick(&SOURCES);
-        let mut tags = Vec::new();
-        for _ in 0..rng.below(3) {
-            let t = (*rng.pick(&TAGS)).to_owned();
-            if !tags.contains(&t) {
-                tags.push(t);
-            }
-        }
-        let comments = (0..rng.below(3))
-            .map(|k| Comment {
-                comment: format!("Triage note {} for incident {id}", k + 1),
-                created_by: (*rng.pick(&ANALYSTS)).to_owned(),
-                created_ms: created_ms + (k as i64 + 1) * 60_000,
-            })
-            .collect();
-        let alerts = (0..rng.range(1, 3))
-            .map(|a| {
-                let first = created_ms - rng.below(3_600_000) as i64;
-                let device = *rng.pick(&DEVICES);
-                let user = *rng.pick(&USERS);
-                let device_json = json!({
-                        "mdatpDeviceId": format!("{:040x}", u128::from(rng.next_u64()) << 32),
-                        "aadDeviceId": Value::Null,
-                        "deviceDnsName": format!("{device}.contoso.local"),
-                        "osPlatform": "Windows10",
-                        "version": "22H2",
-                        "osProcessor": "x64",
-                        "osBuild": 19045,
-                        "healthStatus": "Active",
-                        "riskScore": "High",
-                        "rbacGroupName": "Default",
-                        "rbacGroupId": 1,
-                        "firstSeen": format_rfc3339_ms(created_ms - 90 * 86_400_000),
-                        "tags": [],
-                        "defenderAvStatus": "Updated",
-                        "onboardingStatus": "Onboarded",
-                        "vmMetadata": Value::Null,
-                        "loggedOnUsers": [{"accountName": user, "domainName": "CONTOSO"}],
-                });
-                let entities_json = json!([
-                        {"entityType": "User", "accountName": user, "domainName": "CONTOSO", "userPrincipalName": format!("{user}@contoso.com"), "remediationStatus": "None", "verdict": "Suspicious"},
-                        {"entityType": "Process", "fileName": "powershell.exe", "filePath": "C:\\Windows\\System32\\WindowsPowerShell\\v1.0", "processId": rng.range(1000, 20_000), "processCommandLine": "powershell.exe -enc SQBFAFgA", "sha1": format!("{:040x}", u128::from(rng.next_u64())), "remediationStatus": "None", "verdict": "Malicious"},
-                    ])
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(documented_entity)
-                    .collect::<Vec<_>>();
-                Alert::new(json!({
-                    "alertId": format!("da{:016x}_{}", rng.next_u64(), a),
-                    "incidentId": id,
-                    "serviceSource": rng.pick(&SERVICE_SOURCES),
-                    "creationTime": format_rfc3339_ms(created_ms),
-                    "lastUpdatedTime": format_rfc3339_ms(last_update_ms),
-                    "resolvedTime": if status == "Resolved" { Value::String(format_rfc3339_ms(last_update_ms)) } else { Value::Null },
-                    "firstActivity": format_rfc3339_ms(first),
-                    "lastActivity": format_rfc3339_ms(created_ms),
-                    "title": title,
-                    "description": format!("{title} was observed on {device}."),
-                    "category": rng.pick(&CATEGORIES),
-                    "status": if status == "Resolved" { "Resolved" } else { "New" },
-                    "severity": severity,
-                    "investigationId": rng.below(100_000),
-                    "investigationState": "PendingApproval",
-                    "classification": Value::Null,
-                    "determination": Value::Null,
-                    "detectionSource": detection_source,
-                    "detectorId": format!("{:08x}-0000-4000-8000-{:012x}", rng.next_u64() as u32, rng.next_u64() & 0xFFFF_FFFF_FFFF),
-                    "assignedTo": assigned_to,
-                    "actorName": Value::Null,
-                    "threatFamilyName": Value::Null,
-                    "mitreTechniques": [rng.pick(&TECHNIQUES)],
-                    "devices": [device_json],
-                    "entities": entities_json,
-                }))
-            })
-            .collect();
-        out.push(Incident {
-            id,
-            name: title.to_owned(),
-            created_ms,
-            last_update_ms,
-            assigned_to,
-            classification: classification.into(),
-            determination: determination.into(),
-            detection_source: detection_source.into(),
-            status: status.into(),
-            severity: severity.into(),
-            redirect_incident_id: (status == "Redirected")
-                .then(|| id.saturating_sub(1).max(FIRST_INCIDENT_ID)),
-            tags,
-            comments,
-            alerts,
-        });
+        out.push(build(&mut rng, id, created_ms, last_update_ms));
     }
     out
+}
+
+/// One incident with its alerts, the rest of its fields drawn from `rng`.
+pub(crate) fn build(rng: &mut Rng, id: i64, created_ms: i64, last_update_ms: i64) -> Incident {
+    let status = match rng.below(10) {
+        0..=4 => "Active",
+        5..=7 => "Resolved",
+        8 => "InProgress",
+        _ => "Redirected",
+    };
+    let severity = *rng.pick(&SEVERITIES[1..]);
+    let (classification, determination) = if status == "Resolved" {
+        match rng.below(3) {
+            0 => ("TruePositive", *rng.pick(&DETERMINATIONS[1..])),
+            1 => ("FalsePositive", "Clean"),
+            _ => ("InformationalExpectedActivity", "SecurityTesting"),
+        }
+    } else {
+        ("Unknown", "NotAvailable")
+    };
+    let assigned_to = if rng.chance(0.6) {
+        Some((*rng.pick(&ANALYSTS)).to_owned())
+    } else {
+        None
+    };
+    let title = *rng.pick(&TITLES);
+    let detection_source = *rng.pick(&SOURCES);
+    let mut tags = Vec::new();
+    for _ in 0..rng.below(3) {
+        let t = (*rng.pick(&TAGS)).to_owned();
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    let comments = (0..rng.below(3))
+        .map(|k| Comment {
+            comment: format!("Triage note {} for incident {id}", k + 1),
+            created_by: (*rng.pick(&ANALYSTS)).to_owned(),
+            created_ms: created_ms + (k as i64 + 1) * 60_000,
+        })
+        .collect();
+    let alerts = (0..rng.range(1, 3))
+        .map(|a| {
+            let first = created_ms - rng.below(3_600_000) as i64;
+            let device = *rng.pick(&DEVICES);
+            let user = *rng.pick(&USERS);
+            let device_json = json!({
+                    "mdatpDeviceId": format!("{:040x}", u128::from(rng.next_u64()) << 32),
+                    "aadDeviceId": Value::Null,
+                    "deviceDnsName": format!("{device}.contoso.local"),
+                    "osPlatform": "Windows10",
+                    "version": "22H2",
+                    "osProcessor": "x64",
+                    "osBuild": 19045,
+                    "healthStatus": "Active",
+                    "riskScore": "High",
+                    "rbacGroupName": "Default",
+                    "rbacGroupId": 1,
+                    "firstSeen": format_rfc3339_ms(created_ms - 90 * 86_400_000),
+                    "tags": [],
+                    "defenderAvStatus": "Updated",
+                    "onboardingStatus": "Onboarded",
+                    "vmMetadata": Value::Null,
+                    "loggedOnUsers": [{"accountName": user, "domainName": "CONTOSO"}],
+            });
+            let entities_json = json!([
+                    {"entityType": "User", "accountName": user, "domainName": "CONTOSO", "userPrincipalName": format!("{user}@contoso.com"), "remediationStatus": "None", "verdict": "Suspicious"},
+                    {"entityType": "Process", "fileName": "powershell.exe", "filePath": "C:\\Windows\\System32\\WindowsPowerShell\\v1.0", "processId": rng.range(1000, 20_000), "processCommandLine": "powershell.exe -enc SQBFAFgA", "sha1": format!("{:040x}", u128::from(rng.next_u64())), "remediationStatus": "None", "verdict": "Malicious"},
+                ])
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(documented_entity)
+                .collect::<Vec<_>>();
+            Alert::new(json!({
+                "alertId": format!("da{:016x}_{}", rng.next_u64(), a),
+                "incidentId": id,
+                "serviceSource": rng.pick(&SERVICE_SOURCES),
+                "creationTime": format_rfc3339_ms(created_ms),
+                "lastUpdatedTime": format_rfc3339_ms(last_update_ms),
+                "resolvedTime": if status == "Resolved" { Value::String(format_rfc3339_ms(last_update_ms)) } else { Value::Null },
+                "firstActivity": format_rfc3339_ms(first),
+                "lastActivity": format_rfc3339_ms(created_ms),
+                "title": title,
+                "description": format!("{title} was observed on {device}."),
+                "category": rng.pick(&CATEGORIES),
+                "status": if status == "Resolved" { "Resolved" } else { "New" },
+                "severity": severity,
+                "investigationId": rng.below(100_000),
+                "investigationState": "PendingApproval",
+                "classification": Value::Null,
+                "determination": Value::Null,
+                "detectionSource": detection_source,
+                "detectorId": format!("{:08x}-0000-4000-8000-{:012x}", rng.next_u64() as u32, rng.next_u64() & 0xFFFF_FFFF_FFFF),
+                "assignedTo": assigned_to,
+                "actorName": Value::Null,
+                "threatFamilyName": Value::Null,
+                "mitreTechniques": [rng.pick(&TECHNIQUES)],
+                "devices": [device_json],
+                "entities": entities_json,
+            }))
+        })
+        .collect();
+    Incident {
+        id,
+        name: title.to_owned(),
+        created_ms,
+        last_update_ms,
+        assigned_to,
+        classification: classification.into(),
+        determination: determination.into(),
+        detection_source: detection_source.into(),
+        status: status.into(),
+        severity: severity.into(),
+        redirect_incident_id: (status == "Redirected")
+            .then(|| id.saturating_sub(1).max(FIRST_INCIDENT_ID)),
+        tags,
+        comments,
+        alerts,
+    }
 }
 
 /// The Graph spelling of an XDR enum value: `InProgress` -> `inProgress`,

@@ -115,6 +115,17 @@
 //! (415), JSON and request validation (400). So a malformed request that passed the quota
 //! still counts as a call, as at a real gateway.
 //!
+//! ## Incidents that change
+//!
+//! Incidents are listed newest-created first (by id, which grows with creation time), in
+//! pages of `$top` followed by `@odata.nextLink` with `$skip`. With
+//! [`EmulatorBuilder::churn`] (`--churn RATE`) they also change while clients read them:
+//! RATE events per second, each moving an incident's `lastUpdateTime` with a change of
+//! its status, assignee, severity or comments, or (one in four) creating an incident,
+//! which then lists first and shifts every later page by one. The history is drawn from
+//! the seed and stamped on the emulator's clock ([`Churn`]); [`EmulatorBuilder::churn_for`]
+//! (`--churn-for`) stops it, and `/_emulator/stats` counts its events.
+//!
 //! ## Example
 //!
 //! ```
@@ -145,6 +156,7 @@
 #![forbid(unsafe_code)]
 
 mod alerts;
+mod churn;
 mod cli;
 mod clock;
 mod faults;
@@ -162,6 +174,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use churn::Churn;
 pub use cli::{serve_until_ctrl_c, CredentialArgs, EmulatorArgs};
 pub use clock::Clock;
 pub use defender_core::limits::{ApiGroup, Limits};
@@ -360,7 +373,9 @@ pub(crate) struct Config {
     pub rows_per_table: usize,
     pub table_rows: Vec<(String, usize)>,
     pub span_days: u32,
+    pub data_ahead: Duration,
     pub incidents: usize,
+    pub churn: Option<Churn>,
     pub faults: FaultSpec,
     pub clock: Option<Clock>,
     pub cost: CostModel,
@@ -398,7 +413,9 @@ impl Default for Config {
             rows_per_table: DEFAULT_ROWS_PER_TABLE,
             table_rows: Vec::new(),
             span_days: 40,
+            data_ahead: Duration::ZERO,
             incidents: DEFAULT_INCIDENTS,
+            churn: None,
             faults: FaultSpec::none(),
             clock: None,
             cost: CostModel::default(),
@@ -527,6 +544,14 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Ends the synthetic tables this long after the clock's start instead of at it
+    /// (default: zero), so that a table grows as the clock moves: a query over the time
+    /// since its last run finds the rows stamped meanwhile, as a scheduled hunt does.
+    pub fn data_ahead(mut self, ahead: Duration) -> Self {
+        self.config.data_ahead = ahead;
+        self
+    }
+
     /// Days of synthetic history before the clock's start (default 40, so some rows are
     /// older than the 30-day lookback).
     pub fn span_days(mut self, days: u32) -> Self {
@@ -537,6 +562,25 @@ impl EmulatorBuilder {
     /// How many incidents to generate (default 300), each with one to three alerts.
     pub fn incidents(mut self, count: usize) -> Self {
         self.config.incidents = count;
+        self
+    }
+
+    /// Makes incidents churn: `rate` events per second, each changing an incident
+    /// (status, assignee, severity or a comment; its `lastUpdateTime` moves) or, one in
+    /// four, creating one, drawn from the seed (default: none). See [`Churn`].
+    pub fn churn(mut self, rate: f64) -> Self {
+        let duration = self.config.churn.and_then(|c| c.duration);
+        self.config.churn = Some(Churn { rate, duration });
+        self
+    }
+
+    /// Stops the churn this long after the clock started (default: never).
+    pub fn churn_for(mut self, duration: Duration) -> Self {
+        let rate = self.config.churn.map_or(0.0, |c| c.rate);
+        self.config.churn = Some(Churn {
+            rate,
+            duration: Some(duration),
+        });
         self
     }
 

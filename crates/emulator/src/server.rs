@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::alerts::Alert;
+use crate::churn::ChurnState;
 use crate::faults::{Fault, FaultKind};
 use crate::filter::{Collection, Field, FieldValue, Filter};
 use crate::hunting::{self, HuntShape};
@@ -111,6 +112,8 @@ struct MutState {
     totals: Counters,
     faults_by_kind: BTreeMap<String, u64>,
     incidents: BTreeMap<i64, Incident>,
+    /// Where the churn got to, when incidents churn.
+    churn: Option<ChurnState>,
 }
 
 /// Everything the handlers share.
@@ -147,6 +150,10 @@ pub struct Stats {
     pub tokens_issued: u64,
     /// Per (tenant, app, group).
     pub keys: Vec<KeyStats>,
+    /// Churn events applied so far ([`crate::EmulatorBuilder::churn`]): incidents
+    /// changed or created.
+    #[serde(default)]
+    pub churn_events: u64,
 }
 
 /// The counters of one (tenant, app, API group).
@@ -222,13 +229,14 @@ impl Shared {
         let dataset = Dataset::generate(&DatasetConfig {
             seed: cfg.seed,
             rows_per_table: cfg.rows_per_table,
-            anchor_unix_ms: anchor,
+            anchor_unix_ms: anchor + cfg.data_ahead.as_millis() as i64,
             span_days: cfg.span_days,
             table_rows: cfg.table_rows.clone(),
         });
         let generated = incidents::generate(cfg.seed, cfg.incidents, anchor);
         let state = MutState {
             incidents: generated.iter().map(|i| (i.id, i.clone())).collect(),
+            churn: cfg.churn.map(|_| ChurnState::new(cfg.seed)),
             ..MutState::default()
         };
         let random = std::collections::hash_map::RandomState::new()
@@ -285,6 +293,24 @@ impl Shared {
         )
     }
 
+    /// The state with the churn due by now applied: every route that reads or changes
+    /// incidents (and their alerts) takes the lock through this.
+    fn incidents_state(&self) -> MutexGuard<'_, MutState> {
+        let mut st = lock(&self.state);
+        if let Some(churn) = &self.cfg.churn {
+            let elapsed = self.clock.elapsed();
+            let MutState {
+                churn: state,
+                incidents,
+                ..
+            } = &mut *st;
+            if let Some(state) = state {
+                state.catch_up(churn, self.clock.start_unix_ms(), elapsed, incidents);
+            }
+        }
+        st
+    }
+
     /// The key of the running-time budget `key` (tenant, app) draws on: the tenant's
     /// (the app left empty) or, with [`RuntimeScope::App`], the app's own.
     pub(crate) fn runtime_key(&self, key: &Key) -> Key {
@@ -303,6 +329,8 @@ impl Shared {
         st.faults_by_kind.clear();
         if incidents {
             st.incidents = self.generated.iter().map(|i| (i.id, i.clone())).collect();
+            // The history replays from the start: one seed and clock, one history.
+            st.churn = self.cfg.churn.map(|_| ChurnState::new(self.cfg.seed));
         }
         self.fault_seq.store(0, Ordering::SeqCst);
     }
@@ -354,6 +382,7 @@ impl Shared {
             faults_by_kind: st.faults_by_kind.clone(),
             tokens_issued: st.totals.tokens_issued,
             keys,
+            churn_events: st.churn.as_ref().map_or(0, |c| c.applied),
         }
     }
 
@@ -1568,9 +1597,10 @@ impl MutState {
     }
 }
 
-/// `GET` a collection: newest first (incidents by id, alerts by their incident's id, then
-/// in the incident's order), which is stable under updates, so paging neither repeats nor
-/// skips; `@odata.nextLink` while items remain.
+/// `GET` a collection: newest-created first (incidents by id, alerts by their incident's
+/// id, then in the incident's order), stable under updates; an incident created between
+/// two pages (churn) shifts the later pages, as `$skip` paging over the service does;
+/// `@odata.nextLink` while items remain.
 fn list(
     shared: &Shared,
     caller: &Caller,
@@ -1586,7 +1616,7 @@ fn list(
     let tenant = caller.key.0.as_str();
     let dialect = c.dialect();
     let expand = q.expands(expandable(c));
-    let st = lock(&shared.state);
+    let st = shared.incidents_state();
     let incidents = st.incidents.values().rev();
     let (total, value) = match c {
         Collection::XdrIncidents | Collection::GraphIncidents => q.page_of(
@@ -1653,7 +1683,7 @@ fn get_one(
         k.eq_ignore_ascii_case("$expand") && v.to_ascii_lowercase().contains(expandable(c))
     });
     let tenant = caller.key.0.as_str();
-    let mut st = lock(&shared.state);
+    let mut st = shared.incidents_state();
     let found = match c {
         Collection::XdrIncidents | Collection::GraphIncidents => st
             .incident_mut(id)
@@ -1718,7 +1748,7 @@ fn post_comment(
     };
     let now_ms = shared.clock.unix_ms();
     let author = caller.app_author.as_str();
-    let mut st = lock(&shared.state);
+    let mut st = shared.incidents_state();
     let comments = match c {
         Collection::GraphIncidents => st.incident_mut(id).map(|inc| {
             incidents::add_comment(inc, comment, author, now_ms);
@@ -1775,7 +1805,7 @@ fn patch(
     let now_ms = shared.clock.unix_ms();
     let author = caller.app_author.as_str();
     let tenant = caller.key.0.as_str();
-    let mut st = lock(&shared.state);
+    let mut st = shared.incidents_state();
     let result = match c {
         Collection::XdrIncidents | Collection::GraphIncidents => st.incident_mut(id).map(|inc| {
             incidents::apply_patch(inc, &m, dialect, author, now_ms)

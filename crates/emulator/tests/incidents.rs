@@ -378,3 +378,61 @@ fn without_context(mut v: Value) -> Value {
     assert!(had.is_some(), "a GET names its entity type: {v}");
     v
 }
+
+/// `--churn`: on the emulator's clock, incidents change (their lastUpdateTime moves) and
+/// new ones appear first in the list, shifting the later pages; the churn stops when told.
+#[tokio::test]
+async fn churn_changes_and_creates_incidents_on_the_clock() {
+    let env = Env::start(roomy().churn(4.0).churn_for(Duration::from_secs(10))).await;
+    let clock = env.clock();
+    let token = env.token().await;
+    let (before, _) = all_pages(&env, &token, "/api/incidents").await;
+    let n = before.len();
+    assert_eq!(env.emu.stats().churn_events, 0);
+    let start = clock.unix_ms();
+    clock.advance(Duration::from_secs(5));
+    let (s, page) = json(env.get(&token, "/api/incidents?$top=5").await).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(env.emu.stats().churn_events, 20, "4 per second for 5 s");
+    let (after, _) = all_pages(&env, &token, "/api/incidents").await;
+    let m = after.len();
+    assert!(m > n, "new incidents appeared: {n} then {m}");
+    let newest_before = before[0]["incidentId"].as_i64().unwrap();
+    assert!(page["value"][0]["incidentId"].as_i64().unwrap() > newest_before);
+    let ids: Vec<i64> = after
+        .iter()
+        .map(|i| i["incidentId"].as_i64().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest-created first");
+    let ms = |v: &Value, k: &str| {
+        let t = v[k].as_str().unwrap();
+        defender_core::timefmt::parse_rfc3339(t)
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let changed = after
+        .iter()
+        .filter(|i| ms(i, "createdTime") < start && ms(i, "lastUpdateTime") >= start)
+        .count();
+    assert!(changed >= 5, "existing incidents changed: {changed}");
+    // A filter on lastUpdateTime sees exactly the events so far.
+    let since = defender_core::timefmt::format_rfc3339(
+        std::time::UNIX_EPOCH + Duration::from_millis(start as u64),
+    );
+    let (recent, _) = all_pages(
+        &env,
+        &token,
+        &format!(
+            "/api/incidents?$filter={}",
+            urlenc(&format!("lastUpdateTime ge {since}"))
+        ),
+    )
+    .await;
+    assert_eq!(recent.len(), changed + (m - n));
+    // The churn stops after 10 s: 40 events, however long the clock runs.
+    clock.advance(Duration::from_secs(60));
+    let _ = env.get(&token, "/api/incidents?$top=1").await;
+    assert_eq!(env.emu.stats().churn_events, 40);
+}

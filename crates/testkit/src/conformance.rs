@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use defender_core::alerts::{self, AlertFilter, AlertId, AlertQuery, AlertStatus, AlertUpdate};
 use defender_core::change::Change;
 use defender_core::engine::{Call, GroupUsage, StreamItem, Value};
+use defender_core::hunt_state::HuntState;
 use defender_core::hunting::{HuntRequest, HuntSummary};
 use defender_core::incidents::{IncidentId, IncidentQuery, IncidentStatus, IncidentUpdate};
 use defender_core::range::{Lookback, RangeError, RangeOptions, RangeProgress, Split, WindowRows};
@@ -172,6 +173,10 @@ pub trait Driver: Clone + Send + Sync + 'static {
     /// An incident sync run from `state` through the client's `incidents().sync`, to its
     /// end: every batch, or the error that ended it.
     fn sync(&self, state: &SyncState, options: SyncOptions) -> Result<Vec<SyncBatch>, Error>;
+    /// A scheduled hunt's run from `state` through the client's `hunt_since`, to its end:
+    /// every window (none when no time passed), or the error that ended it.
+    fn hunt_since(&self, state: &HuntState, options: SyncOptions)
+        -> Result<Vec<WindowRows>, Error>;
     /// Starts a streamed hunt (nothing is sent before its first item is asked for).
     fn open_stream(&self, query: &str) -> Self::Stream;
     /// Starts a ranged hunt.
@@ -591,6 +596,23 @@ impl Driver for AsyncDriver {
         })
     }
 
+    fn hunt_since(
+        &self,
+        state: &HuntState,
+        options: SyncOptions,
+    ) -> Result<Vec<WindowRows>, Error> {
+        self.handle.block_on(async {
+            let Some(mut hunt) = self.client.hunt_since(state, options)? else {
+                return Ok(Vec::new());
+            };
+            let mut windows = Vec::new();
+            while let Some(w) = hunt.next_window().await {
+                windows.push(w?);
+            }
+            Ok(windows)
+        })
+    }
+
     fn quota(&self) -> Result<Vec<GroupUsage>, Error> {
         self.handle.block_on(self.client.quota())
     }
@@ -660,6 +682,17 @@ impl Driver for BlockingDriver {
 
     fn sync(&self, state: &SyncState, options: SyncOptions) -> Result<Vec<SyncBatch>, Error> {
         self.client.incidents().sync(state, options)?.collect()
+    }
+
+    fn hunt_since(
+        &self,
+        state: &HuntState,
+        options: SyncOptions,
+    ) -> Result<Vec<WindowRows>, Error> {
+        match self.client.hunt_since(state, options)? {
+            Some(hunt) => hunt.collect(),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn quota(&self) -> Result<Vec<GroupUsage>, Error> {
@@ -1847,6 +1880,87 @@ fn post_form(url: &str, body: &str) -> String {
     s.read_to_string(&mut answer).expect("reads");
     let (_, body) = answer.split_once("\r\n\r\n").expect("a body");
     body.to_owned()
+}
+
+/// A scheduled hunt (both clients' `hunt_since`) over a table that grows (its rows run a
+/// minute past the emulator's start, about 3.5 a second), on every surface: a first run
+/// past a row cap of 200, a second a moment later: together every row of the time they
+/// covered, each once (a ranged hunt over that time is the reference); a state of
+/// another query, or with a checkpoint that is not a time, is refused.
+pub fn hunt_since_hands_out_each_row_once<D: Driver>() {
+    let env = Env::start(|b| {
+        b.limits(generous())
+            .rows_per_table(300)
+            .table_rows("DeviceEvents", 300_000)
+            .span_days(1)
+            .data_ahead(Duration::from_secs(60))
+    });
+    let query = "DeviceEvents | project Timestamp, ReportId, DeviceName";
+    let limits = Limits::parse("2021,hunting.calls=1000/1m,hunting.runtime=none,hunting.rows=200")
+        .expect("a valid spec");
+    for surface in [
+        Surface::DefenderXdr,
+        Surface::DefenderEndpoint,
+        Surface::Graph,
+    ] {
+        let d = D::connect(&env.spec(surface, limits.clone()), &env.rt);
+        let options = SyncOptions {
+            since: Some(SystemTime::now() - Duration::from_secs(120)),
+            lag: Duration::ZERO,
+        };
+        let mut state = HuntState::new(surface, None, None, query);
+        let mut bad = state.clone();
+        bad.checkpoint = Some("yesterday".into());
+        assert!(
+            matches!(d.hunt_since(&bad, options), Err(Error::SyncState(_))),
+            "{} {surface}",
+            D::NAME
+        );
+        let mut rows: Vec<String> = Vec::new();
+        let mut windows = 0;
+        for _ in 0..2 {
+            for w in d.hunt_since(&state, options).expect("the hunt runs") {
+                let before = state.checkpoint_time().expect("a time");
+                // At the API's resolution (100 ns), which the query prints too.
+                assert!(
+                    before.is_none_or(|t| format_rfc3339(w.start) == format_rfc3339(t)),
+                    "windows follow on"
+                );
+                assert!(!w.truncated, "{} {surface}: bisected past the cap", D::NAME);
+                rows.extend(
+                    w.rows
+                        .iter()
+                        .map(|r| serde_json::Value::Object(r.clone()).to_string()),
+                );
+                windows += 1;
+                state.advance(w.end);
+            }
+            std::thread::sleep(Duration::from_millis(1_500));
+        }
+        let from = options.since.expect("a start");
+        let to = state
+            .checkpoint_time()
+            .expect("a time")
+            .expect("a checkpoint");
+        let mut want: Vec<String> = d
+            .hunt_range(query, from, to, RangeOptions::for_limits(&limits))
+            .expect("the reference hunt")
+            .windows
+            .iter()
+            .flat_map(|w| w.rows.iter())
+            .map(|r| serde_json::Value::Object(r.clone()).to_string())
+            .collect();
+        assert!(
+            want.len() > 400,
+            "{} {surface}: {} rows",
+            D::NAME,
+            want.len()
+        );
+        assert!(windows > 2, "{} {surface}: {windows} windows", D::NAME);
+        rows.sort();
+        want.sort();
+        assert_eq!(rows, want, "{} {surface}: every row once", D::NAME);
+    }
 }
 
 /// An incident sync (both clients' `incidents().sync`) on Defender XDR and Graph: a first

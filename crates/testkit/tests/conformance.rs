@@ -34,6 +34,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn hunt_since_hands_out_each_row_once() {
+                conformance::hunt_since_hands_out_each_row_once::<$driver>();
+            }
+
+            #[test]
             fn every_alert_call_on_every_surface() {
                 conformance::every_alert_call_on_every_surface::<$driver>();
             }
