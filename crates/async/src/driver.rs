@@ -211,6 +211,23 @@ impl Shared {
                     };
                     shared.with(|d| d.handle_token(token, Instant::now()));
                 }
+                // A token source's steps: HTTP over the client's reqwest, a file and a
+                // process on the blocking pool.
+                Work::Token(exchange) => {
+                    let (http, max) = (shared.http.clone(), shared.max_body);
+                    let fetched = defender_core::dispatch::run_exchange_async(
+                        *exchange,
+                        || (Instant::now(), SystemTime::now()),
+                        |request, timeout| {
+                            let http = http.clone();
+                            async move { crate::http::perform(&http, request, timeout, max).await }
+                        },
+                        |path| blocking(move || std::fs::read(path).map_err(|e| e.to_string())),
+                        |command| blocking(move || crate::http::run(&command)),
+                    )
+                    .await;
+                    shared.with(|d| d.handle_fetched(fetched, Instant::now()));
+                }
                 Work::Quota(op) => {
                     let admit = match &op {
                         defender_core::engine::QuotaOp::Acquire { id, .. } => Some(*id),
@@ -240,6 +257,11 @@ impl Shared {
                 }
             }
         });
+    }
+
+    /// The source that gave the latest token, with a token source.
+    pub(crate) fn token_source(self: &Arc<Self>) -> Option<&'static str> {
+        self.with(|d| d.token_source())
     }
 
     /// A request read whole (a token request, or any call that does not stream).
@@ -376,4 +398,13 @@ async fn sleep_until(t: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// `f` on tokio's blocking pool (a file read, a process run for a token source).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(format!("the task failed: {e}")))
 }

@@ -195,3 +195,19 @@ fn map_err(e: reqwest::Error) -> TransportError {
     // The URL holds no secret (tokens travel in a header), but keep messages short.
     TransportError::new(kind, e.without_url().to_string())
 }
+
+/// Runs a token source's process (the Azure CLI) with no input, to its end.
+pub(crate) fn run(
+    command: &defender_core::credential::Command,
+) -> Result<defender_core::credential::ProcessOutput, String> {
+    let out = std::process::Command::new(&command.program)
+        .args(&command.args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", command.program.display()))?;
+    Ok(defender_core::credential::ProcessOutput {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
+}

@@ -195,6 +195,13 @@ impl Client {
         Incidents { client: self }
     }
 
+    /// The source that gave the latest token ("certificate", "Azure CLI", …), when the
+    /// client was built with a [`credential`](ClientBuilder::credential); `None` before
+    /// the first token.
+    pub fn token_source(&self) -> Option<&'static str> {
+        self.inner.token_source()
+    }
+
     /// Usage of every group's quota now, and its next free slot.
     pub async fn quota(&self) -> Result<Vec<GroupUsage>, Error> {
         Ok(self.inner.usage())
@@ -473,6 +480,7 @@ impl ClientBuilder {
         let surface = self.settings.surface;
         // What names a shared quota, read before the settings turn into a config.
         let quota_scope = self.settings.quota_scope();
+        let roots = self.settings.ca_certificates.clone();
         let mut config = self.settings.into_config()?;
         let store = match self.store {
             Some(choice) => {
@@ -485,7 +493,7 @@ impl ClientBuilder {
         let limits = config.limits.clone();
         let http = match self.http {
             Some(h) => h,
-            None => default_http()?,
+            None => default_http(&roots)?,
         };
         let policy = self
             .policy
@@ -506,11 +514,26 @@ impl ClientBuilder {
     }
 }
 
-fn default_http() -> Result<reqwest::Client, BuildError> {
+fn default_http(roots: &[Vec<u8>]) -> Result<reqwest::Client, BuildError> {
     // One crypto provider for the process: ring, as ureq uses, so both clients build
     // the same small dependency tree. Installing twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    for pem in roots {
+        let certs =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| BuildError::HttpClient {
+                message: format!("the extra root certificate does not parse: {e}"),
+            })?;
+        if certs.is_empty() {
+            return Err(BuildError::HttpClient {
+                message: "the extra root certificate PEM holds no certificate".into(),
+            });
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
         .user_agent(concat!("defender-rs/", env!("CARGO_PKG_VERSION")))
         .https_only(false) // the engine refuses plain HTTP except to loopback
         .redirect(reqwest::redirect::Policy::none()) // a redirect must not carry the token elsewhere

@@ -46,6 +46,32 @@ pub(crate) fn exchange(agent: &ureq::Agent, t: Transmit, max_body: usize) -> Sen
     }
 }
 
+/// One request read whole within `timeout` (a token source's step).
+pub(crate) fn perform(
+    agent: &ureq::Agent,
+    request: http::Request<Vec<u8>>,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<http::Response<Vec<u8>>, TransportError> {
+    send(agent, request, timeout, false).and_then(|resp| read_body(resp, max_body))
+}
+
+/// Runs a token source's process (the Azure CLI) with no input, to its end.
+pub(crate) fn run(
+    command: &defender_core::credential::Command,
+) -> Result<defender_core::credential::ProcessOutput, String> {
+    let out = std::process::Command::new(&command.program)
+        .args(&command.args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", command.program.display()))?;
+    Ok(defender_core::credential::ProcessOutput {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
+}
+
 /// Bytes read from a streamed body at a time. With one element of the document in the
 /// decoder, this is what a streamed hunt holds in memory however slow its reader.
 const CHUNK: usize = 64 * 1024;

@@ -36,6 +36,7 @@
 
 pub mod alerts;
 pub mod change;
+pub mod credential;
 pub mod dispatch;
 pub mod engine;
 pub mod error;

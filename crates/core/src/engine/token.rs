@@ -137,7 +137,7 @@ impl TokenCache {
 }
 
 impl Engine {
-    /// With [`Auth::External`]: the token the caller fetched, or why it could not.
+    /// With [`Auth::External`] (or [`Auth::Source`]): the token fetched, or why not.
     pub fn handle_token(&mut self, token: Result<AccessToken, Error>, now: Instant) {
         self.advance(now);
         self.token.end_fetch();
@@ -169,7 +169,7 @@ impl Engine {
             return;
         }
         match &self.config.auth {
-            Auth::External => {
+            Auth::External | Auth::Source(_) => {
                 self.token.fetch = Fetch::Provider(self.now + self.config.token_timeout);
                 self.events.push_back(Event::NeedToken);
             }
