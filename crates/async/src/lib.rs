@@ -195,6 +195,23 @@ impl Client {
         Incidents { client: self }
     }
 
+    /// Fetches a token now with the client's credential (a client secret or a
+    /// [`credential`](ClientBuilder::credential)), outside the token cache: the source
+    /// that gave it (in the `auto` chain, the entry picked), the token with its expiry,
+    /// and the endpoints it was asked for. Costs no API quota; for `defender auth`.
+    pub async fn check_credential(
+        &self,
+    ) -> Result<
+        (
+            defender_core::credential::TokenSource,
+            defender_core::credential::Fetched,
+            defender_core::surface::Endpoints,
+        ),
+        Error,
+    > {
+        self.inner.check_token().await
+    }
+
     /// The source that gave the latest token ("certificate", "Azure CLI", …), when the
     /// client was built with a [`credential`](ClientBuilder::credential); `None` before
     /// the first token.

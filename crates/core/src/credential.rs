@@ -122,7 +122,9 @@ pub enum TokenSource {
         tenant: Option<String>,
     },
     /// The sources in order; the first that gives a token is used from then on. An
-    /// entry that could not be configured carries why.
+    /// entry that could not be configured carries why. A source that is not there is
+    /// skipped; one that is there and fails ends the chain (see the Azure SDKs'
+    /// `ChainedTokenCredential`).
     Chain(Vec<ChainEntry>),
 }
 
@@ -442,17 +444,32 @@ impl TokenExchange {
         }
     }
 
-    /// The current entry failed: alone, the error is the answer; in a chain, it is noted
-    /// and the next entry is tried.
+    /// The current entry failed: alone, the error is the answer. In a chain, as in the
+    /// Azure SDKs' `ChainedTokenCredential`, a source that is not there (not configured,
+    /// no managed identity endpoint answering, no Azure CLI or no `az login`) is noted
+    /// and the next one tried; a source that is there and failed (a refused secret, a
+    /// token endpoint that does not answer) ends the chain with its own error, so a wrong
+    /// secret is not hidden behind the sources after it.
     fn fail_entry(&mut self, error: Error) {
         self.state = State::Start;
-        let (picked, name, _) = &self.entries[self.at];
-        if picked.is_none() {
+        let (picked, name, source) = &self.entries[self.at];
+        let unavailable = match source {
+            Err(_) => true,
+            // The chain's managed identity is a probe: whatever answers (or does not) at
+            // the IMDS address off Azure, the chain goes on, as the Azure SDKs' does.
+            Ok(TokenSource::ManagedIdentity { .. } | TokenSource::AzureCli { .. }) => true,
+            Ok(_) => false,
+        };
+        if picked.is_none() || !unavailable {
             self.done = Some(Err(error));
             self.at = self.entries.len();
             return;
         }
-        self.failures.push(format!("{name}: {error}"));
+        let why = match error {
+            Error::TokenUnavailable { message } => message,
+            other => other.to_string(),
+        };
+        self.failures.push(format!("{name}: {why}"));
         self.at += 1;
     }
 
@@ -756,6 +773,29 @@ impl TokenSource {
             other => Err(format!(
                 "unknown credential `{other}` (use auto, secret, certificate, workload-identity, managed-identity or azure-cli)"
             )),
+        }
+    }
+
+    /// The source that gave a token: in a chain, the entry [`Fetched::picked`] names.
+    pub fn picked(&self, picked: Option<usize>) -> &TokenSource {
+        match (self, picked) {
+            (TokenSource::Chain(list), Some(i)) => match list.get(i).map(|e| &e.source) {
+                Some(Ok(s)) => s,
+                _ => self,
+            },
+            _ => self,
+        }
+    }
+
+    /// What it asks a token for: the v2 scope (`…/.default`) for an app's own
+    /// credentials, the resource for v1, managed identity and the Azure CLI.
+    pub fn audience(&self, endpoints: &Endpoints) -> String {
+        match self {
+            TokenSource::Secret { v1: false, .. }
+            | TokenSource::Certificate { .. }
+            | TokenSource::WorkloadIdentity { .. }
+            | TokenSource::Chain(_) => endpoints.scope.clone(),
+            _ => endpoints.scope.trim_end_matches("/.default").to_owned(),
         }
     }
 

@@ -404,16 +404,16 @@ fn auto_tries_each_in_order_and_lists_every_failure() {
     ex.handle_process(Err("No such file or directory".into()), now, wall);
     let e = done(&mut ex).unwrap_err().to_string();
     for part in [
-        "environment secret: no access token: AZURE_TENANT_ID is not set",
-        "environment certificate: no access token: AZURE_TENANT_ID is not set",
-        "workload identity: no access token: AZURE_TENANT_ID is not set",
+        "environment secret: AZURE_TENANT_ID is not set; ",
+        "environment certificate: AZURE_TENANT_ID is not set; ",
+        "workload identity: AZURE_TENANT_ID is not set; ",
         "managed identity: ",
         "no answer within 1s",
-        "Azure CLI: no access token: the Azure CLI could not be run: No such file",
+        "Azure CLI: the Azure CLI could not be run: No such file",
     ] {
         assert!(e.contains(part), "{part} in {e}");
     }
-    // A secret in the environment: picked first; the next fetch asks it alone.
+    // A secret in the environment is there: refused, it ends the chain with its error.
     let vars: &'static [(&'static str, &'static str)] = &[
         ("AZURE_TENANT_ID", "t"),
         ("AZURE_CLIENT_ID", "app"),
@@ -424,13 +424,22 @@ fn auto_tries_each_in_order_and_lists_every_failure() {
     assert!(!format!("{src:?}").contains("SECRET"));
     let mut ex = TokenExchange::new(&src, &xdr(), None);
     let (req, _) = http_step(&mut ex);
+    assert!(form(&req).contains("client_secret="));
     ex.handle_http(
         refused(r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."}"#),
         now,
         wall,
     );
-    // The secret was refused: on to the next configured one (workload identity).
-    assert!(form(&req).contains("client_secret="));
+    assert!(matches!(done(&mut ex), Err(Error::Auth(_))));
+    // Without it, workload identity is the first there: picked; the next fetch asks it
+    // alone.
+    let vars: &'static [(&'static str, &'static str)] = &[
+        ("AZURE_TENANT_ID", "t"),
+        ("AZURE_CLIENT_ID", "app"),
+        ("AZURE_FEDERATED_TOKEN_FILE", "/f"),
+    ];
+    let src = TokenSource::from_env("auto", None, None, &env(vars)).unwrap();
+    let mut ex = TokenExchange::new(&src, &xdr(), None);
     let Step::ReadFile(p) = ex.poll_step(now, wall) else {
         panic!()
     };

@@ -77,7 +77,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::credential::{Fetched, ProcessOutput, Step, TokenExchange};
+use crate::credential::{Fetched, ProcessOutput, Step, TokenExchange, TokenSource};
 use crate::engine::{
     Admission, AdmitId, Call, CallId, Engine, Event, GroupUsage, Held, Output, Purpose, QuotaOp,
     SendId, StreamEnd, Transmit, Value, WaitReason,
@@ -347,6 +347,26 @@ impl<W: Wake> Dispatcher<W> {
     /// "managed identity (IMDS)", …), with [`Auth::Source`](crate::engine::Auth::Source).
     pub fn token_source(&self) -> Option<&'static str> {
         self.picked.map(|(name, _)| name)
+    }
+
+    /// A fresh exchange with the configured source (a client secret counts as one), for
+    /// a credential check such as `defender auth`: it runs outside the token cache, costs
+    /// no API quota, and its token is not used for calls. `None` with a token provider.
+    pub fn check_exchange(&self) -> Option<(TokenSource, TokenExchange)> {
+        let config = self.engine.config();
+        let source = match &config.auth {
+            crate::engine::Auth::Source(source) => source.clone(),
+            crate::engine::Auth::ClientCredentials(c) => TokenSource::Secret {
+                tenant: c.tenant.clone(),
+                client_id: c.client_id.clone(),
+                secret: c.secret.clone(),
+                v1: false,
+            },
+            _ => return None,
+        };
+        let exchange =
+            TokenExchange::new(&source, &config.endpoints, None).with_timeout(config.token_timeout);
+        Some((source, exchange))
     }
 
     /// The shared store's answer to a [`QuotaOp::Acquire`].
