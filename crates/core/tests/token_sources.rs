@@ -187,3 +187,72 @@ fn every_failure_is_listed_and_the_calls_fail() {
     }
     assert_eq!(d.token_source(), None);
 }
+
+#[derive(Debug)]
+struct RetryOnce;
+impl Policy for RetryOnce {
+    fn max_wait(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+    fn retry(&mut self, f: &Failure) -> Retry {
+        if f.attempt < 2 {
+            Retry::After(Duration::from_millis(5))
+        } else {
+            Retry::Stop
+        }
+    }
+}
+
+/// A source's 5xx is retried per policy as the engine's own token request is, and only
+/// as often as the policy says.
+#[test]
+fn a_source_server_error_is_retried_per_policy() {
+    #[allow(clippy::disallowed_methods)] // one real instant to count from
+    let now = Instant::now();
+    let source = TokenSource::managed_identity_imds(None);
+    let config = Config::new(Surface::DefenderXdr, Auth::Source(source));
+    let mut d = Dispatcher::new(Engine::new(config, Box::new(RetryOnce), now).unwrap());
+    let id = d.submit(Call::Hunt(HuntRequest::new("AlertInfo")), Nobody, now);
+    let answer = |status: u16| {
+        move |_: http::Request<Vec<u8>>, _: Duration| {
+            let mut r =
+                http::Response::new(br#"{"access_token":"mi","expires_in":"3599"}"#.to_vec());
+            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            Ok::<_, TransportError>(r)
+        }
+    };
+    let run = |d: &mut Dispatcher<Nobody>, status: u16, at: Instant| {
+        let Some(Work::Token(ex)) = d.take_work() else {
+            panic!("a fetch")
+        };
+        let fetched = run_exchange(
+            *ex,
+            || (at, UNIX_EPOCH),
+            answer(status),
+            |_| unreachable!(),
+            |_| unreachable!(),
+        );
+        d.handle_fetched(fetched, at);
+    };
+    run(&mut d, 503, now);
+    assert!(
+        matches!(d.next(id, now), Next::Wait),
+        "held back, not failed"
+    );
+    let later = now + Duration::from_millis(10);
+    d.handle_timeout(later);
+    run(&mut d, 200, later);
+    assert!(matches!(d.next(id, later), Next::Send(_)));
+    // Twice in a row: the policy stops, the call fails with the server's error.
+    let source = TokenSource::managed_identity_imds(None);
+    let config = Config::new(Surface::DefenderXdr, Auth::Source(source));
+    let mut d = Dispatcher::new(Engine::new(config, Box::new(RetryOnce), now).unwrap());
+    let id = d.submit(Call::Hunt(HuntRequest::new("AlertInfo")), Nobody, now);
+    run(&mut d, 503, now);
+    d.handle_timeout(later);
+    run(&mut d, 503, later);
+    assert!(matches!(
+        d.next(id, later),
+        Next::Done(Err(Error::Server { status: 503, .. }))
+    ));
+}

@@ -143,6 +143,13 @@ impl Engine {
         self.token.end_fetch();
         match token {
             Ok(t) => self.accept_token(t),
+            // A token source's server error or lost answer is retried per policy, as our
+            // own token request is; a provider's errors are its own to retry.
+            Err(e @ (Error::Server { .. } | Error::Transport { .. }))
+                if matches!(self.config.auth, Auth::Source(_)) =>
+            {
+                self.token_failed(e, Some(FailureKind::Token))
+            }
             Err(e) => self.token_failed(e, None),
         }
         self.dirty = true;
@@ -170,6 +177,10 @@ impl Engine {
         }
         match &self.config.auth {
             Auth::External | Auth::Source(_) => {
+                if matches!(self.config.auth, Auth::Source(_)) {
+                    // Counted, so the policy's retry limit applies to a source's fetches.
+                    self.token.attempts += 1;
+                }
                 self.token.fetch = Fetch::Provider(self.now + self.config.token_timeout);
                 self.events.push_back(Event::NeedToken);
             }
