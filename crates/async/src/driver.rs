@@ -176,9 +176,19 @@ impl Shared {
         self.runtime.spawn(future)
     }
 
-    /// Usage of every group's quota now.
-    pub(crate) fn usage(self: &Arc<Self>) -> Vec<GroupUsage> {
-        self.with(|d| d.usage(Instant::now()))
+    /// Usage of every group's quota now: the store's, when one admits the calls.
+    pub(crate) async fn usage(self: &Arc<Self>) -> Result<Vec<GroupUsage>, Error> {
+        let own = self.with(|d| d.usage(Instant::now()));
+        let counted = match &self.store {
+            Some(store) => store.usage().await,
+            None => None,
+        };
+        match counted {
+            None => Ok(own),
+            Some(counted) => counted
+                .map(|u| GroupUsage::with_own_calls(u, &own))
+                .map_err(|message| Error::QuotaStore { message }),
+        }
     }
 
     /// Performs work that belongs to no call in a task of its own, and answers it.

@@ -219,9 +219,13 @@ impl Client {
         self.inner.token_source()
     }
 
-    /// Usage of every group's quota now, and its next free slot.
+    /// Usage of every group's quota now, and its next free slot. With a [`QuotaStore`]
+    /// the store is asked (every process's calls; [`GroupUsage::source`] says who
+    /// counted), with this client's own calls in `active_calls`; from a store that does
+    /// not report usage, only the client's own calls (and [`Error::QuotaStore`] when the
+    /// store could not tell).
     pub async fn quota(&self) -> Result<Vec<GroupUsage>, Error> {
-        Ok(self.inner.usage())
+        self.inner.usage().await
     }
 
     /// Makes one call through the engine. This future sends the call's request itself

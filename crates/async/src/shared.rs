@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use defender_core::engine::{Admission, AdmitId, QuotaOp};
+use defender_core::engine::{Admission, AdmitId, GroupUsage, QuotaOp};
 
 /// A quota shared by several processes (see `defender-redis`): every process of one app
 /// registration asks the same store before it sends a call, so together they never
@@ -31,6 +31,7 @@ use defender_core::engine::{Admission, AdmitId, QuotaOp};
 /// use std::sync::{Arc, Mutex};
 /// use std::time::Instant;
 /// use defender_async::{async_trait, Admission, AdmitId, QuotaOp, QuotaStore, StoreTicket};
+/// use defender_core::engine::WaitReason;
 /// use defender_core::quota::{Quota, Ticket};
 ///
 /// /// One process's store over the engine's own quota, for illustration: 20 calls a
@@ -49,8 +50,8 @@ use defender_core::engine::{Admission, AdmitId, QuotaOp};
 ///                 match quota.try_acquire(now) {
 ///                     Ok(ticket) => Admission::Admitted(StoreTicket::new(ticket)),
 ///                     Err(denied) => Admission::Denied {
-///                         retry_after: denied.retry_at.saturating_duration_since(now),
-///                         reason: "20 calls per 1s".into(),
+///                         retry_after: Some(denied.retry_at.saturating_duration_since(now)),
+///                         reason: denied.limit.map_or(WaitReason::ServerRetryTime, WaitReason::Calls),
 ///                     },
 ///                 },
 ///             )),
@@ -78,12 +79,23 @@ use defender_core::engine::{Admission, AdmitId, QuotaOp};
 pub trait QuotaStore: Send + Sync + std::fmt::Debug {
     /// Performs one operation; an Acquire returns the answer for the engine, the others None.
     async fn perform(&self, op: QuotaOp) -> Option<(AdmitId, Admission)>;
+
+    /// Usage of every group as the store counts it, for [`Client::quota`](crate::Client::quota);
+    /// `Err` says why the store could not tell. `None` (the default): this store does
+    /// not report usage, and `quota()` shows only the client's own calls.
+    async fn usage(&self) -> Option<Result<Vec<GroupUsage>, String>> {
+        None
+    }
 }
 
 #[async_trait]
 impl<T: QuotaStore + ?Sized> QuotaStore for Arc<T> {
     async fn perform(&self, op: QuotaOp) -> Option<(AdmitId, Admission)> {
         (**self).perform(op).await
+    }
+
+    async fn usage(&self) -> Option<Result<Vec<GroupUsage>, String>> {
+        (**self).usage().await
     }
 }
 
@@ -92,6 +104,14 @@ impl<T: QuotaStore + ?Sized> QuotaStore for Arc<T> {
 impl QuotaStore for defender_redis::AsyncSharedQuota {
     async fn perform(&self, op: QuotaOp) -> Option<(AdmitId, Admission)> {
         defender_redis::AsyncSharedQuota::perform(self, op).await
+    }
+
+    async fn usage(&self) -> Option<Result<Vec<GroupUsage>, String>> {
+        Some(
+            defender_redis::AsyncSharedQuota::usage(self)
+                .await
+                .map_err(|e| e.to_string()),
+        )
     }
 }
 

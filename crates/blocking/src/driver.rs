@@ -198,9 +198,15 @@ impl Shared {
         self.lock().ok()?.dispatcher.token_source()
     }
 
-    /// Usage of every group's quota now.
+    /// Usage of every group's quota now: the store's, when one admits the calls.
     pub(crate) fn usage(&self) -> Result<Vec<GroupUsage>, Error> {
-        Ok(self.lock()?.dispatcher.usage(Instant::now()))
+        let own = self.lock()?.dispatcher.usage(Instant::now());
+        match self.store.as_ref().and_then(|s| s.usage()) {
+            None => Ok(own),
+            Some(counted) => counted
+                .map(|u| GroupUsage::with_own_calls(u, &own))
+                .map_err(|message| Error::QuotaStore { message }),
+        }
     }
 
     /// Makes one call on this thread, blocking until it ends. A streamed hunt's rows are

@@ -181,9 +181,11 @@ impl Client {
         Incidents { client: self }
     }
 
-    /// Usage of every group's quota now, and its next free slot. With a
-    /// [`QuotaStore`] the windows live in the store: ask it (for Redis,
-    /// `RedisQuotaStore::usage`); these show only what the server taught this client.
+    /// Usage of every group's quota now, and its next free slot. With a [`QuotaStore`]
+    /// the store is asked (every process's calls; [`GroupUsage::source`] says who
+    /// counted), with this client's own calls in `active_calls`; from a store that does
+    /// not report usage, only the client's own calls (and [`Error::QuotaStore`] when the
+    /// store could not tell).
     pub fn quota(&self) -> Result<Vec<GroupUsage>, Error> {
         self.inner.shared.usage()
     }

@@ -2,7 +2,7 @@
 //! `QuotaMode::Shared` and asks the store, through `Output::Quota`, whether each call may
 //! go; this client only performs those operations and hands the answers back.
 
-use defender_core::engine::{Admission, AdmitId, QuotaOp};
+use defender_core::engine::{Admission, AdmitId, GroupUsage, QuotaOp};
 
 /// A quota shared by several processes (see `defender-redis`, and
 /// `ClientBuilder::redis_quota` with the `redis`
@@ -25,6 +25,7 @@ use defender_core::engine::{Admission, AdmitId, QuotaOp};
 /// use std::sync::{Arc, Mutex};
 /// use std::time::Instant;
 /// use defender_blocking::{AdmitId, Admission, Client, QuotaOp, QuotaStore, StoreTicket};
+/// use defender_core::engine::WaitReason;
 /// use defender_core::quota::{Quota, Ticket};
 /// use defender_core::{ApiGroup, Limits};
 ///
@@ -41,8 +42,8 @@ use defender_core::engine::{Admission, AdmitId, QuotaOp};
 ///                 let answer = match quotas.get_mut(&group)?.try_acquire(now) {
 ///                     Ok(ticket) => Admission::Admitted(StoreTicket::new(ticket)),
 ///                     Err(denied) => Admission::Denied {
-///                         retry_after: denied.retry_at.saturating_duration_since(now),
-///                         reason: "a window is full".into(),
+///                         retry_after: Some(denied.retry_at.saturating_duration_since(now)),
+///                         reason: denied.limit.map_or(WaitReason::ServerRetryTime, WaitReason::Calls),
 ///                     },
 ///                 };
 ///                 Some((id, answer))
@@ -85,11 +86,22 @@ pub trait QuotaStore: Send + Sync + std::fmt::Debug {
     /// Performs one operation; an Acquire returns the answer for the engine, the others
     /// None.
     fn perform(&self, op: QuotaOp) -> Option<(AdmitId, Admission)>;
+
+    /// Usage of every group as the store counts it, for [`Client::quota`](crate::Client::quota);
+    /// `Err` says why the store could not tell. `None` (the default): this store does
+    /// not report usage, and `quota()` shows only the client's own calls.
+    fn usage(&self) -> Option<Result<Vec<GroupUsage>, String>> {
+        None
+    }
 }
 
 #[cfg(feature = "redis")]
 impl QuotaStore for defender_redis::SharedQuota {
     fn perform(&self, op: QuotaOp) -> Option<(AdmitId, Admission)> {
         defender_redis::SharedQuota::perform(self, op)
+    }
+
+    fn usage(&self) -> Option<Result<Vec<GroupUsage>, String>> {
+        Some(defender_redis::SharedQuota::usage(self).map_err(|e| e.to_string()))
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use defender_blocking::{Admission, AdmitId, QuotaOp, QuotaStore, StoreTicket};
+use defender_core::engine::WaitReason;
 use defender_core::quota::{Quota, Ticket};
 use defender_core::{ApiGroup, Limits};
 
@@ -62,10 +63,10 @@ impl QuotaStore for MemoryStore {
                         Admission::Admitted(StoreTicket::new(ticket))
                     }
                     Err(denied) => Admission::Denied {
-                        retry_after: denied.retry_at.saturating_duration_since(now),
+                        retry_after: Some(denied.retry_at.saturating_duration_since(now)),
                         reason: denied
                             .limit
-                            .map_or_else(|| "the server's retry time".into(), |l| l.to_string()),
+                            .map_or(WaitReason::ServerRetryTime, WaitReason::Calls),
                     },
                 };
                 Some((id, answer))

@@ -3,12 +3,13 @@
 //! shares. As text, or as one JSON document.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use defender_async::Client;
+use defender_core::engine::{UsageSource, DEFAULT_MARGIN};
 use defender_core::limits::{format_duration, CallLimit, Limits};
 use defender_core::{ApiGroup, Surface};
-use defender_redis::{AcquireRequest, AsyncRedisQuotaStore, QuotaKey, StoreConfig};
+use defender_redis::{AsyncRedisQuotaStore, AsyncSharedQuota, Binding, StoreConfig};
 use serde_json::{json, Map, Value};
 
 use crate::output::{Format, OutputArgs};
@@ -126,7 +127,8 @@ fn call_json(c: &CallLimit) -> Value {
     json!({ "max": c.max, "per": format_duration(c.per) })
 }
 
-/// The usage every process of the app shares, read from the quota store.
+/// The usage every process of the app shares: the store bound to the app is asked, as a
+/// client with that store would ask it (`Client::quota`).
 async fn shared_usage(
     r: &mut Report,
     limits: &Limits,
@@ -141,26 +143,30 @@ async fn shared_usage(
     };
     let store = AsyncRedisQuotaStore::open(config).map_err(store_failure)?;
     r.line(format!("shared quota: {url} (tenant {tenant}, app {app})"));
-    let mut groups = Map::new();
     // The clients here keep the default margin.
-    let margin = defender_core::engine::DEFAULT_MARGIN;
-    for group in ApiGroup::ALL {
-        let key = QuotaKey::new(tenant, app, group);
-        let u = store
-            .usage(&key, &AcquireRequest::group(limits.group(group), margin))
-            .await
-            .map_err(store_failure)?;
-        if u.local {
+    let binding = Binding::new(tenant, app, limits.clone(), DEFAULT_MARGIN);
+    let usage = AsyncSharedQuota::new(store, binding)
+        .usage()
+        .await
+        .map_err(store_failure)?;
+    let now = Instant::now();
+    let left = |t: Option<Instant>| t.map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+    let mut groups = Map::new();
+    for u in usage {
+        let group = u.group;
+        let fallback = u.source == UsageSource::StoreFallback;
+        if fallback {
             r.line(format!(
                 "shared {group}: the store is unreachable; this process's own count follows"
             ));
         }
         let mut calls = Vec::new();
-        for w in &u.calls {
-            let next = if w.next_free_in.is_zero() {
+        for w in &u.windows {
+            let next_free_in = left(Some(w.next_free));
+            let next = if next_free_in.is_zero() {
                 "a slot is free now".to_owned()
             } else {
-                format!("next free slot in {}", format_duration(w.next_free_in))
+                format!("next free slot in {}", format_duration(next_free_in))
             };
             r.line(format!(
                 "shared {group}: {} of {} ({next})",
@@ -168,52 +174,52 @@ async fn shared_usage(
             ));
             let mut v = call_json(&w.limit);
             v["used"] = json!(w.used);
-            v["next_free_in"] = json!(format_duration(w.next_free_in));
+            v["next_free_in"] = json!(format_duration(next_free_in));
             calls.push(v);
         }
         let mut runtime = Vec::new();
-        for l in &u.runtime {
+        for (limit, charged) in &u.runtime {
             r.line(format!(
-                "shared {group}: {} of running time charged in {}",
-                format_duration(l.charged),
-                l.limit
+                "shared {group}: {} of running time charged in {limit}",
+                format_duration(*charged),
             ));
             runtime.push(json!({
-                "charged": format_duration(l.charged),
-                "budget": format_duration(l.limit.budget),
-                "per": format_duration(l.limit.per),
+                "charged": format_duration(*charged),
+                "budget": format_duration(limit.budget),
+                "per": format_duration(limit.per),
             }));
         }
         if u.in_flight > 0 {
             r.line(format!(
                 "shared {group}: {} queries in flight hold {}",
                 u.in_flight,
-                format_duration(u.reserved)
+                format_duration(u.runtime_reserved)
             ));
         }
-        if !u.blocked_for.is_zero() {
+        let (server_wait, runtime_wait) = (left(u.blocked_until), left(u.runtime_blocked_until));
+        if !server_wait.is_zero() {
             r.line(format!(
                 "shared {group}: the server asked to wait {} more",
-                format_duration(u.blocked_for)
+                format_duration(server_wait)
             ));
         }
-        if !u.runtime_blocked_for.is_zero() {
+        if !runtime_wait.is_zero() {
             r.line(format!(
                 "shared {group}: running-time budget spent for {} more",
-                format_duration(u.runtime_blocked_for)
+                format_duration(runtime_wait)
             ));
         }
         let span = |d: Duration| json!(format_duration(d));
         groups.insert(
             group.to_string(),
             json!({
-                "store_unreachable": u.local,
+                "store_unreachable": fallback,
                 "calls": calls,
                 "runtime": runtime,
                 "in_flight": u.in_flight,
-                "reserved": span(u.reserved),
-                "server_wait": span(u.blocked_for),
-                "runtime_wait": span(u.runtime_blocked_for),
+                "reserved": span(u.runtime_reserved),
+                "server_wait": span(server_wait),
+                "runtime_wait": span(runtime_wait),
             }),
         );
     }

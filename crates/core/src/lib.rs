@@ -43,6 +43,7 @@ pub mod error;
 pub mod hunting;
 pub mod incidents;
 pub mod limits;
+pub mod margin;
 pub mod policy;
 pub mod quota;
 pub mod range;

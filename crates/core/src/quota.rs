@@ -43,10 +43,13 @@ pub struct Quota {
 #[derive(Debug, Clone)]
 struct Window {
     limit: CallLimit,
-    /// `limit.per + margin`, in nanoseconds.
+    /// `limit.per + margin`, in nanoseconds: what counts.
     span: u64,
+    /// The widest span this window had: entries are kept that long, so a margin that
+    /// grows again still counts them.
+    keep: u64,
     /// Admitted instants (nanoseconds since `base`), oldest first; entries older than
-    /// `span` are dropped on the next admission.
+    /// `keep` are dropped on the next admission.
     log: VecDeque<u64>,
 }
 
@@ -87,9 +90,11 @@ fn nanos(d: Duration) -> u64 {
 
 impl Window {
     fn new(limit: CallLimit, margin: Duration) -> Window {
+        let span = nanos(limit.per).saturating_add(nanos(margin));
         Window {
             limit,
-            span: nanos(limit.per).saturating_add(nanos(margin)),
+            span,
+            keep: span,
             log: VecDeque::new(),
         }
     }
@@ -136,6 +141,17 @@ impl Quota {
     /// The safety margin added to every window.
     pub fn margin(&self) -> Duration {
         self.margin
+    }
+
+    /// Changes the margin (a learned one, see [`crate::margin`]). Admissions already
+    /// logged are kept as long as the widest margin ever set asks, so a margin that
+    /// narrows and widens again still counts them.
+    pub fn set_margin(&mut self, margin: Duration) {
+        self.margin = margin;
+        for w in &mut self.windows {
+            w.span = nanos(w.limit.per).saturating_add(nanos(margin));
+            w.keep = w.keep.max(w.span);
+        }
     }
 
     /// The server's retry time, if one was given and not yet passed.
@@ -201,9 +217,9 @@ impl Quota {
         let base = *self.base.get_or_insert(now);
         let at = self.offset(now);
         self.last = at;
-        // Drop what has left each window; then every entry is live and the check is O(1).
+        // Drop what has left each window for good (what a wider margin would count stays).
         for w in &mut self.windows {
-            if let Some(cutoff) = at.checked_sub(w.span) {
+            if let Some(cutoff) = at.checked_sub(w.keep) {
                 while w.log.front().is_some_and(|&t| t <= cutoff) {
                     w.log.pop_front();
                 }
@@ -216,7 +232,7 @@ impl Quota {
         }
         let mut worst: Option<(u64, CallLimit)> = None;
         for w in &self.windows {
-            if let Some(free) = w.free_at(0) {
+            if let Some(free) = w.free_at(w.first_live(at)) {
                 if worst.is_none_or(|(f, _)| free > f) {
                     worst = Some((free, w.limit));
                 }

@@ -100,6 +100,16 @@ impl RunningTime {
         self.reserved
     }
 
+    /// Queries in flight holding a reservation.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// Until when the server said the budget is spent (it may lie in the past).
+    pub fn blocked_until(&self) -> Option<Instant> {
+        self.blocked_until
+    }
+
     /// Checks without reserving.
     pub fn check(&self, now: Instant) -> Result<(), RuntimeDenied> {
         if let Some(until) = self.blocked_until.filter(|u| *u > now) {

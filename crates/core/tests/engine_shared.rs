@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use defender_core::engine::{
     Admission, AdmitId, Auth, Call, CallId, Config, Engine, Event, Output, QuotaMode, QuotaOp,
-    SendId, StoreTicket,
+    SendId, StoreTicket, WaitReason,
 };
 use defender_core::hunting::HuntRequest;
 use defender_core::incidents::{IncidentId, IncidentQuery};
@@ -220,8 +220,8 @@ impl Harness {
                     inside.sort();
                     let free_at = inside[inside.len() - MAX] + PER;
                     Admission::Denied {
-                        retry_after: free_at - now,
-                        reason: format!("{MAX} calls per 1m"),
+                        retry_after: Some(free_at - now),
+                        reason: WaitReason::Store(format!("{MAX} calls per 1m")),
                     }
                 }
             }

@@ -74,6 +74,38 @@ proptest! {
         }
     }
 
+    /// A margin that changes between admissions (a learned one, never above the margin
+    /// the quota was made with) decides exactly as a naive log counted by brute force
+    /// with the margin of the moment.
+    #[test]
+    fn a_changing_margin_decides_as_the_naive_log(
+        limits in limits(),
+        ceiling_ms in 0u64..2000,
+        steps in prop::collection::vec((0u64..5000, prop::option::of(0u64..2000)), 1..200),
+    ) {
+        let start = t0();
+        let ceiling = Duration::from_millis(ceiling_ms);
+        let mut q = Quota::new(&limits, ceiling);
+        let mut margin = ceiling;
+        let mut now = start;
+        let mut log: Vec<Instant> = Vec::new();
+        for (dt, new_margin) in steps {
+            now += Duration::from_millis(dt);
+            if let Some(m) = new_margin {
+                margin = Duration::from_millis(m).min(ceiling);
+                q.set_margin(margin);
+            }
+            let naive_admits = limits.iter().all(|l| {
+                log.iter().filter(|t| **t + l.per + margin > now).count() < l.max as usize
+            });
+            let got = q.try_acquire(now);
+            prop_assert_eq!(got.is_ok(), naive_admits, "at {:?} with margin {:?}", now - start, margin);
+            if let Ok(t) = got {
+                log.push(t.at);
+            }
+        }
+    }
+
     /// A denial is exact: one nanosecond earlier than its retry time is still refused.
     #[test]
     fn retry_time_is_the_earliest(limits in limits(), gaps in prop::collection::vec(0u64..3000, 1..60)) {

@@ -2,13 +2,15 @@
 //! [`QuotaOp`]s (see `defender_core::engine::QuotaMode::Shared`).
 
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use defender_core::engine::{self, AdmitId, QuotaOp, StoreTicket};
+use defender_core::engine::{
+    self, AdmitId, GroupUsage, QuotaOp, StoreTicket, UsageSource, WaitReason,
+};
 use defender_core::limits::{ApiGroup, Limits};
 use defender_core::quota::QuotaKey;
 
-use crate::{AcquireRequest, Admission, RedisQuotaStore, StoreError, Ticket};
+use crate::{AcquireRequest, Admission, RedisQuotaStore, StoreError, Ticket, Usage};
 
 /// One app registration's quota in a store: its tenant and app id (the key), the limits
 /// and the margin every process of the app enforces.
@@ -63,15 +65,52 @@ pub(crate) fn to_engine(
 ) -> engine::Admission {
     match answer {
         Ok(Admission::Admitted(ticket)) => engine::Admission::Admitted(StoreTicket::new(ticket)),
-        Ok(Admission::Denied(d)) => engine::Admission::Denied {
-            retry_after: match d.reason {
+        Ok(Admission::Denied(d)) => {
+            use crate::DenyReason as D;
+            let (retry_after, reason) = match d.reason {
+                D::CallWindow(l) => (d.retry_after, WaitReason::Calls(l)),
+                D::RetryAfter => (d.retry_after, WaitReason::ServerRetryTime),
+                D::RuntimeWindow(l) => (d.retry_after, WaitReason::Runtime(l)),
                 // A completion, here or in another process, may free it any time.
-                crate::DenyReason::RuntimeInFlight(_) => d.retry_after.min(in_flight_poll),
-                _ => d.retry_after,
-            },
-            reason: d.reason.to_string(),
-        },
+                D::RuntimeInFlight(_) => {
+                    (d.retry_after.min(in_flight_poll), WaitReason::RuntimeHeld)
+                }
+                D::RuntimeExhausted => (d.retry_after, WaitReason::RuntimeExhausted),
+            };
+            engine::Admission::Denied {
+                retry_after: Some(retry_after),
+                reason,
+            }
+        }
         Err(e) => engine::Admission::Unavailable(e.to_string()),
+    }
+}
+
+/// The store's usage of `group`, read at `now`, as the engine shows usage.
+pub(crate) fn to_usage(group: ApiGroup, u: Usage, now: Instant) -> GroupUsage {
+    let ahead = |d: Duration| (!d.is_zero()).then(|| now + d);
+    GroupUsage {
+        group,
+        windows: u
+            .calls
+            .iter()
+            .map(|w| defender_core::quota::WindowUsage {
+                limit: w.limit,
+                used: w.used,
+                next_free: now + w.next_free_in,
+            })
+            .collect(),
+        blocked_until: ahead(u.blocked_for),
+        runtime: u.runtime.iter().map(|r| (r.limit, r.charged)).collect(),
+        runtime_reserved: u.reserved,
+        runtime_blocked_until: ahead(u.runtime_blocked_for),
+        in_flight: u.in_flight,
+        active_calls: 0,
+        source: if u.local {
+            UsageSource::StoreFallback
+        } else {
+            UsageSource::Store
+        },
     }
 }
 
@@ -109,6 +148,20 @@ impl SharedQuota {
     /// The binding.
     pub fn binding(&self) -> &Binding {
         &self.binding
+    }
+
+    /// Usage of every group of the bound app, as every process shares it (its
+    /// `active_calls` are zero: the store does not know a client's own calls).
+    pub fn usage(&self) -> Result<Vec<GroupUsage>, StoreError> {
+        let b = &self.binding;
+        let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        ApiGroup::ALL
+            .into_iter()
+            .map(|group| {
+                let u = store.usage(&b.key(group), &b.request(group, Duration::ZERO))?;
+                Ok(to_usage(group, u, Instant::now()))
+            })
+            .collect()
     }
 
     /// Runs `f` on the store.
@@ -193,6 +246,21 @@ impl AsyncSharedQuota {
         &self.store
     }
 
+    /// Usage of every group of the bound app, as every process shares it (its
+    /// `active_calls` are zero: the store does not know a client's own calls).
+    pub async fn usage(&self) -> Result<Vec<GroupUsage>, StoreError> {
+        let b = &self.binding;
+        let mut all = Vec::new();
+        for group in ApiGroup::ALL {
+            let u = self
+                .store
+                .usage(&b.key(group), &b.request(group, Duration::ZERO))
+                .await?;
+            all.push(to_usage(group, u, Instant::now()));
+        }
+        Ok(all)
+    }
+
     /// Performs one operation; an `Acquire` returns the answer for
     /// `Engine::handle_admission`, the others return `None`.
     pub async fn perform(&self, op: QuotaOp) -> Option<(AdmitId, engine::Admission)> {
@@ -256,7 +324,10 @@ mod tests {
 
     fn denied(answer: engine::Admission) -> Duration {
         match answer {
-            engine::Admission::Denied { retry_after, .. } => retry_after,
+            engine::Admission::Denied {
+                retry_after: Some(wait),
+                ..
+            } => wait,
             other => panic!("expected a denial, got {other:?}"),
         }
     }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use defender_core::engine::{
     Admission, Auth, Call, Config, Engine, Event, Output, QuotaMode, QuotaOp, SendId, StoreTicket,
+    WaitReason,
 };
 use defender_core::hunting::HuntRequest;
 use defender_core::incidents::IncidentQuery;
@@ -464,8 +465,10 @@ impl ModelStore {
                         return Some((
                             id,
                             Admission::Denied {
-                                retry_after: d.retry_at.saturating_duration_since(now),
-                                reason: "a call window".into(),
+                                retry_after: Some(d.retry_at.saturating_duration_since(now)),
+                                reason: d
+                                    .limit
+                                    .map_or(WaitReason::ServerRetryTime, WaitReason::Calls),
                             },
                         ))
                     }
@@ -482,8 +485,10 @@ impl ModelStore {
                             return Some((
                                 id,
                                 Admission::Denied {
-                                    retry_after: wait,
-                                    reason: "the running-time budget".into(),
+                                    retry_after: Some(wait),
+                                    reason: d
+                                        .limit
+                                        .map_or(WaitReason::RuntimeHeld, WaitReason::Runtime),
                                 },
                             ));
                         }

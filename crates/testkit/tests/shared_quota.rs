@@ -15,7 +15,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use defender_core::engine::Call;
+use defender_core::engine::{Call, UsageSource};
 use defender_core::incidents::IncidentQuery;
 use defender_core::{ApiGroup, Error, Limits};
 use defender_emulator::{DEFAULT_CLIENT_ID, DEFAULT_SECRET, DEFAULT_TENANT};
@@ -232,6 +232,23 @@ fn redis_stopped_and_started_again() {
     call(&failing).expect("admitted through Redis");
     call(&falling_back).expect("admitted through Redis");
     assert_eq!(shared_used(redis.url()), 2, "both calls counted in Redis");
+    // The client's quota() asks the store it admits through: both clients' calls.
+    let incidents = |c: &defender_async::Client| {
+        env.rt
+            .block_on(c.quota())
+            .expect("the store reports usage")
+            .into_iter()
+            .find(|u| u.group == ApiGroup::Incidents)
+            .expect("every group is reported")
+    };
+    let seen = incidents(&failing);
+    assert_eq!(seen.source, UsageSource::Store, "{seen:?}");
+    assert_eq!(
+        seen.windows.iter().map(|w| w.used).max(),
+        Some(2),
+        "{seen:?}"
+    );
+    assert_eq!(seen.active_calls, 0, "{seen:?}");
 
     // Redis down.
     redis.stop();
@@ -256,6 +273,9 @@ fn redis_stopped_and_started_again() {
         before + 3,
         "the fallback's calls went out"
     );
+    // Its usage says it is the fallback's own count.
+    let seen = incidents(&falling_back);
+    assert_eq!(seen.source, UsageSource::StoreFallback, "{seen:?}");
 
     // Redis back on the same port (empty: the windows were lost, nothing else).
     let port = redis.port;

@@ -1,28 +1,30 @@
 //! The engine: every call's life, from submission to one final event.
 //!
 //! ```text
-//!  submit ─► Queued ─(token usable; local quota and running-time budget admit)──────► Outbox
-//!             ▲  │ └─(shared store: QuotaOp::Acquire)─► Admitting ─(Admitted)────────► Outbox
-//!             │  │                                          └─(Denied: wait)─► Queued
-//!             │  └─(wait > max_wait)─► Failed(QuotaWait)
-//!             │                                  poll_output hands the Transmit ─► InFlight
-//!             │                                                                      │
-//!             └─(429 / 5xx / transport / 401 once: retry per policy; an update      │
-//!                whose outcome is unknown comes back as a read-back) ◄── response ◄──┘
+//!  submit ─► Queued ─(token usable)─► Admitting ─(Admitted: request built)─► Outbox
+//!             ▲  ▲                      │  QuotaOp::Acquire, answered by the    │
+//!             │  └──(Denied: the group  │  local admission at once or by a      │ poll_output
+//!             │      waits ≤ max_wait)──┘  shared store later                   ▼
+//!             │   (wait > max_wait, deadline, store silent or down) ─► Failed  InFlight
+//!             │                                                                 │
+//!             └─(429 / 5xx / transport / 401 once: retry per policy; an update  │
+//!                whose outcome is unknown comes back as a read-back) ◄─ answer ◄┘
 //!                                        2xx ─► Completed (an update may go on to
 //!                                               Graph's comment step)   other ─► Failed
-//!  cancel: Queued/Admitting ─► gone; Outbox ─► gone, quota given back;
-//!          InFlight ─► Orphan: its answer (or transport error) settles the quota and
-//!          running time, and nobody hears of it.
-//!  HuntStream: a 2xx's body goes to the caller through a HuntStreamer; its end comes
-//!          back as handle_stream_end (Complete, or broken: retried only before rows).
+//!  cancel:  Queued/Admitting ─► gone (a late admission is released);
+//!           Outbox ─► gone, its Hold released; InFlight ─► Orphan: its answer, transport
+//!           error or abandon(Held::…) settles the Hold (Complete with what ran), unheard.
+//!  stream:  a HuntStream's 2xx body goes to its reader; handle_stream_end settles it
+//!           (Complete, or broken: retried only before any row was handed out).
+//!  Every Hold ends once: Release (never sent) or Complete (sent; charged what it ran).
 //! ```
 //!
 //! Where each rule lives: `config` (what a caller sets), `protocol` (calls,
 //! values, transmits, quota operations, events), `request` (building a call's HTTP
 //! request), `response` (status, headers and body to an outcome; decoding), `update`
 //! (calls that change something), `token` (the access token's timing), `streamer` (rows
-//! of a streamed hunt); this file holds admission, retries and timers.
+//! of a streamed hunt), `admission` (the in-process answerer of quota operations); this
+//! file holds the phases, retries and timers.
 //!
 //! Methods come in two kinds, as in quinn-proto: inputs are `handle_*` (and `submit`,
 //! `cancel`), outputs come from [`Engine::poll_output`]. **After every input, drain
@@ -82,13 +84,13 @@ use crate::incidents::{
 };
 use crate::limits::{format_duration, ApiGroup, CallLimit, Limits};
 use crate::policy::{Failure, FailureKind, Policy, Retry, Truncation};
-use crate::quota::{Quota, Ticket, WindowUsage};
-use crate::runtime::{Reservation, RunningTime};
+use crate::quota::WindowUsage;
 use crate::stream::{DecodeError, DecodeEvent, RowDecoder};
 use crate::surface::{Endpoints, Surface};
 use crate::throttle::Throttle;
 use crate::token::{AccessToken, ClientCredentials};
 
+mod admission;
 mod config;
 mod protocol;
 mod request;
@@ -97,6 +99,7 @@ mod streamer;
 mod token;
 mod update;
 
+use admission::LocalAdmission;
 pub use config::*;
 pub use protocol::*;
 use response::running_time;
@@ -128,10 +131,8 @@ struct CallState {
     attempts: u32,
     not_before: Option<Instant>,
     phase: Phase,
-    ticket: Option<Ticket>,
-    reservation: Option<Reservation>,
-    /// With a shared store: what it admitted the call with.
-    store: Option<StoreHold>,
+    /// What admission gave the call, until it is settled.
+    hold: Option<Hold>,
     token_retried: bool,
     sent_at: Option<Instant>,
     announced_until: Option<Instant>,
@@ -147,10 +148,10 @@ struct CallState {
     patched: Option<Record>,
 }
 
-/// What a shared store admitted a call with.
+/// What admission (the local one or a shared store) admitted a call with.
 #[derive(Debug)]
-struct StoreHold {
-    /// The store's ticket, handed back in `Release` or `Complete`.
+struct Hold {
+    /// The answerer's ticket, handed back in `Release` or `Complete`.
     ticket: StoreTicket,
     /// Whether it holds a running-time reservation (a hunt): its answer must `Complete`.
     reserved: bool,
@@ -163,10 +164,9 @@ enum SendTarget {
     /// A call cancelled while in flight: settle its accounting when the answer comes.
     Orphan {
         group: ApiGroup,
-        /// Its place in the call windows: given back when the request was never sent.
-        ticket: Option<Ticket>,
-        reservation: Option<Reservation>,
-        store: Option<StoreHold>,
+        /// What it was admitted with: given back when the request was never sent,
+        /// settled when it was.
+        hold: Option<Hold>,
         sent_at: Instant,
     },
 }
@@ -179,8 +179,10 @@ const RECENT_RUNTIMES: usize = 32;
 pub struct Engine {
     config: Config,
     policy: Box<dyn Policy>,
-    quotas: BTreeMap<ApiGroup, Quota>,
-    runtime: RunningTime,
+    /// The in-process answerer of quota operations; `None` when a shared store answers.
+    local: Option<LocalAdmission>,
+    /// Running time charged by this engine's calls since it started.
+    spent: Duration,
     /// The running times of the latest queries: a reservation is their maximum, so that
     /// queries in flight rarely overrun what they hold (the server charges on completion).
     recent_runtimes: VecDeque<Duration>,
@@ -190,8 +192,8 @@ pub struct Engine {
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     quota_ops: VecDeque<QuotaOp>,
-    /// Shared store: the outstanding admission of each group, the call it is for, and
-    /// when the store's answer counts as missing.
+    /// The outstanding admission of each group, the call it is for, and when a store's
+    /// answer counts as missing (a local answer comes before anyone looks).
     admitting: BTreeMap<ApiGroup, (AdmitId, CallId, Instant)>,
     /// Admissions given up on (the store did not answer in time): a late `Admitted`
     /// gives its ticket back.
@@ -210,16 +212,12 @@ impl Engine {
     /// host other than loopback.
     pub fn new(config: Config, policy: Box<dyn Policy>, now: Instant) -> Result<Engine, Error> {
         config.endpoints.check_secure()?;
-        let quotas = ApiGroup::ALL
-            .into_iter()
-            .map(|g| (g, Quota::new(&config.limits.group(g).calls, config.margin)))
-            .collect();
-        let runtime = RunningTime::new(&config.limits.hunting.runtime, config.margin);
+        let local = LocalAdmission::for_mode(config.quota, &config.limits, config.margin);
         Ok(Engine {
             config,
             policy,
-            quotas,
-            runtime,
+            local,
+            spent: Duration::ZERO,
             recent_runtimes: VecDeque::new(),
             token: TokenCache::default(),
             calls: BTreeMap::new(),
@@ -260,9 +258,7 @@ impl Engine {
                 attempts: 0,
                 not_before: None,
                 phase: Phase::Queued,
-                ticket: None,
-                reservation: None,
-                store: None,
+                hold: None,
                 token_retried: false,
                 sent_at: None,
                 announced_until: None,
@@ -297,9 +293,7 @@ impl Engine {
                     send,
                     SendTarget::Orphan {
                         group: state.group,
-                        ticket: state.ticket,
-                        reservation: state.reservation,
-                        store: state.store,
+                        hold: state.hold,
                         sent_at: state.sent_at.unwrap_or(self.now),
                     },
                 );
@@ -328,30 +322,16 @@ impl Engine {
             )),
             Some(SendTarget::Orphan {
                 group,
-                ticket,
-                reservation,
-                store,
+                hold,
                 sent_at,
             }) => match held {
-                // Never sent: its place in the windows, its reservation and its store
-                // admission go back as if it had been cancelled in the outbox.
-                Held::Unsent => {
-                    if let Some(t) = ticket {
-                        if let Some(q) = self.quotas.get_mut(&group) {
-                            q.release(t);
-                        }
-                    }
-                    if let Some(r) = reservation {
-                        self.runtime.cancel(r);
-                    }
-                    if let Some(StoreHold { ticket, .. }) = store {
-                        self.quota_ops.push_back(QuotaOp::Release { group, ticket });
-                    }
-                }
+                // Never sent: its place in the windows and its reservation go back as if
+                // it had been cancelled in the outbox.
+                Held::Unsent => self.release(group, hold),
                 // Sent: it counts, and what it may have run is charged.
                 Held::InFlight | Held::Body => {
                     let ran = self.now.saturating_duration_since(sent_at);
-                    self.settle(group, reservation, store, ran);
+                    self.settle(group, hold, ran);
                 }
             },
         }
@@ -381,18 +361,15 @@ impl Engine {
             SendTarget::Token => self.token_response(status, response.body()),
             SendTarget::Orphan {
                 group,
-                reservation,
-                store,
+                hold,
                 sent_at,
-                ..
             } => {
                 // Nobody waits for the answer, but what it says about the quota counts.
                 if status == 429 {
                     let throttle = Throttle::parse(response.headers(), response.body(), wall_now);
                     self.apply_throttle(group, &throttle);
                 }
-                let held = reservation.is_some() || store.as_ref().is_some_and(|s| s.reserved);
-                if held {
+                if hold.as_ref().is_some_and(|h| h.reserved) {
                     let actual = if response.status().is_success() {
                         let stats = HuntResponse::from_slice(response.body())
                             .ok()
@@ -401,7 +378,7 @@ impl Engine {
                     } else {
                         Duration::ZERO
                     };
-                    self.settle(group, reservation, store, actual);
+                    self.settle(group, hold, actual);
                 }
             }
             SendTarget::Call(call_id) => self.call_response(call_id, response, wall_now),
@@ -419,26 +396,18 @@ impl Engine {
             SendTarget::Token => self.token_transport_error(error),
             SendTarget::Orphan {
                 group,
-                reservation,
-                store,
+                hold,
                 sent_at,
-                ..
             } => {
                 let ran = self.ran_for(error.kind, sent_at);
-                self.settle(group, reservation, store, ran);
+                self.settle(group, hold, ran);
             }
             SendTarget::Call(call_id) => {
                 let Some(mut state) = self.calls.remove(&call_id) else {
                     return;
                 };
                 let ran = self.ran_for(error.kind, state.sent_at.unwrap_or(self.now));
-                self.settle(
-                    state.group,
-                    state.reservation.take(),
-                    state.store.take(),
-                    ran,
-                );
-                state.ticket = None;
+                self.settle(state.group, state.hold.take(), ran);
                 let attempts = state.attempts;
                 if !state.idempotent() && error.kind != TransportErrorKind::Connect {
                     // The update was written: the server may have applied it.
@@ -472,104 +441,6 @@ impl Engine {
         }
     }
 
-    /// A streamed hunt's body ended (see [`Call::HuntStream`]; only for a transmit with
-    /// [`Transmit::stream`] whose status was 2xx). With no row handed out, a network
-    /// failure is retried like any other; after rows were handed out nothing is retried
-    /// (they would come twice) and the call fails with what broke.
-    pub fn handle_stream_end(&mut self, id: SendId, end: StreamEnd, now: Instant) {
-        if let StreamEnd::Transport { error, rows: 0 } = end {
-            return self.handle_transport_error(id, error, now);
-        }
-        self.advance(now);
-        self.dirty = true;
-        let Some(target) = self.sends.remove(&id) else {
-            return;
-        };
-        match target {
-            SendTarget::Token => {}
-            SendTarget::Orphan {
-                group,
-                reservation,
-                store,
-                sent_at,
-                ..
-            } => {
-                let elapsed = self.now.saturating_duration_since(sent_at);
-                let running = match &end {
-                    StreamEnd::Complete { stats, .. } => running_time(stats.as_ref(), elapsed),
-                    _ => elapsed,
-                };
-                self.settle(group, reservation, store, running);
-            }
-            SendTarget::Call(call_id) => {
-                let Some(mut state) = self.calls.remove(&call_id) else {
-                    return;
-                };
-                state.ticket = None;
-                let elapsed = self
-                    .now
-                    .saturating_duration_since(state.sent_at.unwrap_or(self.now));
-                let (reservation, store) = (state.reservation.take(), state.store.take());
-                match end {
-                    StreamEnd::Complete {
-                        schema,
-                        stats,
-                        rows,
-                    } => {
-                        self.policy.on_success();
-                        let running = running_time(stats.as_ref(), elapsed);
-                        self.settle(state.group, reservation, store, running);
-                        self.record_runtime(running);
-                        let row_cap = self.config.limits.hunting.rows;
-                        let truncated = row_cap.is_some_and(|cap| rows >= cap);
-                        if let Some(e) = self.refuse_truncated(&state.call, truncated) {
-                            return self.fail(call_id, e);
-                        }
-                        self.events.push_back(Event::Completed {
-                            id: call_id,
-                            value: Value::HuntStreamed(HuntSummary {
-                                schema,
-                                rows,
-                                stats,
-                                running_time: running,
-                                truncated,
-                                row_cap,
-                            }),
-                        });
-                    }
-                    StreamEnd::Transport { error, .. } => {
-                        self.settle(state.group, reservation, store, elapsed);
-                        self.fail(
-                            call_id,
-                            Error::Transport {
-                                attempts: state.attempts,
-                                error,
-                            },
-                        );
-                    }
-                    StreamEnd::Decode(e) => {
-                        self.settle(state.group, reservation, store, elapsed);
-                        self.fail(
-                            call_id,
-                            Error::Decode {
-                                what: "hunting",
-                                len: e.offset() as usize,
-                                message: e.to_string(),
-                            },
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    fn record_runtime(&mut self, running: Duration) {
-        if self.recent_runtimes.len() == RECENT_RUNTIMES {
-            self.recent_runtimes.pop_front();
-        }
-        self.recent_runtimes.push_back(running);
-    }
-
     /// What the driver must do next. Drain until `Wait`.
     pub fn poll_output(&mut self) -> Output {
         if self.dirty {
@@ -594,30 +465,30 @@ impl Engine {
         )
     }
 
-    /// Usage of every group's quota at `now`.
+    /// Usage of every group's quota at `now`, as the in-process admission counts it.
+    /// With a shared store the windows live in the store: these then hold only the
+    /// engine's own calls (`active_calls`); ask the store for the rest (the clients'
+    /// `quota()` does).
     pub fn usage(&self, now: Instant) -> Vec<GroupUsage> {
         let now = now.max(self.now);
-        self.quotas
-            .iter()
-            .map(|(group, q)| GroupUsage {
-                group: *group,
-                windows: q.usage(now),
-                blocked_until: q.blocked_until().filter(|b| *b > now),
-                runtime: if *group == ApiGroup::Hunting {
-                    self.runtime
-                        .limits()
-                        .iter()
-                        .map(|l| (*l, self.runtime.charged(l, now)))
-                        .collect()
-                } else {
-                    Vec::new()
-                },
-                runtime_reserved: if *group == ApiGroup::Hunting {
-                    self.runtime.reserved()
-                } else {
-                    Duration::ZERO
-                },
-                active_calls: self.calls.values().filter(|c| c.group == *group).count(),
+        ApiGroup::ALL
+            .into_iter()
+            .map(|group| {
+                let active = self.calls.values().filter(|c| c.group == group).count();
+                match &self.local {
+                    Some(local) => local.usage(group, now, active),
+                    None => GroupUsage {
+                        group,
+                        windows: Vec::new(),
+                        blocked_until: None,
+                        runtime: Vec::new(),
+                        runtime_reserved: Duration::ZERO,
+                        runtime_blocked_until: None,
+                        in_flight: 0,
+                        active_calls: active,
+                        source: UsageSource::Engine,
+                    },
+                }
             })
             .collect()
     }
@@ -629,7 +500,7 @@ impl Engine {
 
     /// Running time charged since the engine started.
     pub fn running_time_spent(&self) -> Duration {
-        self.runtime.spent_total()
+        self.spent
     }
 
     fn advance(&mut self, now: Instant) -> Instant {
@@ -644,142 +515,6 @@ impl Engine {
             // Never reached the server: nothing ran.
             TransportErrorKind::Connect => Duration::ZERO,
             _ => self.now.saturating_duration_since(sent_at),
-        }
-    }
-
-    /// An admitted call that was not sent gives back its slot and reservation.
-    fn give_back(&mut self, state: CallState) {
-        if let Some(t) = state.ticket {
-            if let Some(q) = self.quotas.get_mut(&state.group) {
-                q.release(t);
-            }
-        }
-        if let Some(r) = state.reservation {
-            self.runtime.cancel(r);
-        }
-        if let Some(StoreHold { ticket, .. }) = state.store {
-            self.quota_ops.push_back(QuotaOp::Release {
-                group: state.group,
-                ticket,
-            });
-        }
-    }
-
-    /// A sent call's answer (or its failure) came: its reservation turns into a charge of
-    /// what it ran, locally or in the shared store. A store ticket without a reservation
-    /// needs nothing more: the call stays counted in its windows.
-    fn settle(
-        &mut self,
-        group: ApiGroup,
-        reservation: Option<Reservation>,
-        store: Option<StoreHold>,
-        running: Duration,
-    ) {
-        if let Some(r) = reservation {
-            self.runtime.complete(r, running, self.now);
-        }
-        if let Some(StoreHold {
-            ticket,
-            reserved: true,
-        }) = store
-        {
-            self.quota_ops.push_back(QuotaOp::Complete {
-                group,
-                ticket,
-                running,
-            });
-        }
-    }
-
-    /// The reservation for the next hunting call: the longest recent running time.
-    fn runtime_estimate(&self) -> Duration {
-        self.recent_runtimes
-            .iter()
-            .max()
-            .copied()
-            .unwrap_or(self.config.runtime_estimate)
-    }
-
-    /// With a shared store: the store's answer to an [`QuotaOp::Acquire`].
-    pub fn handle_admission(&mut self, id: AdmitId, answer: Admission, now: Instant) {
-        self.advance(now);
-        self.dirty = true;
-        let call = self
-            .admitting
-            .iter()
-            .find(|(_, (a, _, _))| *a == id)
-            .map(|(g, (_, c, _))| (*g, *c));
-        let Some((group, call_id)) = call else {
-            // Given up on (too late): a slot it admitted goes back. Otherwise unknown or
-            // already answered (a transport bug): nothing to match it with.
-            if let Some(group) = self.abandoned.remove(&id) {
-                if let Admission::Admitted(ticket) = answer {
-                    self.quota_ops.push_back(QuotaOp::Release { group, ticket });
-                }
-            }
-            return;
-        };
-        self.admitting.remove(&group);
-        let waiting = self
-            .calls
-            .get(&call_id)
-            .is_some_and(|c| matches!(c.phase, Phase::Admitting(a) if a == id));
-        if !waiting {
-            // The call was cancelled or failed meanwhile.
-            if let Admission::Admitted(ticket) = answer {
-                self.quota_ops.push_back(QuotaOp::Release { group, ticket });
-            }
-            return;
-        }
-        match answer {
-            Admission::Admitted(ticket) => {
-                let reserved = group == ApiGroup::Hunting;
-                let token = self.usable_token().map(|t| t.token.clone());
-                let state = self.calls.get_mut(&call_id).expect("checked above");
-                state.phase = Phase::Queued;
-                match token {
-                    Some(token) => self.dispatch(
-                        call_id,
-                        token.expose(),
-                        None,
-                        None,
-                        Some(StoreHold { ticket, reserved }),
-                    ),
-                    None => {
-                        // The token lapsed while the store decided: give the slot back and
-                        // ask again once a token is there.
-                        self.quota_ops.push_back(QuotaOp::Release { group, ticket });
-                    }
-                }
-            }
-            Admission::Denied {
-                retry_after,
-                reason,
-            } => {
-                let jitter = self.policy.admission_jitter(retry_after);
-                let retry_at = self.now + retry_after.max(Duration::from_millis(1)) + jitter;
-                // Every queued call of the group waits for the same instant.
-                let queued: Vec<CallId> = self
-                    .calls
-                    .iter()
-                    .filter(|(_, c)| c.group == group)
-                    .filter(|(_, c)| matches!(c.phase, Phase::Queued | Phase::Admitting(_)))
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in queued {
-                    if let Some(c) = self.calls.get_mut(&id) {
-                        c.phase = Phase::Queued;
-                        if c.not_before.is_some_and(|t| t >= retry_at) {
-                            continue;
-                        }
-                    }
-                    self.wait_or_fail(id, retry_at, WaitReason::Store(reason.clone()));
-                }
-            }
-            Admission::Unavailable(message) => {
-                self.calls.remove(&call_id);
-                self.fail(call_id, Error::QuotaStore { message });
-            }
         }
     }
 
@@ -862,9 +597,9 @@ impl Engine {
         }
         // Tokens: fetch when none is usable, or ahead of expiry while calls are active.
         self.fetch_token_if_needed();
-        let Some(token) = self.usable_token().map(|t| t.token.clone()) else {
+        if self.usable_token().is_none() {
             return;
-        };
+        }
 
         let mut blocked: Vec<ApiGroup> = Vec::new();
         let ids: Vec<CallId> = self.calls.keys().copied().collect();
@@ -880,84 +615,42 @@ impl Engine {
                 continue;
             }
             let group = state.group;
-            if self.config.quota == QuotaMode::Shared {
-                // One admission at a time per group: the store's answer for one call tells
-                // whether the others may try.
-                if !self.admitting.contains_key(&group) {
-                    self.next_admit += 1;
-                    let admit = AdmitId(self.next_admit);
-                    let timeout = now + self.config.store_timeout;
-                    self.admitting.insert(group, (admit, id, timeout));
-                    self.calls.get_mut(&id).expect("present").phase = Phase::Admitting(admit); // looked up above
-                    let estimate = if group == ApiGroup::Hunting {
-                        self.runtime_estimate()
-                    } else {
-                        Duration::ZERO
-                    };
-                    self.quota_ops.push_back(QuotaOp::Acquire {
-                        id: admit,
-                        group,
-                        estimate,
-                    });
-                }
+            // One admission at a time per group: the answer for one call tells whether
+            // the others may try.
+            if self.admitting.contains_key(&group) {
                 blocked.push(group);
                 continue;
             }
-            let quota = self
-                .quotas
-                .get_mut(&group)
-                .expect("a quota exists for every group"); // built from ApiGroup::ALL
-            let ticket = match quota.try_acquire(now) {
-                Ok(t) => t,
-                Err(denied) => {
-                    let reason = match denied.limit {
-                        Some(l) => WaitReason::Calls(l),
-                        None => WaitReason::ServerRetryTime,
-                    };
-                    if !self.wait_or_fail(id, denied.retry_at, reason) {
-                        blocked.push(group);
-                    }
-                    continue;
-                }
+            self.next_admit += 1;
+            let admit = AdmitId(self.next_admit);
+            self.admitting
+                .insert(group, (admit, id, now + self.config.store_timeout));
+            self.calls.get_mut(&id).expect("present").phase = Phase::Admitting(admit); // looked up above
+            let estimate = if group == ApiGroup::Hunting {
+                self.runtime_estimate()
+            } else {
+                Duration::ZERO
             };
-            let mut reservation = None;
-            if group == ApiGroup::Hunting {
-                let estimate = self.runtime_estimate();
-                match self.runtime.try_reserve(now, estimate) {
-                    Ok(r) => reservation = Some(r),
-                    Err(denied) => {
-                        self.quotas.get_mut(&group).expect("exists").release(ticket); // as above
-                        let reason = match denied.limit {
-                            Some(l) => WaitReason::Runtime(l),
-                            None => WaitReason::RuntimeHeld,
-                        };
-                        match denied.retry_at {
-                            Some(t) => {
-                                if !self.wait_or_fail(id, t, reason) {
-                                    blocked.push(group);
-                                }
-                            }
-                            // Held by queries in flight: their answers wake us.
-                            None => blocked.push(group),
-                        }
-                        continue;
-                    }
-                }
+            self.quota_op(QuotaOp::Acquire {
+                id: admit,
+                group,
+                estimate,
+            });
+            // A store answers later; the local answer came already, and the group goes
+            // on to its next call only if this one was admitted.
+            let admitted = self
+                .calls
+                .get(&id)
+                .is_some_and(|c| matches!(c.phase, Phase::Outbox(_)));
+            if !admitted {
+                blocked.push(group);
             }
-            self.dispatch(id, token.expose(), Some(ticket), reservation, None);
         }
     }
 
     /// An admitted call: build its request and put it in the outbox (or fail it when the
     /// request cannot be built, giving back what it was admitted with).
-    fn dispatch(
-        &mut self,
-        id: CallId,
-        token: &str,
-        ticket: Option<Ticket>,
-        reservation: Option<Reservation>,
-        store: Option<StoreHold>,
-    ) {
+    fn dispatch(&mut self, id: CallId, token: &str, hold: Hold) {
         let now = self.now;
         let Some(state) = self.calls.get(&id) else {
             return;
@@ -968,9 +661,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => {
                 if let Some(mut state) = self.calls.remove(&id) {
-                    state.ticket = ticket;
-                    state.reservation = reservation;
-                    state.store = store;
+                    state.hold = Some(hold);
                     self.give_back(state);
                 }
                 self.fail(id, e);
@@ -982,9 +673,7 @@ impl Engine {
         let state = self.calls.get_mut(&id).expect("present"); // looked up above, not removed since
         state.attempts += 1;
         state.phase = Phase::Outbox(send);
-        state.ticket = ticket;
-        state.reservation = reservation;
-        state.store = store;
+        state.hold = Some(hold);
         state.sent_at = Some(now);
         state.not_before = None;
         state.announced_until = None;
@@ -998,42 +687,6 @@ impl Engine {
             timeout,
             stream,
         });
-    }
-
-    /// The call must wait until `retry_at`: within `max_wait` it waits (true is returned
-    /// when it failed instead, so the group is not blocked by it).
-    fn wait_or_fail(&mut self, id: CallId, retry_at: Instant, reason: WaitReason) -> bool {
-        let now = self.now;
-        let max_wait = self.policy.max_wait();
-        let state = self.calls.get_mut(&id).expect("caller holds a live id"); // only called for queued calls
-        let total = retry_at.saturating_duration_since(state.queued_since);
-        if total > max_wait {
-            let group = state.group;
-            self.calls.remove(&id);
-            self.fail(
-                id,
-                Error::QuotaWait {
-                    group,
-                    retry_at,
-                    wait: retry_at.saturating_duration_since(now),
-                    max_wait,
-                    reason,
-                },
-            );
-            return true;
-        }
-        state.not_before = Some(retry_at);
-        if state.announced_until != Some(retry_at) {
-            state.announced_until = Some(retry_at);
-            let group = state.group;
-            self.events.push_back(Event::Waiting {
-                id,
-                group,
-                until: retry_at,
-                reason,
-            });
-        }
-        false
     }
 
     fn retry_or_fail(
@@ -1118,10 +771,8 @@ impl Engine {
             if let Some(t) = self.token.timer() {
                 offer(t);
             }
-            for q in self.quotas.values() {
-                if let Some(b) = q.blocked_until() {
-                    offer(b);
-                }
+            if let Some(local) = &self.local {
+                local.timers().for_each(&mut offer);
             }
         }
         t

@@ -396,12 +396,15 @@ pub enum QuotaOp {
 pub enum Admission {
     /// The call may go; the store's ticket comes back in `Release` or `Complete`.
     Admitted(StoreTicket),
-    /// Not yet: the earliest wait after which it would be admitted, and why.
+    /// Not yet: the earliest wait after which it would be admitted, and why. Every
+    /// queued call of the group waits that long.
     Denied {
-        /// The wait, from now.
-        retry_after: Duration,
-        /// What binds, in words.
-        reason: String,
+        /// The wait, from now. `None` only when nothing but the end of one of this
+        /// engine's own calls in flight can free it (the in-process answer knows that;
+        /// a store shared by processes should give a time to ask again).
+        retry_after: Option<Duration>,
+        /// What binds.
+        reason: WaitReason,
     },
     /// The store could not decide: the call fails with [`Error::QuotaStore`].
     Unavailable(String),
@@ -418,11 +421,14 @@ pub enum WaitReason {
     Runtime(crate::limits::RuntimeLimit),
     /// Queries in flight hold the running-time budget.
     RuntimeHeld,
+    /// The server said the running-time budget is spent (a 429), until a time it gave.
+    RuntimeExhausted,
     /// The group is blocked until a retry time the server gave (a 429 seen earlier).
     ServerRetryTime,
     /// This call's answer asked to wait this long (a 429's or a 5xx's `Retry-After`).
     ServerAsked(Duration),
-    /// The shared quota store said no; its words.
+    /// A quota store of the caller's said no, in its own words (the stores of this
+    /// workspace give one of the typed reasons above).
     Store(String),
 }
 
@@ -432,6 +438,9 @@ impl fmt::Display for WaitReason {
             WaitReason::Calls(l) => write!(f, "{l}"),
             WaitReason::Runtime(l) => write!(f, "{l}"),
             WaitReason::RuntimeHeld => f.write_str("the running-time budget"),
+            WaitReason::RuntimeExhausted => {
+                f.write_str("the running-time budget the server said is spent")
+            }
             WaitReason::ServerRetryTime => f.write_str("the server's retry time"),
             WaitReason::ServerAsked(d) => {
                 write!(f, "the server asked to wait {}", format_duration(*d))
@@ -508,7 +517,20 @@ pub enum Output {
     Wait(Option<Instant>),
 }
 
-/// Usage of one group's quota.
+/// Who counted a [`GroupUsage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UsageSource {
+    /// This engine's in-process admission: exact for one process.
+    Engine,
+    /// The shared quota store: every process of the app.
+    Store,
+    /// The store was unreachable: its fallback's count, in this process only.
+    StoreFallback,
+}
+
+/// Usage of one group's quota, from the engine or from a shared store (the clients'
+/// `quota()` asks whichever admits their calls).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupUsage {
     /// The group.
@@ -521,6 +543,28 @@ pub struct GroupUsage {
     pub runtime: Vec<(crate::limits::RuntimeLimit, Duration)>,
     /// Running time reserved by queries in flight.
     pub runtime_reserved: Duration,
-    /// Calls waiting or in flight.
+    /// Until when the server said the running-time budget is spent, if that lies ahead.
+    pub runtime_blocked_until: Option<Instant>,
+    /// Queries in flight holding a running-time reservation (in every process, when a
+    /// store counted).
+    pub in_flight: u32,
+    /// This client's calls waiting or in flight.
     pub active_calls: usize,
+    /// Who counted.
+    pub source: UsageSource,
+}
+
+impl GroupUsage {
+    /// A store's usage with this engine's own calls counted in (`own` is
+    /// [`Engine::usage`]): what a client's `quota()` shows with a shared store.
+    pub fn with_own_calls(mut store: Vec<GroupUsage>, own: &[GroupUsage]) -> Vec<GroupUsage> {
+        for u in &mut store {
+            u.active_calls = own
+                .iter()
+                .filter(|o| o.group == u.group)
+                .map(|o| o.active_calls)
+                .sum();
+        }
+        store
+    }
 }

@@ -17,7 +17,6 @@ impl Engine {
         let elapsed_call = self
             .now
             .saturating_duration_since(state.sent_at.unwrap_or(self.now));
-        state.ticket = None;
 
         if response.status().is_success() {
             self.policy.on_success();
@@ -58,12 +57,9 @@ impl Engine {
             }
             return;
         }
-        // Not a success: the query did not run to a result; give back its reservation.
-        if let Some(r) = state.reservation.take() {
-            self.runtime.cancel(r);
-        }
-        let store = state.store.take();
-        self.settle(state.group, None, store, Duration::ZERO);
+        // Not a success: the query did not run to a result; nothing is charged.
+        let hold = state.hold.take();
+        self.settle(state.group, hold, Duration::ZERO);
         let api_error = || ApiError::from_response(status, response.headers(), body);
         match status {
             429 => {
@@ -162,27 +158,13 @@ impl Engine {
         if throttle.runtime_exhausted && retry_after.is_none() {
             retry_after = Some(self.config.runtime_exhausted_wait);
         }
-        if self.config.quota == QuotaMode::Shared && (limit.is_some() || retry_after.is_some()) {
-            self.quota_ops.push_back(QuotaOp::Feedback {
+        if limit.is_some() || retry_after.is_some() {
+            self.quota_op(QuotaOp::Feedback {
                 group,
                 retry_after,
                 limit,
                 runtime_exhausted: throttle.runtime_exhausted,
             });
-        }
-        let quota = self
-            .quotas
-            .get_mut(&group)
-            .expect("a quota exists for every group"); // built from ApiGroup::ALL
-        if let Some(limit) = limit {
-            quota.handle_learned_limit(limit);
-        }
-        if let Some(w) = retry_after {
-            if throttle.runtime_exhausted {
-                self.runtime.handle_exhausted(self.now + w);
-            } else {
-                quota.handle_retry_at(self.now + w);
-            }
         }
         retry_after
     }
@@ -228,12 +210,7 @@ impl Engine {
                 );
                 let stats = parsed.as_ref().ok().and_then(|h| h.stats.as_ref());
                 let running = running_time(stats, elapsed);
-                self.settle(
-                    state.group,
-                    state.reservation.take(),
-                    state.store.take(),
-                    running,
-                );
+                self.settle(state.group, state.hold.take(), running);
                 self.record_runtime(running);
                 let resp = parsed.map_err(|e| Error::Decode {
                     what: "hunting",

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use defender_core::engine::{Admission, AdmitId, Call, QuotaOp, StoreTicket};
+use defender_core::engine::{
+    Admission, AdmitId, Call, QuotaOp, StoreTicket, UsageSource, WaitReason,
+};
 use defender_core::hunting::HuntRequest;
 use defender_core::incidents::{IncidentId, IncidentQuery};
 use defender_core::quota::{Quota, Ticket};
@@ -57,10 +59,10 @@ impl SyncStore for MemoryStore {
                         Admission::Admitted(StoreTicket::new(ticket))
                     }
                     Err(denied) => Admission::Denied {
-                        retry_after: denied.retry_at.saturating_duration_since(now),
+                        retry_after: Some(denied.retry_at.saturating_duration_since(now)),
                         reason: denied
                             .limit
-                            .map_or_else(|| "the server's retry time".into(), |l| l.to_string()),
+                            .map_or(WaitReason::ServerRetryTime, WaitReason::Calls),
                     },
                 };
                 Some((id, answer))
@@ -188,6 +190,14 @@ pub fn two_clients_share_one_store_at_exact_limits<D: Driver>() {
             "{} {mode:?}: the store admitted every call sent",
             D::NAME
         );
+        // quota() asks the store; this one does not report usage, so the client shows
+        // its own calls only (none left), and says so.
+        let usage = clients[0].quota().expect("the client's own view");
+        for u in &usage {
+            assert_eq!(u.source, UsageSource::Engine, "{} {u:?}", D::NAME);
+            assert!(u.windows.is_empty(), "{} {u:?}", D::NAME);
+            assert_eq!(u.active_calls, 0, "{} {u:?}", D::NAME);
+        }
     }
 }
 
@@ -277,7 +287,23 @@ pub fn two_clients_share_a_redis_quota_at_exact_limits<D: Driver>() {
         let clients: Vec<_> = (0..2).map(|_| D::connect(&spec, &env.rt)).collect();
         let done = callers(&clients, 16, 4);
         let stats = env.stats();
+        // quota() asks Redis (the window here is a second long, so its count is
+        // checked exactly in tests/shared_quota.rs): never over the limit, and none of
+        // the calls is this client's any more.
+        let usage = clients[0].quota();
         cleanup(&mut conn, &config.prefix);
+        let usage = usage.unwrap_or_else(|e| panic!("{}: usage from Redis: {e}", D::NAME));
+        let incidents = usage.iter().find(|u| u.group == ApiGroup::Incidents);
+        let windows = incidents.map(|u| u.windows.as_slice()).unwrap_or_default();
+        assert!(
+            !windows.is_empty() && windows.iter().all(|w| w.used <= w.limit.max),
+            "{} {mode:?}: {usage:?}",
+            D::NAME
+        );
+        for u in &usage {
+            assert_eq!(u.source, UsageSource::Store, "{} {u:?}", D::NAME);
+            assert_eq!(u.active_calls, 0, "{} {u:?}", D::NAME);
+        }
         assert_eq!(done, 64, "{} {mode:?}: every call succeeded", D::NAME);
         assert_eq!(
             stats.throttled,
