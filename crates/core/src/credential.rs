@@ -193,6 +193,9 @@ pub struct Command {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<String>,
+    /// Kill it if it has not ended by then (the token timeout): a hung `az` must not
+    /// hold the worker that fetches tokens.
+    pub timeout: Duration,
 }
 
 /// What a process came to.
@@ -613,6 +616,9 @@ impl TokenExchange {
                 Ok(Some(Step::Run(Command {
                     program: program.clone(),
                     args,
+                    // Killed a little before the engine stops waiting, so the caller
+                    // hears why.
+                    timeout: self.timeout.mul_f64(0.9),
                 })))
             }
             (_, State::Ready(_)) => Err(Error::Internal {

@@ -24,6 +24,11 @@ macro_rules! suite {
             }
 
             #[test]
+            fn a_hung_azure_cli_is_killed() {
+                conformance::a_hung_azure_cli_is_killed::<$driver>();
+            }
+
+            #[test]
             fn tls_trusting_the_written_certificate() {
                 conformance::tls_trusting_the_written_certificate::<$driver>();
             }

@@ -371,3 +371,44 @@ pub fn tls_trusting_the_written_certificate<D: Driver>() {
         let _ = std::fs::remove_file(p);
     }
 }
+
+/// An Azure CLI that never answers is killed at the token timeout: the call fails with
+/// the reason, and so does the next one, as promptly (the token worker is not held).
+pub fn a_hung_azure_cli_is_killed<D: Driver>() {
+    let env = Env::start(|b| b.limits(generous()));
+    let script = temp_path("az-hangs");
+    std::fs::write(&script, "#!/bin/sh\nsleep 30\n").expect("writes the stub");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .expect("makes the stub runnable");
+    }
+    let mut spec = env.spec(Surface::DefenderXdr, generous());
+    spec.tokens = Tokens::Source {
+        source: TokenSource::AzureCli {
+            program: script.clone(),
+            tenant: None,
+        },
+        ca: None,
+    };
+    spec.timeout = Some(Duration::from_millis(500));
+    let d = D::connect(&spec, &env.rt);
+    for round in 0..2 {
+        let started = std::time::Instant::now();
+        match d.call(hunt("AlertInfo | take 1")) {
+            Err(Error::TokenUnavailable { .. }) => {}
+            other => panic!(
+                "{} round {round}: expected no token, got {other:?}",
+                D::NAME
+            ),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{} round {round}: took {:?}",
+            D::NAME,
+            started.elapsed()
+        );
+    }
+    let _ = std::fs::remove_file(script);
+}
