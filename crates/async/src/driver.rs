@@ -21,8 +21,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Instant, SystemTime};
 
+use defender_core::credential::{Fetched, TokenExchange, TokenSource};
 use defender_core::dispatch::{Dispatcher, Next, Wake, Work};
 use defender_core::engine::{Admission, Call, CallId, Engine, GroupUsage, SendId, Transmit, Value};
+use defender_core::surface::Endpoints;
 use defender_core::token::AccessToken;
 use defender_core::{Error, Limits, Surface, TransportError, TransportErrorKind};
 
@@ -221,6 +223,12 @@ impl Shared {
                     };
                     shared.with(|d| d.handle_token(token, Instant::now()));
                 }
+                // A token source's steps: HTTP over the client's reqwest, a file and a
+                // process on the blocking pool.
+                Work::Token(exchange) => {
+                    let fetched = shared.run_exchange(*exchange).await;
+                    shared.with(|d| d.handle_fetched(fetched, Instant::now()));
+                }
                 Work::Quota(op) => {
                     let admit = match &op {
                         defender_core::engine::QuotaOp::Acquire { id, .. } => Some(*id),
@@ -250,6 +258,42 @@ impl Shared {
                 }
             }
         });
+    }
+
+    /// Runs a token source's steps: HTTP over the client's reqwest, a file and a process
+    /// on the blocking pool.
+    async fn run_exchange(&self, exchange: TokenExchange) -> Result<Fetched, Error> {
+        let (http, max) = (&self.http, self.max_body);
+        defender_core::dispatch::run_exchange_async(
+            exchange,
+            || (Instant::now(), SystemTime::now()),
+            |request, timeout| crate::http::perform(http, request, timeout, max),
+            |path| blocking(move || std::fs::read(path).map_err(|e| e.to_string())),
+            |command| blocking(move || crate::http::run(&command)),
+        )
+        .await
+    }
+
+    /// A token fetched now with the client's source, outside its cache (see
+    /// `Dispatcher::check_exchange`), and the source.
+    pub(crate) async fn check_token(
+        self: &Arc<Self>,
+    ) -> Result<(TokenSource, Fetched, Endpoints), Error> {
+        let (source, exchange, endpoints) = self
+            .with(|d| {
+                d.check_exchange()
+                    .map(|(s, e)| (s, e, d.engine().config().endpoints.clone()))
+            })
+            .ok_or(Error::TokenUnavailable {
+                message: "tokens come from the caller's provider: nothing to check".into(),
+            })?;
+        let fetched = self.run_exchange(exchange).await?;
+        Ok((source, fetched, endpoints))
+    }
+
+    /// The source that gave the latest token, with a token source.
+    pub(crate) fn token_source(self: &Arc<Self>) -> Option<&'static str> {
+        self.with(|d| d.token_source())
     }
 
     /// A request read whole (a token request, or any call that does not stream).
@@ -386,4 +430,13 @@ async fn sleep_until(t: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// `f` on tokio's blocking pool (a file read, a process run for a token source).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(format!("the task failed: {e}")))
 }

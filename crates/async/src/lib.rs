@@ -217,6 +217,30 @@ impl Client {
         Incidents { client: self }
     }
 
+    /// Fetches a token now with the client's credential (a client secret or a
+    /// [`credential`](ClientBuilder::credential)), outside the token cache: the source
+    /// that gave it (in the `auto` chain, the entry picked), the token with its expiry,
+    /// and the endpoints it was asked for. Costs no API quota; for `defender auth`.
+    pub async fn check_credential(
+        &self,
+    ) -> Result<
+        (
+            defender_core::credential::TokenSource,
+            defender_core::credential::Fetched,
+            defender_core::surface::Endpoints,
+        ),
+        Error,
+    > {
+        self.inner.check_token().await
+    }
+
+    /// The source that gave the latest token ("certificate", "Azure CLI", …), when the
+    /// client was built with a [`credential`](ClientBuilder::credential); `None` before
+    /// the first token.
+    pub fn token_source(&self) -> Option<&'static str> {
+        self.inner.token_source()
+    }
+
     /// Usage of every group's quota now, and its next free slot. With a [`QuotaStore`]
     /// the store is asked (every process's calls; [`GroupUsage::source`] says who
     /// counted), with this client's own calls in `active_calls`; from a store that does
@@ -499,6 +523,7 @@ impl ClientBuilder {
         let surface = self.settings.surface;
         // What names a shared quota, read before the settings turn into a config.
         let quota_scope = self.settings.quota_scope();
+        let roots = self.settings.ca_certificates.clone();
         let mut config = self.settings.into_config()?;
         let store = match self.store {
             Some(choice) => {
@@ -511,7 +536,7 @@ impl ClientBuilder {
         let limits = config.limits.clone();
         let http = match self.http {
             Some(h) => h,
-            None => default_http()?,
+            None => default_http(&roots)?,
         };
         let policy = self
             .policy
@@ -532,11 +557,26 @@ impl ClientBuilder {
     }
 }
 
-fn default_http() -> Result<reqwest::Client, BuildError> {
+fn default_http(roots: &[Vec<u8>]) -> Result<reqwest::Client, BuildError> {
     // One crypto provider for the process: ring, as ureq uses, so both clients build
     // the same small dependency tree. Installing twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    for pem in roots {
+        let certs =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| BuildError::HttpClient {
+                message: format!("the extra root certificate does not parse: {e}"),
+            })?;
+        if certs.is_empty() {
+            return Err(BuildError::HttpClient {
+                message: "the extra root certificate PEM holds no certificate".into(),
+            });
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
         .user_agent(concat!("defender-rs/", env!("CARGO_PKG_VERSION")))
         .https_only(false) // the engine refuses plain HTTP except to loopback
         .redirect(reqwest::redirect::Policy::none()) // a redirect must not carry the token elsewhere

@@ -69,6 +69,7 @@ impl State {
             }
             Input::Admission(id, answer) => self.dispatcher.handle_admission(id, answer, now),
             Input::Token(t) => self.dispatcher.handle_token(t, now),
+            Input::Fetched(t) => self.dispatcher.handle_fetched(t, now),
         }
     }
 
@@ -140,6 +141,7 @@ enum Input {
     Response(SendId, Result<http::Response<Vec<u8>>, TransportError>),
     Admission(AdmitId, Admission),
     Token(Result<AccessToken, Error>),
+    Fetched(Result<defender_core::credential::Fetched, Error>),
 }
 
 /// A call this thread started ([`Shared::start`]) and drives.
@@ -189,6 +191,11 @@ impl Shared {
     /// client is then unusable, as a stopped driver was.
     fn lock(&self) -> Result<MutexGuard<'_, State>, Error> {
         self.state.lock().map_err(|_| Error::Shutdown)
+    }
+
+    /// The source that gave the latest token, with a token source.
+    pub(crate) fn token_source(&self) -> Option<&'static str> {
+        self.lock().ok()?.dispatcher.token_source()
     }
 
     /// Usage of every group's quota now: the store's, when one admits the calls.
@@ -409,6 +416,23 @@ impl Shared {
                                 AccessToken::new(secret, now, now + life)
                             });
                         Some(Input::Token(result))
+                    }),
+                )
+            }
+            // A token source's steps, on the token worker as a provider's.
+            Work::Token(exchange) => {
+                let (agent, max) = (self.agent.clone(), self.max_body);
+                self.offload(
+                    &self.token_worker,
+                    "defender-token",
+                    Box::new(move || {
+                        Some(Input::Fetched(defender_core::dispatch::run_exchange(
+                            *exchange,
+                            || (Instant::now(), SystemTime::now()),
+                            |request, timeout| crate::http::perform(&agent, request, timeout, max),
+                            |path| std::fs::read(path).map_err(|e| e.to_string()),
+                            crate::http::run,
+                        )))
                     }),
                 )
             }

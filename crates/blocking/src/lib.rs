@@ -212,6 +212,13 @@ impl Client {
         self.inner.shared.usage()
     }
 
+    /// The source that gave the latest token ("certificate", "Azure CLI", …), when the
+    /// client was built with a [`credential`](ClientBuilder::credential); `None` before
+    /// the first token.
+    pub fn token_source(&self) -> Option<&'static str> {
+        self.inner.shared.token_source()
+    }
+
     /// Makes one call through the engine, blocking until it ends. The calling thread
     /// sends the call's requests itself. A [`Call::HuntStream`] gives only its summary
     /// ([`Value::HuntStreamed`]; its rows are decoded and dropped): use
@@ -521,6 +528,7 @@ impl ClientBuilder {
             Some(config) => Some((config, self.settings.quota_scope()?)),
             None => None,
         };
+        let roots = self.settings.ca_certificates.clone();
         let mut config = self.settings.into_config()?;
         #[cfg(feature = "redis")]
         let quota_store = match redis {
@@ -550,7 +558,11 @@ impl ClientBuilder {
         let engine = defender_core::Engine::new(config, policy, Instant::now())?;
         let shared = driver::Shared::new(driver::Parts {
             engine,
-            agent: self.agent.unwrap_or_else(default_agent),
+            agent: match self.agent {
+                Some(agent) => agent,
+                None if roots.is_empty() => default_agent(),
+                None => agent_trusting(&roots)?,
+            },
             provider: self.token_provider,
             scope,
             max_body: self.max_body_bytes,
@@ -581,6 +593,43 @@ pub fn default_agent() -> ureq::Agent {
         ureq::unversioned::transport::DefaultConnector::new(),
         http::LiteralResolver::default(),
     )
+}
+
+/// [`default_agent`] trusting exactly the root certificates in `roots` (PEM): ureq takes
+/// either its own roots or given ones, so with `ca_certificate` the blocking client trusts
+/// only what it was given (an emulator's certificate, a TLS-inspecting proxy's root).
+fn agent_trusting(roots: &[Vec<u8>]) -> Result<ureq::Agent, BuildError> {
+    let mut certs = Vec::new();
+    for pem in roots {
+        for cert in ureq::tls::parse_pem(pem) {
+            if let ureq::tls::PemItem::Certificate(c) =
+                cert.map_err(|e| BuildError::HttpClient {
+                    message: format!("the extra root certificate does not parse: {e}"),
+                })?
+            {
+                certs.push(c);
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(BuildError::HttpClient {
+            message: "the extra root certificate PEM holds no certificate".into(),
+        });
+    }
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+        .build();
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent(concat!("defender-rs/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls)
+        .build();
+    Ok(ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::new(),
+        http::LiteralResolver::default(),
+    ))
 }
 
 /// The range options a client's limits imply: their row cap and data window.

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod alerts;
+mod auth;
 mod limits;
 mod log;
 mod output;
@@ -90,6 +91,17 @@ struct Cli {
     /// Send token requests to this base URL instead.
     #[arg(long, global = true, help_heading = AUTH)]
     login_url: Option<String>,
+    /// Where tokens come from: auto tries, as DefaultAzureCredential does, the
+    /// environment's secret, its certificate, workload identity, managed identity, then
+    /// the Azure CLI.
+    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "secret", "certificate", "workload-identity", "managed-identity", "azure-cli"], help_heading = AUTH)]
+    auth: String,
+    /// A PEM file holding the app's certificate and private key (RSA).
+    #[arg(long, global = true, env = "AZURE_CLIENT_CERTIFICATE_PATH", value_name = "PATH", help_heading = AUTH)]
+    client_certificate: Option<PathBuf>,
+    /// Trust this root certificate (PEM) too: an emulator's (--tls-cert-out), a proxy's.
+    #[arg(long, global = true, env = "SSL_CERT_FILE", value_name = "PATH", help_heading = AUTH)]
+    ca_cert: Option<PathBuf>,
     /// The limits: a preset (2021, xdr, mde, graph) and overrides, such as
     /// `xdr,hunting.calls=45/1m`. Default: the API's preset.
     #[arg(long, global = true, value_parser = parse_limits, help_heading = QUOTA)]
@@ -165,6 +177,9 @@ enum Command {
     /// process's quota usage; with --quota-store, the usage shared by every process of the
     /// app).
     Limits,
+    /// Fetch a token and show where it came from (the source picked, tenant, app,
+    /// audience) and when it expires, never the token itself. Costs no API quota.
+    Auth,
     /// Run the emulator as a server until Ctrl-C.
     Emulator(Box<EmulatorArgs>),
     /// Print a completion script for a shell, e.g. `defender completions bash >
@@ -390,6 +405,9 @@ impl From<Error> for Failure {
             _ => 6,
         };
         let mut message = e.to_string();
+        if let Error::TokenUnavailable { .. } = &e {
+            message.push_str(" (see --auth); or add --emulator to run against a local emulator.");
+        }
         if let Error::QuotaWait { wait, .. } = &e {
             let at = SystemTime::now() + *wait;
             message.push_str(&format!(
@@ -560,6 +578,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             builder = builder.client_secret(secret.trim());
         }
         builder = builder.from_env();
+        builder = auth::credential(builder, &cli)?;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         scope = cli
             .tenant
@@ -651,6 +670,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Incidents(cmd) => incidents(&client, &ui, &cli.output, cmd).await,
         Command::Alerts(cmd) => alerts::alerts(&client, &ui, &cli.output, cmd).await,
+        Command::Auth => auth::show(&client, &cli.output).await,
         Command::Limits => {
             let shared = store.zip(scope);
             limits::show(&cli.output, cli.api, &limits, Some(&client), shared).await

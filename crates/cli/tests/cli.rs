@@ -1850,3 +1850,61 @@ fn quota_store_ca_and_password() {
     assert!(help.contains("--quota-store-ca <PATH>"), "{help}");
     assert!(!help.contains("Qx4"), "the env value is hidden: {help}");
 }
+
+/// `defender auth` shows the source picked, tenant, app, audience and expiry, never the
+/// token: with --emulator, with managed identity from the App Service variables against
+/// a running emulator, and with nothing configured (exit 3, every step listed).
+#[test]
+fn auth_shows_the_source_never_the_token() {
+    let ok = defender(&["--emulator", "auth"]);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    let out = stdout(&ok);
+    for part in [
+        "source:    client secret",
+        "tenant:    emulator",
+        "audience:  https://api.security.microsoft.com/.default",
+        "expires:   ",
+    ] {
+        assert!(out.contains(part), "{part} in {out}");
+    }
+    assert!(!out.contains("eyJ"), "no token: {out}");
+
+    let (_rt, emu) = emulator("2021");
+    let base = emu.base_url();
+    let mi = Command::new(env!("CARGO_BIN_EXE_defender"))
+        .args([
+            "--api",
+            "graph",
+            "--base-url",
+            &base,
+            "--auth",
+            "managed-identity",
+        ])
+        .args(["-o", "json", "auth"])
+        .env("IDENTITY_ENDPOINT", format!("{base}/msi/token"))
+        .env("IDENTITY_HEADER", emu.identity_header())
+        .env_remove("AZURE_CLIENT_ID")
+        .env_remove("AZURE_TENANT_ID")
+        .env_remove("AZURE_CLIENT_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(code(&mi), 0, "{}", stderr(&mi));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&mi)).unwrap();
+    assert_eq!(v["source"], "managed identity (App Service)");
+    assert_eq!(v["audience"], "https://graph.microsoft.com");
+    assert!(v["valid_for_s"].as_u64().unwrap() > 600, "{v}");
+
+    let none = defender(&["auth"]);
+    assert_eq!(code(&none), 3);
+    let e = stderr(&none);
+    for part in [
+        "environment secret: AZURE_TENANT_ID is not set",
+        "environment certificate: ",
+        "workload identity: ",
+        "managed identity: ",
+        "Azure CLI: ",
+        "--emulator",
+    ] {
+        assert!(e.contains(part), "{part} in {e}");
+    }
+}

@@ -37,6 +37,7 @@
 
 pub mod alerts;
 pub mod change;
+pub mod credential;
 pub mod dispatch;
 pub mod engine;
 pub mod error;

@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use crate::credential::TokenSource;
 use crate::engine::{Auth, Config};
 use crate::limits::{Limits, LimitsError};
 use crate::surface::{Cloud, Endpoints, Surface};
@@ -56,6 +57,10 @@ pub struct Settings {
     pub store_timeout: Option<Duration>,
     /// How long a token fetch may take (see [`Config::token_timeout`]).
     pub token_timeout: Option<Duration>,
+    /// Where tokens come from, when not the client secret (see [`TokenSource`]).
+    pub credential: Option<TokenSource>,
+    /// Extra root certificates (PEM) the HTTP client trusts (an emulator's, a proxy's).
+    pub ca_certificates: Vec<Vec<u8>>,
 }
 
 /// Why a client could not be built.
@@ -117,6 +122,8 @@ impl Settings {
             max_server_wait: None,
             store_timeout: None,
             token_timeout: None,
+            credential: None,
+            ca_certificates: Vec::new(),
         }
     }
 
@@ -144,7 +151,13 @@ impl Settings {
 
     /// The tenant and app id that name a shared quota.
     pub fn quota_scope(&self) -> Result<(String, String), BuildError> {
-        match (&self.tenant, &self.client_id) {
+        let (src_tenant, src_app) = self
+            .credential
+            .as_ref()
+            .map_or((None, None), TokenSource::identity);
+        let tenant = self.tenant.clone().or(src_tenant.map(str::to_owned));
+        let client_id = self.client_id.clone().or(src_app.map(str::to_owned));
+        match (&tenant, &client_id) {
             (Some(t), Some(a)) if !t.is_empty() && !a.is_empty() => Ok((t.clone(), a.clone())),
             _ => Err(BuildError::SharedQuotaScope),
         }
@@ -154,6 +167,8 @@ impl Settings {
     pub fn into_config(self) -> Result<Config, BuildError> {
         let auth = if self.external_tokens {
             Auth::External
+        } else if let Some(source) = self.credential.clone() {
+            Auth::Source(source)
         } else {
             let tenant = self.tenant.clone().ok_or(BuildError::MissingTenant)?;
             let client_id = self.client_id.clone().ok_or(BuildError::MissingClientId)?;
@@ -294,6 +309,21 @@ macro_rules! settings_setters {
         /// Sends API calls to another base URL (a proxy, the emulator).
         pub fn base_url(mut self, url: impl Into<String>) -> Self {
             self.settings.base_url = Some(url.into());
+            self
+        }
+
+        /// Tokens from `source` (a certificate, workload or managed identity, the Azure
+        /// CLI, the `auto` chain) instead of the client secret; see
+        /// [`TokenSource`]($crate::credential::TokenSource).
+        pub fn credential(mut self, source: $crate::credential::TokenSource) -> Self {
+            self.settings.credential = Some(source);
+            self
+        }
+
+        /// Trusts this root certificate (PEM) too, beside the system's: an emulator's
+        /// (`defender emulator --tls --tls-cert-out`), a TLS-inspecting proxy's.
+        pub fn ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+            self.settings.ca_certificates.push(pem.into());
             self
         }
 

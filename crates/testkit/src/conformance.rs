@@ -25,10 +25,12 @@ use defender_emulator::{
 };
 use defender_policy::StandardPolicy;
 
+mod identity;
 mod range_drop;
 mod shared;
 mod streams;
 
+pub use identity::*;
 pub use range_drop::*;
 pub use shared::*;
 pub use streams::*;
@@ -83,6 +85,14 @@ pub enum Tokens {
     Provider(Arc<EmulatorTokens>),
     /// From a provider that misbehaves.
     Broken(Broken),
+    /// From a token source (a certificate, workload or managed identity, the Azure CLI,
+    /// the `auto` chain), trusting `ca` (a PEM) beside the usual roots when given.
+    Source {
+        /// The source.
+        source: defender_core::credential::TokenSource,
+        /// An extra root certificate.
+        ca: Option<String>,
+    },
 }
 
 /// Where a client keeps its quota.
@@ -170,6 +180,8 @@ pub trait Driver: Clone + Send + Sync + 'static {
     fn call(&self, call: Call) -> Result<Value, Error>;
     /// The client's quota usage.
     fn quota(&self) -> Result<Vec<GroupUsage>, Error>;
+    /// The source that gave the latest token, with a token source.
+    fn token_source(&self) -> Option<&'static str>;
     /// An incident sync run from `state` through the client's `incidents().sync`, to its
     /// end: every batch, or the error that ended it.
     fn sync(&self, state: &SyncState, options: SyncOptions) -> Result<Vec<SyncBatch>, Error>;
@@ -483,6 +495,13 @@ macro_rules! build_client {
             Tokens::Fixed(t) => b.token_provider(Arc::new(FixedToken(t.clone()))),
             Tokens::Provider(p) => b.token_provider(Arc::new(Broker(p.clone()))),
             Tokens::Broken(x) => b.token_provider(Arc::new(BrokenParts(*x))),
+            Tokens::Source { source, ca } => {
+                let b = b.credential(source.clone());
+                match ca {
+                    Some(pem) => b.ca_certificate(pem.clone()),
+                    None => b,
+                }
+            }
         };
         b = match &spec.store {
             Store::Local => b,
@@ -584,6 +603,10 @@ impl Driver for AsyncDriver {
         self.handle.block_on(self.client.call(call))
     }
 
+    fn token_source(&self) -> Option<&'static str> {
+        self.client.token_source()
+    }
+
     fn sync(&self, state: &SyncState, options: SyncOptions) -> Result<Vec<SyncBatch>, Error> {
         self.handle.block_on(async {
             let incidents = self.client.incidents();
@@ -678,6 +701,10 @@ impl Driver for BlockingDriver {
 
     fn call(&self, call: Call) -> Result<Value, Error> {
         self.client.call(call)
+    }
+
+    fn token_source(&self) -> Option<&'static str> {
+        self.client.token_source()
     }
 
     fn sync(&self, state: &SyncState, options: SyncOptions) -> Result<Vec<SyncBatch>, Error> {
@@ -1865,7 +1892,7 @@ pub fn a_token_for_another_api_is_refused<D: Driver>() {
 }
 
 /// A form POST over a plain TCP connection (the testkit has no HTTP client of its own).
-fn post_form(url: &str, body: &str) -> String {
+pub(crate) fn post_form(url: &str, body: &str) -> String {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("an http URL");
     let (host, path) = rest.split_once('/').expect("a path");

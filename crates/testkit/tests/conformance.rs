@@ -9,6 +9,31 @@ macro_rules! suite {
             use super::*;
 
             #[test]
+            fn every_token_source_gets_a_token() {
+                conformance::every_token_source_gets_a_token::<$driver>();
+            }
+
+            #[test]
+            fn workload_identity_reads_the_rotated_file() {
+                conformance::workload_identity_reads_the_rotated_file::<$driver>();
+            }
+
+            #[test]
+            fn auto_picks_each_source_in_turn() {
+                conformance::auto_picks_each_source_in_turn::<$driver>();
+            }
+
+            #[test]
+            fn a_hung_azure_cli_is_killed() {
+                conformance::a_hung_azure_cli_is_killed::<$driver>();
+            }
+
+            #[test]
+            fn tls_trusting_the_written_certificate() {
+                conformance::tls_trusting_the_written_certificate::<$driver>();
+            }
+
+            #[test]
             fn updates_are_never_doubled() {
                 conformance::updates_are_never_doubled::<$driver>();
             }

@@ -1,11 +1,13 @@
-//! Secret hygiene: the client secret and tokens never appear in any `Debug`, `Display`,
-//! error or log line (every `tracing` event and span field captured at TRACE), for both
-//! clients, including failures.
+//! Secret hygiene: the client secret, tokens, certificate keys, federated tokens and the
+//! managed identity header never appear in any `Debug`, `Display`, error or log line
+//! (every `tracing` event and span field captured at TRACE), for both clients and every
+//! token source, including failures.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use defender_core::credential::{ManagedEndpoint, Pem, TokenSource};
 use defender_core::engine::Call;
 use defender_core::hunting::HuntRequest;
 use defender_core::token::{ClientCredentials, Secret};
@@ -16,6 +18,8 @@ use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
 const SECRET: &str = "S3cr3t-Do-Not-Print-7f1c";
+const APP_CERT: &str = include_str!("../fixtures/app-cert.pem");
+const APP_KEY: &str = include_str!("../fixtures/app-key.pem");
 
 /// Records every field of every span and event of our crates, formatted with `Debug`.
 #[derive(Clone, Default)]
@@ -140,6 +144,92 @@ fn no_secret_or_token_anywhere() {
     });
     texts.push(format!("{settings:?} {:?}", settings.clone().into_config()));
 
+    // Every token source: a certificate's key, the federated token, the managed identity
+    // header and the tokens they bring never show either, on success or failure.
+    let fed = std::env::temp_dir().join(format!("defender-secrets-{}-fed", std::process::id()));
+    let emu2 = rt
+        .block_on(
+            Emulator::builder()
+                .rows_per_table(50)
+                .client_certificate_pem(APP_CERT)
+                .federated_token_out(fed.clone())
+                .spawn(),
+        )
+        .unwrap();
+    let fed_token = std::fs::read_to_string(&fed).unwrap();
+    let base2 = emu2.base_url();
+    let key_line = APP_KEY.lines().nth(1).unwrap().to_owned();
+    let header = emu2.identity_header().to_owned();
+    let (tenant, app) = (
+        defender_emulator::DEFAULT_TENANT,
+        defender_emulator::DEFAULT_CLIENT_ID,
+    );
+    let sources = [
+        TokenSource::Certificate {
+            tenant: tenant.into(),
+            client_id: app.into(),
+            pem: Pem::Bytes(Arc::new(format!("{APP_KEY}{APP_CERT}").into_bytes())),
+        },
+        TokenSource::WorkloadIdentity {
+            tenant: tenant.into(),
+            client_id: app.into(),
+            token_file: fed.clone(),
+            authority: None,
+        },
+        TokenSource::ManagedIdentity {
+            endpoint: ManagedEndpoint::AppService {
+                endpoint: format!("{base2}/msi/token"),
+                header: Secret::new(header.clone()),
+            },
+            client_id: None,
+        },
+        // Refused: a wrong header, an unknown app's assertion.
+        TokenSource::ManagedIdentity {
+            endpoint: ManagedEndpoint::AppService {
+                endpoint: format!("{base2}/msi/token"),
+                header: Secret::new(format!("{header}-wrong")),
+            },
+            client_id: None,
+        },
+        TokenSource::Certificate {
+            tenant: tenant.into(),
+            client_id: "another-app".into(),
+            pem: Pem::Bytes(Arc::new(format!("{APP_KEY}{APP_CERT}").into_bytes())),
+        },
+    ];
+    for source in sources {
+        texts.push(format!("{source:?}"));
+        let a = {
+            let _g = rt.enter();
+            defender_async::Client::builder()
+                .credential(source.clone())
+                .base_url(&base2)
+                .login_url(&base2)
+                .build()
+                .unwrap()
+        };
+        let b = defender_blocking::Client::builder()
+            .credential(source)
+            .base_url(&base2)
+            .login_url(&base2)
+            .build()
+            .unwrap();
+        texts.push(format!("{a:?} {b:?}"));
+        let q = Call::Hunt(HuntRequest::new("AlertInfo | take 1"));
+        for r in [rt.block_on(a.call(q.clone())), b.call(q)] {
+            match r {
+                Ok(v) => texts.push(format!("{v:?}")),
+                Err(e) => texts.push(format!("{e} {e:?}")),
+            }
+        }
+        match rt.block_on(a.check_credential()) {
+            Ok(x) => texts.push(format!("{x:?}")),
+            Err(e) => texts.push(format!("{e} {e:?}")),
+        }
+    }
+    rt.block_on(emu2.shutdown());
+    let _ = std::fs::remove_file(&fed);
+
     let log = capture.0.lock().unwrap().clone();
     assert!(
         log.contains("defender.call"),
@@ -148,6 +238,15 @@ fn no_secret_or_token_anywhere() {
     assert!(log.lines().count() > 20, "the capture saw the calls");
     for text in texts.iter().chain(std::iter::once(&log)) {
         assert!(!text.contains(SECRET), "the secret leaked: {text}");
+        assert!(!text.contains(&key_line), "the key leaked: {text}");
+        assert!(
+            !text.contains(&fed_token),
+            "the federated token leaked: {text}"
+        );
+        assert!(
+            !text.contains(&header),
+            "the identity header leaked: {text}"
+        );
         assert!(!text.contains("Bearer "), "a bearer token leaked: {text}");
     }
     drop(async_client);

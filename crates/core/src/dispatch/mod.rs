@@ -77,6 +77,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::credential::{Fetched, ProcessOutput, Step, TokenExchange, TokenSource};
 use crate::engine::{
     Admission, AdmitId, Call, CallId, Engine, Event, GroupUsage, Held, Output, Purpose, QuotaOp,
     SendId, StreamEnd, Transmit, Value, WaitReason,
@@ -117,6 +118,10 @@ pub enum Work {
     Send(Box<Transmit>),
     /// Ask the caller's token provider; answer with [`Dispatcher::handle_token`].
     FetchToken,
+    /// Fetch a token from the configured [`TokenSource`](crate::credential::TokenSource):
+    /// perform the exchange's steps until it is done ([`run_exchange`] does it given the
+    /// three kinds of IO), answer with [`Dispatcher::handle_fetched`].
+    Token(Box<TokenExchange>),
     /// An operation on the shared quota store; answer an `Acquire` with
     /// [`Dispatcher::handle_admission`].
     Quota(QuotaOp),
@@ -177,6 +182,8 @@ pub struct Dispatcher<W> {
     /// The engine's latest `Wait`.
     timer: Option<Instant>,
     progress: VecDeque<Progress>,
+    /// The token source's name and, in a chain, the entry that gave the latest token.
+    picked: Option<(&'static str, Option<usize>)>,
 }
 
 impl<W: Wake> Dispatcher<W> {
@@ -188,6 +195,7 @@ impl<W: Wake> Dispatcher<W> {
             work: VecDeque::new(),
             timer: None,
             progress: VecDeque::new(),
+            picked: None,
         }
     }
 
@@ -322,6 +330,43 @@ impl<W: Wake> Dispatcher<W> {
     pub fn handle_token(&mut self, token: Result<AccessToken, Error>, now: Instant) {
         self.engine.handle_token(token, now);
         self.drain(now);
+    }
+
+    /// The answer of a [`Work::Token`] exchange: the token, and which source gave it (in
+    /// a chain, that source alone is asked from then on).
+    pub fn handle_fetched(&mut self, fetched: Result<Fetched, Error>, now: Instant) {
+        let token = fetched.map(|f| {
+            self.picked = Some((f.source, f.picked));
+            f.token
+        });
+        self.engine.handle_token(token, now);
+        self.drain(now);
+    }
+
+    /// The name of the source that gave the latest token ("certificate", "Azure CLI",
+    /// "managed identity (IMDS)", …), with [`Auth::Source`](crate::engine::Auth::Source).
+    pub fn token_source(&self) -> Option<&'static str> {
+        self.picked.map(|(name, _)| name)
+    }
+
+    /// A fresh exchange with the configured source (a client secret counts as one), for
+    /// a credential check such as `defender auth`: it runs outside the token cache, costs
+    /// no API quota, and its token is not used for calls. `None` with a token provider.
+    pub fn check_exchange(&self) -> Option<(TokenSource, TokenExchange)> {
+        let config = self.engine.config();
+        let source = match &config.auth {
+            crate::engine::Auth::Source(source) => source.clone(),
+            crate::engine::Auth::ClientCredentials(c) => TokenSource::Secret {
+                tenant: c.tenant.clone(),
+                client_id: c.client_id.clone(),
+                secret: c.secret.clone(),
+                v1: false,
+            },
+            _ => return None,
+        };
+        let exchange =
+            TokenExchange::new(&source, &config.endpoints, None).with_timeout(config.token_timeout);
+        Some((source, exchange))
     }
 
     /// The shared store's answer to a [`QuotaOp::Acquire`].
@@ -464,7 +509,21 @@ impl<W: Wake> Dispatcher<W> {
                     reason,
                 });
             }
-            Event::NeedToken => self.work.push_back(Work::FetchToken),
+            Event::NeedToken => {
+                let config = self.engine.config();
+                let work = match &config.auth {
+                    crate::engine::Auth::Source(source) => Work::Token(Box::new(
+                        TokenExchange::new(
+                            source,
+                            &config.endpoints,
+                            self.picked.and_then(|p| p.1),
+                        )
+                        .with_timeout(config.token_timeout),
+                    )),
+                    _ => Work::FetchToken,
+                };
+                self.work.push_back(work);
+            }
             Event::TokenRefreshed {
                 valid_for,
                 replaced,
@@ -487,6 +546,75 @@ impl<W: Wake> Dispatcher<W> {
         if let Some(slot) = self.slots.get_mut(&id) {
             slot.outcome = Some(outcome);
             slot.waker.wake();
+        }
+    }
+}
+
+/// Runs a token exchange to its end with the transport's three kinds of IO (an HTTP
+/// exchange, reading a file, running a process), each given the step and answering it;
+/// a blocking transport runs it as is, an async one awaits each step in the closures it
+/// passes to [`run_exchange_async`].
+pub fn run_exchange(
+    mut exchange: TokenExchange,
+    mut now: impl FnMut() -> (Instant, SystemTime),
+    mut http: impl FnMut(
+        http::Request<Vec<u8>>,
+        Duration,
+    ) -> Result<http::Response<Vec<u8>>, TransportError>,
+    mut read: impl FnMut(&std::path::Path) -> Result<Vec<u8>, String>,
+    mut run: impl FnMut(&crate::credential::Command) -> Result<ProcessOutput, String>,
+) -> Result<Fetched, Error> {
+    loop {
+        let (at, wall) = now();
+        match exchange.poll_step(at, wall) {
+            Step::Http { request, timeout } => {
+                let answer = http(request, timeout);
+                let (at, wall) = now();
+                exchange.handle_http(answer, at, wall);
+            }
+            Step::ReadFile(path) => exchange.handle_file(read(&path)),
+            Step::Run(command) => {
+                let answer = run(&command);
+                let (at, wall) = now();
+                exchange.handle_process(answer, at, wall);
+            }
+            Step::Done(result) => return result,
+        }
+    }
+}
+
+/// [`run_exchange`] for an async transport: each kind of IO is a closure returning a
+/// future. No runtime is needed here; the transport's futures do the IO.
+pub async fn run_exchange_async<H, HF, R, RF, P, PF>(
+    mut exchange: TokenExchange,
+    now: impl Fn() -> (Instant, SystemTime),
+    mut http: H,
+    mut read: R,
+    mut run: P,
+) -> Result<Fetched, Error>
+where
+    H: FnMut(http::Request<Vec<u8>>, Duration) -> HF,
+    HF: std::future::Future<Output = Result<http::Response<Vec<u8>>, TransportError>>,
+    R: FnMut(std::path::PathBuf) -> RF,
+    RF: std::future::Future<Output = Result<Vec<u8>, String>>,
+    P: FnMut(crate::credential::Command) -> PF,
+    PF: std::future::Future<Output = Result<ProcessOutput, String>>,
+{
+    loop {
+        let (at, wall) = now();
+        match exchange.poll_step(at, wall) {
+            Step::Http { request, timeout } => {
+                let answer = http(request, timeout).await;
+                let (at, wall) = now();
+                exchange.handle_http(answer, at, wall);
+            }
+            Step::ReadFile(path) => exchange.handle_file(read(path).await),
+            Step::Run(command) => {
+                let answer = run(command).await;
+                let (at, wall) = now();
+                exchange.handle_process(answer, at, wall);
+            }
+            Step::Done(result) => return result,
         }
     }
 }

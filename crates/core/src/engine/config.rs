@@ -11,6 +11,12 @@ pub enum Auth {
     /// The caller supplies tokens: on [`Event::NeedToken`], answer with
     /// [`Engine::handle_token`].
     External,
+    /// Tokens from a [`TokenSource`](crate::credential::TokenSource) (a certificate, workload or managed identity, the
+    /// Azure CLI, the `auto` chain): the engine asks with [`Event::NeedToken`] as for
+    /// [`Auth::External`], and the dispatcher runs the source's
+    /// [`TokenExchange`](crate::credential::TokenExchange) as work
+    /// ([`Work::Token`](crate::dispatch::Work::Token)); `token_timeout` bounds it.
+    Source(crate::credential::TokenSource),
 }
 
 /// Who decides whether a call may go now.

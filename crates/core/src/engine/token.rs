@@ -137,12 +137,19 @@ impl TokenCache {
 }
 
 impl Engine {
-    /// With [`Auth::External`]: the token the caller fetched, or why it could not.
+    /// With [`Auth::External`] (or [`Auth::Source`]): the token fetched, or why not.
     pub fn handle_token(&mut self, token: Result<AccessToken, Error>, now: Instant) {
         self.advance(now);
         self.token.end_fetch();
         match token {
             Ok(t) => self.accept_token(t),
+            // A token source's server error or lost answer is retried per policy, as our
+            // own token request is; a provider's errors are its own to retry.
+            Err(e @ (Error::Server { .. } | Error::Transport { .. }))
+                if matches!(self.config.auth, Auth::Source(_)) =>
+            {
+                self.token_failed(e, Some(FailureKind::Token))
+            }
             Err(e) => self.token_failed(e, None),
         }
         self.dirty = true;
@@ -169,7 +176,11 @@ impl Engine {
             return;
         }
         match &self.config.auth {
-            Auth::External => {
+            Auth::External | Auth::Source(_) => {
+                if matches!(self.config.auth, Auth::Source(_)) {
+                    // Counted, so the policy's retry limit applies to a source's fetches.
+                    self.token.attempts += 1;
+                }
                 self.token.fetch = Fetch::Provider(self.now + self.config.token_timeout);
                 self.events.push_back(Event::NeedToken);
             }
