@@ -389,7 +389,14 @@ fn foreign_corrupt_and_locked_state_files_are_refused_naming_the_file() {
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     // The state file was never half written: it reads back.
     let back: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    assert!(back["checkpoint"].as_str() >= saved["checkpoint"].as_str());
+    // Checkpoints compare as times, not strings ("…01Z" sorts after "…01.5Z").
+    let at = |v: &Value| {
+        v["checkpoint"]
+            .as_str()
+            .and_then(defender_core::timefmt::parse_rfc3339)
+            .unwrap_or_else(|| panic!("a checkpoint in {v}"))
+    };
+    assert!(at(&back) >= at(&saved), "{back} after {saved}");
 }
 
 #[test]
