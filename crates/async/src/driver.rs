@@ -260,8 +260,8 @@ impl Shared {
         });
     }
 
-    /// Runs a token source's steps: HTTP over the client's reqwest, a file and a process
-    /// on the blocking pool.
+    /// Runs a token source's steps: HTTP over the client's reqwest, a file on the
+    /// blocking pool, a process with tokio's.
     async fn run_exchange(&self, exchange: TokenExchange) -> Result<Fetched, Error> {
         let (http, max) = (&self.http, self.max_body);
         defender_core::dispatch::run_exchange_async(
@@ -269,7 +269,7 @@ impl Shared {
             || (Instant::now(), SystemTime::now()),
             |request, timeout| crate::http::perform(http, request, timeout, max),
             |path| blocking(move || std::fs::read(path).map_err(|e| e.to_string())),
-            |command| blocking(move || crate::http::run(&command)),
+            crate::http::run,
         )
         .await
     }

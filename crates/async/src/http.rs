@@ -197,45 +197,30 @@ fn map_err(e: reqwest::Error) -> TransportError {
 }
 
 /// Runs a token source's process (the Azure CLI) with no input, to its end or until its
-/// timeout, when it is killed.
-pub(crate) fn run(
-    command: &defender_core::credential::Command,
+/// timeout, when it is killed (dropped with the timed-out future).
+pub(crate) async fn run(
+    command: defender_core::credential::Command,
 ) -> Result<defender_core::credential::ProcessOutput, String> {
-    use std::io::Read;
-    let mut child = std::process::Command::new(&command.program)
+    use std::process::Stdio;
+    let program = command.program.display().to_string();
+    let child = tokio::process::Command::new(&command.program)
         .args(&command.args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("{}: {e}", command.program.display()))?;
-    let deadline = std::time::Instant::now() + command.timeout;
-    let status = loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
-            Some(status) => break status,
-            None if std::time::Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{} did not finish within {:?}",
-                    command.program.display(),
-                    command.timeout
-                ));
-            }
-            None => std::thread::sleep(std::time::Duration::from_millis(10)),
-        }
-    };
-    // The CLI's answer is a few hundred bytes: it fits the pipe while the process runs.
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    if let Some(mut out) = child.stdout.take() {
-        let _ = out.read_to_end(&mut stdout);
+        .map_err(|e| format!("{program}: {e}"))?;
+    match tokio::time::timeout(command.timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => Ok(defender_core::credential::ProcessOutput {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }),
+        Ok(Err(e)) => Err(format!("{program}: {e}")),
+        Err(_) => Err(format!(
+            "{program} did not finish within {:?}",
+            command.timeout
+        )),
     }
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_end(&mut stderr);
-    }
-    Ok(defender_core::credential::ProcessOutput {
-        code: status.code(),
-        stdout,
-        stderr,
-    })
 }

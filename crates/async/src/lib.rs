@@ -45,7 +45,8 @@ pub use stream::HuntStream;
 
 /// The attribute that implements [`TokenProvider`] and [`QuotaStore`].
 pub use async_trait::async_trait;
-pub use defender_core::engine::{Admission, AdmitId, QuotaMode, QuotaOp, StoreTicket};
+/// The everyday names, the same in both clients (see [`defender_core::api`]).
+pub use defender_core::api::*;
 /// The Redis store crate, with the `redis` feature.
 #[cfg(feature = "redis")]
 pub use defender_redis;
@@ -55,25 +56,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::Stream;
 
-use defender_core::alerts::{Alert, AlertId, AlertPage, AlertQuery, AlertUpdate};
-pub use defender_core::engine::GroupUsage;
-pub use defender_core::engine::StreamItem;
 use defender_core::engine::{Call, Value};
-pub use defender_core::hunting::HuntSummary;
-use defender_core::hunting::{HuntRequest, HuntResult};
-use defender_core::incidents::{Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate};
+use defender_core::hunting::HuntRequest;
 use defender_core::policy::Policy;
-pub use defender_core::range::{RangeError, RangeOptions, RangeProgress, Split, WindowRows};
 use defender_core::settings::{BuildError, Settings};
-use defender_core::token::{AccessToken, Secret};
-pub use defender_core::Error;
-/// Incremental sync: its state, options and batches.
-pub mod sync {
-    pub use defender_core::hunt_state::HuntState;
-    pub use defender_core::sync::{StateError, SyncBatch, SyncOptions, SyncState};
-}
 use defender_core::sync::{SyncBatch, SyncOptions, SyncRun, SyncState, SyncStep};
-use defender_core::{Limits, Surface};
+use defender_core::token::{AccessToken, Secret};
 use defender_policy::StandardPolicy;
 
 /// A source of bearer tokens other than the client secret (a managed identity, a

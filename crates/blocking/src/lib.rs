@@ -37,7 +37,8 @@ pub use range::RangeHunt;
 pub use store::QuotaStore;
 pub use stream::HuntStream;
 
-pub use defender_core::engine::{Admission, AdmitId, QuotaMode, QuotaOp, StoreTicket};
+/// The everyday names, the same in both clients (see [`defender_core::api`]).
+pub use defender_core::api::*;
 #[cfg(feature = "redis")]
 pub use defender_redis;
 
@@ -45,25 +46,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use defender_core::alerts::{Alert, AlertId, AlertPage, AlertQuery, AlertUpdate};
-pub use defender_core::engine::GroupUsage;
-pub use defender_core::engine::StreamItem;
 use defender_core::engine::{Call, Value};
-pub use defender_core::hunting::HuntSummary;
-use defender_core::hunting::{HuntRequest, HuntResult};
-use defender_core::incidents::{Incident, IncidentId, IncidentPage, IncidentQuery, IncidentUpdate};
+use defender_core::hunting::HuntRequest;
 use defender_core::policy::Policy;
-pub use defender_core::range::{RangeError, RangeOptions, RangeProgress, Split, WindowRows};
 use defender_core::settings::{BuildError, Settings};
-use defender_core::token::Secret;
-pub use defender_core::Error;
-/// Incremental sync: its state, options and batches.
-pub mod sync {
-    pub use defender_core::hunt_state::HuntState;
-    pub use defender_core::sync::{StateError, SyncBatch, SyncOptions, SyncState};
-}
 use defender_core::sync::{SyncBatch, SyncOptions, SyncRun, SyncState, SyncStep};
-use defender_core::{Limits, Surface};
+use defender_core::token::Secret;
 use defender_policy::StandardPolicy;
 
 /// A source of bearer tokens other than the client secret. Return a token and its

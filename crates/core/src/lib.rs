@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod api;
 pub mod change;
 pub mod credential;
 pub mod dispatch;
