@@ -39,6 +39,11 @@ mod range;
 mod shared;
 mod stream;
 
+#[cfg(feature = "azure-identity")]
+mod azure;
+
+#[cfg(feature = "azure-identity")]
+pub use azure::AzureCredential;
 pub use range::RangeHunt;
 pub use shared::QuotaStore;
 pub use stream::HuntStream;
