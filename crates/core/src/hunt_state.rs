@@ -30,7 +30,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::surface::Surface;
-use crate::sync::{StateError, SyncOptions, DEFAULT_SINCE, STATE_VERSION};
+use crate::sync::{
+    check_owner, read_state, write_state, StateError, SyncOptions, DEFAULT_SINCE, STATE_VERSION,
+};
 use crate::timefmt::{format_rfc3339, parse_rfc3339};
 
 /// What a scheduled hunt keeps between runs: the query, where it got to, and whose it
@@ -72,28 +74,14 @@ impl HuntState {
 
     /// Reads a state document, refusing one of another version or with a bad checkpoint.
     pub fn from_json(bytes: &[u8]) -> Result<HuntState, StateError> {
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| StateError::Malformed(e.to_string()))?;
-        match value.get("version").and_then(serde_json::Value::as_u64) {
-            Some(v) if v == u64::from(STATE_VERSION) => {}
-            Some(v) => {
-                return Err(StateError::Version {
-                    found: u32::try_from(v).unwrap_or(u32::MAX),
-                })
-            }
-            None => return Err(StateError::Malformed("no version".into())),
-        }
-        let state: HuntState =
-            serde_json::from_value(value).map_err(|e| StateError::Malformed(e.to_string()))?;
+        let state: HuntState = read_state(bytes)?;
         state.checkpoint_time()?;
         Ok(state)
     }
 
     /// The document (pretty JSON, ending with a newline).
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
-        out.push(b'\n');
-        out
+        write_state(self)
     }
 
     /// Refuses a state written for another surface, tenant, app or query.
@@ -104,26 +92,18 @@ impl HuntState {
         client_id: Option<&str>,
         query: &str,
     ) -> Result<(), StateError> {
-        let foreign = |what, found: &Option<String>, expected: Option<&str>| StateError::Foreign {
-            what,
-            found: found.clone(),
-            expected: expected.map(str::to_owned),
-        };
-        if self.surface != surface.name() {
-            return Err(foreign(
-                "surface",
-                &Some(self.surface.clone()),
-                Some(surface.name()),
-            ));
-        }
-        if self.tenant.as_deref() != tenant {
-            return Err(foreign("tenant", &self.tenant, tenant));
-        }
-        if self.client_id.as_deref() != client_id {
-            return Err(foreign("client id", &self.client_id, client_id));
-        }
+        check_owner(
+            (&self.surface, &self.tenant, &self.client_id),
+            surface,
+            tenant,
+            client_id,
+        )?;
         if self.query != query {
-            return Err(foreign("query", &Some(self.query.clone()), Some(query)));
+            return Err(StateError::Foreign {
+                what: "query",
+                found: Some(self.query.clone()),
+                expected: Some(query.to_owned()),
+            });
         }
         Ok(())
     }

@@ -505,29 +505,14 @@ impl SyncState {
 
     /// Reads a state document, refusing one of another version.
     pub fn from_json(bytes: &[u8]) -> Result<SyncState, StateError> {
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| StateError::Malformed(e.to_string()))?;
-        let found = value.get("version").and_then(serde_json::Value::as_u64);
-        match found {
-            Some(v) if v == u64::from(STATE_VERSION) => {}
-            Some(v) => {
-                return Err(StateError::Version {
-                    found: u32::try_from(v).unwrap_or(u32::MAX),
-                })
-            }
-            None => return Err(StateError::Malformed("no version".into())),
-        }
-        let state: SyncState =
-            serde_json::from_value(value).map_err(|e| StateError::Malformed(e.to_string()))?;
+        let state: SyncState = read_state(bytes)?;
         state.checkpoint_time()?;
         Ok(state)
     }
 
     /// The document (pretty JSON, ending with a newline).
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
-        out.push(b'\n');
-        out
+        write_state(self)
     }
 
     /// Refuses a state written for another surface, tenant or app.
@@ -537,25 +522,12 @@ impl SyncState {
         tenant: Option<&str>,
         client_id: Option<&str>,
     ) -> Result<(), StateError> {
-        let foreign = |what, found: &Option<String>, expected: Option<&str>| StateError::Foreign {
-            what,
-            found: found.clone(),
-            expected: expected.map(str::to_owned),
-        };
-        if self.surface != surface.name() {
-            return Err(foreign(
-                "surface",
-                &Some(self.surface.clone()),
-                Some(surface.name()),
-            ));
-        }
-        if self.tenant.as_deref() != tenant {
-            return Err(foreign("tenant", &self.tenant, tenant));
-        }
-        if self.client_id.as_deref() != client_id {
-            return Err(foreign("client id", &self.client_id, client_id));
-        }
-        Ok(())
+        check_owner(
+            (&self.surface, &self.tenant, &self.client_id),
+            surface,
+            tenant,
+            client_id,
+        )
     }
 
     /// The checkpoint as a time.
@@ -575,6 +547,58 @@ impl SyncState {
             self.checkpoint = Some(format_rfc3339(to));
         }
     }
+}
+
+/// Reads a state document of either kind (a sync's, a scheduled hunt's): refuses a
+/// document that does not parse and one of another version.
+pub(crate) fn read_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StateError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| StateError::Malformed(e.to_string()))?;
+    match value.get("version").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(STATE_VERSION) => {}
+        Some(v) => {
+            return Err(StateError::Version {
+                found: u32::try_from(v).unwrap_or(u32::MAX),
+            })
+        }
+        None => return Err(StateError::Malformed("no version".into())),
+    }
+    serde_json::from_value(value).map_err(|e| StateError::Malformed(e.to_string()))
+}
+
+/// A state document: pretty JSON, ending with a newline.
+pub(crate) fn write_state<T: Serialize>(state: &T) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(state).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// Refuses a state whose recorded (surface, tenant, client id) is not this run's.
+pub(crate) fn check_owner(
+    (recorded_surface, recorded_tenant, recorded_client): (&str, &Option<String>, &Option<String>),
+    surface: Surface,
+    tenant: Option<&str>,
+    client_id: Option<&str>,
+) -> Result<(), StateError> {
+    let foreign = |what, found: Option<&str>, expected: Option<&str>| StateError::Foreign {
+        what,
+        found: found.map(str::to_owned),
+        expected: expected.map(str::to_owned),
+    };
+    if recorded_surface != surface.name() {
+        return Err(foreign(
+            "surface",
+            Some(recorded_surface),
+            Some(surface.name()),
+        ));
+    }
+    if recorded_tenant.as_deref() != tenant {
+        return Err(foreign("tenant", recorded_tenant.as_deref(), tenant));
+    }
+    if recorded_client.as_deref() != client_id {
+        return Err(foreign("client id", recorded_client.as_deref(), client_id));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
