@@ -374,6 +374,39 @@ pub enum Error {
 }
 
 impl Error {
+    /// How long to wait before trying again, for every "come back later" error: a
+    /// quota wait past `max_wait` ([`Error::QuotaWait`]), a 429 the policy would not
+    /// wait for ([`Error::Throttled`]) and a 5xx that asked for a wait
+    /// ([`Error::Server`]); `None` for the rest (and for a 429 that named no time). The
+    /// wait counts from when the error was made.
+    ///
+    /// ```
+    /// use defender_core::{ApiGroup, Error};
+    /// use std::time::Duration;
+    /// let e = Error::Throttled {
+    ///     group: ApiGroup::Hunting,
+    ///     retry_after: Some(Duration::from_secs(42)),
+    ///     message: "Rate limit is exceeded".into(),
+    /// };
+    /// assert_eq!(e.retry_after(), Some(Duration::from_secs(42)));
+    /// assert_eq!(Error::Cancelled.retry_after(), None);
+    /// ```
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::QuotaWait { wait, .. } => Some(*wait),
+            Error::Throttled { retry_after, .. } | Error::Server { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Error::retry_after`] as a wall-clock time, counted from `now` (when the error
+    /// was made, or near it): what to print or store for a later run.
+    pub fn retry_at(&self, now: std::time::SystemTime) -> Option<std::time::SystemTime> {
+        self.retry_after().map(|wait| now + wait)
+    }
+
     /// [`Error::Panicked`] from what a caught panic carried.
     pub fn panicked(what: &'static str, payload: &(dyn std::any::Any + Send)) -> Error {
         let message = payload
@@ -400,6 +433,44 @@ impl Error {
 
 #[cfg(test)]
 mod tests {
+
+    /// Every "come back later" error says when, the rest say nothing, and the
+    /// wall-clock time is the wait from the given instant.
+    #[test]
+    fn retry_after_covers_every_come_back_later_error() {
+        let secs = std::time::Duration::from_secs;
+        #[allow(clippy::disallowed_methods)] // one real instant to build the error with
+        let at = std::time::Instant::now();
+        let quota = Error::QuotaWait {
+            group: ApiGroup::Hunting,
+            retry_at: at + secs(90),
+            wait: secs(90),
+            max_wait: secs(60),
+            reason: crate::engine::WaitReason::RuntimeHeld,
+        };
+        let server = |retry_after| Error::Server {
+            status: 503,
+            attempts: 3,
+            error: ApiError::default(),
+            retry_after,
+        };
+        let throttled = |retry_after| Error::Throttled {
+            group: ApiGroup::Incidents,
+            retry_after,
+            message: "Rate limit is exceeded".into(),
+        };
+        assert_eq!(quota.retry_after(), Some(secs(90)));
+        assert_eq!(throttled(Some(secs(7))).retry_after(), Some(secs(7)));
+        assert_eq!(throttled(None).retry_after(), None);
+        assert_eq!(server(Some(secs(30))).retry_after(), Some(secs(30)));
+        assert_eq!(server(None).retry_after(), None);
+        for other in [Error::Cancelled, Error::InvalidRequest("x".into())] {
+            assert_eq!(other.retry_after(), None, "{other:?}");
+        }
+        let now = std::time::UNIX_EPOCH + secs(1_000);
+        assert_eq!(quota.retry_at(now), Some(now + secs(90)));
+        assert_eq!(Error::Cancelled.retry_at(now), None);
+    }
     use super::*;
 
     #[test]
