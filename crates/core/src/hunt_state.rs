@@ -31,9 +31,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::surface::Surface;
 use crate::sync::{
-    check_owner, read_state, write_state, StateError, SyncOptions, DEFAULT_SINCE, STATE_VERSION,
+    check_owner, checkpoint_time, read_state, write_state, StateError, SyncOptions, DEFAULT_SINCE,
+    STATE_VERSION,
 };
-use crate::timefmt::{format_rfc3339, parse_rfc3339};
+use crate::timefmt::format_rfc3339;
 
 /// What a scheduled hunt keeps between runs: the query, where it got to, and whose it
 /// is. It serialises to a small versioned JSON document.
@@ -110,12 +111,7 @@ impl HuntState {
 
     /// The checkpoint as a time.
     pub fn checkpoint_time(&self) -> Result<Option<SystemTime>, StateError> {
-        match &self.checkpoint {
-            None => Ok(None),
-            Some(s) => parse_rfc3339(s)
-                .map(Some)
-                .ok_or_else(|| StateError::Checkpoint(s.clone())),
-        }
+        checkpoint_time(self.checkpoint.as_deref())
     }
 
     /// The range this run covers: from the checkpoint (or `since` on a first run) to

@@ -532,12 +532,7 @@ impl SyncState {
 
     /// The checkpoint as a time.
     pub fn checkpoint_time(&self) -> Result<Option<SystemTime>, StateError> {
-        match &self.checkpoint {
-            None => Ok(None),
-            Some(s) => parse_rfc3339(s)
-                .map(Some)
-                .ok_or_else(|| StateError::Checkpoint(s.clone())),
-        }
+        checkpoint_time(self.checkpoint.as_deref())
     }
 
     /// Moves the checkpoint (never backwards).
@@ -564,6 +559,16 @@ pub(crate) fn read_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
         None => return Err(StateError::Malformed("no version".into())),
     }
     serde_json::from_value(value).map_err(|e| StateError::Malformed(e.to_string()))
+}
+
+/// A state document's checkpoint (RFC 3339) as a time; `None` before the first run.
+pub(crate) fn checkpoint_time(checkpoint: Option<&str>) -> Result<Option<SystemTime>, StateError> {
+    match checkpoint {
+        None => Ok(None),
+        Some(s) => parse_rfc3339(s)
+            .map(Some)
+            .ok_or_else(|| StateError::Checkpoint(s.to_owned())),
+    }
 }
 
 /// A state document: pretty JSON, ending with a newline.

@@ -292,29 +292,6 @@ impl EngineClient {
         )
     }
 
-    /// [`EngineClient::new`], learning its margin from round trips when `learn` is set
-    /// (`margin` is then the ceiling).
-    pub fn learning(
-        limits: Limits,
-        margin: Duration,
-        workload: Workload,
-        policy: StandardPolicy,
-        seed: u64,
-        now: Instant,
-        learn: bool,
-    ) -> EngineClient {
-        EngineClient::build(
-            limits,
-            margin,
-            workload,
-            policy,
-            seed,
-            now,
-            QuotaMode::Local,
-            learn,
-        )
-    }
-
     /// [`EngineClient::new`] with the quota in `mode`.
     pub fn with_mode(
         limits: Limits,
@@ -608,13 +585,14 @@ pub fn run(cfg: &SimConfig, strategy: Strategy) -> SimReport {
             ))
         };
         match strategy {
-            Strategy::Engine => Box::new(EngineClient::learning(
+            Strategy::Engine => Box::new(EngineClient::build(
                 cfg.client_limits.clone(),
                 cfg.margin,
                 cfg.workload,
                 cfg.engine_policy.clone(),
                 seed,
                 now,
+                QuotaMode::Local,
                 cfg.learn_margin,
             )),
             Strategy::Governor => baseline(BaselineKind::Governor),
