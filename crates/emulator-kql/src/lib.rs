@@ -32,6 +32,8 @@
 //! `union [withsource=Col] [kind=inner|outer] T1, (T2 | ...), Device*Events`,
 //! `search [in (T, ...)] "term"` or a predicate (`$table` names the source),
 //! `find [withsource=C] [in (T, ...)] where ... [project ...]` (`source_`),
+//! `range x from a to b step s` (numbers, datetimes or timespans; a range too long
+//! to hold is the service's "exceeded the allowed limits"),
 //! `datatable (c: T, ...) [...]`, `externaldata (c: T, ...) [...]` (no rows offline, and a
 //! [`QueryOutput::warnings`] entry) or `AssignedIPAddresses(device [, at])` — and
 //! `|`-separated operators: `where`, `project`, `project-away` (with `*` patterns),
@@ -44,7 +46,11 @@
 //! them such as `100.0 * countif(x) / count()`; optionally `by` keys), `count`,
 //! `distinct`, `join` (every kind: `innerunique`, the default, `inner`, `leftouter`,
 //! `rightouter`, `fullouter`, `leftanti`, `rightanti`, `leftsemi`, `rightsemi`; `on Col`
-//! or `on $left.A == $right.B`; `hint.*` accepted and ignored), `union`, `mv-expand`
+//! or `on $left.A == $right.B`; `hint.*` accepted and ignored), `lookup` (`leftouter`,
+//! the default, and `inner`; the right side's key columns are not repeated),
+//! `make-series` (`default =`, `on`, `from`/`to`/`step` or `in range(...)`, `by`,
+//! `kind=nonempty`), `evaluate bag_unpack(col [, prefix])` (other plugins are
+//! [`KqlError::NotSupported`]), `union`, `mv-expand`
 //! (`to typeof(T)`, `limit N`), `parse ... with` (simple and relaxed), `serialize`,
 //! `invoke FileProfile(...)` and `invoke DeviceFromIP(...)` (answered from the synthetic
 //! world), `render` (ignored).

@@ -579,6 +579,36 @@ pub(crate) enum OpKind {
         start: usize,
         end: usize,
     },
+    /// `lookup kind=leftouter|inner (right) on ...`: a join that keeps the left rows
+    /// and does not repeat the right key columns.
+    Lookup {
+        kind: JoinKind,
+        right: Box<TabExpr>,
+        on: Vec<JoinKey>,
+    },
+    MakeSeries(Box<MakeSeries>),
+    /// `evaluate plugin(args)` (a plugin of `PLUGINS`).
+    Evaluate {
+        name: String,
+        args: Vec<Ast>,
+        start: usize,
+        end: usize,
+    },
+}
+
+/// `make-series`: one array per aggregation and group, one element per `step` of the
+/// axis from `from` (inclusive) to `to` (exclusive).
+#[derive(Debug, Clone)]
+pub(crate) struct MakeSeries {
+    /// The aggregations and their `default =` (0 when absent).
+    pub aggs: Vec<(Item, Option<Ast>)>,
+    pub axis: Ast,
+    pub from: Option<Ast>,
+    pub to: Option<Ast>,
+    pub step: Ast,
+    pub by: Vec<Item>,
+    /// `kind=nonempty`: an empty input still gives one series of defaults (without `by`).
+    pub nonempty: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -607,6 +637,14 @@ pub(crate) enum Source {
     Union(Union),
     Print(Vec<Item>),
     Paren(Box<TabExpr>),
+    /// `range Name from a to b step s`: one column of the values `a, a+s, ...` up to
+    /// `b` inclusive.
+    Range {
+        name: String,
+        from: Ast,
+        to: Ast,
+        step: Ast,
+    },
     /// `datatable (a: T, ...) [v, ...]` and `externaldata (a: T, ...) [url, ...]`
     /// (`external`: the values are the URLs, never fetched).
     Data {
@@ -693,13 +731,10 @@ pub(crate) struct Parser<'a> {
 }
 
 /// Query operators that are valid KQL but that the emulator does not run.
-const UNSUPPORTED_OPS: [&str; 21] = [
-    "lookup",
+const UNSUPPORTED_OPS: [&str; 18] = [
     "parse-where",
     "parse-kv",
     "mv-apply",
-    "make-series",
-    "evaluate",
     "as",
     "sample",
     "sample-distinct",
@@ -718,7 +753,10 @@ const UNSUPPORTED_OPS: [&str; 21] = [
 ];
 
 /// Tabular sources that are valid KQL but that the emulator does not run.
-const UNSUPPORTED_SOURCES: [&str; 5] = ["find", "search", "range", "evaluate", "cluster"];
+const UNSUPPORTED_SOURCES: [&str; 4] = ["find", "search", "evaluate", "cluster"];
+
+/// The `evaluate` plugins the emulator runs; any other is valid KQL it does not.
+const PLUGINS: [&str; 1] = ["bag_unpack"];
 
 /// The `name=value` parameters operators take (besides `hint.*`); any other `name =`
 /// is a column assignment.
@@ -1087,6 +1125,22 @@ impl<'a> Parser<'a> {
                     end: self.prev_end(),
                 })
             }
+            Tok::Ident(ref w) if w == "range" && matches!(self.peek_at(1), Tok::Ident(_)) => {
+                self.bump();
+                let (name, _, _) = self.ident("a column name")?;
+                self.expect_word("from")?;
+                let from = self.expr()?;
+                self.expect_word("to")?;
+                let to = self.expr()?;
+                self.expect_word("step")?;
+                let step = self.expr()?;
+                Ok(Source::Range {
+                    name,
+                    from,
+                    to,
+                    step,
+                })
+            }
             Tok::Ident(ref w) if w == "search" || w == "find" => {
                 let find = w == "find";
                 self.bump();
@@ -1368,7 +1422,10 @@ impl<'a> Parser<'a> {
             }
             "count" => OpKind::Count,
             "distinct" => OpKind::Distinct(self.items()?),
-            "join" => self.join()?,
+            "join" => self.join(false)?,
+            "lookup" => self.join(true)?,
+            "make-series" => self.make_series()?,
+            "evaluate" => self.evaluate()?,
             "union" => OpKind::Union(self.union_body()?),
             // `mvexpand`: the old spelling, still in published hunts.
             "mv-expand" | "mvexpand" => self.mv_expand()?,
@@ -1410,12 +1467,23 @@ impl<'a> Parser<'a> {
         Ok(Operator { name, kind })
     }
 
-    fn join(&mut self) -> PResult<OpKind> {
-        let mut kind = JoinKind::InnerUnique;
+    /// `join` and (`lookup` true) `lookup`, which takes only the kinds `leftouter` (its
+    /// default) and `inner`.
+    fn join(&mut self, lookup: bool) -> PResult<OpKind> {
+        let mut kind = if lookup {
+            JoinKind::LeftOuter
+        } else {
+            JoinKind::InnerUnique
+        };
         for (name, value, s, e) in self.op_params()? {
             if name == "kind" {
-                kind = JoinKind::from_name(&value)
-                    .ok_or_else(|| self.src.error_at(s, e, "unknown join kind"))?;
+                kind = match JoinKind::from_name(&value) {
+                    Some(k @ (JoinKind::LeftOuter | JoinKind::Inner)) if lookup => k,
+                    _ if lookup => {
+                        return Err(self.src.error_at(s, e, "expected 'leftouter' or 'inner'"))
+                    }
+                    k => k.ok_or_else(|| self.src.error_at(s, e, "unknown join kind"))?,
+                };
             }
             // `hint.*` and the rest change how the service runs a join, not its result.
         }
@@ -1443,10 +1511,117 @@ impl<'a> Parser<'a> {
             }
             self.bump();
         }
-        Ok(OpKind::Join {
-            kind,
-            right: Box::new(right),
-            on,
+        let right = Box::new(right);
+        Ok(if lookup {
+            OpKind::Lookup { kind, right, on }
+        } else {
+            OpKind::Join { kind, right, on }
+        })
+    }
+
+    /// `make-series [kind=nonempty] [Col =] Agg [default = v], ... on Axis
+    /// (from a] [to b] step s | in range(a, b, s)) [by ...]`.
+    fn make_series(&mut self) -> PResult<OpKind> {
+        let mut nonempty = false;
+        for (name, value, s, e) in self.op_params()? {
+            if name == "kind" {
+                if value != "nonempty" {
+                    return Err(self.src.error_at(s, e, "expected 'nonempty'"));
+                }
+                nonempty = true;
+            }
+        }
+        let mut aggs = Vec::new();
+        loop {
+            let item = self.item()?;
+            let default = if self.is_word("default") && matches!(self.peek_at(1), Tok::Op("=")) {
+                self.bump();
+                self.bump();
+                Some(self.expr()?)
+            } else {
+                None
+            };
+            aggs.push((item, default));
+            if !self.is_op(",") {
+                break;
+            }
+            self.bump();
+        }
+        self.expect_word("on")?;
+        // `on Col in range(...)`: `in` there is not the list operator.
+        let axis = if matches!(self.peek_at(1), Tok::Ident(w) if w == "in")
+            && matches!(self.peek_at(2), Tok::Ident(w) if w == "range")
+        {
+            let (name, start, end) = self.ident("a column name")?;
+            Ast {
+                kind: AstKind::Name(name),
+                start,
+                end,
+                depth: 1,
+            }
+        } else {
+            self.expr()?
+        };
+        let (mut from, mut to) = (None, None);
+        let step;
+        if self.is_word("in") && matches!(self.peek_at(1), Tok::Ident(w) if w == "range") {
+            self.bump();
+            self.bump();
+            self.expect_op("(")?;
+            from = Some(self.expr()?);
+            self.expect_op(",")?;
+            to = Some(self.expr()?);
+            self.expect_op(",")?;
+            step = self.expr()?;
+            self.expect_op(")")?;
+        } else {
+            if self.is_word("from") {
+                self.bump();
+                from = Some(self.expr()?);
+            }
+            if self.is_word("to") {
+                self.bump();
+                to = Some(self.expr()?);
+            }
+            self.expect_word("step")?;
+            step = self.expr()?;
+        }
+        let by = if self.is_word("by") {
+            self.bump();
+            self.items()?
+        } else {
+            Vec::new()
+        };
+        Ok(OpKind::MakeSeries(Box::new(MakeSeries {
+            aggs,
+            axis,
+            from,
+            to,
+            step,
+            by,
+            nonempty,
+        })))
+    }
+
+    /// `evaluate [hint.* = ...] plugin(args)`: the plugins of [`PLUGINS`]; any other
+    /// is valid KQL that the emulator does not run.
+    fn evaluate(&mut self) -> PResult<OpKind> {
+        self.op_params()?;
+        let (name, start, end) = self.ident("a plugin name")?;
+        if !self.is_op("(") {
+            return Err(self.err("expected '('"));
+        }
+        if !PLUGINS.contains(&name.as_str()) {
+            return Err(self
+                .src
+                .unsupported(start, end, format!("evaluate {name}()")));
+        }
+        let args = self.call_args()?;
+        Ok(OpKind::Evaluate {
+            name,
+            args,
+            start,
+            end: self.prev_end(),
         })
     }
 
@@ -1587,31 +1762,33 @@ impl<'a> Parser<'a> {
     }
 
     fn items(&mut self) -> PResult<Vec<Item>> {
-        let mut v = Vec::new();
-        loop {
-            let name = match (self.peek(), self.peek_at(1)) {
-                (Tok::Ident(s), Tok::Op("=")) if !s.starts_with('!') => {
-                    let s = s.clone();
-                    self.bump();
-                    self.bump();
-                    Some(s)
-                }
-                // `(A, B) = arg_max(...)` is not supported; `['a b'] = x` is.
-                (Tok::Op("["), Tok::Str(_)) if matches!(self.peek_at(3), Tok::Op("=")) => {
-                    let (s, _, _) = self.ident("a column name")?;
-                    self.bump();
-                    Some(s)
-                }
-                _ => None,
-            };
-            let expr = self.expr()?;
-            v.push(Item { name, expr });
-            if !self.is_op(",") {
-                break;
-            }
+        let mut v = vec![self.item()?];
+        while self.is_op(",") {
             self.bump();
+            v.push(self.item()?);
         }
         Ok(v)
+    }
+
+    /// `[name =] expr`.
+    fn item(&mut self) -> PResult<Item> {
+        let name = match (self.peek(), self.peek_at(1)) {
+            (Tok::Ident(s), Tok::Op("=")) if !s.starts_with('!') => {
+                let s = s.clone();
+                self.bump();
+                self.bump();
+                Some(s)
+            }
+            // `(A, B) = arg_max(...)` is not supported; `['a b'] = x` is.
+            (Tok::Op("["), Tok::Str(_)) if matches!(self.peek_at(3), Tok::Op("=")) => {
+                let (s, _, _) = self.ident("a column name")?;
+                self.bump();
+                Some(s)
+            }
+            _ => None,
+        };
+        let expr = self.expr()?;
+        Ok(Item { name, expr })
     }
 
     fn sort_keys(&mut self) -> PResult<Vec<SortKey>> {

@@ -1864,6 +1864,40 @@ DeviceTvmSoftwareVulnerabilities
 | sort by Month asc"#,
         &["Month", "Cves"],
     ),
+    // 202. Logon-failure trend per device, a series of daily counts (make-series).
+    (
+        r#"DeviceLogonEvents
+| where ActionType == "LogonFailed"
+| make-series Failures = count() default = 0 on Timestamp from startofday(ago(14d)) to startofday(now()) step 1d by DeviceName
+| extend Peak = array_length(Failures)"#,
+        &["DeviceName", "Failures", "Timestamp", "Peak"],
+    ),
+    // 203. Process launches enriched with the device's OS (lookup on a dimension).
+    (
+        r#"DeviceProcessEvents
+| where FileName =~ "powershell.exe"
+| project Timestamp, DeviceId, ProcessCommandLine
+| lookup kind=leftouter (DeviceInfo | summarize arg_max(Timestamp, OSPlatform) by DeviceId | project DeviceId, OSPlatform) on DeviceId
+| summarize Runs = count() by OSPlatform"#,
+        &["OSPlatform", "Runs"],
+    ),
+    // 204. The fields of a JSON column unpacked into columns (evaluate bag_unpack).
+    (
+        r#"DeviceEvents
+| where isnotempty(AdditionalFields)
+| take 50
+| project ReportId, Fields = parse_json(AdditionalFields)
+| evaluate bag_unpack(Fields, "f_")
+| project-keep ReportId"#,
+        &["ReportId"],
+    ),
+    // 205. Hours of the last day with no network event at all (range + leftanti join).
+    (
+        r#"range Hour from bin(ago(1d), 1h) to bin(now(), 1h) step 1h
+| join kind=leftanti (DeviceNetworkEvents | where Timestamp > ago(1d) | summarize by Hour = bin(Timestamp, 1h)) on Hour
+| count"#,
+        &["Count"],
+    ),
 ];
 
 #[test]
@@ -1904,4 +1938,65 @@ fn corpus_runs() {
         "only {with_rows} return rows"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Where a prefix of `text` may end: every character boundary (`all_chars`), or the
+/// boundaries
+/// between a word or number and anything else (every token's start and end), which
+/// covers the parser's states at a fraction of the cost.
+fn prefix_ends(text: &str, all_chars: bool) -> Vec<usize> {
+    let mut ends: Vec<usize> = Vec::new();
+    let mut prev: Option<char> = None;
+    for (i, c) in text.char_indices() {
+        let word = |c: char| c.is_alphanumeric() || c == '_';
+        if all_chars || prev.is_none_or(|p| word(p) != word(c) || !word(c)) {
+            ends.push(i);
+        }
+        prev = Some(c);
+    }
+    ends.push(text.len());
+    ends
+}
+
+/// No prefix of any corpus query crashes, hangs or panics: each is an answer or a typed
+/// error, within the engine's own time and memory caps. Token boundaries for every
+/// query, every character boundary for one query in four (deterministic).
+#[test]
+fn every_prefix_of_the_corpus_is_an_answer_or_a_typed_error() {
+    let small = Dataset::generate(&DatasetConfig {
+        seed: 11,
+        rows_per_table: 150,
+        anchor_unix_ms: NOW,
+        ..DatasetConfig::default()
+    });
+    let o = RunOptions {
+        now_unix_ms: NOW,
+        ..RunOptions::default()
+    };
+    let (mut runs, mut answers) = (0usize, 0usize);
+    let mut panics = Vec::new();
+    for (k, (query, _)) in CORPUS.iter().enumerate() {
+        for end in prefix_ends(query, k % 4 == 3) {
+            let prefix = &query[..end];
+            runs += 1;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(prefix, &small, &o)))
+            {
+                Ok(Ok(_)) => answers += 1,
+                Ok(Err(e)) => assert!(!e.to_string().is_empty(), "{prefix}"),
+                Err(_) => panics.push(prefix.to_string()),
+            }
+        }
+    }
+    assert!(
+        panics.is_empty(),
+        "{} prefixes panicked, first: {:?}",
+        panics.len(),
+        panics[0]
+    );
+    // The whole queries are among the prefixes, and they all run.
+    assert!(answers >= CORPUS.len(), "{answers} answers of {runs} runs");
+    println!(
+        "{runs} prefixes of {} queries: {answers} answers, the rest typed errors",
+        CORPUS.len()
+    );
 }

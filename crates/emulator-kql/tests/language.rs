@@ -93,14 +93,15 @@ fn invisible_characters_and_sources_that_are_not_tables() {
     let out = q("print x = 1, y = 'a'");
     assert_eq!(names(&out), ["x", "y"]);
     assert_eq!(out.rows, vec![vec![Value::Int(1), Value::str("a")]]);
-    // find needs its where; search runs (tests/functions.rs); range is not run.
+    // find needs its where; search runs (tests/functions.rs); range runs
+    // (tests/tabular_ops.rs); a plugin as a source is not run.
     assert_eq!(
         err("find 'x'"),
         "Query could not be parsed at ''x'' on line [1,6] (expected 'where')"
     );
     assert_eq!(
-        err("\n  range x from 1 to 3 step 1"),
-        "'range' is valid KQL but not supported by this emulator (line [2,3])"
+        err("\n  evaluate python(typeof(*), 'x')"),
+        "'evaluate' is valid KQL but not supported by this emulator (line [2,3])"
     );
 }
 

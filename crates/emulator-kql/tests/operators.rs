@@ -643,8 +643,8 @@ fn syntax_errors_name_the_token_and_position() {
         "Query could not be parsed at '=' on line [2,18]"
     );
     assert_eq!(
-        err("DeviceProcessEvents | lookup (AlertInfo) on DeviceId"),
-        "'lookup' is valid KQL but not supported by this emulator (line [1,23])"
+        err("DeviceProcessEvents | top-nested 3 of DeviceName by count()"),
+        "'top-nested' is valid KQL but not supported by this emulator (line [1,23])"
     );
     assert!(err("DeviceProcessEvents | where (FileName == 'x'").contains("expected ')'"));
     assert!(err("DeviceProcessEvents | where").contains("unexpected end of query"));

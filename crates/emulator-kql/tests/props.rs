@@ -745,6 +745,43 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// `lookup` is the `leftouter` (its default) or `inner` join of the same random
+    /// tables, checked against the nested loop, without the right side's key column.
+    #[test]
+    fn lookup_matches_a_nested_loop(
+        kind in proptest::sample::select(vec!["", "leftouter", "inner"]),
+        ln in 0usize..25, rn in 0usize..25,
+        lm in 1i64..6, rm in 1i64..6, null_every in 3i64..9,
+        dollar in any::<bool>(),
+    ) {
+        let left = format!(
+            "DeviceLogonEvents | take {ln} | project Id = ReportId, K = iff(ReportId % {null_every} == 0, tolong(''), ReportId % {lm})"
+        );
+        let right_key = if dollar { "K2" } else { "K" };
+        let right = format!(
+            "DeviceNetworkEvents | take {rn} | project Id = ReportId, {right_key} = iff(ReportId % {null_every} == 1, tolong(''), ReportId % {rm})"
+        );
+        let on = if dollar { "$left.K == $right.K2" } else { "K" };
+        let kind_param = if kind.is_empty() { String::new() } else { format!("kind={kind} ") };
+        let looked = format!("{left} | lookup {kind_param}({right}) on {on}");
+        let out = run(&looked, data(), &opts()).unwrap_or_else(|e| panic!("{looked}: {e}"));
+        let names: Vec<&str> = out.schema.iter().map(|c| c.name.as_str()).collect();
+        prop_assert_eq!(&names, &["Id", "K", "Id1"]);
+        let mut got: Vec<(Option<i64>, Option<i64>)> = out
+            .rows
+            .iter()
+            .map(|r| (r[0].as_i64(), r[2].as_i64()))
+            .collect();
+        got.sort();
+        let reference = if kind == "inner" { "inner" } else { "leftouter" };
+        let want = nested_loop(reference, &id_key_rows(&left), &id_key_rows(&right));
+        prop_assert_eq!(got, want, "{}", looked);
+    }
+}
+
 /// No prefix of a query that uses the new language features panics.
 #[test]
 fn every_prefix_of_rich_queries_is_an_answer_not_a_panic() {

@@ -13,6 +13,30 @@ impl<'a> Ctx<'a> {
         kind: JoinKind,
         on: &[JoinKey],
     ) -> Res<Frame<'a>> {
+        self.join_frames(left, right, kind, on, false)
+    }
+
+    /// `left | lookup kind=leftouter|inner (right) on ...`: the join of that kind
+    /// without the right side's key columns.
+    pub(super) fn lookup(
+        &self,
+        left: &Frame<'a>,
+        right: &Frame<'a>,
+        kind: JoinKind,
+        on: &[JoinKey],
+    ) -> Res<Frame<'a>> {
+        self.join_frames(left, right, kind, on, true)
+    }
+
+    fn join_frames(
+        &self,
+        left: &Frame<'a>,
+        right: &Frame<'a>,
+        kind: JoinKind,
+        on: &[JoinKey],
+        lookup: bool,
+    ) -> Res<Frame<'a>> {
+        let op = if lookup { "lookup" } else { "join" };
         let bg = self.bg;
         let mut lk = Vec::new();
         let mut rk = Vec::new();
@@ -22,7 +46,7 @@ impl<'a> Ctx<'a> {
                     self.src.error_at(
                         k.start,
                         k.end,
-                        format!("'join' operator: Failed to resolve column named '{n}' on the {side} side"),
+                        format!("'{op}' operator: Failed to resolve column named '{n}' on the {side} side"),
                     )
                 })
             };
@@ -65,6 +89,9 @@ impl<'a> Ctx<'a> {
         let mut out: Vec<(String, DataType, Vec<Value>)> = Vec::new();
         let mut gather = |f: &Frame<'_>, side: usize| -> Res<()> {
             for (c, col) in f.cols.iter().enumerate() {
+                if lookup && side == 1 && rk.contains(&c) {
+                    continue;
+                }
                 let mut name = col.name.clone();
                 let mut n = 0;
                 while out.iter().any(|(o, _, _)| *o == name) {

@@ -9,7 +9,9 @@
 //! - `frame`: the intermediate table and the fast filters of `where`;
 //! - `source`: tables, `let`s, user functions, `union`, `datatable`, `print`, `find`;
 //! - `tabular`: the pipeline operators applied to a frame;
-//! - `join`: the `join` operator over frames (the pairing itself is `crate::join`);
+//! - `join`: `join` and `lookup` over frames (the pairing itself is `crate::join`);
+//! - `series`: `make-series`;
+//! - `plugin`: the `evaluate` plugins (`bag_unpack`);
 //! - `aggregate`: `summarize` and its aggregation functions.
 //!
 //! This file holds what every part shares: the scope of names, the context of one
@@ -40,7 +42,9 @@ mod bind;
 mod expr;
 mod frame;
 mod join;
+mod plugin;
 mod scalar;
+mod series;
 mod source;
 mod tabular;
 
@@ -48,6 +52,7 @@ use aggregate::*;
 use bind::*;
 use expr::*;
 use frame::*;
+use plugin::*;
 use scalar::*;
 use tabular::*;
 

@@ -256,6 +256,12 @@ impl<'a> Ctx<'a> {
                 project(one, items, false, &b)
             }
             Source::Paren(t) => self.tabular(t, scope),
+            Source::Range {
+                name,
+                from,
+                to,
+                step,
+            } => self.range(name, (from, to, step), scope),
         }
     }
 
@@ -457,5 +463,130 @@ impl<'a> Ctx<'a> {
             .collect();
         check_unique(&cols, "union")?;
         Ok(Frame::computed(out, total))
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// `range Name from a to b step s`: `a, a+s, ...` while not past `b` (counting down
+    /// when `s` is negative), of `a`'s type (`real` if any of the three is).
+    pub(super) fn range(
+        &self,
+        name: &str,
+        (from, to, step): (&Ast, &Ast, &Ast),
+        scope: &Scope,
+    ) -> Res<Frame<'a>> {
+        let bg = self.bg;
+        let b = self.binder(scope, &[], "range");
+        let mut vals = Vec::with_capacity(3);
+        for a in [from, to, step] {
+            let e = b.bind(a)?;
+            vals.push((eval(&e, &NoRow, bg), a));
+        }
+        let bad = |a: &Ast, what: &str| {
+            type_err(format!(
+                "'range' operator: {what} must be a constant number, datetime or timespan (at '{}')",
+                self.src.text.get(a.start..a.end).unwrap_or_default()
+            ))
+        };
+        // Integers (`long`, datetime and timespan ticks) step exactly; reals as reals.
+        let (ty, first, last, by) = match (&vals[0].0, &vals[1].0, &vals[2].0) {
+            (Value::Int(a), Value::Int(z), Value::Int(s)) => (DataType::Long, *a, *z, *s),
+            (Value::DateTime(a), Value::DateTime(z), Value::TimeSpan(s)) => {
+                (DataType::DateTime, *a, *z, *s)
+            }
+            (Value::TimeSpan(a), Value::TimeSpan(z), Value::TimeSpan(s)) => {
+                (DataType::TimeSpan, *a, *z, *s)
+            }
+            (
+                a @ (Value::Int(_) | Value::Real(_)),
+                z @ (Value::Int(_) | Value::Real(_)),
+                s @ (Value::Int(_) | Value::Real(_)),
+            ) => {
+                return self.range_real(name, (as_f64(a), as_f64(z), as_f64(s)), step);
+            }
+            (a, z, _) => {
+                let which = if !matches!(
+                    a,
+                    Value::Int(_) | Value::Real(_) | Value::DateTime(_) | Value::TimeSpan(_)
+                ) {
+                    (from, "from")
+                } else if !matches!(
+                    z,
+                    Value::Int(_) | Value::Real(_) | Value::DateTime(_) | Value::TimeSpan(_)
+                ) {
+                    (to, "to")
+                } else {
+                    (step, "step")
+                };
+                return Err(bad(which.0, which.1));
+            }
+        };
+        if by == 0 {
+            return Err(self.src.error_at(
+                step.start,
+                step.end,
+                "'range' operator: step must not be 0",
+            ));
+        }
+        let span = i128::from(last) - i128::from(first);
+        let n = if (span >= 0) == (by > 0) || span == 0 {
+            span / i128::from(by) + 1
+        } else {
+            0
+        };
+        let n = self.range_rows(n)?;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            bg.row()?;
+            let x = (i128::from(first) + i128::from(by) * i as i128) as i64;
+            out.push(match ty {
+                DataType::DateTime => Value::DateTime(x),
+                DataType::TimeSpan => Value::TimeSpan(x),
+                _ => Value::Int(x),
+            });
+        }
+        Ok(Frame::computed(vec![(name.to_string(), ty, out)], n))
+    }
+
+    fn range_real(
+        &self,
+        name: &str,
+        (first, last, by): (f64, f64, f64),
+        step: &Ast,
+    ) -> Res<Frame<'a>> {
+        if by == 0.0 || !by.is_finite() || !first.is_finite() || !last.is_finite() {
+            return Err(self.src.error_at(
+                step.start,
+                step.end,
+                "'range' operator: step must not be 0",
+            ));
+        }
+        let span = last - first;
+        let n = if span == 0.0 || (span > 0.0) == (by > 0.0) {
+            // A little slack so that `0.1 to 0.3 step 0.1` ends at 0.3.
+            (span / by + 1e-9).floor() as i128 + 1
+        } else {
+            0
+        };
+        let n = self.range_rows(n)?;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            self.bg.row()?;
+            out.push(Value::Real(first + by * i as f64));
+        }
+        Ok(Frame::computed(
+            vec![(name.to_string(), DataType::Real, out)],
+            n,
+        ))
+    }
+
+    /// The number of rows of a `range`, charged to the memory budget before any is built:
+    /// a range too long to hold is the service's "exceeded the allowed limits".
+    fn range_rows(&self, n: i128) -> Res<usize> {
+        let n = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
+        self.bg
+            .charge(n.saturating_mul(std::mem::size_of::<Value>()));
+        self.bg.status()?;
+        Ok(n)
     }
 }

@@ -271,6 +271,22 @@ impl<'a> Ctx<'a> {
                 start,
                 end,
             } => return self.invoke(frame, name, args, &b, (*start, *end)),
+            OpKind::Lookup { kind, right, on } => {
+                let right = self.tabular(right, scope)?;
+                return self.lookup(&frame, &right, *kind, on);
+            }
+            OpKind::MakeSeries(ms) => return self.make_series(frame, ms, scope, &op.name),
+            OpKind::Evaluate {
+                name,
+                args,
+                start,
+                end,
+            } => {
+                return match name.as_str() {
+                    "bag_unpack" => bag_unpack(&frame, args, &b, (*start, *end)),
+                    _ => Err(src.unsupported(*start, *end, format!("evaluate {name}()"))),
+                }
+            }
         }
         Ok(frame)
     }
