@@ -91,6 +91,44 @@ pub fn parse_timespan(s: &str, now_ms: i64) -> Result<Timespan, String> {
     })
 }
 
+/// The response header that carries what a query did that the real service would have
+/// done differently offline (e.g. `externaldata`, never fetched, returns its declared
+/// columns with no rows).
+///
+/// Neither the Defender hunting APIs (`Stats`, `Schema`, `Results`) nor Graph's
+/// `huntingQueryResults` (`schema`, `results`) document a field for warnings, so the
+/// emulator adds none to the body, whose shape stays the service's; it sets this
+/// header on the 200 instead, once per query, with every warning.
+pub const WARNING_HEADER: &str = "x-emulator-warning";
+
+/// The most bytes [`warning_header`] writes (a header is not a place for a document).
+const WARNING_HEADER_MAX: usize = 1024;
+
+/// The value of [`WARNING_HEADER`] for a query's `warnings`, or `None` when it has none:
+/// the warnings joined by `"; "`, anything but printable ASCII written `?` (a header
+/// value is ASCII), at most 1,024 bytes (cut with `...`).
+pub fn warning_header(warnings: &[String]) -> Option<String> {
+    if warnings.is_empty() {
+        return None;
+    }
+    let mut v: String = warnings
+        .join("; ")
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if v.len() > WARNING_HEADER_MAX {
+        v.truncate(WARNING_HEADER_MAX - 3);
+        v.push_str("...");
+    }
+    Some(v)
+}
+
 /// The XDR `Stats` object for a query.
 pub fn stats_json(exec: Duration, out: &QueryOutput, body_bytes: usize) -> serde_json::Value {
     let cpu = format_timespan(exec.mul_f64(4.0));
@@ -153,6 +191,16 @@ pub fn body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warning_header_is_printable_ascii_and_bounded() {
+        assert_eq!(warning_header(&[]), None);
+        let w = warning_header(&["a".to_string(), "b\u{e9}\n".to_string()]);
+        assert_eq!(w.as_deref(), Some("a; b??"));
+        let long = warning_header(&["x".repeat(5000)]).unwrap();
+        assert_eq!(long.len(), WARNING_HEADER_MAX);
+        assert!(long.ends_with("..."));
+    }
 
     #[test]
     fn cost_model() {

@@ -24,6 +24,12 @@
 //! | `GET /_emulator/stats`, `GET /_emulator/clock` | control, read only (open) |
 //! | `POST /_emulator/reset`, `POST /_emulator/clock/advance` | control that changes state (see below) |
 //!
+//! A hunting answer whose query did something the real service would have done
+//! differently offline (`externaldata`, never fetched, returns its declared columns with
+//! no rows) carries the header [`WARNING_HEADER`] (`x-emulator-warning`) with the reasons:
+//! none of the three surfaces documents a warnings field, so the body keeps the
+//! service's shape.
+//!
 //! ## What the services refuse
 //!
 //! The emulator is only worth what it refuses, each refusal in the service's own status
@@ -181,7 +187,7 @@ pub use defender_core::limits::{ApiGroup, Limits};
 pub use defender_emulator_kql::{Limit, QueryLimits, PREEMPTED};
 pub use faults::{FaultKind, FaultSpec, FaultSpecError, ODD_429_VARIANTS};
 pub use filter::FilterLimits;
-pub use hunting::CostModel;
+pub use hunting::{CostModel, WARNING_HEADER};
 pub use quota::{RuntimeScope, WindowMode};
 pub use server::{KeyStats, Stats, WindowStats};
 

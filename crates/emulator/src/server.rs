@@ -1334,7 +1334,11 @@ async fn hunt(
             return bad_request(TOO_LARGE, rid);
         }
     }
-    Reply::json(StatusCode::OK, body)
+    let reply = Reply::json(StatusCode::OK, body);
+    match hunting::warning_header(&out.warnings) {
+        Some(w) => reply.header(hunting::WARNING_HEADER, w),
+        None => reply,
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -304,3 +304,40 @@ async fn execution_time_follows_the_cost_model() {
     assert!((rows - rows.round()).abs() < 1e-6, "{t}");
     assert!((150.0..=300.0).contains(&rows), "{rows}");
 }
+
+#[tokio::test]
+async fn engine_warnings_travel_in_a_header_not_the_body() {
+    let env = Env::start(roomy()).await;
+    let token = env.token().await;
+    let offline =
+        "externaldata (Ip: string) [@'https://example.com/ips.csv'] with (format='csv') | take 5";
+    for (path, body_keys) in [
+        (XDR_HUNT, vec!["Results", "Schema", "Stats"]),
+        (MDE_HUNT, vec!["Results", "Schema"]),
+        (GRAPH_HUNT, vec!["@odata.context", "results", "schema"]),
+    ] {
+        let r = env.hunt(&token, path, offline).await;
+        let warning = r
+            .headers()
+            .get(defender_emulator::WARNING_HEADER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let (s, v) = json(r).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+        assert_eq!(keys(&v), body_keys, "{path}");
+        let warning = warning.unwrap_or_else(|| panic!("{path}: no warning header"));
+        assert!(warning.contains("externaldata"), "{path}: {warning}");
+        // The declared schema, no rows.
+        let rows = if path == GRAPH_HUNT {
+            &v["results"]
+        } else {
+            &v["Results"]
+        };
+        assert_eq!(rows.as_array().unwrap().len(), 0, "{path}");
+
+        let r = env.hunt(&token, path, "AlertInfo | take 1").await;
+        assert!(
+            r.headers().get(defender_emulator::WARNING_HEADER).is_none(),
+            "{path}"
+        );
+    }
+}
