@@ -39,6 +39,8 @@ fn main() {
         "EmailEvents | where Subject has 'invoice' | project NetworkMessageId, Subject",
         "DeviceProcessEvents | take 100000 | join kind=inner (DeviceNetworkEvents | take 100000) on ReportId | count",
         "search in (DeviceProcessEvents, DeviceNetworkEvents) \"powershell.exe\" | count",
+        "DeviceProcessEvents | take 100000 | lookup (DeviceNetworkEvents | take 100000 | summarize arg_max(Timestamp, RemoteIP) by DeviceId) on DeviceId | count",
+        "DeviceProcessEvents | make-series count() on Timestamp step 1h by DeviceName | count",
     ] {
         let t = Instant::now();
         let out = run(q, &data, &opts).unwrap();
