@@ -270,7 +270,8 @@ pub struct KeyStats {
     /// Every configured window and its current usage.
     pub windows: Vec<WindowStats>,
     /// The last 1,000 admitted calls, on the emulator clock (Unix milliseconds), oldest
-    /// first: enough to draw any window's usage over time.
+    /// first: the dashboard draws the shortest window's usage over time from them (exact
+    /// back to the oldest kept call plus one window).
     #[serde(default)]
     pub admitted_unix_ms: Vec<i64>,
 }
