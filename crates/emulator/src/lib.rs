@@ -21,6 +21,7 @@
 //! | `GET /api/alerts`, `GET/PATCH /api/alerts/{id}` | Defender for Endpoint's alerts, also served by the Defender XDR host (`$filter`, `$top` up to 10,000, `$skip`, `$expand=evidence`; PATCH `status`, `assignedTo`, `classification`, `determination`, `comment`) |
 //! | `GET /v1.0/security/alerts_v2`, `GET/PATCH /v1.0/security/alerts_v2/{id}` | Graph alerts (PATCH `status`, `assignedTo`, `classification`, `determination`, `customDetails`) |
 //! | `POST /v1.0/security/alerts_v2/{id}/comments` | Graph alert comments |
+//! | `GET /`, `GET /_emulator/`, `GET /_emulator/dashboard` | the dashboard: one HTML page with its script, style and SVG charts inline (no network), polling `/_emulator/stats` (open; see [Dashboard](#dashboard)) |
 //! | `GET /_emulator/stats`, `GET /_emulator/clock` | control, read only (open) |
 //! | `POST /_emulator/reset`, `POST /_emulator/clock/advance` | control that changes state (see below) |
 //!
@@ -121,6 +122,20 @@
 //! (415), JSON and request validation (400). So a malformed request that passed the quota
 //! still counts as a call, as at a real gateway.
 //!
+//! ## Dashboard
+//!
+//! A browser pointed at the emulator's base URL gets a page that shows, live, what
+//! [`Stats`] holds: a chart per (tenant, app, group) of the calls in the shortest call
+//! window over the last ten minutes against the limit's line, with a mark for each 429 of
+//! a quota or budget; a bar per window (calls and running time) against its limit; the
+//! faults injected by kind; and the last 200 requests with their status, latency and
+//! fault. It is one file written for the emulator, served with a content security policy
+//! that lets it load nothing and call only the emulator, so it works offline. Opening it
+//! changes nothing and counts as no request. To feed it, [`Stats`] keeps the last 200
+//! answered requests ([`Stats::recent`]), the last hour's 429s ([`Stats::throttles`], at
+//! most 5,000) and each key's last 1,000 admitted calls
+//! ([`KeyStats::admitted_unix_ms`]), recorded under the locks a request already takes.
+//!
 //! ## Incidents that change
 //!
 //! Incidents are listed newest-created first (by id, which grows with creation time), in
@@ -189,7 +204,7 @@ pub use faults::{FaultKind, FaultSpec, FaultSpecError, ODD_429_VARIANTS};
 pub use filter::FilterLimits;
 pub use hunting::{CostModel, WARNING_HEADER};
 pub use quota::{RuntimeScope, WindowMode};
-pub use server::{KeyStats, Stats, WindowStats};
+pub use server::{KeyStats, RequestRecord, Stats, ThrottleMark, WindowStats};
 
 /// The built-in app's tenant id.
 pub const DEFAULT_TENANT: &str = "emulator";

@@ -3,7 +3,7 @@
 //! Routing is done by hand in one fallback handler so every error (404, 405, 413, 415,
 //! 400) gets the `{"error":{...}}` envelope instead of a framework's plain-text rejection.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -100,7 +100,24 @@ struct Counters {
     throttled: u64,
     faults: u64,
     tokens_issued: u64,
+    /// The last [`ADMITTED_KEPT`] admitted calls (emulator clock), for the dashboard's
+    /// timeline; only the per-key counters fill it.
+    admitted: VecDeque<Duration>,
 }
+
+/// How many answered requests the stats keep ([`Stats::recent`]): enough for the
+/// dashboard's table, small enough to serialise on every poll.
+pub(crate) const RECENT_KEPT: usize = 200;
+/// How many admitted calls per (tenant, app, group) the stats keep for the timeline
+/// ([`KeyStats::admitted_unix_ms`]): a quarter hour of a 45-per-minute quota.
+pub(crate) const ADMITTED_KEPT: usize = 1000;
+/// How many 429 marks the stats keep at most ([`Stats::throttles`]), besides dropping
+/// those older than [`THROTTLE_HORIZON`].
+pub(crate) const THROTTLES_KEPT: usize = 5000;
+/// How far back the 429 marks go.
+pub(crate) const THROTTLE_HORIZON: Duration = Duration::from_secs(3600);
+/// The longest path a [`RequestRecord`] keeps (bytes; cut at a character boundary).
+const RECORDED_PATH_MAX: usize = 256;
 
 #[derive(Debug, Default)]
 struct MutState {
@@ -111,6 +128,10 @@ struct MutState {
     counters: BTreeMap<(Key, ApiGroup), Counters>,
     totals: Counters,
     faults_by_kind: BTreeMap<String, u64>,
+    /// The last [`RECENT_KEPT`] answered requests, oldest first.
+    recent: VecDeque<RequestRecord>,
+    /// The quota and budget 429s of the last [`THROTTLE_HORIZON`], oldest first.
+    throttles: VecDeque<ThrottleMark>,
     incidents: BTreeMap<i64, Incident>,
     /// Where the churn got to, when incidents churn.
     churn: Option<ChurnState>,
@@ -154,6 +175,78 @@ pub struct Stats {
     /// changed or created.
     #[serde(default)]
     pub churn_events: u64,
+    /// The emulator clock when these stats were taken (Unix milliseconds).
+    #[serde(default)]
+    pub now_unix_ms: i64,
+    /// The emulator clock's start (Unix milliseconds): fixed windows are aligned to it.
+    #[serde(default)]
+    pub start_unix_ms: i64,
+    /// How quota windows are aligned: `sliding` or `fixed`.
+    #[serde(default)]
+    pub window_mode: String,
+    /// The last 200 answered requests (the same requests as [`Stats::requests`]
+    /// counts), oldest first.
+    #[serde(default)]
+    pub recent: Vec<RequestRecord>,
+    /// The 429s of quotas and budgets (those [`Stats::throttled`] counts) of the last
+    /// hour on the emulator clock, oldest first, at most 5,000.
+    #[serde(default)]
+    pub throttles: Vec<ThrottleMark>,
+}
+
+/// One answered request, as the dashboard's table shows it.
+///
+/// The stats of an emulator from before the dashboard still parse: the fields it added
+/// to [`Stats`] and [`KeyStats`] default to empty.
+///
+/// ```
+/// use defender_emulator::Stats;
+///
+/// let old = r#"{"requests": 3, "throttled": 1, "faults": 0, "faults_by_kind": {},
+///              "tokens_issued": 1, "keys": []}"#;
+/// let stats: Stats = serde_json::from_str(old).unwrap();
+/// assert!(stats.recent.is_empty() && stats.throttles.is_empty());
+///
+/// let new = r#"{"requests": 1, "throttled": 0, "faults": 0, "faults_by_kind": {},
+///              "tokens_issued": 0, "keys": [], "recent": [{"at_unix_ms": 1767225600000,
+///              "method": "GET", "path": "/api/incidents", "group": "incidents",
+///              "status": 200, "latency_ms": 1.5, "fault": null}]}"#;
+/// let stats: Stats = serde_json::from_str(new).unwrap();
+/// assert_eq!(stats.recent[0].status, 200);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RequestRecord {
+    /// When it arrived, on the emulator clock (Unix milliseconds).
+    pub at_unix_ms: i64,
+    /// The HTTP method.
+    pub method: String,
+    /// The path, without the query (cut at 256 bytes).
+    pub path: String,
+    /// The quota group of the route (`hunting`, `incidents`, `alerts`); `None` for
+    /// tokens, identity and unknown paths.
+    pub group: Option<String>,
+    /// The status answered; 0 when the client went away before the answer.
+    pub status: u16,
+    /// Wall time from the request's arrival to its answer, in milliseconds (real time,
+    /// even on a manual clock).
+    pub latency_ms: f64,
+    /// The fault injected into it, by kind (`500`, `reset`, `odd429`...).
+    pub fault: Option<String>,
+}
+
+/// One 429 of a quota or a running-time budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ThrottleMark {
+    /// When, on the emulator clock (Unix milliseconds).
+    pub at_unix_ms: i64,
+    /// The tenant id.
+    pub tenant: String,
+    /// The client id.
+    pub client_id: String,
+    /// `hunting`, `incidents` or `alerts`.
+    pub group: String,
+    /// What refused it: `calls` (a call window) or `runtime` (a running-time budget).
+    pub kind: String,
 }
 
 /// The counters of one (tenant, app, API group).
@@ -176,6 +269,11 @@ pub struct KeyStats {
     pub runtime_charged_seconds: f64,
     /// Every configured window and its current usage.
     pub windows: Vec<WindowStats>,
+    /// The last 1,000 admitted calls, on the emulator clock (Unix milliseconds), oldest
+    /// first: the dashboard draws the shortest window's usage over time from them (exact
+    /// back to the oldest kept call plus one window).
+    #[serde(default)]
+    pub admitted_unix_ms: Vec<i64>,
 }
 
 /// One window's current usage.
@@ -327,6 +425,8 @@ impl Shared {
         st.counters.clear();
         st.totals = Counters::default();
         st.faults_by_kind.clear();
+        st.recent.clear();
+        st.throttles.clear();
         if incidents {
             st.incidents = self.generated.iter().map(|i| (i.id, i.clone())).collect();
             // The history replays from the start: one seed and clock, one history.
@@ -338,6 +438,9 @@ impl Shared {
     pub(crate) fn stats(&self) -> Stats {
         let st = lock(&self.state);
         let now = self.clock.elapsed();
+        let start = self.clock.start_unix_ms();
+        let unix = |t: Duration| start.saturating_add(t.as_millis() as i64);
+        let now_unix_ms = unix(now);
         let mode = self.cfg.window_mode;
         let mut keys = Vec::new();
         for ((key, group), c) in &st.counters {
@@ -373,6 +476,7 @@ impl Shared {
                 faults: c.faults,
                 runtime_charged_seconds: charged,
                 windows,
+                admitted_unix_ms: c.admitted.iter().map(|t| unix(*t)).collect(),
             });
         }
         Stats {
@@ -383,7 +487,40 @@ impl Shared {
             tokens_issued: st.totals.tokens_issued,
             keys,
             churn_events: st.churn.as_ref().map_or(0, |c| c.applied),
+            now_unix_ms,
+            start_unix_ms: start,
+            window_mode: match mode {
+                WindowMode::Sliding => "sliding",
+                WindowMode::Fixed => "fixed",
+            }
+            .into(),
+            recent: st.recent.iter().cloned().collect(),
+            // The marks are pruned when one is added; the clock may have moved since.
+            throttles: st
+                .throttles
+                .iter()
+                .filter(|m| m.at_unix_ms > now_unix_ms - THROTTLE_HORIZON.as_millis() as i64)
+                .cloned()
+                .collect(),
         }
+    }
+
+    /// Counts an answered request and keeps it in the ring of recent ones: the one lock
+    /// a request takes for the stats besides its admission.
+    fn record_request(&self, mut record: RequestRecord) {
+        if record.path.len() > RECORDED_PATH_MAX {
+            let mut cut = RECORDED_PATH_MAX;
+            while !record.path.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            record.path.truncate(cut);
+        }
+        let mut st = lock(&self.state);
+        st.totals.requests += 1;
+        if st.recent.len() >= RECENT_KEPT {
+            st.recent.pop_front();
+        }
+        st.recent.push_back(record);
     }
 
     fn counters<'a>(st: &'a mut MutState, key: &Key, group: ApiGroup) -> &'a mut Counters {
@@ -628,18 +765,57 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if path == "/_emulator" || path.starts_with("/_emulator/") {
         return control(&shared, req).await.into_response();
     }
-    let rid = shared.request_id();
-    {
-        let mut st = lock(&shared.state);
-        st.totals.requests += 1;
+    // No API route lives at the root, so the dashboard can: what a browser opens first.
+    if path == "/" && req.method() == Method::GET {
+        return dashboard().into_response();
     }
+    let mut log = RequestLog {
+        shared: &shared,
+        started: Instant::now(),
+        record: RequestRecord {
+            at_unix_ms: shared.clock.unix_ms(),
+            method: req.method().as_str().to_owned(),
+            path: path.clone(),
+            ..RequestRecord::default()
+        },
+    };
+    let response = serve(&shared, req, path, &mut log.record).await;
+    log.record.status = response.status().as_u16();
+    response
+}
+
+/// Counts a request and keeps it among the recent ones when dropped: after its answer,
+/// or with status 0 when the client went away first and the server dropped the handler.
+struct RequestLog<'a> {
+    shared: &'a Shared,
+    started: Instant,
+    record: RequestRecord,
+}
+
+impl Drop for RequestLog<'_> {
+    fn drop(&mut self) {
+        let mut record = std::mem::take(&mut self.record);
+        record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.shared.record_request(record);
+    }
+}
+
+/// Answers one request that is not the emulator's own (`/_emulator/*`, the dashboard),
+/// noting its group and fault in `record`.
+async fn serve(
+    shared: &Arc<Shared>,
+    req: Request,
+    path: String,
+    record: &mut RequestRecord,
+) -> Response {
+    let rid = shared.request_id();
     // Graph answers every request with its ids, and its errors in its own envelope.
     let graph = path
         .get(..6)
         .is_some_and(|p| p.eq_ignore_ascii_case("/v1.0/"))
-        .then(|| GraphIds::new(&shared, req.headers()));
+        .then(|| GraphIds::new(shared, req.headers()));
     let finish = |reply: Reply| match &graph {
-        Some(ids) => ids.apply(&shared, reply),
+        Some(ids) => ids.apply(shared, reply),
         None => reply,
     };
     let Some(route) = route(&path) else {
@@ -651,6 +827,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         ))
         .into_response();
     };
+    record.group = route.group().map(|g| g.as_str().to_owned());
     if !route.allowed().contains(req.method()) {
         let allow: Vec<&str> = route.allowed().iter().map(Method::as_str).collect();
         return finish(
@@ -679,20 +856,21 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     };
     if let Some(f) = fault {
         tracing::debug!(path = %path, fault = %f.kind.name(), "injecting a fault");
-        record_fault(&shared, &route, req.headers(), f);
+        record.fault = Some(f.kind.name());
+        record_fault(shared, &route, req.headers(), f);
         match f.kind {
             FaultKind::Status(code) => {
-                return finish(status_fault(&shared, code, rid)).into_response()
+                return finish(status_fault(shared, code, rid)).into_response()
             }
             FaultKind::Reset => return broken_response(StatusCode::OK, None, 1024),
-            FaultKind::Odd429 => return odd_429(&shared, &route, req.headers(), f.variant),
+            FaultKind::Odd429 => return odd_429(shared, &route, req.headers(), f.variant),
             FaultKind::Slow(d) => tokio::time::sleep(d).await,
             FaultKind::Truncate | FaultKind::Malformed => {}
         }
     }
 
     let method = req.method().clone();
-    let reply = finish(dispatch(&shared, route, req, rid).await);
+    let reply = finish(dispatch(shared, route, req, rid).await);
     tracing::debug!(%method, path = %path, status = reply.status.as_u16(), "answered");
 
     match fault.map(|f| f.kind) {
@@ -1042,11 +1220,40 @@ fn admit(shared: &Shared, caller: &Caller, group: ApiGroup, graph: bool) -> Resu
                 .entry((caller.key.clone(), group))
                 .or_default()
                 .record(&gl.calls, now);
+            let admitted = &mut Shared::counters(&mut st, &caller.key, group).admitted;
+            if admitted.len() >= ADMITTED_KEPT {
+                admitted.pop_front();
+            }
+            admitted.push_back(now);
             Ok(())
         }
         Some((wait, message)) => {
             Shared::counters(&mut st, &caller.key, group).throttled += 1;
             st.totals.throttled += 1;
+            let at_unix_ms = shared
+                .clock
+                .start_unix_ms()
+                .saturating_add(now.as_millis() as i64);
+            let horizon = at_unix_ms - THROTTLE_HORIZON.as_millis() as i64;
+            while st
+                .throttles
+                .front()
+                .is_some_and(|m| m.at_unix_ms <= horizon || st.throttles.len() >= THROTTLES_KEPT)
+            {
+                st.throttles.pop_front();
+            }
+            st.throttles.push_back(ThrottleMark {
+                at_unix_ms,
+                tenant: caller.key.0.clone(),
+                client_id: caller.key.1.clone(),
+                group: group.as_str().into(),
+                kind: if call_denied.is_some() {
+                    "calls"
+                } else {
+                    "runtime"
+                }
+                .into(),
+            });
             drop(st);
             let secs = ceil_secs(wait);
             let reply = if graph {
@@ -1878,6 +2085,31 @@ fn check_control(shared: &Shared, headers: &HeaderMap, rid: &str) -> Result<(), 
     authenticate(shared, headers, &[], &[], rid).map(|_| ())
 }
 
+/// The dashboard: one page of our own with its script, style and charts inline, so it
+/// works offline; it reads `/_emulator/stats` every second.
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// `GET /`, `GET /_emulator/` and `GET /_emulator/dashboard`. The page may load nothing
+/// from elsewhere (its policy says so to the browser), and may only call the emulator.
+fn dashboard() -> Reply {
+    Reply {
+        status: StatusCode::OK,
+        headers: vec![
+            ("content-type", "text/html; charset=utf-8".into()),
+            (
+                "content-security-policy",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 img-src data:; connect-src 'self'"
+                    .into(),
+            ),
+            ("x-content-type-options", "nosniff".into()),
+            ("cache-control", "no-store".into()),
+        ],
+        body: DASHBOARD_HTML.as_bytes().to_vec(),
+        json: false,
+    }
+}
+
 async fn control(shared: &Shared, req: Request) -> Reply {
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -1896,6 +2128,7 @@ async fn control(shared: &Shared, req: Request) -> Reply {
         }
     }
     match (path.as_str(), &method) {
+        ("/_emulator" | "/_emulator/dashboard", &Method::GET) => dashboard(),
         ("/_emulator/stats", &Method::GET) => Reply::value(
             StatusCode::OK,
             &serde_json::to_value(shared.stats()).unwrap_or_default(),
@@ -1955,7 +2188,9 @@ async fn control(shared: &Shared, req: Request) -> Reply {
             }
         }
         (
-            "/_emulator/stats"
+            "/_emulator"
+            | "/_emulator/dashboard"
+            | "/_emulator/stats"
             | "/_emulator/reset"
             | "/_emulator/clock"
             | "/_emulator/clock/advance",
