@@ -369,7 +369,9 @@ impl Caller {
                     let send = t.id;
                     match self.shared.perform(t).await {
                         Performed::Body(body) => {
-                            self.shared.with(|d| d.handle_body(send));
+                            let status = body.status();
+                            self.shared
+                                .with(|d| d.handle_body(send, status, Instant::now()));
                             return Drive::Body(body);
                         }
                         Performed::Answer(answer) => self.shared.with(|d| {

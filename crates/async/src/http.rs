@@ -26,7 +26,8 @@ pub(crate) async fn exchange(http: &reqwest::Client, t: Transmit, max_body: usiz
         };
         match &head {
             Ok(h) => {
-                tracing::Span::current().record("status", h.status().as_u16());
+                tracing::Span::current()
+                    .record(defender_core::telemetry::STATUS, h.status().as_u16());
             }
             Err(e) => tracing::debug!(kind = %e.kind, "transport error"),
         }
@@ -81,6 +82,11 @@ pub(crate) struct Body {
 }
 
 impl Body {
+    /// The 2xx status of its head.
+    pub(crate) fn status(&self) -> http::StatusCode {
+        self.response.status()
+    }
+
     /// Reads the next chunk of the body into `cursor` (or tells it the body ended or broke).
     pub(crate) async fn read_into(&mut self, cursor: &mut HuntCursor) {
         let read = tokio::time::timeout(self.timeout, self.response.chunk())

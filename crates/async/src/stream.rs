@@ -161,7 +161,7 @@ impl Run {
                 }
                 CursorStep::Settle(send, end) => {
                     if let (Some(body), StreamEnd::Complete { rows, .. }) = (&self.body, &end) {
-                        body.span.record("rows", rows);
+                        body.span.record(defender_core::telemetry::ROWS, rows);
                     }
                     self.body = None;
                     if let Some(caller) = &self.caller {

@@ -295,7 +295,7 @@ impl Shared {
                     match sent {
                         Sent::Answer(answer) => st.answer(Input::Response(send, answer)),
                         Sent::Body(body) => {
-                            st.dispatcher.handle_body(send);
+                            st.dispatcher.handle_body(send, body.status, Instant::now());
                             return Ok(Step::Body(body));
                         }
                     }

@@ -23,7 +23,7 @@ pub(crate) fn exchange(agent: &ureq::Agent, t: Transmit, max_body: usize) -> Sen
     let span = t.span();
     let enter = span.enter();
     let result = send(agent, t.request, t.timeout, t.stream).and_then(|resp| {
-        span.record("status", resp.status().as_u16());
+        span.record(defender_core::telemetry::STATUS, resp.status().as_u16());
         if t.stream && resp.status().is_success() {
             Ok(Err(resp))
         } else {
@@ -37,6 +37,7 @@ pub(crate) fn exchange(agent: &ureq::Agent, t: Transmit, max_body: usize) -> Sen
     match result {
         Ok(Err(streamed)) => Sent::Body(Box::new(Body {
             send: t.id,
+            status: streamed.status(),
             reader: streamed.into_body().into_reader(),
             chunk: vec![0; CHUNK].into_boxed_slice(),
             span,
@@ -108,6 +109,8 @@ const CHUNK: usize = 64 * 1024;
 /// with no lock held: a slow reader slows the read, nothing piles up.
 pub(crate) struct Body {
     pub(crate) send: SendId,
+    /// The 2xx status of its head.
+    pub(crate) status: http::StatusCode,
     reader: ureq::BodyReader<'static>,
     chunk: Box<[u8]>,
     /// The span of the call's request, entered while reading.

@@ -143,7 +143,7 @@ impl Run {
                 },
                 CursorStep::Settle(send, end) => {
                     if let (Some(body), StreamEnd::Complete { rows, .. }) = (&self.body, &end) {
-                        body.span.record("rows", rows);
+                        body.span.record(defender_core::telemetry::ROWS, rows);
                     }
                     self.body = None;
                     if let Err(e) = shared.end_body(send, end) {

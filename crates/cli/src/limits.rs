@@ -134,6 +134,32 @@ fn call_json(c: &CallLimit) -> Value {
     json!({ "max": c.max, "per": format_duration(c.per) })
 }
 
+/// The store `config` names, bound to one app as the clients bind it (with the default
+/// margin, which the clients here keep): ask it `usage()` as `Client::quota` would.
+pub(crate) fn shared_quota(
+    config: StoreConfig,
+    limits: &Limits,
+    tenant: &str,
+    app: &str,
+) -> Result<AsyncSharedQuota, Failure> {
+    let store = AsyncRedisQuotaStore::open(config).map_err(store_failure)?;
+    let binding = Binding::new(tenant, app, limits.clone(), DEFAULT_MARGIN);
+    Ok(AsyncSharedQuota::new(store, binding))
+}
+
+/// A store that cannot answer: exit 6, as a call failing on it would.
+pub(crate) fn store_failure(e: defender_redis::StoreError) -> Failure {
+    Failure {
+        code: 6,
+        message: format!("{e}."),
+    }
+}
+
+/// How long until `t` from `now` (zero when it is past or none).
+pub(crate) fn left(t: Option<Instant>, now: Instant) -> Duration {
+    t.map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+}
+
 /// The usage every process of the app shares: the store bound to the app is asked, as a
 /// client with that store would ask it (`Client::quota`).
 async fn shared_usage(
@@ -144,20 +170,11 @@ async fn shared_usage(
     app: &str,
 ) -> Result<(), Failure> {
     let url = config.redacted_url();
-    let store_failure = |e: defender_redis::StoreError| Failure {
-        code: 6,
-        message: format!("{e}."),
-    };
-    let store = AsyncRedisQuotaStore::open(config).map_err(store_failure)?;
+    let quota = shared_quota(config, limits, tenant, app)?;
     r.line(format!("shared quota: {url} (tenant {tenant}, app {app})"));
-    // The clients here keep the default margin.
-    let binding = Binding::new(tenant, app, limits.clone(), DEFAULT_MARGIN);
-    let usage = AsyncSharedQuota::new(store, binding)
-        .usage()
-        .await
-        .map_err(store_failure)?;
+    let usage = quota.usage().await.map_err(store_failure)?;
     let now = Instant::now();
-    let left = |t: Option<Instant>| t.map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+    let left = |t: Option<Instant>| left(t, now);
     let mut groups = Map::new();
     for u in usage {
         let group = u.group;

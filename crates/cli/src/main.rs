@@ -12,6 +12,7 @@ mod params;
 mod records;
 mod sync;
 mod values;
+mod watch;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -144,6 +145,11 @@ struct Cli {
         help_heading = QUOTA
     )]
     quota_store_fallback_share: Option<u32>,
+    /// With --quota-store: this process's name in the store, so `defender quota watch`
+    /// shows which process took what (and Redis `CLIENT LIST` which connection is whose).
+    /// No spaces.
+    #[arg(long, global = true, env = "DEFENDER_CLIENT_NAME", value_name = "NAME", value_parser = parse_client_name, help_heading = QUOTA)]
+    client_name: Option<String>,
     /// More detail on standard error: -v logs every HTTP call (429s and token requests
     /// included), -vv debug events, -vvv trace events. RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = LOGGING)]
@@ -177,6 +183,9 @@ enum Command {
     /// process's quota usage; with --quota-store, the usage shared by every process of the
     /// app).
     Limits,
+    /// Watch the quota being spent.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
     /// Fetch a token and show where it came from (the source picked, tenant, app,
     /// audience) and when it expires, never the token itself. Costs no API quota.
     Auth,
@@ -194,6 +203,23 @@ enum Command {
     Man {
         /// The directory (created if missing).
         dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QuotaCommand {
+    /// Redraw, once a second, every group's windows (use against limit), running-time
+    /// budgets, what calls wait for and until when, 429s in the last hour, and which
+    /// named process (--client-name) took what. Reads the shared store (--quota-store,
+    /// with --tenant and --client-id naming the app) or an emulator (its URL, or
+    /// --emulator for the one on this machine's port, DEFENDER_EMULATOR_PORT or 8400).
+    /// Plain lines when the output is not a terminal.
+    Watch {
+        /// The emulator's base URL (e.g. http://127.0.0.1:8400).
+        url: Option<String>,
+        /// Write one frame and end.
+        #[arg(long)]
+        once: bool,
     },
 }
 
@@ -321,6 +347,14 @@ enum IncidentsCommand {
         #[command(flatten)]
         how: RecordColumns,
     },
+}
+
+fn parse_client_name(s: &str) -> Result<String, String> {
+    // Redis' CLIENT SETNAME refuses spaces and control characters.
+    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a client name is one word: no spaces".to_owned());
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_limits(s: &str) -> Result<Limits, String> {
@@ -483,6 +517,77 @@ impl Ui {
     }
 }
 
+impl Cli {
+    /// The limits: --limits, else the API's preset.
+    fn limits(&self) -> Limits {
+        self.limits
+            .clone()
+            .unwrap_or_else(|| self.api.preset().limits())
+    }
+
+    /// The tenant and the app's client id, from the flags or the environment (an empty
+    /// variable names none).
+    fn app_ids(&self) -> (Option<String>, Option<String>) {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        (
+            self.tenant.clone().or_else(|| env("AZURE_TENANT_ID")),
+            self.client_id.clone().or_else(|| env("AZURE_CLIENT_ID")),
+        )
+    }
+}
+
+/// The quota store the options name, if any.
+fn store_config(cli: &Cli) -> Option<StoreConfig> {
+    cli.quota_store.as_ref().map(|url| {
+        let mut c = StoreConfig::new(url.clone()).password_from_env();
+        c.extra_ca = cli.quota_store_ca.clone();
+        c.client_name = cli.client_name.clone();
+        if cli.quota_store_fallback == "local" {
+            c.on_error = OnRedisError::FallBackToLocal;
+            c.fallback_share = cli.quota_store_fallback_share.unwrap_or(1);
+        }
+        c
+    })
+}
+
+/// `defender quota watch`: what it reads, from the options.
+fn watch_source(cli: &Cli, url: Option<&str>) -> Result<watch::Source, Failure> {
+    if url.is_some() || cli.emulator {
+        let url = url.map(str::to_owned).unwrap_or_else(|| {
+            let port = std::env::var("DEFENDER_EMULATOR_PORT")
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+                .unwrap_or(8400);
+            format!("http://127.0.0.1:{port}")
+        });
+        // One crypto provider for the process, as the client installs it (an https://
+        // emulator started with --tls; plain HTTP needs none). Installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Failure::internal(&e))?;
+        return Ok(watch::Source::Emulator { http, url });
+    }
+    let Some(config) = store_config(cli) else {
+        return Err(Failure::usage(
+            "defender quota watch reads --quota-store URL, or an emulator: give its URL or --emulator",
+        ));
+    };
+    let (Some(tenant), Some(app)) = cli.app_ids() else {
+        return Err(Failure::usage(
+            "the shared quota is counted per app: give --tenant and --client-id (or AZURE_TENANT_ID and AZURE_CLIENT_ID)",
+        ));
+    };
+    let limits = cli.limits();
+    let title = format!("{} (tenant {tenant}, app {app})", config.redacted_url());
+    let quota = limits::shared_quota(config, &limits, &tenant, &app)?;
+    Ok(watch::Source::Store {
+        quota: Box::new(quota),
+        title,
+    })
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     let ui = Ui {
         enabled: !cli.no_progress && !cli.quiet && std::io::stderr().is_terminal(),
@@ -518,6 +623,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 message: format!("the emulator stopped: {e}."),
             });
     }
+    if let Command::Quota(QuotaCommand::Watch { url, once }) = &cli.command {
+        // Before an in-process emulator starts: --emulator names the one on this machine.
+        return watch::run(watch_source(&cli, url.as_deref())?, *once).await;
+    }
+    if cli.client_name.is_some() && cli.quota_store.is_none() {
+        return Err(Failure::usage(
+            "--client-name names this process in a --quota-store: give both",
+        ));
+    }
     if cli.quota_store_ca.is_some() && cli.quota_store.is_none() {
         return Err(Failure::usage(
             "--quota-store-ca applies to a rediss:// --quota-store: give both",
@@ -528,10 +642,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             "--quota-store-fallback-share applies to --quota-store-fallback local: give both",
         ));
     }
-    let limits = cli
-        .limits
-        .clone()
-        .unwrap_or_else(|| cli.api.preset().limits());
+    let limits = cli.limits();
     let mut emulator: Option<EmulatorHandle> = None;
     // The tenant and app that name a shared quota.
     let scope: Option<(String, String)>;
@@ -579,12 +690,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         builder = builder.from_env();
         builder = auth::credential(builder, &cli)?;
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        scope = cli
-            .tenant
-            .clone()
-            .or_else(|| env("AZURE_TENANT_ID"))
-            .zip(cli.client_id.clone().or_else(|| env("AZURE_CLIENT_ID")));
+        let (tenant, client_id) = cli.app_ids();
+        scope = tenant.zip(client_id);
         if let Some(u) = &cli.base_url {
             builder = builder.base_url(u);
         }
@@ -593,15 +700,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     let share = cli.quota_store_fallback_share.unwrap_or(1);
-    let store = cli.quota_store.as_ref().map(|url| {
-        let mut c = StoreConfig::new(url.clone()).password_from_env();
-        c.extra_ca = cli.quota_store_ca.clone();
-        if cli.quota_store_fallback == "local" {
-            c.on_error = OnRedisError::FallBackToLocal;
-            c.fallback_share = share;
-        }
-        c
-    });
+    let store = store_config(&cli);
     if let Some(c) = &store {
         // Say at once when the store is not there: fail before anything is sent, or warn
         // that this process counts on its own.
@@ -641,11 +740,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             client_id: Some(client_id.clone()),
         },
         None => {
-            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-            sync::Owner {
-                tenant: cli.tenant.clone().or_else(|| env("AZURE_TENANT_ID")),
-                client_id: cli.client_id.clone().or_else(|| env("AZURE_CLIENT_ID")),
-            }
+            let (tenant, client_id) = cli.app_ids();
+            sync::Owner { tenant, client_id }
         }
     };
     let client = builder.build()?;
@@ -675,7 +771,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let shared = store.zip(scope);
             limits::show(&cli.output, cli.api, &limits, Some(&client), shared).await
         }
-        Command::Emulator(_) | Command::Completions { .. } | Command::Man { .. } => {
+        Command::Emulator(_)
+        | Command::Quota(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             unreachable!("handled above")
         }
     };

@@ -1908,3 +1908,156 @@ fn auth_shows_the_source_never_the_token() {
         assert!(e.contains(part), "{part} in {e}");
     }
 }
+
+/// `defender quota watch URL` in a pseudo-terminal (tmux), and piped with `--once`: an
+/// emulator whose incidents window the script filled and whose limit one call overran.
+#[test]
+fn quota_watch_draws_the_emulators_windows_in_a_terminal_and_as_lines() {
+    let (_rt, emu) = emulator("xdr,incidents.calls=2/1m");
+    let url = emu.base_url();
+    // The client believes in more than the server allows: the third call gets a 429
+    // and then fails rather than wait a minute.
+    let run = || {
+        with_secret(
+            &[
+                "--base-url",
+                &url,
+                "--login-url",
+                &url,
+                "--tenant",
+                "emulator",
+                "--client-id",
+                "emulator-client",
+                "--limits",
+                "xdr,incidents.calls=100/1m",
+                "--max-wait",
+                "1s",
+                "incidents",
+                "list",
+                "--top",
+                "1",
+            ],
+            "emulator-secret",
+        )
+    };
+    assert_eq!(code(&run()), 0);
+    assert_eq!(code(&run()), 0);
+    assert_ne!(code(&run()), 0, "the third call in the minute is refused");
+    assert_eq!(emu.stats().throttled, 1);
+
+    let piped = defender(&["quota", "watch", &url, "--once"]);
+    assert_eq!(code(&piped), 0, "{}", stderr(&piped));
+    let text = stdout(&piped);
+    assert!(!text.contains('\x1b'), "plain lines when piped: {text:?}");
+    let full = format!("calls/1m [{}] 2 of 2", "#".repeat(24));
+    assert!(text.contains(&full), "{text}");
+    assert!(text.contains("1 since the emulator started"), "{text}");
+    assert_eq!(text.matches("emulator: ").count(), 1, "one frame: {text}");
+
+    // In a terminal: frames replace each other in place, once a second.
+    let session = format!("watch-{}", std::process::id());
+    let bin = env!("CARGO_BIN_EXE_defender");
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(args)
+            .output()
+            .expect("tmux runs (.ci/run installs it)")
+    };
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "110",
+        "-y",
+        "30",
+        &format!("{bin} quota watch {url}"),
+    ]);
+    assert!(started.status.success(), "{}", stderr(&started));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let screen = tmux(&["capture-pane", "-p", "-t", &session]);
+    tmux(&["kill-session", "-t", &session]);
+    let screen = stdout(&screen);
+    assert!(screen.contains(&full), "{screen}");
+    assert!(screen.contains("1 since the emulator started"), "{screen}");
+    assert_eq!(
+        screen.matches("emulator: ").count(),
+        1,
+        "after two redraws one frame is on the screen: {screen}"
+    );
+    assert!(
+        screen.starts_with("emulator: "),
+        "drawn from the top: {screen}"
+    );
+}
+
+/// With a shared store, each process's --client-name shows with the calls it took.
+#[test]
+fn quota_watch_names_the_processes_of_a_shared_store() {
+    let redis = "redis://127.0.0.1:6379";
+    if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+        assert!(
+            std::env::var_os("REDIS_REQUIRED").is_none(),
+            "no Redis at {redis}"
+        );
+        eprintln!("SKIPPED: no Redis at {redis}");
+        return;
+    }
+    // A tenant of its own, so no other run's calls are counted.
+    let tenant = format!("watch-{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let emu = rt
+        .block_on(Emulator::builder().tenant(tenant.clone()).spawn())
+        .unwrap();
+    let url = emu.base_url();
+    let run = |name: &str| {
+        with_secret(
+            &[
+                "--base-url",
+                &url,
+                "--login-url",
+                &url,
+                "--tenant",
+                &tenant,
+                "--client-id",
+                "emulator-client",
+                "--quota-store",
+                redis,
+                "--client-name",
+                name,
+                "incidents",
+                "list",
+                "--top",
+                "1",
+            ],
+            "emulator-secret",
+        )
+    };
+    for name in ["sync-worker", "sync-worker", "triage"] {
+        let o = run(name);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let o = defender(&[
+        "--quota-store",
+        redis,
+        "--tenant",
+        &tenant,
+        "--client-id",
+        "emulator-client",
+        "quota",
+        "watch",
+        "--once",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("incidents\n"), "{text}");
+    assert!(text.contains("sync-worker 2, triage 1"), "{text}");
+    assert!(text.contains("] 3 of "), "{text}");
+    let no_store = defender(&["quota", "watch", "--once"]);
+    assert_eq!(code(&no_store), 2, "{}", stderr(&no_store));
+}

@@ -55,6 +55,7 @@ pub mod settings;
 pub mod stream;
 pub mod surface;
 pub mod sync;
+pub mod telemetry;
 pub mod throttle;
 pub mod timefmt;
 pub mod token;

@@ -213,7 +213,7 @@ impl Model {
         };
         let result = match answer {
             Answer::Ok if stream => {
-                self.d.handle_body(send);
+                self.d.handle_body(send, http::StatusCode::OK, self.now);
                 self.owners[k].2 = Owner::Reading(send);
                 return;
             }

@@ -89,10 +89,16 @@ impl Common {
         }
     }
 
-    /// A ticket id no other store, in this process or another, makes.
+    /// A ticket id no other store, in this process or another, makes: hex digits and a
+    /// dot, then `/` and the client name when one is set, so the usage script can count
+    /// each named process's calls from the members it already keeps (no command more
+    /// per call).
     pub(crate) fn next_ticket(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:x}.{n:x}", self.nonce)
+        match &self.config.client_name {
+            Some(name) => format!("{:x}.{n:x}/{name}", self.nonce),
+            None => format!("{:x}.{n:x}", self.nonce),
+        }
     }
 
     pub(crate) fn keys(&self, key: &QuotaKey) -> KeyLayout {

@@ -32,7 +32,7 @@ pub enum RuntimeScope {
 ///
 /// | key | type | holds | bound |
 /// |---|---|---|---|
-/// | `{prefix:tenant}:app:group:calls` | sorted set | admitted calls: member = ticket, score = Redis time in µs | trimmed to the longest window on every acquire: at most that window's `max` (36,000 for a day's window at 1,500 calls per hour) |
+/// | `{prefix:tenant}:app:group:calls` | sorted set | admitted calls: member = ticket (`<hex>.<hex>`, then `/` and the process's `client_name` when it set one: `usage` counts calls per name from it), score = Redis time in µs | trimmed to the longest window on every acquire: at most that window's `max` (36,000 for a day's window at 1,500 calls per hour) |
 /// | `{prefix:tenant}:app:group:state` | hash | `b`: calls blocked until (µs); `l<per µs>`: a learned limit's max | a few fields |
 /// | `{prefix:tenant}:group:res` | sorted set | reservations of hunting queries in flight: member = `ticket:µs`, score = admission time | lapsed after the lease: at most the calls admitted in one lease |
 /// | `{prefix:tenant}:group:charges` | sorted set | running time charged: member = `ticket:µs`, score = completion time | trimmed to the longest running-time window: at most the hunting calls admitted in it |

@@ -382,6 +382,10 @@ pub struct Usage {
     pub runtime_blocked_for: Duration,
     /// Whether the answer came from the local fallback.
     pub local: bool,
+    /// Calls in the longest call window by the [`StoreConfig::client_name`] of the
+    /// process that made them, most calls first (processes without a name are
+    /// not listed; empty from the local fallback).
+    pub clients: Vec<(String, u32)>,
 }
 
 /// The usage of one call window.

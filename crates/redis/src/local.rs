@@ -127,6 +127,7 @@ impl Local {
             ) else {
                 unreachable!("checked just before at the same instant")
             };
+            defender_core::telemetry::record_store_fallback(key.group);
             return Admission::Admitted(Ticket {
                 inner: TicketInner::Local {
                     ticket,
@@ -266,6 +267,7 @@ impl Local {
             blocked_for: until(e.quota.blocked_until()),
             runtime_blocked_for: until(e.runtime_blocked),
             local: true,
+            clients: Vec::new(),
         }
     }
 }

@@ -230,6 +230,7 @@ pub(crate) fn parse_usage(v: Value) -> Result<Usage, StoreError> {
         reserved: us(uint(get(&a, 3)?)?),
         in_flight: uint(get(&a, 4)?)? as u32,
         local: false,
+        clients: Vec::new(),
     };
     let n = uint(get(&a, 5)?)? as usize;
     let mut i = 6;
@@ -256,5 +257,20 @@ pub(crate) fn parse_usage(v: Value) -> Result<Usage, StoreError> {
         });
         i += 3;
     }
+    let n = uint(get(&a, i)?)? as usize;
+    i += 1;
+    for _ in 0..n {
+        let name = match get(&a, i)? {
+            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            Value::SimpleString(s) => s.clone(),
+            v => return Err(bad("expected a client name", v)),
+        };
+        usage.clients.push((name, uint(get(&a, i + 1)?)? as u32));
+        i += 2;
+    }
+    // Most calls first; a name breaks ties, so the order does not depend on the script's.
+    usage
+        .clients
+        .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Ok(usage)
 }

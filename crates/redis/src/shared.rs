@@ -107,6 +107,7 @@ pub(crate) fn to_usage(group: ApiGroup, u: Usage, margin: Duration, now: Instant
         in_flight: u.in_flight,
         margin,
         active_calls: 0,
+        clients: u.clients,
         source: if u.local {
             UsageSource::StoreFallback
         } else {

@@ -937,3 +937,58 @@ fn the_apps_of_a_tenant_share_one_running_time_budget() {
     assert!(b.acquire(&two, &req).unwrap().is_admitted());
     common::cleanup(&mut raw, &config.prefix);
 }
+
+#[test]
+fn usage_counts_each_named_process_in_the_longest_window() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let config = common::config("names");
+    let named = |name: Option<&str>| {
+        let mut c = config.clone();
+        c.client_name = name.map(str::to_owned);
+        let store = common::store(&c);
+        store.set_now_override(Some(Duration::from_secs(9_000)));
+        store
+    };
+    // Three "processes": two named ones (one name with a ':' and a '/', which a name
+    // may hold) and one without a name.
+    let mut a = named(Some("sync-worker"));
+    let mut b = named(Some("hunt:ns/b"));
+    let mut anonymous = named(None);
+    let k = key();
+    let calls = [
+        CallLimit {
+            max: 100,
+            per: Duration::from_secs(60),
+        },
+        CallLimit {
+            max: 1000,
+            per: HOUR,
+        },
+    ];
+    let req = AcquireRequest::calls(&calls, Duration::ZERO);
+    let mut tickets = Vec::new();
+    for (store, n) in [(&mut a, 3), (&mut b, 2), (&mut anonymous, 4)] {
+        for _ in 0..n {
+            tickets.push(store.acquire(&k, &req).unwrap().ticket().unwrap());
+        }
+    }
+    // A released call gives its slot back, and leaves the name's count too.
+    b.release(&k, &tickets[3]).unwrap();
+    let u = anonymous.usage(&k, &req).unwrap();
+    assert_eq!(u.calls[0].used, 8);
+    assert_eq!(
+        u.clients,
+        vec![("sync-worker".to_owned(), 3), ("hunt:ns/b".to_owned(), 1)]
+    );
+    // Past the 1-minute window the hour still holds them: the longest window counts.
+    anonymous.set_now_override(Some(Duration::from_secs(9_000 + 61)));
+    let u = anonymous.usage(&k, &req).unwrap();
+    assert_eq!((u.calls[0].used, u.calls[1].used), (0, 8));
+    assert_eq!(u.clients.len(), 2);
+    // Past the hour nothing is left to attribute.
+    anonymous.set_now_override(Some(Duration::from_secs(9_000 + 3_601)));
+    assert!(anonymous.usage(&k, &req).unwrap().clients.is_empty());
+    common::cleanup(&mut raw, &config.prefix);
+}

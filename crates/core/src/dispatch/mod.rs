@@ -84,6 +84,7 @@ use crate::engine::{
 };
 use crate::error::{Error, TransportError};
 use crate::limits::ApiGroup;
+use crate::telemetry::{Probe, Recorder};
 use crate::token::AccessToken;
 
 mod cursor;
@@ -184,6 +185,8 @@ pub struct Dispatcher<W> {
     progress: VecDeque<Progress>,
     /// The token source's name and, in a chain, the entry that gave the latest token.
     picked: Option<(&'static str, Option<usize>)>,
+    /// Metrics (with the feature `metrics`; nothing otherwise).
+    recorder: Recorder,
 }
 
 impl<W: Wake> Dispatcher<W> {
@@ -196,6 +199,7 @@ impl<W: Wake> Dispatcher<W> {
             timer: None,
             progress: VecDeque::new(),
             picked: None,
+            recorder: Recorder::default(),
         }
     }
 
@@ -211,7 +215,9 @@ impl<W: Wake> Dispatcher<W> {
 
     /// Submits a call owned by whoever `waker` wakes; drive it with [`Dispatcher::next`].
     pub fn submit(&mut self, call: Call, waker: W, now: Instant) -> CallId {
+        let group = call.group();
         let id = self.engine.submit(call, now);
+        self.recorder.submitted(id, group);
         self.slots.insert(
             id,
             Slot {
@@ -246,6 +252,7 @@ impl<W: Wake> Dispatcher<W> {
             }
             if let Some(t) = slot.ready.take() {
                 slot.holding = Holding::Request(t.id);
+                self.recorder.sent(&t, now);
                 return Next::Send(t);
             }
             match self.timer {
@@ -301,6 +308,11 @@ impl<W: Wake> Dispatcher<W> {
         wall_now: SystemTime,
     ) {
         self.release_holding(send);
+        self.recorder.answered(
+            send,
+            answer.as_ref().map(|r| r.status()).map_err(|e| e.kind),
+            now,
+        );
         match answer {
             Ok(resp) => self.engine.handle_response(send, resp, now, wall_now),
             Err(e) => self.engine.handle_transport_error(send, e, now),
@@ -308,9 +320,11 @@ impl<W: Wake> Dispatcher<W> {
         self.drain(now);
     }
 
-    /// The answer to a streamed hunt's transmit is a 2xx whose body its owner now reads
-    /// (through a [`HuntCursor`]); its end comes with [`Dispatcher::handle_stream_end`].
-    pub fn handle_body(&mut self, send: SendId) {
+    /// The answer to a streamed hunt's transmit is a 2xx (`status`) whose body its owner
+    /// now reads (through a [`HuntCursor`]); its end comes with
+    /// [`Dispatcher::handle_stream_end`].
+    pub fn handle_body(&mut self, send: SendId, status: http::StatusCode, now: Instant) {
+        self.recorder.answered(send, Ok(status), now);
         for slot in self.slots.values_mut() {
             if slot.holding == Holding::Request(send) {
                 slot.holding = Holding::Body(send);
@@ -396,13 +410,17 @@ impl<W: Wake> Dispatcher<W> {
         let Some(slot) = self.slots.remove(&id) else {
             return;
         };
+        self.recorder.ended(id, None);
         self.engine.cancel(id, now);
         if let Some(t) = slot.ready {
             self.engine.abandon(t.id, Held::Unsent, now);
         }
         match slot.holding {
             Holding::Nothing => {}
-            Holding::Request(send) => self.engine.abandon(send, Held::InFlight, now),
+            Holding::Request(send) => {
+                self.recorder.forget(send);
+                self.engine.abandon(send, Held::InFlight, now);
+            }
             Holding::Body(send) => self.engine.abandon(send, Held::Body, now),
         }
         self.drain(now);
@@ -459,7 +477,10 @@ impl<W: Wake> Dispatcher<W> {
         loop {
             match self.engine.poll_output() {
                 Output::Transmit(t) => match t.purpose {
-                    Purpose::Token => self.work.push_back(Work::Send(Box::new(t))),
+                    Purpose::Token => {
+                        self.recorder.sent(&t, now);
+                        self.work.push_back(Work::Send(Box::new(t)));
+                    }
                     Purpose::Call { id: call, .. } => match self.slots.get_mut(&call) {
                         Some(slot) => {
                             debug_assert!(slot.ready.is_none(), "one request per call at a time");
@@ -470,7 +491,10 @@ impl<W: Wake> Dispatcher<W> {
                         None => self.engine.abandon(t.id, Held::Unsent, now),
                     },
                 },
-                Output::Event(event) => self.route(event, now),
+                Output::Event(event) => {
+                    self.recorder.event(&event, now);
+                    self.route(event, now);
+                }
                 Output::Quota(op) => self.work.push_back(Work::Quota(op)),
                 Output::Wait(t) => {
                     let earlier = match (t, self.timer) {
@@ -479,6 +503,7 @@ impl<W: Wake> Dispatcher<W> {
                         (None, _) => false,
                     };
                     self.timer = t;
+                    self.recorder.drained(&self.engine, now);
                     if earlier {
                         // Parked owners sleep until the old instant at most: re-arm them.
                         for slot in self.slots.values_mut().filter(|s| s.parked) {
@@ -544,6 +569,7 @@ impl<W: Wake> Dispatcher<W> {
     /// A call's end into its slot (none when its owner gave it up).
     fn finish(&mut self, id: CallId, outcome: Result<Value, Error>) {
         if let Some(slot) = self.slots.get_mut(&id) {
+            self.recorder.ended(id, Some(outcome.as_ref().map(|_| ())));
             slot.outcome = Some(outcome);
             slot.waker.wake();
         }
@@ -568,8 +594,10 @@ pub fn run_exchange(
         let (at, wall) = now();
         match exchange.poll_step(at, wall) {
             Step::Http { request, timeout } => {
+                let probe = Probe::new(&request, "token", at);
                 let answer = http(request, timeout);
                 let (at, wall) = now();
+                probe.done(answer.as_ref().map(|r| r.status()).map_err(|e| e.kind), at);
                 exchange.handle_http(answer, at, wall);
             }
             Step::ReadFile(path) => exchange.handle_file(read(&path)),
@@ -604,8 +632,10 @@ where
         let (at, wall) = now();
         match exchange.poll_step(at, wall) {
             Step::Http { request, timeout } => {
+                let probe = Probe::new(&request, "token", at);
                 let answer = http(request, timeout).await;
                 let (at, wall) = now();
+                probe.done(answer.as_ref().map(|r| r.status()).map_err(|e| e.kind), at);
                 exchange.handle_http(answer, at, wall);
             }
             Step::ReadFile(path) => exchange.handle_file(read(path).await),

@@ -182,6 +182,7 @@ impl LocalAdmission {
             in_flight: if hunting { self.runtime.in_flight() } else { 0 },
             margin: q.margin(),
             active_calls,
+            clients: Vec::new(),
             source: UsageSource::Engine,
         }
     }

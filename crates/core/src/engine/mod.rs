@@ -506,6 +506,7 @@ impl Engine {
                         in_flight: 0,
                         margin: self.margin.margin(),
                         active_calls: active,
+                        clients: Vec::new(),
                         source: UsageSource::Engine,
                     },
                 }

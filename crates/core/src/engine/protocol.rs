@@ -230,16 +230,22 @@ impl Transmit {
         }
     }
 
-    /// The span a transport performs it in: `defender.call` with its group (`token` for a
-    /// token request) and attempt, and empty `status` and `rows` for the transport to
-    /// record. Never a header (the token is one) or the body (a secret may be).
+    /// The span a transport performs it in: `defender.call` with the attributes the
+    /// metrics use (see [`crate::telemetry`]): `http.request.method`, `server.address`,
+    /// `defender.api_group` (`token` for a token request) and `defender.attempt`, and
+    /// empty `http.response.status_code` ([`telemetry::STATUS`](crate::telemetry::STATUS))
+    /// and `defender.rows` ([`telemetry::ROWS`](crate::telemetry::ROWS)) for the
+    /// transport to record. Never a header (the token is one) or the body (a secret may
+    /// be).
     pub fn span(&self) -> tracing::Span {
         tracing::info_span!(
             "defender.call",
-            group = self.group().map_or("token", |g| g.as_str()),
-            attempt = self.attempt,
-            status = tracing::field::Empty,
-            rows = tracing::field::Empty,
+            http.request.method = self.request.method().as_str(),
+            server.address = self.request.uri().host().unwrap_or_default(),
+            defender.api_group = self.group().map_or("token", |g| g.as_str()),
+            defender.attempt = self.attempt,
+            http.response.status_code = tracing::field::Empty,
+            defender.rows = tracing::field::Empty,
         )
     }
 }
@@ -552,13 +558,19 @@ pub struct GroupUsage {
     pub margin: Duration,
     /// This client's calls waiting or in flight.
     pub active_calls: usize,
+    /// Calls in the group's longest window by the name of the process that made them,
+    /// when a shared store counted and its processes set a name (`defender-redis`'s
+    /// `StoreConfig::client_name`); empty otherwise.
+    pub clients: Vec<(String, u32)>,
     /// Who counted.
     pub source: UsageSource,
 }
 
 impl GroupUsage {
     /// A store's usage with this engine's own calls counted in (`own` is
-    /// [`Engine::usage`]): what a client's `quota()` shows with a shared store.
+    /// [`Engine::usage`]): what a client's `quota()` shows with a shared store. The
+    /// quota gauges are set from it ([`crate::telemetry::record_usage`]): with a store,
+    /// they move when someone asks.
     pub fn with_own_calls(mut store: Vec<GroupUsage>, own: &[GroupUsage]) -> Vec<GroupUsage> {
         for u in &mut store {
             u.active_calls = own
@@ -567,6 +579,7 @@ impl GroupUsage {
                 .map(|o| o.active_calls)
                 .sum();
         }
+        crate::telemetry::record_usage(&store);
         store
     }
 }

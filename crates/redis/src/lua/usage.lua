@@ -1,6 +1,8 @@
 -- USAGE (read only). KEYS: calls, reservations, charges, state, running-time state.
 -- ARGV: as ACQUIRE (the ticket unused). Returns {now, blocked, rblocked, reserved, in flight, ncalls,
--- ncalls x (max, per, used, next free), nruntime, nruntime x (budget, per, charged)}.
+-- ncalls x (max, per, used, next free), nruntime, nruntime x (budget, per, charged),
+-- nclients, nclients x (name, calls)}: the calls in the longest window by the client name
+-- their ticket carries after '/' (tickets without one are not listed).
 local now = clock(ARGV[1])
 local margin, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
 local blocked, rblocked, learned = read_state(KEYS[4], now, wait_cap(ARGV[8]), false)
@@ -12,7 +14,9 @@ end
 local wins, a = call_windows(9, tonumber(ARGV[6]), learned)
 local rts = runtime_windows(a, tonumber(ARGV[7]))
 local out = { now, blocked, rblocked, 0, 0, #wins }
+local longest = 0
 for _, w in ipairs(wins) do
+  if w[2] + margin > longest then longest = w[2] + margin end
   local span = w[2] + margin
   local lo = '(' .. s(now - span)
   local live = redis.call('ZCOUNT', KEYS[1], lo, '+inf')
@@ -37,5 +41,23 @@ for _, r in ipairs(rts) do
   out[#out + 1] = r[1]
   out[#out + 1] = r[2]
   out[#out + 1] = charged
+end
+local names, order = {}, {}
+if longest > 0 then
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. s(now - longest), '+inf')) do
+    local name = string.match(m, '^[%x.]+/(.+)$')
+    if name then
+      if names[name] == nil then
+        names[name] = 0
+        order[#order + 1] = name
+      end
+      names[name] = names[name] + 1
+    end
+  end
+end
+out[#out + 1] = #order
+for _, name in ipairs(order) do
+  out[#out + 1] = name
+  out[#out + 1] = names[name]
 end
 return out
