@@ -150,7 +150,7 @@ async fn shared_usage(
     };
     let store = AsyncRedisQuotaStore::open(config).map_err(store_failure)?;
     r.line(format!("shared quota: {url} (tenant {tenant}, app {app})"));
-    // The clients here keep the default margin.
+    // The margin shown is the widest the processes published, not this one's.
     let binding = Binding::new(tenant, app, limits.clone(), DEFAULT_MARGIN);
     let usage = AsyncSharedQuota::new(store, binding)
         .usage()
@@ -203,6 +203,13 @@ async fn shared_usage(
                 format_duration(u.runtime_reserved)
             ));
         }
+        // The widest margin a process published while its calls count (zero: none has).
+        if !u.margin.is_zero() {
+            r.line(format!(
+                "shared {group}: windows widened by {} (the widest margin of the processes)",
+                format_duration(u.margin)
+            ));
+        }
         let (server_wait, runtime_wait) = (left(u.blocked_until), left(u.runtime_blocked_until));
         if !server_wait.is_zero() {
             r.line(format!(
@@ -224,6 +231,7 @@ async fn shared_usage(
                 "calls": calls,
                 "runtime": runtime,
                 "in_flight": u.in_flight,
+                "margin": span(u.margin),
                 "reserved": span(u.runtime_reserved),
                 "server_wait": span(server_wait),
                 "runtime_wait": span(runtime_wait),

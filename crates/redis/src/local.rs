@@ -266,6 +266,7 @@ impl Local {
             blocked_for: until(e.quota.blocked_until()),
             runtime_blocked_for: until(e.runtime_blocked),
             local: true,
+            margin: req.margin,
         }
     }
 }

@@ -230,6 +230,7 @@ pub(crate) fn parse_usage(v: Value) -> Result<Usage, StoreError> {
         reserved: us(uint(get(&a, 3)?)?),
         in_flight: uint(get(&a, 4)?)? as u32,
         local: false,
+        margin: Duration::ZERO,
     };
     let n = uint(get(&a, 5)?)? as usize;
     let mut i = 6;
@@ -256,5 +257,6 @@ pub(crate) fn parse_usage(v: Value) -> Result<Usage, StoreError> {
         });
         i += 3;
     }
+    usage.margin = us(uint(get(&a, i)?)?);
     Ok(usage)
 }
