@@ -172,6 +172,7 @@ async fn shared_usage(
     let url = config.redacted_url();
     let quota = shared_quota(config, limits, tenant, app)?;
     r.line(format!("shared quota: {url} (tenant {tenant}, app {app})"));
+    // Its margin is the widest the processes published, not this one's.
     let usage = quota.usage().await.map_err(store_failure)?;
     let now = Instant::now();
     let left = |t: Option<Instant>| left(t, now);
@@ -220,6 +221,13 @@ async fn shared_usage(
                 format_duration(u.runtime_reserved)
             ));
         }
+        // The widest margin a process published while its calls count (zero: none has).
+        if !u.margin.is_zero() {
+            r.line(format!(
+                "shared {group}: windows widened by {} (the widest margin of the processes)",
+                format_duration(u.margin)
+            ));
+        }
         let (server_wait, runtime_wait) = (left(u.blocked_until), left(u.runtime_blocked_until));
         if !server_wait.is_zero() {
             r.line(format!(
@@ -241,6 +249,7 @@ async fn shared_usage(
                 "calls": calls,
                 "runtime": runtime,
                 "in_flight": u.in_flight,
+                "margin": span(u.margin),
                 "reserved": span(u.runtime_reserved),
                 "server_wait": span(server_wait),
                 "runtime_wait": span(runtime_wait),

@@ -145,6 +145,7 @@ impl Harness {
                     id,
                     group,
                     estimate,
+                    ..
                 }) => {
                     // One at a time per group, unless the engine gave up on the older one
                     // (its store timeout passed: a late answer is then given back).

@@ -67,7 +67,20 @@
 //!   T": kept when it is new for its period or tighter), shared with every process.
 //!   Both are capped by [`StoreConfig::max_server_wait`] (default a day): see below.
 //! - **usage**: per window, the calls counted and the next free slot; running time
-//!   charged and reserved.
+//!   charged and reserved; the widest margin in use.
+//!
+//! ## Margins: the widest wins
+//!
+//! Each process widens every window by its own safety margin (fixed, or learned from the
+//! round trips it sees: `defender_core::margin`), sent with each acquire. An admitted call
+//! publishes it in the app's state hash, under the process's ticket prefix, with the
+//! call's time. An acquire then widens each window by the widest margin a process
+//! published while its calls may still lie in that window (its latest call less than
+//! the window's period plus its margin ago). A call's place in the server's window is
+//! off by its one-way latency, so one process on a bad link needs every window its calls
+//! count in to be wider, whoever asks; the others come back to their own margin once its
+//! calls have left the windows. A process that stops calling is forgotten after its
+//! calls left the longest window. One `HSET` per admitted call, no round trip more.
 //!
 //! Reservations lapse after [`StoreConfig::reservation_lease`]: a process that dies with a
 //! query in flight holds its reservation for at most that long. This is also what makes
@@ -219,6 +232,13 @@ impl<'a> AcquireRequest<'a> {
             runtime: &limits.runtime,
             estimate: Duration::ZERO,
         }
+    }
+
+    /// Widens every window by `margin` instead (a margin learned by the engine: see
+    /// `defender_core::margin`).
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
+        self
     }
 
     /// Also checks these running-time windows.
@@ -386,6 +406,10 @@ pub struct Usage {
     /// process that made them, most calls first (processes without a name are
     /// not listed; empty from the local fallback).
     pub clients: Vec<(String, u32)>,
+    /// The widest margin a window is widened by now: the one asked with, or a wider one
+    /// another process of the app published while its calls still count (see the
+    /// crate docs, "margins").
+    pub margin: Duration,
 }
 
 /// The usage of one call window.

@@ -268,6 +268,7 @@ impl Local {
             runtime_blocked_for: until(e.runtime_blocked),
             local: true,
             clients: Vec::new(),
+            margin: req.margin,
         }
     }
 }

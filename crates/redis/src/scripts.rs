@@ -231,6 +231,7 @@ pub(crate) fn parse_usage(v: Value) -> Result<Usage, StoreError> {
         in_flight: uint(get(&a, 4)?)? as u32,
         local: false,
         clients: Vec::new(),
+        margin: Duration::ZERO,
     };
     let n = uint(get(&a, 5)?)? as usize;
     let mut i = 6;
@@ -257,6 +258,8 @@ pub(crate) fn parse_usage(v: Value) -> Result<Usage, StoreError> {
         });
         i += 3;
     }
+    usage.margin = us(uint(get(&a, i)?)?);
+    i += 1;
     let n = uint(get(&a, i)?)? as usize;
     i += 1;
     for _ in 0..n {

@@ -56,6 +56,13 @@ impl Binding {
     pub fn request(&self, group: ApiGroup, estimate: Duration) -> AcquireRequest<'_> {
         AcquireRequest::group(self.limits.group(group), self.margin).estimate(estimate)
     }
+
+    /// What a usage of `group` asks: with no margin of its own, so the answer's
+    /// [`Usage::margin`](crate::Usage::margin) is the widest one a process published
+    /// while its calls count in a window (zero when no process has a call in one).
+    fn usage_request(&self, group: ApiGroup) -> AcquireRequest<'_> {
+        AcquireRequest::group(self.limits.group(group), Duration::ZERO)
+    }
 }
 
 /// The engine's view of a store's answer.
@@ -87,7 +94,7 @@ pub(crate) fn to_engine(
 }
 
 /// The store's usage of `group`, read at `now`, as the engine shows usage.
-pub(crate) fn to_usage(group: ApiGroup, u: Usage, margin: Duration, now: Instant) -> GroupUsage {
+pub(crate) fn to_usage(group: ApiGroup, u: Usage, now: Instant) -> GroupUsage {
     let ahead = |d: Duration| (!d.is_zero()).then(|| now + d);
     GroupUsage {
         group,
@@ -105,7 +112,7 @@ pub(crate) fn to_usage(group: ApiGroup, u: Usage, margin: Duration, now: Instant
         runtime_reserved: u.reserved,
         runtime_blocked_until: ahead(u.runtime_blocked_for),
         in_flight: u.in_flight,
-        margin,
+        margin: u.margin,
         active_calls: 0,
         clients: u.clients,
         source: if u.local {
@@ -153,15 +160,18 @@ impl SharedQuota {
     }
 
     /// Usage of every group of the bound app, as every process shares it (its
-    /// `active_calls` are zero: the store does not know a client's own calls).
+    /// `active_calls` are zero: the store does not know a client's own calls). Its
+    /// `margin` is the widest one a process of the app published while its calls count
+    /// in a window, zero when none has: a client adds its own
+    /// ([`GroupUsage::with_own_calls`]).
     pub fn usage(&self) -> Result<Vec<GroupUsage>, StoreError> {
         let b = &self.binding;
         let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
         ApiGroup::ALL
             .into_iter()
             .map(|group| {
-                let u = store.usage(&b.key(group), &b.request(group, Duration::ZERO))?;
-                Ok(to_usage(group, u, b.margin, Instant::now()))
+                let u = store.usage(&b.key(group), &b.usage_request(group))?;
+                Ok(to_usage(group, u, Instant::now()))
             })
             .collect()
     }
@@ -181,8 +191,10 @@ impl SharedQuota {
                 id,
                 group,
                 estimate,
+                margin,
             } => {
-                let answer = store.acquire(&b.key(group), &b.request(group, estimate));
+                let answer =
+                    store.acquire(&b.key(group), &b.request(group, estimate).margin(margin));
                 Some((id, to_engine(answer, b.in_flight_poll)))
             }
             QuotaOp::Release { group, ticket } => {
@@ -249,16 +261,19 @@ impl AsyncSharedQuota {
     }
 
     /// Usage of every group of the bound app, as every process shares it (its
-    /// `active_calls` are zero: the store does not know a client's own calls).
+    /// `active_calls` are zero: the store does not know a client's own calls). Its
+    /// `margin` is the widest one a process of the app published while its calls count
+    /// in a window, zero when none has: a client adds its own
+    /// ([`GroupUsage::with_own_calls`]).
     pub async fn usage(&self) -> Result<Vec<GroupUsage>, StoreError> {
         let b = &self.binding;
         let mut all = Vec::new();
         for group in ApiGroup::ALL {
             let u = self
                 .store
-                .usage(&b.key(group), &b.request(group, Duration::ZERO))
+                .usage(&b.key(group), &b.usage_request(group))
                 .await?;
-            all.push(to_usage(group, u, b.margin, Instant::now()));
+            all.push(to_usage(group, u, Instant::now()));
         }
         Ok(all)
     }
@@ -273,9 +288,10 @@ impl AsyncSharedQuota {
                 id,
                 group,
                 estimate,
+                margin,
             } => {
                 let answer = store
-                    .acquire(&b.key(group), &b.request(group, estimate))
+                    .acquire(&b.key(group), &b.request(group, estimate).margin(margin))
                     .await;
                 Some((id, to_engine(answer, b.in_flight_poll)))
             }

@@ -5,7 +5,10 @@
 //! - call-only sequences against `defender_core::quota::Quota` itself.
 //!
 //! Each case runs on real Redis under its own prefix and asserts the same decisions:
-//! admit or deny, the wait to the microsecond, and the reason.
+//! admit or deny, the wait to the microsecond, and the reason. Against the brute-force
+//! model, two processes (two stores) share the key and each acquire brings a margin of
+//! its own (as a learned margin does): the widest one a process published while its
+//! calls still count in a window widens that window for everyone.
 
 mod common;
 
@@ -20,11 +23,17 @@ use proptest::prelude::*;
 const T0: u64 = 10_000_000_000; // virtual µs since the epoch
 const LEASE: u64 = 30_000_000;
 const EXHAUSTED_DEFAULT: u64 = 7_000_000;
+/// The margin of a process on a bad link.
+const WIDE: Duration = Duration::from_millis(600);
 
 #[derive(Debug, Clone)]
 enum Op {
     Acquire {
         estimate_ms: u64,
+        /// Which of the two processes asks.
+        process: usize,
+        /// Whether it asks with the wide margin instead of the setup's.
+        wide: bool,
     },
     Release(usize),
     Complete(usize, u64),
@@ -38,7 +47,11 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0u64..4).prop_map(|e| Op::Acquire { estimate_ms: e * 1000 }),
+        6 => (0u64..4, 0usize..2, proptest::bool::weighted(0.3)).prop_map(|(e, process, wide)| Op::Acquire {
+            estimate_ms: e * 1000,
+            process,
+            wide,
+        }),
         1 => any::<usize>().prop_map(Op::Release),
         2 => (any::<usize>(), 0u64..5).prop_map(|(i, a)| Op::Complete(i, a * 700)),
         1 => (
@@ -114,6 +127,8 @@ struct Model {
     blocked: u64,
     rblocked: u64,
     learned: BTreeMap<u64, u32>,
+    /// The margin each process published at its latest admitted call: (margin, at).
+    margins: BTreeMap<usize, (u64, u64)>,
 }
 
 impl Model {
@@ -128,10 +143,27 @@ impl Model {
         w
     }
 
-    fn acquire(&mut self, s: &Setup, now: u64, ticket: usize, estimate: u64) -> Decision {
-        let m = us(s.margin);
+    fn acquire(
+        &mut self,
+        s: &Setup,
+        now: u64,
+        ticket: usize,
+        estimate: u64,
+        (process, m): (usize, u64),
+    ) -> Decision {
         let wins = self.windows(s);
-        if let Some(longest) = wins.iter().map(|w| w.1 + m).max() {
+        // A window of `per` is widened by `m`, or by a wider margin a process published
+        // while its calls may still lie in such a window.
+        let published: Vec<(u64, u64)> = self.margins.values().copied().collect();
+        let span = move |per: u64| {
+            published
+                .iter()
+                .filter(|&&(mg, at)| now - at <= per + mg)
+                .map(|&(mg, _)| mg)
+                .fold(m, u64::max)
+                + per
+        };
+        if let Some(longest) = wins.iter().map(|w| span(w.1)).max() {
             self.calls
                 .retain(|c| c.0 > now.saturating_sub(longest) || now < longest);
         }
@@ -142,7 +174,7 @@ impl Model {
             }
         };
         for &(max, per) in &wins {
-            let span = per + m;
+            let span = span(per);
             let mut live: Vec<u64> = self
                 .calls
                 .iter()
@@ -166,12 +198,12 @@ impl Model {
             consider(self.blocked, DenyReason::RetryAfter, &mut worst);
         }
         if !s.runtime.is_empty() {
-            let rlongest = s.runtime.iter().map(|r| us(r.per) + m).max().unwrap();
+            let rlongest = s.runtime.iter().map(|r| span(us(r.per))).max().unwrap();
             self.charges.retain(|c| c.0 + rlongest > now);
             self.res.retain(|r| r.1 + LEASE > now);
             let reserved: u64 = self.res.iter().map(|r| r.2).sum();
             for r in &s.runtime {
-                let span = us(r.per) + m;
+                let span = span(us(r.per));
                 let budget = us(r.budget);
                 let inside: Vec<(u64, u64)> = self
                     .charges
@@ -213,6 +245,17 @@ impl Model {
         }
         if !s.runtime.is_empty() && estimate > 0 {
             self.res.push((ticket, now, estimate));
+        }
+        // Publish this process's margin; forget a process whose calls left every window.
+        let hold = wins
+            .iter()
+            .map(|w| w.1)
+            .chain(s.runtime.iter().map(|r| us(r.per)))
+            .max();
+        if let Some(hold) = hold {
+            self.margins
+                .retain(|&p, &mut (mg, at)| p == process || now - at <= hold + mg);
+            self.margins.insert(process, (m, now));
         }
         Decision::Admitted
     }
@@ -271,7 +314,9 @@ fn run_against_model(setup: &Setup, ops: &[Op]) -> Result<(), TestCaseError> {
     let Some(mut raw) = common::raw() else {
         return Ok(());
     };
-    let (mut store, prefix) = store("model");
+    let (store, prefix) = store("model");
+    // A second process on the same keys: a store of its own (its own ticket prefix).
+    let mut stores = [common::store(store.config()), store];
     let key = QuotaKey::new("tenant", "app", ApiGroup::Hunting);
     let mut model = Model::default();
     let mut now = T0;
@@ -280,14 +325,23 @@ fn run_against_model(setup: &Setup, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut next = 0;
     let result = (|| {
         for (step, op) in ops.iter().enumerate() {
-            store.set_now_override(Some(Duration::from_micros(now)));
+            for store in &stores {
+                store.set_now_override(Some(Duration::from_micros(now)));
+            }
+            let store = &mut stores[0];
             match op {
-                Op::Acquire { estimate_ms } => {
-                    let req = AcquireRequest::calls(&setup.calls, setup.margin)
+                Op::Acquire {
+                    estimate_ms,
+                    process,
+                    wide,
+                } => {
+                    let margin = if *wide { WIDE } else { setup.margin };
+                    let req = AcquireRequest::calls(&setup.calls, margin)
                         .runtime(&setup.runtime)
                         .estimate(Duration::from_millis(*estimate_ms));
-                    let got = store.acquire(&key, &req).unwrap();
-                    let want = model.acquire(setup, now, next, estimate_ms * 1000);
+                    let got = stores[*process].acquire(&key, &req).unwrap();
+                    let want =
+                        model.acquire(setup, now, next, estimate_ms * 1000, (*process, us(margin)));
                     prop_assert_eq!(&decision(&got), &want, "step {} {:?}", step, op);
                     if let Admission::Admitted(t) = got {
                         prop_assert_eq!(t.admitted_at(), Some(Duration::from_micros(now)));

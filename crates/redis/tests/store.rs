@@ -95,11 +95,18 @@ fn keys_expire_and_sets_stay_bounded() {
         (1..=1101).contains(&pttl),
         "calls expire with the window: {pttl}"
     );
-    let exists: bool = redis::cmd("EXISTS")
+    // An acquire writes only its process's margin into the state, which expires with the
+    // window too.
+    let state: Vec<String> = redis::cmd("HKEYS")
         .arg(&keys.state)
         .query(&mut raw)
         .unwrap();
-    assert!(!exists, "an acquire writes no state");
+    assert!(
+        state.len() == 1 && state[0].starts_with('m'),
+        "an acquire writes only its margin: {state:?}"
+    );
+    let pttl: i64 = redis::cmd("PTTL").arg(&keys.state).query(&mut raw).unwrap();
+    assert!((1..=1101).contains(&pttl), "the margin expires: {pttl}");
     store
         .feedback(&key(), Some(Duration::from_secs(30)), None, false)
         .unwrap();
@@ -136,14 +143,15 @@ fn keys_expire_and_sets_stay_bounded() {
     store
         .complete(&other, &t, Duration::from_millis(5))
         .unwrap();
-    // calls and charges (the completed reservation's set emptied and went).
+    // calls, charges (the completed reservation's set emptied and went) and the state
+    // with this process's margin.
     let hunting = |raw: &mut redis::Connection| {
         common::keys_under(raw, &config.prefix)
             .into_iter()
             .filter(|k| k.contains(":hunting:"))
             .count()
     };
-    assert_eq!(hunting(&mut raw), 2);
+    assert_eq!(hunting(&mut raw), 3);
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(hunting(&mut raw), 0, "the hunting key's data expired");
     common::cleanup(&mut raw, &config.prefix);
@@ -266,6 +274,60 @@ fn feedback_is_shared_between_processes() {
     assert_eq!(
         b.usage(&hunt, &req).unwrap().runtime_blocked_for,
         config.runtime_exhausted_default
+    );
+    common::cleanup(&mut raw, &config.prefix);
+}
+
+#[test]
+fn the_widest_margin_of_the_processes_wins_while_its_calls_count() {
+    let Some(mut raw) = common::raw() else {
+        return;
+    };
+    let config = common::config("margins");
+    let (mut bad, mut good) = (common::store(&config), common::store(&config));
+    let limits = [CallLimit {
+        max: 1,
+        per: Duration::from_secs(10),
+    }];
+    let ms = Duration::from_millis;
+    let (wide, narrow) = (
+        AcquireRequest::calls(&limits, ms(600)),
+        AcquireRequest::calls(&limits, ms(20)),
+    );
+    let at = |s: &RedisQuotaStore, t: Duration| s.set_now_override(Some(t));
+    let t0 = Duration::from_secs(5_000);
+    // A process on a bad link (600 ms) makes the window's one call.
+    at(&bad, t0);
+    assert!(bad.acquire(&key(), &wide).unwrap().is_admitted());
+    // The other, with 20 ms of its own, sees the window widened by the 600 ms.
+    at(&good, t0 + ms(10_100));
+    let d = *good.acquire(&key(), &narrow).unwrap().denied().unwrap();
+    assert_eq!(d.retry_after, ms(500));
+    let u = good.usage(&key(), &narrow).unwrap();
+    assert_eq!((u.margin, u.calls[0].used), (ms(600), 1));
+    // Once that call left even the widened window, its own margin is back.
+    at(&good, t0 + ms(10_600));
+    assert!(good.acquire(&key(), &narrow).unwrap().is_admitted());
+    at(&good, t0 + ms(10_700));
+    assert_eq!(good.usage(&key(), &narrow).unwrap().margin, ms(20));
+    // Its own call needs only 20 ms more than the window.
+    at(&good, t0 + ms(20_630));
+    assert!(good.acquire(&key(), &narrow).unwrap().is_admitted());
+    // The bad link's process, asking with its own margin, is refused for the full 600 ms.
+    at(&bad, t0 + ms(30_640));
+    let d = *bad.acquire(&key(), &wide).unwrap().denied().unwrap();
+    assert_eq!(d.retry_after, ms(590));
+    // A process that left is forgotten at the next admitted call after its calls left
+    // the longest window: its field is gone from the state hash.
+    let keys = defender_redis::KeyLayout::new(&config.prefix, &key());
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(&keys.state)
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(
+        fields.iter().filter(|f| f.starts_with('m')).count(),
+        1,
+        "{fields:?}"
     );
     common::cleanup(&mut raw, &config.prefix);
 }
@@ -817,8 +879,8 @@ fn every_spelling_of_an_app_shares_one_budget() {
     assert_eq!(d.reason, DenyReason::CallWindow(limits[0]));
     assert_eq!(
         common::keys_under(&mut raw, &config.prefix).len(),
-        1,
-        "one set of calls in Redis"
+        2,
+        "one set of calls and one state (the margins) in Redis"
     );
     common::cleanup(&mut raw, &config.prefix);
 }

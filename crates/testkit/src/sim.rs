@@ -479,6 +479,7 @@ impl ModelStore {
                 id,
                 group,
                 estimate,
+                ..
             } => {
                 let quota = self.quotas.get_mut(&group).expect("every group"); // built from ApiGroup::ALL
                 let ticket = match quota.try_acquire(now) {

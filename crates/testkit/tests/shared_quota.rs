@@ -297,3 +297,52 @@ fn redis_stopped_and_started_again() {
     // Both went through Redis again: the new server counts them.
     assert_eq!(shared_used(redis.url()), 2, "both clients use Redis again");
 }
+
+/// Issue 22 through Redis: a client that learns its margin sends it with each acquire,
+/// and `quota()` (the store's usage) shows the widest margin of the app's processes: its
+/// own learned one, then 500 ms once a process with a fixed 500 ms made a call, which
+/// widens the learning client's windows as long as that call counts in them.
+#[test]
+fn the_widest_margin_of_the_processes_reaches_every_client() {
+    let Some(url) = require_redis() else { return };
+    let limits = Limits::parse("2021,incidents.calls=50/2s").expect("spec");
+    let env = Env::start(|b| b.limits(limits.clone()));
+    let mut store = StoreConfig::new(&url);
+    store.prefix = unique("margins");
+    let client = |learn: bool| {
+        defender_blocking::Client::builder()
+            .tenant(DEFAULT_TENANT)
+            .client_id(DEFAULT_CLIENT_ID)
+            .client_secret(DEFAULT_SECRET)
+            .base_url(env.emulator.base_url())
+            .login_url(env.emulator.base_url())
+            .limits_value(limits.clone())
+            .learn_margin(learn)
+            .redis_quota(store.clone())
+            .build()
+            .expect("the client builds")
+    };
+    let incidents_margin = |c: &defender_blocking::Client| {
+        let u = c.quota().expect("usage from the store");
+        let g = u.iter().find(|g| g.group == ApiGroup::Incidents).unwrap();
+        assert_eq!(g.source, UsageSource::Store);
+        g.margin
+    };
+    let learning = client(true);
+    for _ in 0..8 {
+        learning.call(list_call()).expect("a listing");
+    }
+    let learned = incidents_margin(&learning);
+    assert!(
+        learned < Duration::from_millis(500),
+        "loopback round trips bring the margin down: {learned:?}"
+    );
+    // Another process, on a fixed 500 ms (learning off), makes one call.
+    let fixed = client(false);
+    fixed.call(list_call()).expect("a listing");
+    assert_eq!(incidents_margin(&learning), Duration::from_millis(500));
+    // Its call leaves the 2 s window (and its 500 ms): the learned margin is back.
+    std::thread::sleep(Duration::from_millis(2_600));
+    assert!(incidents_margin(&learning) < Duration::from_millis(500));
+    // Every key the store wrote expires with its windows.
+}

@@ -51,10 +51,12 @@ impl LocalAdmission {
     /// others return `None`.
     pub(crate) fn perform(&mut self, op: QuotaOp, now: Instant) -> Option<(AdmitId, Admission)> {
         match op {
+            // The margin is set on the quotas as it changes (`set_margin`).
             QuotaOp::Acquire {
                 id,
                 group,
                 estimate,
+                ..
             } => Some((id, self.acquire(group, estimate, now))),
             QuotaOp::Release { group, ticket } => {
                 if let Some(t) = ticket.into_inner::<LocalTicket>() {

@@ -679,6 +679,7 @@ impl Engine {
                 id: admit,
                 group,
                 estimate,
+                margin: self.margin.margin(),
             });
             // A store answers later; the local answer came already, and the group goes
             // on to its next call only if this one was admitted.

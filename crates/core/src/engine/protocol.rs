@@ -365,6 +365,10 @@ pub enum QuotaOp {
         group: ApiGroup,
         /// The running time to reserve while the call is in flight (zero outside hunting).
         estimate: Duration,
+        /// The safety margin this engine widens every window by now (fixed, or learned:
+        /// see [`crate::margin`]). A shared store widens by the widest margin of the
+        /// processes whose calls count in a window.
+        margin: Duration,
     },
     /// An admitted call was not sent (cancelled): give its slot and reservation back.
     Release {
@@ -570,14 +574,14 @@ impl GroupUsage {
     /// A store's usage with this engine's own calls counted in (`own` is
     /// [`Engine::usage`]): what a client's `quota()` shows with a shared store. The
     /// quota gauges are set from it ([`crate::telemetry::record_usage`]): with a store,
-    /// they move when someone asks.
+    /// they move when someone asks. The
+    /// margin is the wider of the store's (the widest another process published) and
+    /// this engine's own: the one its next call is admitted with.
     pub fn with_own_calls(mut store: Vec<GroupUsage>, own: &[GroupUsage]) -> Vec<GroupUsage> {
         for u in &mut store {
-            u.active_calls = own
-                .iter()
-                .filter(|o| o.group == u.group)
-                .map(|o| o.active_calls)
-                .sum();
+            let mine = own.iter().filter(|o| o.group == u.group);
+            u.active_calls = mine.clone().map(|o| o.active_calls).sum();
+            u.margin = mine.map(|o| o.margin).fold(u.margin, Duration::max);
         }
         crate::telemetry::record_usage(&store);
         store

@@ -2,13 +2,16 @@
 -- ARGV: now override ('' = TIME), ticket (unique, made by the client), margin, lease,
 --       estimate, ncalls, nruntime, the cap on server waits ('' = a day),
 --       ncalls x (max, per), nruntime x (budget, per).
+-- Each window is widened by this process's margin, or by a wider one another process of
+-- the app published while its calls may still lie in that window (`margin_for`); an
+-- admitted call publishes this process's margin (`publish_margin`).
 -- Returns {1, now, reserved, ttl ms} or {0, retry at, now, reason, a, b} with reason
 -- 1 call window (a max, b per), 2 retry-after, 3 running-time window (a budget, b per),
 -- 4 running time exhausted, 5 reservations in flight (a budget, b per).
 local now = clock(ARGV[1])
 local ticket = ARGV[2]
 local margin, lease, estimate = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local blocked, rblocked, learned = read_state(KEYS[4], now, wait_cap(ARGV[8]), true)
+local blocked, rblocked, learned, margins = read_state(KEYS[4], now, wait_cap(ARGV[8]), true)
 -- The running-time block lives in KEYS[5]: the tenant's hash, or the app's state itself.
 if KEYS[5] ~= KEYS[4] then
   local _, rb = read_state(KEYS[5], now, wait_cap(ARGV[8]), true)
@@ -18,10 +21,16 @@ local wins, a = call_windows(9, tonumber(ARGV[6]), learned)
 local rts = runtime_windows(a, tonumber(ARGV[7]))
 
 local worst, why, wa, wb = nil, 0, 0, 0
-local longest, tightest = 0, nil
+local longest, tightest, hold = 0, nil, 0
 for _, w in ipairs(wins) do
-  if w[2] + margin > longest then longest = w[2] + margin end
+  w[3] = w[2] + margin_for(w[2], margin, margins, now)
+  if w[3] > longest then longest = w[3] end
+  if w[2] > hold then hold = w[2] end
   if tightest == nil or w[1] < tightest then tightest = w[1] end
+end
+for _, r in ipairs(rts) do
+  r[3] = r[2] + margin_for(r[2], margin, margins, now)
+  if r[2] > hold then hold = r[2] end
 end
 if longest > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', s(now - longest))
@@ -30,7 +39,7 @@ if longest > 0 then
   local all = redis.call('ZCARD', KEYS[1])
   if all >= tightest then
     for _, w in ipairs(wins) do
-      local span = w[2] + margin
+      local span = w[3]
       local lo = '(' .. s(now - span)
       local live = all
       if span < longest then live = redis.call('ZCOUNT', KEYS[1], lo, '+inf') end
@@ -48,7 +57,7 @@ if blocked > now and (worst == nil or blocked > worst) then worst, why, wa, wb =
 local rlongest = 0
 if #rts > 0 then
   for _, r in ipairs(rts) do
-    if r[2] + margin > rlongest then rlongest = r[2] + margin end
+    if r[3] > rlongest then rlongest = r[3] end
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', s(now - rlongest))
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', s(now - lease))
@@ -60,7 +69,7 @@ if #rts > 0 then
     resv[#resv + 1] = { tonumber(rs[i + 1]) + lease, amt, true }
   end
   for _, r in ipairs(rts) do
-    local span = r[2] + margin
+    local span = r[3]
     local cs = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. s(now - span), '+inf', 'WITHSCORES')
     local used, ev = reserved, {}
     for i = 1, #cs, 2 do
@@ -94,7 +103,7 @@ if worst ~= nil then return { 0, worst, now, why, wa, wb } end
 
 local reserved = 0
 local ttl = math.max(longest, rlongest)
-for _, l in ipairs(learned) do ttl = math.max(ttl, l[2] + margin) end
+for _, l in ipairs(learned) do ttl = math.max(ttl, l[2] + margin_for(l[2], margin, margins, now)) end
 if #rts > 0 and estimate > 0 then ttl = math.max(ttl, lease) end
 local ms = math.ceil(ttl / 1000) + 1
 if #wins > 0 then
@@ -106,4 +115,5 @@ if #rts > 0 and estimate > 0 then
   redis.call('PEXPIRE', KEYS[2], ms)
   reserved = estimate
 end
+if hold > 0 then publish_margin(KEYS[4], ticket, margin, margins, now, hold) end
 return { 1, now, reserved, ms }

@@ -23,7 +23,9 @@ local function wait_cap(o)
 end
 
 -- The state hash: b = calls blocked until, rb = running time blocked until,
--- l<per µs> = a learned limit (max calls per that period).
+-- l<per µs> = a learned limit (max calls per that period), m<holder> = the margin a
+-- process (the part of its tickets before the dot) enforced at its latest admitted
+-- call, as '<margin µs>:<admitted at µs>' (see `margin_for`).
 -- What a process with an older script or a longer cap wrote is read through this
 -- process's cap: a block ends at most `cap` from now, and a learned limit whose period
 -- is longer than `cap` is ignored. With `heal`, such values are also rewritten (the
@@ -31,7 +33,7 @@ end
 -- limit deleted) and the hash's expiry shortened to what the rest needs.
 local function read_state(key, now, cap, heal)
   local st = redis.call('HGETALL', key)
-  local blocked, rblocked, learned = 0, 0, {}
+  local blocked, rblocked, learned, margins = 0, 0, {}, {}
   local fixes, drops = {}, {}
   for i = 1, #st, 2 do
     local f, v = st[i], tonumber(st[i + 1]) or 0
@@ -49,6 +51,13 @@ local function read_state(key, now, cap, heal)
       else
         drops[#drops + 1] = f
       end
+    elseif string.sub(f, 1, 1) == 'm' then
+      local m, seen = string.match(st[i + 1], '^(%d+):(%d+)$')
+      if m ~= nil then
+        margins[#margins + 1] = { string.sub(f, 2), tonumber(m), tonumber(seen) }
+      else
+        drops[#drops + 1] = f
+      end
     end
   end
   if heal and (#fixes > 0 or #drops > 0) then
@@ -61,7 +70,35 @@ local function read_state(key, now, cap, heal)
     if pttl < 0 or pttl > ms then redis.call('PEXPIRE', key, ms) end
   end
   table.sort(learned, function(x, y) return x[2] < y[2] end)
-  return blocked, rblocked, learned
+  return blocked, rblocked, learned, margins
+end
+
+-- The margin a window of `per` µs needs: `own` (the asking process's), or a wider one
+-- another process published while its calls may still lie in such a window (its latest
+-- admitted call less than `per` plus its margin ago). So one process on a bad link
+-- widens every process's windows for as long as its calls count in them.
+local function margin_for(per, own, margins, now)
+  local m = own
+  for _, x in ipairs(margins) do
+    if x[2] > m and now - x[3] <= per + x[2] then m = x[2] end
+  end
+  return m
+end
+
+-- Publishes the margin of the process that made `ticket` at an admitted call (in the
+-- state hash `key`), and forgets what processes published longer than `hold` µs ago
+-- (the longest window and its margin: their calls count in no window any more).
+local function publish_margin(key, ticket, margin, margins, now, hold)
+  local holder = string.match(ticket, '^([^.]+)%.')
+  local gone = {}
+  for _, x in ipairs(margins) do
+    if x[1] ~= holder and now - x[3] > hold + x[2] then gone[#gone + 1] = 'm' .. x[1] end
+  end
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  if holder == nil then return end
+  redis.call('HSET', key, 'm' .. holder, s(margin) .. ':' .. s(now))
+  local ms = math.ceil((hold + margin) / 1000) + 1
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
 
 -- Call windows from ARGV[a..] (n pairs of max, per), then the learned limits:
