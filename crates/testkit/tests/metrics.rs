@@ -19,7 +19,10 @@ use metrics_util::{CompositeKey, MetricKind};
 /// Every metric's value, keyed by kind, name and sorted labels; histograms as their
 /// samples.
 #[derive(Debug, Default)]
-struct Values(HashMap<(MetricKind, String, Vec<(String, String)>), Value>);
+struct Values(HashMap<MetricId, Value>);
+
+/// A metric's kind, name and sorted labels.
+type MetricId = (MetricKind, String, Vec<(String, String)>);
 
 #[derive(Debug, Clone)]
 enum Value {
